@@ -1,0 +1,1 @@
+"""The ``medfed`` command line."""

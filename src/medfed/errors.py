@@ -1,0 +1,53 @@
+"""The medfed error hierarchy: every error names what a user must fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MedfedError(Exception):
+    """Base class of every error medfed raises on purpose."""
+
+
+class ConfigError(MedfedError):
+    """A configuration file or option is invalid."""
+
+
+class DataError(MedfedError):
+    """A site's data cannot be used.
+
+    Args:
+        site: The site whose data is wrong.
+        path: The file or folder at fault (``None`` when the whole site is at fault).
+        reason: What is wrong and, where possible, how to fix it.
+    """
+
+    def __init__(self, site: str, path: Path | str | None, reason: str) -> None:
+        self.site = site
+        self.path = None if path is None else Path(path)
+        self.reason = reason
+        where = f"site '{site}'" + (f", file '{path}'" if path is not None else "")
+        super().__init__(f"{where}: {reason}")
+
+
+class UnknownNameError(MedfedError, KeyError):
+    """A registry lookup used a name that is not registered."""
+
+    def __init__(self, kind: str, name: str, valid: list[str]) -> None:
+        self.kind, self.name, self.valid = kind, name, valid
+        super().__init__(f"unknown {kind} '{name}'; valid names: {', '.join(sorted(valid))}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class CheckpointError(MedfedError):
+    """A checkpoint or run directory cannot be read or does not match the configuration."""
+
+
+class UpdateRejected(MedfedError):
+    """A site's update failed validation and was left out of aggregation."""
+
+    def __init__(self, site: str, reason: str) -> None:
+        self.site, self.reason = site, reason
+        super().__init__(f"update from site '{site}' rejected: {reason}")

@@ -1,0 +1,122 @@
+"""Round checkpoints in safetensors, written atomically: a crash leaves the last one intact.
+
+One file holds the server state and, in simulation, every site's private state (in deployment a
+site keeps its own). Keys are flattened as ``server/weights/<name>``,
+``server/extra/<group>/<name>``, ``site/<site>/weights/<name>`` and
+``site/<site>/extra/<group>/<name>``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+
+from medfed.errors import CheckpointError
+from medfed.files import atomic_write
+from medfed.types import SCHEMA_VERSION, ServerState, SiteState, Weights
+
+_ROUND_FILE = re.compile(r"round_(\d{4,})\.safetensors$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A completed round: server state, simulated sites' states and free-form metadata."""
+
+    server: ServerState
+    sites: Mapping[str, SiteState] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def checkpoint_path(directory: Path, round: int) -> Path:
+    """Where the checkpoint of ``round`` lives in ``directory``."""
+    return directory / f"round_{round:04d}.safetensors"
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The checkpoint of the highest completed round in ``directory``, or ``None``."""
+    if not directory.is_dir():
+        return None
+    rounds = [
+        (int(match.group(1)), path)
+        for path in directory.iterdir()
+        if (match := _ROUND_FILE.fullmatch(path.name))
+    ]
+    return max(rounds)[1] if rounds else None
+
+
+def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    """Writes ``checkpoint`` to ``path`` atomically (temporary file, fsync, rename)."""
+    tensors = _flatten("server", checkpoint.server.weights, checkpoint.server.extra)
+    for name, site in checkpoint.sites.items():
+        tensors.update(_flatten(f"site/{name}", site.weights, site.extra))
+    metadata = {
+        "schema_version": str(SCHEMA_VERSION),
+        "round": str(checkpoint.server.round),
+        "sites": json.dumps(sorted(checkpoint.sites)),
+        **checkpoint.metadata,
+    }
+    atomic_write(path, save_bytes(tensors, metadata=metadata))
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Reads a checkpoint written by ``save_checkpoint``.
+
+    Raises:
+        CheckpointError: The file is missing, truncated, or of another schema version.
+    """
+    try:
+        data = path.read_bytes()
+        tensors = load_bytes(data)
+        metadata = _read_metadata(data)
+    except (OSError, SafetensorError, ValueError) as error:
+        raise CheckpointError(f"cannot read checkpoint '{path}': {error}") from error
+    if metadata.get("schema_version") != str(SCHEMA_VERSION):
+        raise CheckpointError(
+            f"checkpoint '{path}' has schema version {metadata.get('schema_version')}, "
+            f"this medfed reads {SCHEMA_VERSION}"
+        )
+    weights, extra = _unflatten(tensors, "server")
+    server = ServerState(round=int(metadata["round"]), weights=weights, extra=extra)
+    sites = {}
+    for name in json.loads(metadata["sites"]):
+        site_weights, site_extra = _unflatten(tensors, f"site/{name}")
+        sites[name] = SiteState(weights=site_weights, extra=site_extra)
+    return Checkpoint(server=server, sites=sites, metadata=metadata)
+
+
+def _flatten(prefix: str, weights: Weights, extra: Mapping[str, Weights]) -> dict[str, torch.Tensor]:
+    flat = {f"{prefix}/weights/{name}": _storable(t) for name, t in weights.items()}
+    for group, tensors in extra.items():
+        flat.update({f"{prefix}/extra/{group}/{name}": _storable(t) for name, t in tensors.items()})
+    return flat
+
+
+def _unflatten(tensors: Mapping[str, torch.Tensor], prefix: str) -> tuple[Weights, dict[str, Weights]]:
+    weights: Weights = {}
+    extra: dict[str, Weights] = {}
+    for key, tensor in tensors.items():
+        if key.startswith(f"{prefix}/weights/"):
+            weights[key.removeprefix(f"{prefix}/weights/")] = tensor
+        elif key.startswith(f"{prefix}/extra/"):
+            group, name = key.removeprefix(f"{prefix}/extra/").split("/", 1)
+            extra.setdefault(group, {})[name] = tensor
+    return weights, extra
+
+
+def _storable(tensor: torch.Tensor) -> torch.Tensor:
+    """safetensors needs contiguous CPU tensors that share no memory."""
+    return tensor.detach().to("cpu").contiguous().clone()
+
+
+def _read_metadata(data: bytes) -> dict[str, str]:
+    header_size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + header_size])
+    return dict(header.get("__metadata__", {}))

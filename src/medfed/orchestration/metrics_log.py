@@ -1,0 +1,93 @@
+"""Per-round, per-site metrics in a SQLite table (the source of truth) and a CSV copy of it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+
+from medfed.files import atomic_write
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One measurement: ``metric`` of ``experiment`` at ``site`` on ``split`` after ``round``."""
+
+    experiment: str
+    round: int
+    site: str
+    split: str
+    metric: str
+    value: float
+
+
+_COLUMNS = [field.name for field in fields(MetricRow)]
+
+
+class MetricsLog:
+    """Appends metric rows to ``metrics.sqlite`` and mirrors them to ``metrics.csv``.
+
+    Args:
+        run_dir: The run directory holding both files.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.database = run_dir / "metrics.sqlite"
+        self.csv_path = run_dir / "metrics.csv"
+        with self._connect() as connection:
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS metrics (experiment TEXT, round INTEGER, site TEXT, "
+                "split TEXT, metric TEXT, value REAL)"
+            )
+
+    def record_round(self, experiment: str, round: int, rows: Iterable[MetricRow]) -> None:
+        """Replaces the rows of ``(experiment, round)`` with ``rows`` in one transaction, so a
+        round replayed after a crash is never counted twice."""
+        with self._connect() as connection:
+            connection.execute(
+                "DELETE FROM metrics WHERE experiment = ? AND round = ?", (experiment, round)
+            )
+            connection.executemany(
+                "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", [astuple(row) for row in rows]
+            )
+        self._write_csv()
+
+    def discard_after(self, experiment: str, round: int) -> None:
+        """Drops rows of ``experiment`` newer than ``round`` (left by a run killed mid-round)."""
+        with self._connect() as connection:
+            connection.execute(
+                "DELETE FROM metrics WHERE experiment = ? AND round > ?", (experiment, round)
+            )
+        self._write_csv()
+
+    def rows(self, experiment: str | None = None) -> list[MetricRow]:
+        """All rows, or those of one experiment, ordered by experiment, round and site."""
+        query = "SELECT * FROM metrics"
+        arguments: tuple[str, ...] = ()
+        if experiment is not None:
+            query += " WHERE experiment = ?"
+            arguments = (experiment,)
+        with self._connect() as connection:
+            found = connection.execute(query + " ORDER BY experiment, round, site, split, metric", arguments)
+            return [MetricRow(*row) for row in found]
+
+    def _write_csv(self) -> None:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(_COLUMNS)
+        writer.writerows(astuple(row) for row in self.rows())
+        atomic_write(self.csv_path, buffer.getvalue().encode())
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        connection = sqlite3.connect(self.database)
+        try:
+            with connection:  # commits, or rolls back on error
+                yield connection
+        finally:
+            connection.close()

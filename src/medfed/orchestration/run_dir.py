@@ -1,0 +1,41 @@
+"""The run directory: its layout, and starting or resuming a run in it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from medfed.config.loading import parse_config
+from medfed.config.schema import SimulationConfig
+from medfed.errors import CheckpointError
+from medfed.files import atomic_write
+
+CONFIG_FILE = "config.yaml"
+
+
+def start_run(config: SimulationConfig) -> Path:
+    """Creates ``config.output_dir`` with the resolved config; refuses to overwrite a run."""
+    run_dir = config.output_dir
+    if (run_dir / CONFIG_FILE).exists():
+        raise CheckpointError(
+            f"run directory '{run_dir}' already holds a run: continue it with "
+            f"'medfed simulate --resume {run_dir}' or choose another output_dir"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(run_dir / CONFIG_FILE, config_yaml(config).encode())
+    return run_dir
+
+
+def resume_run(run_dir: Path) -> SimulationConfig:
+    """The resolved config of the run in ``run_dir``, to continue it."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"'{run_dir}' is not a medfed run directory: '{path}' is missing")
+    raw = yaml.safe_load(path.read_text())
+    return parse_config({**raw, "output_dir": str(run_dir)}, source=str(path))
+
+
+def config_yaml(config: SimulationConfig) -> str:
+    """``config`` with every default filled in, as YAML."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

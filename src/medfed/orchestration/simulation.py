@@ -1,0 +1,178 @@
+"""Running a simulation's experiments in one process, with a checkpoint after each round so
+that a resumed run ends with the weights of an uninterrupted one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from medfed.config.schema import SimulationConfig
+from medfed.data import SiteData, build_dataset
+from medfed.models import build_model
+from medfed.orchestration.checkpoint import (
+    Checkpoint,
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from medfed.orchestration.connector import InProcessConnector
+from medfed.orchestration.experiments import Experiment
+from medfed.orchestration.federation_data import FederationData
+from medfed.orchestration.loop import RoundPlan, run_rounds
+from medfed.orchestration.metrics_log import MetricRow, MetricsLog
+from medfed.orchestration.site import LocalSite, cpu_weights
+from medfed.training import LocalTrainer, TrainSettings, evaluate
+from medfed.types import ServerState, SiteState, TrainResult, Weights
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    """The end of one experiment: the global model and each site's private state."""
+
+    experiment: Experiment
+    state: ServerState
+    sites: Mapping[str, SiteState]
+
+    def weights_for(self, site: str) -> Weights:
+        """The model that ``site`` would use: personalised when it trained in this experiment."""
+        own = self.sites.get(site)
+        if own is None:
+            return self.state.weights
+        return self.experiment.strategy.site_model(self.state.weights, own)
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    """Progress hooks of a simulation (e.g. rich progress bars); all optional."""
+
+    on_experiment: Callable[[Experiment, int], None] | None = None
+    on_round: Callable[[int], None] | None = None
+    on_site: Callable[[str], None] | None = None
+
+
+class ExperimentRunner:
+    """Runs experiments of one configuration, checkpointing every round under ``run_dir``.
+
+    Args:
+        config: The validated configuration.
+        data: The prepared data of every site.
+        run_dir: The run directory.
+        callbacks: Progress hooks.
+    """
+
+    def __init__(
+        self,
+        config: SimulationConfig,
+        data: FederationData,
+        run_dir: Path,
+        callbacks: Callbacks | None = None,
+    ) -> None:
+        self.config = config
+        self.data = data
+        self.run_dir = run_dir
+        self.callbacks = callbacks or Callbacks()
+        self.metrics = MetricsLog(run_dir)
+        channels, dims = data.spatial_shape()
+        self.model_params = {"spatial_dims": dims, "in_channels": channels, **config.model.params}
+        self.trainer = LocalTrainer(task=config.task, settings=TrainSettings(**config.training.model_dump()))
+        self.evaluation_sets = {
+            name: build_dataset(site.cases, task=config.task, augment=False, seed=config.seed)
+            for name, site in data.evaluation_sets.items()
+        }
+
+    def new_model(self) -> nn.Module:
+        """The run's initial model (identical for every experiment)."""
+        return build_model(self.config.model.name, self.model_params, seed=self.config.seed)
+
+    def run(self, experiment: Experiment) -> ExperimentResult:
+        """Runs ``experiment`` from its last checkpoint (or from scratch) to the last round."""
+        directory = self.run_dir / "checkpoints" / experiment.name
+        model = self.new_model()
+        state, site_states = self._start(experiment, model, directory)
+        sites = {
+            name: self._site(name, data, model, experiment, site_states.get(name))
+            for name, data in experiment.sites.items()
+        }
+        plan = RoundPlan(
+            rounds=self.config.federation.rounds,
+            sites=sorted(sites),
+            fraction=self.config.federation.fraction,
+            min_sites=min(self.config.federation.min_sites, len(sites)),
+            seed=self.config.seed,
+        )
+        if self.callbacks.on_experiment is not None:
+            self.callbacks.on_experiment(experiment, state.round)
+
+        def finish_round(new_state: ServerState, results: list[TrainResult]) -> None:
+            site_now = {name: site.state for name, site in sites.items()}
+            result = ExperimentResult(experiment, new_state, site_now)
+            rows = _training_rows(experiment.name, new_state.round, results)
+            rows += self._evaluation_rows(result, model)
+            self.metrics.record_round(experiment.name, new_state.round, rows)
+            save_checkpoint(
+                checkpoint_path(directory, new_state.round),
+                Checkpoint(new_state, site_now, {"experiment": experiment.name}),
+            )
+            if self.callbacks.on_round is not None:
+                self.callbacks.on_round(new_state.round)
+
+        connector = InProcessConnector(sites, on_site_done=self.callbacks.on_site)
+        final = run_rounds(experiment.strategy, state, plan, connector, on_round=finish_round)
+        return ExperimentResult(experiment, final, {name: site.state for name, site in sites.items()})
+
+    def _start(
+        self, experiment: Experiment, model: nn.Module, directory: Path
+    ) -> tuple[ServerState, Mapping[str, SiteState]]:
+        latest = latest_checkpoint(directory)
+        if latest is None:
+            self.metrics.discard_after(experiment.name, 0)
+            return experiment.strategy.init(cpu_weights(model)), {}
+        checkpoint = load_checkpoint(latest)
+        self.metrics.discard_after(experiment.name, checkpoint.server.round)
+        return checkpoint.server, checkpoint.sites
+
+    def _site(
+        self,
+        name: str,
+        data: SiteData,
+        model: nn.Module,
+        experiment: Experiment,
+        state: SiteState | None,
+    ) -> LocalSite:
+        dataset = build_dataset(
+            data.cases, task=self.config.task, augment=self.config.data.augment, seed=self.config.seed
+        )
+        return LocalSite(
+            name,
+            dataset,
+            model=model,
+            trainer=self.trainer,
+            strategy=experiment.strategy,
+            seed=self.config.seed,
+            state=state,
+        )
+
+    def _evaluation_rows(self, result: ExperimentResult, model: nn.Module) -> list[MetricRow]:
+        rows = []
+        for site, dataset in self.evaluation_sets.items():
+            model.load_state_dict(result.weights_for(site))
+            metrics = evaluate(model, dataset, task=self.config.task, batch_size=self.config.training.batch_size)
+            split = "unseen" if site == self.config.data.unseen_site else "test"
+            rows += [
+                MetricRow(result.experiment.name, result.state.round, site, split, metric, value)
+                for metric, value in metrics.items()
+            ]
+        return rows
+
+
+def _training_rows(experiment: str, round: int, results: list[TrainResult]) -> list[MetricRow]:
+    return [
+        MetricRow(experiment, round, result.site, "train", metric, value)
+        for result in results
+        for metric, value in result.metrics.items()
+    ]
+

@@ -1,0 +1,78 @@
+"""One site's side of a round: load the global model, train locally, answer with an update.
+
+The same class serves a simulated site and a real site behind the gRPC client.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from medfed.seeding import derive_seed
+from medfed.strategies.base import Strategy
+from medfed.training.trainer import LocalTrainer
+from medfed.types import SiteState, TrainResult, TrainTask, Weights
+
+
+class LocalSite:
+    """A site with private data, a model to train and private strategy state.
+
+    Args:
+        name: The site's name.
+        dataset: The site's training data (never leaves the site).
+        model: The network trained in place; simulated sites may share one instance.
+        trainer: The local trainer.
+        strategy: The federated strategy (its site half is used here).
+        seed: The run's seed; each round's randomness derives from (seed, round, site).
+        state: Private state carried over from earlier rounds.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        dataset: Dataset,
+        *,
+        model: nn.Module,
+        trainer: LocalTrainer,
+        strategy: Strategy,
+        seed: int,
+        state: SiteState | None = None,
+    ) -> None:
+        self.name = name
+        self.dataset = dataset
+        self.model = model
+        self.trainer = trainer
+        self.strategy = strategy
+        self.seed = seed
+        self.state = state or SiteState()
+
+    @property
+    def num_samples(self) -> int:
+        """Number of training cases at this site."""
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def train(self, task: TrainTask) -> TrainResult:
+        """Runs ``task`` and returns this site's update; updates the private state."""
+        self.model.load_state_dict(self.strategy.site_model(task.weights, self.state))
+        report = self.trainer.fit(
+            self.model,
+            self.dataset,
+            seed=derive_seed(self.seed, "train", task.round, self.name),
+            hooks=self.strategy.local_hooks(task, self.state),
+            config=task.config,
+        )
+        trained = cpu_weights(self.model)
+        extra, self.state = self.strategy.finish(task, self.state, trained, report.steps, report.lr)
+        return TrainResult(
+            site=self.name,
+            round=task.round,
+            weights=trained,
+            num_samples=self.num_samples,
+            metrics={"loss": report.loss, "steps": float(report.steps)},
+            extra=extra,
+        )
+
+
+def cpu_weights(model: nn.Module) -> Weights:
+    """A detached CPU copy of ``model``'s state dict."""
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}

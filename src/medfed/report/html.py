@@ -1,0 +1,75 @@
+"""The run's report: one self-contained HTML file (figures embedded as base64 PNG)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from medfed.files import atomic_write
+from medfed.orchestration.metrics_log import MetricRow
+from medfed.report.plots import SampleImage, learning_curves, sample_grid, site_curves
+from medfed.report.summary import SummaryRow
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+tr.federated td { background: #eef6ff; }
+img { max-width: 100%; }
+"""
+
+
+def write_report(
+    path: Path,
+    *,
+    title: str,
+    rows: Sequence[MetricRow],
+    summary: Sequence[SummaryRow],
+    metric: str,
+    unseen_site: str | None,
+    samples: Sequence[SampleImage],
+    config_yaml: str,
+) -> None:
+    """Writes the HTML report to ``path`` atomically."""
+    federated = [row.experiment for row in summary if row.kind == "federated"]
+    sections = [
+        f"<h1>{html.escape(title)}</h1>",
+        "<h2>Federated vs centralized vs local-only</h2>",
+        _summary_table(summary, metric=metric, unseen_site=unseen_site),
+        "<h2>Learning curves</h2>",
+        _image(learning_curves(rows, metric=metric, unseen_site=unseen_site)),
+        "<h2>Per site</h2>",
+        *(_image(site_curves(rows, experiment=name, metric=metric)) for name in federated),
+    ]
+    if samples:
+        sections += ["<h2>Sample predictions on held-out cases</h2>", _image(sample_grid(samples))]
+    sections += ["<h2>Configuration</h2>", f"<pre>{html.escape(config_yaml)}</pre>"]
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>"
+    )
+    atomic_write(path, page.encode())
+
+
+def _summary_table(summary: Sequence[SummaryRow], *, metric: str, unseen_site: str | None) -> str:
+    sites = sorted({site for row in summary for site in row.per_site})
+    header = ["experiment", f"mean {metric} (own sites)", f"{metric} on unseen site", *sites]
+    lines = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    for row in summary:
+        cells = [html.escape(row.experiment), _number(row.own_sites), _number(row.unseen)]
+        cells += [_number(row.per_site.get(site, math.nan)) for site in sites]
+        lines.append(f"<tr class='{row.kind}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    note = f"<p>Unseen site: {html.escape(unseen_site)}.</p>" if unseen_site else ""
+    return "".join(lines) + "</table>" + note
+
+
+def _number(value: float) -> str:
+    return "–" if not math.isfinite(value) else f"{value:.3f}"
+
+
+def _image(png: bytes) -> str:
+    return f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}'>"

@@ -1,0 +1,94 @@
+"""The comparison table of a run: federated vs centralized vs local-only, at the last round."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from statistics import fmean
+
+from medfed.files import atomic_write
+from medfed.orchestration.metrics_log import MetricRow
+from medfed.types import Task
+
+PRIMARY_METRIC: dict[str, str] = {"segmentation": "dice", "classification": "auc"}
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One experiment's final scores on the primary metric.
+
+    Attributes:
+        experiment: Experiment name ("fedavg", "centralized", "local-hospital_a", "local (mean)").
+        kind: "federated", "centralized" or "local".
+        own_sites: Mean over the training sites' held-out splits (a local model: its own site's).
+        unseen: Score on the unseen site (``nan`` when there is none).
+        per_site: Score on each held-out split, the unseen site included.
+    """
+
+    experiment: str
+    kind: str
+    own_sites: float
+    unseen: float
+    per_site: dict[str, float]
+
+
+def summarize(
+    rows: Sequence[MetricRow], kinds: dict[str, str], *, task: Task, unseen_site: str | None
+) -> list[SummaryRow]:
+    """The final-round summary of each experiment in ``kinds`` (name -> kind), in that order,
+    followed by the mean of the local-only models when there are any."""
+    metric = PRIMARY_METRIC[task]
+    summary = []
+    for experiment, kind in kinds.items():
+        last = max((row.round for row in rows if row.experiment == experiment), default=0)
+        per_site = {
+            row.site: row.value
+            for row in rows
+            if row.experiment == experiment and row.round == last and row.metric == metric
+            and row.split in ("test", "unseen")
+        }
+        own = [v for site, v in per_site.items() if site != unseen_site]
+        if kind == "local":
+            own = [per_site[site] for site in per_site if experiment == f"local-{site}"]
+        summary.append(
+            SummaryRow(experiment, kind, _mean(own), per_site.get(unseen_site or "", math.nan), per_site)
+        )
+    locals_ = [row for row in summary if row.kind == "local"]
+    if locals_:
+        summary.append(
+            SummaryRow(
+                "local (mean)",
+                "local",
+                _mean([row.own_sites for row in locals_]),
+                _mean([row.unseen for row in locals_]),
+                {},
+            )
+        )
+    return summary
+
+
+def write_summary(path: Path, summary: Sequence[SummaryRow], *, metric: str) -> None:
+    """Writes the summary as JSON (``nan`` as ``null``)."""
+    payload = {
+        "metric": metric,
+        "experiments": [
+            {key: _jsonable(value) for key, value in asdict(row).items()} for row in summary
+        ],
+    }
+    atomic_write(path, json.dumps(payload, indent=2).encode())
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [value for value in values if math.isfinite(value)]
+    return fmean(finite) if finite else math.nan
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    return value

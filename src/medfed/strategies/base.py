@@ -1,0 +1,82 @@
+"""The one interface every federated strategy implements.
+
+A strategy has a server half (``init``, ``configure``, ``aggregate``) and a site half
+(``site_model``, ``local_hooks``, ``finish``). It never knows how sites are reached: the same
+object runs in ``medfed simulate`` and behind the gRPC server and client.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from medfed.types import Scalar, ServerState, SiteState, TrainResult, TrainTask, Weights
+
+
+class LocalHooks:
+    """How a strategy changes a site's local optimisation; the default changes nothing."""
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        """An extra term added to the local loss (e.g. FedProx's proximal term), or ``None``."""
+        return None
+
+    def after_backward(self, model: nn.Module) -> None:
+        """Adjusts gradients after ``backward()`` and before the optimiser step."""
+
+
+class Strategy(ABC):
+    """Base class of federated strategies. Subclasses set ``name`` and implement ``aggregate``."""
+
+    name: str = ""
+
+    # ----- server half -------------------------------------------------------------------------
+    def init(self, weights: Weights) -> ServerState:
+        """The server state before round 1, starting from ``weights``."""
+        return ServerState(round=0, weights=clone_weights(weights))
+
+    def configure(self, state: ServerState, round: int, config: Mapping[str, Scalar]) -> TrainTask:
+        """The task sent to every site taking part in ``round``."""
+        return TrainTask(round=round, weights=state.weights, config=dict(config))
+
+    @abstractmethod
+    def aggregate(
+        self, state: ServerState, results: Sequence[TrainResult], num_sites: int
+    ) -> ServerState:
+        """Combines the round's results into the next server state.
+
+        Args:
+            state: The server state the round started from.
+            results: One result per site that completed the round (at least one).
+            num_sites: Number of sites in the federation, taking part or not.
+        """
+
+    # ----- site half ---------------------------------------------------------------------------
+    def site_model(self, global_weights: Weights, site: SiteState) -> Weights:
+        """The weights a site trains from and evaluates with, given the global model."""
+        return global_weights
+
+    def local_hooks(self, task: TrainTask, site: SiteState) -> LocalHooks:
+        """Hooks applied by the local trainer during this task."""
+        return LocalHooks()
+
+    def finish(
+        self, task: TrainTask, site: SiteState, trained: Weights, steps: int, lr: float
+    ) -> tuple[dict[str, Weights], SiteState]:
+        """After local training: the extra tensors to send and the site's new state.
+
+        Args:
+            task: The task that was trained.
+            site: The site's state before training.
+            trained: The site's weights after training.
+            steps: Number of local optimiser steps taken.
+            lr: The local learning rate.
+        """
+        return {}, SiteState(weights=trained, extra=site.extra)
+
+
+def clone_weights(weights: Weights) -> Weights:
+    """A deep copy of ``weights`` (detached, contiguous)."""
+    return {name: tensor.detach().clone() for name, tensor in weights.items()}

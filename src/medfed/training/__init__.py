@@ -1,0 +1,6 @@
+"""Local training at a site and evaluation with MONAI metrics."""
+
+from medfed.training.evaluation import evaluate, predict
+from medfed.training.trainer import FitReport, LocalTrainer, TrainSettings
+
+__all__ = ["FitReport", "LocalTrainer", "TrainSettings", "evaluate", "predict"]

@@ -1,0 +1,92 @@
+"""Evaluation with MONAI metrics: Dice and HD95 for masks; accuracy, AUC, sensitivity and
+specificity for case-level classes."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from monai.metrics import ConfusionMatrixMetric, DiceMetric, HausdorffDistanceMetric, ROCAUCMetric
+from torch import nn
+from torch.nn.functional import one_hot
+from torch.utils.data import DataLoader, Dataset
+
+from medfed.device import default_device
+from medfed.types import Task
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+    """Class probabilities (softmax) of ``model`` for ``images`` (BCHW[D]), returned on the CPU."""
+    device = device or default_device()
+    model.to(device).eval()
+    return torch.softmax(model(images.to(device)), dim=1).cpu()
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    task: Task,
+    batch_size: int = 16,
+    device: torch.device | None = None,
+) -> dict[str, float]:
+    """Metrics of ``model`` on ``dataset``; a case without any lesion counts as Dice 1 when the
+    prediction is empty too and 0 otherwise (the BraTS convention), HD95 is averaged over cases
+    where it is defined (``nan`` if none)."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    if task == "segmentation":
+        return _segmentation_metrics(model, loader, device)
+    return _classification_metrics(model, loader, device)
+
+
+def _segmentation_metrics(
+    model: nn.Module, loader: DataLoader, device: torch.device | None
+) -> dict[str, float]:
+    dice = DiceMetric(include_background=False, ignore_empty=False)
+    hd95 = HausdorffDistanceMetric(include_background=False, percentile=95.0)
+    for batch in loader:
+        probabilities = predict(model, batch["image"], device)
+        num_classes = probabilities.shape[1]
+        predicted = _one_hot(probabilities.argmax(dim=1), num_classes)
+        truth = _one_hot(batch["label"][:, 0].long(), num_classes)
+        dice(predicted, truth)
+        hd95(predicted, truth)
+    return {"dice": _nanmean(dice.get_buffer()), "hd95": _nanmean(hd95.get_buffer())}
+
+
+def _classification_metrics(
+    model: nn.Module, loader: DataLoader, device: torch.device | None
+) -> dict[str, float]:
+    auc = ROCAUCMetric()
+    confusion = ConfusionMatrixMetric(
+        include_background=False, metric_name=["accuracy", "sensitivity", "specificity"]
+    )
+    for batch in loader:
+        probabilities = predict(model, batch["image"], device)
+        num_classes = probabilities.shape[1]
+        truth = _one_hot(batch["label"].long().reshape(-1), num_classes)
+        predicted = _one_hot(probabilities.argmax(dim=1), num_classes)
+        auc(probabilities, truth)
+        confusion(predicted, truth)
+    accuracy, sensitivity, specificity = (float(value) for value in confusion.aggregate())
+    try:
+        auc_value = float(auc.aggregate())
+    except (AssertionError, ValueError):  # a single class present: AUC undefined
+        auc_value = math.nan
+    return {
+        "accuracy": accuracy,
+        "auc": auc_value,
+        "sensitivity": sensitivity,
+        "specificity": specificity,
+    }
+
+
+def _one_hot(indices: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """B[spatial] class indices -> B x num_classes x [spatial] one-hot floats."""
+    return one_hot(indices, num_classes).movedim(-1, 1).float()
+
+
+def _nanmean(values: torch.Tensor) -> float:
+    finite = values[torch.isfinite(values)]
+    return float(finite.mean()) if finite.numel() else math.nan

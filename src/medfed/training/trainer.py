@@ -1,0 +1,113 @@
+"""The local trainer: a plain PyTorch loop with the strategy's hooks, deterministic by seed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from medfed.device import default_device
+from medfed.strategies.base import LocalHooks
+from medfed.training.losses import loss_for
+from medfed.types import Scalar, Task
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Local-training hyperparameters; a round's ``TrainTask.config`` may override any of them."""
+
+    local_epochs: int = 1
+    batch_size: int = 16
+    lr: float = 1e-3
+    optimizer: Literal["adam", "sgd"] = "adam"
+
+    def overridden(self, config: Mapping[str, Scalar]) -> TrainSettings:
+        """These settings with the entries of ``config`` that name a setting replaced."""
+        names = {field.name for field in fields(self)}
+        return replace(self, **{key: value for key, value in config.items() if key in names})
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """What one call of ``LocalTrainer.fit`` did."""
+
+    steps: int
+    loss: float
+    lr: float
+
+
+class LocalTrainer:
+    """Trains a model on one site's dataset.
+
+    Args:
+        task: ``"segmentation"`` (Dice + CE) or ``"classification"`` (CE).
+        settings: Default hyperparameters.
+        device: Where to train; ``default_device()`` when ``None``.
+    """
+
+    def __init__(self, *, task: Task, settings: TrainSettings, device: torch.device | None = None):
+        self.task = task
+        self.settings = settings
+        self.device = device or default_device()
+        self.loss = loss_for(task)
+
+    def fit(
+        self,
+        model: nn.Module,
+        dataset: Dataset,
+        *,
+        seed: int,
+        hooks: LocalHooks | None = None,
+        config: Mapping[str, Scalar] | None = None,
+    ) -> FitReport:
+        """Trains ``model`` in place for the configured epochs; batches are shuffled by ``seed``."""
+        settings = self.settings.overridden(config or {})
+        hooks = hooks or LocalHooks()
+        model.to(self.device).train()
+        optimizer = _optimizer(model, settings)
+        loader = DataLoader(
+            dataset,
+            batch_size=settings.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        steps, total = 0, 0.0
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for _ in range(settings.local_epochs):
+                for batch in loader:
+                    total += self._step(model, optimizer, batch, hooks)
+                    steps += 1
+        return FitReport(steps=steps, loss=total / max(steps, 1), lr=settings.lr)
+
+    def _step(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        batch: Mapping[str, torch.Tensor],
+        hooks: LocalHooks,
+    ) -> float:
+        images = batch["image"].to(self.device)
+        labels = batch["label"].to(self.device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = self.loss(model(images), labels)
+        penalty = hooks.penalty(model)
+        objective = loss if penalty is None else loss + penalty
+        objective.backward()
+        hooks.after_backward(model)
+        optimizer.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError("local training diverged: the loss is not finite; lower lr")
+        return value
+
+
+def _optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9)
+    return torch.optim.Adam(model.parameters(), lr=settings.lr)

@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from medfed.errors import CheckpointError
+from medfed.orchestration.checkpoint import (
+    Checkpoint,
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from medfed.types import ServerState, SiteState
+
+
+def _checkpoint(round: int) -> Checkpoint:
+    server = ServerState(
+        round=round,
+        weights={"conv.weight": torch.arange(6.0).reshape(2, 3), "bn.num_batches_tracked": torch.tensor(4)},
+        extra={"m": {"conv.weight": torch.ones(2, 3)}},
+    )
+    site = SiteState(weights={"conv.weight": torch.zeros(2, 3)}, extra={"control": {"conv.weight": torch.full((2, 3), 0.5)}})
+    return Checkpoint(server=server, sites={"hospital_a": site}, metadata={"experiment": "fedavg"})
+
+
+def test_round_trip_keeps_server_and_site_state(tmp_path: Path) -> None:
+    path = checkpoint_path(tmp_path, 3)
+    save_checkpoint(path, _checkpoint(3))
+    loaded = load_checkpoint(path)
+    assert loaded.server.round == 3
+    assert torch.equal(loaded.server.weights["conv.weight"], torch.arange(6.0).reshape(2, 3))
+    assert loaded.server.weights["bn.num_batches_tracked"].dtype == torch.int64
+    assert torch.equal(loaded.server.extra["m"]["conv.weight"], torch.ones(2, 3))
+    assert torch.equal(loaded.sites["hospital_a"].extra["control"]["conv.weight"], torch.full((2, 3), 0.5))
+    assert loaded.metadata["experiment"] == "fedavg"
+
+
+def test_latest_checkpoint_picks_highest_round_and_ignores_temporaries(tmp_path: Path) -> None:
+    for round in (1, 2, 10):
+        save_checkpoint(checkpoint_path(tmp_path, round), _checkpoint(round))
+    (tmp_path / ".round_0011.safetensors.tmp").write_bytes(b"partial")
+    assert latest_checkpoint(tmp_path) == checkpoint_path(tmp_path, 10)
+    assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    path = checkpoint_path(tmp_path, 1)
+    save_checkpoint(path, _checkpoint(1))
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="round_0001"):
+        load_checkpoint(path)
+
+
+def test_failed_write_leaves_previous_file_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = checkpoint_path(tmp_path, 1)
+    save_checkpoint(path, _checkpoint(1))
+    before = path.read_bytes()
+
+    def crash(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", crash)
+    with pytest.raises(OSError):
+        save_checkpoint(path, _checkpoint(2))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
