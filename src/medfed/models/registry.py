@@ -24,7 +24,7 @@ def unet(
     channels: Sequence[int] = (16, 32, 64, 128),
     strides: Sequence[int] = (2, 2, 2),
     num_res_units: int = 1,
-    norm: str = "batch",
+    norm: str = "instance",
     dropout: float = 0.0,
 ) -> nn.Module:
     """MONAI U-Net (Kerfoot et al. 2018): input BCHW[D], output B x out_channels x HW[D] logits."""

@@ -4,6 +4,7 @@ specificity for case-level classes."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from monai.metrics import ConfusionMatrixMetric, DiceMetric, HausdorffDistanceMetric, ROCAUCMetric
@@ -29,21 +30,25 @@ def evaluate(
     *,
     task: Task,
     batch_size: int = 16,
+    surface_distance: bool = True,
     device: torch.device | None = None,
 ) -> dict[str, float]:
-    """Metrics of ``model`` on ``dataset``; a case without any lesion counts as Dice 1 when the
-    prediction is empty too and 0 otherwise (the BraTS convention), HD95 is averaged over cases
-    where it is defined (``nan`` if none)."""
+    """Metrics of ``model`` on ``dataset``.
+
+    For segmentation, Dice and HD95 (in voxels, skipped when ``surface_distance`` is false) are
+    averaged over the cases that have a lesion, as MONAI does by default (``ignore_empty``).
+    For classification: accuracy, AUC, sensitivity and specificity of the positive classes.
+    """
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     if task == "segmentation":
-        return _segmentation_metrics(model, loader, device)
+        return _segmentation_metrics(model, loader, device, surface_distance)
     return _classification_metrics(model, loader, device)
 
 
 def _segmentation_metrics(
-    model: nn.Module, loader: DataLoader, device: torch.device | None
+    model: nn.Module, loader: DataLoader, device: torch.device | None, surface_distance: bool
 ) -> dict[str, float]:
-    dice = DiceMetric(include_background=False, ignore_empty=False)
+    dice = DiceMetric(include_background=False)
     hd95 = HausdorffDistanceMetric(include_background=False, percentile=95.0)
     for batch in loader:
         probabilities = predict(model, batch["image"], device)
@@ -51,8 +56,14 @@ def _segmentation_metrics(
         predicted = _one_hot(probabilities.argmax(dim=1), num_classes)
         truth = _one_hot(batch["label"][:, 0].long(), num_classes)
         dice(predicted, truth)
-        hd95(predicted, truth)
-    return {"dice": _nanmean(dice.get_buffer()), "hd95": _nanmean(hd95.get_buffer())}
+        if surface_distance:
+            with warnings.catch_warnings():  # MONAI warns on every empty mask and on deprecations
+                warnings.simplefilter("ignore")
+                hd95(predicted, truth)
+    metrics = {"dice": _nanmean(dice.get_buffer())}
+    if surface_distance:
+        metrics["hd95"] = _nanmean(hd95.get_buffer())
+    return metrics
 
 
 def _classification_metrics(

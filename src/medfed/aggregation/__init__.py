@@ -1,0 +1,21 @@
+"""Pure aggregation operations over ``Weights``; strategies are built from these."""
+
+from medfed.aggregation.keys import (
+    batchnorm_keys,
+    check_compatible,
+    running_stat_keys,
+    steppable_keys,
+)
+from medfed.aggregation.mean import weighted_mean
+from medfed.aggregation.ops import add_scaled, subtract, zeros_like
+
+__all__ = [
+    "add_scaled",
+    "batchnorm_keys",
+    "check_compatible",
+    "running_stat_keys",
+    "steppable_keys",
+    "subtract",
+    "weighted_mean",
+    "zeros_like",
+]

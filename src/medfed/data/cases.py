@@ -1,0 +1,84 @@
+"""In-memory cases and sites, and the deterministic train/test split of a site."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Case:
+    """One imaging case of one site.
+
+    Attributes:
+        case_id: Identifier unique within the site.
+        image: float32 array, channel-first: ``(C, H, W)`` for 2D or ``(C, H, W, D)`` for 3D.
+        mask: int64 array ``(1, H, W[, D])`` with values ``0..K`` (0 = background), or ``None``.
+        label: Case-level class (e.g. 1 = lesion present), or ``None`` when unknown.
+        source: The file or folder the case was read from (for error messages).
+    """
+
+    case_id: str
+    image: np.ndarray
+    mask: np.ndarray | None
+    label: int | None
+    source: Path
+
+
+@dataclass(frozen=True)
+class SiteData:
+    """All cases of one site.
+
+    Attributes:
+        name: The site's name.
+        cases: The site's cases, in a stable order.
+    """
+
+    name: str
+    cases: tuple[Case, ...]
+
+
+def split_cases(site: SiteData, test_fraction: float, seed: int) -> tuple[SiteData, SiteData]:
+    """Splits a site into train and test cases, deterministically.
+
+    The split is stratified by ``label`` when every case has one. A site with at least two cases
+    gets at least one case on each side. Both halves keep the site's original case order.
+
+    Args:
+        site: The site to split.
+        test_fraction: Fraction of cases in the test half, in ``(0, 1)``.
+        seed: Seed of the shuffle; the same seed gives the same split.
+
+    Returns:
+        ``(train, test)``, both named like ``site``.
+
+    Raises:
+        ValueError: If ``test_fraction`` is not in ``(0, 1)``.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    n = len(site.cases)
+    n_test = min(max(round(n * test_fraction), 1), n - 1) if n >= 2 else 0
+    test_idx = set(_stratified_order(site.cases, seed)[:n_test])
+    train = tuple(c for i, c in enumerate(site.cases) if i not in test_idx)
+    test = tuple(c for i, c in enumerate(site.cases) if i in test_idx)
+    return replace(site, cases=train), replace(site, cases=test)
+
+
+def _stratified_order(cases: tuple[Case, ...], seed: int) -> list[int]:
+    """Case indices in an order whose every prefix holds each label in proportion.
+
+    Each label group is shuffled, and its i-th member of n is placed at position
+    ``(i + 0.5) / n``; sorting by position interleaves the groups proportionally.
+    """
+    rng = np.random.default_rng(seed)
+    labels = [c.label for c in cases]
+    keys = labels if all(label is not None for label in labels) else [0] * len(cases)
+    tie_break = rng.permutation(len(cases))
+    position = np.empty(len(cases))
+    for value in sorted(set(keys)):
+        members = rng.permutation([i for i, k in enumerate(keys) if k == value])
+        position[members] = (np.arange(len(members)) + 0.5) / len(members)
+    return sorted(range(len(cases)), key=lambda i: (position[i], tie_break[i]))

@@ -1,0 +1,144 @@
+"""Checks that turn raw arrays into valid cases and sites, or raise a precise ``DataError``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medfed.data.cases import Case, SiteData
+from medfed.errors import DataError
+
+
+def checked_image(site: str, path: Path, image: np.ndarray) -> np.ndarray:
+    """Validates a channel-first image and returns it as float32.
+
+    Args:
+        site: Site name, for error messages.
+        path: File the image came from, for error messages.
+        image: Array ``(C, H, W)`` or ``(C, H, W, D)`` of any real dtype.
+
+    Returns:
+        The image as a float32 array of the same shape.
+
+    Raises:
+        DataError: If the image is not 3D/4D, is empty, or holds NaN or infinite voxels.
+    """
+    if image.ndim not in (3, 4) or image.size == 0:
+        raise DataError(site, path, f"expected a 2D or 3D image, got array of shape {image.shape}")
+    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
+        raise DataError(site, path, f"image must hold real numbers, got dtype {image.dtype}")
+    image = image.astype(np.float32, copy=False)
+    bad = int(np.count_nonzero(~np.isfinite(image)))
+    if bad:
+        raise DataError(site, path, f"image has {bad} NaN or infinite voxels; fix or drop the case")
+    return image
+
+
+def checked_mask(
+    site: str, path: Path, mask: np.ndarray, spatial_shape: tuple[int, ...]
+) -> np.ndarray:
+    """Validates a segmentation mask against its image and returns it as int64 ``(1, H, W[, D])``.
+
+    Args:
+        site: Site name, for error messages.
+        path: File the mask came from, for error messages.
+        mask: Array ``(H, W[, D])`` or ``(1, H, W[, D])`` of integer class values.
+        spatial_shape: The image's spatial shape ``(H, W[, D])``.
+
+    Returns:
+        The mask as int64 with a leading channel axis.
+
+    Raises:
+        DataError: On a shape mismatch, non-finite, negative or non-integer values.
+    """
+    if mask.shape == spatial_shape:
+        mask = mask[None]
+    if mask.shape != (1, *spatial_shape):
+        reason = f"mask shape {mask.shape} does not match image spatial shape {spatial_shape}"
+        raise DataError(site, path, reason)
+    if not np.issubdtype(mask.dtype, np.integer) and not np.issubdtype(mask.dtype, np.bool_):
+        if not np.all(np.isfinite(mask)) or np.any(mask != np.round(mask)):
+            reason = "mask has non-integer values; masks must hold class ids 0..K"
+            raise DataError(site, path, reason)
+    if np.any(mask < 0):
+        raise DataError(site, path, "mask has negative values; masks must hold class ids 0..K")
+    return mask.astype(np.int64)
+
+
+def checked_case(
+    site: str,
+    case_id: str,
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    label: int | None,
+    source: Path,
+    mask_path: Path | None = None,
+) -> Case:
+    """Builds a validated ``Case`` (see ``checked_image`` and ``checked_mask``).
+
+    Args:
+        site: Site name, for error messages.
+        case_id: Identifier of the case.
+        image: Channel-first image ``(C, H, W[, D])``.
+        mask: Mask ``(H, W[, D])`` or ``(1, H, W[, D])``, or ``None``.
+        label: Case-level class, or ``None``.
+        source: File or folder of the image.
+        mask_path: File of the mask, for error messages (defaults to ``source``).
+
+    Returns:
+        The validated case.
+    """
+    image = checked_image(site, source, image)
+    if mask is not None:
+        mask = checked_mask(site, mask_path or source, mask, image.shape[1:])
+    return Case(case_id=case_id, image=image, mask=mask, label=label, source=source)
+
+
+def checked_site(site: str, path: Path, cases: Sequence[Case]) -> SiteData:
+    """Builds a ``SiteData`` after checking the cases agree with each other.
+
+    Args:
+        site: Site name.
+        path: The site's folder or file, for error messages.
+        cases: The site's cases.
+
+    Returns:
+        The site.
+
+    Raises:
+        DataError: If the site is empty, case ids repeat, or cases differ in channels,
+            dimensionality, or in whether they have a mask or a label.
+    """
+    if not cases:
+        raise DataError(site, path, "site has no cases; check the folder and its index files")
+    first = cases[0]
+    seen: set[str] = set()
+    for case in cases:
+        if case.case_id in seen:
+            raise DataError(site, case.source, f"case id '{case.case_id}' appears twice")
+        seen.add(case.case_id)
+        _check_like(site, first, case)
+    return SiteData(name=site, cases=tuple(cases))
+
+
+def _check_like(site: str, first: Case, case: Case) -> None:
+    """Raises ``DataError`` naming ``case`` if it differs in kind from ``first``."""
+    if (case.mask is None) != (first.mask is None):
+        has, lacks = (first, case) if case.mask is None else (case, first)
+        raise DataError(
+            site, lacks.source, f"case '{lacks.case_id}' has no mask but '{has.case_id}' has one"
+        )
+    if (case.label is None) != (first.label is None):
+        has, lacks = (first, case) if case.label is None else (case, first)
+        raise DataError(
+            site, lacks.source, f"case '{lacks.case_id}' has no label but '{has.case_id}' has one"
+        )
+    if case.image.ndim != first.image.ndim or case.image.shape[0] != first.image.shape[0]:
+        raise DataError(
+            site,
+            case.source,
+            f"image shape {case.image.shape} is not compatible with {first.image.shape} "
+            f"of case '{first.case_id}' (channels and dimensionality must agree)",
+        )

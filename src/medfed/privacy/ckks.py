@@ -1,0 +1,199 @@
+"""Encrypted aggregation with CKKS homomorphic encryption (through TenSEAL).
+
+Cheon, Kim, Kim and Song, "Homomorphic Encryption for Arithmetic of Approximate Numbers",
+ASIACRYPT 2017; Benaissa et al., "TenSEAL: A Library for Encrypted Tensor Operations Using
+Homomorphic Encryption", ICLR 2021 workshop on distributed and private ML.
+
+The sites share one secret-key context (provisioning ships it to the sites only). Each site
+encrypts ``[n_u * flatten(x_u), n_u]``, chunked to the slot count; the server holds a context
+with the encryption parameters and no keys at all, so it can add ciphertexts but neither
+decrypt nor encrypt; a site decrypts the sum and divides by the summed weight. CKKS is
+approximate: with the default parameters the sum is exact to about 1e-7 relative error.
+Unlike secure aggregation, a site that drops out costs nothing, but every site holds the
+key that decrypts every other site's update: the server must never forward one site's
+ciphertext to another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tenseal as ts
+
+from medfed.errors import MedfedError
+from medfed.privacy.secagg.vectors import Layout, flatten, size_of, unflatten
+from medfed.types import SCHEMA_VERSION, Weights
+
+
+class EncryptionError(MedfedError):
+    """A CKKS context or ciphertext is used where it must not be (e.g. a secret key at the
+    server), or a ciphertext does not match its context."""
+
+
+@dataclass(frozen=True)
+class CkksParameters:
+    """CKKS encryption parameters (128-bit security for the defaults, per the HE standard).
+
+    Attributes:
+        poly_modulus_degree: Ring dimension ``N``; a ciphertext holds ``N / 2`` slots.
+        coeff_mod_bit_sizes: Bit sizes of the coefficient-modulus primes; only additions are
+            done, so one middle prime suffices.
+        scale_bits: ``log2`` of the encoding scale (precision about ``2^-(scale_bits - 20)``).
+    """
+
+    poly_modulus_degree: int = 8192
+    coeff_mod_bit_sizes: tuple[int, ...] = (60, 40, 60)
+    scale_bits: int = 40
+
+    @property
+    def slots(self) -> int:
+        """Values per ciphertext."""
+        return self.poly_modulus_degree // 2
+
+
+DEFAULT_PARAMETERS = CkksParameters()
+
+
+@dataclass(frozen=True)
+class EncryptedVector:
+    """A real vector encrypted as CKKS ciphertexts: what a site uploads, what the server sums.
+
+    Attributes:
+        length: Number of real values.
+        chunks: Serialized ciphertexts of consecutive slices of ``slots`` values.
+    """
+
+    length: int
+    chunks: tuple[bytes, ...]
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes on the wire (ciphertexts only)."""
+        return sum(len(chunk) for chunk in self.chunks)
+
+
+def create_context(params: CkksParameters = DEFAULT_PARAMETERS) -> ts.Context:
+    """A fresh CKKS context with a secret key (for the sites; never for the server)."""
+    context = ts.context(
+        ts.SCHEME_TYPE.CKKS,
+        poly_modulus_degree=params.poly_modulus_degree,
+        coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes),
+    )
+    context.global_scale = 2.0**params.scale_bits
+    return context
+
+
+def serialize_context(context: ts.Context, *, include_secret_key: bool) -> bytes:
+    """``context`` as bytes: with the secret key for sites, parameters only for the server.
+
+    The server's form holds no key at all (public, relinearisation and Galois keys are left
+    out too): additions need none, and without a public key the server cannot even encrypt.
+    """
+    if include_secret_key:
+        require_private(context)
+        data: bytes = context.serialize(save_secret_key=True)
+        return data
+    data = context.serialize(
+        save_public_key=False, save_secret_key=False, save_galois_keys=False, save_relin_keys=False
+    )
+    return bytes(data)
+
+
+def deserialize_context(data: bytes) -> ts.Context:
+    """The context ``serialize_context`` wrote; ``EncryptionError`` if ``data`` is not one."""
+    try:
+        return ts.context_from(data)
+    except Exception as error:  # TenSEAL raises bare exceptions of several types
+        raise EncryptionError(f"not a serialized TenSEAL context: {error}") from error
+
+
+def require_private(context: ts.Context) -> None:
+    """Raises ``EncryptionError`` unless ``context`` holds the secret key (site side)."""
+    if not context.is_private():
+        raise EncryptionError("this operation needs the sites' secret-key context")
+
+
+def require_public(context: ts.Context) -> None:
+    """Raises ``EncryptionError`` if ``context`` holds a secret key (the server must not)."""
+    if context.is_private():
+        raise EncryptionError(
+            "the server was given a context with the secret key; it must only hold "
+            "serialize_context(context, include_secret_key=False)"
+        )
+
+
+def encrypt_vector(
+    context: ts.Context, values: np.ndarray, params: CkksParameters
+) -> EncryptedVector:
+    """Encrypts a real vector, shape ``(d,)``, in ``ceil(d / slots)`` ciphertexts."""
+    require_private(context)
+    values = np.asarray(values, dtype=np.float64)
+    chunks = tuple(
+        ts.ckks_vector(context, values[start : start + params.slots]).serialize()
+        for start in range(0, len(values), params.slots)
+    )
+    return EncryptedVector(length=len(values), chunks=chunks)
+
+
+def add_encrypted(context: ts.Context, vectors: Sequence[EncryptedVector]) -> EncryptedVector:
+    """The server's step: the encrypted sum of ``vectors``, as a running sum.
+
+    Args:
+        context: The server's keyless context.
+        vectors: The sites' uploads, all of one length.
+
+    Raises:
+        EncryptionError: If ``context`` holds the secret key, ``vectors`` is empty, or the
+            uploads differ in length or chunk count.
+    """
+    require_public(context)
+    if not vectors:
+        raise EncryptionError("add_encrypted needs at least one encrypted vector")
+    first = vectors[0]
+    if any((v.length, len(v.chunks)) != (first.length, len(first.chunks)) for v in vectors):
+        raise EncryptionError("encrypted vectors differ in length")
+    sums = [ts.ckks_vector_from(context, chunk) for chunk in first.chunks]
+    for vector in vectors[1:]:
+        for total, chunk in zip(sums, vector.chunks, strict=True):
+            total += ts.ckks_vector_from(context, chunk)
+    return EncryptedVector(first.length, tuple(total.serialize() for total in sums))
+
+
+def decrypt_vector(context: ts.Context, vector: EncryptedVector) -> np.ndarray:
+    """The real vector (float64, shape ``(length,)``) that ``vector`` encrypts; sites only."""
+    require_private(context)
+    parts = [np.asarray(ts.ckks_vector_from(context, c).decrypt()) for c in vector.chunks]
+    values = np.concatenate(parts) if parts else np.zeros(0)
+    if values.shape != (vector.length,):
+        raise EncryptionError(f"decrypted {values.shape[0]} values, expected {vector.length}")
+    return values
+
+
+def encrypt_weighted_update(
+    context: ts.Context,
+    weights: Weights,
+    num_samples: float,
+    layout: Layout,
+    params: CkksParameters = DEFAULT_PARAMETERS,
+) -> EncryptedVector:
+    """A site's upload: ``[n_u * flatten(x_u), n_u]`` encrypted (``layout``: the global model's)."""
+    if not (np.isfinite(num_samples) and num_samples > 0):
+        raise ValueError(f"num_samples must be finite and > 0, got {num_samples}")
+    values = np.append(flatten(weights, layout) * num_samples, num_samples)
+    return encrypt_vector(context, values, params)
+
+
+def decrypt_weighted_mean(
+    context: ts.Context, total: EncryptedVector, layout: Layout
+) -> tuple[Weights, float]:
+    """The weighted mean weights and the total weight from the encrypted sum; sites only."""
+    if total.length != size_of(layout) + 1:
+        raise EncryptionError(f"the sum has {total.length} values, expected {size_of(layout) + 1}")
+    values = decrypt_vector(context, total)
+    weight = float(values[-1])
+    if weight <= 0:
+        raise EncryptionError(f"the decrypted total weight is {weight}, not positive")
+    return unflatten(values[:-1] / weight, layout), weight

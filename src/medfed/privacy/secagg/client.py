@@ -1,0 +1,238 @@
+"""The client (site) half of secure aggregation (Bonawitz et al. 2017, figure 4).
+
+The client holds its input and its secrets; what leaves it are the messages of
+``medfed.privacy.secagg.messages``. Its stage guard makes each round answerable once and in
+order, so it can never reveal both the self-mask seed and the mask key of the same client.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import struct
+
+import numpy as np
+
+from medfed.privacy.secagg import crypto, shamir
+from medfed.privacy.secagg.config import check_config, code_of, require_quorum, require_session
+from medfed.privacy.secagg.encoding import encode
+from medfed.privacy.secagg.errors import SecureAggregationError
+from medfed.privacy.secagg.messages import (
+    AdvertiseKeys,
+    EncryptedShare,
+    KeyDirectory,
+    MaskedInput,
+    RevealedShare,
+    SecAggConfig,
+    ShareDelivery,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+
+_IDS = struct.Struct(">II")
+
+
+class _Stage(enum.Enum):
+    ADVERTISE = 0
+    SHARE = 1
+    MASK = 2
+    UNMASK = 3
+    DONE = 4
+
+
+class SecAggClient:
+    """One client of one aggregation.
+
+    Args:
+        client_id: This client's id (one of ``config.client_ids``).
+        config: The aggregation's parameters.
+    """
+
+    def __init__(self, client_id: int, config: SecAggConfig) -> None:
+        check_config(config)
+        if client_id not in config.client_ids:
+            raise ValueError(f"client_id {client_id} is not among config.client_ids")
+        self.client_id = client_id
+        self.config = config
+        self._c_key = crypto.generate_private_key()
+        self._s_key = crypto.generate_private_key()
+        self._seed = os.urandom(crypto.KEY_BYTES)
+        self._stage = _Stage.ADVERTISE
+        self._directory: dict[int, AdvertiseKeys] = {}
+        self._held: dict[int, tuple[int, int]] = {}  # owner -> (share of b_owner, of s_owner)
+
+    def advertise_keys(self) -> AdvertiseKeys:
+        """Round 0: this client's public keys ``c_u^PK`` and ``s_u^PK``."""
+        self._advance(_Stage.ADVERTISE)
+        return AdvertiseKeys(
+            session=self.config.session,
+            sender=self.client_id,
+            c_public=crypto.public_key_bytes(self._c_key),
+            s_public=crypto.public_key_bytes(self._s_key),
+        )
+
+    def share_keys(self, directory: KeyDirectory) -> ShareKeys:
+        """Round 1: Shamir-shares ``b_u`` and ``s_u^SK`` among U1, encrypted per recipient."""
+        self._advance(_Stage.SHARE)
+        self._directory = self._checked_directory(directory)
+        owners = sorted(self._directory)
+        seed_shares = shamir.split_secret(
+            int.from_bytes(self._seed, "big"), threshold=self.config.threshold, xs=owners
+        )
+        key_secret = int.from_bytes(crypto.private_key_bytes(self._s_key), "big")
+        key_shares = shamir.split_secret(key_secret, threshold=self.config.threshold, xs=owners)
+        encrypted = []
+        for seed_share, key_share in zip(seed_shares, key_shares, strict=True):
+            if seed_share.x == self.client_id:
+                self._held[self.client_id] = (seed_share.y, key_share.y)
+            else:
+                encrypted.append(self._encrypt_share(seed_share.x, seed_share.y, key_share.y))
+        return ShareKeys(
+            session=self.config.session,
+            sender=self.client_id,
+            shares=tuple(encrypted),
+            seed_commitment=crypto.commit(self.config.session, self._seed),
+        )
+
+    def masked_input(self, delivery: ShareDelivery, values: np.ndarray) -> MaskedInput:
+        """Round 2: stores the shares addressed to this client and masks ``values``.
+
+        Args:
+            delivery: The shares sent to this client by the clients of U2.
+            values: This client's input, shape ``(config.vector_length,)``, real numbers.
+
+        Raises:
+            SecureAggregationError: If a share fails authentication or names the wrong parties,
+                fewer than ``threshold`` clients shared, or ``values`` would overflow the ring.
+        """
+        self._advance(_Stage.MASK)
+        require_session(self.config, delivery.session, "share delivery")
+        if delivery.recipient != self.client_id:
+            raise SecureAggregationError(f"share delivery for client {delivery.recipient}")
+        for share in delivery.shares:
+            self._store_share(share)
+        peers = sorted(set(self._held) - {self.client_id})
+        require_quorum("masked input", [self.client_id, *peers], self.config.threshold)
+        values = np.asarray(values)
+        if values.shape != (self.config.vector_length,):
+            raise ValueError(
+                f"values must have shape ({self.config.vector_length},), got {values.shape}"
+            )
+        code = code_of(self.config)
+        masked = encode(values, code, summands=len(self.config.client_ids))
+        masked += crypto.prg(self._seed, len(masked), code.dtype)
+        for peer in peers:
+            mask = crypto.prg(self._mask_key(peer), len(masked), code.dtype)
+            if self.client_id < peer:
+                masked += mask
+            else:
+                masked -= mask
+        return MaskedInput(
+            session=self.config.session,
+            sender=self.client_id,
+            masked=masked.astype(code.dtype.newbyteorder("<"), copy=False).tobytes(),
+        )
+
+    def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
+        """Round 3: shares of ``b_v`` for each survivor v, of ``s_v^SK`` for each drop-out.
+
+        Raises:
+            SecureAggregationError: If the survivor list is not a subset of U2, omits this
+                client, or is smaller than the threshold.
+        """
+        self._advance(_Stage.UNMASK)
+        require_session(self.config, request.session, "unmask request")
+        survivors = set(request.survivors)
+        if len(survivors) != len(request.survivors) or not survivors <= self._held.keys():
+            raise SecureAggregationError("the survivor list names clients that did not share")
+        if self.client_id not in survivors:
+            raise SecureAggregationError("asked to unmask although counted as dropped out")
+        require_quorum("unmasking", survivors, self.config.threshold)
+        seed, key = [], []
+        for owner, (seed_y, key_y) in sorted(self._held.items()):
+            if owner in survivors:
+                seed.append(RevealedShare(owner, shamir.encode_share_value(seed_y)))
+            else:
+                key.append(RevealedShare(owner, shamir.encode_share_value(key_y)))
+        return UnmaskResponse(
+            session=self.config.session,
+            sender=self.client_id,
+            seed_shares=tuple(seed),
+            key_shares=tuple(key),
+        )
+
+    # ----- helpers -----------------------------------------------------------------------------
+    def _advance(self, stage: _Stage) -> None:
+        if self._stage is not stage:
+            raise SecureAggregationError(
+                f"client {self.client_id}: {stage.name.lower()} called at stage "
+                f"{self._stage.name.lower()}; each round is answered once, in order"
+            )
+        self._stage = _Stage(stage.value + 1)
+
+    def _checked_directory(self, directory: KeyDirectory) -> dict[int, AdvertiseKeys]:
+        require_session(self.config, directory.session, "key directory")
+        keys = {advert.sender: advert for advert in directory.keys}
+        if len(keys) != len(directory.keys) or not keys.keys() <= set(self.config.client_ids):
+            raise SecureAggregationError("key directory has duplicate or unknown clients")
+        if any(advert.session != self.config.session for advert in keys.values()):
+            raise SecureAggregationError("key directory holds keys of another session")
+        mine = keys.get(self.client_id)
+        if mine is None or mine.s_public != crypto.public_key_bytes(self._s_key):
+            raise SecureAggregationError("key directory misses or alters this client's keys")
+        if len({advert.c_public for advert in keys.values()}) != len(keys):
+            raise SecureAggregationError("key directory reuses a public key")
+        require_quorum("share keys", keys, self.config.threshold)
+        return keys
+
+    def _associated(self, sender: int, recipient: int) -> bytes:
+        return self.config.session + _IDS.pack(sender, recipient)
+
+    def _share_key(self, peer: int) -> bytes:
+        return crypto.agree(
+            self._c_key,
+            self._directory[peer].c_public,
+            session=self.config.session,
+            info=crypto.SHARE_KEY_INFO,
+        )
+
+    def _mask_key(self, peer: int) -> bytes:
+        return crypto.agree(
+            self._s_key,
+            self._directory[peer].s_public,
+            session=self.config.session,
+            info=crypto.MASK_KEY_INFO,
+        )
+
+    def _encrypt_share(self, recipient: int, seed_y: int, key_y: int) -> EncryptedShare:
+        plaintext = (
+            _IDS.pack(self.client_id, recipient)
+            + shamir.encode_share_value(seed_y)
+            + shamir.encode_share_value(key_y)
+        )
+        associated = self._associated(self.client_id, recipient)
+        nonce, ciphertext = crypto.seal(self._share_key(recipient), plaintext, associated)
+        return EncryptedShare(self.client_id, recipient, nonce, ciphertext)
+
+    def _store_share(self, share: EncryptedShare) -> None:
+        sender = share.sender
+        if share.recipient != self.client_id or sender not in self._directory:
+            raise SecureAggregationError(f"share from client {sender} is misaddressed")
+        if sender in self._held:
+            raise SecureAggregationError(f"second share from client {sender}")
+        plaintext = crypto.open_sealed(
+            self._share_key(sender),
+            share.nonce,
+            share.ciphertext,
+            self._associated(sender, self.client_id),
+        )
+        size = shamir.SHARE_BYTES
+        if len(plaintext) != _IDS.size + 2 * size or plaintext[: _IDS.size] != _IDS.pack(
+            sender, self.client_id
+        ):
+            raise SecureAggregationError(f"share from client {sender} names the wrong parties")
+        body = plaintext[_IDS.size :]
+        seed_y = shamir.decode_share_value(body[:size])
+        key_y = shamir.decode_share_value(body[size:])
+        self._held[sender] = (seed_y, key_y)

@@ -1,0 +1,170 @@
+"""Secure aggregation played in process through explicit messages, and the weighted mean on it.
+
+``run_secure_aggregation`` runs the four rounds of Bonawitz et al. 2017 between
+``SecAggClient`` objects and one ``SecAggServer``; everything that passes between them is a
+message of ``medfed.privacy.secagg.messages``, exactly what a network deployment sends. Drop-outs
+are simulated by withholding a client's messages from a round onward.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from medfed.privacy.secagg.client import SecAggClient
+from medfed.privacy.secagg.config import new_config
+from medfed.privacy.secagg.encoding import DEFAULT_CODE, FixedPoint
+from medfed.privacy.secagg.errors import SecureAggregationError
+from medfed.privacy.secagg.server import SecAggServer
+from medfed.privacy.secagg.vectors import flatten, layout_of, unflatten
+from medfed.types import Weights
+
+Dropouts = Collection[str] | int
+"""Names of the clients that drop out, or how many to pick at random (with ``seed``)."""
+
+
+@dataclass(frozen=True)
+class SecureSum:
+    """The result of one secure aggregation.
+
+    Attributes:
+        total: Sum of the contributors' inputs, float64, shape ``(d,)``.
+        contributors: Names of the clients whose inputs are in ``total``.
+    """
+
+    total: np.ndarray
+    contributors: tuple[str, ...]
+
+
+def run_secure_aggregation(
+    client_inputs: Mapping[str, np.ndarray],
+    threshold: int,
+    *,
+    drop_after_advertising: Dropouts = (),
+    drop_after_sharing: Dropouts = (),
+    drop_after_masking: Dropouts = (),
+    seed: int | None = None,
+    code: FixedPoint = DEFAULT_CODE,
+) -> np.ndarray:
+    """The sum of the inputs of the clients that sent masked inputs, computed securely.
+
+    Args:
+        client_inputs: Each client's real vector, all of shape ``(d,)``.
+        threshold: Shamir threshold ``t`` (``n / 2 < t <= n``).
+        drop_after_advertising: Clients silent from round 1 on (they never share).
+        drop_after_sharing: Clients silent from round 2 on (shared, never send an input; their
+            input is left out and their pairwise masks are removed via their key shares).
+        drop_after_masking: Clients silent in round 3 (their input is in the sum).
+        seed: Picks the drop-outs given as counts; the protocol's own randomness always comes
+            from the operating system and is never seeded.
+        code: The fixed-point code.
+
+    Returns:
+        The sum of the inputs of every client that did not drop out before round 2, float64.
+
+    Raises:
+        SecureAggregationError: If fewer than ``threshold`` clients are left at some round.
+    """
+    return secure_sum(
+        client_inputs,
+        threshold,
+        drop_after_advertising=drop_after_advertising,
+        drop_after_sharing=drop_after_sharing,
+        drop_after_masking=drop_after_masking,
+        seed=seed,
+        code=code,
+    ).total
+
+
+def secure_sum(
+    client_inputs: Mapping[str, np.ndarray],
+    threshold: int,
+    *,
+    drop_after_advertising: Dropouts = (),
+    drop_after_sharing: Dropouts = (),
+    drop_after_masking: Dropouts = (),
+    seed: int | None = None,
+    code: FixedPoint = DEFAULT_CODE,
+) -> SecureSum:
+    """``run_secure_aggregation`` that also names the contributors; same arguments."""
+    names = sorted(client_inputs)
+    ids = {name: i + 1 for i, name in enumerate(names)}
+    lengths = {np.asarray(client_inputs[name]).shape for name in names}
+    if len(lengths) != 1 or len(next(iter(lengths))) != 1:
+        raise ValueError(f"every input must be a vector of one shape, got shapes {sorted(lengths)}")
+    config = new_config(
+        client_ids=ids.values(),
+        threshold=threshold,
+        vector_length=next(iter(lengths))[0],
+        code=code,
+    )
+    rng = random.Random(seed)
+    alive = set(names)
+    drops = [drop_after_advertising, drop_after_sharing, drop_after_masking]
+    server = SecAggServer(config)
+    clients = {name: SecAggClient(ids[name], config) for name in names}
+
+    directory = server.collect_keys([clients[n].advertise_keys() for n in sorted(alive)])
+    alive -= _pick(drops[0], alive, rng)
+    deliveries = server.route_shares([clients[n].share_keys(directory) for n in sorted(alive)])
+    alive -= _pick(drops[1], alive, rng)
+    request = server.collect_masked(
+        [clients[n].masked_input(deliveries[ids[n]], client_inputs[n]) for n in sorted(alive)]
+    )
+    alive -= _pick(drops[2], alive, rng)
+    total = server.unmask([clients[n].unmask(request) for n in sorted(alive)])
+    by_id = {i: name for name, i in ids.items()}
+    return SecureSum(total, tuple(by_id[i] for i in server.contributors))
+
+
+def secure_weighted_mean(
+    updates: Mapping[str, tuple[Weights, float]],
+    threshold: int,
+    *,
+    code: FixedPoint = DEFAULT_CODE,
+    **dropouts: Dropouts,
+) -> tuple[Weights, float, tuple[str, ...]]:
+    """The weighted mean ``sum(n_u x_u) / sum(n_u)`` of sites' weights, by secure aggregation.
+
+    Each site's input is ``[n_u * flatten(x_u), n_u]``; the server learns only the two sums.
+    Integer tensors (e.g. ``num_batches_tracked``) get the rounded weighted mean (the plain
+    ``weighted_mean`` takes their maximum, which a sum cannot give).
+
+    Args:
+        updates: Each site's (weights, weight ``n_u`` > 0); all weights with one layout.
+        threshold: Shamir threshold ``t`` (``n / 2 < t <= n``).
+        code: The fixed-point code; ``|n_u * x_u|`` must stay under ``code.max_abs(n)``.
+        **dropouts: ``drop_after_*`` and ``seed`` of ``secure_sum``, for simulations.
+
+    Returns:
+        The mean weights, the total weight, and the names of the contributing sites.
+
+    Raises:
+        SecureAggregationError: Too few survivors, or an input overflows the ring.
+        ValueError: Layouts differ or a weight is not positive.
+    """
+    if not updates:
+        raise ValueError("secure_weighted_mean needs at least one update, got none")
+    layout = layout_of(next(iter(updates.values()))[0])
+    inputs = {}
+    for site, (weights, weight) in updates.items():
+        if not (np.isfinite(weight) and weight > 0):
+            raise ValueError(f"site '{site}': weight must be finite and > 0, got {weight}")
+        inputs[site] = np.append(flatten(weights, layout) * weight, weight)
+    result = secure_sum(inputs, threshold, code=code, **dropouts)  # type: ignore[arg-type]
+    total_weight = float(result.total[-1])
+    if total_weight <= 0:
+        raise SecureAggregationError(f"the securely summed weight is {total_weight}, not positive")
+    return unflatten(result.total[:-1] / total_weight, layout), total_weight, result.contributors
+
+
+def _pick(drop: Dropouts, alive: set[str], rng: random.Random) -> set[str]:
+    if isinstance(drop, int):
+        return set(rng.sample(sorted(alive), min(drop, len(alive))))
+    unknown = set(drop) - alive
+    if unknown:
+        raise ValueError(f"cannot drop {sorted(unknown)}: not taking part at that round")
+    return set(drop)

@@ -1,0 +1,159 @@
+"""Secure aggregation in the round loop: a connector that sums securely, a strategy that insists.
+
+Bonawitz et al. 2017 (CCS'17). The protocol is interactive (four message rounds after local
+training), so it sits where sites are reached: ``SecureAggregationConnector`` wraps the
+connector that delivers the sites' trained models, runs the protocol on them and hands the
+round loop one ``TrainResult`` holding only the sample-weighted mean. ``SecureAggregation``
+wraps the strategy: it passes that single result to the inner strategy and raises if it is
+ever given individual site updates, so a misconfigured run fails instead of silently
+aggregating in the clear.
+
+In simulation the connector holds each site's trained model in memory (it plays the site
+halves too); the ``SecAggServer`` inside it only ever receives protocol messages. In a
+deployment the site half (``SecAggClient``) runs in the site process after training and the
+connector's server half exchanges the messages of ``medfed.privacy.secagg.messages``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from medfed.privacy.secagg.driver import secure_weighted_mean
+from medfed.privacy.secagg.encoding import DEFAULT_CODE, FixedPoint
+from medfed.privacy.secagg.errors import SecureAggregationError
+from medfed.strategies.base import LocalHooks, Strategy
+from medfed.types import Scalar, ServerState, SiteState, TrainResult, TrainTask, Weights
+
+SECURE_AGGREGATE_SITE = "<secure-aggregate>"
+"""The ``site`` of the one result a secure round produces."""
+
+NUM_SITES_METRIC = "secagg.num_sites"
+"""Metric of the secure result: how many sites' updates are in the mean."""
+
+SAMPLE_WEIGHTED_STRATEGIES = frozenset(
+    {"fedavg", "fedprox", "fedbn", "fedadam", "fedyogi", "fedadagrad"}
+)
+"""Strategies whose ``aggregate`` needs only the sample-weighted mean of the sites' models."""
+
+
+class _Connector(Protocol):
+    def train(self, tasks: Mapping[str, TrainTask]) -> list[TrainResult]: ...
+
+
+def threshold_for(num_sites: int, fraction: float) -> int:
+    """Shamir threshold for ``num_sites``: ``floor(fraction * n) + 1``, at most ``n``.
+
+    ``fraction`` in [0.5, 1) keeps ``t > n / 2`` as ``check_config`` requires.
+    """
+    if not 0.5 <= fraction < 1.0:
+        raise ValueError(f"threshold fraction must lie in [0.5, 1), got {fraction}")
+    return min(num_sites, math.floor(fraction * num_sites) + 1)
+
+
+def is_secure_aggregate(result: TrainResult) -> bool:
+    """Whether ``result`` is the output of a secure round rather than one site's update."""
+    return result.site == SECURE_AGGREGATE_SITE and NUM_SITES_METRIC in result.metrics
+
+
+class SecureAggregationConnector:
+    """Runs the sites through ``inner`` and returns only their securely aggregated mean.
+
+    Args:
+        inner: Delivers tasks to the sites (e.g. ``InProcessConnector``).
+        threshold_fraction: Sets the threshold ``t = floor(fraction * n) + 1`` for the ``n``
+            sites that return a model; up to ``n - t`` may then drop out during the protocol.
+        code: The fixed-point code (``|n_u * x_u|`` must stay below ``code.max_abs(n)``).
+
+    Raises:
+        SecureAggregationError: From ``train`` when the protocol cannot finish; the round then
+            fails as a whole (the loop keeps the previous state).
+    """
+
+    def __init__(
+        self, inner: _Connector, *, threshold_fraction: float = 0.5, code: FixedPoint = DEFAULT_CODE
+    ) -> None:
+        threshold_for(2, threshold_fraction)  # validates the fraction
+        self.inner = inner
+        self.threshold_fraction = threshold_fraction
+        self.code = code
+
+    def train(self, tasks: Mapping[str, TrainTask]) -> list[TrainResult]:
+        """Trains the sites, then returns ``[secure mean]`` (or ``[]`` when no site answered)."""
+        results = self.inner.train(tasks)
+        if not results:
+            return []
+        if len(results) < 2:
+            raise SecureAggregationError(
+                f"only {len(results)} site answered; a secure sum needs at least 2, "
+                "and one site's update is never passed on in the clear"
+            )
+        if len({r.site for r in results}) != len(results) or any(r.extra for r in results):
+            raise SecureAggregationError("duplicate sites or strategy extras in a secure round")
+        threshold = threshold_for(len(results), self.threshold_fraction)
+        updates = {r.site: (r.weights, float(r.num_samples)) for r in results}
+        mean, total, contributors = secure_weighted_mean(updates, threshold, code=self.code)
+        return [
+            TrainResult(
+                site=SECURE_AGGREGATE_SITE,
+                round=results[0].round,
+                weights=mean,
+                num_samples=round(total),
+                metrics={NUM_SITES_METRIC: float(len(contributors))},
+            )
+        ]
+
+
+class SecureAggregation(Strategy):
+    """Wraps a sample-weighted strategy so that it only ever aggregates a secure sum.
+
+    Args:
+        inner: The strategy to protect; its ``name`` must be in ``SAMPLE_WEIGHTED_STRATEGIES``
+            (SCAFFOLD's uniform means and control variates are not supported).
+
+    Raises:
+        ValueError: If ``inner`` is not a sample-weighted strategy.
+    """
+
+    def __init__(self, inner: Strategy) -> None:
+        if inner.name not in SAMPLE_WEIGHTED_STRATEGIES:
+            raise ValueError(
+                f"secure aggregation supports {sorted(SAMPLE_WEIGHTED_STRATEGIES)}, "
+                f"got '{inner.name}'"
+            )
+        self.inner = inner
+        self.name = f"secagg+{inner.name}"
+
+    def init(self, weights: Weights) -> ServerState:
+        return self.inner.init(weights)
+
+    def configure(self, state: ServerState, round: int, config: Mapping[str, Scalar]) -> TrainTask:
+        return self.inner.configure(state, round, config)
+
+    def aggregate(
+        self, state: ServerState, results: Sequence[TrainResult], num_sites: int
+    ) -> ServerState:
+        """The inner strategy's step on the secure mean.
+
+        Raises:
+            SecureAggregationError: If ``results`` is not exactly one secure aggregate, i.e.
+                individual site updates reached the server.
+        """
+        if len(results) != 1 or not is_secure_aggregate(results[0]):
+            raise SecureAggregationError(
+                "secure aggregation is configured but the server received individual site "
+                "updates; use SecureAggregationConnector to reach the sites"
+            )
+        return self.inner.aggregate(state, results, num_sites)
+
+    def site_model(self, global_weights: Weights, site: SiteState) -> Weights:
+        return self.inner.site_model(global_weights, site)
+
+    def local_hooks(self, task: TrainTask, site: SiteState) -> LocalHooks:
+        return self.inner.local_hooks(task, site)
+
+    def finish(
+        self, task: TrainTask, site: SiteState, trained: Weights, steps: int, lr: float
+    ) -> tuple[dict[str, Weights], SiteState]:
+        return self.inner.finish(task, site, trained, steps, lr)

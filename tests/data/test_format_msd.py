@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from data_helpers import SMALL_SITE, assert_names
+
+from medfed.data import FORMATS
+from medfed.errors import DataError
+
+load = FORMATS.get("msd")
+
+
+def save(array: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, np.eye(4)), path)
+
+
+def index(folder: Path) -> dict:
+    return json.loads((folder / "dataset.json").read_text())
+
+
+def write_index(folder: Path, training: list, test: list | None = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dataset.json").write_text(json.dumps({"training": training, "test": test or []}))
+
+
+def test_round_trip_generated_site(msd_site: Path) -> None:
+    site = load("small", msd_site)
+    assert site.name == "small" and len(site.cases) == SMALL_SITE.num_cases
+    for case, entry in zip(site.cases, index(msd_site)["training"], strict=True):
+        stored = np.asarray(nib.load(msd_site / "imagesTr" / f"{case.case_id}_0000.nii.gz").dataobj)
+        assert case.image.dtype == np.float32 and case.image.shape == (1, 32, 32)
+        np.testing.assert_array_equal(case.image[0], stored[..., 0])
+        assert case.mask is not None and case.mask.dtype == np.int64
+        assert case.mask.shape == (1, 32, 32)
+        assert case.label == entry["class"]
+
+
+def test_channel_files_and_4d_files(tmp_path: Path) -> None:
+    save(np.ones((8, 8, 3), np.float32), tmp_path / "imagesTr" / "a_0000.nii.gz")
+    save(np.full((8, 8, 3), 2, np.float32), tmp_path / "imagesTr" / "a_0001.nii.gz")
+    save(np.ones((8, 8, 3, 2), np.float32), tmp_path / "imagesTr" / "b.nii.gz")
+    write_index(tmp_path, [{"image": "./imagesTr/a.nii.gz"}, {"image": "./imagesTr/b.nii.gz"}])
+    a, b = load("s", tmp_path).cases
+    assert a.image.shape == b.image.shape == (2, 8, 8, 3)
+    assert a.image[1].max() == 2 and a.mask is None and a.label is None
+
+
+def test_test_only_site_without_labels(tmp_path: Path) -> None:
+    save(np.ones((8, 8), np.float32), tmp_path / "imagesTs" / "x_0000.nii.gz")
+    write_index(tmp_path, [], test=["./imagesTs/x.nii.gz"])
+    (case,) = load("s", tmp_path).cases
+    assert case.case_id == "x" and case.mask is None and case.image.shape == (1, 8, 8)
+
+
+def test_missing_label_file(msd_site: Path) -> None:
+    missing = msd_site / "labelsTr" / "small_002.nii.gz"
+    missing.unlink()
+    with pytest.raises(DataError, match="label file") as info:
+        load("small", msd_site)
+    assert_names(info.value, "small", missing)
+
+
+def test_image_without_label_when_others_have_one(msd_site: Path) -> None:
+    meta = index(msd_site)
+    del meta["training"][3]["label"]
+    (msd_site / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="has no mask") as info:
+        load("small", msd_site)
+    assert_names(info.value, "small", msd_site / "imagesTr" / "small_003.nii.gz")
+
+
+def test_missing_image(msd_site: Path) -> None:
+    (msd_site / "imagesTr" / "small_001_0000.nii.gz").unlink()
+    with pytest.raises(DataError, match="image not found") as info:
+        load("small", msd_site)
+    assert_names(info.value, "small", msd_site / "imagesTr" / "small_001.nii.gz")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0])
+def test_truncated_file(msd_site: Path, keep: float) -> None:
+    bad = msd_site / "imagesTr" / "small_004_0000.nii.gz"
+    data = bad.read_bytes()
+    bad.write_bytes(data[: int(len(data) * keep)] if keep else b"not a nifti")
+    with pytest.raises(DataError, match="cannot read NIfTI") as info:
+        load("small", msd_site)
+    assert_names(info.value, "small", bad)
+
+
+def test_shape_mismatch(msd_site: Path) -> None:
+    bad = msd_site / "labelsTr" / "small_000.nii.gz"
+    save(np.zeros((30, 32, 1), np.uint8), bad)
+    with pytest.raises(DataError, match="does not match") as info:
+        load("small", msd_site)
+    assert_names(info.value, "small", bad)
+
+
+def test_non_integer_mask(msd_site: Path) -> None:
+    bad = msd_site / "labelsTr" / "small_000.nii.gz"
+    save(np.full((32, 32, 1), 0.5, np.float32), bad)
+    with pytest.raises(DataError, match="non-integer") as info:
+        load("small", msd_site)
+    assert_names(info.value, "small", bad)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_nan_or_inf_voxels(msd_site: Path, value: float) -> None:
+    bad = msd_site / "imagesTr" / "small_005_0000.nii.gz"
+    image = np.ones((32, 32, 1), np.float32)
+    image[3, 4] = value
+    save(image, bad)
+    with pytest.raises(DataError, match="NaN or infinite") as info:
+        load("small", msd_site)
+    assert_names(info.value, "small", msd_site / "imagesTr" / "small_005.nii.gz")
+
+
+def test_empty_site(tmp_path: Path) -> None:
+    write_index(tmp_path, [])
+    with pytest.raises(DataError, match="no cases") as info:
+        load("empty", tmp_path)
+    assert_names(info.value, "empty", tmp_path)
+
+
+def test_unparsable_index(tmp_path: Path) -> None:
+    (tmp_path / "dataset.json").write_text("{not json")
+    with pytest.raises(DataError, match="cannot parse") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", tmp_path / "dataset.json")
+
+
+def test_gzip_error_is_not_leaked(msd_site: Path) -> None:
+    bad = msd_site / "labelsTr" / "small_001.nii.gz"
+    bad.write_bytes(gzip.compress(b"\x00" * 10))
+    with pytest.raises(DataError) as info:
+        load("small", msd_site)
+    assert_names(info.value, "small", bad)

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from data_helpers import assert_names
+from PIL import Image
+
+from medfed.data import FORMATS
+from medfed.errors import DataError
+
+load = FORMATS.get("png")
+
+
+def write_png(array: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def make_site(root: Path, *, masks: bool = True, labels: bool = True) -> np.ndarray:
+    image = np.arange(48, dtype=np.uint8).reshape(6, 8)
+    for name in ("a.png", "b.png"):
+        write_png(image, root / "images" / name)
+        if masks:
+            write_png((image > 20).astype(np.uint8), root / "masks" / name)
+    if labels:
+        (root / "labels.csv").write_text("filename,label\na.png,1\nb.png,0\n")
+    return image
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    image = make_site(tmp_path)
+    a, b = load("s", tmp_path).cases
+    assert (a.case_id, b.case_id, a.label, b.label) == ("a", "b", 1, 0)
+    np.testing.assert_array_equal(a.image[0], image)
+    assert a.image.shape == (1, 6, 8) and a.mask is not None and a.mask.shape == (1, 6, 8)
+    assert a.mask.sum() == (image > 20).sum()
+
+
+def test_rgb_becomes_three_channels(tmp_path: Path) -> None:
+    write_png(np.zeros((4, 5, 4), np.uint8), tmp_path / "images" / "x.png")  # RGBA
+    (case,) = load("s", tmp_path).cases
+    assert case.image.shape == (3, 4, 5) and case.mask is None and case.label is None
+
+
+def test_missing_mask(tmp_path: Path) -> None:
+    make_site(tmp_path)
+    (tmp_path / "masks" / "b.png").unlink()
+    with pytest.raises(DataError, match="mask of image 'b.png' not found") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", tmp_path / "masks" / "b.png")
+
+
+def test_missing_label_row(tmp_path: Path) -> None:
+    make_site(tmp_path)
+    (tmp_path / "labels.csv").write_text("filename,label\na.png,1\n")
+    with pytest.raises(DataError, match="no label for 'b.png'") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", tmp_path / "labels.csv")
+
+
+def test_bad_label_value(tmp_path: Path) -> None:
+    make_site(tmp_path)
+    (tmp_path / "labels.csv").write_text("filename,label\na.png,yes\nb.png,0\n")
+    with pytest.raises(DataError, match="not an integer") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", tmp_path / "labels.csv")
+
+
+def test_truncated_png(tmp_path: Path) -> None:
+    make_site(tmp_path, masks=False, labels=False)
+    bad = tmp_path / "images" / "a.png"
+    bad.write_bytes(bad.read_bytes()[:30])
+    with pytest.raises(DataError, match="cannot read PNG") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", bad)
+
+
+def test_mask_shape_mismatch(tmp_path: Path) -> None:
+    make_site(tmp_path)
+    bad = tmp_path / "masks" / "a.png"
+    write_png(np.zeros((5, 8), np.uint8), bad)
+    with pytest.raises(DataError, match="does not match") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", bad)
+
+
+def test_empty_images_folder(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    with pytest.raises(DataError, match="no cases") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", tmp_path)

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from data_helpers import assert_names
+from PIL import Image
+
+from medfed.data import FORMATS, load_site
+from medfed.errors import DataError
+
+
+def test_known_formats() -> None:
+    assert FORMATS.names() == ["dicom", "msd", "npz", "png"]
+
+
+def test_detects_msd(msd_site: Path) -> None:
+    assert len(load_site("small", msd_site).cases) == 6
+
+
+def test_detects_npz_file_and_folder(tmp_path: Path) -> None:
+    images = np.zeros((2, 4, 4), np.uint8)
+    np.savez(tmp_path / "x.npz", train_images=images, train_labels=np.zeros(2))
+    assert len(load_site("s", tmp_path / "x.npz").cases) == 2
+    assert len(load_site("s", tmp_path).cases) == 2
+
+
+def test_detects_png(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "images" / "a.png")
+    assert load_site("s", tmp_path).cases[0].case_id == "a"
+
+
+def test_detects_dicom(tmp_path: Path) -> None:
+    from test_format_dicom import write_series
+
+    write_series(tmp_path / "case", depth=2)
+    assert load_site("s", tmp_path).cases[0].image.shape == (1, 6, 5, 2)
+
+
+def test_explicit_format(msd_site: Path) -> None:
+    assert load_site("small", msd_site, format="msd").name == "small"
+
+
+def test_unknown_format(msd_site: Path) -> None:
+    with pytest.raises(DataError, match="unknown data format 'tiff'.*dicom, msd, npz, png") as info:
+        load_site("small", msd_site, format="tiff")
+    assert_names(info.value, "small", msd_site)
+
+
+def test_undetectable_format(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(DataError, match="cannot detect.*dicom, msd, npz, png") as info:
+        load_site("s", tmp_path)
+    assert_names(info.value, "s", tmp_path)
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist") as info:
+        load_site("s", tmp_path / "nope")
+    assert_names(info.value, "s", tmp_path / "nope")

@@ -1,0 +1,78 @@
+"""CKKS encrypted aggregation: the sum is right, the server cannot decrypt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medfed.privacy.ckks import (
+    CkksParameters,
+    EncryptionError,
+    add_encrypted,
+    create_context,
+    decrypt_vector,
+    decrypt_weighted_mean,
+    deserialize_context,
+    encrypt_vector,
+    encrypt_weighted_update,
+    serialize_context,
+)
+from medfed.privacy.secagg.vectors import layout_of
+
+PARAMS = CkksParameters()
+
+
+@pytest.fixture(scope="module")
+def contexts() -> tuple:
+    site = create_context(PARAMS)
+    server = deserialize_context(serialize_context(site, include_secret_key=False))
+    other_site = deserialize_context(serialize_context(site, include_secret_key=True))
+    return site, server, other_site
+
+
+def test_server_context_has_no_secret_key(contexts: tuple) -> None:
+    site, server, other_site = contexts
+    assert site.is_private() and other_site.is_private()
+    assert not server.is_private()
+    encrypted = encrypt_vector(site, np.ones(3), PARAMS)
+    with pytest.raises(EncryptionError, match="secret-key"):
+        decrypt_vector(server, encrypted)
+    with pytest.raises(EncryptionError, match="secret key"):
+        add_encrypted(site, [encrypted])  # the server refuses a private context
+
+
+def test_encrypted_sum_equals_plain_sum(contexts: tuple) -> None:
+    site, server, other_site = contexts
+    rng = np.random.default_rng(0)
+    inputs = [rng.normal(size=PARAMS.slots + 100) for _ in range(5)]  # two chunks each
+    uploads = [encrypt_vector(site, x, PARAMS) for x in inputs]
+    assert all(len(u.chunks) == 2 for u in uploads)
+    total = decrypt_vector(other_site, add_encrypted(server, uploads))
+    expected = np.sum(inputs, axis=0)
+    assert np.abs(total - expected).max() <= 1e-3 * np.abs(expected).max()
+    np.testing.assert_allclose(total, expected, rtol=1e-3, atol=1e-6)
+
+
+def test_encrypted_weighted_mean_matches_fedavg(contexts: tuple) -> None:
+    site, server, _ = contexts
+    models = [{"w": torch.full((3, 2), float(i)), "n": torch.tensor(i)} for i in (1, 2, 3)]
+    layout = layout_of(models[0])
+    uploads = [encrypt_weighted_update(site, m, 10.0 * i, layout) for i, m in enumerate(models, 1)]
+    mean, weight = decrypt_weighted_mean(site, add_encrypted(server, uploads), layout)
+    # (10*1 + 20*2 + 30*3) / 60 = 7/3
+    assert weight == pytest.approx(60.0, rel=1e-6)
+    torch.testing.assert_close(mean["w"], torch.full((3, 2), 7.0 / 3.0), rtol=1e-5, atol=0)
+    assert mean["n"].item() == 2 and mean["n"].dtype == torch.int64
+
+
+def test_uploads_of_different_lengths_are_rejected(contexts: tuple) -> None:
+    site, server, _ = contexts
+    a, b = encrypt_vector(site, np.ones(3), PARAMS), encrypt_vector(site, np.ones(4), PARAMS)
+    with pytest.raises(EncryptionError, match="length"):
+        add_encrypted(server, [a, b])
+
+
+def test_garbage_context_bytes_raise_a_typed_error() -> None:
+    with pytest.raises(EncryptionError, match="context"):
+        deserialize_context(b"not a context")
