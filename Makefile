@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean proto
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -24,3 +24,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs
+
+# Regenerates the committed gRPC code from proto/medfed.proto (needs grpcio-tools).
+proto: $(STAMP)
+	$(PY) -m pip install -q grpcio-tools
+	$(PY) -m grpc_tools.protoc -Imedfed/transport/wire=proto --python_out=src --pyi_out=src \
+		--grpc_python_out=src medfed/transport/wire/medfed.proto

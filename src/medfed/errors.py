@@ -51,3 +51,21 @@ class UpdateRejected(MedfedError):
     def __init__(self, site: str, reason: str) -> None:
         self.site, self.reason = site, reason
         super().__init__(f"update from site '{site}' rejected: {reason}")
+
+
+class PrivacyBudgetExceeded(MedfedError):
+    """A site declines to train because the round would take it past its privacy budget.
+
+    Args:
+        site: The site that declines.
+        spent: Epsilon spent so far.
+        would_spend: Epsilon after the declined round.
+        budget: The site's epsilon budget (at its delta).
+    """
+
+    def __init__(self, site: str, *, spent: float, would_spend: float, budget: float) -> None:
+        self.site, self.spent, self.would_spend, self.budget = site, spent, would_spend, budget
+        super().__init__(
+            f"site '{site}' stops contributing: one more round would spend epsilon "
+            f"{would_spend:.3f} > budget {budget:.3f} (spent so far: {spent:.3f})"
+        )

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from medfed.cli.attack import attack_app
 from medfed.errors import MedfedError
 
 app = typer.Typer(
@@ -18,6 +19,12 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+app.add_typer(attack_app, name="attack")
+
+
+@app.callback()
+def _root() -> None:
+    """medfed: federated learning on multi-institutional medical imaging."""
 
 
 @app.command()
@@ -56,6 +63,28 @@ def simulate(
         table.add_row(row.experiment, f"{row.own_sites:.3f}", f"{row.unseen:.3f}")
     console.print(table)
     console.print(f"Report: [bold]{outcome.report}[/bold]")
+
+
+from medfed.cli.deploy import client, provision, revoke, server, status  # noqa: E402
+
+for _command in (provision, revoke, server, client, status):
+    app.command()(_command)
+
+
+@app.command()
+def generate(
+    output_dir: Annotated[Path, typer.Argument(help="Folder to write one MSD-layout folder per site into.")],
+    image_size: Annotated[int, typer.Option(min=16, help="Pixels per side.")] = 64,
+    dims: Annotated[int, typer.Option(min=2, max=3, help="2 or 3.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the generator.")] = 0,
+) -> None:
+    """Write the built-in multi-site data (hospital_a..hospital_d) to disk, e.g. to feed
+    `medfed client --data` in a local deployment."""
+    from medfed.data import DEFAULT_SITES, generate_federation
+
+    paths = generate_federation(DEFAULT_SITES, output_dir, image_size=image_size, dims=dims, seed=seed)  # type: ignore[arg-type]
+    for site, path in paths.items():
+        console.print(f"{site}: {path}")
 
 
 def main() -> None:

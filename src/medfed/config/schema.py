@@ -84,6 +84,9 @@ class FederationConfig(_Strict):
     rounds: int = Field(12, ge=1)
     fraction: float = Field(1.0, gt=0, le=1)
     min_sites: int = Field(1, ge=1)
+    evaluate_every: int = Field(
+        1, ge=0, description="Evaluate held-out sets every N rounds (0: after the last round only)."
+    )
 
 
 class StrategyConfig(BaseModel):
@@ -112,6 +115,56 @@ class BaselinesConfig(_Strict):
     local: bool = True
 
 
+class SiteBudgetConfig(_Strict):
+    """One site's own differential-privacy budget; ``delta`` defaults to ``privacy.delta``."""
+
+    epsilon: float = Field(gt=0)
+    delta: float | None = Field(None, gt=0, lt=1)
+
+
+class DPSGDConfig(_Strict):
+    """Sample-level DP-SGD at every site (see ``medfed.privacy.dp.DPTrainer``)."""
+
+    noise: Literal["calibrated", "fixed"] = Field(
+        "calibrated", description="'calibrated' spends each site's budget exactly by the last round."
+    )
+    noise_multiplier: float | None = Field(None, gt=0, description="Required when noise is 'fixed'.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Per-sample clip (the initial one if adaptive).")
+    clipping: Literal["fixed", "adaptive"] = "fixed"
+    target_quantile: float = Field(0.5, gt=0, lt=1)
+    clip_lr: float = Field(0.2, gt=0)
+    count_budget_fraction: float = Field(0.05, gt=0, lt=1)
+    secure_mode: bool = False
+
+    @model_validator(mode="after")
+    def _noise_given_once(self) -> DPSGDConfig:
+        if (self.noise == "fixed") != (self.noise_multiplier is not None):
+            raise ValueError("give noise_multiplier exactly when noise is 'fixed'")
+        return self
+
+
+class ClientDPConfig(_Strict):
+    """Client-level DP-FedAvg with adaptive clipping around every federated strategy."""
+
+    noise_multiplier: float = Field(ge=0)
+    clip: float = Field(1.0, gt=0)
+    adaptive: bool = True
+    target_quantile: float = Field(0.5, gt=0, lt=1)
+    clip_lr: float = Field(0.2, gt=0)
+    count_budget_fraction: float = Field(0.05, gt=0, lt=1)
+
+
+class PrivacyConfig(_Strict):
+    """Differential privacy; off unless ``dp_sgd`` or ``client_dp`` is given."""
+
+    accountant: Literal["rdp", "prv"] = "rdp"
+    epsilon: float = Field(8.0, gt=0, description="Every site's budget unless 'sites' says otherwise.")
+    delta: float = Field(1e-5, gt=0, lt=1)
+    sites: dict[str, SiteBudgetConfig] = Field(default_factory=dict)
+    dp_sgd: DPSGDConfig | None = None
+    client_dp: ClientDPConfig | None = None
+
+
 class SimulationConfig(_Strict):
     """Everything ``medfed simulate`` needs; all defaults together are the built-in demo."""
 
@@ -126,6 +179,7 @@ class SimulationConfig(_Strict):
         default_factory=lambda: [StrategyConfig(name="fedavg"), StrategyConfig(name="fedprox", mu=0.01)]
     )
     baselines: BaselinesConfig = BaselinesConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
     @model_validator(mode="after")
     def _unique_experiments(self) -> SimulationConfig:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from medfed.errors import PrivacyBudgetExceeded
 from medfed.orchestration.site import LocalSite
 from medfed.types import TrainResult, TrainTask
+
+logger = logging.getLogger(__name__)
 
 
 class SiteConnector(Protocol):
@@ -40,7 +44,10 @@ class InProcessConnector:
     def train(self, tasks: Mapping[str, TrainTask]) -> list[TrainResult]:
         results = []
         for name, task in tasks.items():
-            results.append(self.sites[name].train(task))
+            try:
+                results.append(self.sites[name].train(task))
+            except PrivacyBudgetExceeded as declined:  # the site's own decision: a drop-out
+                logger.warning("round %d: %s", task.round, declined)
             if self.on_site_done is not None:
                 self.on_site_done(name)
         return results

@@ -3,13 +3,14 @@ that a resumed run ends with the weights of an uninterrupted one."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import nn
 
-from medfed.config.schema import SimulationConfig
+from medfed.config.schema import FederationConfig, SimulationConfig
 from medfed.data import SiteData, build_dataset
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import (
@@ -85,11 +86,17 @@ class ExperimentRunner:
         }
 
     def new_model(self) -> nn.Module:
-        """The run's initial model (identical for every experiment)."""
-        return build_model(self.config.model.name, self.model_params, seed=self.config.seed)
+        """The run's initial model (identical for every experiment; DP-compatible under DP-SGD)."""
+        model = build_model(self.config.model.name, self.model_params, seed=self.config.seed)
+        if self.config.privacy.dp_sgd is not None:
+            from medfed.privacy.dp import make_dp_compatible  # imports Opacus: only when DP is on
+
+            model, _ = make_dp_compatible(model)
+        return model
 
     def run(self, experiment: Experiment) -> ExperimentResult:
         """Runs ``experiment`` from its last checkpoint (or from scratch) to the last round."""
+        experiment = self._with_client_dp(experiment)
         directory = self.run_dir / "checkpoints" / experiment.name
         model = self.new_model()
         state, site_states = self._start(experiment, model, directory)
@@ -111,7 +118,9 @@ class ExperimentRunner:
             site_now = {name: site.state for name, site in sites.items()}
             result = ExperimentResult(experiment, new_state, site_now)
             rows = _training_rows(experiment.name, new_state.round, results)
-            rows += self._evaluation_rows(result, model)
+            if _evaluation_due(new_state.round, self.config.federation):
+                rows += self._evaluation_rows(result, model)
+            rows += self._privacy_rows(experiment, new_state, sites)
             self.metrics.record_round(experiment.name, new_state.round, rows)
             save_checkpoint(
                 checkpoint_path(directory, new_state.round),
@@ -150,17 +159,57 @@ class ExperimentRunner:
             name,
             dataset,
             model=model,
-            trainer=self.trainer,
+            trainer=self._trainer_for(experiment, name),  # type: ignore[arg-type]
             strategy=experiment.strategy,
             seed=self.config.seed,
             state=state,
         )
 
+    def _with_client_dp(self, experiment: Experiment) -> Experiment:
+        """``experiment`` with its strategy wrapped in client-level DP when configured."""
+        if self.config.privacy.client_dp is None or experiment.kind != "federated":
+            return experiment
+        from medfed.privacy.dp.config import client_dp
+
+        federation = self.config.federation
+        count = len(experiment.sites)
+        expected = min(count, max(federation.min_sites, math.ceil(federation.fraction * count)))
+        strategy = client_dp(self.config.privacy, experiment.strategy, expected_sites=expected, seed=self.config.seed)
+        return replace(experiment, strategy=strategy)
+
+    def _trainer_for(self, experiment: Experiment, site: str) -> object:
+        """The site's trainer: DP-SGD with the site's own budget and ledger when configured."""
+        if self.config.privacy.dp_sgd is None:
+            return self.trainer
+        from medfed.privacy.dp.config import check_site_names, dp_trainer
+
+        check_site_names(self.config.privacy, [*self.data.train, *experiment.sites])
+        ledger_dir = self.run_dir / "privacy" / experiment.name
+        rounds = self.config.federation.rounds
+        return dp_trainer(self.config.privacy, self.trainer, site, planned_rounds=rounds, ledger_dir=ledger_dir)
+
+    def _privacy_rows(
+        self, experiment: Experiment, state: ServerState, sites: Mapping[str, LocalSite]
+    ) -> list[MetricRow]:
+        if self.config.privacy.dp_sgd is None and self.config.privacy.client_dp is None:
+            return []
+        from medfed.privacy.dp.config import privacy_metrics
+
+        trainers = {name: site.trainer for name, site in sites.items()}
+        metrics = privacy_metrics(self.config.privacy, trainers, experiment.strategy, state)
+        return [MetricRow(experiment.name, state.round, site, "privacy", metric, value) for site, metric, value in metrics]
+
     def _evaluation_rows(self, result: ExperimentResult, model: nn.Module) -> list[MetricRow]:
         rows = []
         for site, dataset in self.evaluation_sets.items():
             model.load_state_dict(result.weights_for(site))
-            metrics = evaluate(model, dataset, task=self.config.task, batch_size=self.config.training.batch_size)
+            metrics = evaluate(
+                model,
+                dataset,
+                task=self.config.task,
+                batch_size=self.config.training.batch_size,
+                surface_distance=result.state.round == self.config.federation.rounds,
+            )
             split = "unseen" if site == self.config.data.unseen_site else "test"
             rows += [
                 MetricRow(result.experiment.name, result.state.round, site, split, metric, value)
@@ -176,3 +225,8 @@ def _training_rows(experiment: str, round: int, results: list[TrainResult]) -> l
         for metric, value in result.metrics.items()
     ]
 
+
+def _evaluation_due(round: int, federation: FederationConfig) -> bool:
+    """Whether held-out sets are evaluated after ``round`` (always after the last one)."""
+    every = federation.evaluate_every
+    return round == federation.rounds or (every > 0 and round % every == 0)

@@ -1,0 +1,147 @@
+"""Commands of a real deployment: ``provision``, ``revoke``, ``server``, ``client``, ``status``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def provision(
+    project: Annotated[Path, typer.Argument(help="Project YAML: name, server host/port, sites.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder of the startup kits.")] = Path("kits"),
+) -> None:
+    """Create the project CA, the server kit and one startup kit per site (re-run to add sites;
+    existing certificates stay valid)."""
+    from medfed.provision import load_project
+    from medfed.provision import provision as write_kits
+
+    report = write_kits(load_project(project), output)
+    console.print(f"created: {', '.join(report.created) or '-'}; kept: {', '.join(report.kept) or '-'}")
+    console.print(f"Send each site its folder under {output}; keep {output / 'ca'} offline.")
+
+
+def revoke(
+    site: Annotated[str, typer.Argument(help="The site whose certificates to revoke.")],
+    kits: Annotated[Path, typer.Option(help="Folder written by medfed provision.")] = Path("kits"),
+) -> None:
+    """Revoke a site's certificates; a running server refuses the site from its next call."""
+    from medfed.provision import revoke as revoke_site
+
+    serials = revoke_site(kits, site)
+    console.print(f"revoked {site}: {', '.join(f'{serial:x}' for serial in serials)}")
+
+
+def server(
+    job: Annotated[Path, typer.Option(help="Job YAML: model, strategy, training, rounds.")],
+    state_dir: Annotated[Path, typer.Option(help="Checkpoints, metrics and status.json.")],
+    kit: Annotated[Optional[Path], typer.Option(help="The server's startup kit.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "0.0.0.0",
+    port: Annotated[Optional[int], typer.Option(help="Port (default: the kit's).")] = None,
+    insecure: Annotated[bool, typer.Option(help="Plain text, no certificates: testing only.")] = False,
+    sites: Annotated[Optional[str], typer.Option(help="Comma-separated sites (--insecure without kit).")] = None,
+    gzip: Annotated[bool, typer.Option(help="gzip-compress messages.")] = False,
+) -> None:
+    """Run a federated job: rounds over gRPC with mutual TLS, resuming after its last
+    checkpointed round when restarted with the same command."""
+    from medfed.deployment.job import load_job
+    from medfed.deployment.server import ServerSettings, run_server
+    from medfed.provision import CertificateGate, load_server_kit
+
+    _verbose()
+    settings_job = load_job(job)
+    server_kit = load_server_kit(kit) if kit is not None else None
+    if server_kit is None and not insecure:
+        raise typer.BadParameter("give --kit (mutual TLS), or --insecure for a plain-text test run")
+    if insecure:
+        _warn_insecure()
+    site_names = sites.split(",") if sites else (server_kit.sites if server_kit else [])
+    if not site_names and not settings_job.sites:
+        raise typer.BadParameter("no sites: give --kit, --sites or 'sites' in the job")
+    listen_port = port if port is not None else (server_kit.port if server_kit else 8443)
+    settings = ServerSettings(
+        state_dir=state_dir,
+        address=f"{host}:{listen_port}",
+        sites=site_names,
+        tls=None if insecure or server_kit is None else server_kit.tls,
+        authenticate=None if insecure or server_kit is None else CertificateGate(server_kit.tls.ca_certificate, server_kit.crl),
+        gzip=gzip,
+    )
+    final = run_server(settings_job, settings)
+    console.print(f"job '{settings_job.name}' finished after round {final.round}; state in {state_dir}")
+
+
+def client(
+    data: Annotated[Path, typer.Option(help="This site's data (folder or .npz).")],
+    kit: Annotated[Optional[Path], typer.Option(help="This site's startup kit.")] = None,
+    format: Annotated[Optional[str], typer.Option(help="msd, dicom, png or npz (default: detect).")] = None,
+    server: Annotated[Optional[str], typer.Option(help="host:port (default: the kit's).")] = None,
+    insecure: Annotated[bool, typer.Option(help="Plain text, no certificates: testing only.")] = False,
+    site: Annotated[Optional[str], typer.Option(help="Site name (--insecure without kit).")] = None,
+    gzip: Annotated[bool, typer.Option(help="gzip-compress messages.")] = False,
+    max_failures: Annotated[Optional[int], typer.Option(help="Give up after this many failed calls in a row.")] = None,
+    max_backoff: Annotated[float, typer.Option(help="Longest wait between reconnection attempts, in seconds.")] = 30.0,
+) -> None:
+    """Take part in a federated job as one site: pull tasks, train locally, send updates. The
+    data never leave the site."""
+    from medfed.data import load_site
+    from medfed.deployment.client import SiteBuilder, run_client
+    from medfed.provision import load_client_kit
+    from medfed.transport.backoff import Backoff
+    from medfed.transport.client import SiteChannel
+
+    _verbose()
+    client_kit = load_client_kit(kit) if kit is not None else None
+    if client_kit is None and not (insecure and site and server):
+        raise typer.BadParameter("give --kit (mutual TLS), or --insecure with --site and --server")
+    if insecure:
+        _warn_insecure()
+    name = client_kit.site if client_kit else str(site)
+    target = server or (client_kit.server if client_kit else "")
+    tls = None if insecure or client_kit is None else client_kit.tls
+    server_name = client_kit.server_name if client_kit else None
+    builder = SiteBuilder(load_site(name, data, format))
+
+    def connect() -> SiteChannel:
+        return SiteChannel(target, site=name, tls=tls, server_name=server_name, gzip=gzip)
+
+    backoff = Backoff(initial=min(0.5, max_backoff), maximum=max_backoff)
+    rounds = run_client(connect, builder, backoff=backoff, max_failures=max_failures)
+    console.print(f"site '{name}': job finished, {rounds} rounds trained here")
+
+
+def status(
+    state_dir: Annotated[Path, typer.Option(help="The server's --state-dir.")],
+) -> None:
+    """Show a server's connected sites, current round and recent metrics."""
+    from medfed.deployment.status import read_status
+
+    now = read_status(state_dir)
+    state = "finished" if now.finished else f"round {now.running_round or '-'} running"
+    console.print(f"job [bold]{now.job}[/bold] on port {now.port}: {now.completed_rounds}/{now.total_rounds} rounds done, {state}")
+    console.print(f"connected: {', '.join(now.connected) or '-'}; waiting for: {', '.join(now.waiting_for) or '-'}")
+    table = Table(title="Recent rounds")
+    names = sorted({name for row in now.history for name in row.metrics})
+    for column in ("round", "sites", *names):
+        table.add_column(column)
+    for row in now.history[-10:]:
+        table.add_row(str(row.round), ", ".join(row.sites), *(f"{row.metrics.get(n, float('nan')):.4g}" for n in names))
+    console.print(table)
+
+
+def _verbose() -> None:
+    logging.getLogger("medfed").setLevel(logging.INFO)
+
+
+def _warn_insecure() -> None:
+    err_console.print(
+        "[bold red]WARNING:[/bold red] --insecure: no TLS, no certificates; anyone on the network can "
+        "read the model and impersonate a site. Never use it with real data."
+    )

@@ -1,0 +1,84 @@
+"""The job a deployed server runs, as YAML: model, strategy, training, rounds, deadlines.
+
+The pieces are those of ``medfed simulate``'s schema, so a configuration tried in simulation
+carries over. The server sends the site-relevant part (``SiteJob``) with every task, so sites
+build the same model, strategy and trainer from the same registries.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from medfed.config.schema import FederationConfig, ModelConfig, StrategyConfig, TrainingConfig
+from medfed.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteJob(_Strict):
+    """What every site must agree on to train its part of a round."""
+
+    seed: int = 0
+    task: Literal["segmentation", "classification"] = "segmentation"
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    strategy: StrategyConfig = StrategyConfig(name="fedavg")
+    augment: bool = False
+
+
+class JobConfig(SiteJob):
+    """A deployed job (YAML), e.g.::
+
+        name: lesions-v1
+        model: {name: unet, params: {channels: [16, 32, 64], strides: [2, 2]}}
+        strategy: {name: fedprox, mu: 0.01}
+        federation: {rounds: 20, min_sites: 2}
+        round_timeout_s: 900
+
+    Attributes:
+        name: The run's name in the metrics log.
+        federation: Rounds, participation fraction and the quorum ``min_sites``.
+        sites: Sites taking part (default: every site of the server's kit).
+        round_timeout_s: Deadline of a round; sites that miss it are left out of the round.
+        poll_s: How long a site's request for work waits before it is told to ask again.
+        max_round_attempts: Tries of a round that misses its quorum before the server gives up.
+    """
+
+    name: str = "job"
+    federation: FederationConfig = FederationConfig()
+    sites: list[str] | None = None
+    round_timeout_s: float = Field(600.0, gt=0)
+    poll_s: float = Field(10.0, gt=0)
+    max_round_attempts: int = Field(10, ge=1)
+
+    def site_job(self) -> SiteJob:
+        """The part of the job that sites receive."""
+        return SiteJob.model_validate(self.model_dump(include=set(SiteJob.model_fields)))
+
+
+def site_job_json(job: JobConfig) -> str:
+    """``job.site_job()`` as canonical JSON (sent with every task)."""
+    return json.dumps(job.site_job().model_dump(mode="json"), sort_keys=True)
+
+
+def parse_site_job(text: str) -> SiteJob:
+    """The site job sent by a server; raises ``ConfigError`` when it is invalid."""
+    try:
+        return SiteJob.model_validate_json(text)
+    except ValidationError as error:
+        raise ConfigError(f"the server sent an invalid job: {error}") from None
+
+
+def load_job(path: Path) -> JobConfig:
+    """Reads and validates a job YAML file; raises ``ConfigError`` naming the problem."""
+    try:
+        return JobConfig.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+    except (OSError, yaml.YAMLError, ValidationError) as error:
+        raise ConfigError(f"job file '{path}': {error}") from None

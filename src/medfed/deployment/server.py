@@ -1,0 +1,206 @@
+"""``medfed server``: the round loop of a deployed job, with sites reached over gRPC.
+
+The server resumes from its last checkpoint, so a killed server restarted with the same command
+loses no completed round; each round is checkpointed (atomically) before the next one starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from medfed.deployment.job import JobConfig, site_job_json
+from medfed.deployment.status import HISTORY_LENGTH, RoundSummary, ServerStatus, summarise, write_status
+from medfed.models import build_model
+from medfed.orchestration.checkpoint import (
+    Checkpoint,
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from medfed.orchestration.loop import QuorumNotReached, RoundPlan, run_round
+from medfed.orchestration.metrics_log import MetricRow, MetricsLog
+from medfed.orchestration.site import cpu_weights
+from medfed.strategies.base import Strategy
+from medfed.strategies.registry import STRATEGIES
+from medfed.transport.board import RoundBoard
+from medfed.transport.connector import GrpcConnector
+from medfed.transport.server import Authenticator, FederationServicer, start_server
+from medfed.transport.tls import TlsFiles, server_credentials
+from medfed.types import ServerState, TrainResult
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where and how the server runs (the job says what it runs).
+
+    Attributes:
+        state_dir: Checkpoints, metrics and ``status.json``.
+        address: ``host:port`` to listen on (port 0 picks a free one).
+        sites: Sites allowed to take part.
+        tls: The server's certificate, key and CA; ``None`` runs in plain text (``--insecure``).
+        authenticate: Client-certificate check (required with ``tls``).
+        gzip: Compress outgoing messages.
+    """
+
+    state_dir: Path
+    address: str
+    sites: list[str]
+    tls: TlsFiles | None
+    authenticate: Authenticator | None
+    gzip: bool = False
+
+
+def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
+    """Serves ``job`` until its last round is completed; returns the final state."""
+    if (settings.tls is None) != (settings.authenticate is None):
+        raise ValueError("tls and authenticate go together: both set, or both None (insecure)")
+    sites = sorted(job.sites or settings.sites)
+    strategy = STRATEGIES.create(job.strategy.name, **job.strategy.params)
+    metrics = MetricsLog(settings.state_dir)
+    state = initial_state(job, strategy, settings.state_dir, metrics)
+    board = RoundBoard()
+    servicer = FederationServicer(
+        board, sites=sites, job_json=site_job_json(job), authenticate=settings.authenticate, poll_s=job.poll_s
+    )
+    credentials = None if settings.tls is None else server_credentials(settings.tls)
+    server, port = start_server(
+        servicer, address=settings.address, credentials=credentials, gzip=settings.gzip,
+        max_workers=8 + 2 * len(sites),
+    )
+    logger.info("medfed server listening on port %d (round %d of %d done)", port, state.round, job.federation.rounds)
+    reporter = _StatusReporter(settings.state_dir, job, port, board, state.round)
+    reporter.start()
+    try:
+        plan = RoundPlan(
+            rounds=job.federation.rounds,
+            sites=sites,
+            fraction=job.federation.fraction,
+            min_sites=min(job.federation.min_sites, len(sites)),
+            seed=job.seed,
+        )
+        connector = GrpcConnector(board, round_timeout_s=job.round_timeout_s)
+        recorder = _RoundRecorder(job.name, settings.state_dir, metrics, reporter)
+        state = _run_rounds(strategy, state, plan, connector, recorder, job.max_round_attempts)
+        board.finish()
+        reporter.finish()
+        board.wait_told_done(sites, timeout_s=job.poll_s + 5)
+    finally:
+        reporter.stop()
+        server.stop(grace=1).wait()
+    return state
+
+
+def initial_state(job: JobConfig, strategy: Strategy, state_dir: Path, metrics: MetricsLog) -> ServerState:
+    """The last checkpointed state in ``state_dir``, or the strategy's initial state."""
+    latest = latest_checkpoint(state_dir / "checkpoints")
+    if latest is None:
+        metrics.discard_after(job.name, 0)
+        model = build_model(job.model.name, job.model.params, seed=job.seed)
+        return strategy.init(cpu_weights(model))
+    state = load_checkpoint(latest).server
+    metrics.discard_after(job.name, state.round)
+    logger.info("resuming after round %d from %s", state.round, latest)
+    return state
+
+
+def _run_rounds(
+    strategy: Strategy,
+    state: ServerState,
+    plan: RoundPlan,
+    connector: GrpcConnector,
+    on_round: _RoundRecorder,
+    max_attempts: int,
+) -> ServerState:
+    attempts = 0
+    while state.round < plan.rounds:
+        try:
+            state, results = run_round(strategy, state, plan, connector)
+        except QuorumNotReached as error:
+            attempts += 1
+            logger.warning("%s (attempt %d of %d)", error, attempts, max_attempts)
+            if attempts >= max_attempts:
+                raise
+            continue
+        attempts = 0
+        on_round(state, results)
+    return state
+
+
+class _RoundRecorder:
+    """After each round: metrics first, then the checkpoint (a crash in between replays the
+    round, and ``record_round`` replaces its rows), then the status."""
+
+    def __init__(self, job: str, state_dir: Path, metrics: MetricsLog, reporter: _StatusReporter) -> None:
+        self.job, self.state_dir, self.metrics, self.reporter = job, state_dir, metrics, reporter
+
+    def __call__(self, state: ServerState, results: list[TrainResult]) -> None:
+        rows = [
+            MetricRow(self.job, state.round, result.site, "train", name, value)
+            for result in results
+            for name, value in result.metrics.items()
+        ]
+        self.metrics.record_round(self.job, state.round, rows)
+        save_checkpoint(
+            checkpoint_path(self.state_dir / "checkpoints", state.round),
+            Checkpoint(state, metadata={"job": self.job, "participants": ",".join(r.site for r in results)}),
+        )
+        logger.info("round %d done with %s", state.round, [result.site for result in results])
+        summary = summarise(state.round, [r.site for r in results], [r.metrics for r in results])
+        self.reporter.completed(summary)
+
+
+class _StatusReporter:
+    """Rewrites ``status.json`` every second from the board and the completed rounds."""
+
+    def __init__(self, state_dir: Path, job: JobConfig, port: int, board: RoundBoard, round: int) -> None:
+        self.state_dir, self.board = state_dir, board
+        self.poll_s = job.poll_s
+        self.status = ServerStatus(job=job.name, port=port, completed_rounds=round, total_rounds=job.federation.rounds)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="status", daemon=True)
+
+    def start(self) -> None:
+        self.write()
+        self._thread.start()
+
+    def completed(self, summary: RoundSummary) -> None:
+        with self._lock:
+            history = [*self.status.history, summary][-HISTORY_LENGTH:]
+            self.status = replace(self.status, completed_rounds=summary.round, history=history)
+        self.write()
+
+    def finish(self) -> None:
+        with self._lock:
+            self.status = replace(self.status, finished=True)
+        self.write()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.write()
+
+    def write(self) -> None:
+        snapshot = self.board.snapshot()
+        recent = time.time() - 2 * self.poll_s - 5
+        last_seen: dict[str, float] = snapshot["last_seen"]  # type: ignore[assignment]
+        with self._lock:
+            self.status = replace(
+                self.status,
+                running_round=snapshot["round_open"],  # type: ignore[arg-type]
+                waiting_for=sorted(set(snapshot["asked"]) - set(snapshot["answered"])),  # type: ignore[call-overload]
+                connected=sorted(site for site, seen in last_seen.items() if seen >= recent),
+                updated=time.time(),
+            )
+            write_status(self.state_dir, self.status)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(1.0):
+            self.write()

@@ -1,0 +1,333 @@
+"""DP-SGD at a site: a trainer that wraps ``LocalTrainer`` behind the same ``fit`` interface.
+
+Abadi et al., "Deep Learning with Differential Privacy", CCS 2016, through Opacus's
+``PrivacyEngine`` (Yousefpour et al. 2021): Poisson-sampled batches, per-sample gradients
+clipped to L2 norm ``C``, Gaussian noise ``N(0, z^2 C^2)`` on their sum. The site's budget is
+checked with the accountant *before* a round: a round that would exceed it is not trained and
+``PrivacyBudgetExceeded`` is raised, so the round loop sees the site as absent.
+
+Noise is either fixed or calibrated (ADP-FL, Saha and Ukwatta, SPIE Medical Imaging 2026): the
+noise multiplier that spends the budget exactly over the planned rounds. Clipping is either fixed
+or adaptive: per round, ``C`` moves geometrically toward a target quantile of the per-sample
+gradient norms, estimated privately (Andrew et al., NeurIPS 2021) and charged to the budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from opacus import PrivacyEngine
+from opacus.optimizers import DPOptimizer
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from medfed.errors import ConfigError, PrivacyBudgetExceeded
+from medfed.privacy.dp.accounting import Accountant, Budget, Mechanism, calibrate_noise, epsilon_spent
+from medfed.privacy.dp.ledger import PrivacyLedger, load_ledger, save_ledger
+from medfed.privacy.dp.models import dp_incompatibilities
+from medfed.privacy.dp.optimizer import QuantileCountingDPOptimizer
+from medfed.privacy.dp.quantile import count_noise_std, geometric_update
+from medfed.seeding import derive_seed
+from medfed.strategies.base import LocalHooks
+from medfed.training.trainer import FitReport, LocalTrainer, TrainSettings
+from medfed.types import Scalar
+
+logger = logging.getLogger(__name__)
+
+PRIVACY_KEYS = frozenset({"noise_multiplier", "max_grad_norm", "epsilon", "delta", "accountant", "clip"})
+"""Keys a round's task config may not carry: the site's policy comes from the site alone."""
+
+
+@dataclass(frozen=True)
+class AdaptiveClipping:
+    """Per-round private quantile clipping (Andrew et al. 2021).
+
+    Attributes:
+        target_quantile: The quantile of per-sample gradient norms that ``C`` tracks (gamma).
+        lr: Geometric learning rate of ``C`` (eta_C).
+        count_budget_fraction: Share of the mechanism's precision ``z^-2`` spent on the count.
+        bounds: ``(min, max)`` allowed thresholds.
+    """
+
+    target_quantile: float = 0.5
+    lr: float = 0.2
+    count_budget_fraction: float = 0.05
+    bounds: tuple[float, float] = (1e-4, 1e4)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.target_quantile < 1.0:
+            raise ValueError(f"target_quantile must lie in (0, 1), got {self.target_quantile}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 < self.count_budget_fraction < 1.0:
+            raise ValueError(f"count_budget_fraction must lie in (0, 1), got {self.count_budget_fraction}")
+        if not 0.0 < self.bounds[0] < self.bounds[1]:
+            raise ValueError(f"bounds must satisfy 0 < min < max, got {self.bounds}")
+
+
+@dataclass(frozen=True)
+class SitePrivacy:
+    """One site's sample-level DP policy, from the site's own configuration.
+
+    Attributes:
+        budget: The (epsilon, delta) the site may spend over the whole run.
+        accountant: ``rdp`` or ``prv``.
+        noise_multiplier: Fixed ``z``; ``None`` calibrates ``z`` to spend ``budget`` exactly
+            over ``planned_rounds`` rounds of the first round's local steps.
+        planned_rounds: Rounds the budget must last (needed when ``noise_multiplier`` is None).
+        max_grad_norm: The clipping threshold ``C`` (the initial one with adaptive clipping).
+        adaptive_clipping: Per-round quantile clipping, or ``None`` for a fixed ``C``.
+        secure_mode: Opacus's cryptographically safe noise (needs ``torchcsprng``; unseeded).
+    """
+
+    budget: Budget
+    accountant: Accountant = Accountant.RDP
+    noise_multiplier: float | None = None
+    planned_rounds: int | None = None
+    max_grad_norm: float = 1.0
+    adaptive_clipping: AdaptiveClipping | None = None
+    secure_mode: bool = False
+
+    def __post_init__(self) -> None:
+        if self.noise_multiplier is None and (self.planned_rounds is None or self.planned_rounds < 1):
+            raise ValueError("planned_rounds >= 1 is needed to calibrate the noise multiplier")
+        if self.noise_multiplier is not None and not self.noise_multiplier > 0:
+            raise ValueError(f"noise_multiplier must be > 0, got {self.noise_multiplier}")
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise ValueError(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+
+
+class DPTrainer:
+    """DP-SGD around a ``LocalTrainer``: same ``fit``, same loss, settings and device.
+
+    Args:
+        inner: The non-private trainer whose task, settings and device are used.
+        site: The site's name (for messages).
+        policy: The site's DP policy.
+        ledger_path: Where the site's ledger is kept between rounds and runs (``None``: memory).
+    """
+
+    def __init__(
+        self, inner: LocalTrainer, *, site: str, policy: SitePrivacy, ledger_path: Path | None = None
+    ) -> None:
+        self.inner = inner
+        self.site = site
+        self.policy = policy
+        self.ledger_path = ledger_path
+        self.ledger = load_ledger(ledger_path)
+
+    @property
+    def settings(self) -> TrainSettings:
+        """The inner trainer's default settings."""
+        return self.inner.settings
+
+    @property
+    def epsilon(self) -> float:
+        """Epsilon spent so far at the budget's delta."""
+        return self._epsilon(self.ledger.history())
+
+    def fit(
+        self,
+        model: nn.Module,
+        dataset: Dataset,
+        *,
+        seed: int,
+        hooks: LocalHooks | None = None,
+        config: Mapping[str, Scalar] | None = None,
+    ) -> FitReport:
+        """Trains ``model`` in place with DP-SGD, unless that would exceed the budget.
+
+        Raises:
+            PrivacyBudgetExceeded: The round would take the site past its budget (not trained).
+            ConfigError: ``model`` has layers DP-SGD cannot train, or ``config`` tries to set a
+                privacy parameter.
+        """
+        settings = self._settings(config or {})
+        model.to(self.inner.device).train()
+        _check_model(model)
+        sampling = torch.Generator().manual_seed(derive_seed(seed, "poisson"))
+        loader = DataLoader(dataset, batch_size=settings.batch_size, generator=sampling)
+        sample_rate = 1.0 / len(loader)
+        steps = settings.local_epochs * len(loader)
+        key = str(seed)
+        planned = Mechanism(self._noise_multiplier(sample_rate, steps), sample_rate, steps)
+        self._check_budget(planned, key)
+        clip = self.ledger.clip if self.ledger.clip is not None else self.policy.max_grad_norm
+        report, new_clip = self._train(model, loader, planned, clip, seed, settings, hooks or LocalHooks())
+        self.ledger = self.ledger.recorded(key, planned, new_clip)
+        save_ledger(self.ledger_path, self.ledger)
+        return report
+
+    # ----- budget ----------------------------------------------------------------------------
+    def _settings(self, config: Mapping[str, Scalar]) -> TrainSettings:
+        forbidden = sorted(PRIVACY_KEYS & set(config))
+        if forbidden:
+            raise ConfigError(
+                f"site '{self.site}': a task may not set privacy parameters {forbidden}; "
+                "the site's own configuration decides them"
+            )
+        return self.inner.settings.overridden(config)
+
+    def _epsilon(self, history: list[Mechanism]) -> float:
+        return epsilon_spent(history, delta=self.policy.budget.delta, accountant=self.policy.accountant)
+
+    def _noise_multiplier(self, sample_rate: float, steps: int) -> float:
+        if self.policy.noise_multiplier is not None:
+            return self.policy.noise_multiplier
+        if self.ledger.noise_multiplier is None:
+            assert self.policy.planned_rounds is not None  # checked by SitePrivacy
+            z = calibrate_noise(
+                self.policy.budget,
+                sample_rate=sample_rate,
+                steps=steps * self.policy.planned_rounds,
+                accountant=self.policy.accountant,
+            )
+            logger.info("site '%s': noise multiplier %.4f spends its budget in %d rounds",
+                        self.site, z, self.policy.planned_rounds)
+            self.ledger = replace(self.ledger, noise_multiplier=z)
+        return self.ledger.noise_multiplier
+
+    def _check_budget(self, planned: Mechanism, key: str) -> None:
+        earlier = self.ledger.history(excluding=key)
+        would_spend = self._epsilon([*earlier, planned])
+        if would_spend > self.policy.budget.epsilon:
+            error = PrivacyBudgetExceeded(
+                self.site, spent=self._epsilon(earlier), would_spend=would_spend,
+                budget=self.policy.budget.epsilon,
+            )
+            logger.warning("%s", error)
+            raise error
+
+    # ----- training --------------------------------------------------------------------------
+    def _train(
+        self,
+        model: nn.Module,
+        loader: DataLoader,
+        planned: Mechanism,
+        clip: float,
+        seed: int,
+        settings: TrainSettings,
+        hooks: LocalHooks,
+    ) -> tuple[FitReport, float | None]:
+        engine = PrivacyEngine(accountant=self.policy.accountant.value, secure_mode=self.policy.secure_mode)
+        generator = None if self.policy.secure_mode else torch.Generator().manual_seed(seed)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            grad_hooks, optimizer, private_loader = engine.make_private(
+                module=model, optimizer=_optimizer(model, settings), data_loader=loader,
+                noise_multiplier=planned.noise_multiplier, max_grad_norm=clip,
+                poisson_sampling=True, noise_generator=generator, wrap_model=False,
+            )
+        optimizer = self._adaptive(optimizer, engine, planned, generator)
+        try:
+            losses = self._epochs(model, optimizer, private_loader, settings, hooks, seed)
+        finally:
+            grad_hooks.cleanup()
+        accounted = [(planned.noise_multiplier, planned.sample_rate, planned.steps)]
+        if engine.accountant.history != accounted:
+            raise RuntimeError(f"Opacus accounted {engine.accountant.history}, medfed planned {accounted}")
+        finite = [value for value in losses if math.isfinite(value)]
+        loss = sum(finite) / len(finite) if finite else math.nan
+        report = FitReport(steps=len(losses), loss=loss, lr=settings.lr)
+        return report, self._next_clip(optimizer, clip)
+
+    def _adaptive(
+        self, optimizer: DPOptimizer, engine: PrivacyEngine, planned: Mechanism, generator: torch.Generator | None
+    ) -> DPOptimizer:
+        adaptive = self.policy.adaptive_clipping
+        if adaptive is None:
+            return optimizer
+        counting = QuantileCountingDPOptimizer(
+            optimizer.original_optimizer,
+            noise_multiplier=planned.noise_multiplier,
+            max_grad_norm=optimizer.max_grad_norm,
+            expected_batch_size=optimizer.expected_batch_size,
+            count_std=count_noise_std(planned.noise_multiplier, adaptive.count_budget_fraction),
+            generator=generator,
+            secure_mode=self.policy.secure_mode,
+        )
+        counting.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=planned.sample_rate))
+        return counting
+
+    def _next_clip(self, optimizer: DPOptimizer, clip: float) -> float | None:
+        adaptive = self.policy.adaptive_clipping
+        if adaptive is None or not isinstance(optimizer, QuantileCountingDPOptimizer):
+            return None
+        fraction = sum(optimizer.fractions) / max(len(optimizer.fractions), 1)
+        new = geometric_update(
+            clip, fraction, target_quantile=adaptive.target_quantile, lr=adaptive.lr, bounds=adaptive.bounds
+        )
+        logger.info("site '%s': private unclipped fraction %.3f, clip %.4g -> %.4g", self.site, fraction, clip, new)
+        return new
+
+    def _epochs(
+        self,
+        model: nn.Module,
+        optimizer: DPOptimizer,
+        loader: DataLoader,
+        settings: TrainSettings,
+        hooks: LocalHooks,
+        seed: int,
+    ) -> list[float]:
+        losses = []
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            torch.manual_seed(seed)
+            for _ in range(settings.local_epochs):
+                for batch in loader:
+                    losses.append(self._step(model, optimizer, batch, hooks))
+        return losses
+
+    def _step(
+        self, model: nn.Module, optimizer: DPOptimizer, batch: Mapping[str, torch.Tensor], hooks: LocalHooks
+    ) -> float:
+        images = batch["image"].to(self.inner.device)
+        labels = batch["label"].to(self.inner.device)
+        optimizer.zero_grad(set_to_none=True)
+        if len(images) == 0:
+            value = math.nan  # an empty Poisson batch: the step releases noise only
+            for parameter in optimizer.params:
+                parameter.grad_sample = torch.zeros((0, *parameter.shape), device=parameter.device)
+        else:
+            loss = self.inner.loss(model(images), labels)
+            loss.backward()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError("local training diverged: the loss is not finite; lower lr")
+        if optimizer.pre_step():
+            _post_process(model, optimizer, hooks)
+            optimizer.original_optimizer.step()
+        return value
+
+
+def _post_process(model: nn.Module, optimizer: DPOptimizer, hooks: LocalHooks) -> None:
+    """Applies the strategy's hooks to the privatised gradient (data-independent: still DP)."""
+    penalty = hooks.penalty(model)
+    if penalty is not None:
+        params = list(optimizer.params)
+        grads = torch.autograd.grad(penalty, params, allow_unused=True)
+        for parameter, grad in zip(params, grads, strict=True):
+            if grad is not None:
+                parameter.grad = grad if parameter.grad is None else parameter.grad + grad
+    hooks.after_backward(model)
+
+
+def _check_model(model: nn.Module) -> None:
+    problems = dp_incompatibilities(model)
+    if problems:
+        raise ConfigError(
+            "the model cannot be trained with DP-SGD (build it with "
+            f"medfed.privacy.dp.make_dp_compatible): {'; '.join(problems)}"
+        )
+
+
+def _optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9)
+    return torch.optim.Adam(model.parameters(), lr=settings.lr)

@@ -1,0 +1,161 @@
+"""Startup kits: the folder each party receives.
+
+Layout written by ``provision(project, out)``::
+
+    out/ca/        ca.crt, ca.key (0600, keep offline), crl.pem, issued.json
+    out/server/    server.crt, server.key (0600), ca.crt, crl.pem, server.yaml
+    out/<site>/    site.crt, site.key (0600), ca.crt, client.yaml
+
+Re-running keeps the CA and every existing kit, and adds kits for new sites.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from medfed.provision.certs import (
+    Identity,
+    certificate_pem,
+    create_ca,
+    issue,
+    read_identity,
+    write_file,
+    write_identity,
+)
+from medfed.provision.errors import ProvisionError
+from medfed.provision.project import ProjectConfig
+from medfed.provision.revocation import write_crl
+from medfed.transport.tls import TlsFiles
+
+CA_DIR, SERVER_DIR = "ca", "server"
+
+
+@dataclass(frozen=True)
+class ProvisionReport:
+    """What one ``provision`` run did."""
+
+    created: list[str]
+    kept: list[str]
+
+
+@dataclass(frozen=True)
+class ServerKit:
+    """The server's kit: TLS files, the CRL, its listening port and the project's sites."""
+
+    tls: TlsFiles
+    crl: Path
+    host: str
+    port: int
+    sites: list[str]
+
+
+@dataclass(frozen=True)
+class ClientKit:
+    """A site's kit: TLS files, its name and the server's address."""
+
+    tls: TlsFiles
+    site: str
+    server: str
+    server_name: str
+
+
+def provision(project: ProjectConfig, out_dir: Path) -> ProvisionReport:
+    """Writes (or completes) the CA, the server kit and one kit per site under ``out_dir``."""
+    created: list[str] = []
+    ca = _ca(project, out_dir / CA_DIR, created)
+    hosts = sorted({project.server.host, "localhost", "127.0.0.1"})
+    _kit(ca, out_dir / SERVER_DIR, "server", role="server", hosts=hosts, days=project.validity_days, created=created)
+    server_config = {"host": project.server.host, "port": project.server.port, "sites": project.sites}
+    write_file(out_dir / SERVER_DIR / "server.yaml", yaml.safe_dump(server_config).encode(), mode=0o644)
+    shutil.copyfile(out_dir / CA_DIR / "crl.pem", out_dir / SERVER_DIR / "crl.pem")
+    for site in project.sites:
+        folder = out_dir / site
+        _kit(ca, folder, "site", role="client", hosts=(), days=project.validity_days, created=created, name=site)
+        client_config = {
+            "site": site,
+            "server": f"{project.server.host}:{project.server.port}",
+            "server_name": project.server.host,
+        }
+        write_file(folder / "client.yaml", yaml.safe_dump(client_config).encode(), mode=0o644)
+    kept = [name for name in ["ca", "server", *project.sites] if name not in created]
+    return ProvisionReport(created=created, kept=kept)
+
+
+def _ca(project: ProjectConfig, folder: Path, created: list[str]) -> Identity:
+    if (folder / "ca.crt").exists():
+        return read_identity(folder / "ca.crt", folder / "ca.key")
+    ca = create_ca(project.name, days=max(project.validity_days, 3650))
+    write_identity(ca, folder / "ca.crt", folder / "ca.key")
+    write_file(folder / "issued.json", b"{}", mode=0o644)
+    write_crl(ca, [], folder / "crl.pem")
+    created.append("ca")
+    return ca
+
+
+def _kit(
+    ca: Identity,
+    folder: Path,
+    stem: str,
+    *,
+    role: str,
+    hosts: tuple[str, ...] | list[str],
+    days: int,
+    created: list[str],
+    name: str = "server",
+) -> None:
+    if (folder / f"{stem}.crt").exists() and (folder / f"{stem}.key").exists():
+        return
+    identity = issue(ca, name, role="server" if role == "server" else "client", days=days, hosts=hosts)
+    write_identity(identity, folder / f"{stem}.crt", folder / f"{stem}.key")
+    write_file(folder / "ca.crt", certificate_pem(ca.certificate), mode=0o644)
+    _record_issue(folder.parent / CA_DIR / "issued.json", name, identity.certificate.serial_number)
+    created.append(name)
+
+
+def _record_issue(path: Path, name: str, serial: int) -> None:
+    issued = json.loads(path.read_text())
+    issued.setdefault(name, []).append(str(serial))
+    write_file(path, json.dumps(issued, indent=2).encode(), mode=0o644)
+
+
+def load_server_kit(folder: Path) -> ServerKit:
+    """Reads a server kit written by ``provision``; raises ``ProvisionError`` when incomplete."""
+    config = _read_yaml(folder / "server.yaml")
+    tls = TlsFiles(folder / "server.crt", folder / "server.key", folder / "ca.crt")
+    _require(tls.certificate, tls.private_key, tls.ca_certificate, folder / "crl.pem")
+    try:
+        return ServerKit(tls, folder / "crl.pem", str(config["host"]), int(config["port"]), list(config["sites"]))  # type: ignore[call-overload]
+    except (KeyError, TypeError, ValueError) as error:
+        raise ProvisionError(f"'{folder / 'server.yaml'}' lacks or garbles {error}") from None
+
+
+def load_client_kit(folder: Path) -> ClientKit:
+    """Reads a site kit written by ``provision``; raises ``ProvisionError`` when incomplete."""
+    config = _read_yaml(folder / "client.yaml")
+    tls = TlsFiles(folder / "site.crt", folder / "site.key", folder / "ca.crt")
+    _require(tls.certificate, tls.private_key, tls.ca_certificate)
+    try:
+        return ClientKit(tls, str(config["site"]), str(config["server"]), str(config["server_name"]))
+    except KeyError as error:
+        raise ProvisionError(f"'{folder / 'client.yaml'}' lacks {error}") from None
+
+
+def _read_yaml(path: Path) -> dict[str, object]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ProvisionError(f"cannot read kit file '{path}': {error}") from None
+    if not isinstance(data, dict):
+        raise ProvisionError(f"kit file '{path}' is not a mapping")
+    return data
+
+
+def _require(*paths: Path) -> None:
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise ProvisionError(f"startup kit incomplete, missing: {', '.join(missing)}")

@@ -1,0 +1,62 @@
+"""The project file of ``medfed provision``: where the server listens and which sites exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from medfed.provision.errors import ProvisionError
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+RESERVED_NAMES = frozenset({"ca", "server"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerAddress(_Strict):
+    """The address sites connect to; ``host`` goes into the server certificate."""
+
+    host: str = "localhost"
+    port: int = Field(8443, ge=1, le=65535)
+
+
+class ProjectConfig(_Strict):
+    """A federation: its name, server and sites.
+
+    Example::
+
+        name: brain-lesions
+        server: {host: fl.example.org, port: 8443}
+        sites: [hospital_a, hospital_b, hospital_c]
+    """
+
+    name: str = "medfed"
+    server: ServerAddress = ServerAddress()
+    sites: list[str] = Field(min_length=1)
+    validity_days: int = Field(365, ge=1, le=3650)
+
+    @field_validator("sites")
+    @classmethod
+    def _valid_sites(cls, sites: list[str]) -> list[str]:
+        for site in sites:
+            if not _NAME.fullmatch(site) or site in RESERVED_NAMES:
+                raise ValueError(
+                    f"site name '{site}' must use letters, digits, '_', '.', '-' and not be "
+                    f"{sorted(RESERVED_NAMES)}"
+                )
+        if len(set(sites)) != len(sites):
+            raise ValueError(f"site names must be unique, got {sites}")
+        return sites
+
+
+def load_project(path: Path) -> ProjectConfig:
+    """Reads and validates a project YAML file; raises ``ProvisionError`` naming the problem."""
+    try:
+        return ProjectConfig.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+    except (OSError, yaml.YAMLError, ValidationError) as error:
+        raise ProvisionError(f"project file '{path}': {error}") from None

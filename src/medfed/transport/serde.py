@@ -1,0 +1,238 @@
+"""Every conversion between medfed's Python values and protobuf messages lives here.
+
+Data chunks skip the protobuf object model: ``serialize_chunk`` writes a data-only ``Chunk``'s
+wire bytes directly (tag, length, bytes) and ``deserialize_chunk`` returns a zero-copy view of
+them, which saves three copies of every model on each side. The bytes are standard protobuf,
+so any other implementation of ``proto/medfed.proto`` interoperates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+
+import grpc
+
+from medfed.transport.chunking import Reassembler, digest, split
+from medfed.transport.errors import PayloadError
+from medfed.transport.wire import medfed_pb2 as pb
+from medfed.types import SCHEMA_VERSION
+
+
+class Kind(Enum):
+    """What a stream carries (see ``proto/medfed.proto``)."""
+
+    TASK = pb.KIND_TASK
+    WAIT = pb.KIND_WAIT
+    DONE = pb.KIND_DONE
+    RESULT = pb.KIND_RESULT
+
+
+@dataclass(frozen=True)
+class StreamHeader:
+    """The first message of a stream.
+
+    Attributes:
+        kind: What follows.
+        round: The round of a task or result (0 otherwise).
+        task_id: Identifies one posting of a round; a result echoes its task's id.
+        job_json: The job description (tasks only).
+        total_bytes: Length of the payload that follows.
+        sha256: SHA-256 of the payload.
+        schema_version: The sender's ``SCHEMA_VERSION``.
+    """
+
+    kind: Kind
+    round: int = 0
+    task_id: str = ""
+    job_json: str = ""
+    total_bytes: int = 0
+    sha256: bytes = b""
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    """The server's answer to a submitted result."""
+
+    accepted: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class DataPiece:
+    """A data chunk, held as a view of the wire bytes (received) or of the payload (to send)."""
+
+    data: memoryview
+
+
+Message = pb.Chunk | DataPiece
+_DATA_TAG = b"\x12"  # field 2 (data), wire type 2 (length-delimited)
+_SERVICE = "medfed.v1.Federation"
+
+
+def serialize_chunk(message: Message) -> bytes:
+    """Wire bytes of a stream message."""
+    if isinstance(message, DataPiece):
+        return b"".join((_DATA_TAG, _varint(len(message.data)), message.data))
+    return message.SerializeToString()
+
+
+def deserialize_chunk(raw: bytes) -> Message:
+    """A stream message from wire bytes; data chunks become views of ``raw`` (no copy)."""
+    if raw[:1] == _DATA_TAG:
+        length, offset = _read_varint(raw, 1)
+        if offset + length == len(raw):
+            return DataPiece(memoryview(raw)[offset:])
+    return pb.Chunk.FromString(raw)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _read_varint(raw: bytes, offset: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while offset < len(raw) and shift < 64:
+        byte = raw[offset]
+        value |= (byte & 0x7F) << shift
+        offset += 1
+        if byte < 0x80:
+            return value, offset
+        shift += 7
+    return -1, offset
+
+
+class FederationCalls:
+    """The client's callables of the ``Federation`` service, with the chunk (de)serializers."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.get_task = channel.unary_stream(
+            f"/{_SERVICE}/GetTask",
+            request_serializer=pb.TaskRequest.SerializeToString,
+            response_deserializer=deserialize_chunk,
+        )
+        self.submit_result = channel.stream_unary(
+            f"/{_SERVICE}/SubmitResult",
+            request_serializer=serialize_chunk,
+            response_deserializer=pb.SubmitReply.FromString,
+        )
+
+
+def federation_handler(
+    get_task: Callable[[pb.TaskRequest, grpc.ServicerContext], Iterator[Message]],
+    submit_result: Callable[[Iterator[Message], grpc.ServicerContext], pb.SubmitReply],
+) -> grpc.GenericRpcHandler:
+    """The server's handler of the ``Federation`` service, with the chunk (de)serializers."""
+    return grpc.method_handlers_generic_handler(
+        _SERVICE,
+        {
+            "GetTask": grpc.unary_stream_rpc_method_handler(
+                get_task,
+                request_deserializer=pb.TaskRequest.FromString,
+                response_serializer=serialize_chunk,
+            ),
+            "SubmitResult": grpc.stream_unary_rpc_method_handler(
+                submit_result,
+                request_deserializer=deserialize_chunk,
+                response_serializer=pb.SubmitReply.SerializeToString,
+            ),
+        },
+    )
+
+
+def payload_stream(
+    kind: Kind, payload: bytes, *, round: int = 0, task_id: str = "", job_json: str = ""
+) -> Iterator[Message]:
+    """A header describing ``payload``, then ``payload`` in chunks (views, not copies)."""
+    header = StreamHeader(
+        kind=kind,
+        round=round,
+        task_id=task_id,
+        job_json=job_json,
+        total_bytes=len(payload),
+        sha256=digest(payload),
+    )
+    yield pb.Chunk(header=_header_message(header))
+    if payload:
+        for piece in split(payload):
+            yield DataPiece(piece)
+
+
+def signal_stream(kind: Kind) -> Iterator[Message]:
+    """A payload-less stream (``WAIT`` or ``DONE``)."""
+    yield pb.Chunk(header=_header_message(StreamHeader(kind=kind, sha256=digest(b""))))
+
+
+def read_stream(messages: Iterable[Message], *, limit: int) -> tuple[StreamHeader, bytes]:
+    """The header and payload of a stream; stops reading as soon as the payload is oversized.
+
+    Raises:
+        PayloadError: No header first, a second header, another schema version, more bytes than
+            declared or than ``limit``, a truncated payload or a wrong digest.
+    """
+    iterator = iter(messages)
+    first = next(iterator, None)
+    if not isinstance(first, pb.Chunk) or first.WhichOneof("body") != "header":
+        raise PayloadError("the stream does not start with a header")
+    header = _header_value(first.header)
+    if header.schema_version != SCHEMA_VERSION:
+        raise PayloadError(f"schema version {header.schema_version}, expected {SCHEMA_VERSION}")
+    assembler = Reassembler(total_bytes=header.total_bytes, sha256=header.sha256, limit=limit)
+    for message in iterator:
+        if isinstance(message, DataPiece):
+            assembler.add(message.data)
+        elif message.WhichOneof("body") == "data":
+            assembler.add(memoryview(message.data))
+        else:
+            raise PayloadError("a stream carries one header only")
+    return header, assembler.finish()
+
+
+def task_request() -> pb.TaskRequest:
+    """A site's request for work."""
+    return pb.TaskRequest(schema_version=SCHEMA_VERSION)
+
+
+def submit_reply(outcome: SubmitOutcome) -> pb.SubmitReply:
+    """The protobuf answer to a submission."""
+    return pb.SubmitReply(accepted=outcome.accepted, reason=outcome.reason)
+
+
+def submit_outcome(reply: pb.SubmitReply) -> SubmitOutcome:
+    """The server's answer to a submission."""
+    return SubmitOutcome(accepted=bool(reply.accepted), reason=str(reply.reason))
+
+
+def _header_message(header: StreamHeader) -> pb.Header:
+    return pb.Header(
+        schema_version=header.schema_version,
+        kind=header.kind.value,
+        round=header.round,
+        task_id=header.task_id,
+        job_json=header.job_json,
+        total_bytes=header.total_bytes,
+        sha256=header.sha256,
+    )
+
+
+def _header_value(message: pb.Header) -> StreamHeader:
+    try:
+        kind = Kind(message.kind)
+    except ValueError:
+        raise PayloadError(f"unknown stream kind {message.kind}") from None
+    return StreamHeader(
+        kind=kind,
+        round=int(message.round),
+        task_id=str(message.task_id),
+        job_json=str(message.job_json),
+        total_bytes=int(message.total_bytes),
+        sha256=bytes(message.sha256),
+        schema_version=int(message.schema_version),
+    )

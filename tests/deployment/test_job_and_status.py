@@ -1,0 +1,46 @@
+"""The job YAML, the site's view of it, and the status file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medfed.deployment.job import load_job, parse_site_job, site_job_json
+from medfed.deployment.status import ServerStatus, read_status, summarise, write_status
+from medfed.errors import ConfigError
+
+
+def test_job_yaml_reuses_schema_pieces_and_sites_get_their_part(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        "name: j\nseed: 4\nstrategy: {name: fedprox, mu: 0.1}\nfederation: {rounds: 2, min_sites: 2}\n"
+        "model: {name: unet, params: {channels: [4, 8], strides: [2]}}\nround_timeout_s: 30\n"
+    )
+    job = load_job(path)
+    site = parse_site_job(site_job_json(job))
+    assert site.seed == 4 and site.strategy.params == {"mu": 0.1} and site.model.params["channels"] == [4, 8]
+    assert "round_timeout_s" not in site_job_json(job)
+
+
+@pytest.mark.parametrize("text", ["round_timeout_s: -1\n", "bogus: 1\n", "federation: {rounds: 0}\n", ": :"])
+def test_bad_job_files_raise_config_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError):
+        load_job(path)
+
+
+def test_invalid_job_from_server_raises_config_error() -> None:
+    with pytest.raises(ConfigError):
+        parse_site_job('{"seed": "x"}')
+
+
+def test_status_round_trip_and_summary(tmp_path: Path) -> None:
+    summary = summarise(3, ["b", "a"], [{"loss": 1.0, "steps": 2.0}, {"loss": 3.0}])
+    assert summary.sites == ["a", "b"] and summary.metrics == {"loss": 2.0, "steps": 2.0}
+    write_status(tmp_path, ServerStatus(job="j", port=1, completed_rounds=3, total_rounds=5, history=[summary]))
+    back = read_status(tmp_path)
+    assert back.completed_rounds == 3 and back.history == [summary]
+    with pytest.raises(ConfigError):
+        read_status(tmp_path / "missing")

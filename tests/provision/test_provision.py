@@ -1,0 +1,105 @@
+"""Provisioning: kits, key modes, re-runs that keep certificates valid, revocation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import stat
+from pathlib import Path
+
+import pytest
+
+from medfed.provision import CertificateGate, ProjectConfig, load_client_kit, load_project, load_server_kit, provision, revoke
+from medfed.provision.certs import certificate_pem, create_ca, issue, read_identity
+from medfed.provision.errors import ProvisionError
+from medfed.provision.revocation import revoked_serials
+from medfed.transport.errors import AuthenticationError
+
+
+def _project(*sites: str) -> ProjectConfig:
+    return ProjectConfig(name="t", server={"host": "fl.example.org", "port": 9443}, sites=list(sites))
+
+
+def _gate(kits: Path) -> CertificateGate:
+    return CertificateGate(kits / "server" / "ca.crt", kits / "server" / "crl.pem")
+
+
+def test_kits_are_complete_and_keys_private(tmp_path: Path) -> None:
+    kits = tmp_path / "kits"
+    report = provision(_project("hospital_a", "hospital_b"), kits)
+    assert report.created == ["ca", "server", "hospital_a", "hospital_b"]
+    for key in [kits / "ca/ca.key", kits / "server/server.key", kits / "hospital_a/site.key", kits / "hospital_b/site.key"]:
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+    site = load_client_kit(kits / "hospital_a")
+    assert (site.site, site.server, site.server_name) == ("hospital_a", "fl.example.org:9443", "fl.example.org")
+    server = load_server_kit(kits / "server")
+    assert server.port == 9443 and server.sites == ["hospital_a", "hospital_b"]
+    assert _gate(kits)((kits / "hospital_a/site.crt").read_bytes()) == "hospital_a"
+
+
+def test_rerun_adds_sites_and_keeps_existing_certificates(tmp_path: Path) -> None:
+    kits = tmp_path / "kits"
+    provision(_project("hospital_a"), kits)
+    before = {path: path.read_bytes() for path in kits.rglob("*.crt")}
+    report = provision(_project("hospital_a", "hospital_c"), kits)
+    assert report.created == ["hospital_c"] and report.kept == ["ca", "server", "hospital_a"]
+    assert all(path.read_bytes() == data for path, data in before.items())
+    gate = _gate(kits)
+    assert gate((kits / "hospital_a/site.crt").read_bytes()) == "hospital_a"
+    assert gate((kits / "hospital_c/site.crt").read_bytes()) == "hospital_c"
+    assert load_server_kit(kits / "server").sites == ["hospital_a", "hospital_c"]
+
+
+def test_revoked_certificate_is_refused_and_others_still_pass(tmp_path: Path) -> None:
+    kits = tmp_path / "kits"
+    provision(_project("hospital_a", "hospital_b"), kits)
+    gate = _gate(kits)
+    certificate = (kits / "hospital_a/site.crt").read_bytes()
+    assert gate(certificate) == "hospital_a"
+    serials = revoke(kits, "hospital_a")
+    assert serials == revoked_serials(kits / "server/crl.pem")
+    with pytest.raises(AuthenticationError, match="revoked"):
+        gate(certificate)
+    assert gate((kits / "hospital_b/site.crt").read_bytes()) == "hospital_b"
+    # A re-issued kit (folder deleted, provision re-run) gets a fresh, valid certificate.
+    for path in (kits / "hospital_a").iterdir():
+        path.unlink()
+    provision(_project("hospital_a", "hospital_b"), kits)
+    assert gate((kits / "hospital_a/site.crt").read_bytes()) == "hospital_a"
+    with pytest.raises(ProvisionError, match="no certificate"):
+        revoke(kits, "nobody")
+
+
+def test_foreign_and_expired_certificates_are_refused(tmp_path: Path) -> None:
+    kits = tmp_path / "kits"
+    provision(_project("hospital_a"), kits)
+    gate = _gate(kits)
+    foreign = issue(create_ca("other", days=5), "hospital_a", role="client", days=5)
+    with pytest.raises(AuthenticationError, match="not issued"):
+            gate(certificate_pem(foreign.certificate))
+    ca = read_identity(kits / "ca/ca.crt", kits / "ca/ca.key")
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)
+    expired = issue(ca, "hospital_a", role="client", days=1, not_before=old)
+    with pytest.raises(AuthenticationError, match="expired"):
+        gate(certificate_pem(expired.certificate))
+    with pytest.raises(AuthenticationError):
+        gate(b"not a certificate")
+
+
+def test_unreadable_crl_refuses_everyone(tmp_path: Path) -> None:
+    kits = tmp_path / "kits"
+    provision(_project("hospital_a"), kits)
+    gate = _gate(kits)
+    (kits / "server/crl.pem").write_text("garbage")
+    with pytest.raises(AuthenticationError, match="revocation list"):
+        gate((kits / "hospital_a/site.crt").read_bytes())
+
+
+def test_project_file_is_validated(tmp_path: Path) -> None:
+    path = tmp_path / "project.yaml"
+    path.write_text("sites: [hospital_a, server]\n")
+    with pytest.raises(ProvisionError, match="server"):
+        load_project(path)
+    path.write_text("name: x\nserver: {host: h, port: 1}\nsites: [a, b]\n")
+    assert load_project(path).sites == ["a", "b"]
+    with pytest.raises(ProvisionError, match="cannot read kit file"):
+        load_client_kit(tmp_path)

@@ -1,0 +1,112 @@
+"""The round board: offers, submissions, deadlines and stale results, without gRPC."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from medfed.errors import UpdateRejected
+from medfed.transport.board import DONE, Offer, RoundBoard
+from medfed.transport.codec import decode_task
+from medfed.transport.connector import GrpcConnector
+from medfed.types import TrainResult, TrainTask
+
+WEIGHTS = {"w": torch.zeros(2, 2)}
+
+
+def _result(site: str, round: int = 1, value: float = 1.0) -> TrainResult:
+    return TrainResult(site=site, round=round, weights={"w": torch.full((2, 2), value)}, num_samples=2)
+
+
+def _posted(sites: list[str], round: int = 1) -> RoundBoard:
+    board = RoundBoard()
+    task = TrainTask(round=round, weights=WEIGHTS)
+    board.post(round, {site: task for site in sites})
+    return board
+
+
+def _offer(board: RoundBoard, site: str) -> Offer:
+    offer = board.offer(site, timeout_s=0.1)
+    assert isinstance(offer, Offer)
+    return offer
+
+
+def test_offer_carries_the_encoded_task_only_for_asked_sites() -> None:
+    board = _posted(["a", "b"])
+    offer = _offer(board, "a")
+    assert offer.round == 1 and torch.equal(decode_task(offer.payload).weights["w"], WEIGHTS["w"])
+    assert board.offer("z", timeout_s=0.05) is None
+
+
+def test_results_are_collected_in_task_order_and_once() -> None:
+    board = _posted(["a", "b"])
+    task_id = _offer(board, "a").task_id
+    board.submit(task_id, _result("b", value=2.0))
+    board.submit(task_id, _result("a"))
+    with pytest.raises(UpdateRejected, match="no open task"):
+        board.submit(task_id, _result("a"))
+    assert board.offer("a", timeout_s=0.05) is None  # answered: nothing more this round
+    assert [r.site for r in board.collect(timeout_s=1)] == ["a", "b"]
+
+
+def test_invalid_update_counts_as_answer_and_is_left_out() -> None:
+    board = _posted(["a", "b"])
+    task_id = _offer(board, "a").task_id
+    with pytest.raises(UpdateRejected, match="NaN"):
+        board.submit(task_id, _result("a", value=float("nan")))
+    board.submit(task_id, _result("b"))
+    assert [r.site for r in board.collect(timeout_s=1)] == ["b"]
+
+
+def test_deadline_closes_the_round_and_late_or_stale_results_are_refused() -> None:
+    board = _posted(["a", "b"])
+    task_id = _offer(board, "a").task_id
+    board.submit(task_id, _result("a"))
+    assert [r.site for r in board.collect(timeout_s=0.1)] == ["a"]
+    with pytest.raises(UpdateRejected, match="stale"):
+        board.submit(task_id, _result("b"))
+    board.post(2, {"b": TrainTask(round=2, weights=WEIGHTS)})
+    with pytest.raises(UpdateRejected, match="stale"):
+        board.submit(task_id, _result("b", round=2))
+
+
+def test_wrong_round_is_rejected_by_validation() -> None:
+    board = _posted(["a"], round=3)
+    task_id = _offer(board, "a").task_id
+    with pytest.raises(UpdateRejected, match="round"):
+        board.submit(task_id, _result("a", round=2))
+
+
+def test_poller_wakes_up_on_post_and_on_finish() -> None:
+    board = RoundBoard()
+    answers: list[object] = []
+    poller = threading.Thread(target=lambda: answers.append(board.offer("a", timeout_s=5)))
+    poller.start()
+    board.post(1, {"a": TrainTask(round=1, weights=WEIGHTS)})
+    poller.join(timeout=5)
+    assert isinstance(answers[0], Offer)
+    board.finish()
+    assert board.offer("a", timeout_s=5) == DONE
+    assert board.wait_told_done(["a"], timeout_s=0.1)
+    assert not board.wait_told_done(["a", "b"], timeout_s=0.05)
+
+
+def test_connector_returns_results_that_arrive_before_the_deadline() -> None:
+    board = RoundBoard()
+    connector = GrpcConnector(board, round_timeout_s=5)
+
+    def site() -> None:
+        offer = board.offer("a", timeout_s=5)
+        assert isinstance(offer, Offer)
+        board.submit(offer.task_id, _result("a"))
+
+    worker = threading.Thread(target=site)
+    worker.start()
+    results = connector.train({"a": TrainTask(round=1, weights=WEIGHTS)})
+    worker.join(timeout=5)
+    assert [r.site for r in results] == ["a"]
+    assert connector.train({}) == []
+    with pytest.raises(ValueError):
+        GrpcConnector(board, round_timeout_s=0)
