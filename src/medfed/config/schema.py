@@ -73,7 +73,7 @@ class TrainingConfig(_Strict):
     """Local training at each site."""
 
     local_epochs: int = Field(2, ge=1)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(8, ge=1)
     lr: float = Field(3e-3, gt=0)
     optimizer: Literal["adam", "sgd"] = "adam"
 

@@ -43,6 +43,12 @@ class CaseDataset(Dataset[Sample]):
     def __len__(self) -> int:
         return len(self.images)
 
+    def reseed(self, seed: int) -> None:
+        """Restarts the augmentation's random sequence from ``seed`` (no-op without one), so a
+        round replayed after a resume sees the same augmented samples."""
+        if self.augment is not None:
+            self.augment.set_random_state(seed=seed)
+
     def __getitem__(self, index: int) -> Sample:
         """``{"image": float32 (C, H, W[, D]), "label": int64 (1, H, W[, D]) or ()}``.
 

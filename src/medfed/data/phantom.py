@@ -29,10 +29,11 @@ class Tissue(IntEnum):
     LESION = 7
 
 
-# Relative signal per tissue, indexed by ``Tissue``: T1 has bright white matter, dark CSF and
-# hypointense lesions; T2 has bright CSF, darker white matter and hyperintense lesions.
+# Relative signal per tissue, indexed by ``Tissue``: T1 (post-contrast) has bright white matter,
+# dark CSF and enhancing, hyperintense lesions; T2 has bright CSF, darker white matter and
+# hyperintense lesions. Lesions are bright in both, but the background anatomy is inverted.
 _SIGNAL: dict[Contrast, np.ndarray] = {
-    "t1": np.array([0.0, 0.85, 0.08, 0.12, 0.45, 0.75, 0.10, 0.28]),
+    "t1": np.array([0.0, 0.85, 0.08, 0.12, 0.45, 0.75, 0.10, 1.0]),
     "t2": np.array([0.0, 0.55, 0.08, 0.95, 0.55, 0.38, 0.95, 0.85]),
 }
 

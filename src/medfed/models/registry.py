@@ -21,7 +21,7 @@ def unet(
     spatial_dims: int = 2,
     in_channels: int = 1,
     out_channels: int = 2,
-    channels: Sequence[int] = (16, 32, 64, 128),
+    channels: Sequence[int] = (8, 16, 32, 64),
     strides: Sequence[int] = (2, 2, 2),
     num_res_units: int = 1,
     norm: str = "instance",

@@ -27,6 +27,7 @@ from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog
 from medfed.orchestration.site import LocalSite, cpu_weights
 from medfed.training import LocalTrainer, TrainSettings, evaluate
+from medfed.training.trainer import Trainer
 from medfed.types import ServerState, SiteState, TrainResult, Weights
 
 
@@ -159,7 +160,7 @@ class ExperimentRunner:
             name,
             dataset,
             model=model,
-            trainer=self._trainer_for(experiment, name),  # type: ignore[arg-type]
+            trainer=self._trainer_for(experiment, name),
             strategy=experiment.strategy,
             seed=self.config.seed,
             state=state,
@@ -177,7 +178,7 @@ class ExperimentRunner:
         strategy = client_dp(self.config.privacy, experiment.strategy, expected_sites=expected, seed=self.config.seed)
         return replace(experiment, strategy=strategy)
 
-    def _trainer_for(self, experiment: Experiment, site: str) -> object:
+    def _trainer_for(self, experiment: Experiment, site: str) -> Trainer:
         """The site's trainer: DP-SGD with the site's own budget and ledger when configured."""
         if self.config.privacy.dp_sgd is None:
             return self.trainer

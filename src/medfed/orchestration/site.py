@@ -5,13 +5,22 @@ The same class serves a simulated site and a real site behind the gRPC client.
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 from torch import nn
 from torch.utils.data import Dataset
 
 from medfed.seeding import derive_seed
 from medfed.strategies.base import Strategy
-from medfed.training.trainer import LocalTrainer
+from medfed.training.trainer import Trainer
 from medfed.types import SiteState, TrainResult, TrainTask, Weights
+
+
+@runtime_checkable
+class Reseedable(Protocol):
+    """A dataset whose random augmentation can be restarted from a seed."""
+
+    def reseed(self, seed: int) -> None: ...
 
 
 class LocalSite:
@@ -33,7 +42,7 @@ class LocalSite:
         dataset: Dataset,
         *,
         model: nn.Module,
-        trainer: LocalTrainer,
+        trainer: Trainer,
         strategy: Strategy,
         seed: int,
         state: SiteState | None = None,
@@ -54,10 +63,13 @@ class LocalSite:
     def train(self, task: TrainTask) -> TrainResult:
         """Runs ``task`` and returns this site's update; updates the private state."""
         self.model.load_state_dict(self.strategy.site_model(task.weights, self.state))
+        seed = derive_seed(self.seed, "train", task.round, self.name)
+        if isinstance(self.dataset, Reseedable):
+            self.dataset.reseed(seed)
         report = self.trainer.fit(
             self.model,
             self.dataset,
-            seed=derive_seed(self.seed, "train", task.round, self.name),
+            seed=seed,
             hooks=self.strategy.local_hooks(task, self.state),
             config=task.config,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 from torch import nn
@@ -39,6 +39,22 @@ class FitReport:
     steps: int
     loss: float
     lr: float
+
+
+class Trainer(Protocol):
+    """What a site needs of a trainer: ``LocalTrainer`` and the DP-SGD trainer that wraps it."""
+
+    def fit(
+        self,
+        model: nn.Module,
+        dataset: Dataset,
+        *,
+        seed: int,
+        hooks: LocalHooks | None = None,
+        config: Mapping[str, Scalar] | None = None,
+    ) -> FitReport:
+        """Trains ``model`` in place on ``dataset``."""
+        ...
 
 
 class LocalTrainer:

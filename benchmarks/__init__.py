@@ -1,0 +1,1 @@
+"""Benchmarks, one module each with a ``main()``; ``python -m benchmarks`` runs them all."""

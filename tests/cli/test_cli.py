@@ -1,0 +1,41 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medfed.cli.app import app
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["--help"], ["simulate", "--help"], ["generate", "--help"], ["server", "--help"],
+     ["client", "--help"], ["provision", "--help"], ["status", "--help"],
+     ["attack", "gradient-inversion", "--help"]],
+)
+def test_every_command_has_help(command: list[str]) -> None:
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def _medfed(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-c", "from medfed.cli.app import main; main()", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_bad_config_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("federation: {rounds: 0}\n")
+    result = _medfed("simulate", "--config", str(config))
+    assert result.returncode == 2
+    assert "federation.rounds" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_generate_writes_msd_sites(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["generate", str(tmp_path), "--image-size", "16"])
+    assert result.exit_code == 0, result.output
+    for site in ("hospital_a", "hospital_b", "hospital_c", "hospital_d"):
+        assert (tmp_path / site / "dataset.json").is_file()

@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+
+from medfed.config.loading import load_config, parse_config
+from medfed.errors import ConfigError
+
+
+def test_defaults_are_the_demo() -> None:
+    config = load_config(None)
+    assert config.data.synthetic is not None and config.data.unseen_site == "hospital_d"
+    assert [s.name for s in config.strategies][0] == "fedavg"
+
+
+def test_yaml_file_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("federation: {rounds: 3}\nstrategies: [{name: fedprox, mu: 0.1}]\n")
+    config = load_config(path)
+    assert config.federation.rounds == 3
+    assert config.strategies[0].params == {"mu": 0.1}
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"federation": {"rounds": 0}}, "federation.rounds"),
+        ({"federaton": {}}, "federaton"),
+        ({"training": {"lr": -1}}, "training.lr"),
+        ({"training": {"optimizer": "lbfgs"}}, "training.optimizer"),
+        ({"data": {"test_fraction": 1.5}}, "data.test_fraction"),
+        ({"task": "detection"}, "task"),
+        ({"strategies": [{"name": "fedprox", "mu": -1}]}, "strategies.0"),
+        ({"strategies": [{"name": "fedavgg"}]}, "strategies.0"),
+        ({"strategies": [{"name": "fedavg"}, {"name": "fedavg"}]}, "label"),
+        ({"model": {"name": "vit"}}, "model.name"),
+        ({"data": {"sites": [{"name": "a/b", "path": "/x"}], "synthetic": None}}, "data.sites.0.name"),
+        ({"data": {"sites": [{"name": "a", "path": "/x"}]}}, "either 'synthetic' or 'sites'"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_field_named(raw: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+    assert field in str(caught.value)
+
+
+def test_unknown_strategy_lists_valid_names() -> None:
+    with pytest.raises(ConfigError, match="fedavg.*fedprox|valid names"):
+        parse_config({"strategies": [{"name": "nope"}]})
+
+
+def test_unreadable_or_non_mapping_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
+    path.write_text("a: [unclosed\n")
+    with pytest.raises(ConfigError, match="c.yaml"):
+        load_config(path)

@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from medfed.errors import ConfigError, UnknownNameError
+from medfed.models import build_model
+from medfed.orchestration.site import cpu_weights
+from medfed.training import LocalTrainer, TrainSettings, evaluate
+
+
+def _data(n: int = 8) -> list[dict[str, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(n, 1, 16, 16, generator=generator)
+    masks = (images > 1.0).long()
+    return [{"image": images[i], "label": masks[i]} for i in range(n)]
+
+
+def _trainer(**settings: object) -> LocalTrainer:
+    return LocalTrainer(task="segmentation", settings=TrainSettings(batch_size=4, lr=1e-2, **settings),
+                        device=torch.device("cpu"))
+
+
+def _model() -> torch.nn.Module:
+    return build_model("unet", {"channels": [4, 8], "strides": [2], "num_res_units": 0}, seed=0)
+
+
+def test_training_is_deterministic_given_a_seed() -> None:
+    first, second = _model(), _model()
+    _trainer().fit(first, _data(), seed=3)
+    _trainer().fit(second, _data(), seed=3)
+    for key, tensor in cpu_weights(first).items():
+        assert torch.equal(tensor, cpu_weights(second)[key])
+
+
+def test_training_reduces_the_loss_and_counts_steps() -> None:
+    model = _model()
+    first = _trainer().fit(model, _data(), seed=0)
+    for _ in range(15):
+        last = _trainer().fit(model, _data(), seed=0)
+    assert first.steps == 2 and last.loss < first.loss
+
+
+def test_task_config_overrides_settings() -> None:
+    report = _trainer().fit(_model(), _data(), seed=0, config={"local_epochs": 3, "lr": 0.5, "unrelated": 1})
+    assert report.steps == 6 and report.lr == 0.5
+
+
+def test_segmentation_metrics_of_a_perfect_prediction() -> None:
+    class Oracle(torch.nn.Module):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            foreground = (images > 1.0).float()
+            return torch.cat([1 - foreground, foreground], dim=1) * 10
+
+    metrics = evaluate(Oracle(), _data(), task="segmentation", device=torch.device("cpu"))
+    assert metrics["dice"] == pytest.approx(1.0)
+    assert metrics["hd95"] == pytest.approx(0.0)
+
+
+def test_classification_metrics() -> None:
+    class Fixed(torch.nn.Module):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            score = images.mean(dim=(1, 2, 3))
+            return torch.stack([-score, score], dim=1)
+
+    data = [{"image": torch.full((1, 4, 4), float(v)), "label": torch.tensor(int(v > 0))} for v in (-2, -1, 1, 2)]
+    metrics = evaluate(Fixed(), data, task="classification", device=torch.device("cpu"))
+    assert metrics == {"accuracy": 1.0, "auc": 1.0, "sensitivity": 1.0, "specificity": 1.0}
+
+
+@pytest.mark.parametrize("name", ["unet", "densenet", "resnet"])
+def test_registry_models_build_deterministically(name: str) -> None:
+    a = build_model(name, {}, seed=1)
+    b = build_model(name, {}, seed=1)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_unknown_model_and_bad_params_are_clear() -> None:
+    with pytest.raises(UnknownNameError, match="unet"):
+        build_model("vit", {}, seed=0)
+    with pytest.raises(ConfigError, match="unet"):
+        build_model("unet", {"chanels": [4]}, seed=0)
