@@ -45,6 +45,9 @@ def write_report(
         "<h2>Per site</h2>",
         *(_image(site_curves(rows, experiment=name, metric=metric)) for name in federated),
     ]
+    privacy = _privacy_table(rows)
+    if privacy:
+        sections += ["<h2>Privacy spent (epsilon at the last round)</h2>", privacy]
     if samples:
         sections += ["<h2>Sample predictions on held-out cases</h2>", _image(sample_grid(samples))]
     sections += ["<h2>Configuration</h2>", f"<pre>{html.escape(config_yaml)}</pre>"]
@@ -65,6 +68,23 @@ def _summary_table(summary: Sequence[SummaryRow], *, metric: str, unseen_site: s
         lines.append(f"<tr class='{row.kind}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     note = f"<p>Unseen site: {html.escape(unseen_site)}.</p>" if unseen_site else ""
     return "".join(lines) + "</table>" + note
+
+
+def _privacy_table(rows: Sequence[MetricRow]) -> str:
+    """Epsilon spent by each site (and client-level epsilon) in each experiment, or ``""``."""
+    last: dict[tuple[str, str, str], tuple[int, float]] = {}
+    for row in rows:
+        if row.split == "privacy":
+            key = (row.experiment, row.site, row.metric)
+            if row.round >= last.get(key, (-1, 0.0))[0]:
+                last[key] = (row.round, row.value)
+    if not last:
+        return ""
+    lines = ["<table><tr><th>experiment</th><th>site</th><th>metric</th><th>round</th><th>value</th></tr>"]
+    for (experiment, site, metric), (round, value) in sorted(last.items()):
+        cells = [html.escape(experiment), html.escape(site), html.escape(metric), str(round), _number(value)]
+        lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "".join(lines) + "</table>"
 
 
 def _number(value: float) -> str:

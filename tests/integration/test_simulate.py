@@ -1,0 +1,90 @@
+"""End-to-end simulations on tiny generated data: learning works, and resume is exact."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from medfed.config.loading import parse_config
+from medfed.orchestration.checkpoint import latest_checkpoint, load_checkpoint
+from medfed.orchestration.simulation import Callbacks
+from medfed.simulate import run_simulation
+
+TINY: dict[str, Any] = {
+    "data": {"synthetic": {"image_size": 64, "cases_scale": 0.35}},
+    "model": {"params": {"channels": [8, 16, 32], "strides": [2, 2]}},
+    "training": {"local_epochs": 2, "batch_size": 8, "lr": 0.003},
+}
+
+
+def _config(output_dir: Path, **overrides: Any) -> Any:
+    return parse_config({**TINY, "output_dir": str(output_dir), **overrides})
+
+
+def test_three_sites_learn_to_segment_lesions(tmp_path: Path) -> None:
+    config = parse_config({  # the demo's data, model and training; fewer rounds, FedAvg only
+        "output_dir": str(tmp_path / "run"),
+        "federation": {"rounds": 3},
+        "strategies": [{"name": "fedavg"}],
+        "baselines": {"centralized": False, "local": False},
+    })
+    outcome = run_simulation(config)
+    fedavg = outcome.summary[0]
+    # Measured: mean held-out Dice 0.50 after 3 rounds (0.26 after 1); untrained below 0.1.
+    assert fedavg.own_sites > 0.35
+    assert fedavg.unseen > 0.35
+    assert (outcome.run_dir / "report.html").stat().st_size > 10_000
+    assert (outcome.run_dir / "metrics.csv").read_text().count("\n") > 3 * 4
+    assert (outcome.run_dir / "results.json").exists()
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_after(round_to_crash: int) -> Callbacks:
+    def on_round(round: int) -> None:
+        if round == round_to_crash:
+            raise _Crash
+
+    return Callbacks(on_round=on_round)
+
+
+@pytest.mark.parametrize("strategy", [{"name": "scaffold"}, {"name": "fedadam", "lr": 0.01}])
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path: Path, strategy: dict) -> None:
+    settings = {"federation": {"rounds": 3}, "strategies": [strategy],
+                "baselines": {"centralized": False, "local": False}}
+    run_simulation(_config(tmp_path / "straight", **settings))
+    interrupted = _config(tmp_path / "resumed", **settings)
+    with pytest.raises(_Crash):
+        run_simulation(interrupted, callbacks=_crash_after(2))
+    run_simulation(interrupted, resume=True)
+
+    name = strategy["name"]
+    straight = load_checkpoint(latest_checkpoint(tmp_path / "straight" / "checkpoints" / name))
+    resumed = load_checkpoint(latest_checkpoint(tmp_path / "resumed" / "checkpoints" / name))
+    assert resumed.server.round == straight.server.round == 3
+    for key, tensor in straight.server.weights.items():
+        assert torch.equal(tensor, resumed.server.weights[key]), key
+    for group, tensors in straight.server.extra.items():
+        for key, tensor in tensors.items():
+            assert torch.equal(tensor, resumed.server.extra[group][key]), (group, key)
+    rounds = [row.round for row in _rows(tmp_path / "resumed") if row.metric == "loss"]
+    assert sorted(set(rounds)) == [1, 2, 3] and len(rounds) == 3 * 3  # 3 sites, no duplicates
+
+
+def _rows(run_dir: Path) -> list:
+    from medfed.orchestration.metrics_log import MetricsLog
+
+    return MetricsLog(run_dir).rows()
+
+
+def test_new_run_refuses_to_overwrite_an_existing_one(tmp_path: Path) -> None:
+    from medfed.errors import CheckpointError
+
+    settings = {"federation": {"rounds": 1}, "strategies": [{"name": "fedavg"}],
+                "baselines": {"centralized": False, "local": False}}
+    run_simulation(_config(tmp_path / "run", **settings))
+    with pytest.raises(CheckpointError, match="--resume"):
+        run_simulation(_config(tmp_path / "run", **settings))

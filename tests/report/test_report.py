@@ -1,0 +1,48 @@
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from medfed.orchestration.metrics_log import MetricRow
+from medfed.report.html import write_report
+from medfed.report.plots import SampleImage
+from medfed.report.summary import summarize, write_summary
+
+
+def _rows() -> list[MetricRow]:
+    rows = []
+    for experiment, scores in {"fedavg": (0.8, 0.6, 0.7), "centralized": (0.82, 0.64, 0.72),
+                               "local-a": (0.9, 0.2, 0.1), "local-b": (0.3, 0.7, 0.5)}.items():
+        for round in (1, 2):
+            for site, value in zip(("a", "b", "d"), scores, strict=True):
+                split = "unseen" if site == "d" else "test"
+                rows.append(MetricRow(experiment, round, site, split, "dice", value * round / 2))
+    rows.append(MetricRow("fedavg", 2, "a", "privacy", "epsilon", 3.5))
+    return rows
+
+
+KINDS = {"fedavg": "federated", "centralized": "centralized", "local-a": "local", "local-b": "local"}
+
+
+def test_summary_compares_federated_centralized_and_local() -> None:
+    summary = {row.experiment: row for row in summarize(_rows(), KINDS, task="segmentation", unseen_site="d")}
+    assert math.isclose(summary["fedavg"].own_sites, 0.7)
+    assert math.isclose(summary["fedavg"].unseen, 0.7)
+    assert math.isclose(summary["local-a"].own_sites, 0.9)  # a local model scores at its own site
+    assert math.isclose(summary["local (mean)"].own_sites, (0.9 + 0.7) / 2)
+    assert math.isclose(summary["local (mean)"].unseen, (0.1 + 0.5) / 2)
+
+
+def test_report_is_one_self_contained_html_file(tmp_path: Path) -> None:
+    summary = summarize(_rows(), KINDS, task="segmentation", unseen_site="d")
+    sample = SampleImage("a", "case_0", np.zeros((8, 8)), np.eye(8), np.eye(8), "fedavg")
+    path = tmp_path / "report.html"
+    write_report(path, title="t", rows=_rows(), summary=summary, metric="dice", unseen_site="d",
+                 samples=[sample], config_yaml="seed: 0")
+    page = path.read_text()
+    assert page.count("data:image/png;base64,") == 3  # curves, one per-site plot, samples
+    assert "src='http" not in page and "<link" not in page
+    assert "local (mean)" in page and "epsilon" in page
+    write_summary(tmp_path / "results.json", summary, metric="dice")
+    assert json.loads((tmp_path / "results.json").read_text())["experiments"][0]["experiment"] == "fedavg"
