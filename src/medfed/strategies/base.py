@@ -80,3 +80,37 @@ class Strategy(ABC):
 def clone_weights(weights: Weights) -> Weights:
     """A deep copy of ``weights`` (detached, contiguous)."""
     return {name: tensor.detach().clone() for name, tensor in weights.items()}
+
+
+class WrappedStrategy(Strategy):
+    """A strategy around another one (privacy, robustness): every method defaults to the inner
+    strategy's, so a wrapper overrides only what it changes.
+
+    Args:
+        inner: The wrapped strategy.
+    """
+
+    def __init__(self, inner: Strategy) -> None:
+        self.inner = inner
+
+    def init(self, weights: Weights) -> ServerState:
+        return self.inner.init(weights)
+
+    def configure(self, state: ServerState, round: int, config: Mapping[str, Scalar]) -> TrainTask:
+        return self.inner.configure(state, round, config)
+
+    def aggregate(
+        self, state: ServerState, results: Sequence[TrainResult], num_sites: int
+    ) -> ServerState:
+        return self.inner.aggregate(state, results, num_sites)
+
+    def site_model(self, global_weights: Weights, site: SiteState) -> Weights:
+        return self.inner.site_model(global_weights, site)
+
+    def local_hooks(self, task: TrainTask, site: SiteState) -> LocalHooks:
+        return self.inner.local_hooks(task, site)
+
+    def finish(
+        self, task: TrainTask, site: SiteState, trained: Weights, steps: int, lr: float
+    ) -> tuple[dict[str, Weights], SiteState]:
+        return self.inner.finish(task, site, trained, steps, lr)

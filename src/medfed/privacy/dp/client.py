@@ -30,15 +30,15 @@ from medfed.privacy.dp.quantile import (
     sum_noise_multiplier,
 )
 from medfed.seeding import derive_seed
-from medfed.strategies.base import LocalHooks, Strategy
+from medfed.strategies.base import Strategy, WrappedStrategy
 from medfed.strategies.common import check_results, require_non_negative, require_positive
-from medfed.types import Scalar, ServerState, SiteState, TrainResult, TrainTask, Weights
+from medfed.types import Scalar, ServerState, TrainResult, TrainTask, Weights
 
 GROUP = "client_dp"
 """The ``ServerState.extra`` group holding the clipping threshold and the accounting."""
 
 
-class ClientDP(Strategy):
+class ClientDP(WrappedStrategy):
     """Client-level DP-FedAvg with (adaptive) clipping around ``inner``.
 
     Args:
@@ -70,7 +70,7 @@ class ClientDP(Strategy):
     ) -> None:
         if isinstance(inner, ClientDP):
             raise ValueError("ClientDP wraps a plain strategy, not another ClientDP")
-        self.inner = inner
+        super().__init__(inner)
         self.noise_multiplier = require_non_negative("noise_multiplier", noise_multiplier)
         self.initial_clip = require_positive("clip", clip)
         if target_quantile is not None and not 0.0 < target_quantile < 1.0:
@@ -152,20 +152,6 @@ class ClientDP(Strategy):
             clip, fraction, target_quantile=self.target_quantile, lr=self.clip_lr, bounds=(1e-12, 1e12)
         )
 
-    # ----- site half: unchanged ----------------------------------------------------------------
-    def site_model(self, global_weights: Weights, site: SiteState) -> Weights:
-        """The inner strategy's site model."""
-        return self.inner.site_model(global_weights, site)
-
-    def local_hooks(self, task: TrainTask, site: SiteState) -> LocalHooks:
-        """The inner strategy's hooks."""
-        return self.inner.local_hooks(task, site)
-
-    def finish(
-        self, task: TrainTask, site: SiteState, trained: Weights, steps: int, lr: float
-    ) -> tuple[dict[str, Weights], SiteState]:
-        """The inner strategy's finish."""
-        return self.inner.finish(task, site, trained, steps, lr)
 
 
 def _group(clip: float, *, rounds: int, sample_rate: float) -> Weights:

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medfed.errors import ConfigError, PrivacyBudgetExceeded
 from medfed.privacy.dp.accounting import Accountant, Budget, Mechanism, calibrate_noise, epsilon_spent
-from medfed.privacy.dp.ledger import PrivacyLedger, load_ledger, save_ledger
+from medfed.privacy.dp.ledger import load_ledger, save_ledger
 from medfed.privacy.dp.models import dp_incompatibilities
 from medfed.privacy.dp.optimizer import QuantileCountingDPOptimizer
 from medfed.privacy.dp.quantile import count_noise_std, geometric_update

@@ -23,8 +23,8 @@ from typing import Protocol
 from medfed.privacy.secagg.driver import secure_weighted_mean
 from medfed.privacy.secagg.encoding import DEFAULT_CODE, FixedPoint
 from medfed.privacy.secagg.errors import SecureAggregationError
-from medfed.strategies.base import LocalHooks, Strategy
-from medfed.types import Scalar, ServerState, SiteState, TrainResult, TrainTask, Weights
+from medfed.strategies.base import Strategy, WrappedStrategy
+from medfed.types import ServerState, TrainResult, TrainTask
 
 SECURE_AGGREGATE_SITE = "<secure-aggregate>"
 """The ``site`` of the one result a secure round produces."""
@@ -105,7 +105,7 @@ class SecureAggregationConnector:
         ]
 
 
-class SecureAggregation(Strategy):
+class SecureAggregation(WrappedStrategy):
     """Wraps a sample-weighted strategy so that it only ever aggregates a secure sum.
 
     Args:
@@ -122,14 +122,8 @@ class SecureAggregation(Strategy):
                 f"secure aggregation supports {sorted(SAMPLE_WEIGHTED_STRATEGIES)}, "
                 f"got '{inner.name}'"
             )
-        self.inner = inner
+        super().__init__(inner)
         self.name = f"secagg+{inner.name}"
-
-    def init(self, weights: Weights) -> ServerState:
-        return self.inner.init(weights)
-
-    def configure(self, state: ServerState, round: int, config: Mapping[str, Scalar]) -> TrainTask:
-        return self.inner.configure(state, round, config)
 
     def aggregate(
         self, state: ServerState, results: Sequence[TrainResult], num_sites: int
@@ -147,13 +141,3 @@ class SecureAggregation(Strategy):
             )
         return self.inner.aggregate(state, results, num_sites)
 
-    def site_model(self, global_weights: Weights, site: SiteState) -> Weights:
-        return self.inner.site_model(global_weights, site)
-
-    def local_hooks(self, task: TrainTask, site: SiteState) -> LocalHooks:
-        return self.inner.local_hooks(task, site)
-
-    def finish(
-        self, task: TrainTask, site: SiteState, trained: Weights, steps: int, lr: float
-    ) -> tuple[dict[str, Weights], SiteState]:
-        return self.inner.finish(task, site, trained, steps, lr)
