@@ -23,6 +23,13 @@ Scalar = bool | int | float | str
 Task = Literal["segmentation", "classification"]
 """What the model learns: a voxel-wise mask or a case-level class."""
 
+AGGREGATE_SITE = "<secure-aggregate>"
+"""The ``site`` of a result that already holds several sites' aggregated updates (a secure
+round's mean); no real site can have this name (site names use letters, digits, ``_.-``)."""
+
+AGGREGATE_SITES_METRIC = "secagg.num_sites"
+"""Metric of an ``AGGREGATE_SITE`` result: how many sites' updates are in it."""
+
 
 @dataclass(frozen=True)
 class TrainTask:

@@ -35,6 +35,23 @@ def test_yaml_file_is_read(tmp_path: Path) -> None:
         ({"model": {"name": "vit"}}, "model.name"),
         ({"data": {"sites": [{"name": "a/b", "path": "/x"}], "synthetic": None}}, "data.sites.0.name"),
         ({"data": {"sites": [{"name": "a", "path": "/x"}]}}, "either 'synthetic' or 'sites'"),
+        (
+            {"privacy": {"secure_aggregation": {"threshold_fraction": 0.4}}},
+            "privacy.secure_aggregation.threshold_fraction",
+        ),
+        (
+            {"privacy": {"secure_aggregation": {"threshold_fraction": 1.0}}},
+            "privacy.secure_aggregation.threshold_fraction",
+        ),
+        ({"privacy": {"secure_aggregation": {"treshold": 0.6}}}, "privacy.secure_aggregation.treshold"),
+        (
+            {"privacy": {"secure_aggregation": {}}, "strategies": [{"name": "scaffold"}]},
+            "strategies.0: privacy.secure_aggregation",
+        ),
+        (
+            {"privacy": {"secure_aggregation": {}, "client_dp": {"noise_multiplier": 1.0}}},
+            "secure_aggregation cannot be combined with client_dp",
+        ),
     ],
 )
 def test_bad_values_are_rejected_with_the_field_named(raw: dict, field: str) -> None:
@@ -56,3 +73,11 @@ def test_unreadable_or_non_mapping_yaml(tmp_path: Path) -> None:
     path.write_text("a: [unclosed\n")
     with pytest.raises(ConfigError, match="c.yaml"):
         load_config(path)
+
+
+def test_secure_aggregation_is_off_unless_given() -> None:
+    assert parse_config({}).privacy.secure_aggregation is None
+    strategies = [{"name": "fedprox", "mu": 0.1}]
+    config = parse_config({"privacy": {"secure_aggregation": {}}, "strategies": strategies})
+    assert config.privacy.secure_aggregation is not None
+    assert config.privacy.secure_aggregation.threshold_fraction == 0.67

@@ -22,20 +22,18 @@ def _config(output_dir: Path, **overrides: Any) -> Any:
     return parse_config({**TINY, "output_dir": str(output_dir), **overrides})
 
 
-def test_three_sites_learn_to_segment_lesions(tmp_path: Path) -> None:
-    config = parse_config({  # the demo's data, model and training; fewer rounds, FedAvg only
-        "output_dir": str(tmp_path / "run"),
-        "federation": {"rounds": 3},
-        "strategies": [{"name": "fedavg"}],
-        "baselines": {"centralized": False, "local": False},
-    })
-    outcome = run_simulation(config)
-    fedavg = outcome.summary[0]
-    # Measured: mean held-out Dice 0.50 after 3 rounds (0.26 after 1); untrained below 0.1.
-    assert fedavg.own_sites > 0.35
-    assert fedavg.unseen > 0.35
+def test_demo_meets_its_promises(tmp_path: Path) -> None:
+    """The built-in demo, as `make demo` runs it: FedAvg reaches at least 95% of the centralized
+    baseline's mean Dice and beats the local-only models on the unseen site."""
+    outcome = run_simulation(parse_config({"output_dir": str(tmp_path / "demo")}))
+    rows = {row.experiment: row for row in outcome.summary}
+    # Measured (seed 0, 2 CPU cores, ~50 s): FedAvg 0.713 own / 0.775 unseen; centralized
+    # 0.709 / 0.714; local-only mean 0.755 / 0.628; an untrained model scores below 0.1.
+    assert rows["fedavg"].own_sites >= 0.95 * rows["centralized"].own_sites
+    assert rows["fedavg"].unseen > rows["local (mean)"].unseen
+    assert rows["fedavg"].own_sites > 0.6
     assert (outcome.run_dir / "report.html").stat().st_size > 10_000
-    assert (outcome.run_dir / "metrics.csv").read_text().count("\n") > 3 * 4
+    assert (outcome.run_dir / "metrics.csv").read_text().count("\n") > 12 * 4
     assert (outcome.run_dir / "results.json").exists()
 
 

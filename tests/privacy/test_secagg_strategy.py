@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import pytest
 import torch
 
-from medfed.orchestration.loop import RoundPlan, run_round
+from medfed.orchestration.loop import QuorumNotReached, RoundPlan, run_round
 from medfed.privacy.secagg import (
     SecureAggregation,
     SecureAggregationConnector,
@@ -68,6 +68,26 @@ def test_one_round_of_the_loop_matches_plain_fedavg() -> None:
         state.weights["conv.weight"], plain.weights["conv.weight"], atol=1e-6, rtol=0
     )
     assert state.round == 1
+
+
+def test_the_secure_aggregate_counts_as_its_sites_towards_the_quorum() -> None:
+    strategy = SecureAggregation(FedAvg())
+    connector = SecureAggregationConnector(_FakeSites())
+    state, _ = run_round(strategy, strategy.init(_model(0)), RoundPlan(1, SITES, min_sites=5), connector)
+    assert state.round == 1
+    three = RoundPlan(1, SITES, fraction=0.5, min_sites=3)  # 3 sites sampled, 3 needed
+    assert run_round(strategy, strategy.init(_model(0)), three, connector)[0].round == 1
+
+
+def test_a_secure_aggregate_of_too_few_sites_misses_the_quorum() -> None:
+    class _TwoAnswer(_FakeSites):
+        def train(self, tasks: Mapping[str, TrainTask]) -> list[TrainResult]:
+            return super().train(dict(sorted(tasks.items())[:2]))
+
+    strategy = SecureAggregation(FedAvg())
+    connector = SecureAggregationConnector(_TwoAnswer())
+    with pytest.raises(QuorumNotReached, match="updates of 2 sites, at least 3"):
+        run_round(strategy, strategy.init(_model(0)), RoundPlan(1, SITES, min_sites=3), connector)
 
 
 def test_wrapper_refuses_individual_updates() -> None:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from medfed.config.schema import SimulationConfig
 from medfed.errors import ConfigError, MedfedError
 from medfed.models import MODELS
+from medfed.strategies.base import Strategy
 from medfed.strategies.registry import STRATEGIES
 
 
@@ -39,14 +40,26 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> Simulation
         raise ConfigError(f"invalid config {source}:\n{_describe(error)}") from None
     for index, strategy in enumerate(config.strategies):
         try:
-            STRATEGIES.create(strategy.name, **strategy.params)
+            built = STRATEGIES.create(strategy.name, **strategy.params)
         except (MedfedError, TypeError, ValueError) as error:
             raise ConfigError(f"invalid config {source}: strategies.{index}: {error}") from None
+        if config.privacy.secure_aggregation is not None:
+            _check_secure_aggregation(built, f"invalid config {source}: strategies.{index}")
     try:
         MODELS.get(config.model.name)
     except MedfedError as error:
         raise ConfigError(f"invalid config {source}: model.name: {error}") from None
     return config
+
+
+def _check_secure_aggregation(strategy: Strategy, where: str) -> None:
+    """Raises ``ConfigError`` unless ``SecureAggregation`` accepts ``strategy``."""
+    from medfed.privacy.secagg import SecureAggregation  # imports cryptography: only when used
+
+    try:
+        SecureAggregation(strategy)
+    except ValueError as error:
+        raise ConfigError(f"{where}: privacy.secure_aggregation: {error}") from None
 
 
 def _describe(error: ValidationError) -> str:

@@ -154,8 +154,21 @@ class ClientDPConfig(_Strict):
     count_budget_fraction: float = Field(0.05, gt=0, lt=1)
 
 
+class SecureAggregationConfig(_Strict):
+    """Secure aggregation (Bonawitz et al. 2017) of every federated strategy's round: the server
+    sees only the sample-weighted mean (see ``medfed.privacy.secagg``)."""
+
+    threshold_fraction: float = Field(
+        0.67,
+        ge=0.5,
+        lt=1,
+        description="Shamir threshold t = floor(fraction * n) + 1 of the n answering sites; "
+        "up to n - t may drop out during the protocol.",
+    )
+
+
 class PrivacyConfig(_Strict):
-    """Differential privacy; off unless ``dp_sgd`` or ``client_dp`` is given."""
+    """Differential privacy and secure aggregation; each off unless its section is given."""
 
     accountant: Literal["rdp", "prv"] = "rdp"
     epsilon: float = Field(8.0, gt=0, description="Every site's budget unless 'sites' says otherwise.")
@@ -163,6 +176,16 @@ class PrivacyConfig(_Strict):
     sites: dict[str, SiteBudgetConfig] = Field(default_factory=dict)
     dp_sgd: DPSGDConfig | None = None
     client_dp: ClientDPConfig | None = None
+    secure_aggregation: SecureAggregationConfig | None = None
+
+    @model_validator(mode="after")
+    def _secure_aggregation_without_client_dp(self) -> PrivacyConfig:
+        if self.secure_aggregation is not None and self.client_dp is not None:
+            raise ValueError(
+                "secure_aggregation cannot be combined with client_dp: client-level DP clips "
+                "each site's update on the server, which secure aggregation never reveals"
+            )
+        return self
 
 
 class SimulationConfig(_Strict):

@@ -11,7 +11,13 @@ from medfed.orchestration.connector import SiteConnector
 from medfed.orchestration.sampling import sample_sites
 from medfed.orchestration.validation import validate_result
 from medfed.strategies.base import Strategy
-from medfed.types import Scalar, ServerState, TrainResult
+from medfed.types import (
+    AGGREGATE_SITE,
+    AGGREGATE_SITES_METRIC,
+    Scalar,
+    ServerState,
+    TrainResult,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +34,7 @@ class RoundPlan:
         rounds: Total number of rounds of the run.
         sites: Every site in the federation.
         fraction: Fraction of sites sampled each round.
-        min_sites: Fewest valid results a round needs to be aggregated.
+        min_sites: Fewest sites whose valid updates a round needs to be aggregated.
         seed: Seed of the site sampling.
         config: Local-training settings sent with every task.
     """
@@ -49,8 +55,9 @@ def run_round(
 ) -> tuple[ServerState, list[TrainResult]]:
     """Runs round ``state.round + 1``: sample, send tasks, validate results, aggregate.
 
-    Invalid updates are logged and left out. Raises ``QuorumNotReached`` when fewer than
-    ``plan.min_sites`` valid results arrive; ``state`` is then unchanged.
+    Invalid updates are logged and left out. Raises ``QuorumNotReached`` when the valid results
+    hold the updates of fewer than ``plan.min_sites`` sites (a secure aggregate counts as the
+    sites in its sum); ``state`` is then unchanged.
     """
     round = state.round + 1
     chosen = sample_sites(
@@ -58,9 +65,10 @@ def run_round(
     )
     task = strategy.configure(state, round, plan.config or {})
     results = _valid(connector.train({site: task for site in chosen}), state, round)
-    if len(results) < plan.min_sites:
+    contributing = sum(_sites_in(result) for result in results)
+    if contributing < plan.min_sites:
         raise QuorumNotReached(
-            f"round {round}: {len(results)} valid results, at least {plan.min_sites} needed"
+            f"round {round}: updates of {contributing} sites, at least {plan.min_sites} needed"
         )
     return strategy.aggregate(state, results, len(plan.sites)), results
 
@@ -79,6 +87,13 @@ def run_rounds(
         if on_round is not None:
             on_round(state, results)
     return state
+
+
+def _sites_in(result: TrainResult) -> int:
+    """How many sites' updates ``result`` holds: 1, or the count an aggregate result declares."""
+    if result.site != AGGREGATE_SITE:
+        return 1
+    return int(result.metrics.get(AGGREGATE_SITES_METRIC, 1))
 
 
 def _valid(results: list[TrainResult], state: ServerState, round: int) -> list[TrainResult]:

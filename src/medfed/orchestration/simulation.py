@@ -20,7 +20,7 @@ from medfed.orchestration.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from medfed.orchestration.connector import InProcessConnector
+from medfed.orchestration.connector import InProcessConnector, SiteConnector
 from medfed.orchestration.experiments import Experiment
 from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.loop import RoundPlan, run_rounds
@@ -97,7 +97,7 @@ class ExperimentRunner:
 
     def run(self, experiment: Experiment) -> ExperimentResult:
         """Runs ``experiment`` from its last checkpoint (or from scratch) to the last round."""
-        experiment = self._with_client_dp(experiment)
+        experiment = self._with_secure_aggregation(self._with_client_dp(experiment))
         directory = self.run_dir / "checkpoints" / experiment.name
         model = self.new_model()
         state, site_states = self._start(experiment, model, directory)
@@ -130,7 +130,7 @@ class ExperimentRunner:
             if self.callbacks.on_round is not None:
                 self.callbacks.on_round(new_state.round)
 
-        connector = InProcessConnector(sites, on_site_done=self.callbacks.on_site)
+        connector = self._connector(experiment, sites)
         final = run_rounds(experiment.strategy, state, plan, connector, on_round=finish_round)
         return ExperimentResult(experiment, final, {name: site.state for name, site in sites.items()})
 
@@ -177,6 +177,28 @@ class ExperimentRunner:
         expected = min(count, max(federation.min_sites, math.ceil(federation.fraction * count)))
         strategy = client_dp(self.config.privacy, experiment.strategy, expected_sites=expected, seed=self.config.seed)
         return replace(experiment, strategy=strategy)
+
+    def _with_secure_aggregation(self, experiment: Experiment) -> Experiment:
+        """``experiment`` with its strategy wrapped in ``SecureAggregation`` when configured."""
+        if self.config.privacy.secure_aggregation is None or experiment.kind != "federated":
+            return experiment
+        from medfed.privacy.secagg import SecureAggregation  # imports cryptography: only when on
+
+        return replace(experiment, strategy=SecureAggregation(experiment.strategy))
+
+    def _connector(self, experiment: Experiment, sites: Mapping[str, LocalSite]) -> SiteConnector:
+        """Reaches the sites in process; through the secure-aggregation protocol when configured.
+
+        A secure round hands the loop one result, the aggregate, which counts towards
+        ``min_sites`` as the number of sites in its sum.
+        """
+        connector = InProcessConnector(sites, on_site_done=self.callbacks.on_site)
+        secure = self.config.privacy.secure_aggregation
+        if secure is None or experiment.kind != "federated":
+            return connector
+        from medfed.privacy.secagg import SecureAggregationConnector
+
+        return SecureAggregationConnector(connector, threshold_fraction=secure.threshold_fraction)
 
     def _trainer_for(self, experiment: Experiment, site: str) -> Trainer:
         """The site's trainer: DP-SGD with the site's own budget and ledger when configured."""

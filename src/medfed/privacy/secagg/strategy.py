@@ -24,13 +24,20 @@ from medfed.privacy.secagg.driver import secure_weighted_mean
 from medfed.privacy.secagg.encoding import DEFAULT_CODE, FixedPoint
 from medfed.privacy.secagg.errors import SecureAggregationError
 from medfed.strategies.base import Strategy, WrappedStrategy
-from medfed.types import ServerState, TrainResult, TrainTask
+from medfed.types import (
+    AGGREGATE_SITE,
+    AGGREGATE_SITES_METRIC,
+    ServerState,
+    TrainResult,
+    TrainTask,
+)
 
-SECURE_AGGREGATE_SITE = "<secure-aggregate>"
+SECURE_AGGREGATE_SITE = AGGREGATE_SITE
 """The ``site`` of the one result a secure round produces."""
 
-NUM_SITES_METRIC = "secagg.num_sites"
-"""Metric of the secure result: how many sites' updates are in the mean."""
+NUM_SITES_METRIC = AGGREGATE_SITES_METRIC
+"""Metric of the secure result: how many sites' updates are in the mean (the round loop counts
+them towards ``min_sites``)."""
 
 SAMPLE_WEIGHTED_STRATEGIES = frozenset(
     {"fedavg", "fedprox", "fedbn", "fedadam", "fedyogi", "fedadagrad"}
