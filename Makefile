@@ -13,8 +13,9 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# Each demo gets its own run directory, so a second `make demo` never touches the first.
 demo: $(STAMP)
-	$(VENV)/bin/medfed simulate
+	$(VENV)/bin/medfed simulate --output-dir runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from medfed.cli.attack import attack_app
+from medfed.cli.deploy import client, provision, revoke, server, status
 from medfed.errors import MedfedError
 
 app = typer.Typer(
@@ -45,9 +46,8 @@ def simulate(
     and local-only training, evaluated per site and on an unseen site."""
     from medfed.config.loading import load_config
     from medfed.orchestration.run_dir import resume_run
-    from medfed.simulate import run_simulation
-
     from medfed.cli.progress import simulation_progress
+    from medfed.simulate import run_simulation
 
     if resume is not None and (config is not None or output_dir is not None):
         raise typer.BadParameter("--resume takes the run's own config; drop --config/--output-dir")
@@ -64,8 +64,6 @@ def simulate(
     console.print(table)
     console.print(f"Report: [bold]{outcome.report}[/bold]")
 
-
-from medfed.cli.deploy import client, provision, revoke, server, status  # noqa: E402
 
 for _command in (provision, revoke, server, client, status):
     app.command()(_command)
