@@ -52,6 +52,20 @@ def test_yaml_file_is_read(tmp_path: Path) -> None:
             {"privacy": {"secure_aggregation": {}, "client_dp": {"noise_multiplier": 1.0}}},
             "secure_aggregation cannot be combined with client_dp",
         ),
+        ({"privacy": {"encryption": {"scheme": "bfv"}}}, "privacy.encryption.scheme"),
+        ({"privacy": {"encryption": {"scheme": "ckks", "bits": 40}}}, "privacy.encryption.bits"),
+        (
+            {"privacy": {"encryption": {"scheme": "ckks"}}, "strategies": [{"name": "scaffold"}]},
+            "strategies.0: privacy.encryption",
+        ),
+        (
+            {"privacy": {"encryption": {"scheme": "ckks"}, "secure_aggregation": {}}},
+            "encryption cannot be combined with secure_aggregation",
+        ),
+        (
+            {"privacy": {"encryption": {"scheme": "ckks"}, "client_dp": {"noise_multiplier": 1.0}}},
+            "encryption cannot be combined with client_dp",
+        ),
     ],
 )
 def test_bad_values_are_rejected_with_the_field_named(raw: dict, field: str) -> None:
@@ -81,3 +95,9 @@ def test_secure_aggregation_is_off_unless_given() -> None:
     config = parse_config({"privacy": {"secure_aggregation": {}}, "strategies": strategies})
     assert config.privacy.secure_aggregation is not None
     assert config.privacy.secure_aggregation.threshold_fraction == 0.67
+
+
+def test_encryption_is_off_unless_given() -> None:
+    assert parse_config({}).privacy.encryption is None
+    config = parse_config({"privacy": {"encryption": {"scheme": "ckks"}}})
+    assert config.privacy.encryption is not None and config.privacy.encryption.scheme == "ckks"

@@ -45,6 +45,8 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> Simulation
             raise ConfigError(f"invalid config {source}: strategies.{index}: {error}") from None
         if config.privacy.secure_aggregation is not None:
             _check_secure_aggregation(built, f"invalid config {source}: strategies.{index}")
+        if config.privacy.encryption is not None:
+            _check_encryption(built, f"invalid config {source}: strategies.{index}")
     try:
         MODELS.get(config.model.name)
     except MedfedError as error:
@@ -60,6 +62,16 @@ def _check_secure_aggregation(strategy: Strategy, where: str) -> None:
         SecureAggregation(strategy)
     except ValueError as error:
         raise ConfigError(f"{where}: privacy.secure_aggregation: {error}") from None
+
+
+def _check_encryption(strategy: Strategy, where: str) -> None:
+    """Raises ``ConfigError`` unless ``EncryptedAggregation`` accepts ``strategy``."""
+    from medfed.privacy.ckks_connector import EncryptedAggregation  # TenSEAL: only when used
+
+    try:
+        EncryptedAggregation(strategy)
+    except ValueError as error:
+        raise ConfigError(f"{where}: privacy.encryption: {error}") from None
 
 
 def _describe(error: ValidationError) -> str:

@@ -167,8 +167,16 @@ class SecureAggregationConfig(_Strict):
     )
 
 
+class EncryptionConfig(_Strict):
+    """Encrypted aggregation of every federated strategy's round: the sites encrypt their
+    updates, the server adds ciphertexts without a key (see ``medfed.privacy.ckks_connector``)."""
+
+    scheme: Literal["ckks"] = Field(description="Homomorphic encryption scheme.")
+
+
 class PrivacyConfig(_Strict):
-    """Differential privacy and secure aggregation; each off unless its section is given."""
+    """Differential privacy, secure aggregation and encryption; each off unless its section is
+    given."""
 
     accountant: Literal["rdp", "prv"] = "rdp"
     epsilon: float = Field(8.0, gt=0, description="Every site's budget unless 'sites' says otherwise.")
@@ -177,6 +185,7 @@ class PrivacyConfig(_Strict):
     dp_sgd: DPSGDConfig | None = None
     client_dp: ClientDPConfig | None = None
     secure_aggregation: SecureAggregationConfig | None = None
+    encryption: EncryptionConfig | None = None
 
     @model_validator(mode="after")
     def _secure_aggregation_without_client_dp(self) -> PrivacyConfig:
@@ -184,6 +193,20 @@ class PrivacyConfig(_Strict):
             raise ValueError(
                 "secure_aggregation cannot be combined with client_dp: client-level DP clips "
                 "each site's update on the server, which secure aggregation never reveals"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _encryption_alone(self) -> PrivacyConfig:
+        if self.encryption is not None and self.secure_aggregation is not None:
+            raise ValueError(
+                "encryption cannot be combined with secure_aggregation: each already hides the "
+                "sites' updates from the server; choose one"
+            )
+        if self.encryption is not None and self.client_dp is not None:
+            raise ValueError(
+                "encryption cannot be combined with client_dp: client-level DP clips each "
+                "site's update on the server, which encryption never reveals"
             )
         return self
 

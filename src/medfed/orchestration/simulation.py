@@ -97,7 +97,8 @@ class ExperimentRunner:
 
     def run(self, experiment: Experiment) -> ExperimentResult:
         """Runs ``experiment`` from its last checkpoint (or from scratch) to the last round."""
-        experiment = self._with_secure_aggregation(self._with_client_dp(experiment))
+        experiment = self._with_client_dp(experiment)
+        experiment = self._with_encryption(self._with_secure_aggregation(experiment))
         directory = self.run_dir / "checkpoints" / experiment.name
         model = self.new_model()
         state, site_states = self._start(experiment, model, directory)
@@ -186,13 +187,26 @@ class ExperimentRunner:
 
         return replace(experiment, strategy=SecureAggregation(experiment.strategy))
 
-    def _connector(self, experiment: Experiment, sites: Mapping[str, LocalSite]) -> SiteConnector:
-        """Reaches the sites in process; through the secure-aggregation protocol when configured.
+    def _with_encryption(self, experiment: Experiment) -> Experiment:
+        """``experiment`` with its strategy wrapped in ``EncryptedAggregation`` when configured."""
+        if self.config.privacy.encryption is None or experiment.kind != "federated":
+            return experiment
+        from medfed.privacy.ckks_connector import EncryptedAggregation  # TenSEAL: only when on
 
-        A secure round hands the loop one result, the aggregate, which counts towards
-        ``min_sites`` as the number of sites in its sum.
+        return replace(experiment, strategy=EncryptedAggregation(experiment.strategy))
+
+    def _connector(self, experiment: Experiment, sites: Mapping[str, LocalSite]) -> SiteConnector:
+        """Reaches the sites in process; through secure aggregation or CKKS when configured.
+
+        A secure or encrypted round hands the loop one result, the aggregate, which counts
+        towards ``min_sites`` as the number of sites in its sum. CKKS gets a fresh secret-key
+        context per experiment.
         """
         connector = InProcessConnector(sites, on_site_done=self.callbacks.on_site)
+        if self.config.privacy.encryption is not None and experiment.kind == "federated":
+            from medfed.privacy.ckks_connector import CkksAggregationConnector
+
+            return CkksAggregationConnector(connector)
         secure = self.config.privacy.secure_aggregation
         if secure is None or experiment.kind != "federated":
             return connector

@@ -1,0 +1,157 @@
+"""CKKS encrypted aggregation in the round loop: a connector that sums ciphertexts, a strategy
+that insists on the sum.
+
+Cheon, Kim, Kim and Song, ASIACRYPT 2017 (see ``medfed.privacy.ckks``). Mirrors secure
+aggregation (``medfed.privacy.secagg.strategy``): ``CkksAggregationConnector`` wraps the
+connector that delivers the sites' trained models, has each site encrypt
+``[n_u * x_u, n_u]`` with the sites' secret-key context, lets the server add the ciphertexts
+with a keyless context (``server_sum``) and has a site decrypt the sum; the round loop gets one
+``TrainResult`` holding only the sample-weighted mean. ``EncryptedAggregation`` wraps the
+strategy and raises if it is ever given individual site updates.
+
+In simulation the connector plays the site halves too, so it holds the secret-key context
+(one per connector, i.e. per experiment); ``server_sum`` is the only step that touches the
+ciphertexts together, and it only ever receives the keyless context. As in
+``secure_weighted_mean``, integer tensors (e.g. ``num_batches_tracked``) get the rounded
+weighted mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import tenseal as ts
+
+from medfed.privacy.ckks import (
+    DEFAULT_PARAMETERS,
+    CkksParameters,
+    EncryptedVector,
+    EncryptionError,
+    add_encrypted,
+    create_context,
+    decrypt_weighted_mean,
+    deserialize_context,
+    encrypt_weighted_update,
+    serialize_context,
+)
+from medfed.privacy.secagg.strategy import SAMPLE_WEIGHTED_STRATEGIES, is_secure_aggregate
+from medfed.privacy.secagg.vectors import layout_of
+from medfed.strategies.base import Strategy, WrappedStrategy
+from medfed.types import (
+    AGGREGATE_SITE,
+    AGGREGATE_SITES_METRIC,
+    ServerState,
+    TrainResult,
+    TrainTask,
+)
+
+
+class _Connector(Protocol):
+    def train(self, tasks: Mapping[str, TrainTask]) -> list[TrainResult]: ...
+
+
+def server_sum(context: ts.Context, uploads: Sequence[EncryptedVector]) -> EncryptedVector:
+    """The server's step: the encrypted sum of the sites' uploads.
+
+    Args:
+        context: The server's keyless context (``serialize_context(c, include_secret_key=False)``).
+        uploads: One ``encrypt_weighted_update`` per site.
+
+    Raises:
+        EncryptionError: If ``context`` holds the secret key or the uploads do not match.
+    """
+    return add_encrypted(context, uploads)
+
+
+class CkksAggregationConnector:
+    """Runs the sites through ``inner`` and returns only their mean, summed under CKKS.
+
+    Args:
+        inner: Delivers tasks to the sites (e.g. ``InProcessConnector``).
+        params: CKKS parameters of the sites' context, created once here.
+
+    Raises:
+        EncryptionError: From ``train`` when fewer than 2 sites answer, a site answers twice or
+            with strategy extras, or the ciphertexts do not match; the round then fails as a
+            whole (the loop keeps the previous state).
+    """
+
+    def __init__(self, inner: _Connector, *, params: CkksParameters = DEFAULT_PARAMETERS) -> None:
+        self.inner = inner
+        self.params = params
+        self._site_context = create_context(params)
+        public = serialize_context(self._site_context, include_secret_key=False)
+        self._server_context = deserialize_context(public)
+
+    def train(self, tasks: Mapping[str, TrainTask]) -> list[TrainResult]:
+        """Trains the sites, then returns ``[encrypted-sum mean]`` (``[]`` if no site answered)."""
+        results = self.inner.train(tasks)
+        if not results:
+            return []
+        _check_results(results)
+        layout = layout_of(results[0].weights)
+        uploads = [
+            encrypt_weighted_update(
+                self._site_context, r.weights, float(r.num_samples), layout, self.params
+            )
+            for r in results
+        ]
+        total = server_sum(self._server_context, uploads)
+        mean, weight = decrypt_weighted_mean(self._site_context, total, layout)
+        return [
+            TrainResult(
+                site=AGGREGATE_SITE,
+                round=results[0].round,
+                weights=mean,
+                num_samples=round(weight),
+                metrics={AGGREGATE_SITES_METRIC: float(len(results))},
+            )
+        ]
+
+
+def _check_results(results: Sequence[TrainResult]) -> None:
+    """Raises ``EncryptionError`` unless ``results`` come from 2+ distinct sites without extras."""
+    if len(results) < 2:
+        raise EncryptionError(
+            f"only {len(results)} site answered; an encrypted sum needs at least 2, "
+            "and one site's update is never passed on in the clear"
+        )
+    if len({r.site for r in results}) != len(results) or any(r.extra for r in results):
+        raise EncryptionError("duplicate sites or strategy extras in an encrypted round")
+
+
+class EncryptedAggregation(WrappedStrategy):
+    """Wraps a sample-weighted strategy so that it only ever aggregates the CKKS-summed mean.
+
+    Args:
+        inner: The strategy to protect; its ``name`` must be in ``SAMPLE_WEIGHTED_STRATEGIES``.
+
+    Raises:
+        ValueError: If ``inner`` is not a sample-weighted strategy.
+    """
+
+    def __init__(self, inner: Strategy) -> None:
+        if inner.name not in SAMPLE_WEIGHTED_STRATEGIES:
+            raise ValueError(
+                f"encrypted aggregation supports {sorted(SAMPLE_WEIGHTED_STRATEGIES)}, "
+                f"got '{inner.name}'"
+            )
+        super().__init__(inner)
+        self.name = f"ckks+{inner.name}"
+
+    def aggregate(
+        self, state: ServerState, results: Sequence[TrainResult], num_sites: int
+    ) -> ServerState:
+        """The inner strategy's step on the decrypted mean.
+
+        Raises:
+            EncryptionError: If ``results`` is not exactly one aggregate, i.e. individual site
+                updates reached the server.
+        """
+        if len(results) != 1 or not is_secure_aggregate(results[0]):
+            raise EncryptionError(
+                "encrypted aggregation is configured but the server received individual site "
+                "updates; use CkksAggregationConnector to reach the sites"
+            )
+        return self.inner.aggregate(state, results, num_sites)

@@ -1,0 +1,61 @@
+"""``privacy.encryption`` in ``medfed simulate``: the same model as in the clear, and the server's
+adder never holds the secret key."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tenseal as ts
+import torch
+
+from medfed.config.loading import parse_config
+from medfed.orchestration.checkpoint import latest_checkpoint, load_checkpoint
+from medfed.privacy import ckks_connector
+from medfed.privacy.ckks import EncryptedVector
+from medfed.simulate import run_simulation
+from medfed.types import Weights
+
+TINY: dict[str, Any] = {
+    "data": {"synthetic": {"image_size": 32, "cases_scale": 0.3}},
+    "model": {"params": {"channels": [4, 8], "strides": [2]}},
+    "training": {"optimizer": "sgd", "lr": 0.01},  # as in test_simulation_secagg
+    "federation": {"rounds": 2, "min_sites": 2},
+    "strategies": [{"name": "fedavg"}],
+    "baselines": {"centralized": False, "local": False},
+}
+
+
+def _final_weights(output_dir: Path, **privacy: Any) -> Weights:
+    config = parse_config({**TINY, "output_dir": str(output_dir), "privacy": privacy})
+    run_dir = run_simulation(config).run_dir
+    latest = latest_checkpoint(run_dir / "checkpoints" / "fedavg")
+    assert latest is not None
+    state = load_checkpoint(latest).server
+    assert state.round == 2
+    return state.weights
+
+
+def test_ckks_gives_the_weights_of_plain_fedavg_and_the_server_has_no_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server_contexts: list[ts.Context] = []
+    real_sum = ckks_connector.server_sum
+
+    def spy(context: ts.Context, uploads: Sequence[EncryptedVector]) -> EncryptedVector:
+        server_contexts.append(context)
+        return real_sum(context, uploads)
+
+    monkeypatch.setattr(ckks_connector, "server_sum", spy)
+    plain = _final_weights(tmp_path / "plain")
+    encrypted = _final_weights(tmp_path / "ckks", encryption={"scheme": "ckks"})
+    assert len(server_contexts) == 2  # one encrypted sum per round
+    assert not any(context.is_private() for context in server_contexts)
+    assert plain.keys() == encrypted.keys()
+    for name, tensor in plain.items():
+        if tensor.is_floating_point():
+            torch.testing.assert_close(encrypted[name], tensor, atol=1e-3, rtol=1e-3, msg=name)
+        else:  # integer buffers: the rounded weighted mean instead of FedAvg's
+            assert abs(int(encrypted[name].max()) - int(tensor.max())) <= 1, name
