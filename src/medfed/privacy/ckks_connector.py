@@ -35,16 +35,9 @@ from medfed.privacy.ckks import (
     encrypt_weighted_update,
     serialize_context,
 )
-from medfed.privacy.secagg.strategy import SAMPLE_WEIGHTED_STRATEGIES, is_secure_aggregate
+from medfed.privacy.protected_sum import ProtectedAggregation, check_site_results
 from medfed.privacy.secagg.vectors import layout_of
-from medfed.strategies.base import Strategy, WrappedStrategy
-from medfed.types import (
-    AGGREGATE_SITE,
-    AGGREGATE_SITES_METRIC,
-    ServerState,
-    TrainResult,
-    TrainTask,
-)
+from medfed.types import AGGREGATE_SITE, AGGREGATE_SITES_METRIC, TrainResult, TrainTask
 
 
 class _Connector(Protocol):
@@ -89,7 +82,7 @@ class CkksAggregationConnector:
         results = self.inner.train(tasks)
         if not results:
             return []
-        _check_results(results)
+        check_site_results(results, error=EncryptionError, sum_name="an encrypted sum")
         layout = layout_of(results[0].weights)
         uploads = [
             encrypt_weighted_update(
@@ -110,48 +103,11 @@ class CkksAggregationConnector:
         ]
 
 
-def _check_results(results: Sequence[TrainResult]) -> None:
-    """Raises ``EncryptionError`` unless ``results`` come from 2+ distinct sites without extras."""
-    if len(results) < 2:
-        raise EncryptionError(
-            f"only {len(results)} site answered; an encrypted sum needs at least 2, "
-            "and one site's update is never passed on in the clear"
-        )
-    if len({r.site for r in results}) != len(results) or any(r.extra for r in results):
-        raise EncryptionError("duplicate sites or strategy extras in an encrypted round")
+class EncryptedAggregation(ProtectedAggregation):
+    """Wraps a sample-weighted strategy so that it only ever aggregates the CKKS-summed mean
+    (see ``ProtectedAggregation``)."""
 
-
-class EncryptedAggregation(WrappedStrategy):
-    """Wraps a sample-weighted strategy so that it only ever aggregates the CKKS-summed mean.
-
-    Args:
-        inner: The strategy to protect; its ``name`` must be in ``SAMPLE_WEIGHTED_STRATEGIES``.
-
-    Raises:
-        ValueError: If ``inner`` is not a sample-weighted strategy.
-    """
-
-    def __init__(self, inner: Strategy) -> None:
-        if inner.name not in SAMPLE_WEIGHTED_STRATEGIES:
-            raise ValueError(
-                f"encrypted aggregation supports {sorted(SAMPLE_WEIGHTED_STRATEGIES)}, "
-                f"got '{inner.name}'"
-            )
-        super().__init__(inner)
-        self.name = f"ckks+{inner.name}"
-
-    def aggregate(
-        self, state: ServerState, results: Sequence[TrainResult], num_sites: int
-    ) -> ServerState:
-        """The inner strategy's step on the decrypted mean.
-
-        Raises:
-            EncryptionError: If ``results`` is not exactly one aggregate, i.e. individual site
-                updates reached the server.
-        """
-        if len(results) != 1 or not is_secure_aggregate(results[0]):
-            raise EncryptionError(
-                "encrypted aggregation is configured but the server received individual site "
-                "updates; use CkksAggregationConnector to reach the sites"
-            )
-        return self.inner.aggregate(state, results, num_sites)
+    kind = "encrypted aggregation"
+    prefix = "ckks"
+    error = EncryptionError
+    connector = "CkksAggregationConnector"

@@ -17,20 +17,18 @@ connector's server half exchanges the messages of ``medfed.privacy.secagg.messag
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Protocol
 
+from medfed.privacy.protected_sum import (
+    ProtectedAggregation,
+    check_site_results,
+    is_protected_aggregate,
+)
 from medfed.privacy.secagg.driver import secure_weighted_mean
 from medfed.privacy.secagg.encoding import DEFAULT_CODE, FixedPoint
 from medfed.privacy.secagg.errors import SecureAggregationError
-from medfed.strategies.base import Strategy, WrappedStrategy
-from medfed.types import (
-    AGGREGATE_SITE,
-    AGGREGATE_SITES_METRIC,
-    ServerState,
-    TrainResult,
-    TrainTask,
-)
+from medfed.types import AGGREGATE_SITE, AGGREGATE_SITES_METRIC, TrainResult, TrainTask
 
 SECURE_AGGREGATE_SITE = AGGREGATE_SITE
 """The ``site`` of the one result a secure round produces."""
@@ -38,12 +36,6 @@ SECURE_AGGREGATE_SITE = AGGREGATE_SITE
 NUM_SITES_METRIC = AGGREGATE_SITES_METRIC
 """Metric of the secure result: how many sites' updates are in the mean (the round loop counts
 them towards ``min_sites``)."""
-
-SAMPLE_WEIGHTED_STRATEGIES = frozenset(
-    {"fedavg", "fedprox", "fedbn", "fedadam", "fedyogi", "fedadagrad"}
-)
-"""Strategies whose ``aggregate`` needs only the sample-weighted mean of the sites' models."""
-
 
 class _Connector(Protocol):
     def train(self, tasks: Mapping[str, TrainTask]) -> list[TrainResult]: ...
@@ -59,9 +51,8 @@ def threshold_for(num_sites: int, fraction: float) -> int:
     return min(num_sites, math.floor(fraction * num_sites) + 1)
 
 
-def is_secure_aggregate(result: TrainResult) -> bool:
-    """Whether ``result`` is the output of a secure round rather than one site's update."""
-    return result.site == SECURE_AGGREGATE_SITE and NUM_SITES_METRIC in result.metrics
+is_secure_aggregate = is_protected_aggregate
+"""Whether a result is the output of a secure round rather than one site's update."""
 
 
 class SecureAggregationConnector:
@@ -91,13 +82,7 @@ class SecureAggregationConnector:
         results = self.inner.train(tasks)
         if not results:
             return []
-        if len(results) < 2:
-            raise SecureAggregationError(
-                f"only {len(results)} site answered; a secure sum needs at least 2, "
-                "and one site's update is never passed on in the clear"
-            )
-        if len({r.site for r in results}) != len(results) or any(r.extra for r in results):
-            raise SecureAggregationError("duplicate sites or strategy extras in a secure round")
+        check_site_results(results, error=SecureAggregationError, sum_name="a secure sum")
         threshold = threshold_for(len(results), self.threshold_fraction)
         updates = {r.site: (r.weights, float(r.num_samples)) for r in results}
         mean, total, contributors = secure_weighted_mean(updates, threshold, code=self.code)
@@ -112,39 +97,11 @@ class SecureAggregationConnector:
         ]
 
 
-class SecureAggregation(WrappedStrategy):
-    """Wraps a sample-weighted strategy so that it only ever aggregates a secure sum.
+class SecureAggregation(ProtectedAggregation):
+    """Wraps a sample-weighted strategy so that it only ever aggregates a secure sum (see
+    ``ProtectedAggregation``)."""
 
-    Args:
-        inner: The strategy to protect; its ``name`` must be in ``SAMPLE_WEIGHTED_STRATEGIES``
-            (SCAFFOLD's uniform means and control variates are not supported).
-
-    Raises:
-        ValueError: If ``inner`` is not a sample-weighted strategy.
-    """
-
-    def __init__(self, inner: Strategy) -> None:
-        if inner.name not in SAMPLE_WEIGHTED_STRATEGIES:
-            raise ValueError(
-                f"secure aggregation supports {sorted(SAMPLE_WEIGHTED_STRATEGIES)}, "
-                f"got '{inner.name}'"
-            )
-        super().__init__(inner)
-        self.name = f"secagg+{inner.name}"
-
-    def aggregate(
-        self, state: ServerState, results: Sequence[TrainResult], num_sites: int
-    ) -> ServerState:
-        """The inner strategy's step on the secure mean.
-
-        Raises:
-            SecureAggregationError: If ``results`` is not exactly one secure aggregate, i.e.
-                individual site updates reached the server.
-        """
-        if len(results) != 1 or not is_secure_aggregate(results[0]):
-            raise SecureAggregationError(
-                "secure aggregation is configured but the server received individual site "
-                "updates; use SecureAggregationConnector to reach the sites"
-            )
-        return self.inner.aggregate(state, results, num_sites)
-
+    kind = "secure aggregation"
+    prefix = "secagg"
+    error = SecureAggregationError
+    connector = "SecureAggregationConnector"
