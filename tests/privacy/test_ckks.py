@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +19,8 @@ from medfed.privacy.ckks import (
     deserialize_context,
     encrypt_vector,
     encrypt_weighted_update,
+    load_server_context,
+    load_site_context,
     serialize_context,
 )
 from medfed.privacy.secagg.vectors import layout_of
@@ -76,3 +81,20 @@ def test_uploads_of_different_lengths_are_rejected(contexts: tuple) -> None:
 def test_garbage_context_bytes_raise_a_typed_error() -> None:
     with pytest.raises(EncryptionError, match="context"):
         deserialize_context(b"not a context")
+
+
+def test_context_loaders_check_the_key_and_name_the_file(contexts: tuple, tmp_path: Path) -> None:
+    site, _, _ = contexts
+    site_file, server_file = tmp_path / "ckks.ctx", tmp_path / "ckks_public.ctx"
+    site_file.write_bytes(serialize_context(site, include_secret_key=True))
+    server_file.write_bytes(serialize_context(site, include_secret_key=False))
+    assert load_site_context(site_file).is_private() and not load_server_context(server_file).is_private()
+    with pytest.raises(EncryptionError, match=re.escape(f"'{server_file}' lacks the secret key")):
+        load_site_context(server_file)
+    with pytest.raises(EncryptionError, match=re.escape(f"'{site_file}' holds the secret key")):
+        load_server_context(site_file)
+    with pytest.raises(EncryptionError, match=re.escape(f"cannot read CKKS context '{tmp_path / 'nope'}'")):
+        load_site_context(tmp_path / "nope")
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(EncryptionError, match=re.escape(f"'{tmp_path / 'empty'}' is not a serialized TenSEAL")):
+        load_server_context(tmp_path / "empty")

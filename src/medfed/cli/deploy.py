@@ -15,7 +15,7 @@ err_console = Console(stderr=True)
 
 
 def provision(
-    project: Annotated[Path, typer.Argument(help="Project YAML: name, server host/port, sites.")],
+    project: Annotated[Path, typer.Argument(help="Project YAML: name, server host/port, sites[, encryption: ckks].")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder of the startup kits.")] = Path("kits"),
 ) -> None:
     """Create the project CA, the server kit and one startup kit per site (re-run to add sites;
@@ -25,6 +25,11 @@ def provision(
 
     report = write_kits(load_project(project), output)
     console.print(f"created: {', '.join(report.created) or '-'}; kept: {', '.join(report.kept) or '-'}")
+    if report.ckks:
+        console.print(
+            f"CKKS context {report.ckks}: each site kit holds ckks.ctx (secret key), the server kit "
+            "only ckks_public.ctx (no key)."
+        )
     console.print(f"Send each site its folder under {output}; keep {output / 'ca'} offline.")
 
 

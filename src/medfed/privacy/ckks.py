@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import tenseal as ts
@@ -108,6 +109,46 @@ def deserialize_context(data: bytes) -> ts.Context:
         return ts.context_from(data)
     except Exception as error:  # TenSEAL raises bare exceptions of several types
         raise EncryptionError(f"not a serialized TenSEAL context: {error}") from error
+
+
+def load_site_context(path: Path) -> ts.Context:
+    """A site's secret-key context from its startup kit (``ckks.ctx``).
+
+    Raises:
+        EncryptionError: If ``path`` is missing or unreadable, holds no TenSEAL context, or the
+            context lacks the secret key (e.g. the server's ``ckks_public.ctx``).
+    """
+    context = _read_context(path)
+    if not context.is_private():
+        raise EncryptionError(f"CKKS context '{path}' lacks the secret key a site needs")
+    return context
+
+
+def load_server_context(path: Path) -> ts.Context:
+    """The server's keyless context from its startup kit (``ckks_public.ctx``).
+
+    Raises:
+        EncryptionError: If ``path`` is missing or unreadable, holds no TenSEAL context, or the
+            context holds the secret key (a site's ``ckks.ctx``: the server must never get it).
+    """
+    context = _read_context(path)
+    if context.is_private():
+        raise EncryptionError(
+            f"CKKS context '{path}' holds the secret key; the server must only get the keyless "
+            "ckks_public.ctx"
+        )
+    return context
+
+
+def _read_context(path: Path) -> ts.Context:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise EncryptionError(f"cannot read CKKS context '{path}': {error.strerror or error}") from None
+    try:
+        return deserialize_context(data)
+    except EncryptionError as error:
+        raise EncryptionError(f"'{path}' is {error}") from None
 
 
 def require_private(context: ts.Context) -> None:

@@ -2,11 +2,13 @@
 
 Layout written by ``provision(project, out)``::
 
-    out/ca/        ca.crt, ca.key (0600, keep offline), crl.pem, issued.json
-    out/server/    server.crt, server.key (0600), ca.crt, crl.pem, server.yaml
-    out/<site>/    site.crt, site.key (0600), ca.crt, client.yaml
+    out/ca/        ca.crt, ca.key (0600, keep offline), crl.pem, issued.json[, ckks.ctx (0600)]
+    out/server/    server.crt, server.key (0600), ca.crt, crl.pem, server.yaml[, ckks_public.ctx]
+    out/<site>/    site.crt, site.key (0600), ca.crt, client.yaml[, ckks.ctx (0600)]
 
-Re-running keeps the CA and every existing kit, and adds kits for new sites.
+The ``ckks`` files exist when the project sets ``encryption: ckks``: one secret-key CKKS
+context shared by all sites, and its keyless form for the server. Re-running keeps the CA,
+the CKKS context and every existing kit, and adds kits for new sites.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -33,35 +36,42 @@ from medfed.provision.revocation import write_crl
 from medfed.transport.tls import TlsFiles
 
 CA_DIR, SERVER_DIR = "ca", "server"
+CKKS_FILE, CKKS_PUBLIC_FILE = "ckks.ctx", "ckks_public.ctx"
 
 
 @dataclass(frozen=True)
 class ProvisionReport:
-    """What one ``provision`` run did."""
+    """What one ``provision`` run did; ``ckks``: the master CKKS context's fate, or ``None``
+    when the project does not encrypt."""
 
     created: list[str]
     kept: list[str]
+    ckks: Literal["created", "kept"] | None = None
 
 
 @dataclass(frozen=True)
 class ServerKit:
-    """The server's kit: TLS files, the CRL, its listening port and the project's sites."""
+    """The server's kit: TLS files, the CRL, its listening port, the project's sites and the
+    keyless CKKS context (``None`` when the project does not encrypt)."""
 
     tls: TlsFiles
     crl: Path
     host: str
     port: int
     sites: list[str]
+    ckks_context: Path | None = None
 
 
 @dataclass(frozen=True)
 class ClientKit:
-    """A site's kit: TLS files, its name and the server's address."""
+    """A site's kit: TLS files, its name, the server's address and the sites' secret-key CKKS
+    context (``None`` when the project does not encrypt)."""
 
     tls: TlsFiles
     site: str
     server: str
     server_name: str
+    ckks_context: Path | None = None
 
 
 def provision(project: ProjectConfig, out_dir: Path) -> ProvisionReport:
@@ -83,7 +93,37 @@ def provision(project: ProjectConfig, out_dir: Path) -> ProvisionReport:
         }
         write_file(folder / "client.yaml", yaml.safe_dump(client_config).encode(), mode=0o644)
     kept = [name for name in ["ca", "server", *project.sites] if name not in created]
-    return ProvisionReport(created=created, kept=kept)
+    ckks = _ckks(out_dir, project.sites) if project.encryption == "ckks" else None
+    return ProvisionReport(created=created, kept=kept, ckks=ckks)
+
+
+def _ckks(out_dir: Path, sites: list[str]) -> Literal["created", "kept"]:
+    """Copies the master CKKS context (created on the first run only) to every site, and its
+    keyless form to the server."""
+    from medfed.privacy import ckks  # tenseal and torch load only for projects that encrypt
+
+    master = out_dir / CA_DIR / CKKS_FILE
+    status: Literal["created", "kept"] = "kept" if master.exists() else "created"
+    if status == "created":
+        _refuse_orphan_contexts(out_dir, sites, master)
+        write_file(master, ckks.serialize_context(ckks.create_context(), include_secret_key=True), mode=0o600)
+    context, secret = ckks.load_site_context(master), master.read_bytes()
+    for site in sites:
+        write_file(out_dir / site / CKKS_FILE, secret, mode=0o600)
+    public = ckks.serialize_context(context, include_secret_key=False)
+    write_file(out_dir / SERVER_DIR / CKKS_PUBLIC_FILE, public, mode=0o644)
+    return status
+
+
+def _refuse_orphan_contexts(out_dir: Path, sites: list[str], master: Path) -> None:
+    """A new key next to kits that hold an old one would split the federation."""
+    existing = [out_dir / SERVER_DIR / CKKS_PUBLIC_FILE, *(out_dir / site / CKKS_FILE for site in sites)]
+    orphans = [str(path) for path in existing if path.exists()]
+    if orphans:
+        raise ProvisionError(
+            f"{', '.join(orphans)} hold a CKKS context but its master copy '{master}' is missing: "
+            "restore it, or delete those files to give every party a new key"
+        )
 
 
 def _ca(project: ProjectConfig, folder: Path, created: list[str]) -> Identity:
@@ -129,7 +169,14 @@ def load_server_kit(folder: Path) -> ServerKit:
     tls = TlsFiles(folder / "server.crt", folder / "server.key", folder / "ca.crt")
     _require(tls.certificate, tls.private_key, tls.ca_certificate, folder / "crl.pem")
     try:
-        return ServerKit(tls, folder / "crl.pem", str(config["host"]), int(config["port"]), list(config["sites"]))  # type: ignore[call-overload]
+        return ServerKit(
+            tls,
+            folder / "crl.pem",
+            str(config["host"]),
+            int(config["port"]),  # type: ignore[call-overload]
+            list(config["sites"]),  # type: ignore[call-overload]
+            _optional(folder / CKKS_PUBLIC_FILE),
+        )
     except (KeyError, TypeError, ValueError) as error:
         raise ProvisionError(f"'{folder / 'server.yaml'}' lacks or garbles {error}") from None
 
@@ -140,7 +187,9 @@ def load_client_kit(folder: Path) -> ClientKit:
     tls = TlsFiles(folder / "site.crt", folder / "site.key", folder / "ca.crt")
     _require(tls.certificate, tls.private_key, tls.ca_certificate)
     try:
-        return ClientKit(tls, str(config["site"]), str(config["server"]), str(config["server_name"]))
+        return ClientKit(
+            tls, str(config["site"]), str(config["server"]), str(config["server_name"]), _optional(folder / CKKS_FILE)
+        )
     except KeyError as error:
         raise ProvisionError(f"'{folder / 'client.yaml'}' lacks {error}") from None
 
@@ -153,6 +202,10 @@ def _read_yaml(path: Path) -> dict[str, object]:
     if not isinstance(data, dict):
         raise ProvisionError(f"kit file '{path}' is not a mapping")
     return data
+
+
+def _optional(path: Path) -> Path | None:
+    return path if path.is_file() else None
 
 
 def _require(*paths: Path) -> None:

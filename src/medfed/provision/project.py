@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -33,12 +34,14 @@ class ProjectConfig(_Strict):
         name: brain-lesions
         server: {host: fl.example.org, port: 8443}
         sites: [hospital_a, hospital_b, hospital_c]
+        encryption: ckks    # optional: ship a CKKS context (sites: secret key, server: keyless)
     """
 
     name: str = "medfed"
     server: ServerAddress = ServerAddress()
     sites: list[str] = Field(min_length=1)
     validity_days: int = Field(365, ge=1, le=3650)
+    encryption: Literal["ckks"] | None = None
 
     @field_validator("sites")
     @classmethod
