@@ -9,7 +9,7 @@ import torch
 
 from medfed.errors import UpdateRejected
 from medfed.transport.board import DONE, Offer, RoundBoard
-from medfed.transport.codec import decode_task
+from medfed.transport.codec import decode_task, encode_result
 from medfed.transport.connector import GrpcConnector
 from medfed.types import TrainResult, TrainTask
 
@@ -25,6 +25,14 @@ def _posted(sites: list[str], round: int = 1) -> RoundBoard:
     task = TrainTask(round=round, weights=WEIGHTS)
     board.post(round, {site: task for site in sites})
     return board
+
+
+def _submit(board: RoundBoard, task_id: str, result: TrainResult) -> None:
+    board.receive(result.site, task_id, encode_result(result))
+
+
+def _collect(board: RoundBoard, timeout_s: float) -> list[TrainResult]:
+    return list(board.collect(timeout_s).values())
 
 
 def _offer(board: RoundBoard, site: str) -> Offer:
@@ -43,40 +51,40 @@ def test_offer_carries_the_encoded_task_only_for_asked_sites() -> None:
 def test_results_are_collected_in_task_order_and_once() -> None:
     board = _posted(["a", "b"])
     task_id = _offer(board, "a").task_id
-    board.submit(task_id, _result("b", value=2.0))
-    board.submit(task_id, _result("a"))
+    _submit(board, task_id, _result("b", value=2.0))
+    _submit(board, task_id, _result("a"))
     with pytest.raises(UpdateRejected, match="no open task"):
-        board.submit(task_id, _result("a"))
+        _submit(board, task_id, _result("a"))
     assert board.offer("a", timeout_s=0.05) is None  # answered: nothing more this round
-    assert [r.site for r in board.collect(timeout_s=1)] == ["a", "b"]
+    assert [r.site for r in _collect(board, 1)] == ["a", "b"]
 
 
 def test_invalid_update_counts_as_answer_and_is_left_out() -> None:
     board = _posted(["a", "b"])
     task_id = _offer(board, "a").task_id
     with pytest.raises(UpdateRejected, match="NaN"):
-        board.submit(task_id, _result("a", value=float("nan")))
-    board.submit(task_id, _result("b"))
-    assert [r.site for r in board.collect(timeout_s=1)] == ["b"]
+        _submit(board, task_id, _result("a", value=float("nan")))
+    _submit(board, task_id, _result("b"))
+    assert [r.site for r in _collect(board, 1)] == ["b"]
 
 
 def test_deadline_closes_the_round_and_late_or_stale_results_are_refused() -> None:
     board = _posted(["a", "b"])
     task_id = _offer(board, "a").task_id
-    board.submit(task_id, _result("a"))
-    assert [r.site for r in board.collect(timeout_s=0.1)] == ["a"]
+    _submit(board, task_id, _result("a"))
+    assert [r.site for r in _collect(board, 0.1)] == ["a"]
     with pytest.raises(UpdateRejected, match="stale"):
-        board.submit(task_id, _result("b"))
+        _submit(board, task_id, _result("b"))
     board.post(2, {"b": TrainTask(round=2, weights=WEIGHTS)})
     with pytest.raises(UpdateRejected, match="stale"):
-        board.submit(task_id, _result("b", round=2))
+        _submit(board, task_id, _result("b", round=2))
 
 
 def test_wrong_round_is_rejected_by_validation() -> None:
     board = _posted(["a"], round=3)
     task_id = _offer(board, "a").task_id
     with pytest.raises(UpdateRejected, match="round"):
-        board.submit(task_id, _result("a", round=2))
+        _submit(board, task_id, _result("a", round=2))
 
 
 def test_poller_wakes_up_on_post_and_on_finish() -> None:
@@ -100,7 +108,7 @@ def test_connector_returns_results_that_arrive_before_the_deadline() -> None:
     def site() -> None:
         offer = board.offer("a", timeout_s=5)
         assert isinstance(offer, Offer)
-        board.submit(offer.task_id, _result("a"))
+        _submit(board, offer.task_id, _result("a"))
 
     worker = threading.Thread(target=site)
     worker.start()

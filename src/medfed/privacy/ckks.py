@@ -24,7 +24,7 @@ import numpy as np
 import tenseal as ts
 
 from medfed.errors import MedfedError
-from medfed.privacy.secagg.vectors import Layout, flatten, size_of, unflatten
+from medfed.privacy.secagg.vectors import Layout, mean_of_weighted_sum, size_of, weighted_vector
 from medfed.types import SCHEMA_VERSION, Weights
 
 
@@ -220,11 +220,8 @@ def encrypt_weighted_update(
     layout: Layout,
     params: CkksParameters = DEFAULT_PARAMETERS,
 ) -> EncryptedVector:
-    """A site's upload: ``[n_u * flatten(x_u), n_u]`` encrypted (``layout``: the global model's)."""
-    if not (np.isfinite(num_samples) and num_samples > 0):
-        raise ValueError(f"num_samples must be finite and > 0, got {num_samples}")
-    values = np.append(flatten(weights, layout) * num_samples, num_samples)
-    return encrypt_vector(context, values, params)
+    """A site's upload: ``weighted_vector`` encrypted (``layout``: the global model's)."""
+    return encrypt_vector(context, weighted_vector(weights, num_samples, layout), params)
 
 
 def decrypt_weighted_mean(
@@ -233,8 +230,4 @@ def decrypt_weighted_mean(
     """The weighted mean weights and the total weight from the encrypted sum; sites only."""
     if total.length != size_of(layout) + 1:
         raise EncryptionError(f"the sum has {total.length} values, expected {size_of(layout) + 1}")
-    values = decrypt_vector(context, total)
-    weight = float(values[-1])
-    if weight <= 0:
-        raise EncryptionError(f"the decrypted total weight is {weight}, not positive")
-    return unflatten(values[:-1] / weight, layout), weight
+    return mean_of_weighted_sum(decrypt_vector(context, total), layout, error=EncryptionError)

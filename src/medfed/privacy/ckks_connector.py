@@ -35,9 +35,9 @@ from medfed.privacy.ckks import (
     encrypt_weighted_update,
     serialize_context,
 )
-from medfed.privacy.protected_sum import ProtectedAggregation, check_site_results
+from medfed.privacy.protected_sum import ProtectedAggregation, aggregate_result, check_site_results
 from medfed.privacy.secagg.vectors import layout_of
-from medfed.types import AGGREGATE_SITE, AGGREGATE_SITES_METRIC, TrainResult, TrainTask
+from medfed.types import TrainResult, TrainTask
 
 
 class _Connector(Protocol):
@@ -92,15 +92,7 @@ class CkksAggregationConnector:
         ]
         total = server_sum(self._server_context, uploads)
         mean, weight = decrypt_weighted_mean(self._site_context, total, layout)
-        return [
-            TrainResult(
-                site=AGGREGATE_SITE,
-                round=results[0].round,
-                weights=mean,
-                num_samples=round(weight),
-                metrics={AGGREGATE_SITES_METRIC: float(len(results))},
-            )
-        ]
+        return [aggregate_result(results[0].round, mean, weight, len(results))]
 
 
 class EncryptedAggregation(ProtectedAggregation):

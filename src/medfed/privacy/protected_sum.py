@@ -9,12 +9,13 @@ aggregating in the clear.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from typing import ClassVar
 
 from medfed.errors import MedfedError
 from medfed.strategies.base import Strategy, WrappedStrategy
-from medfed.types import AGGREGATE_SITE, AGGREGATE_SITES_METRIC, ServerState, TrainResult
+from medfed.types import AGGREGATE_SITE, AGGREGATE_SITES_METRIC, ServerState, TrainResult, Weights
 
 SAMPLE_WEIGHTED_STRATEGIES = frozenset(
     {"fedavg", "fedprox", "fedbn", "fedadam", "fedyogi", "fedadagrad"}
@@ -25,6 +26,18 @@ SAMPLE_WEIGHTED_STRATEGIES = frozenset(
 def is_protected_aggregate(result: TrainResult) -> bool:
     """Whether ``result`` is a protected round's sum rather than one site's update."""
     return result.site == AGGREGATE_SITE and AGGREGATE_SITES_METRIC in result.metrics
+
+
+def aggregate_result(round: int, mean: Weights, weight: float, num_sites: int) -> TrainResult:
+    """The one result a protected round hands the loop: the sites' mean, their total sample
+    count and how many sites are in it (counted towards ``min_sites``)."""
+    return TrainResult(
+        site=AGGREGATE_SITE,
+        round=round,
+        weights=mean,
+        num_samples=builtins.round(weight),
+        metrics={AGGREGATE_SITES_METRIC: float(num_sites)},
+    )
 
 
 def check_site_results(

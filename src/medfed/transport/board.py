@@ -1,9 +1,11 @@
-"""The meeting point of the round loop and the gRPC servicer: posted tasks, arriving results.
+"""The meeting point of the round loop and the gRPC servicer: posted work, arriving answers.
 
 The loop posts a round's tasks and collects results until every asked site has answered or the
-deadline passes; the servicer hands tasks to polling sites and files their results. Each posting
-gets a fresh ``task_id``, so a result computed for an earlier posting (e.g. before a server
-restart) is stale and refused, and no update is counted twice.
+deadline passes; the servicer hands tasks to polling sites and files their answers. Protected
+rounds (secure aggregation, CKKS) post further steps of the same round: one protocol message
+per site, one reply each. Each posting gets a fresh ``task_id``, so an answer computed for an
+earlier posting (e.g. before a server restart) is stale and refused, and no update is counted
+twice.
 """
 
 from __future__ import annotations
@@ -12,25 +14,40 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from medfed.errors import UpdateRejected
 from medfed.orchestration.validation import validate_result
-from medfed.transport.codec import encode_task
-from medfed.types import TrainResult, TrainTask, Weights
+from medfed.transport.codec import decode_result, encode_task
+from medfed.types import TrainResult, TrainTask
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Offer:
-    """A task ready for one site: its round, posting id and encoded bytes."""
+    """Work ready for one site.
+
+    Attributes:
+        round: The round.
+        task_id: The posting's id, echoed by the answer.
+        payload: The encoded task, or the step's protocol message.
+        step: ``""`` for a training task, else the protocol step (e.g. ``"secagg/unmask"``).
+        protocol: A protocol message that goes with a task (e.g. a secure-aggregation invitation).
+    """
 
     round: int
     task_id: str
     payload: bytes
+    step: str = ""
+    protocol: bytes = b""
 
+
+Accept = Callable[[str, bytes], Any]
+"""Decodes and checks one site's answer: ``accept(site, payload)`` -> the value the loop gets;
+raises ``PayloadError`` or ``UpdateRejected`` to refuse it."""
 
 DONE = "done"
 """Returned by ``RoundBoard.offer`` once the run has finished."""
@@ -40,9 +57,12 @@ DONE = "done"
 class _Posting:
     round: int
     task_id: str
+    step: str
     payloads: dict[str, bytes]
-    references: dict[str, Weights]
-    results: dict[str, TrainResult] = field(default_factory=dict)
+    protocol: dict[str, bytes]
+    accept: Accept
+    reply_limit: int | None
+    results: dict[str, Any] = field(default_factory=dict)
     answered: set[str] = field(default_factory=set)
 
     def complete(self) -> bool:
@@ -53,8 +73,9 @@ class RoundBoard:
     """Thread-safe state of the running round.
 
     Args:
-        max_update_bytes: Largest accepted update; by default three times the task's encoded
-            size plus 16 MiB (room for strategy extras such as SCAFFOLD's control variates).
+        max_update_bytes: Largest accepted answer; by default the posting's own limit, else
+            three times the task's encoded size plus 16 MiB (room for strategy extras such as
+            SCAFFOLD's control variates).
     """
 
     def __init__(self, *, max_update_bytes: int | None = None) -> None:
@@ -66,33 +87,57 @@ class RoundBoard:
         self._told_done: set[str] = set()
 
     # ----- round loop side -------------------------------------------------------------------
-    def post(self, round: int, tasks: Mapping[str, TrainTask]) -> None:
-        """Opens ``round`` with one task per asked site (encoding each distinct task once)."""
+    def post(
+        self,
+        round: int,
+        tasks: Mapping[str, TrainTask],
+        *,
+        protocol: Mapping[str, bytes] | None = None,
+        accept: Accept | None = None,
+        reply_limit: int | None = None,
+    ) -> None:
+        """Opens ``round`` with one task per asked site (encoding each distinct task once).
+
+        Args:
+            round: The round.
+            tasks: Each asked site's task.
+            protocol: A protocol message per site that goes with its task.
+            accept: Decodes a site's answer; by default a ``TrainResult`` that
+                ``validate_result`` passes against the site's task.
+            reply_limit: Largest answer in bytes (default: see ``max_update_bytes``).
+        """
         encoded: dict[int, bytes] = {}
         payloads = {
             site: encoded.setdefault(id(task), encode_task(task)) for site, task in tasks.items()
         }
-        references = {site: task.weights for site, task in tasks.items()}
-        with self._lock:
-            self._posting = _Posting(round, uuid.uuid4().hex, payloads, references)
-            self._lock.notify_all()
+        accept = accept or _train_result(round, tasks)
+        self._open(_Posting(round, _new_id(), "", payloads, dict(protocol or {}), accept, reply_limit))
 
-    def collect(self, timeout_s: float) -> list[TrainResult]:
-        """Waits until every asked site answered or ``timeout_s`` passed, then closes the round.
+    def post_step(
+        self, round: int, step: str, messages: Mapping[str, bytes], *, accept: Accept, reply_limit: int
+    ) -> None:
+        """Opens a protocol ``step`` of ``round``: one encoded message per site, one reply each."""
+        if not step:
+            raise ValueError("a protocol step needs a name")
+        self._open(_Posting(round, _new_id(), step, dict(messages), {}, accept, reply_limit))
+
+    def collect(self, timeout_s: float) -> dict[str, Any]:
+        """Waits until every asked site answered or ``timeout_s`` passed, then closes the posting.
 
         Returns:
-            The accepted results, in the order the tasks were posted.
+            Each accepted answer by site, in the order the work was posted.
         """
         with self._lock:
             posting = self._posting
             if posting is None:
-                return []
+                return {}
             self._lock.wait_for(posting.complete, timeout=timeout_s)
             self._posting = None
             missing = sorted(set(posting.payloads) - posting.answered)
         if missing:
-            logger.warning("round %d: no answer from %s before the deadline", posting.round, missing)
-        return [posting.results[site] for site in posting.payloads if site in posting.results]
+            step = f" ({posting.step})" if posting.step else ""
+            logger.warning("round %d%s: no answer from %s before the deadline", posting.round, step, missing)
+        return {site: posting.results[site] for site in posting.payloads if site in posting.results}
 
     def finish(self) -> None:
         """Marks the run finished: polling sites are told they are done."""
@@ -112,7 +157,7 @@ class RoundBoard:
         """Waits up to ``timeout_s`` for work for ``site``.
 
         Returns:
-            The site's task, ``DONE`` when the run has finished, or ``None`` (ask again).
+            The site's work, ``DONE`` when the run has finished, or ``None`` (ask again).
         """
         with self._lock:
             self._last_seen[site] = time.time()
@@ -124,39 +169,53 @@ class RoundBoard:
             posting = self._posting
             if posting is None or not self._open_for(site):
                 return None
-            return Offer(posting.round, posting.task_id, posting.payloads[site])
+            return Offer(
+                posting.round,
+                posting.task_id,
+                posting.payloads[site],
+                step=posting.step,
+                protocol=posting.protocol.get(site, b""),
+            )
 
     def update_limit(self, site: str) -> int:
-        """The largest update ``site`` may send now, in bytes."""
+        """The largest answer ``site`` may send now, in bytes."""
         if self.max_update_bytes is not None:
             return self.max_update_bytes
         with self._lock:
-            payload = self._posting.payloads.get(site, b"") if self._posting else b""
+            posting = self._posting
+            if posting is not None and posting.reply_limit is not None:
+                return posting.reply_limit
+            payload = posting.payloads.get(site, b"") if posting else b""
         return 3 * len(payload) + 16 * 1024 * 1024
 
-    def submit(self, task_id: str, result: TrainResult) -> None:
-        """Validates ``result`` and files it for aggregation.
+    def receive(self, site: str, task_id: str, payload: bytes) -> Any:
+        """Decodes, checks and files ``site``'s answer to the posting ``task_id``.
+
+        Returns:
+            The accepted value.
 
         Raises:
-            UpdateRejected: The result answers no open task of its site (stale, unasked or
-                second answer), or it fails ``validate_result``; a failed validation counts as
-                the site's answer for the round.
+            UpdateRejected: The answer is to no open posting of the site (stale, unasked or a
+                second answer), or the posting's ``accept`` refused it; a refused answer counts
+                as the site's answer for the posting.
+            PayloadError: The posting's ``accept`` could not decode it; the site may answer
+                again.
         """
-        site = result.site
-        with self._lock:
-            self._last_seen[site] = time.time()
-            posting = self._posting
-            if posting is None or posting.task_id != task_id:
-                raise UpdateRejected(site, f"stale: answers a task of round {result.round} that is closed")
-            if site not in posting.payloads or site in posting.answered:
-                raise UpdateRejected(site, f"no open task for this site in round {posting.round}")
-            reference = posting.references[site]
+        posting = self._open_posting(site, task_id)
         try:
-            validate_result(result, reference, round=posting.round)
+            value = posting.accept(site, payload)
         except UpdateRejected:
             self._answer(posting, site, None)
             raise
-        self._answer(posting, site, result)
+        self._answer(posting, site, value)
+        return value
+
+    def decline(self, site: str, task_id: str, reason: str) -> None:
+        """Records that ``site`` will not answer the posting ``task_id`` (e.g. its privacy
+        budget is spent), so the round does not wait for it."""
+        posting = self._open_posting(site, task_id)
+        logger.warning("round %d: site '%s' declined: %s", posting.round, site, reason)
+        self._answer(posting, site, None)
 
     def snapshot(self) -> dict[str, object]:
         """The running round, asked and answered sites, and each site's last contact (epoch s)."""
@@ -170,17 +229,47 @@ class RoundBoard:
                 "last_seen": dict(self._last_seen),
             }
 
-    def _answer(self, posting: _Posting, site: str, result: TrainResult | None) -> None:
+    def _open(self, posting: _Posting) -> None:
+        with self._lock:
+            self._posting = posting
+            self._lock.notify_all()
+
+    def _open_posting(self, site: str, task_id: str) -> _Posting:
+        with self._lock:
+            self._last_seen[site] = time.time()
+            posting = self._posting
+            if posting is None or posting.task_id != task_id:
+                raise UpdateRejected(site, "stale: answers a task or step that is closed")
+            if site not in posting.payloads or site in posting.answered:
+                raise UpdateRejected(site, f"no open task for this site in round {posting.round}")
+            return posting
+
+    def _answer(self, posting: _Posting, site: str, value: Any) -> None:
         with self._lock:
             if self._posting is not posting:
                 raise UpdateRejected(site, f"arrived after round {posting.round} closed")
             if site in posting.answered:
                 raise UpdateRejected(site, f"second update in round {posting.round}")
             posting.answered.add(site)
-            if result is not None:
-                posting.results[site] = result
+            if value is not None:
+                posting.results[site] = value
             self._lock.notify_all()
 
     def _open_for(self, site: str) -> bool:
         posting = self._posting
         return posting is not None and site in posting.payloads and site not in posting.answered
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _train_result(round: int, tasks: Mapping[str, TrainTask]) -> Accept:
+    """Accepts a ``TrainResult`` that ``validate_result`` passes against the site's task."""
+
+    def accept(site: str, payload: bytes) -> TrainResult:
+        result = decode_result(payload, site=site)
+        validate_result(result, tasks[site].weights, round=round)
+        return result
+
+    return accept

@@ -1,7 +1,8 @@
-"""A site's end of the wire: ask for work, receive the task, send the result."""
+"""A site's end of the wire: ask for work, receive a task or protocol step, send the answer."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -11,6 +12,7 @@ from medfed.transport.errors import PayloadError
 from medfed.transport.serde import (
     FederationCalls,
     Kind,
+    Message,
     SubmitOutcome,
     payload_stream,
     read_stream,
@@ -27,11 +29,30 @@ MAX_TASK_BYTES = 1 << 40
 
 @dataclass(frozen=True)
 class Assignment:
-    """A task received from the server, with the job it belongs to."""
+    """A task received from the server, with the job it belongs to.
+
+    Attributes:
+        task_id: The posting's id, echoed by the answer.
+        job_json: The job description.
+        task: The task.
+        protocol: A protocol message that goes with the task (e.g. a secure-aggregation
+            invitation); empty in plain rounds.
+    """
 
     task_id: str
     job_json: str
     task: TrainTask
+    protocol: bytes = b""
+
+
+@dataclass(frozen=True)
+class Step:
+    """A protocol step of the running round (e.g. ``"secagg/unmask"``) and its message."""
+
+    task_id: str
+    round: int
+    step: str
+    message: bytes
 
 
 WAIT = Kind.WAIT
@@ -73,8 +94,8 @@ class SiteChannel:
         self._metadata = ((SITE_METADATA_KEY, site),)
         self.timeout_s = timeout_s
 
-    def fetch(self) -> Assignment | Kind:
-        """This site's task for the running round, or ``WAIT`` or ``DONE``.
+    def fetch(self) -> Assignment | Step | Kind:
+        """This site's task or protocol step for the running round, or ``WAIT`` or ``DONE``.
 
         Raises:
             grpc.RpcError: The call failed (server unreachable, certificate refused...).
@@ -82,16 +103,28 @@ class SiteChannel:
         """
         stream = self._calls.get_task(task_request(), metadata=self._metadata, timeout=self.timeout_s)
         header, payload = read_stream(stream, limit=MAX_TASK_BYTES)
+        if header.kind is Kind.STEP:
+            return Step(header.task_id, header.round, header.step, payload)
         if header.kind is not Kind.TASK:
             return header.kind
         task = decode_task(payload)
         if task.round != header.round:
             raise PayloadError(f"header round {header.round} differs from task round {task.round}")
-        return Assignment(task_id=header.task_id, job_json=header.job_json, task=task)
+        return Assignment(header.task_id, header.job_json, task, header.protocol)
 
     def submit(self, task_id: str, result: TrainResult) -> SubmitOutcome:
         """Sends ``result`` as the answer to the task ``task_id``; the server's verdict."""
-        chunks = payload_stream(Kind.RESULT, encode_result(result), round=result.round, task_id=task_id)
+        return self.answer(task_id, result.round, encode_result(result))
+
+    def answer(self, task_id: str, round: int, payload: bytes) -> SubmitOutcome:
+        """Sends ``payload`` (a result or a step's reply) as the answer to posting ``task_id``."""
+        return self._send(payload_stream(Kind.RESULT, payload, round=round, task_id=task_id))
+
+    def decline(self, task_id: str, round: int, reason: str) -> SubmitOutcome:
+        """Tells the server this site will not answer posting ``task_id``, and why."""
+        return self._send(payload_stream(Kind.DECLINE, reason.encode(), round=round, task_id=task_id))
+
+    def _send(self, chunks: Iterator[Message]) -> SubmitOutcome:
         reply = self._calls.submit_result(chunks, metadata=self._metadata, timeout=self.timeout_s)
         return submit_outcome(reply)
 

@@ -28,4 +28,4 @@ class GrpcConnector:
             return []
         round = next(iter(tasks.values())).round
         self.board.post(round, tasks)
-        return self.board.collect(self.round_timeout_s)
+        return list(self.board.collect(self.round_timeout_s).values())

@@ -27,6 +27,8 @@ class Kind(Enum):
     WAIT = pb.KIND_WAIT
     DONE = pb.KIND_DONE
     RESULT = pb.KIND_RESULT
+    STEP = pb.KIND_STEP
+    DECLINE = pb.KIND_DECLINE
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,13 @@ class StreamHeader:
 
     Attributes:
         kind: What follows.
-        round: The round of a task or result (0 otherwise).
-        task_id: Identifies one posting of a round; a result echoes its task's id.
-        job_json: The job description (tasks only).
+        round: The round of a task, step or result (0 otherwise).
+        task_id: Identifies one posting of a round; an answer echoes its id.
+        job_json: The job description (tasks and steps).
         total_bytes: Length of the payload that follows.
         sha256: SHA-256 of the payload.
+        step: The protocol step a ``STEP`` stream carries.
+        protocol: A protocol message that goes with a task.
         schema_version: The sender's ``SCHEMA_VERSION``.
     """
 
@@ -49,6 +53,8 @@ class StreamHeader:
     job_json: str = ""
     total_bytes: int = 0
     sha256: bytes = b""
+    step: str = ""
+    protocol: bytes = b""
     schema_version: int = SCHEMA_VERSION
 
 
@@ -148,7 +154,14 @@ def federation_handler(
 
 
 def payload_stream(
-    kind: Kind, payload: bytes, *, round: int = 0, task_id: str = "", job_json: str = ""
+    kind: Kind,
+    payload: bytes,
+    *,
+    round: int = 0,
+    task_id: str = "",
+    job_json: str = "",
+    step: str = "",
+    protocol: bytes = b"",
 ) -> Iterator[Message]:
     """A header describing ``payload``, then ``payload`` in chunks (views, not copies)."""
     header = StreamHeader(
@@ -158,6 +171,8 @@ def payload_stream(
         job_json=job_json,
         total_bytes=len(payload),
         sha256=digest(payload),
+        step=step,
+        protocol=protocol,
     )
     yield pb.Chunk(header=_header_message(header))
     if payload:
@@ -219,6 +234,8 @@ def _header_message(header: StreamHeader) -> pb.Header:
         job_json=header.job_json,
         total_bytes=header.total_bytes,
         sha256=header.sha256,
+        step=header.step,
+        protocol=header.protocol,
     )
 
 
@@ -234,5 +251,7 @@ def _header_value(message: pb.Header) -> StreamHeader:
         job_json=str(message.job_json),
         total_bytes=int(message.total_bytes),
         sha256=bytes(message.sha256),
+        step=str(message.step),
+        protocol=bytes(message.protocol),
         schema_version=int(message.schema_version),
     )

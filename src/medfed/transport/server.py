@@ -11,7 +11,6 @@ import grpc
 from medfed.errors import UpdateRejected
 from medfed.transport.board import DONE, RoundBoard
 from medfed.transport.chunking import CHUNK_BYTES
-from medfed.transport.codec import decode_result
 from medfed.transport.errors import AuthenticationError, PayloadError
 from medfed.transport.serde import (
     Kind,
@@ -73,7 +72,7 @@ class FederationServicer(pb_grpc.FederationServicer):
         self.poll_s = poll_s
 
     def GetTask(self, request: pb.TaskRequest, context: grpc.ServicerContext) -> Iterator[Message]:
-        """Streams the caller's task, or a payload-less ``WAIT``/``DONE``."""
+        """Streams the caller's task or protocol step, or a payload-less ``WAIT``/``DONE``."""
         site = self._identify(context)
         offer = self.board.offer(site, self.poll_s)
         if offer == DONE:
@@ -81,27 +80,34 @@ class FederationServicer(pb_grpc.FederationServicer):
         elif offer is None or isinstance(offer, str):
             yield from signal_stream(Kind.WAIT)
         else:
-            logger.info("round %d: sending task to %s", offer.round, site)
+            logger.info("round %d: sending %s to %s", offer.round, offer.step or "task", site)
             yield from payload_stream(
-                Kind.TASK, offer.payload, round=offer.round, task_id=offer.task_id, job_json=self.job_json
+                Kind.STEP if offer.step else Kind.TASK,
+                offer.payload,
+                round=offer.round,
+                task_id=offer.task_id,
+                job_json=self.job_json,
+                step=offer.step,
+                protocol=offer.protocol,
             )
 
     def SubmitResult(self, request_iterator: Iterator[Message], context: grpc.ServicerContext) -> pb.SubmitReply:
-        """Reads, decodes, validates and files one result; answers whether it was accepted."""
+        """Reads one answer (a result, a step's reply or a decline), has the board decode, check
+        and file it; answers whether it was accepted."""
         site = self._identify(context)
         try:
             header, payload = read_stream(request_iterator, limit=self.board.update_limit(site))
+            if header.kind is Kind.DECLINE:
+                self.board.decline(site, header.task_id, payload.decode("utf-8", "replace"))
+                return submit_reply(SubmitOutcome(accepted=True))
             if header.kind is not Kind.RESULT:
                 raise PayloadError(f"expected a result stream, got {header.kind.name}")
-            result = decode_result(payload, site=site)
-            if result.round != header.round:
-                raise PayloadError(f"header round {header.round} differs from payload round {result.round}")
-            self.board.submit(header.task_id, result)
+            self.board.receive(site, header.task_id, payload)
         except (PayloadError, UpdateRejected) as error:
             reason = error.reason if isinstance(error, UpdateRejected) else str(error)
-            logger.warning("update from site '%s' rejected: %s", site, reason)
+            logger.warning("answer from site '%s' rejected: %s", site, reason)
             return submit_reply(SubmitOutcome(accepted=False, reason=reason))
-        logger.info("round %d: accepted update from %s", result.round, site)
+        logger.info("round %d: accepted answer from %s", header.round, site)
         return submit_reply(SubmitOutcome(accepted=True))
 
     def _identify(self, context: grpc.ServicerContext) -> str:

@@ -1,9 +1,10 @@
 """Secure aggregation played in process through explicit messages, and the weighted mean on it.
 
 ``run_secure_aggregation`` runs the four rounds of Bonawitz et al. 2017 between
-``SecAggClient`` objects and one ``SecAggServer``; everything that passes between them is a
-message of ``medfed.privacy.secagg.messages``, exactly what a network deployment sends. Drop-outs
-are simulated by withholding a client's messages from a round onward.
+``Participant`` objects and one ``SecAggServer`` through ``serve_aggregation``, the code a
+deployment runs over gRPC; everything that passes between them is a message of
+``medfed.privacy.secagg.messages``. Drop-outs are simulated by withholding a client's messages
+from a round onward.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medfed.privacy.secagg.client import SecAggClient
 from medfed.privacy.secagg.config import new_config
 from medfed.privacy.secagg.encoding import DEFAULT_CODE, FixedPoint
 from medfed.privacy.secagg.errors import SecureAggregationError
+from medfed.privacy.secagg.messages import SecAggInvitation
+from medfed.privacy.secagg.rounds import MASKED_INPUT, SHARE_KEYS, UNMASK, Participant, serve_aggregation
 from medfed.privacy.secagg.server import SecAggServer
-from medfed.privacy.secagg.vectors import flatten, layout_of, unflatten
+from medfed.privacy.secagg.vectors import layout_of, mean_of_weighted_sum, weighted_vector
 from medfed.types import Weights
 
 Dropouts = Collection[str] | int
@@ -103,20 +105,23 @@ def secure_sum(
     )
     rng = random.Random(seed)
     alive = set(names)
-    drops = [drop_after_advertising, drop_after_sharing, drop_after_masking]
-    server = SecAggServer(config)
-    clients = {name: SecAggClient(ids[name], config) for name in names}
-
-    directory = server.collect_keys([clients[n].advertise_keys() for n in sorted(alive)])
-    alive -= _pick(drops[0], alive, rng)
-    deliveries = server.route_shares([clients[n].share_keys(directory) for n in sorted(alive)])
-    alive -= _pick(drops[1], alive, rng)
-    request = server.collect_masked(
-        [clients[n].masked_input(deliveries[ids[n]], client_inputs[n]) for n in sorted(alive)]
-    )
-    alive -= _pick(drops[2], alive, rng)
-    total = server.unmask([clients[n].unmask(request) for n in sorted(alive)])
     by_id = {i: name for name, i in ids.items()}
+    participants = {
+        name: Participant(SecAggInvitation(config, ids[name]), client_inputs[name]) for name in names
+    }
+    drops = {SHARE_KEYS: drop_after_advertising, MASKED_INPUT: drop_after_sharing, UNMASK: drop_after_masking}
+
+    def exchange(step: str, outgoing: Mapping[int, object]) -> dict[int, object]:
+        alive.difference_update(_pick(drops[step], alive, rng))
+        return {
+            client: participants[by_id[client]].answer(message)
+            for client, message in outgoing.items()
+            if by_id[client] in alive
+        }
+
+    server = SecAggServer(config)
+    adverts = [participants[name].start() for name in names]
+    total = serve_aggregation(server, adverts, exchange)
     return SecureSum(total, tuple(by_id[i] for i in server.contributors))
 
 
@@ -151,14 +156,13 @@ def secure_weighted_mean(
     layout = layout_of(next(iter(updates.values()))[0])
     inputs = {}
     for site, (weights, weight) in updates.items():
-        if not (np.isfinite(weight) and weight > 0):
-            raise ValueError(f"site '{site}': weight must be finite and > 0, got {weight}")
-        inputs[site] = np.append(flatten(weights, layout) * weight, weight)
+        try:
+            inputs[site] = weighted_vector(weights, weight, layout)
+        except ValueError as error:
+            raise ValueError(f"site '{site}': {error}") from None
     result = secure_sum(inputs, threshold, code=code, **dropouts)  # type: ignore[arg-type]
-    total_weight = float(result.total[-1])
-    if total_weight <= 0:
-        raise SecureAggregationError(f"the securely summed weight is {total_weight}, not positive")
-    return unflatten(result.total[:-1] / total_weight, layout), total_weight, result.contributors
+    mean, total_weight = mean_of_weighted_sum(result.total, layout, error=SecureAggregationError)
+    return mean, total_weight, result.contributors
 
 
 def _pick(drop: Dropouts, alive: set[str], rng: random.Random) -> set[str]:

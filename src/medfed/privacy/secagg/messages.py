@@ -7,7 +7,7 @@ class to one protobuf message). Client ids are the Shamir evaluation points ``1.
 ============  ============================  ==================================
 Round         client -> server              server -> client
 ============  ============================  ==================================
-setup                                       ``SecAggConfig`` (to all)
+setup                                       ``SecAggInvitation`` (one per client)
 0 Advertise   ``AdvertiseKeys``             ``KeyDirectory`` (to all of U1)
 1 ShareKeys   ``ShareKeys``                 ``ShareDelivery`` (one per client in U2)
 2 Masked      ``MaskedInput``               ``UnmaskRequest`` (to all of U3)
@@ -45,6 +45,15 @@ class SecAggConfig:
     vector_length: int
     fraction_bits: int
     ring_bits: int
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class SecAggInvitation:
+    """Setup, server -> one client: the aggregation's parameters and the client's own id."""
+
+    config: SecAggConfig
+    client_id: int
     schema_version: int = SCHEMA_VERSION
 
 

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from medfed.privacy.protected_sum import (
     ProtectedAggregation,
+    aggregate_result,
     check_site_results,
     is_protected_aggregate,
 )
@@ -86,15 +87,7 @@ class SecureAggregationConnector:
         threshold = threshold_for(len(results), self.threshold_fraction)
         updates = {r.site: (r.weights, float(r.num_samples)) for r in results}
         mean, total, contributors = secure_weighted_mean(updates, threshold, code=self.code)
-        return [
-            TrainResult(
-                site=SECURE_AGGREGATE_SITE,
-                round=results[0].round,
-                weights=mean,
-                num_samples=round(total),
-                metrics={NUM_SITES_METRIC: float(len(contributors))},
-            )
-        ]
+        return [aggregate_result(results[0].round, mean, total, len(contributors))]
 
 
 class SecureAggregation(ProtectedAggregation):

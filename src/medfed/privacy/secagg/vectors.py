@@ -78,3 +78,28 @@ def unflatten(vector: np.ndarray, layout: Layout) -> Weights:
         weights[entry.key] = part.to(entry.dtype)
         offset += count
     return weights
+
+
+def weighted_vector(weights: Weights, weight: float, layout: Layout) -> np.ndarray:
+    """A site's input to a protected sum: ``[weight * flatten(weights), weight]``, float64.
+
+    Raises:
+        ValueError: If ``weight`` is not finite and positive, or ``weights`` misses ``layout``.
+    """
+    if not (np.isfinite(weight) and weight > 0):
+        raise ValueError(f"weight must be finite and > 0, got {weight}")
+    return np.append(flatten(weights, layout) * weight, weight)
+
+
+def mean_of_weighted_sum(
+    total: np.ndarray, layout: Layout, *, error: type[Exception] = ValueError
+) -> tuple[Weights, float]:
+    """The weighted mean and the total weight from a sum of ``weighted_vector`` inputs.
+
+    Raises:
+        Exception: ``error``, if the summed weight is not positive.
+    """
+    weight = float(total[-1])
+    if not weight > 0:
+        raise error(f"the summed weight is {weight}, not positive")
+    return unflatten(total[:-1] / weight, layout), weight
