@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    import tenseal as ts
+
+    from medfed.deployment.job import JobConfig
+    from medfed.provision import ServerKit
 
 console = Console()
 err_console = Console(stderr=True)
@@ -78,6 +84,7 @@ def server(
         tls=None if insecure or server_kit is None else server_kit.tls,
         authenticate=None if insecure or server_kit is None else CertificateGate(server_kit.tls.ca_certificate, server_kit.crl),
         gzip=gzip,
+        ckks_context=_server_ckks_context(settings_job, server_kit),
     )
     final = run_server(settings_job, settings)
     console.print(f"job '{settings_job.name}' finished after round {final.round}; state in {state_dir}")
@@ -93,11 +100,16 @@ def client(
     gzip: Annotated[bool, typer.Option(help="gzip-compress messages.")] = False,
     max_failures: Annotated[Optional[int], typer.Option(help="Give up after this many failed calls in a row.")] = None,
     max_backoff: Annotated[float, typer.Option(help="Longest wait between reconnection attempts, in seconds.")] = 30.0,
+    state_dir: Annotated[Optional[Path], typer.Option(help="The site's privacy ledger (default: medfed-site-<site>).")] = None,
+    epsilon: Annotated[Optional[float], typer.Option(help="This site's own DP budget epsilon (overrides the job's).")] = None,
+    delta: Annotated[Optional[float], typer.Option(help="This site's own DP delta (with --epsilon).")] = None,
 ) -> None:
     """Take part in a federated job as one site: pull tasks, train locally, send updates. The
     data never leave the site."""
+    from medfed.config.schema import SiteBudgetConfig
     from medfed.data import load_site
-    from medfed.deployment.client import SiteBuilder, run_client
+    from medfed.deployment.client import SiteBuilder, SitePrivacy, run_client
+    from medfed.privacy.ckks import load_site_context
     from medfed.provision import load_client_kit
     from medfed.transport.backoff import Backoff
     from medfed.transport.client import SiteChannel
@@ -112,7 +124,14 @@ def client(
     target = server or (client_kit.server if client_kit else "")
     tls = None if insecure or client_kit is None else client_kit.tls
     server_name = client_kit.server_name if client_kit else None
-    builder = SiteBuilder(load_site(name, data, format))
+    if delta is not None and epsilon is None:
+        raise typer.BadParameter("--delta goes with --epsilon")
+    privacy = SitePrivacy(
+        state_dir=state_dir or Path(f"medfed-site-{name}"),
+        budget=None if epsilon is None else SiteBudgetConfig(epsilon=epsilon, delta=delta),
+        ckks_context=load_site_context(client_kit.ckks_context) if client_kit and client_kit.ckks_context else None,
+    )
+    builder = SiteBuilder(load_site(name, data, format), privacy)
 
     def connect() -> SiteChannel:
         return SiteChannel(target, site=name, tls=tls, server_name=server_name, gzip=gzip)
@@ -139,6 +158,19 @@ def status(
     for row in now.history[-10:]:
         table.add_row(str(row.round), ", ".join(row.sites), *(f"{row.metrics.get(n, float('nan')):.4g}" for n in names))
     console.print(table)
+
+
+def _server_ckks_context(job: JobConfig, kit: ServerKit | None) -> ts.Context | None:
+    """The keyless CKKS context of the server's kit, when the job encrypts its rounds."""
+    if job.privacy.encryption is None:
+        return None
+    if kit is None or kit.ckks_context is None:
+        raise typer.BadParameter(
+            "the job uses CKKS encryption: give --kit with a server kit provisioned with 'encryption: ckks'"
+        )
+    from medfed.privacy.ckks import load_server_context
+
+    return load_server_context(kit.ckks_context)
 
 
 def _verbose() -> None:

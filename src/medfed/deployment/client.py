@@ -1,4 +1,5 @@
-"""``medfed client``: a site's loop. Ask for work, train with ``LocalSite``, send the result.
+"""``medfed client``: a site's loop. Ask for work, train with ``LocalSite``, send the result (or,
+in a secure or encrypted round, the protocol messages that stand in for it).
 
 The site only opens connections (it pulls work). When the server is unreachable it retries with
 exponential backoff and jitter; when it comes back the site receives the running round's task.
@@ -9,23 +10,48 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
+import tenseal as ts
 
+from medfed.config.schema import SiteBudgetConfig
 from medfed.data import SiteData, build_dataset
 from medfed.deployment.job import SiteJob, parse_site_job
+from medfed.deployment.protected_site import CkksRound, ProtectedRound, SecureAggregationRound
+from medfed.errors import ConfigError, MedfedError, PrivacyBudgetExceeded
 from medfed.models import build_model
 from medfed.orchestration.site import LocalSite
+from medfed.privacy.setup import prepare_model
 from medfed.strategies.registry import STRATEGIES
 from medfed.training import LocalTrainer, TrainSettings
+from medfed.training.trainer import Trainer
 from medfed.transport.backoff import Backoff
-from medfed.transport.client import Assignment, SiteChannel
+from medfed.transport.client import Assignment, SiteChannel, Step
 from medfed.transport.errors import AuthenticationError, PayloadError, TransportError
 from medfed.transport.serde import Kind
+from medfed.types import TrainResult
 
 logger = logging.getLogger(__name__)
 
 _FATAL = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+
+
+@dataclass(frozen=True)
+class SitePrivacy:
+    """What a site decides about its own privacy, whatever the server's job says.
+
+    Attributes:
+        state_dir: Where the site keeps its privacy ledger (``privacy/<site>.json``); it
+            survives restarts and jobs: privacy spent stays spent.
+        budget: The site's own (epsilon, delta) for DP-SGD, replacing the job's.
+        ckks_context: The sites' shared secret-key CKKS context (``ckks.ctx`` of the kit).
+    """
+
+    state_dir: Path
+    budget: SiteBudgetConfig | None = None
+    ckks_context: ts.Context | None = None
 
 
 class SiteBuilder:
@@ -34,31 +60,66 @@ class SiteBuilder:
 
     Args:
         data: This site's cases (all used for training).
+        privacy: The site's own privacy settings (ledger folder, budget, CKKS key).
     """
 
-    def __init__(self, data: SiteData) -> None:
+    def __init__(self, data: SiteData, privacy: SitePrivacy) -> None:
         self.data = data
+        self.privacy = privacy
         self._job_json: str | None = None
+        self._job: SiteJob | None = None
         self._site: LocalSite | None = None
 
     def site_for(self, job_json: str) -> LocalSite:
         """The ``LocalSite`` for the job described by ``job_json``."""
         if self._site is None or job_json != self._job_json:
-            self._site = build_local_site(self.data, parse_site_job(job_json))
+            self._job = parse_site_job(job_json)
+            self._site = build_local_site(self.data, self._job, self.privacy)
             self._job_json = job_json
         return self._site
 
+    def protected_round(self, assignment: Assignment, result: TrainResult) -> ProtectedRound | None:
+        """The site's part of a secure or encrypted round (``None`` for a plain round)."""
+        privacy = parse_site_job(assignment.job_json).privacy
+        if privacy.secure_aggregation is not None:
+            return SecureAggregationRound(assignment.task, assignment.protocol, result)
+        if privacy.encryption is not None:
+            if self.privacy.ckks_context is None:
+                raise ConfigError(
+                    f"site '{self.data.name}': the job uses CKKS encryption but this site has no "
+                    "CKKS context; provision the kits with 'encryption: ckks'"
+                )
+            return CkksRound(self.privacy.ckks_context, assignment.task, result)
+        return None
 
-def build_local_site(data: SiteData, job: SiteJob) -> LocalSite:
-    """A ``LocalSite`` training ``job``'s model with ``job``'s strategy on ``data``."""
+
+def build_local_site(data: SiteData, job: SiteJob, privacy: SitePrivacy | None = None) -> LocalSite:
+    """A ``LocalSite`` training ``job``'s model with ``job``'s strategy on ``data``; with DP-SGD
+    (the site's own budget and ledger) when the job asks for it."""
     dataset = build_dataset(data.cases, task=job.task, augment=job.augment, seed=job.seed, site=data.name)
+    trainer: Trainer = LocalTrainer(task=job.task, settings=TrainSettings(**job.training.model_dump()))
+    if job.privacy.dp_sgd is not None:
+        trainer = _dp_trainer(data.name, job, trainer, privacy)
     return LocalSite(
         data.name,
         dataset,
-        model=build_model(job.model.name, job.model.params, seed=job.seed),
-        trainer=LocalTrainer(task=job.task, settings=TrainSettings(**job.training.model_dump())),
+        model=prepare_model(job.privacy, build_model(job.model.name, job.model.params, seed=job.seed)),
+        trainer=trainer,
         strategy=STRATEGIES.create(job.strategy.name, **job.strategy.params),
         seed=job.seed,
+    )
+
+
+def _dp_trainer(site: str, job: SiteJob, inner: LocalTrainer, privacy: SitePrivacy | None) -> Trainer:
+    from medfed.privacy.dp.config import dp_trainer  # imports Opacus: only when DP is on
+
+    if privacy is None:
+        raise ConfigError(f"site '{site}': the job uses DP-SGD; the site needs a state folder for its ledger")
+    settings = job.privacy
+    if privacy.budget is not None:
+        settings = settings.model_copy(update={"sites": {**settings.sites, site: privacy.budget}})
+    return dp_trainer(
+        settings, inner, site, planned_rounds=job.federation.rounds, ledger_dir=privacy.state_dir / "privacy"
     )
 
 
@@ -85,17 +146,20 @@ def run_client(
         TransportError: ``max_failures`` consecutive calls failed.
     """
     backoff = backoff or Backoff()
-    trained, failures = 0, 0
+    worker = _Worker(builder)
+    failures = 0
     channel = connect()
     try:
         while True:
             try:
                 answer = channel.fetch()
                 if answer is Kind.DONE:
-                    logger.info("the server says the job is done; %d rounds trained here", trained)
-                    return trained
+                    logger.info("the server says the job is done; %d rounds trained here", worker.trained)
+                    return worker.trained
                 if isinstance(answer, Assignment):
-                    trained += _work(channel, builder, answer)
+                    worker.train(channel, answer)
+                elif isinstance(answer, Step):
+                    worker.step(channel, answer)
                 failures = 0
                 backoff.reset()
             except (grpc.RpcError, PayloadError) as error:
@@ -110,16 +174,54 @@ def run_client(
         channel.close()
 
 
-def _work(channel: SiteChannel, builder: SiteBuilder, assignment: Assignment) -> int:
-    site = builder.site_for(assignment.job_json)
-    logger.info("round %d: training", assignment.task.round)
-    result = site.train(assignment.task)
-    outcome = channel.submit(assignment.task_id, result)
-    if outcome.accepted:
-        logger.info("round %d: update accepted", assignment.task.round)
-        return 1
-    logger.warning("round %d: update refused: %s", assignment.task.round, outcome.reason)
-    return 0
+class _Worker:
+    """Trains for tasks and answers protocol steps; holds the protected round in progress."""
+
+    def __init__(self, builder: SiteBuilder) -> None:
+        self.builder = builder
+        self.trained = 0
+        self.protected: ProtectedRound | None = None
+
+    def train(self, channel: SiteChannel, assignment: Assignment) -> None:
+        task, task_id = assignment.task, assignment.task_id
+        self.protected = None
+        site = self.builder.site_for(assignment.job_json)
+        logger.info("round %d: training", task.round)
+        try:
+            result = site.train(task)
+        except PrivacyBudgetExceeded as spent:  # the site's own decision: it sits the round out
+            channel.decline(task_id, task.round, str(spent))
+            return
+        try:
+            self.protected = self.builder.protected_round(assignment, result)
+            upload = None if self.protected is None else self.protected.upload()
+        except (MedfedError, PayloadError) as error:
+            logger.error("round %d: cannot take part in the protected round: %s", task.round, error)
+            channel.decline(task_id, task.round, str(error))
+            return
+        if upload is None:
+            outcome = channel.submit(task_id, result)
+        else:
+            outcome = channel.answer(task_id, task.round, upload)
+        if outcome.accepted:
+            logger.info("round %d: update accepted", task.round)
+            self.trained += 1
+        else:
+            logger.warning("round %d: update refused: %s", task.round, outcome.reason)
+
+    def step(self, channel: SiteChannel, step: Step) -> None:
+        if self.protected is None:
+            channel.decline(step.task_id, step.round, f"no protected round in progress for step '{step.step}'")
+            return
+        try:
+            reply = self.protected.answer(step.step, step.message)
+        except (MedfedError, PayloadError) as error:
+            logger.warning("round %d: refusing step '%s': %s", step.round, step.step, error)
+            channel.decline(step.task_id, step.round, str(error))
+            return
+        outcome = channel.answer(step.task_id, step.round, reply)
+        if not outcome.accepted:
+            logger.warning("round %d: reply to '%s' refused: %s", step.round, step.step, outcome.reason)
 
 
 def _check_failure(error: Exception, failures: int, max_failures: int | None) -> None:

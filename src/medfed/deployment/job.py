@@ -14,7 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from medfed.config.schema import FederationConfig, ModelConfig, StrategyConfig, TrainingConfig
+from medfed.config.schema import FederationConfig, ModelConfig, PrivacyConfig, StrategyConfig, TrainingConfig
 from medfed.errors import ConfigError
 
 
@@ -23,7 +23,11 @@ class _Strict(BaseModel):
 
 
 class SiteJob(_Strict):
-    """What every site must agree on to train its part of a round."""
+    """What every site must agree on to train its part of a round.
+
+    Sites read ``federation.rounds`` to plan their privacy budget, and ``privacy`` to know the
+    round's protection (DP-SGD settings, secure aggregation, CKKS).
+    """
 
     seed: int = 0
     task: Literal["segmentation", "classification"] = "segmentation"
@@ -31,6 +35,8 @@ class SiteJob(_Strict):
     training: TrainingConfig = TrainingConfig()
     strategy: StrategyConfig = StrategyConfig(name="fedavg")
     augment: bool = False
+    federation: FederationConfig = FederationConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
 
 class JobConfig(SiteJob):
@@ -40,21 +46,23 @@ class JobConfig(SiteJob):
         model: {name: unet, params: {channels: [16, 32, 64], strides: [2, 2]}}
         strategy: {name: fedprox, mu: 0.01}
         federation: {rounds: 20, min_sites: 2}
+        privacy: {secure_aggregation: {threshold_fraction: 0.5}}
         round_timeout_s: 900
 
     Attributes:
         name: The run's name in the metrics log.
-        federation: Rounds, participation fraction and the quorum ``min_sites``.
         sites: Sites taking part (default: every site of the server's kit).
         round_timeout_s: Deadline of a round; sites that miss it are left out of the round.
+        step_timeout_s: Deadline of each protocol step of a secure or encrypted round; a site
+            that misses it has dropped out.
         poll_s: How long a site's request for work waits before it is told to ask again.
         max_round_attempts: Tries of a round that misses its quorum before the server gives up.
     """
 
     name: str = "job"
-    federation: FederationConfig = FederationConfig()
     sites: list[str] | None = None
     round_timeout_s: float = Field(600.0, gt=0)
+    step_timeout_s: float = Field(60.0, gt=0)
     poll_s: float = Field(10.0, gt=0)
     max_round_attempts: int = Field(10, ge=1)
 

@@ -12,8 +12,12 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import tenseal as ts
+
 from medfed.deployment.job import JobConfig, site_job_json
+from medfed.deployment.protected_server import GrpcCkksConnector, GrpcSecureAggregationConnector
 from medfed.deployment.status import HISTORY_LENGTH, RoundSummary, ServerStatus, summarise, write_status
+from medfed.errors import ConfigError
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import (
     Checkpoint,
@@ -22,9 +26,11 @@ from medfed.orchestration.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from medfed.orchestration.connector import SiteConnector
 from medfed.orchestration.loop import QuorumNotReached, RoundPlan, run_round
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog
 from medfed.orchestration.site import cpu_weights
+from medfed.privacy.setup import expected_sites, prepare_model, protect_strategy
 from medfed.strategies.base import Strategy
 from medfed.strategies.registry import STRATEGIES
 from medfed.transport.board import RoundBoard
@@ -47,6 +53,7 @@ class ServerSettings:
         tls: The server's certificate, key and CA; ``None`` runs in plain text (``--insecure``).
         authenticate: Client-certificate check (required with ``tls``).
         gzip: Compress outgoing messages.
+        ckks_context: The keyless CKKS context of the server's kit (jobs with encryption).
     """
 
     state_dir: Path
@@ -55,6 +62,7 @@ class ServerSettings:
     tls: TlsFiles | None
     authenticate: Authenticator | None
     gzip: bool = False
+    ckks_context: ts.Context | None = None
 
 
 def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
@@ -62,10 +70,16 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
     if (settings.tls is None) != (settings.authenticate is None):
         raise ValueError("tls and authenticate go together: both set, or both None (insecure)")
     sites = sorted(job.sites or settings.sites)
-    strategy = STRATEGIES.create(job.strategy.name, **job.strategy.params)
+    strategy = protect_strategy(
+        job.privacy,
+        STRATEGIES.create(job.strategy.name, **job.strategy.params),
+        expected_sites=expected_sites(job.federation, len(sites)),
+        seed=job.seed,
+    )
+    board = RoundBoard()
+    connector = site_connector(job, board, settings.ckks_context)
     metrics = MetricsLog(settings.state_dir)
     state = initial_state(job, strategy, settings.state_dir, metrics)
-    board = RoundBoard()
     servicer = FederationServicer(
         board, sites=sites, job_json=site_job_json(job), authenticate=settings.authenticate, poll_s=job.poll_s
     )
@@ -85,7 +99,6 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
             min_sites=min(job.federation.min_sites, len(sites)),
             seed=job.seed,
         )
-        connector = GrpcConnector(board, round_timeout_s=job.round_timeout_s)
         recorder = _RoundRecorder(job.name, settings.state_dir, metrics, reporter)
         state = _run_rounds(strategy, state, plan, connector, recorder, job.max_round_attempts)
         board.finish()
@@ -102,7 +115,7 @@ def initial_state(job: JobConfig, strategy: Strategy, state_dir: Path, metrics: 
     latest = latest_checkpoint(state_dir / "checkpoints")
     if latest is None:
         metrics.discard_after(job.name, 0)
-        model = build_model(job.model.name, job.model.params, seed=job.seed)
+        model = prepare_model(job.privacy, build_model(job.model.name, job.model.params, seed=job.seed))
         return strategy.init(cpu_weights(model))
     state = load_checkpoint(latest).server
     metrics.discard_after(job.name, state.round)
@@ -110,11 +123,32 @@ def initial_state(job: JobConfig, strategy: Strategy, state_dir: Path, metrics: 
     return state
 
 
+def site_connector(job: JobConfig, board: RoundBoard, ckks_context: ts.Context | None) -> SiteConnector:
+    """Reaches the sites through ``board``: plainly, or by secure or CKKS aggregation as the
+    job's ``privacy:`` section says.
+
+    Raises:
+        ConfigError: The job uses CKKS but the server has no CKKS context.
+    """
+    timeouts = {"round_timeout_s": job.round_timeout_s, "step_timeout_s": job.step_timeout_s}
+    secure = job.privacy.secure_aggregation
+    if secure is not None:
+        return GrpcSecureAggregationConnector(board, threshold_fraction=secure.threshold_fraction, **timeouts)
+    if job.privacy.encryption is not None:
+        if ckks_context is None:
+            raise ConfigError(
+                "the job uses CKKS encryption but the server has no CKKS context; provision the "
+                "kits with 'encryption: ckks' and start the server with its kit"
+            )
+        return GrpcCkksConnector(board, ckks_context, **timeouts)
+    return GrpcConnector(board, round_timeout_s=job.round_timeout_s)
+
+
 def _run_rounds(
     strategy: Strategy,
     state: ServerState,
     plan: RoundPlan,
-    connector: GrpcConnector,
+    connector: SiteConnector,
     on_round: _RoundRecorder,
     max_attempts: int,
 ) -> ServerState:

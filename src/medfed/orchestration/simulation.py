@@ -3,7 +3,6 @@ that a resumed run ends with the weights of an uninterrupted one."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog
 from medfed.orchestration.site import LocalSite, cpu_weights
+from medfed.privacy.setup import expected_sites, prepare_model, protect_strategy
 from medfed.training import LocalTrainer, TrainSettings, evaluate
 from medfed.training.trainer import Trainer
 from medfed.types import ServerState, SiteState, TrainResult, Weights
@@ -89,16 +89,11 @@ class ExperimentRunner:
     def new_model(self) -> nn.Module:
         """The run's initial model (identical for every experiment; DP-compatible under DP-SGD)."""
         model = build_model(self.config.model.name, self.model_params, seed=self.config.seed)
-        if self.config.privacy.dp_sgd is not None:
-            from medfed.privacy.dp import make_dp_compatible  # imports Opacus: only when DP is on
-
-            model, _ = make_dp_compatible(model)
-        return model
+        return prepare_model(self.config.privacy, model)
 
     def run(self, experiment: Experiment) -> ExperimentResult:
         """Runs ``experiment`` from its last checkpoint (or from scratch) to the last round."""
-        experiment = self._with_client_dp(experiment)
-        experiment = self._with_encryption(self._with_secure_aggregation(experiment))
+        experiment = self._protected(experiment)
         directory = self.run_dir / "checkpoints" / experiment.name
         model = self.new_model()
         state, site_states = self._start(experiment, model, directory)
@@ -167,33 +162,15 @@ class ExperimentRunner:
             state=state,
         )
 
-    def _with_client_dp(self, experiment: Experiment) -> Experiment:
-        """``experiment`` with its strategy wrapped in client-level DP when configured."""
-        if self.config.privacy.client_dp is None or experiment.kind != "federated":
+    def _protected(self, experiment: Experiment) -> Experiment:
+        """A federated ``experiment`` with its strategy wrapped as the ``privacy:`` section says."""
+        if experiment.kind != "federated":
             return experiment
-        from medfed.privacy.dp.config import client_dp
-
-        federation = self.config.federation
-        count = len(experiment.sites)
-        expected = min(count, max(federation.min_sites, math.ceil(federation.fraction * count)))
-        strategy = client_dp(self.config.privacy, experiment.strategy, expected_sites=expected, seed=self.config.seed)
+        expected = expected_sites(self.config.federation, len(experiment.sites))
+        strategy = protect_strategy(
+            self.config.privacy, experiment.strategy, expected_sites=expected, seed=self.config.seed
+        )
         return replace(experiment, strategy=strategy)
-
-    def _with_secure_aggregation(self, experiment: Experiment) -> Experiment:
-        """``experiment`` with its strategy wrapped in ``SecureAggregation`` when configured."""
-        if self.config.privacy.secure_aggregation is None or experiment.kind != "federated":
-            return experiment
-        from medfed.privacy.secagg import SecureAggregation  # imports cryptography: only when on
-
-        return replace(experiment, strategy=SecureAggregation(experiment.strategy))
-
-    def _with_encryption(self, experiment: Experiment) -> Experiment:
-        """``experiment`` with its strategy wrapped in ``EncryptedAggregation`` when configured."""
-        if self.config.privacy.encryption is None or experiment.kind != "federated":
-            return experiment
-        from medfed.privacy.ckks_connector import EncryptedAggregation  # TenSEAL: only when on
-
-        return replace(experiment, strategy=EncryptedAggregation(experiment.strategy))
 
     def _connector(self, experiment: Experiment, sites: Mapping[str, LocalSite]) -> SiteConnector:
         """Reaches the sites in process; through secure aggregation or CKKS when configured.

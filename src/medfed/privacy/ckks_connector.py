@@ -40,6 +40,10 @@ from medfed.privacy.secagg.vectors import layout_of
 from medfed.types import TrainResult, TrainTask
 
 
+DECRYPT = "ckks/decrypt"
+"""The protocol step in which one site decrypts the summed ciphertexts (deployments only)."""
+
+
 class _Connector(Protocol):
     def train(self, tasks: Mapping[str, TrainTask]) -> list[TrainResult]: ...
 

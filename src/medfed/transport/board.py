@@ -21,7 +21,7 @@ from typing import Any
 from medfed.errors import UpdateRejected
 from medfed.orchestration.validation import validate_result
 from medfed.transport.codec import decode_result, encode_task
-from medfed.types import TrainResult, TrainTask
+from medfed.types import TrainResult, TrainTask, Weights
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class RoundBoard:
         payloads = {
             site: encoded.setdefault(id(task), encode_task(task)) for site, task in tasks.items()
         }
-        accept = accept or _train_result(round, tasks)
+        accept = accept or accept_train_result(round, {site: task.weights for site, task in tasks.items()})
         self._open(_Posting(round, _new_id(), "", payloads, dict(protocol or {}), accept, reply_limit))
 
     def post_step(
@@ -264,12 +264,13 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
-def _train_result(round: int, tasks: Mapping[str, TrainTask]) -> Accept:
-    """Accepts a ``TrainResult`` that ``validate_result`` passes against the site's task."""
+def accept_train_result(round: int, references: Mapping[str, Weights]) -> Accept:
+    """Accepts a ``TrainResult`` of ``round`` that ``validate_result`` passes against the
+    answering site's reference weights (those of its task)."""
 
     def accept(site: str, payload: bytes) -> TrainResult:
         result = decode_result(payload, site=site)
-        validate_result(result, tasks[site].weights, round=round)
+        validate_result(result, references[site], round=round)
         return result
 
     return accept

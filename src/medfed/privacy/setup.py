@@ -1,0 +1,48 @@
+"""From the ``privacy:`` section to the pieces a run uses, the same in simulation and deployment:
+the protected strategy, the DP-compatible model and the number of sites a round expects."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from medfed.config.schema import FederationConfig, PrivacyConfig
+from medfed.strategies.base import Strategy
+
+
+def protect_strategy(privacy: PrivacyConfig, strategy: Strategy, *, expected_sites: int, seed: int) -> Strategy:
+    """``strategy`` wrapped as ``privacy`` says: client-level DP, then secure aggregation or
+    CKKS (each imports its libraries only when configured)."""
+    if privacy.client_dp is not None:
+        from medfed.privacy.dp.config import client_dp
+
+        strategy = client_dp(privacy, strategy, expected_sites=expected_sites, seed=seed)
+    if privacy.secure_aggregation is not None:
+        from medfed.privacy.secagg import SecureAggregation
+
+        strategy = SecureAggregation(strategy)
+    if privacy.encryption is not None:
+        from medfed.privacy.ckks_connector import EncryptedAggregation
+
+        strategy = EncryptedAggregation(strategy)
+    return strategy
+
+
+def prepare_model(privacy: PrivacyConfig, model: nn.Module) -> nn.Module:
+    """``model`` made DP-compatible (Opacus's ``ModuleValidator.fix``) under DP-SGD, else as is.
+
+    Server and sites call it on the same initial model, so they agree on the architecture.
+    """
+    if privacy.dp_sgd is None:
+        return model
+    from medfed.privacy.dp import make_dp_compatible  # imports Opacus: only when DP is on
+
+    fixed, _ = make_dp_compatible(model)
+    return fixed
+
+
+def expected_sites(federation: FederationConfig, num_sites: int) -> int:
+    """Sites a round asks: the sampled fraction of ``num_sites``, at least ``min_sites``."""
+    sampled = math.ceil(federation.fraction * num_sites)
+    return min(num_sites, max(federation.min_sites, sampled))
