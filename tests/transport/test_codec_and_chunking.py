@@ -7,9 +7,12 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from medfed.privacy.ckks import EncryptedVector
+from medfed.privacy.secagg.messages import RevealedShare, SecAggConfig, SecAggInvitation, UnmaskResponse
 from medfed.transport.chunking import Reassembler, digest, split
 from medfed.transport.codec import decode_result, decode_task, encode_result, encode_task
 from medfed.transport.errors import PayloadError
+from medfed.transport.protocol_codec import decode_message, encode_message
 from medfed.transport.serde import Kind, payload_stream, read_stream, signal_stream
 from medfed.types import TrainResult, TrainTask
 
@@ -95,3 +98,15 @@ def test_stream_without_header_or_with_two_headers_is_rejected() -> None:
         read_stream(messages[1:], limit=100)
     with pytest.raises(PayloadError, match="one header"):
         read_stream([messages[0], messages[0]], limit=100)
+
+
+def test_protocol_messages_round_trip_through_protobuf_and_garbage_is_a_payload_error() -> None:
+    invitation = SecAggInvitation(SecAggConfig(b"s" * 16, (1, 2, 3), 2, 10, 24, 64), client_id=2)
+    response = UnmaskResponse(b"s" * 16, 3, (RevealedShare(1, b"\x00" * 66),), (RevealedShare(2, b"\x01"),))
+    vector = EncryptedVector(5, (b"one", b"two"))
+    for message in (invitation, response, vector):
+        assert decode_message(type(message), encode_message(message)) == message
+    with pytest.raises(PayloadError, match="not a valid UnmaskResponse"):
+        decode_message(UnmaskResponse, b"\xff\xff\xff")
+    with pytest.raises(PayloadError, match="schema version 7"):
+        decode_message(EncryptedVector, encode_message(EncryptedVector(5, (), schema_version=7)))

@@ -1,0 +1,94 @@
+"""The server's secure-aggregation connector on a board, with sites played by threads: drop-outs
+in the middle of the protocol and forged senders, without gRPC."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from medfed.deployment.protected_server import GrpcSecureAggregationConnector
+from medfed.deployment.protected_site import SecureAggregationRound
+from medfed.privacy.protected_sum import is_protected_aggregate
+from medfed.privacy.secagg.messages import AdvertiseKeys
+from medfed.privacy.secagg.rounds import MASKED_INPUT, UNMASK
+from medfed.transport.board import Offer, RoundBoard
+from medfed.transport.codec import decode_task
+from medfed.transport.protocol_codec import decode_message, encode_message
+from medfed.types import TrainResult, TrainTask
+
+SITES = {"a": 1.0, "b": 2.0, "c": 4.0, "d": 8.0}  # each site's trained value; each has 2 samples
+TASK = TrainTask(round=1, weights={"w": torch.zeros(3), "b": torch.zeros(1)})
+
+Forge = Callable[[bytes], bytes]
+
+
+def _site(board: RoundBoard, name: str, *, silent_from: str | None = None, forge: Forge | None = None) -> None:
+    """Answers the board's postings for ``name`` until it is told to stop or falls silent."""
+    protected = None
+    while True:
+        offer = board.offer(name, timeout_s=5)
+        if not isinstance(offer, Offer):
+            return
+        if offer.step == silent_from:
+            return  # drops out: never answers this step
+        if offer.step:
+            reply = protected.answer(offer.step, offer.payload)  # type: ignore[union-attr]
+        else:
+            task = decode_task(offer.payload)
+            trained = {key: torch.full_like(t, SITES[name]) for key, t in task.weights.items()}
+            protected = SecureAggregationRound(task, offer.protocol, TrainResult(name, 1, trained, 2))
+            reply = protected.upload() if forge is None else forge(protected.upload())
+        try:
+            board.receive(name, offer.task_id, reply)
+        except Exception:  # refused: this site is out of the round
+            return
+
+
+def _round(**behaviour: dict) -> list[TrainResult]:
+    board = RoundBoard()
+    connector = GrpcSecureAggregationConnector(board, round_timeout_s=10, step_timeout_s=2, threshold_fraction=0.5)
+    threads = [threading.Thread(target=_site, args=(board, name), kwargs=behaviour.get(name, {})) for name in SITES]
+    for thread in threads:
+        thread.start()
+    try:
+        return connector.train({name: TASK for name in SITES})
+    finally:
+        board.finish()
+        for thread in threads:
+            thread.join(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("silent_from", "in_sum"),
+    [
+        # c shared its keys but sent no masked input: its pairwise masks are removed, its input left out.
+        (MASKED_INPUT, ["a", "b", "d"]),
+        # c sent its masked input and then left: its input is in the sum all the same.
+        (UNMASK, ["a", "b", "c", "d"]),
+    ],
+)
+def test_the_sum_survives_a_site_dropping_out_mid_protocol(silent_from: str, in_sum: list[str]) -> None:
+    results = _round(c={"silent_from": silent_from})  # 4 sites, threshold 3: one may drop out
+    assert len(results) == 1 and is_protected_aggregate(results[0])
+    expected = sum(SITES[name] for name in in_sum) / len(in_sum)
+    torch.testing.assert_close(results[0].weights["w"], torch.full((3,), expected), atol=1e-6, rtol=0)
+    assert results[0].num_samples == 2 * len(in_sum)
+
+
+def test_too_many_drop_outs_give_no_result_rather_than_a_wrong_sum() -> None:
+    assert _round(c={"silent_from": MASKED_INPUT}, d={"silent_from": UNMASK}) == []
+
+
+def _claim_client_1(advert: bytes) -> bytes:
+    message = decode_message(AdvertiseKeys, advert)
+    return encode_message(AdvertiseKeys(message.session, 1, message.c_public, message.s_public))
+
+
+@pytest.mark.parametrize("impostor", ["b", "d"])
+def test_a_site_posing_as_another_client_is_refused_and_left_out(impostor: str) -> None:
+    results = _round(**{impostor: {"forge": _claim_client_1}})
+    others = [value for name, value in SITES.items() if name != impostor]
+    torch.testing.assert_close(results[0].weights["w"], torch.full((3,), sum(others) / 3), atol=1e-6, rtol=0)
