@@ -99,3 +99,7 @@ def test_a_site_whose_own_dp_budget_is_spent_declines_and_the_others_go_on(tmp_p
     ledgers = {site: json.loads((tmp_path / site / "privacy" / f"{site}.json").read_text()) for site in ("hospital_a", "hospital_b")}
     assert all(len(ledger["releases"]) == ROUNDS for ledger in ledgers.values())
     assert not (tmp_path / "hospital_c" / "privacy" / "hospital_c.json").exists()
+    with sqlite3.connect(tmp_path / "state" / "metrics.sqlite") as db:
+        spent = db.execute("SELECT site, round, value FROM metrics WHERE metric = 'epsilon' ORDER BY site, round").fetchall()
+    assert [(site, round) for site, round, _ in spent] == [("hospital_a", 1), ("hospital_a", 2), ("hospital_b", 1), ("hospital_b", 2)]
+    assert all(0 < value <= 50 for _, _, value in spent) and spent[0][2] < spent[1][2]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -192,6 +192,9 @@ class _Worker:
         except PrivacyBudgetExceeded as spent:  # the site's own decision: it sits the round out
             channel.decline(task_id, task.round, str(spent))
             return
+        epsilon = getattr(site.trainer, "epsilon", None)  # DP-SGD: reported with the result
+        if epsilon is not None:
+            result = replace(result, metrics={**result.metrics, "epsilon": float(epsilon)})
         try:
             self.protected = self.builder.protected_round(assignment, result)
             upload = None if self.protected is None else self.protected.upload()
