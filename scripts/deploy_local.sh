@@ -33,7 +33,7 @@ YAML
 server=$!
 clients=()
 for site in hospital_a hospital_b hospital_c; do
-  "$MEDFED" client --kit "$WORK/kits/$site" --data "$WORK/data/$site" > "$WORK/$site.log" 2>&1 &
+  "$MEDFED" client --kit "$WORK/kits/$site" --data "$WORK/data/$site" --state-dir "$WORK/$site" > "$WORK/$site.log" 2>&1 &
   clients+=($!)
 done
 trap 'kill "${clients[@]}" "$server" 2>/dev/null || true' EXIT

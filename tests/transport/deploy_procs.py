@@ -111,5 +111,10 @@ def server_args(kits: Path, job: Path, state: Path, port: int) -> list[str]:
 
 
 def client_args(kits: Path, site: str, data: Path, port: int) -> list[str]:
+    """A site's command; its own files go to ``<kits>/../site-state/<site>``."""
     return ["client", "--kit", str(kits / site), "--data", str(data), "--server", f"127.0.0.1:{port}",
-            "--max-backoff", "1", "--max-failures", "200"]
+            "--max-backoff", "1", "--max-failures", "200", "--state-dir", str(site_state_dir(kits, site))]
+
+
+def site_state_dir(kits: Path, site: str) -> Path:
+    return kits.parent / "site-state" / site

@@ -21,7 +21,7 @@ from medfed.provision import ProjectConfig, provision
 from medfed.strategies.registry import STRATEGIES
 from medfed.types import AGGREGATE_SITE, Weights
 
-from deploy_procs import SITES, client_args, free_port, make_data, processes, server_args, write_job
+from deploy_procs import SITES, client_args, free_port, make_data, processes, server_args, site_state_dir, write_job
 
 ROUNDS = 2
 # SGD: Adam would turn the fixed-point rounding of round 1 into ~1e-3 differences in round 2.
@@ -50,8 +50,7 @@ def _run(tmp_path: Path, privacy: dict[str, Any], *, encryption: str | None = No
     with processes(tmp_path / "logs") as group:
         server = group.start("server", *server_args(kits, job, state, port))
         clients = [
-            group.start(site, *client_args(kits, site, data[site], port), "--state-dir", str(tmp_path / site),
-                        *(client_extra or {}).get(site, []))
+            group.start(site, *client_args(kits, site, data[site], port), *(client_extra or {}).get(site, []))
             for site in SITES
         ]
         assert server.wait(timeout=240) == 0, group.log("server")
@@ -96,9 +95,9 @@ def test_a_site_whose_own_dp_budget_is_spent_declines_and_the_others_go_on(tmp_p
         assert checkpoint.metadata["participants"] == "hospital_a,hospital_b"
     assert "site 'hospital_c' declined" in group.log("server")
     assert "0 rounds trained here" in group.log("hospital_c")
-    ledgers = {site: json.loads((tmp_path / site / "privacy" / f"{site}.json").read_text()) for site in ("hospital_a", "hospital_b")}
-    assert all(len(ledger["releases"]) == ROUNDS for ledger in ledgers.values())
-    assert not (tmp_path / "hospital_c" / "privacy" / "hospital_c.json").exists()
+    ledger = lambda site: site_state_dir(tmp_path / "kits", site) / "privacy" / f"{site}.json"  # noqa: E731
+    assert all(len(json.loads(ledger(site).read_text())["releases"]) == ROUNDS for site in ("hospital_a", "hospital_b"))
+    assert not ledger("hospital_c").exists()
     with sqlite3.connect(tmp_path / "state" / "metrics.sqlite") as db:
         spent = db.execute("SELECT site, round, value FROM metrics WHERE metric = 'epsilon' ORDER BY site, round").fetchall()
     assert [(site, round) for site, round, _ in spent] == [("hospital_a", 1), ("hospital_a", 2), ("hospital_b", 1), ("hospital_b", 2)]

@@ -100,7 +100,7 @@ def client(
     gzip: Annotated[bool, typer.Option(help="gzip-compress messages.")] = False,
     max_failures: Annotated[Optional[int], typer.Option(help="Give up after this many failed calls in a row.")] = None,
     max_backoff: Annotated[float, typer.Option(help="Longest wait between reconnection attempts, in seconds.")] = 30.0,
-    state_dir: Annotated[Optional[Path], typer.Option(help="The site's privacy ledger (default: medfed-site-<site>).")] = None,
+    state_dir: Annotated[Optional[Path], typer.Option(help="The site's own files: privacy ledger, strategy state (default: medfed-site-<site>).")] = None,
     epsilon: Annotated[Optional[float], typer.Option(help="This site's own DP budget epsilon (overrides the job's).")] = None,
     delta: Annotated[Optional[float], typer.Option(help="This site's own DP delta (with --epsilon).")] = None,
 ) -> None:
@@ -108,7 +108,7 @@ def client(
     data never leave the site."""
     from medfed.config.schema import SiteBudgetConfig
     from medfed.data import load_site
-    from medfed.deployment.client import SiteBuilder, SitePrivacy, run_client
+    from medfed.deployment.client import SiteBuilder, SiteOptions, run_client
     from medfed.privacy.ckks import load_site_context
     from medfed.provision import load_client_kit
     from medfed.transport.backoff import Backoff
@@ -126,12 +126,12 @@ def client(
     server_name = client_kit.server_name if client_kit else None
     if delta is not None and epsilon is None:
         raise typer.BadParameter("--delta goes with --epsilon")
-    privacy = SitePrivacy(
+    options = SiteOptions(
         state_dir=state_dir or Path(f"medfed-site-{name}"),
         budget=None if epsilon is None else SiteBudgetConfig(epsilon=epsilon, delta=delta),
         ckks_context=load_site_context(client_kit.ckks_context) if client_kit and client_kit.ckks_context else None,
     )
-    builder = SiteBuilder(load_site(name, data, format), privacy)
+    builder = SiteBuilder(load_site(name, data, format), options)
 
     def connect() -> SiteChannel:
         return SiteChannel(target, site=name, tls=tls, server_name=server_name, gzip=gzip)

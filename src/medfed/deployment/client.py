@@ -7,6 +7,7 @@ exponential backoff and jitter; when it comes back the site receives the running
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from medfed.deployment.job import SiteJob, parse_site_job
 from medfed.deployment.protected_site import CkksRound, ProtectedRound, SecureAggregationRound
 from medfed.errors import ConfigError, MedfedError, PrivacyBudgetExceeded
 from medfed.models import build_model
+from medfed.orchestration.checkpoint import load_site_state, save_site_state
 from medfed.orchestration.site import LocalSite
 from medfed.privacy.setup import prepare_model
 from medfed.strategies.registry import STRATEGIES
@@ -31,20 +33,26 @@ from medfed.transport.backoff import Backoff
 from medfed.transport.client import Assignment, SiteChannel, Step
 from medfed.transport.errors import AuthenticationError, PayloadError, TransportError
 from medfed.transport.serde import Kind
-from medfed.types import TrainResult
+from medfed.types import SiteState, TrainResult
 
 logger = logging.getLogger(__name__)
 
 _FATAL = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 
 
+STATE_FILE = "site_state.safetensors"
+"""The site's private strategy state in ``state_dir`` (e.g. SCAFFOLD's control variate)."""
+
+
 @dataclass(frozen=True)
-class SitePrivacy:
-    """What a site decides about its own privacy, whatever the server's job says.
+class SiteOptions:
+    """What a site decides for itself, whatever the server's job says.
 
     Attributes:
-        state_dir: Where the site keeps its privacy ledger (``privacy/<site>.json``); it
-            survives restarts and jobs: privacy spent stays spent.
+        state_dir: The site's own files: its privacy ledger (``privacy/<site>.json``, kept
+            across restarts and jobs: privacy spent stays spent) and its private strategy state
+            (``site_state.safetensors``, saved after every accepted update and reloaded by a
+            restarted client for the same job).
         budget: The site's own (epsilon, delta) for DP-SGD, replacing the job's.
         ckks_context: The sites' shared secret-key CKKS context (``ckks.ctx`` of the kit).
     """
@@ -60,23 +68,40 @@ class SiteBuilder:
 
     Args:
         data: This site's cases (all used for training).
-        privacy: The site's own privacy settings (ledger folder, budget, CKKS key).
+        options: The site's own settings (state folder, DP budget, CKKS key).
     """
 
-    def __init__(self, data: SiteData, privacy: SitePrivacy) -> None:
+    def __init__(self, data: SiteData, options: SiteOptions) -> None:
         self.data = data
-        self.privacy = privacy
+        self.options = options
         self._job_json: str | None = None
-        self._job: SiteJob | None = None
         self._site: LocalSite | None = None
 
     def site_for(self, job_json: str) -> LocalSite:
-        """The ``LocalSite`` for the job described by ``job_json``."""
+        """The ``LocalSite`` for the job described by ``job_json``, with the private state this
+        site saved for the same job before a restart."""
         if self._site is None or job_json != self._job_json:
-            self._job = parse_site_job(job_json)
-            self._site = build_local_site(self.data, self._job, self.privacy)
-            self._job_json = job_json
+            site = build_local_site(self.data, parse_site_job(job_json), self.options)
+            site.state = self._saved_state(job_json) or site.state
+            self._site, self._job_json = site, job_json
         return self._site
+
+    def save_state(self) -> None:
+        """Saves the current site's private state (after the server accepted its update)."""
+        if self._site is not None and self._job_json is not None:
+            metadata = {"site": self.data.name, "job": _fingerprint(self._job_json)}
+            save_site_state(self.options.state_dir / STATE_FILE, self._site.state, metadata)
+
+    def _saved_state(self, job_json: str) -> SiteState | None:
+        path = self.options.state_dir / STATE_FILE
+        if not path.exists():
+            return None
+        state, metadata = load_site_state(path)
+        if metadata.get("site") != self.data.name or metadata.get("job") != _fingerprint(job_json):
+            logger.info("site state in '%s' belongs to another job; starting fresh", path)
+            return None
+        logger.info("resuming with the site state saved in '%s'", path)
+        return state
 
     def protected_round(self, assignment: Assignment, result: TrainResult) -> ProtectedRound | None:
         """The site's part of a secure or encrypted round (``None`` for a plain round)."""
@@ -84,22 +109,22 @@ class SiteBuilder:
         if privacy.secure_aggregation is not None:
             return SecureAggregationRound(assignment.task, assignment.protocol, result)
         if privacy.encryption is not None:
-            if self.privacy.ckks_context is None:
+            if self.options.ckks_context is None:
                 raise ConfigError(
                     f"site '{self.data.name}': the job uses CKKS encryption but this site has no "
                     "CKKS context; provision the kits with 'encryption: ckks'"
                 )
-            return CkksRound(self.privacy.ckks_context, assignment.task, result)
+            return CkksRound(self.options.ckks_context, assignment.task, result)
         return None
 
 
-def build_local_site(data: SiteData, job: SiteJob, privacy: SitePrivacy | None = None) -> LocalSite:
+def build_local_site(data: SiteData, job: SiteJob, options: SiteOptions | None = None) -> LocalSite:
     """A ``LocalSite`` training ``job``'s model with ``job``'s strategy on ``data``; with DP-SGD
     (the site's own budget and ledger) when the job asks for it."""
     dataset = build_dataset(data.cases, task=job.task, augment=job.augment, seed=job.seed, site=data.name)
     trainer: Trainer = LocalTrainer(task=job.task, settings=TrainSettings(**job.training.model_dump()))
     if job.privacy.dp_sgd is not None:
-        trainer = _dp_trainer(data.name, job, trainer, privacy)
+        trainer = _dp_trainer(data.name, job, trainer, options)
     return LocalSite(
         data.name,
         dataset,
@@ -110,16 +135,16 @@ def build_local_site(data: SiteData, job: SiteJob, privacy: SitePrivacy | None =
     )
 
 
-def _dp_trainer(site: str, job: SiteJob, inner: LocalTrainer, privacy: SitePrivacy | None) -> Trainer:
+def _dp_trainer(site: str, job: SiteJob, inner: LocalTrainer, options: SiteOptions | None) -> Trainer:
     from medfed.privacy.dp.config import dp_trainer  # imports Opacus: only when DP is on
 
-    if privacy is None:
+    if options is None:
         raise ConfigError(f"site '{site}': the job uses DP-SGD; the site needs a state folder for its ledger")
     settings = job.privacy
-    if privacy.budget is not None:
-        settings = settings.model_copy(update={"sites": {**settings.sites, site: privacy.budget}})
+    if options.budget is not None:
+        settings = settings.model_copy(update={"sites": {**settings.sites, site: options.budget}})
     return dp_trainer(
-        settings, inner, site, planned_rounds=job.federation.rounds, ledger_dir=privacy.state_dir / "privacy"
+        settings, inner, site, planned_rounds=job.federation.rounds, ledger_dir=options.state_dir / "privacy"
     )
 
 
@@ -208,6 +233,7 @@ class _Worker:
             outcome = channel.answer(task_id, task.round, upload)
         if outcome.accepted:
             logger.info("round %d: update accepted", task.round)
+            self.builder.save_state()
             self.trained += 1
         else:
             logger.warning("round %d: update refused: %s", task.round, outcome.reason)
@@ -225,6 +251,10 @@ class _Worker:
         outcome = channel.answer(step.task_id, step.round, reply)
         if not outcome.accepted:
             logger.warning("round %d: reply to '%s' refused: %s", step.round, step.step, outcome.reason)
+
+
+def _fingerprint(job_json: str) -> str:
+    return hashlib.sha256(job_json.encode()).hexdigest()
 
 
 def _check_failure(error: Exception, failures: int, max_failures: int | None) -> None:

@@ -1,9 +1,9 @@
 """Round checkpoints in safetensors, written atomically: a crash leaves the last one intact.
 
-One file holds the server state and, in simulation, every site's private state (in deployment a
-site keeps its own). Keys are flattened as ``server/weights/<name>``,
-``server/extra/<group>/<name>``, ``site/<site>/weights/<name>`` and
-``site/<site>/extra/<group>/<name>``.
+One file holds the server state and, in simulation, every site's private state. Keys are
+flattened as ``server/weights/<name>``, ``server/extra/<group>/<name>``,
+``site/<site>/weights/<name>`` and ``site/<site>/extra/<group>/<name>``. In deployment a site
+keeps its own state in a file of its own (``save_site_state``, keys ``site/...``).
 """
 
 from __future__ import annotations
@@ -72,17 +72,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     Raises:
         CheckpointError: The file is missing, truncated, or of another schema version.
     """
-    try:
-        data = path.read_bytes()
-        tensors = load_bytes(data)
-        metadata = _read_metadata(data)
-    except (OSError, SafetensorError, ValueError) as error:
-        raise CheckpointError(f"cannot read checkpoint '{path}': {error}") from error
-    if metadata.get("schema_version") != str(SCHEMA_VERSION):
-        raise CheckpointError(
-            f"checkpoint '{path}' has schema version {metadata.get('schema_version')}, "
-            f"this medfed reads {SCHEMA_VERSION}"
-        )
+    tensors, metadata = _read(path, "checkpoint")
     weights, extra = _unflatten(tensors, "server")
     server = ServerState(round=int(metadata["round"]), weights=weights, extra=extra)
     sites = {}
@@ -90,6 +80,38 @@ def load_checkpoint(path: Path) -> Checkpoint:
         site_weights, site_extra = _unflatten(tensors, f"site/{name}")
         sites[name] = SiteState(weights=site_weights, extra=site_extra)
     return Checkpoint(server=server, sites=sites, metadata=metadata)
+
+
+def save_site_state(path: Path, state: SiteState, metadata: Mapping[str, str]) -> None:
+    """Writes a deployed site's private ``state`` to ``path`` atomically, with ``metadata``."""
+    tensors = _flatten("site", state.weights, state.extra)
+    atomic_write(path, save_bytes(tensors, metadata={"schema_version": str(SCHEMA_VERSION), **metadata}))
+
+
+def load_site_state(path: Path) -> tuple[SiteState, dict[str, str]]:
+    """The state and metadata ``save_site_state`` wrote.
+
+    Raises:
+        CheckpointError: The file is missing, truncated, or of another schema version.
+    """
+    tensors, metadata = _read(path, "site state")
+    weights, extra = _unflatten(tensors, "site")
+    return SiteState(weights=weights, extra=extra), metadata
+
+
+def _read(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        data = path.read_bytes()
+        tensors = load_bytes(data)
+        metadata = _read_metadata(data)
+    except (OSError, SafetensorError, ValueError) as error:
+        raise CheckpointError(f"cannot read {what} '{path}': {error}") from error
+    if metadata.get("schema_version") != str(SCHEMA_VERSION):
+        raise CheckpointError(
+            f"{what} '{path}' has schema version {metadata.get('schema_version')}, "
+            f"this medfed reads {SCHEMA_VERSION}"
+        )
+    return tensors, metadata
 
 
 def _flatten(prefix: str, weights: Weights, extra: Mapping[str, Weights]) -> dict[str, torch.Tensor]:
