@@ -87,8 +87,12 @@ def test_ckks_over_mtls_gives_plain_fedavg_from_ciphertexts_summed_without_a_key
     assert "no site decrypted" not in group.log("server")
 
 
-def test_a_site_whose_own_dp_budget_is_spent_declines_and_the_others_go_on(tmp_path: Path) -> None:
-    privacy = {"epsilon": 50.0, "dp_sgd": {"noise": "fixed", "noise_multiplier": 1.0}}
+def test_dp_sgd_sites_decline_once_their_own_budget_is_spent_and_client_dp_is_accounted(tmp_path: Path) -> None:
+    privacy = {
+        "epsilon": 50.0,
+        "dp_sgd": {"noise": "fixed", "noise_multiplier": 1.0},
+        "client_dp": {"noise_multiplier": 0.5, "clip": 10.0},
+    }
     _, (final, _, group) = _run(tmp_path, privacy, client_extra={"hospital_c": ["--epsilon", "0.01"]})
     for round in range(1, ROUNDS + 1):
         checkpoint = load_checkpoint(checkpoint_path(tmp_path / "state" / "checkpoints", round))
@@ -100,5 +104,7 @@ def test_a_site_whose_own_dp_budget_is_spent_declines_and_the_others_go_on(tmp_p
     assert not ledger("hospital_c").exists()
     with sqlite3.connect(tmp_path / "state" / "metrics.sqlite") as db:
         spent = db.execute("SELECT site, round, value FROM metrics WHERE metric = 'epsilon' ORDER BY site, round").fetchall()
+        server = db.execute("SELECT value FROM metrics WHERE site = 'server' AND metric = 'client_epsilon' ORDER BY round").fetchall()
     assert [(site, round) for site, round, _ in spent] == [("hospital_a", 1), ("hospital_a", 2), ("hospital_b", 1), ("hospital_b", 2)]
     assert all(0 < value <= 50 for _, _, value in spent) and spent[0][2] < spent[1][2]
+    assert len(server) == ROUNDS and 0 < server[0][0] < server[1][0] < float("inf")  # client-level DP

@@ -99,7 +99,7 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
             min_sites=min(job.federation.min_sites, len(sites)),
             seed=job.seed,
         )
-        recorder = _RoundRecorder(job.name, settings.state_dir, metrics, reporter)
+        recorder = _RoundRecorder(job, strategy, settings.state_dir, metrics, reporter)
         state = _run_rounds(strategy, state, plan, connector, recorder, job.max_round_attempts)
         board.finish()
         reporter.finish()
@@ -169,21 +169,30 @@ def _run_rounds(
 
 class _RoundRecorder:
     """After each round: metrics first, then the checkpoint (a crash in between replays the
-    round, and ``record_round`` replaces its rows), then the status."""
+    round, and ``record_round`` replaces its rows), then the status. Under client-level DP the
+    server's ``client_epsilon`` joins the metrics (site ``server``, kind ``privacy``)."""
 
-    def __init__(self, job: str, state_dir: Path, metrics: MetricsLog, reporter: _StatusReporter) -> None:
-        self.job, self.state_dir, self.metrics, self.reporter = job, state_dir, metrics, reporter
+    def __init__(
+        self, job: JobConfig, strategy: Strategy, state_dir: Path, metrics: MetricsLog, reporter: _StatusReporter
+    ) -> None:
+        self.job, self.strategy, self.state_dir = job, strategy, state_dir
+        self.metrics, self.reporter = metrics, reporter
 
     def __call__(self, state: ServerState, results: list[TrainResult]) -> None:
         rows = [
-            MetricRow(self.job, state.round, result.site, "train", name, value)
+            MetricRow(self.job.name, state.round, result.site, "train", name, value)
             for result in results
             for name, value in result.metrics.items()
         ]
-        self.metrics.record_round(self.job, state.round, rows)
+        if self.job.privacy.client_dp is not None:
+            from medfed.privacy.dp.config import privacy_metrics  # imports Opacus: only when on
+
+            spent = privacy_metrics(self.job.privacy, {}, self.strategy, state)
+            rows += [MetricRow(self.job.name, state.round, site, "privacy", name, value) for site, name, value in spent]
+        self.metrics.record_round(self.job.name, state.round, rows)
         save_checkpoint(
             checkpoint_path(self.state_dir / "checkpoints", state.round),
-            Checkpoint(state, metadata={"job": self.job, "participants": ",".join(r.site for r in results)}),
+            Checkpoint(state, metadata={"job": self.job.name, "participants": ",".join(r.site for r in results)}),
         )
         logger.info("round %d done with %s", state.round, [result.site for result in results])
         summary = summarise(state.round, [r.site for r in results], [r.metrics for r in results])
