@@ -23,7 +23,18 @@ def test_job_yaml_reuses_schema_pieces_and_sites_get_their_part(tmp_path: Path) 
     assert "round_timeout_s" not in site_job_json(job)
 
 
-@pytest.mark.parametrize("text", ["round_timeout_s: -1\n", "bogus: 1\n", "federation: {rounds: 0}\n", ": :"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "round_timeout_s: -1\n",
+        "bogus: 1\n",
+        "federation: {rounds: 0}\n",
+        ": :",
+        "strategy: {name: fedprox, mu: -1}\n",
+        "strategy: {name: scaffold}\nprivacy: {secure_aggregation: {}}\n",
+        "strategy: {name: scaffold}\nprivacy: {encryption: {scheme: ckks}}\n",
+    ],
+)
 def test_bad_job_files_raise_config_error(tmp_path: Path, text: str) -> None:
     path = tmp_path / "job.yaml"
     path.write_text(text)

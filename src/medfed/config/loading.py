@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from medfed.config.schema import SimulationConfig
+from medfed.config.schema import PrivacyConfig, SimulationConfig, StrategyConfig
 from medfed.errors import ConfigError, MedfedError
 from medfed.models import MODELS
 from medfed.strategies.base import Strategy
@@ -39,19 +39,25 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> Simulation
     except ValidationError as error:
         raise ConfigError(f"invalid config {source}:\n{_describe(error)}") from None
     for index, strategy in enumerate(config.strategies):
-        try:
-            built = STRATEGIES.create(strategy.name, **strategy.params)
-        except (MedfedError, TypeError, ValueError) as error:
-            raise ConfigError(f"invalid config {source}: strategies.{index}: {error}") from None
-        if config.privacy.secure_aggregation is not None:
-            _check_secure_aggregation(built, f"invalid config {source}: strategies.{index}")
-        if config.privacy.encryption is not None:
-            _check_encryption(built, f"invalid config {source}: strategies.{index}")
+        check_strategy(strategy, config.privacy, f"invalid config {source}: strategies.{index}")
     try:
         MODELS.get(config.model.name)
     except MedfedError as error:
         raise ConfigError(f"invalid config {source}: model.name: {error}") from None
     return config
+
+
+def check_strategy(strategy: StrategyConfig, privacy: PrivacyConfig, where: str) -> None:
+    """Raises ``ConfigError`` (prefixed with ``where``) unless ``strategy`` builds with its
+    arguments and can be protected as ``privacy`` asks."""
+    try:
+        built = STRATEGIES.create(strategy.name, **strategy.params)
+    except (MedfedError, TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from None
+    if privacy.secure_aggregation is not None:
+        _check_secure_aggregation(built, where)
+    if privacy.encryption is not None:
+        _check_encryption(built, where)
 
 
 def _check_secure_aggregation(strategy: Strategy, where: str) -> None:

@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from medfed.config.loading import check_strategy
 from medfed.config.schema import FederationConfig, ModelConfig, PrivacyConfig, StrategyConfig, TrainingConfig
 from medfed.errors import ConfigError
 
@@ -85,8 +86,11 @@ def parse_site_job(text: str) -> SiteJob:
 
 
 def load_job(path: Path) -> JobConfig:
-    """Reads and validates a job YAML file; raises ``ConfigError`` naming the problem."""
+    """Reads and validates a job YAML file, including that its strategy can be built and
+    protected as ``privacy`` asks; raises ``ConfigError`` naming the problem."""
     try:
-        return JobConfig.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+        job = JobConfig.model_validate(yaml.safe_load(Path(path).read_text()) or {})
     except (OSError, yaml.YAMLError, ValidationError) as error:
         raise ConfigError(f"job file '{path}': {error}") from None
+    check_strategy(job.strategy, job.privacy, f"job file '{path}': strategy")
+    return job
