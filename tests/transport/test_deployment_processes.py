@@ -9,6 +9,7 @@ import torch
 
 from medfed.data import load_site
 from medfed.deployment.client import build_local_site
+from medfed.deployment.evaluation import DEFAULT_HOLDOUT, holdout_split
 from medfed.deployment.job import load_job
 from medfed.orchestration.checkpoint import checkpoint_path, load_checkpoint
 from medfed.orchestration.connector import InProcessConnector
@@ -30,9 +31,11 @@ from deploy_procs import (
 )
 
 def _reference(job_path: Path, data: dict[str, Path]) -> dict[str, torch.Tensor]:
-    """The same job run in process with the same LocalSite and run_rounds code."""
+    """The same job run in process with the same LocalSite and run_rounds code, on the cases
+    the sites train on (held-out cases excluded), without evaluation."""
     job = load_job(job_path)
-    sites = {name: build_local_site(load_site(name, path), job.site_job()) for name, path in data.items()}
+    train = {name: holdout_split(load_site(name, path), DEFAULT_HOLDOUT, job.seed)[0] for name, path in data.items()}
+    sites = {name: build_local_site(cases, job.site_job()) for name, cases in train.items()}
     strategy = STRATEGIES.create(job.strategy.name, **job.strategy.params)
     state = strategy.init(cpu_weights(build_model(job.model.name, job.model.params, seed=job.seed)))
     plan = RoundPlan(rounds=job.federation.rounds, sites=sorted(sites), min_sites=job.federation.min_sites, seed=job.seed)

@@ -11,6 +11,7 @@ import torch
 
 from medfed.data import load_site
 from medfed.deployment.client import build_local_site
+from medfed.deployment.evaluation import DEFAULT_HOLDOUT, holdout_split
 from medfed.deployment.job import load_job
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import checkpoint_path, load_checkpoint
@@ -32,7 +33,8 @@ def _plain_reference(job_path: Path, data: dict[str, Path]) -> Weights:
     """The same job in process and in the clear (plain FedAvg, no protection)."""
     job = load_job(job_path)
     site_job = job.site_job().model_copy(update={"privacy": job.privacy.model_copy(update={"secure_aggregation": None, "encryption": None})})
-    sites = {name: build_local_site(load_site(name, path), site_job) for name, path in data.items()}
+    train = {name: holdout_split(load_site(name, path), DEFAULT_HOLDOUT, job.seed)[0] for name, path in data.items()}
+    sites = {name: build_local_site(cases, site_job) for name, cases in train.items()}
     strategy = STRATEGIES.create(job.strategy.name, **job.strategy.params)
     state = strategy.init(cpu_weights(build_model(job.model.name, job.model.params, seed=job.seed)))
     plan = RoundPlan(rounds=ROUNDS, sites=sorted(sites), min_sites=job.federation.min_sites, seed=job.seed)
@@ -73,11 +75,13 @@ def test_secure_aggregation_over_mtls_gives_plain_fedavg_and_the_server_sees_onl
     log = group.log("server")
     assert log.count("secure sum of ['hospital_a', 'hospital_b', 'hospital_c']") == ROUNDS, log
     assert _sites_in_metrics(tmp_path / "state") == {AGGREGATE_SITE}  # no site's own result arrived
+    # Evaluation follows the round, outside its protocol: each site's metrics of the global model.
+    assert _sites_in_metrics(tmp_path / "state", split="eval") == set(SITES)
 
 
-def _sites_in_metrics(state: Path) -> set[str]:
+def _sites_in_metrics(state: Path, split: str = "train") -> set[str]:
     with sqlite3.connect(state / "metrics.sqlite") as db:
-        return {site for (site,) in db.execute("SELECT DISTINCT site FROM metrics")}
+        return {site for (site,) in db.execute("SELECT DISTINCT site FROM metrics WHERE split = ?", (split,))}
 
 
 def test_ckks_over_mtls_gives_plain_fedavg_from_ciphertexts_summed_without_a_key(tmp_path: Path) -> None:

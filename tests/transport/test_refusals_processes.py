@@ -47,7 +47,8 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     root = tmp_path_factory.mktemp("refusals")
     port = free_port()
     kits = make_kits(root, port, sites=[*JOB_SITES, "hospital_d"])
-    job = write_job(root / "job.yaml", sites=JOB_SITES, federation={"rounds": 3, "min_sites": 1}, round_timeout_s=90)
+    # evaluate_every 0: no evaluation step between the rounds these hand-driven sites expect.
+    job = write_job(root / "job.yaml", sites=JOB_SITES, federation={"rounds": 3, "min_sites": 1, "evaluate_every": 0}, round_timeout_s=90)
     group = Processes(root / "logs")
     try:
         group.start("server", *server_args(kits, job, root / "state", port))

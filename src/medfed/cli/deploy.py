@@ -103,9 +103,10 @@ def client(
     state_dir: Annotated[Optional[Path], typer.Option(help="The site's own files: privacy ledger, strategy state (default: medfed-site-<site>).")] = None,
     epsilon: Annotated[Optional[float], typer.Option(help="This site's own DP budget epsilon (overrides the job's).")] = None,
     delta: Annotated[Optional[float], typer.Option(help="This site's own DP delta (with --epsilon).")] = None,
+    holdout: Annotated[float, typer.Option(min=0.0, max=0.95, help="Fraction of the cases kept out of training to evaluate the global model on (0: train on all, evaluate nothing).")] = 0.2,
 ) -> None:
-    """Take part in a federated job as one site: pull tasks, train locally, send updates. The
-    data never leave the site."""
+    """Take part in a federated job as one site: pull tasks, train locally, send updates, and
+    evaluate each new global model on held-out cases. The data never leave the site."""
     from medfed.config.schema import SiteBudgetConfig
     from medfed.data import load_site
     from medfed.deployment.client import SiteBuilder, SiteOptions, run_client
@@ -130,6 +131,7 @@ def client(
         state_dir=state_dir or Path(f"medfed-site-{name}"),
         budget=None if epsilon is None else SiteBudgetConfig(epsilon=epsilon, delta=delta),
         ckks_context=load_site_context(client_kit.ckks_context) if client_kit and client_kit.ckks_context else None,
+        holdout=holdout,
     )
     builder = SiteBuilder(load_site(name, data, format), options)
 

@@ -88,6 +88,12 @@ class FederationConfig(_Strict):
         1, ge=0, description="Evaluate held-out sets every N rounds (0: after the last round only)."
     )
 
+    def evaluates_after(self, round: int) -> bool:
+        """Whether held-out cases are evaluated after ``round``: every ``evaluate_every``
+        rounds, and always after the last one (the rule of simulation and deployment alike)."""
+        every = self.evaluate_every
+        return round == self.rounds or (every > 0 and round % every == 0)
+
 
 class StrategyConfig(BaseModel):
     """A strategy by registry name; every other key is a constructor argument."""

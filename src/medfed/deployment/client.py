@@ -1,5 +1,6 @@
 """``medfed client``: a site's loop. Ask for work, train with ``LocalSite``, send the result (or,
-in a secure or encrypted round, the protocol messages that stand in for it).
+in a secure or encrypted round, the protocol messages that stand in for it); after a round,
+score the new global model on the cases held out of training and send the metrics.
 
 The site only opens connections (it pulls work). When the server is unreachable it retries with
 exponential backoff and jitter; when it comes back the site receives the running round's task.
@@ -19,6 +20,7 @@ import tenseal as ts
 
 from medfed.config.schema import SiteBudgetConfig
 from medfed.data import SiteData, build_dataset
+from medfed.deployment.evaluation import DEFAULT_HOLDOUT, EVALUATE, HeldOutEvaluator, encode_metrics, holdout_split
 from medfed.deployment.job import SiteJob, parse_site_job
 from medfed.deployment.protected_site import CkksRound, ProtectedRound, SecureAggregationRound
 from medfed.errors import ConfigError, MedfedError, PrivacyBudgetExceeded
@@ -31,9 +33,10 @@ from medfed.training import LocalTrainer, TrainSettings
 from medfed.training.trainer import Trainer
 from medfed.transport.backoff import Backoff
 from medfed.transport.client import Assignment, SiteChannel, Step
+from medfed.transport.codec import decode_task
 from medfed.transport.errors import AuthenticationError, PayloadError, TransportError
 from medfed.transport.serde import Kind
-from medfed.types import SiteState, TrainResult
+from medfed.types import SiteState, TrainResult, TrainTask
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +58,18 @@ class SiteOptions:
             restarted client for the same job).
         budget: The site's own (epsilon, delta) for DP-SGD, replacing the job's.
         ckks_context: The sites' shared secret-key CKKS context (``ckks.ctx`` of the kit).
+        holdout: Fraction of the site's cases kept out of training to evaluate the global
+            model on, in ``[0, 1)``; 0 trains on every case and evaluates nothing.
     """
 
     state_dir: Path
     budget: SiteBudgetConfig | None = None
     ckks_context: ts.Context | None = None
+    holdout: float = DEFAULT_HOLDOUT
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
 
 
 class SiteBuilder:
@@ -67,8 +77,9 @@ class SiteBuilder:
     and trainer as ``medfed simulate``; rebuilt (fresh site state) if the job changes.
 
     Args:
-        data: This site's cases (all used for training).
-        options: The site's own settings (state folder, DP budget, CKKS key).
+        data: This site's cases: ``options.holdout`` of them (chosen by ``split_cases`` with the
+            job's seed) are kept for evaluation, the others train.
+        options: The site's own settings (state folder, DP budget, CKKS key, holdout).
     """
 
     def __init__(self, data: SiteData, options: SiteOptions) -> None:
@@ -76,15 +87,41 @@ class SiteBuilder:
         self.options = options
         self._job_json: str | None = None
         self._site: LocalSite | None = None
+        self._evaluator: HeldOutEvaluator | None = None
 
     def site_for(self, job_json: str) -> LocalSite:
         """The ``LocalSite`` for the job described by ``job_json``, with the private state this
         site saved for the same job before a restart."""
         if self._site is None or job_json != self._job_json:
-            site = build_local_site(self.data, parse_site_job(job_json), self.options)
+            job = parse_site_job(job_json)
+            train, held_out = self._split(job)
+            site = build_local_site(train, job, self.options)
             site.state = self._saved_state(job_json) or site.state
             self._site, self._job_json = site, job_json
+            self._evaluator = HeldOutEvaluator(held_out, job)
         return self._site
+
+    def evaluate(self, job_json: str, task: TrainTask) -> dict[str, float]:
+        """This site's metrics of the global model in ``task`` on its held-out cases, with
+        the site's own part of the model (e.g. FedBN's norm layers); training state untouched.
+
+        Raises:
+            DataError: This site holds no case out, or no metric is defined on them.
+        """
+        site = self.site_for(job_json)
+        assert self._evaluator is not None  # built with the site
+        return self._evaluator.evaluate(site.strategy.site_model(task.weights, site.state), task.round)
+
+    def _split(self, job: SiteJob) -> tuple[SiteData, SiteData]:
+        train, held_out = holdout_split(self.data, self.options.holdout, job.seed)
+        if self.options.holdout > 0 and not held_out.cases:
+            logger.warning(
+                "site '%s' has %d case(s), too few to hold any out: it trains on all of them and "
+                "evaluates nothing", self.data.name, len(self.data.cases),
+            )
+        else:
+            logger.info("training on %d cases, %d held out for evaluation", len(train.cases), len(held_out.cases))
+        return train, held_out
 
     def save_state(self) -> None:
         """Saves the current site's private state (after the server accepted its update)."""
@@ -200,7 +237,8 @@ def run_client(
 
 
 class _Worker:
-    """Trains for tasks and answers protocol steps; holds the protected round in progress."""
+    """Trains for tasks, evaluates the global model and answers protocol steps; holds the
+    protected round in progress."""
 
     def __init__(self, builder: SiteBuilder) -> None:
         self.builder = builder
@@ -239,6 +277,9 @@ class _Worker:
             logger.warning("round %d: update refused: %s", task.round, outcome.reason)
 
     def step(self, channel: SiteChannel, step: Step) -> None:
+        if step.step == EVALUATE:  # after the round: outside any protected round's protocol
+            self.evaluate(channel, step)
+            return
         if self.protected is None:
             channel.decline(step.task_id, step.round, f"no protected round in progress for step '{step.step}'")
             return
@@ -251,6 +292,22 @@ class _Worker:
         outcome = channel.answer(step.task_id, step.round, reply)
         if not outcome.accepted:
             logger.warning("round %d: reply to '%s' refused: %s", step.round, step.step, outcome.reason)
+
+    def evaluate(self, channel: SiteChannel, step: Step) -> None:
+        try:
+            task = decode_task(step.message)
+            if task.round != step.round:
+                raise PayloadError(f"step round {step.round} differs from the model's round {task.round}")
+            metrics = self.builder.evaluate(step.job_json, task)
+        except (MedfedError, PayloadError) as error:
+            logger.warning("round %d: not evaluating: %s", step.round, error)
+            channel.decline(step.task_id, step.round, str(error))
+            return
+        outcome = channel.answer(step.task_id, step.round, encode_metrics(metrics))
+        if outcome.accepted:
+            logger.info("round %d: evaluated the global model: %s", step.round, metrics)
+        else:
+            logger.warning("round %d: metrics refused: %s", step.round, outcome.reason)
 
 
 def _fingerprint(job_json: str) -> str:

@@ -2,6 +2,8 @@
 
 The server resumes from its last checkpoint, so a killed server restarted with the same command
 loses no completed round; each round is checkpointed (atomically) before the next one starts.
+After a round, when ``federation.evaluate_every`` says so, the sites evaluate the new global
+model on their held-out cases and the server records their metrics with the round's.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import tenseal as ts
 
+from medfed.deployment.evaluation import SiteEvaluation, SiteMetrics
 from medfed.deployment.job import JobConfig, site_job_json
 from medfed.deployment.protected_server import GrpcCkksConnector, GrpcSecureAggregationConnector
 from medfed.deployment.status import HISTORY_LENGTH, RoundSummary, ServerStatus, summarise, write_status
@@ -99,7 +103,10 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
             min_sites=min(job.federation.min_sites, len(sites)),
             seed=job.seed,
         )
-        recorder = _RoundRecorder(job, strategy, settings.state_dir, metrics, reporter)
+        evaluation = SiteEvaluation(
+            board, sites=sites, task=job.task, timeout_s=job.step_timeout_s, seen_within_s=2 * job.poll_s + 1
+        )
+        recorder = _RoundRecorder(job, strategy, settings.state_dir, metrics, reporter, evaluation)
         state = _run_rounds(strategy, state, plan, connector, recorder, job.max_round_attempts)
         board.finish()
         reporter.finish()
@@ -168,21 +175,31 @@ def _run_rounds(
 
 
 class _RoundRecorder:
-    """After each round: metrics first, then the checkpoint (a crash in between replays the
-    round, and ``record_round`` replaces its rows), then the status. Under client-level DP the
-    server's ``client_epsilon`` joins the metrics (site ``server``, kind ``privacy``)."""
+    """After each round: the sites' evaluation when due, then metrics, then the checkpoint (a
+    crash in between replays the round, and ``record_round`` replaces its rows), then the
+    status. Training rows hold each result's metrics and ``num_samples``; evaluation rows have
+    kind ``eval``. Under client-level DP the server's ``client_epsilon`` joins the metrics
+    (site ``server``, kind ``privacy``)."""
 
     def __init__(
-        self, job: JobConfig, strategy: Strategy, state_dir: Path, metrics: MetricsLog, reporter: _StatusReporter
+        self,
+        job: JobConfig,
+        strategy: Strategy,
+        state_dir: Path,
+        metrics: MetricsLog,
+        reporter: _StatusReporter,
+        evaluate: Callable[[ServerState], SiteMetrics],
     ) -> None:
         self.job, self.strategy, self.state_dir = job, strategy, state_dir
-        self.metrics, self.reporter = metrics, reporter
+        self.metrics, self.reporter, self.evaluate = metrics, reporter, evaluate
 
     def __call__(self, state: ServerState, results: list[TrainResult]) -> None:
-        rows = [
-            MetricRow(self.job.name, state.round, result.site, "train", name, value)
-            for result in results
-            for name, value in result.metrics.items()
+        evaluated = self.evaluate(state) if self.job.federation.evaluates_after(state.round) else {}
+        rows = _training_rows(self.job.name, state.round, results)
+        rows += [
+            MetricRow(self.job.name, state.round, site, "eval", name, value)
+            for site, metrics in evaluated.items()
+            for name, value in metrics.items()
         ]
         if self.job.privacy.client_dp is not None:
             from medfed.privacy.dp.config import privacy_metrics  # imports Opacus: only when on
@@ -196,7 +213,20 @@ class _RoundRecorder:
         )
         logger.info("round %d done with %s", state.round, [result.site for result in results])
         summary = summarise(state.round, [r.site for r in results], [r.metrics for r in results])
-        self.reporter.completed(summary)
+        means = summarise(state.round, list(evaluated), list(evaluated.values())).metrics
+        self.reporter.completed(replace(summary, metrics={**summary.metrics, **_prefixed("eval_", means)}))
+
+
+def _training_rows(job: str, round: int, results: list[TrainResult]) -> list[MetricRow]:
+    return [
+        MetricRow(job, round, result.site, "train", name, value)
+        for result in results
+        for name, value in {**result.metrics, "num_samples": float(result.num_samples)}.items()
+    ]
+
+
+def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {prefix + name: value for name, value in metrics.items()}
 
 
 class _StatusReporter:

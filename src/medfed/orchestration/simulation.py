@@ -9,7 +9,7 @@ from pathlib import Path
 
 from torch import nn
 
-from medfed.config.schema import FederationConfig, SimulationConfig
+from medfed.config.schema import SimulationConfig
 from medfed.data import SiteData, build_dataset
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import (
@@ -115,7 +115,7 @@ class ExperimentRunner:
             site_now = {name: site.state for name, site in sites.items()}
             result = ExperimentResult(experiment, new_state, site_now)
             rows = _training_rows(experiment.name, new_state.round, results)
-            if _evaluation_due(new_state.round, self.config.federation):
+            if self.config.federation.evaluates_after(new_state.round):
                 rows += self._evaluation_rows(result, model)
             rows += self._privacy_rows(experiment, new_state, sites)
             self.metrics.record_round(experiment.name, new_state.round, rows)
@@ -239,8 +239,3 @@ def _training_rows(experiment: str, round: int, results: list[TrainResult]) -> l
         for metric, value in result.metrics.items()
     ]
 
-
-def _evaluation_due(round: int, federation: FederationConfig) -> bool:
-    """Whether held-out sets are evaluated after ``round`` (always after the last one)."""
-    every = federation.evaluate_every
-    return round == federation.rounds or (every > 0 and round % every == 0)

@@ -47,12 +47,14 @@ class Assignment:
 
 @dataclass(frozen=True)
 class Step:
-    """A protocol step of the running round (e.g. ``"secagg/unmask"``) and its message."""
+    """A protocol step of the running round (e.g. ``"secagg/unmask"``) and its message, with
+    the job it belongs to."""
 
     task_id: str
     round: int
     step: str
     message: bytes
+    job_json: str = ""
 
 
 WAIT = Kind.WAIT
@@ -104,7 +106,7 @@ class SiteChannel:
         stream = self._calls.get_task(task_request(), metadata=self._metadata, timeout=self.timeout_s)
         header, payload = read_stream(stream, limit=MAX_TASK_BYTES)
         if header.kind is Kind.STEP:
-            return Step(header.task_id, header.round, header.step, payload)
+            return Step(header.task_id, header.round, header.step, payload, header.job_json)
         if header.kind is not Kind.TASK:
             return header.kind
         task = decode_task(payload)

@@ -1,0 +1,42 @@
+"""Federated evaluation over the gRPC deployment: real processes, mutual TLS."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from medfed.deployment.status import read_status
+
+from deploy_procs import SITES, client_args, free_port, make_data, make_kits, processes, server_args, write_job
+
+ROUNDS = 2
+CASES = {"hospital_a": 8, "hospital_b": 6, "hospital_c": 5}
+HOLDOUT = {"hospital_c": ["--holdout", "0.4"]}  # the others keep the default, 0.2
+# Training cases: 8 - round(1.6) = 6, 6 - round(1.2) = 5, 5 - round(2.0) = 3.
+TRAINING_CASES = {"hospital_a": 6, "hospital_b": 5, "hospital_c": 3}
+
+
+def test_every_site_evaluates_each_global_model_on_held_out_cases_that_never_train(tmp_path: Path) -> None:
+    port = free_port()
+    kits = make_kits(tmp_path, port)
+    data = make_data(tmp_path, CASES)
+    job = write_job(tmp_path / "job.yaml", federation={"rounds": ROUNDS, "min_sites": 2, "evaluate_every": 1})
+    state = tmp_path / "state"
+    with processes(tmp_path / "logs") as group:
+        server = group.start("server", *server_args(kits, job, state, port))
+        clients = [group.start(site, *client_args(kits, site, data[site], port), *HOLDOUT.get(site, [])) for site in SITES]
+        assert server.wait(timeout=120) == 0, group.log("server")
+        for site, client in zip(SITES, clients):
+            assert client.wait(timeout=30) == 0, group.log(site)
+    with sqlite3.connect(state / "metrics.sqlite") as db:
+        dice = db.execute("SELECT round, site, value FROM metrics WHERE split = 'eval' AND metric = 'dice'").fetchall()
+        samples = db.execute("SELECT round, site, value FROM metrics WHERE split = 'train' AND metric = 'num_samples'").fetchall()
+    assert sorted((round, site) for round, site, _ in dice) == [(r, s) for r in range(1, ROUNDS + 1) for s in SITES]
+    assert all(0.0 <= value <= 1.0 for _, _, value in dice), dice
+    assert {(round, site): value for round, site, value in samples} == {
+        (r, s): TRAINING_CASES[s] for r in range(1, ROUNDS + 1) for s in SITES
+    }
+    assert "training on 3 cases, 2 held out for evaluation" in group.log("hospital_c")
+    history = read_status(state).history
+    assert [row.round for row in history] == [1, 2] and all(0 <= row.metrics["eval_dice"] <= 1 for row in history)
+    assert "metrics refused" not in "".join(group.log(site) for site in SITES)
