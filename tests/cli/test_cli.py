@@ -11,7 +11,7 @@ from medfed.cli.app import app
 @pytest.mark.parametrize(
     "command",
     [["--help"], ["simulate", "--help"], ["generate", "--help"], ["server", "--help"],
-     ["client", "--help"], ["provision", "--help"], ["status", "--help"],
+     ["client", "--help"], ["provision", "--help"], ["status", "--help"], ["report", "--help"],
      ["attack", "gradient-inversion", "--help"]],
 )
 def test_every_command_has_help(command: list[str]) -> None:
@@ -31,6 +31,13 @@ def test_bad_config_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
     result = _medfed("simulate", "--config", str(config))
     assert result.returncode == 2
     assert "federation.rounds" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_report_of_a_folder_that_is_no_server_state_dir_is_one_clear_line(tmp_path: Path) -> None:
+    result = _medfed("report", "--state-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "not the state dir of a medfed server" in " ".join(result.stdout.split())
     assert "Traceback" not in result.stdout + result.stderr
 
 

@@ -40,3 +40,7 @@ def test_every_site_evaluates_each_global_model_on_held_out_cases_that_never_tra
     history = read_status(state).history
     assert [row.round for row in history] == [1, 2] and all(0 <= row.metrics["eval_dice"] <= 1 for row in history)
     assert "metrics refused" not in "".join(group.log(site) for site in SITES)
+    report = (state / "report.html").read_text()
+    assert "<h1>test</h1>" in report and "on each site's held-out cases" in report
+    assert report.count("data:image/png;base64,") == 2  # held-out dice and training loss per site
+    assert "name: test" in (state / "job.yaml").read_text()

@@ -112,3 +112,5 @@ def test_dp_sgd_sites_decline_once_their_own_budget_is_spent_and_client_dp_is_ac
     assert [(site, round) for site, round, _ in spent] == [("hospital_a", 1), ("hospital_a", 2), ("hospital_b", 1), ("hospital_b", 2)]
     assert all(0 < value <= 50 for _, _, value in spent) and spent[0][2] < spent[1][2]
     assert len(server) == ROUNDS and 0 < server[0][0] < server[1][0] < float("inf")  # client-level DP
+    report = (tmp_path / "state" / "report.html").read_text()
+    assert "Privacy spent" in report and "client_epsilon" in report and "hospital_b" in report

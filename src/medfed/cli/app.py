@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from medfed.cli.attack import attack_app
-from medfed.cli.deploy import client, provision, revoke, server, status
+from medfed.cli.deploy import client, provision, report, revoke, server, status
 from medfed.errors import MedfedError
 
 app = typer.Typer(
@@ -65,7 +65,7 @@ def simulate(
     console.print(f"Report: [bold]{outcome.report}[/bold]")
 
 
-for _command in (provision, revoke, server, client, status):
+for _command in (provision, revoke, server, client, status, report):
     app.command()(_command)
 
 

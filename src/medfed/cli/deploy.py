@@ -1,4 +1,5 @@
-"""Commands of a real deployment: ``provision``, ``revoke``, ``server``, ``client``, ``status``."""
+"""Commands of a real deployment: ``provision``, ``revoke``, ``server``, ``client``, ``status``,
+``report``."""
 
 from __future__ import annotations
 
@@ -160,6 +161,16 @@ def status(
     for row in now.history[-10:]:
         table.add_row(str(row.round), ", ".join(row.sites), *(f"{row.metrics.get(n, float('nan')):.4g}" for n in names))
     console.print(table)
+
+
+def report(
+    state_dir: Annotated[Path, typer.Option(help="The server's --state-dir.")],
+) -> None:
+    """Write a deployed job's HTML report (per-site scores, losses, privacy spent) into its
+    state dir; works while the job runs, too."""
+    from medfed.deployment.report import write_job_report
+
+    console.print(f"report: {write_job_report(state_dir)}")
 
 
 def _server_ckks_context(job: JobConfig, kit: ServerKit | None) -> ts.Context | None:

@@ -20,6 +20,7 @@ import tenseal as ts
 from medfed.deployment.evaluation import SiteEvaluation, SiteMetrics
 from medfed.deployment.job import JobConfig, site_job_json
 from medfed.deployment.protected_server import GrpcCkksConnector, GrpcSecureAggregationConnector
+from medfed.deployment.report import keep_job, write_job_report
 from medfed.deployment.status import HISTORY_LENGTH, RoundSummary, ServerStatus, summarise, write_status
 from medfed.errors import ConfigError
 from medfed.models import build_model
@@ -83,6 +84,7 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
     board = RoundBoard()
     connector = site_connector(job, board, settings.ckks_context)
     metrics = MetricsLog(settings.state_dir)
+    keep_job(settings.state_dir, job)
     state = initial_state(job, strategy, settings.state_dir, metrics)
     servicer = FederationServicer(
         board, sites=sites, job_json=site_job_json(job), authenticate=settings.authenticate, poll_s=job.poll_s
@@ -110,6 +112,7 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
         state = _run_rounds(strategy, state, plan, connector, recorder, job.max_round_attempts)
         board.finish()
         reporter.finish()
+        logger.info("report: %s", write_job_report(settings.state_dir))
         board.wait_told_done(sites, timeout_s=job.poll_s + 5)
     finally:
         reporter.stop()
@@ -218,8 +221,9 @@ class _RoundRecorder:
 
 
 def _training_rows(job: str, round: int, results: list[TrainResult]) -> list[MetricRow]:
+    """Each result's metrics and ``num_samples``; a DP site's ``epsilon`` has kind ``privacy``."""
     return [
-        MetricRow(job, round, result.site, "train", name, value)
+        MetricRow(job, round, result.site, "privacy" if name == "epsilon" else "train", name, value)
         for result in results
         for name, value in {**result.metrics, "num_samples": float(result.num_samples)}.items()
     ]

@@ -51,6 +51,30 @@ def write_report(
     if samples:
         sections += ["<h2>Sample predictions on held-out cases</h2>", _image(sample_grid(samples))]
     sections += ["<h2>Configuration</h2>", f"<pre>{html.escape(config_yaml)}</pre>"]
+    _write_page(path, title, sections)
+
+
+def write_deployment_report(
+    path: Path, *, job: str, rows: Sequence[MetricRow], metric: str, job_yaml: str
+) -> None:
+    """Writes the HTML report of a deployed job to ``path`` atomically: each site's score of
+    the global model on its held-out cases, its training loss, the privacy spent and the job."""
+    sections = [f"<h1>{html.escape(job)}</h1>"]
+    if any(row.split == "eval" and row.metric == metric for row in rows):
+        sections += [
+            f"<h2>Global model, {html.escape(metric)} on each site's held-out cases</h2>",
+            _image(site_curves(rows, experiment=job, metric=metric)),
+        ]
+    if any(row.split == "train" and row.metric == "loss" for row in rows):
+        sections += ["<h2>Training loss per site</h2>", _image(site_curves(rows, experiment=job, metric="loss", training=True))]
+    privacy = _privacy_table(rows)
+    if privacy:
+        sections += ["<h2>Privacy spent (epsilon at the last round)</h2>", privacy]
+    sections += ["<h2>Job</h2>", f"<pre>{html.escape(job_yaml)}</pre>"]
+    _write_page(path, job, sections)
+
+
+def _write_page(path: Path, title: str, sections: Sequence[str]) -> None:
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>"

@@ -48,12 +48,13 @@ def learning_curves(rows: Sequence[MetricRow], *, metric: str, unseen_site: str 
     return _png(figure)
 
 
-def site_curves(rows: Sequence[MetricRow], *, experiment: str, metric: str) -> bytes:
-    """``metric`` per round at each site for one experiment."""
+def site_curves(rows: Sequence[MetricRow], *, experiment: str, metric: str, training: bool = False) -> bytes:
+    """``metric`` per round at each site for one experiment: held-out rows, or the training
+    rows when ``training``."""
     figure, axis = plt.subplots(figsize=(5.5, 4))
     by_site: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for row in rows:
-        if row.experiment == experiment and row.metric == metric and row.split != "train":
+        if row.experiment == experiment and row.metric == metric and (row.split == "train") == training:
             by_site[row.site].append((row.round, row.value))
     for site, points in sorted(by_site.items()):
         points.sort()
