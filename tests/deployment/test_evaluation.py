@@ -14,7 +14,8 @@ import torch
 
 from medfed.config.schema import FederationConfig
 from medfed.data import DEFAULT_SITES, SiteData, build_dataset, generate_federation, load_site
-from medfed.deployment.client import SiteBuilder, SiteOptions, run_client
+from medfed.deployment.client import run_client
+from medfed.deployment.site_builder import SiteBuilder, SiteOptions
 from medfed.deployment.evaluation import (
     EVALUATE,
     SiteEvaluation,

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from medfed.data import DEFAULT_SITES, generate_federation, load_site
-from medfed.deployment.client import STATE_FILE, SiteBuilder, SiteOptions
+from medfed.deployment.site_builder import STATE_FILE, SiteBuilder, SiteOptions
 from medfed.deployment.job import SiteJob
 from medfed.orchestration.site import cpu_weights
 from medfed.types import TrainTask

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from medfed.data import load_site
-from medfed.deployment.client import build_local_site
+from medfed.deployment.site_builder import build_local_site
 from medfed.deployment.evaluation import DEFAULT_HOLDOUT, holdout_split
 from medfed.deployment.job import load_job
 from medfed.orchestration.checkpoint import checkpoint_path, load_checkpoint

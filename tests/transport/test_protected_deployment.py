@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from medfed.data import load_site
-from medfed.deployment.client import build_local_site
+from medfed.deployment.site_builder import build_local_site
 from medfed.deployment.evaluation import DEFAULT_HOLDOUT, holdout_split
 from medfed.deployment.job import load_job
 from medfed.models import build_model

@@ -110,7 +110,8 @@ def client(
     evaluate each new global model on held-out cases. The data never leave the site."""
     from medfed.config.schema import SiteBudgetConfig
     from medfed.data import load_site
-    from medfed.deployment.client import SiteBuilder, SiteOptions, run_client
+    from medfed.deployment.client import run_client
+    from medfed.deployment.site_builder import SiteBuilder, SiteOptions
     from medfed.privacy.ckks import load_site_context
     from medfed.provision import load_client_kit
     from medfed.transport.backoff import Backoff

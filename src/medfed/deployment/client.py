@@ -8,181 +8,26 @@ exponential backoff and jitter; when it comes back the site receives the running
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
 import grpc
-import tenseal as ts
 
-from medfed.config.schema import SiteBudgetConfig
-from medfed.data import SiteData, build_dataset
-from medfed.deployment.evaluation import DEFAULT_HOLDOUT, EVALUATE, HeldOutEvaluator, encode_metrics, holdout_split
-from medfed.deployment.job import SiteJob, parse_site_job
-from medfed.deployment.protected_site import CkksRound, ProtectedRound, SecureAggregationRound
-from medfed.errors import ConfigError, MedfedError, PrivacyBudgetExceeded
-from medfed.models import build_model
-from medfed.orchestration.checkpoint import load_site_state, save_site_state
-from medfed.orchestration.site import LocalSite
-from medfed.privacy.setup import prepare_model
-from medfed.strategies.registry import STRATEGIES
-from medfed.training import LocalTrainer, TrainSettings
-from medfed.training.trainer import Trainer
+from medfed.deployment.evaluation import EVALUATE, encode_metrics
+from medfed.deployment.protected_site import ProtectedRound
+from medfed.deployment.site_builder import SiteBuilder
+from medfed.errors import MedfedError, PrivacyBudgetExceeded
 from medfed.transport.backoff import Backoff
 from medfed.transport.client import Assignment, SiteChannel, Step
 from medfed.transport.codec import decode_task
 from medfed.transport.errors import AuthenticationError, PayloadError, TransportError
 from medfed.transport.serde import Kind
-from medfed.types import SiteState, TrainResult, TrainTask
 
 logger = logging.getLogger(__name__)
 
 _FATAL = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
-
-
-STATE_FILE = "site_state.safetensors"
-"""The site's private strategy state in ``state_dir`` (e.g. SCAFFOLD's control variate)."""
-
-
-@dataclass(frozen=True)
-class SiteOptions:
-    """What a site decides for itself, whatever the server's job says.
-
-    Attributes:
-        state_dir: The site's own files: its privacy ledger (``privacy/<site>.json``, kept
-            across restarts and jobs: privacy spent stays spent) and its private strategy state
-            (``site_state.safetensors``, saved after every accepted update and reloaded by a
-            restarted client for the same job).
-        budget: The site's own (epsilon, delta) for DP-SGD, replacing the job's.
-        ckks_context: The sites' shared secret-key CKKS context (``ckks.ctx`` of the kit).
-        holdout: Fraction of the site's cases kept out of training to evaluate the global
-            model on, in ``[0, 1)``; 0 trains on every case and evaluates nothing.
-    """
-
-    state_dir: Path
-    budget: SiteBudgetConfig | None = None
-    ckks_context: ts.Context | None = None
-    holdout: float = DEFAULT_HOLDOUT
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.holdout < 1.0:
-            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
-
-
-class SiteBuilder:
-    """Builds the site's ``LocalSite`` from the job the server sends, with the same registries
-    and trainer as ``medfed simulate``; rebuilt (fresh site state) if the job changes.
-
-    Args:
-        data: This site's cases: ``options.holdout`` of them (chosen by ``split_cases`` with the
-            job's seed) are kept for evaluation, the others train.
-        options: The site's own settings (state folder, DP budget, CKKS key, holdout).
-    """
-
-    def __init__(self, data: SiteData, options: SiteOptions) -> None:
-        self.data = data
-        self.options = options
-        self._job_json: str | None = None
-        self._site: LocalSite | None = None
-        self._evaluator: HeldOutEvaluator | None = None
-
-    def site_for(self, job_json: str) -> LocalSite:
-        """The ``LocalSite`` for the job described by ``job_json``, with the private state this
-        site saved for the same job before a restart."""
-        if self._site is None or job_json != self._job_json:
-            job = parse_site_job(job_json)
-            train, held_out = self._split(job)
-            site = build_local_site(train, job, self.options)
-            site.state = self._saved_state(job_json) or site.state
-            self._site, self._job_json = site, job_json
-            self._evaluator = HeldOutEvaluator(held_out, job)
-        return self._site
-
-    def evaluate(self, job_json: str, task: TrainTask) -> dict[str, float]:
-        """This site's metrics of the global model in ``task`` on its held-out cases, with
-        the site's own part of the model (e.g. FedBN's norm layers); training state untouched.
-
-        Raises:
-            DataError: This site holds no case out, or no metric is defined on them.
-        """
-        site = self.site_for(job_json)
-        assert self._evaluator is not None  # built with the site
-        return self._evaluator.evaluate(site.strategy.site_model(task.weights, site.state), task.round)
-
-    def _split(self, job: SiteJob) -> tuple[SiteData, SiteData]:
-        train, held_out = holdout_split(self.data, self.options.holdout, job.seed)
-        if self.options.holdout > 0 and not held_out.cases:
-            logger.warning(
-                "site '%s' has %d case(s), too few to hold any out: it trains on all of them and "
-                "evaluates nothing", self.data.name, len(self.data.cases),
-            )
-        else:
-            logger.info("training on %d cases, %d held out for evaluation", len(train.cases), len(held_out.cases))
-        return train, held_out
-
-    def save_state(self) -> None:
-        """Saves the current site's private state (after the server accepted its update)."""
-        if self._site is not None and self._job_json is not None:
-            metadata = {"site": self.data.name, "job": _fingerprint(self._job_json)}
-            save_site_state(self.options.state_dir / STATE_FILE, self._site.state, metadata)
-
-    def _saved_state(self, job_json: str) -> SiteState | None:
-        path = self.options.state_dir / STATE_FILE
-        if not path.exists():
-            return None
-        state, metadata = load_site_state(path)
-        if metadata.get("site") != self.data.name or metadata.get("job") != _fingerprint(job_json):
-            logger.info("site state in '%s' belongs to another job; starting fresh", path)
-            return None
-        logger.info("resuming with the site state saved in '%s'", path)
-        return state
-
-    def protected_round(self, assignment: Assignment, result: TrainResult) -> ProtectedRound | None:
-        """The site's part of a secure or encrypted round (``None`` for a plain round)."""
-        privacy = parse_site_job(assignment.job_json).privacy
-        if privacy.secure_aggregation is not None:
-            return SecureAggregationRound(assignment.task, assignment.protocol, result)
-        if privacy.encryption is not None:
-            if self.options.ckks_context is None:
-                raise ConfigError(
-                    f"site '{self.data.name}': the job uses CKKS encryption but this site has no "
-                    "CKKS context; provision the kits with 'encryption: ckks'"
-                )
-            return CkksRound(self.options.ckks_context, assignment.task, result)
-        return None
-
-
-def build_local_site(data: SiteData, job: SiteJob, options: SiteOptions | None = None) -> LocalSite:
-    """A ``LocalSite`` training ``job``'s model with ``job``'s strategy on ``data``; with DP-SGD
-    (the site's own budget and ledger) when the job asks for it."""
-    dataset = build_dataset(data.cases, task=job.task, augment=job.augment, seed=job.seed, site=data.name)
-    trainer: Trainer = LocalTrainer(task=job.task, settings=TrainSettings(**job.training.model_dump()))
-    if job.privacy.dp_sgd is not None:
-        trainer = _dp_trainer(data.name, job, trainer, options)
-    return LocalSite(
-        data.name,
-        dataset,
-        model=prepare_model(job.privacy, build_model(job.model.name, job.model.params, seed=job.seed)),
-        trainer=trainer,
-        strategy=STRATEGIES.create(job.strategy.name, **job.strategy.params),
-        seed=job.seed,
-    )
-
-
-def _dp_trainer(site: str, job: SiteJob, inner: LocalTrainer, options: SiteOptions | None) -> Trainer:
-    from medfed.privacy.dp.config import dp_trainer  # imports Opacus: only when DP is on
-
-    if options is None:
-        raise ConfigError(f"site '{site}': the job uses DP-SGD; the site needs a state folder for its ledger")
-    settings = job.privacy
-    if options.budget is not None:
-        settings = settings.model_copy(update={"sites": {**settings.sites, site: options.budget}})
-    return dp_trainer(
-        settings, inner, site, planned_rounds=job.federation.rounds, ledger_dir=options.state_dir / "privacy"
-    )
 
 
 def run_client(
@@ -308,10 +153,6 @@ class _Worker:
             logger.info("round %d: evaluated the global model: %s", step.round, metrics)
         else:
             logger.warning("round %d: metrics refused: %s", step.round, outcome.reason)
-
-
-def _fingerprint(job_json: str) -> str:
-    return hashlib.sha256(job_json.encode()).hexdigest()
 
 
 def _check_failure(error: Exception, failures: int, max_failures: int | None) -> None:
