@@ -114,3 +114,15 @@ def test_dp_sgd_sites_decline_once_their_own_budget_is_spent_and_client_dp_is_ac
     assert len(server) == ROUNDS and 0 < server[0][0] < server[1][0] < float("inf")  # client-level DP
     report = (tmp_path / "state" / "report.html").read_text()
     assert "Privacy spent" in report and "client_epsilon" in report and "hospital_b" in report
+
+
+def test_dp_sgd_under_secure_aggregation_sums_the_sites_that_still_have_budget(tmp_path: Path) -> None:
+    privacy = {
+        "epsilon": 50.0,
+        "dp_sgd": {"noise": "fixed", "noise_multiplier": 1.0},
+        "secure_aggregation": {"threshold_fraction": 0.5},
+    }
+    _, (_, _, group) = _run(tmp_path, privacy, client_extra={"hospital_c": ["--epsilon", "0.01"]})
+    log = group.log("server")
+    assert log.count("secure sum of ['hospital_a', 'hospital_b']") == ROUNDS, log
+    assert "site 'hospital_c' declined" in log
