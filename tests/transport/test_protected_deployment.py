@@ -75,6 +75,8 @@ def test_secure_aggregation_over_mtls_gives_plain_fedavg_and_the_server_sees_onl
     log = group.log("server")
     assert log.count("secure sum of ['hospital_a', 'hospital_b', 'hospital_c']") == ROUNDS, log
     assert _sites_in_metrics(tmp_path / "state") == {AGGREGATE_SITE}  # no site's own result arrived
+    signed = "secure aggregation: the keys of all 3 participants are signed by their sites"
+    assert all(group.log(site).count(signed) == ROUNDS for site in SITES)  # authenticated by the PKI
     # Evaluation follows the round, outside its protocol: each site's metrics of the global model.
     assert _sites_in_metrics(tmp_path / "state", split="eval") == set(SITES)
 

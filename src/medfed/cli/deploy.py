@@ -112,6 +112,7 @@ def client(
     from medfed.data import load_site
     from medfed.deployment.client import run_client
     from medfed.deployment.site_builder import SiteBuilder, SiteOptions
+    from medfed.deployment.site_identity import ProvisionedIdentity
     from medfed.privacy.ckks import load_site_context
     from medfed.provision import load_client_kit
     from medfed.transport.backoff import Backoff
@@ -133,6 +134,7 @@ def client(
         state_dir=state_dir or Path(f"medfed-site-{name}"),
         budget=None if epsilon is None else SiteBudgetConfig(epsilon=epsilon, delta=delta),
         ckks_context=load_site_context(client_kit.ckks_context) if client_kit and client_kit.ckks_context else None,
+        identity=None if insecure or client_kit is None else ProvisionedIdentity(client_kit.tls),
         holdout=holdout,
     )
     builder = SiteBuilder(load_site(name, data, format), options)

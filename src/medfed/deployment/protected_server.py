@@ -84,7 +84,8 @@ class GrpcSecureAggregationConnector:
             code=self.code,
         )
         reply_limit = config.vector_length * config.ring_bits // 8 + _MESSAGE_ALLOWANCE
-        invitations = {site: encode_message(SecAggInvitation(config, ids[site])) for site in ids}
+        participants = tuple(sorted(ids, key=ids.__getitem__))
+        invitations = {site: encode_message(SecAggInvitation(config, ids[site], participants)) for site in ids}
         self.board.post(
             round, tasks, protocol=invitations, accept=_from_sender(AdvertiseKeys, ids), reply_limit=reply_limit
         )

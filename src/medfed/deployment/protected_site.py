@@ -9,19 +9,23 @@ which the protocol code shared with simulation drives (``Participant``, the CKKS
 from __future__ import annotations
 
 import builtins
+import logging
 from typing import Protocol
 
 import tenseal as ts
 
 from medfed.privacy.ckks import EncryptedVector, decrypt_weighted_mean, encrypt_weighted_update
 from medfed.privacy.ckks_connector import DECRYPT
-from medfed.privacy.secagg.messages import SecAggInvitation
+from medfed.privacy.secagg.authentication import KeyAuthenticator
+from medfed.privacy.secagg.messages import KeyDirectory, SecAggInvitation
 from medfed.privacy.secagg.rounds import STEPS, Participant
 from medfed.privacy.secagg.vectors import layout_of, weighted_vector
 from medfed.transport.codec import encode_result
 from medfed.transport.errors import PayloadError
 from medfed.transport.protocol_codec import decode_message, encode_message
 from medfed.types import TrainResult, TrainTask
+
+logger = logging.getLogger(__name__)
 
 
 class ProtectedRound(Protocol):
@@ -43,16 +47,26 @@ class SecureAggregationRound:
         task: The round's task (its weights give the vector layout).
         invitation: The ``SecAggInvitation`` sent with the task (protobuf bytes).
         result: The site's trained result; only its masked, weighted weights leave the site.
+        authenticator: The site's provisioned identity: signs its keys and checks the other
+            participants' (``None``: anonymous, as with ``--insecure``).
 
     Raises:
         PayloadError: The invitation is missing or malformed.
+        SecureAggregationError: An authenticated site is invited without named participants.
     """
 
-    def __init__(self, task: TrainTask, invitation: bytes, result: TrainResult) -> None:
+    def __init__(
+        self,
+        task: TrainTask,
+        invitation: bytes,
+        result: TrainResult,
+        authenticator: KeyAuthenticator | None = None,
+    ) -> None:
         if not invitation:
             raise PayloadError("a secure-aggregation task came without its invitation")
         values = weighted_vector(result.weights, float(result.num_samples), layout_of(task.weights))
-        self.participant = Participant(decode_message(SecAggInvitation, invitation), values)
+        self.participant = Participant(decode_message(SecAggInvitation, invitation), values, authenticator)
+        self.authenticated = authenticator is not None
 
     def upload(self) -> bytes:
         return encode_message(self.participant.start())
@@ -61,7 +75,11 @@ class SecureAggregationRound:
         if step not in STEPS:
             raise PayloadError(f"unknown secure-aggregation step '{step}'")
         request_type, _ = STEPS[step]
-        return encode_message(self.participant.answer(decode_message(request_type, message)))
+        request = decode_message(request_type, message)
+        reply = self.participant.answer(request)
+        if isinstance(request, KeyDirectory) and self.authenticated:
+            logger.info("secure aggregation: the keys of all %d participants are signed by their sites", len(request.keys))
+        return encode_message(reply)
 
 
 class CkksRound:

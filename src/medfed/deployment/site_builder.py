@@ -22,6 +22,7 @@ from medfed.errors import ConfigError
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import load_site_state, save_site_state
 from medfed.orchestration.site import LocalSite
+from medfed.privacy.secagg.authentication import KeyAuthenticator
 from medfed.privacy.setup import prepare_model
 from medfed.strategies.registry import STRATEGIES
 from medfed.training import LocalTrainer, TrainSettings
@@ -49,12 +50,15 @@ class SiteOptions:
         ckks_context: The sites' shared secret-key CKKS context (``ckks.ctx`` of the kit).
         holdout: Fraction of the site's cases kept out of training to evaluate the global
             model on, in ``[0, 1)``; 0 trains on every case and evaluates nothing.
+        identity: The site's provisioned identity for secure aggregation (signs its keys,
+            checks the other participants'); ``None`` takes part anonymously (``--insecure``).
     """
 
     state_dir: Path
     budget: SiteBudgetConfig | None = None
     ckks_context: ts.Context | None = None
     holdout: float = DEFAULT_HOLDOUT
+    identity: KeyAuthenticator | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.holdout < 1.0:
@@ -133,7 +137,7 @@ class SiteBuilder:
         """The site's part of a secure or encrypted round (``None`` for a plain round)."""
         privacy = parse_site_job(assignment.job_json).privacy
         if privacy.secure_aggregation is not None:
-            return SecureAggregationRound(assignment.task, assignment.protocol, result)
+            return SecureAggregationRound(assignment.task, assignment.protocol, result, self.options.identity)
         if privacy.encryption is not None:
             if self.options.ckks_context is None:
                 raise ConfigError(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from medfed.provision.certs import read_certificate
 from medfed.provision.errors import ProvisionError
@@ -39,20 +39,10 @@ class CertificateGate:
 
     def __call__(self, pem: bytes) -> str:
         """The site name in ``pem``'s CN; raises ``AuthenticationError`` to refuse it."""
-        try:
-            certificate = x509.load_pem_x509_certificate(pem)
-            certificate.verify_directly_issued_by(self.ca)
-        except (ValueError, TypeError, InvalidSignature):
-            raise AuthenticationError("certificate not issued by the project CA") from None
-        now = dt.datetime.now(dt.timezone.utc)
-        if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
-            raise AuthenticationError("certificate expired or not yet valid")
+        certificate = certified(pem, self.ca)
         if certificate.serial_number in self._revoked_serials():
             raise AuthenticationError(f"certificate {certificate.serial_number:x} is revoked")
-        names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        if len(names) != 1:
-            raise AuthenticationError("certificate must carry exactly one common name")
-        return str(names[0].value)
+        return common_name(certificate)
 
     def _revoked_serials(self) -> frozenset[int]:
         with self._lock:
@@ -69,3 +59,36 @@ class CertificateGate:
                 self._stamp = None
                 raise AuthenticationError(f"revocation list unusable, refusing all: {error}") from None
             return self._revoked
+
+
+def certified(pem: bytes, ca: x509.Certificate, *, client: bool = False) -> x509.Certificate:
+    """``pem`` as a certificate issued by ``ca`` and in date (and for a site, when ``client``).
+
+    Raises:
+        AuthenticationError: It is not, or it does not carry exactly one common name.
+    """
+    try:
+        certificate = x509.load_pem_x509_certificate(pem)
+        certificate.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise AuthenticationError("certificate not issued by the project CA") from None
+    now = dt.datetime.now(dt.timezone.utc)
+    if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+        raise AuthenticationError("certificate expired or not yet valid")
+    if client:
+        try:
+            usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            usages = x509.ExtendedKeyUsage([])
+        if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+            raise AuthenticationError("certificate is not a site (client) certificate")
+    common_name(certificate)
+    return certificate
+
+
+def common_name(certificate: x509.Certificate) -> str:
+    """The certificate's one common name; ``AuthenticationError`` if it has none or several."""
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1:
+        raise AuthenticationError("certificate must carry exactly one common name")
+    return str(names[0].value)

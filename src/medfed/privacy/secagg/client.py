@@ -10,10 +10,13 @@ from __future__ import annotations
 import enum
 import os
 import struct
+from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from medfed.privacy.secagg import crypto, shamir
+from medfed.privacy.secagg.authentication import KeyAuthenticator, signed_keys
 from medfed.privacy.secagg.config import check_config, code_of, require_quorum, require_session
 from medfed.privacy.secagg.encoding import encode
 from medfed.privacy.secagg.errors import SecureAggregationError
@@ -47,14 +50,37 @@ class SecAggClient:
     Args:
         client_id: This client's id (one of ``config.client_ids``).
         config: The aggregation's parameters.
+        authenticator: Signs this client's keys and checks every other client's against
+            ``participants``; ``None`` for anonymous clients (semi-honest server).
+        participants: The name of each client in ``config.client_ids`` order.
+
+    Raises:
+        SecureAggregationError: An ``authenticator`` is given but the participants are not
+            named, once each.
     """
 
-    def __init__(self, client_id: int, config: SecAggConfig) -> None:
+    def __init__(
+        self,
+        client_id: int,
+        config: SecAggConfig,
+        *,
+        authenticator: KeyAuthenticator | None = None,
+        participants: Sequence[str] = (),
+    ) -> None:
         check_config(config)
         if client_id not in config.client_ids:
             raise ValueError(f"client_id {client_id} is not among config.client_ids")
+        if authenticator is not None and (
+            len(participants) != len(config.client_ids) or len(set(participants)) != len(participants)
+        ):
+            raise SecureAggregationError(
+                "the invitation does not name every participant once; an authenticated client "
+                "refuses to aggregate with anonymous ones"
+            )
         self.client_id = client_id
         self.config = config
+        self._authenticator = authenticator
+        self._names = dict(zip(config.client_ids, participants, strict=False))
         self._c_key = crypto.generate_private_key()
         self._s_key = crypto.generate_private_key()
         self._seed = os.urandom(crypto.KEY_BYTES)
@@ -63,14 +89,19 @@ class SecAggClient:
         self._held: dict[int, tuple[int, int]] = {}  # owner -> (share of b_owner, of s_owner)
 
     def advertise_keys(self) -> AdvertiseKeys:
-        """Round 0: this client's public keys ``c_u^PK`` and ``s_u^PK``."""
+        """Round 0: this client's public keys ``c_u^PK`` and ``s_u^PK`` (signed when the client
+        has an authenticator)."""
         self._advance(_Stage.ADVERTISE)
-        return AdvertiseKeys(
+        advert = AdvertiseKeys(
             session=self.config.session,
             sender=self.client_id,
             c_public=crypto.public_key_bytes(self._c_key),
             s_public=crypto.public_key_bytes(self._s_key),
         )
+        if self._authenticator is None:
+            return advert
+        signature = self._authenticator.sign(signed_keys(advert))
+        return replace(advert, signature=signature, certificate=self._authenticator.certificate)
 
     def share_keys(self, directory: KeyDirectory) -> ShareKeys:
         """Round 1: Shamir-shares ``b_u`` and ``s_u^SK`` among U1, encrypted per recipient."""
@@ -183,6 +214,10 @@ class SecAggClient:
             raise SecureAggregationError("key directory misses or alters this client's keys")
         if len({advert.c_public for advert in keys.values()}) != len(keys):
             raise SecureAggregationError("key directory reuses a public key")
+        if self._authenticator is not None:
+            for advert in keys.values():
+                name = self._names[advert.sender]
+                self._authenticator.verify(advert.certificate, name, signed_keys(advert), advert.signature)
         require_quorum("share keys", keys, self.config.threshold)
         return keys
 

@@ -14,9 +14,10 @@ setup                                       ``SecAggInvitation`` (one per client
 3 Unmasking   ``UnmaskResponse``            (the server outputs the sum)
 ============  ============================  ==================================
 
-For the actively secure variant (the paper's round 4 ConsistencyCheck and signed keys), a
-signature over ``(c_public, s_public)`` would join ``AdvertiseKeys`` and a signed survivor
-list would join ``UnmaskRequest``; nothing else changes.
+In deployments each client signs its ``AdvertiseKeys`` with its provisioned key and checks
+every other client's signature and certificate, so a server cannot add clients of its own
+(the paper's signed round 0). The paper's ConsistencyCheck round (a signed survivor list)
+would join ``UnmaskRequest``; nothing else changes.
 """
 
 from __future__ import annotations
@@ -50,10 +51,18 @@ class SecAggConfig:
 
 @dataclass(frozen=True)
 class SecAggInvitation:
-    """Setup, server -> one client: the aggregation's parameters and the client's own id."""
+    """Setup, server -> one client: the aggregation's parameters and the client's own id.
+
+    Attributes:
+        config: The aggregation's parameters.
+        client_id: The invited client's id.
+        participants: The name of each client in ``config.client_ids`` order (deployments:
+            the site names their certificates must carry); empty when clients are anonymous.
+    """
 
     config: SecAggConfig
     client_id: int
+    participants: tuple[str, ...] = ()
     schema_version: int = SCHEMA_VERSION
 
 
@@ -66,12 +75,17 @@ class AdvertiseKeys:
         sender: The client's id.
         c_public: Public key for encrypting shares (``c_u^PK``).
         s_public: Public key for pairwise masks (``s_u^PK``).
+        signature: The client's signature over the two keys with its provisioned key, so that
+            other clients know the server invented no participant (empty when anonymous).
+        certificate: The client's certificate (PEM) that the signature verifies against.
     """
 
     session: bytes
     sender: int
     c_public: bytes
     s_public: bytes
+    signature: bytes = b""
+    certificate: bytes = b""
     schema_version: int = SCHEMA_VERSION
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from medfed.privacy.secagg.authentication import KeyAuthenticator
 from medfed.privacy.secagg.client import SecAggClient
 from medfed.privacy.secagg.errors import SecureAggregationError
 from medfed.privacy.secagg.messages import (
@@ -61,12 +62,20 @@ class Participant:
     """A site's side of one aggregation: its ``SecAggClient`` and its input.
 
     Args:
-        invitation: The aggregation's parameters and this site's client id.
+        invitation: The aggregation's parameters, this site's client id and the participants.
         values: This site's input, shape ``(config.vector_length,)``.
+        authenticator: Signs this site's keys and checks the others' (``SecAggClient``).
     """
 
-    def __init__(self, invitation: SecAggInvitation, values: np.ndarray) -> None:
-        self.client = SecAggClient(invitation.client_id, invitation.config)
+    def __init__(
+        self, invitation: SecAggInvitation, values: np.ndarray, authenticator: KeyAuthenticator | None = None
+    ) -> None:
+        self.client = SecAggClient(
+            invitation.client_id,
+            invitation.config,
+            authenticator=authenticator,
+            participants=invitation.participants,
+        )
         self.values = values
 
     def start(self) -> AdvertiseKeys:

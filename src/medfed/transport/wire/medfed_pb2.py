@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"medfed/transport/wire/medfed.proto\x12\tmedfed.v1\"\xb6\x01\n\x06Header\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x1d\n\x04kind\x18\x02 \x01(\x0e\x32\x0f.medfed.v1.Kind\x12\r\n\x05round\x18\x03 \x01(\x04\x12\x0f\n\x07task_id\x18\x04 \x01(\t\x12\x10\n\x08job_json\x18\x05 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06sha256\x18\x07 \x01(\x0c\x12\x0c\n\x04step\x18\x08 \x01(\t\x12\x10\n\x08protocol\x18\t \x01(\x0c\"D\n\x05\x43hunk\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x11.medfed.v1.HeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04\x62ody\"%\n\x0bTaskRequest\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\"/\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x9f\x01\n\x0cSecAggConfig\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x12\n\nclient_ids\x18\x02 \x03(\r\x12\x11\n\tthreshold\x18\x03 \x01(\r\x12\x15\n\rvector_length\x18\x04 \x01(\x04\x12\x15\n\rfraction_bits\x18\x05 \x01(\r\x12\x11\n\tring_bits\x18\x06 \x01(\r\x12\x16\n\x0eschema_version\x18\x07 \x01(\r\"f\n\x10SecAggInvitation\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.medfed.v1.SecAggConfig\x12\x11\n\tclient_id\x18\x02 \x01(\r\x12\x16\n\x0eschema_version\x18\x03 \x01(\r\"l\n\rAdvertiseKeys\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x0e\n\x06sender\x18\x02 \x01(\r\x12\x10\n\x08\x63_public\x18\x03 \x01(\x0c\x12\x10\n\x08s_public\x18\x04 \x01(\x0c\x12\x16\n\x0eschema_version\x18\x05 \x01(\r\"_\n\x0cKeyDirectory\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12&\n\x04keys\x18\x02 \x03(\x0b\x32\x18.medfed.v1.AdvertiseKeys\x12\x16\n\x0eschema_version\x18\x03 \x01(\r\"V\n\x0e\x45ncryptedShare\x12\x0e\n\x06sender\x18\x01 \x01(\r\x12\x11\n\trecipient\x18\x02 \x01(\r\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x12\n\nciphertext\x18\x04 \x01(\x0c\"\x88\x01\n\tShareKeys\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x0e\n\x06sender\x18\x02 \x01(\r\x12)\n\x06shares\x18\x03 \x03(\x0b\x32\x19.medfed.v1.EncryptedShare\x12\x17\n\x0fseed_commitment\x18\x04 \x01(\x0c\x12\x16\n\x0eschema_version\x18\x05 \x01(\r\"v\n\rShareDelivery\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x11\n\trecipient\x18\x02 \x01(\r\x12)\n\x06shares\x18\x03 \x03(\x0b\x32\x19.medfed.v1.EncryptedShare\x12\x16\n\x0eschema_version\x18\x04 \x01(\r\"V\n\x0bMaskedInput\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x0e\n\x06sender\x18\x02 \x01(\r\x12\x0e\n\x06masked\x18\x03 \x01(\x0c\x12\x16\n\x0eschema_version\x18\x04 \x01(\r\"K\n\rUnmaskRequest\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x11\n\tsurvivors\x18\x02 \x03(\r\x12\x16\n\x0eschema_version\x18\x03 \x01(\r\"-\n\rRevealedShare\x12\r\n\x05owner\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x0c\"\xa6\x01\n\x0eUnmaskResponse\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x0e\n\x06sender\x18\x02 \x01(\r\x12-\n\x0bseed_shares\x18\x03 \x03(\x0b\x32\x18.medfed.v1.RevealedShare\x12,\n\nkey_shares\x18\x04 \x03(\x0b\x32\x18.medfed.v1.RevealedShare\x12\x16\n\x0eschema_version\x18\x05 \x01(\r\"I\n\x0f\x45ncryptedVector\x12\x0e\n\x06length\x18\x01 \x01(\x04\x12\x0e\n\x06\x63hunks\x18\x02 \x03(\x0c\x12\x16\n\x0eschema_version\x18\x03 \x01(\r*{\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\r\n\tKIND_TASK\x10\x01\x12\r\n\tKIND_WAIT\x10\x02\x12\r\n\tKIND_DONE\x10\x03\x12\x0f\n\x0bKIND_RESULT\x10\x04\x12\r\n\tKIND_STEP\x10\x05\x12\x10\n\x0cKIND_DECLINE\x10\x06\x32\x7f\n\nFederation\x12\x35\n\x07GetTask\x12\x16.medfed.v1.TaskRequest\x1a\x10.medfed.v1.Chunk0\x01\x12:\n\x0cSubmitResult\x12\x10.medfed.v1.Chunk\x1a\x16.medfed.v1.SubmitReply(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"medfed/transport/wire/medfed.proto\x12\tmedfed.v1\"\xb6\x01\n\x06Header\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x1d\n\x04kind\x18\x02 \x01(\x0e\x32\x0f.medfed.v1.Kind\x12\r\n\x05round\x18\x03 \x01(\x04\x12\x0f\n\x07task_id\x18\x04 \x01(\t\x12\x10\n\x08job_json\x18\x05 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06sha256\x18\x07 \x01(\x0c\x12\x0c\n\x04step\x18\x08 \x01(\t\x12\x10\n\x08protocol\x18\t \x01(\x0c\"D\n\x05\x43hunk\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x11.medfed.v1.HeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04\x62ody\"%\n\x0bTaskRequest\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\"/\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x9f\x01\n\x0cSecAggConfig\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x12\n\nclient_ids\x18\x02 \x03(\r\x12\x11\n\tthreshold\x18\x03 \x01(\r\x12\x15\n\rvector_length\x18\x04 \x01(\x04\x12\x15\n\rfraction_bits\x18\x05 \x01(\r\x12\x11\n\tring_bits\x18\x06 \x01(\r\x12\x16\n\x0eschema_version\x18\x07 \x01(\r\"|\n\x10SecAggInvitation\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.medfed.v1.SecAggConfig\x12\x11\n\tclient_id\x18\x02 \x01(\r\x12\x16\n\x0eschema_version\x18\x03 \x01(\r\x12\x14\n\x0cparticipants\x18\x04 \x03(\t\"\x94\x01\n\rAdvertiseKeys\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x0e\n\x06sender\x18\x02 \x01(\r\x12\x10\n\x08\x63_public\x18\x03 \x01(\x0c\x12\x10\n\x08s_public\x18\x04 \x01(\x0c\x12\x16\n\x0eschema_version\x18\x05 \x01(\r\x12\x11\n\tsignature\x18\x06 \x01(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x07 \x01(\x0c\"_\n\x0cKeyDirectory\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12&\n\x04keys\x18\x02 \x03(\x0b\x32\x18.medfed.v1.AdvertiseKeys\x12\x16\n\x0eschema_version\x18\x03 \x01(\r\"V\n\x0e\x45ncryptedShare\x12\x0e\n\x06sender\x18\x01 \x01(\r\x12\x11\n\trecipient\x18\x02 \x01(\r\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x12\n\nciphertext\x18\x04 \x01(\x0c\"\x88\x01\n\tShareKeys\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x0e\n\x06sender\x18\x02 \x01(\r\x12)\n\x06shares\x18\x03 \x03(\x0b\x32\x19.medfed.v1.EncryptedShare\x12\x17\n\x0fseed_commitment\x18\x04 \x01(\x0c\x12\x16\n\x0eschema_version\x18\x05 \x01(\r\"v\n\rShareDelivery\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x11\n\trecipient\x18\x02 \x01(\r\x12)\n\x06shares\x18\x03 \x03(\x0b\x32\x19.medfed.v1.EncryptedShare\x12\x16\n\x0eschema_version\x18\x04 \x01(\r\"V\n\x0bMaskedInput\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x0e\n\x06sender\x18\x02 \x01(\r\x12\x0e\n\x06masked\x18\x03 \x01(\x0c\x12\x16\n\x0eschema_version\x18\x04 \x01(\r\"K\n\rUnmaskRequest\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x11\n\tsurvivors\x18\x02 \x03(\r\x12\x16\n\x0eschema_version\x18\x03 \x01(\r\"-\n\rRevealedShare\x12\r\n\x05owner\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x0c\"\xa6\x01\n\x0eUnmaskResponse\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x0e\n\x06sender\x18\x02 \x01(\r\x12-\n\x0bseed_shares\x18\x03 \x03(\x0b\x32\x18.medfed.v1.RevealedShare\x12,\n\nkey_shares\x18\x04 \x03(\x0b\x32\x18.medfed.v1.RevealedShare\x12\x16\n\x0eschema_version\x18\x05 \x01(\r\"I\n\x0f\x45ncryptedVector\x12\x0e\n\x06length\x18\x01 \x01(\x04\x12\x0e\n\x06\x63hunks\x18\x02 \x03(\x0c\x12\x16\n\x0eschema_version\x18\x03 \x01(\r*{\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\r\n\tKIND_TASK\x10\x01\x12\r\n\tKIND_WAIT\x10\x02\x12\r\n\tKIND_DONE\x10\x03\x12\x0f\n\x0bKIND_RESULT\x10\x04\x12\r\n\tKIND_STEP\x10\x05\x12\x10\n\x0cKIND_DECLINE\x10\x06\x32\x7f\n\nFederation\x12\x35\n\x07GetTask\x12\x16.medfed.v1.TaskRequest\x1a\x10.medfed.v1.Chunk0\x01\x12:\n\x0cSubmitResult\x12\x10.medfed.v1.Chunk\x1a\x16.medfed.v1.SubmitReply(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'medfed.transport.wire.medfed_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_KIND']._serialized_start=1668
-  _globals['_KIND']._serialized_end=1791
+  _globals['_KIND']._serialized_start=1731
+  _globals['_KIND']._serialized_end=1854
   _globals['_HEADER']._serialized_start=50
   _globals['_HEADER']._serialized_end=232
   _globals['_CHUNK']._serialized_start=234
@@ -44,27 +44,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SECAGGCONFIG']._serialized_start=393
   _globals['_SECAGGCONFIG']._serialized_end=552
   _globals['_SECAGGINVITATION']._serialized_start=554
-  _globals['_SECAGGINVITATION']._serialized_end=656
-  _globals['_ADVERTISEKEYS']._serialized_start=658
-  _globals['_ADVERTISEKEYS']._serialized_end=766
-  _globals['_KEYDIRECTORY']._serialized_start=768
-  _globals['_KEYDIRECTORY']._serialized_end=863
-  _globals['_ENCRYPTEDSHARE']._serialized_start=865
-  _globals['_ENCRYPTEDSHARE']._serialized_end=951
-  _globals['_SHAREKEYS']._serialized_start=954
-  _globals['_SHAREKEYS']._serialized_end=1090
-  _globals['_SHAREDELIVERY']._serialized_start=1092
-  _globals['_SHAREDELIVERY']._serialized_end=1210
-  _globals['_MASKEDINPUT']._serialized_start=1212
-  _globals['_MASKEDINPUT']._serialized_end=1298
-  _globals['_UNMASKREQUEST']._serialized_start=1300
-  _globals['_UNMASKREQUEST']._serialized_end=1375
-  _globals['_REVEALEDSHARE']._serialized_start=1377
-  _globals['_REVEALEDSHARE']._serialized_end=1422
-  _globals['_UNMASKRESPONSE']._serialized_start=1425
-  _globals['_UNMASKRESPONSE']._serialized_end=1591
-  _globals['_ENCRYPTEDVECTOR']._serialized_start=1593
-  _globals['_ENCRYPTEDVECTOR']._serialized_end=1666
-  _globals['_FEDERATION']._serialized_start=1793
-  _globals['_FEDERATION']._serialized_end=1920
+  _globals['_SECAGGINVITATION']._serialized_end=678
+  _globals['_ADVERTISEKEYS']._serialized_start=681
+  _globals['_ADVERTISEKEYS']._serialized_end=829
+  _globals['_KEYDIRECTORY']._serialized_start=831
+  _globals['_KEYDIRECTORY']._serialized_end=926
+  _globals['_ENCRYPTEDSHARE']._serialized_start=928
+  _globals['_ENCRYPTEDSHARE']._serialized_end=1014
+  _globals['_SHAREKEYS']._serialized_start=1017
+  _globals['_SHAREKEYS']._serialized_end=1153
+  _globals['_SHAREDELIVERY']._serialized_start=1155
+  _globals['_SHAREDELIVERY']._serialized_end=1273
+  _globals['_MASKEDINPUT']._serialized_start=1275
+  _globals['_MASKEDINPUT']._serialized_end=1361
+  _globals['_UNMASKREQUEST']._serialized_start=1363
+  _globals['_UNMASKREQUEST']._serialized_end=1438
+  _globals['_REVEALEDSHARE']._serialized_start=1440
+  _globals['_REVEALEDSHARE']._serialized_end=1485
+  _globals['_UNMASKRESPONSE']._serialized_start=1488
+  _globals['_UNMASKRESPONSE']._serialized_end=1654
+  _globals['_ENCRYPTEDVECTOR']._serialized_start=1656
+  _globals['_ENCRYPTEDVECTOR']._serialized_end=1729
+  _globals['_FEDERATION']._serialized_start=1856
+  _globals['_FEDERATION']._serialized_end=1983
 # @@protoc_insertion_point(module_scope)

@@ -87,28 +87,34 @@ class SecAggConfig(_message.Message):
     def __init__(self, session: _Optional[bytes] = ..., client_ids: _Optional[_Iterable[int]] = ..., threshold: _Optional[int] = ..., vector_length: _Optional[int] = ..., fraction_bits: _Optional[int] = ..., ring_bits: _Optional[int] = ..., schema_version: _Optional[int] = ...) -> None: ...
 
 class SecAggInvitation(_message.Message):
-    __slots__ = ("config", "client_id", "schema_version")
+    __slots__ = ("config", "client_id", "schema_version", "participants")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     config: SecAggConfig
     client_id: int
     schema_version: int
-    def __init__(self, config: _Optional[_Union[SecAggConfig, _Mapping]] = ..., client_id: _Optional[int] = ..., schema_version: _Optional[int] = ...) -> None: ...
+    participants: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, config: _Optional[_Union[SecAggConfig, _Mapping]] = ..., client_id: _Optional[int] = ..., schema_version: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AdvertiseKeys(_message.Message):
-    __slots__ = ("session", "sender", "c_public", "s_public", "schema_version")
+    __slots__ = ("session", "sender", "c_public", "s_public", "schema_version", "signature", "certificate")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
     C_PUBLIC_FIELD_NUMBER: _ClassVar[int]
     S_PUBLIC_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     session: bytes
     sender: int
     c_public: bytes
     s_public: bytes
     schema_version: int
-    def __init__(self, session: _Optional[bytes] = ..., sender: _Optional[int] = ..., c_public: _Optional[bytes] = ..., s_public: _Optional[bytes] = ..., schema_version: _Optional[int] = ...) -> None: ...
+    signature: bytes
+    certificate: bytes
+    def __init__(self, session: _Optional[bytes] = ..., sender: _Optional[int] = ..., c_public: _Optional[bytes] = ..., s_public: _Optional[bytes] = ..., schema_version: _Optional[int] = ..., signature: _Optional[bytes] = ..., certificate: _Optional[bytes] = ...) -> None: ...
 
 class KeyDirectory(_message.Message):
     __slots__ = ("session", "keys", "schema_version")
