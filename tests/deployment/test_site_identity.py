@@ -1,10 +1,11 @@
-"""Signed key advertisement with the project PKI: a server cannot slip clients of its own into a
-secure aggregation (Bonawitz et al. 2017, malicious server), while honest sites still sum."""
+"""Signed keys and the ConsistencyCheck with the project PKI: a server can neither slip clients
+of its own into a secure aggregation nor tell survivors different stories (Bonawitz et al.
+2017, malicious server), while honest sites still sum."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 import numpy as np
@@ -15,8 +16,8 @@ from medfed.privacy.secagg import SecAggServer, SecureAggregationError, new_conf
 from medfed.privacy.secagg.authentication import KeyAuthenticator
 from medfed.privacy.secagg.client import SecAggClient
 from medfed.privacy.secagg.encoding import DEFAULT_CODE
-from medfed.privacy.secagg.messages import AdvertiseKeys, SecAggInvitation
-from medfed.privacy.secagg.rounds import Participant, serve_aggregation
+from medfed.privacy.secagg.messages import AdvertiseKeys, SecAggInvitation, SignedSurvivors
+from medfed.privacy.secagg.rounds import UNMASK_SIGNED, Participant, serve_aggregation
 from medfed.provision.certs import Identity, create_ca, issue, write_identity
 from medfed.transport.tls import TlsFiles
 
@@ -43,17 +44,26 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ProvisionedIdenti
     return identities
 
 
-def _aggregate(invitations: Mapping[int, SecAggInvitation], signers: Mapping[int, KeyAuthenticator | None], adverts: Mapping[int, AdvertiseKeys] | None = None) -> np.ndarray:
-    """Runs the aggregation with honest participants; ``adverts`` replaces some clients' keys."""
+Tamper = Callable[[str, int, object], object]
+
+
+def _aggregate(
+    invitations: Mapping[int, SecAggInvitation],
+    signers: Mapping[int, KeyAuthenticator | None],
+    adverts: Mapping[int, AdvertiseKeys] | None = None,
+    tamper: Tamper = lambda step, client, message: message,
+) -> np.ndarray:
+    """Runs the aggregation (with its ConsistencyCheck) with honest participants; ``adverts``
+    replaces some clients' keys and ``tamper`` may alter what the server sends."""
     config = next(iter(invitations.values())).config
     participants = {client: Participant(invitation, INPUTS[client], signers[client]) for client, invitation in invitations.items()}
     sent = {client: participant.start() for client, participant in participants.items()}
     sent.update(adverts or {})
 
     def exchange(step: str, outgoing: Mapping[int, object]) -> dict[int, object]:
-        return {client: participants[client].answer(message) for client, message in outgoing.items()}
+        return {client: participants[client].answer(tamper(step, client, message)) for client, message in outgoing.items()}
 
-    return serve_aggregation(SecAggServer(config), [sent[client] for client in sorted(sent)], exchange)
+    return serve_aggregation(SecAggServer(config), [sent[client] for client in sorted(sent)], exchange, consistency=True)
 
 
 def _invitations(names: tuple[str, ...] = SITES) -> dict[int, SecAggInvitation]:
@@ -62,8 +72,7 @@ def _invitations(names: tuple[str, ...] = SITES) -> dict[int, SecAggInvitation]:
 
 
 def test_sites_with_provisioned_identities_sum_exactly(pki: dict[str, ProvisionedIdentity]) -> None:
-    signers = {client: pki[site] for client, site in enumerate(SITES, start=1)}
-    np.testing.assert_allclose(_aggregate(_invitations(), signers), [9.0, 12.0], atol=1e-6)
+    np.testing.assert_allclose(_aggregate(_invitations(), _signers(pki)), [9.0, 12.0], atol=1e-6)
 
 
 def _forged(invitations: dict[int, SecAggInvitation], client: int, signer: KeyAuthenticator | None) -> AdvertiseKeys:
@@ -93,7 +102,7 @@ def test_a_participant_the_server_made_up_is_refused_by_every_honest_site(
 
 def test_keys_swapped_under_a_real_signature_are_refused(pki: dict[str, ProvisionedIdentity]) -> None:
     invitations = _invitations()
-    signers = {client: pki[site] for client, site in enumerate(SITES, start=1)}
+    signers = _signers(pki)
     real = Participant(invitations[3], INPUTS[3], pki["hospital_c"]).start()
     mine = _forged(invitations, 3, None)
     swapped = replace(real, c_public=mine.c_public, s_public=mine.s_public)  # server in the middle
@@ -105,3 +114,40 @@ def test_an_authenticated_site_refuses_an_invitation_without_names(pki: dict[str
     anonymous = _invitations()[1]
     with pytest.raises(SecureAggregationError, match="does not name every participant"):
         Participant(replace(anonymous, participants=()), INPUTS[1], pki["hospital_a"])
+
+
+def _signers(pki: dict[str, ProvisionedIdentity]) -> dict[int, KeyAuthenticator | None]:
+    return {client: pki[site] for client, site in enumerate(SITES, start=1)}
+
+
+def test_a_site_unmasks_only_when_t_survivors_signed_the_list_it_signed(pki: dict[str, ProvisionedIdentity]) -> None:
+    def forge_two(step: str, client: int, message: object) -> object:
+        if step != UNMASK_SIGNED or client != 1:
+            return message
+        assert isinstance(message, SignedSurvivors)
+        forged = tuple(replace(entry, signature=b"forged") if entry.sender != 1 else entry for entry in message.signatures)
+        return replace(message, signatures=forged)
+
+    with pytest.raises(SecureAggregationError, match="consistency check: only 1 clients left"):
+        _aggregate(_invitations(), _signers(pki), tamper=forge_two)
+
+    def another_list(step: str, client: int, message: object) -> object:
+        if step == UNMASK_SIGNED and client == 1:
+            assert isinstance(message, SignedSurvivors)
+            return replace(message, survivors=(1, 2))
+        return message
+
+    with pytest.raises(SecureAggregationError, match="differs from the one this client signed"):
+        _aggregate(_invitations(), _signers(pki), tamper=another_list)
+
+
+def test_an_authenticated_site_refuses_to_unmask_without_the_consistency_check(pki: dict[str, ProvisionedIdentity]) -> None:
+    invitations = _invitations()
+    participants = {client: Participant(invitations[client], INPUTS[client], signer) for client, signer in _signers(pki).items()}
+    adverts = [participant.start() for participant in participants.values()]
+
+    def exchange(step: str, outgoing: Mapping[int, object]) -> dict[int, object]:
+        return {client: participants[client].answer(message) for client, message in outgoing.items()}
+
+    with pytest.raises(SecureAggregationError, match="only after the consistency check"):
+        serve_aggregation(SecAggServer(invitations[1].config), adverts, exchange)  # no consistency

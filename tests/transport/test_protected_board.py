@@ -13,7 +13,7 @@ from medfed.deployment.protected_server import GrpcSecureAggregationConnector
 from medfed.deployment.protected_site import SecureAggregationRound
 from medfed.privacy.protected_sum import is_protected_aggregate
 from medfed.privacy.secagg.messages import AdvertiseKeys
-from medfed.privacy.secagg.rounds import MASKED_INPUT, UNMASK
+from medfed.privacy.secagg.rounds import CONSISTENCY, MASKED_INPUT, UNMASK_SIGNED
 from medfed.transport.board import Offer, RoundBoard
 from medfed.transport.codec import decode_task
 from medfed.transport.protocol_codec import decode_message, encode_message
@@ -66,8 +66,10 @@ def _round(**behaviour: dict) -> list[TrainResult]:
     [
         # c shared its keys but sent no masked input: its pairwise masks are removed, its input left out.
         (MASKED_INPUT, ["a", "b", "d"]),
-        # c sent its masked input and then left: its input is in the sum all the same.
-        (UNMASK, ["a", "b", "c", "d"]),
+        # c sent its masked input and then left, before or after signing the survivor list:
+        # its input is in the sum all the same.
+        (CONSISTENCY, ["a", "b", "c", "d"]),
+        (UNMASK_SIGNED, ["a", "b", "c", "d"]),
     ],
 )
 def test_the_sum_survives_a_site_dropping_out_mid_protocol(silent_from: str, in_sum: list[str]) -> None:
@@ -79,7 +81,7 @@ def test_the_sum_survives_a_site_dropping_out_mid_protocol(silent_from: str, in_
 
 
 def test_too_many_drop_outs_give_no_result_rather_than_a_wrong_sum() -> None:
-    assert _round(c={"silent_from": MASKED_INPUT}, d={"silent_from": UNMASK}) == []
+    assert _round(c={"silent_from": MASKED_INPUT}, d={"silent_from": UNMASK_SIGNED}) == []
 
 
 def _claim_client_1(advert: bytes) -> bytes:

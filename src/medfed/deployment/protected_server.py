@@ -100,7 +100,7 @@ class GrpcSecureAggregationConnector:
 
         server = SecAggServer(config)
         try:
-            total = serve_aggregation(server, list(adverts.values()), exchange)
+            total = serve_aggregation(server, list(adverts.values()), exchange, consistency=True)
             mean, weight = mean_of_weighted_sum(total, layout, error=SecureAggregationError)
         except SecureAggregationError as error:
             logger.warning("round %d: secure aggregation failed: %s", round, error)

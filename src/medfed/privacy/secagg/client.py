@@ -16,12 +16,14 @@ from dataclasses import replace
 import numpy as np
 
 from medfed.privacy.secagg import crypto, shamir
-from medfed.privacy.secagg.authentication import KeyAuthenticator, signed_keys
+from medfed.privacy.secagg.authentication import KeyAuthenticator, signed_keys, signed_survivors
 from medfed.privacy.secagg.config import check_config, code_of, require_quorum, require_session
 from medfed.privacy.secagg.encoding import encode
 from medfed.privacy.secagg.errors import SecureAggregationError
 from medfed.privacy.secagg.messages import (
     AdvertiseKeys,
+    ConsistencyCheck,
+    ConsistencySignature,
     EncryptedShare,
     KeyDirectory,
     MaskedInput,
@@ -29,6 +31,8 @@ from medfed.privacy.secagg.messages import (
     SecAggConfig,
     ShareDelivery,
     ShareKeys,
+    SignedSurvivors,
+    SurvivorSignature,
     UnmaskRequest,
     UnmaskResponse,
 )
@@ -40,8 +44,9 @@ class _Stage(enum.Enum):
     ADVERTISE = 0
     SHARE = 1
     MASK = 2
-    UNMASK = 3
-    DONE = 4
+    CHECK = 3
+    UNMASK = 4
+    DONE = 5
 
 
 class SecAggClient:
@@ -87,6 +92,7 @@ class SecAggClient:
         self._stage = _Stage.ADVERTISE
         self._directory: dict[int, AdvertiseKeys] = {}
         self._held: dict[int, tuple[int, int]] = {}  # owner -> (share of b_owner, of s_owner)
+        self._survivors: tuple[int, ...] = ()  # U3 as signed in the ConsistencyCheck
 
     def advertise_keys(self) -> AdvertiseKeys:
         """Round 0: this client's public keys ``c_u^PK`` and ``s_u^PK`` (signed when the client
@@ -166,20 +172,71 @@ class SecAggClient:
         )
 
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
-        """Round 3: shares of ``b_v`` for each survivor v, of ``s_v^SK`` for each drop-out.
+        """Round 3 without ConsistencyCheck (anonymous clients only): shares of ``b_v`` for
+        each survivor v, of ``s_v^SK`` for each drop-out.
 
         Raises:
-            SecureAggregationError: If the survivor list is not a subset of U2, omits this
+            SecureAggregationError: If this client is authenticated (it unmasks only after the
+                ConsistencyCheck), or the survivor list is not a subset of U2, omits this
                 client, or is smaller than the threshold.
         """
+        if self._authenticator is not None:
+            raise SecureAggregationError("an authenticated client unmasks only after the consistency check")
+        self._advance(_Stage.CHECK)
         self._advance(_Stage.UNMASK)
-        require_session(self.config, request.session, "unmask request")
-        survivors = set(request.survivors)
-        if len(survivors) != len(request.survivors) or not survivors <= self._held.keys():
+        return self._reveal(self._checked_survivors(request.session, request.survivors, "unmask request"))
+
+    def sign_survivors(self, check: ConsistencyCheck) -> ConsistencySignature:
+        """Round 3 (ConsistencyCheck): this client's signature over the survivor list U3
+        (empty when anonymous), after checking the list as ``unmask`` does."""
+        self._advance(_Stage.CHECK)
+        self._survivors = self._checked_survivors(check.session, check.survivors, "consistency check")
+        data = signed_survivors(self.config.session, self._survivors)
+        signature = b"" if self._authenticator is None else self._authenticator.sign(data)
+        return ConsistencySignature(self.config.session, self.client_id, signature)
+
+    def unmask_signed(self, signed: SignedSurvivors) -> UnmaskResponse:
+        """Round 4: reveals this client's shares for the list it signed, once at least ``t``
+        survivors signed that same list (signatures are checked when authenticated).
+
+        Raises:
+            SecureAggregationError: The list differs from the one this client signed, or
+                fewer than ``t`` valid signatures of distinct survivors come with it.
+        """
+        self._advance(_Stage.UNMASK)
+        require_session(self.config, signed.session, "signed survivors")
+        if tuple(signed.survivors) != self._survivors:
+            raise SecureAggregationError("the signed survivor list differs from the one this client signed")
+        signers = {entry.sender for entry in signed.signatures if self._signed_by(entry)}
+        require_quorum("consistency check", signers, self.config.threshold)
+        return self._reveal(self._survivors)
+
+    def _signed_by(self, entry: SurvivorSignature) -> bool:
+        """Whether ``entry`` is a survivor's valid signature over this client's survivor list."""
+        if entry.sender not in self._survivors:
+            return False
+        if self._authenticator is None:
+            return True
+        advert = self._directory[entry.sender]
+        data = signed_survivors(self.config.session, self._survivors)
+        try:
+            self._authenticator.verify(advert.certificate, self._names[entry.sender], data, entry.signature)
+        except SecureAggregationError:
+            return False
+        return True
+
+    def _checked_survivors(self, session: bytes, listed: Sequence[int], what: str) -> tuple[int, ...]:
+        require_session(self.config, session, what)
+        survivors = tuple(listed)
+        if len(set(survivors)) != len(survivors) or not set(survivors) <= self._held.keys():
             raise SecureAggregationError("the survivor list names clients that did not share")
         if self.client_id not in survivors:
             raise SecureAggregationError("asked to unmask although counted as dropped out")
         require_quorum("unmasking", survivors, self.config.threshold)
+        return survivors
+
+    def _reveal(self, survivors: tuple[int, ...]) -> UnmaskResponse:
+        """Shares of ``b_v`` for each survivor v, of ``s_v^SK`` for every other sharer."""
         seed, key = [], []
         for owner, (seed_y, key_y) in sorted(self._held.items()):
             if owner in survivors:

@@ -1,8 +1,8 @@
 """The messages of secure aggregation, one pair per round (Bonawitz et al. 2017, figure 4).
 
 Every message is a frozen dataclass of bytes and ints, so the same protocol runs in process
-(``medfed.privacy.secagg.driver``) and over the network (the transport's serde module maps each
-class to one protobuf message). Client ids are the Shamir evaluation points ``1..n``.
+(``medfed.privacy.secagg.driver``) and over the network (``medfed.transport.protocol_codec``
+maps each class to its protobuf twin in ``proto/medfed.proto``). Client ids are the Shamir evaluation points ``1..n``.
 
 ============  ============================  ==================================
 Round         client -> server              server -> client
@@ -10,14 +10,17 @@ Round         client -> server              server -> client
 setup                                       ``SecAggInvitation`` (one per client)
 0 Advertise   ``AdvertiseKeys``             ``KeyDirectory`` (to all of U1)
 1 ShareKeys   ``ShareKeys``                 ``ShareDelivery`` (one per client in U2)
-2 Masked      ``MaskedInput``               ``UnmaskRequest`` (to all of U3)
-3 Unmasking   ``UnmaskResponse``            (the server outputs the sum)
+2 Masked      ``MaskedInput``               ``UnmaskRequest`` (to all of U3), or in
+                                            deployments ``ConsistencyCheck``
+3 Consistency ``ConsistencySignature``      ``SignedSurvivors`` (to U4; deployments)
+4 Unmasking   ``UnmaskResponse``            (the server outputs the sum)
 ============  ============================  ==================================
 
 In deployments each client signs its ``AdvertiseKeys`` with its provisioned key and checks
 every other client's signature and certificate, so a server cannot add clients of its own
-(the paper's signed round 0). The paper's ConsistencyCheck round (a signed survivor list)
-would join ``UnmaskRequest``; nothing else changes.
+(the paper's signed round 0), and the server runs the paper's ConsistencyCheck: survivors sign
+the list ``U3`` (``ConsistencyCheck`` -> ``ConsistencySignature``) and unmask only on a
+``SignedSurvivors`` that carries at least ``t`` valid signatures over the same list.
 """
 
 from __future__ import annotations
@@ -166,6 +169,45 @@ class UnmaskRequest:
 
     session: bytes
     survivors: tuple[int, ...]
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class ConsistencyCheck:
+    """Round 3 (ConsistencyCheck), server -> clients of U3: the survivors, to be signed."""
+
+    session: bytes
+    survivors: tuple[int, ...]
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class ConsistencySignature:
+    """Round 3, client -> server: the client's signature over the survivor list it was sent
+    (empty for an anonymous client)."""
+
+    session: bytes
+    sender: int
+    signature: bytes
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class SurvivorSignature:
+    """One client's signature over the survivor list."""
+
+    sender: int
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class SignedSurvivors:
+    """Round 4 (Unmasking), server -> clients of U4: the survivor list and its signatures; a
+    client unmasks only when at least ``t`` survivors signed the very list it signed."""
+
+    session: bytes
+    survivors: tuple[int, ...]
+    signatures: tuple[SurvivorSignature, ...]
     schema_version: int = SCHEMA_VERSION
 
 

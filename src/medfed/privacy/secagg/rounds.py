@@ -18,22 +18,28 @@ from medfed.privacy.secagg.client import SecAggClient
 from medfed.privacy.secagg.errors import SecureAggregationError
 from medfed.privacy.secagg.messages import (
     AdvertiseKeys,
+    ConsistencyCheck,
+    ConsistencySignature,
     KeyDirectory,
     MaskedInput,
     SecAggInvitation,
     ShareDelivery,
     ShareKeys,
+    SignedSurvivors,
     UnmaskRequest,
     UnmaskResponse,
 )
 from medfed.privacy.secagg.server import SecAggServer
 
 SHARE_KEYS, MASKED_INPUT, UNMASK = "secagg/share-keys", "secagg/masked-input", "secagg/unmask"
+CONSISTENCY, UNMASK_SIGNED = "secagg/consistency", "secagg/unmask-signed"
 
 STEPS: dict[str, tuple[type, type]] = {
     SHARE_KEYS: (KeyDirectory, ShareKeys),
     MASKED_INPUT: (ShareDelivery, MaskedInput),
     UNMASK: (UnmaskRequest, UnmaskResponse),
+    CONSISTENCY: (ConsistencyCheck, ConsistencySignature),
+    UNMASK_SIGNED: (SignedSurvivors, UnmaskResponse),
 }
 """Each step after round 0: (the server's message type, the client's reply type)."""
 
@@ -42,9 +48,16 @@ Exchange = Callable[[str, Mapping[int, object]], Mapping[int, object]]
 
 
 def serve_aggregation(
-    server: SecAggServer, adverts: Sequence[AdvertiseKeys], exchange: Exchange
+    server: SecAggServer, adverts: Sequence[AdvertiseKeys], exchange: Exchange, *, consistency: bool = False
 ) -> np.ndarray:
-    """Rounds 1 to 3 after the clients' ``adverts``; the sum of the survivors' inputs.
+    """The rounds after the clients' ``adverts``; the sum of the survivors' inputs.
+
+    Args:
+        server: The aggregation's server.
+        adverts: The clients' round-0 keys.
+        exchange: Delivers each step's messages.
+        consistency: Run the paper's ConsistencyCheck before unmasking (deployments; required
+            by authenticated clients).
 
     Raises:
         SecureAggregationError: Too few clients answered a step, or a reply is malformed.
@@ -54,7 +67,13 @@ def serve_aggregation(
     deliveries = server.route_shares(_replies(shares, ShareKeys))
     masked = exchange(MASKED_INPUT, deliveries)
     request = server.collect_masked(_replies(masked, MaskedInput))
-    responses = exchange(UNMASK, {client: request for client in request.survivors})
+    if not consistency:
+        responses = exchange(UNMASK, {client: request for client in request.survivors})
+        return server.unmask(_replies(responses, UnmaskResponse))
+    check = ConsistencyCheck(request.session, request.survivors)
+    signatures = exchange(CONSISTENCY, {client: check for client in check.survivors})
+    signed = server.collect_signatures(_replies(signatures, ConsistencySignature))
+    responses = exchange(UNMASK_SIGNED, {entry.sender: signed for entry in signed.signatures})
     return server.unmask(_replies(responses, UnmaskResponse))
 
 
@@ -83,7 +102,7 @@ class Participant:
         return self.client.advertise_keys()
 
     def answer(self, message: object) -> object:
-        """The reply to the server's message of rounds 1 to 3.
+        """The reply to the server's message of the rounds after round 0.
 
         Raises:
             SecureAggregationError: The message is out of order, of another session or forged.
@@ -94,6 +113,10 @@ class Participant:
             return self.client.masked_input(message, self.values)
         if isinstance(message, UnmaskRequest):
             return self.client.unmask(message)
+        if isinstance(message, ConsistencyCheck):
+            return self.client.sign_survivors(message)
+        if isinstance(message, SignedSurvivors):
+            return self.client.unmask_signed(message)
         raise SecureAggregationError(f"unexpected message {type(message).__name__}")
 
 

@@ -20,6 +20,7 @@ from medfed.privacy.secagg.encoding import decode
 from medfed.privacy.secagg.errors import SecureAggregationError
 from medfed.privacy.secagg.messages import (
     AdvertiseKeys,
+    ConsistencySignature,
     EncryptedShare,
     KeyDirectory,
     MaskedInput,
@@ -27,6 +28,8 @@ from medfed.privacy.secagg.messages import (
     SecAggConfig,
     ShareDelivery,
     ShareKeys,
+    SignedSurvivors,
+    SurvivorSignature,
     UnmaskRequest,
     UnmaskResponse,
 )
@@ -36,8 +39,9 @@ class _Stage(enum.Enum):
     KEYS = 0
     SHARES = 1
     MASKED = 2
-    UNMASK = 3
-    DONE = 4
+    CHECK = 3
+    UNMASK = 4
+    DONE = 5
 
 
 class SecAggServer:
@@ -113,8 +117,28 @@ class SecAggServer:
         self._survivors = tuple(sorted(seen))
         return UnmaskRequest(self.config.session, self._survivors)
 
+    def collect_signatures(self, signatures: Sequence[ConsistencySignature]) -> SignedSurvivors:
+        """Round 3 (ConsistencyCheck): the survivors' signatures over U3, for the clients of U4
+        (those who signed) to check before they unmask.
+
+        Raises:
+            SecureAggregationError: Fewer than ``threshold`` survivors signed, or a signature
+                comes from a client outside U3 or twice.
+        """
+        self._advance(_Stage.CHECK)
+        collected: dict[int, bytes] = {}
+        for message in signatures:
+            self._check_sender(message.session, message.sender, collected, "consistency signature")
+            if message.sender not in self._survivors:
+                raise SecureAggregationError(f"client {message.sender} signs although not a survivor")
+            collected[message.sender] = message.signature
+        require_quorum("consistency check", collected, self.config.threshold)
+        entries = tuple(SurvivorSignature(sender, collected[sender]) for sender in sorted(collected))
+        return SignedSurvivors(self.config.session, self._survivors, entries)
+
     def unmask(self, responses: Sequence[UnmaskResponse]) -> np.ndarray:
-        """Round 3: removes every mask and returns the sum of U3's inputs.
+        """Round 3 (or 4 after the ConsistencyCheck): removes every mask and returns the sum
+        of U3's inputs.
 
         Returns:
             The decoded sum, float64, shape ``(vector_length,)``.
@@ -124,6 +148,8 @@ class SecAggServer:
                 is malformed, or a reconstructed secret does not match its commitment or
                 public key.
         """
+        if self._stage is _Stage.CHECK:  # no ConsistencyCheck (anonymous clients)
+            self._advance(_Stage.CHECK)
         self._advance(_Stage.UNMASK)
         seed_shares, key_shares = self._gather(responses)
         dropped = sorted(set(self._commitments) - set(self._survivors))

@@ -186,6 +186,48 @@ class UnmaskRequest(_message.Message):
     schema_version: int
     def __init__(self, session: _Optional[bytes] = ..., survivors: _Optional[_Iterable[int]] = ..., schema_version: _Optional[int] = ...) -> None: ...
 
+class ConsistencyCheck(_message.Message):
+    __slots__ = ("session", "survivors", "schema_version")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    session: bytes
+    survivors: _containers.RepeatedScalarFieldContainer[int]
+    schema_version: int
+    def __init__(self, session: _Optional[bytes] = ..., survivors: _Optional[_Iterable[int]] = ..., schema_version: _Optional[int] = ...) -> None: ...
+
+class ConsistencySignature(_message.Message):
+    __slots__ = ("session", "sender", "signature", "schema_version")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    session: bytes
+    sender: int
+    signature: bytes
+    schema_version: int
+    def __init__(self, session: _Optional[bytes] = ..., sender: _Optional[int] = ..., signature: _Optional[bytes] = ..., schema_version: _Optional[int] = ...) -> None: ...
+
+class SurvivorSignature(_message.Message):
+    __slots__ = ("sender", "signature")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    sender: int
+    signature: bytes
+    def __init__(self, sender: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class SignedSurvivors(_message.Message):
+    __slots__ = ("session", "survivors", "signatures", "schema_version")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURES_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    session: bytes
+    survivors: _containers.RepeatedScalarFieldContainer[int]
+    signatures: _containers.RepeatedCompositeFieldContainer[SurvivorSignature]
+    schema_version: int
+    def __init__(self, session: _Optional[bytes] = ..., survivors: _Optional[_Iterable[int]] = ..., signatures: _Optional[_Iterable[_Union[SurvivorSignature, _Mapping]]] = ..., schema_version: _Optional[int] = ...) -> None: ...
+
 class RevealedShare(_message.Message):
     __slots__ = ("owner", "value")
     OWNER_FIELD_NUMBER: _ClassVar[int]
