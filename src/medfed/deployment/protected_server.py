@@ -75,7 +75,8 @@ class GrpcSecureAggregationConnector:
             logger.warning("secure aggregation needs at least 2 sites, %d asked", len(tasks))
             return []
         round = next(iter(tasks.values())).round
-        ids = {site: client for client, site in enumerate(sorted(tasks), start=1)}
+        participants = tuple(sorted(tasks))
+        ids = {site: client for client, site in enumerate(participants, start=1)}
         layout = layout_of(next(iter(tasks.values())).weights)
         config = new_config(
             client_ids=ids.values(),
@@ -84,7 +85,6 @@ class GrpcSecureAggregationConnector:
             code=self.code,
         )
         reply_limit = config.vector_length * config.ring_bits // 8 + _MESSAGE_ALLOWANCE
-        participants = tuple(sorted(ids, key=ids.__getitem__))
         invitations = {site: encode_message(SecAggInvitation(config, ids[site], participants)) for site in ids}
         self.board.post(
             round, tasks, protocol=invitations, accept=_from_sender(AdvertiseKeys, ids), reply_limit=reply_limit
