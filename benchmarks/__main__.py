@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-BENCHMARKS = ("overhead", "aggregation", "secure_aggregation", "dp", "transfer")
+BENCHMARKS = ("overhead", "aggregation", "secure_aggregation", "protected_rounds", "dp", "transfer")
 
 
 def run(name: str) -> None:
