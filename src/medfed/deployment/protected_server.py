@@ -74,10 +74,10 @@ class GrpcSecureAggregationConnector:
         if len(tasks) < 2:
             logger.warning("secure aggregation needs at least 2 sites, %d asked", len(tasks))
             return []
-        round = next(iter(tasks.values())).round
+        first = next(iter(tasks.values()))
+        round, layout = first.round, layout_of(first.weights)
         participants = tuple(sorted(tasks))
         ids = {site: client for client, site in enumerate(participants, start=1)}
-        layout = layout_of(next(iter(tasks.values())).weights)
         config = new_config(
             client_ids=ids.values(),
             threshold=threshold_for(len(ids), self.threshold_fraction),
@@ -139,8 +139,8 @@ class GrpcCkksConnector:
 
     def train(self, tasks: Mapping[str, TrainTask]) -> list[TrainResult]:
         """Trains the sites and returns ``[decrypted mean of the encrypted sum]``, or ``[]``."""
-        round = next(iter(tasks.values())).round
-        reference = next(iter(tasks.values())).weights
+        first = next(iter(tasks.values()))
+        round, reference = first.round, first.weights
         length = size_of(layout_of(reference)) + 1
         self.board.post(
             round, tasks, accept=self._upload(length), reply_limit=128 * length + _MESSAGE_ALLOWANCE

@@ -207,18 +207,19 @@ class SecAggClient:
         require_session(self.config, signed.session, "signed survivors")
         if tuple(signed.survivors) != self._survivors:
             raise SecureAggregationError("the signed survivor list differs from the one this client signed")
-        signers = {entry.sender for entry in signed.signatures if self._signed_by(entry)}
+        data = signed_survivors(self.config.session, self._survivors)
+        signers = {entry.sender for entry in signed.signatures if self._signed_by(entry, data)}
         require_quorum("consistency check", signers, self.config.threshold)
         return self._reveal(self._survivors)
 
-    def _signed_by(self, entry: SurvivorSignature) -> bool:
-        """Whether ``entry`` is a survivor's valid signature over this client's survivor list."""
+    def _signed_by(self, entry: SurvivorSignature, data: bytes) -> bool:
+        """Whether ``entry`` is a survivor's valid signature over ``data`` (this client's
+        survivor list as signed)."""
         if entry.sender not in self._survivors:
             return False
         if self._authenticator is None:
             return True
         advert = self._directory[entry.sender]
-        data = signed_survivors(self.config.session, self._survivors)
         try:
             self._authenticator.verify(advert.certificate, self._names[entry.sender], data, entry.signature)
         except SecureAggregationError:

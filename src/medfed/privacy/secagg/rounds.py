@@ -1,10 +1,10 @@
-"""The four rounds of secure aggregation over any messenger: shared by simulation and deployment.
+"""The rounds of secure aggregation over any messenger: shared by simulation and deployment.
 
 ``serve_aggregation`` is the server's side after round 0 and ``Participant`` a site's side;
 between them stands an ``Exchange``, which delivers one message per client and returns the
 replies of the clients that answered. In process it calls the participants directly
 (``medfed.privacy.secagg.driver``); in a deployment it posts the messages to the sites over
-gRPC (``medfed.deployment.protected``). A client that does not answer a step has dropped out.
+gRPC (``medfed.deployment.protected_server`` and ``protected_site``). A client that does not answer a step has dropped out.
 """
 
 from __future__ import annotations
