@@ -46,3 +46,19 @@ def test_generate_writes_msd_sites(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     for site in ("hospital_a", "hospital_b", "hospital_c", "hospital_d"):
         assert (tmp_path / site / "dataset.json").is_file()
+
+
+def test_a_ckks_job_without_a_server_kit_is_one_clear_line(tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text("privacy: {encryption: {scheme: ckks}}\n")
+    result = _medfed("server", "--insecure", "--sites", "a,b", "--job", str(job), "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 2
+    assert "provisioned with 'encryption: ckks'" in " ".join((result.stdout + result.stderr).split())
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_client_delta_without_epsilon_is_refused(tmp_path: Path) -> None:
+    args = ["client", "--insecure", "--site", "a", "--server", "127.0.0.1:1", "--data", str(tmp_path), "--delta", "1e-6"]
+    result = _medfed(*args)
+    assert result.returncode == 2
+    assert "--delta goes with --epsilon" in " ".join((result.stdout + result.stderr).split())
