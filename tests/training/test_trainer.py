@@ -78,3 +78,26 @@ def test_unknown_model_and_bad_params_are_clear() -> None:
         build_model("vit", {}, seed=0)
     with pytest.raises(ConfigError, match="unet"):
         build_model("unet", {"chanels": [4]}, seed=0)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"local_epochs": 10**9},
+        {"local_epochs": 0},
+        {"batch_size": "16"},
+        {"batch_size": True},
+        {"lr": float("nan")},
+        {"lr": 1e9},
+        {"optimizer": "rmsprop"},
+    ],
+)
+def test_a_task_cannot_set_out_of_range_training_settings(config: dict[str, object]) -> None:
+    with pytest.raises(ConfigError, match="training setting"):
+        TrainSettings().overridden(config)  # type: ignore[arg-type]
+
+
+def test_a_task_overrides_settings_within_range() -> None:
+    assert TrainSettings().overridden({"lr": 0.5, "local_epochs": 3, "other": 1}) == TrainSettings(
+        lr=0.5, local_epochs=3
+    )

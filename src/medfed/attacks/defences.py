@@ -22,7 +22,7 @@ Gradients = list[torch.Tensor]
 
 def global_norm(update: Sequence[torch.Tensor]) -> torch.Tensor:
     """The L2 norm of all tensors of ``update`` seen as one flat vector (0-dim tensor)."""
-    return torch.sqrt(sum(t.detach().pow(2).sum() for t in update))
+    return torch.stack([t.detach().pow(2).sum() for t in update]).sum().sqrt()
 
 
 def clip_by_norm(update: Sequence[torch.Tensor], max_norm: float) -> Gradients:

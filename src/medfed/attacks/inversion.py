@@ -98,8 +98,8 @@ def cosine_distance(
         A 0-dim tensor in ``[0, 2]``; 0 means the gradients point the same way.
     """
     dot = sum((c * t).sum() for c, t in zip(candidate, target, strict=True))
-    norm_c = torch.sqrt(sum(c.pow(2).sum() for c in candidate))
-    norm_t = torch.sqrt(sum(t.pow(2).sum() for t in target))
+    norm_c = torch.stack([c.pow(2).sum() for c in candidate]).sum().sqrt()
+    norm_t = torch.stack([t.pow(2).sum() for t in target]).sum().sqrt()
     return 1 - dot / (norm_c * norm_t).clamp_min(1e-12)
 
 

@@ -50,13 +50,14 @@ def to_unit_range(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor
 
 def psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``(N,)`` PSNR in dB of images in ``[0, 1]`` with shape ``(N, C, H, W)``."""
-    return PSNRMetric(max_val=1.0, reduction="none")(prediction, target).reshape(-1)
+    scores = PSNRMetric(max_val=1.0, reduction="none")(prediction, target)
+    return torch.as_tensor(scores).reshape(-1)
 
 
 def ssim(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``(N,)`` SSIM (11x11 Gaussian window) of images in ``[0, 1]``; needs H, W >= 11."""
     metric = SSIMMetric(spatial_dims=2, data_range=1.0, reduction="none")
-    return metric(prediction, target).reshape(-1)
+    return torch.as_tensor(metric(prediction, target)).reshape(-1)
 
 
 def match_reconstructions(reconstructions: torch.Tensor, targets: torch.Tensor) -> Match:

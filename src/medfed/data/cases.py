@@ -74,8 +74,8 @@ def _stratified_order(cases: tuple[Case, ...], seed: int) -> list[int]:
     ``(i + 0.5) / n``; sorting by position interleaves the groups proportionally.
     """
     rng = np.random.default_rng(seed)
-    labels = [c.label for c in cases]
-    keys = labels if all(label is not None for label in labels) else [0] * len(cases)
+    known = [c.label for c in cases if c.label is not None]
+    keys = known if len(known) == len(cases) else [0] * len(cases)
     tie_break = rng.permutation(len(cases))
     position = np.empty(len(cases))
     for value in sorted(set(keys)):

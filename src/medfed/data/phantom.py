@@ -113,7 +113,7 @@ def render(phantom: Phantom, contrast: Contrast, rng: np.random.Generator) -> np
 def _grid(shape: tuple[int, ...], rng: np.random.Generator) -> list[np.ndarray]:
     """Normalised coordinates, shifted and rotated in the (H, W) plane by a random pose."""
     axes = [np.linspace(-1.0, 1.0, n) - rng.normal(0, 0.03) for n in shape]
-    coords = np.meshgrid(*axes, indexing="ij")
+    coords = list(np.meshgrid(*axes, indexing="ij"))
     return _rotate(coords, rng.normal(0, 0.12))
 
 

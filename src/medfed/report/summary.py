@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import fmean
@@ -36,7 +36,7 @@ class SummaryRow:
 
 
 def summarize(
-    rows: Sequence[MetricRow], kinds: dict[str, str], *, task: Task, unseen_site: str | None
+    rows: Sequence[MetricRow], kinds: Mapping[str, str], *, task: Task, unseen_site: str | None
 ) -> list[SummaryRow]:
     """The final-round summary of each experiment in ``kinds`` (name -> kind), in that order,
     followed by the mean of the local-only models when there are any."""

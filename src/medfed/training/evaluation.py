@@ -80,9 +80,9 @@ def _classification_metrics(
         predicted = _one_hot(probabilities.argmax(dim=1), num_classes)
         auc(probabilities, truth)
         confusion(predicted, truth)
-    accuracy, sensitivity, specificity = (float(value) for value in confusion.aggregate())
+    accuracy, sensitivity, specificity = (float(torch.as_tensor(value)) for value in confusion.aggregate())
     try:
-        auc_value = float(auc.aggregate())
+        auc_value = float(torch.as_tensor(auc.aggregate()))
     except (AssertionError, ValueError):  # a single class present: AUC undefined
         auc_value = math.nan
     return {

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from medfed.device import default_device
+from medfed.errors import ConfigError
 from medfed.strategies.base import LocalHooks
 from medfed.training.losses import loss_for
 from medfed.types import Scalar, Task
@@ -26,10 +27,30 @@ class TrainSettings:
     lr: float = 1e-3
     optimizer: Literal["adam", "sgd"] = "adam"
 
+    def __post_init__(self) -> None:
+        for name, (low, high) in _INTEGER_RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"training setting {name} must be an integer in [{low}, {high}], got {value!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or not 0 < self.lr <= MAX_LR:
+            raise ConfigError(f"training setting lr must be a number in (0, {MAX_LR}], got {self.lr!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"training setting optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+
     def overridden(self, config: Mapping[str, Scalar]) -> TrainSettings:
-        """These settings with the entries of ``config`` that name a setting replaced."""
+        """These settings with the entries of ``config`` that name a setting replaced.
+
+        Raises:
+            ConfigError: A value has the wrong type or lies outside its range (a task comes from
+                another party, so every value is checked).
+        """
         names = {field.name for field in fields(self)}
-        return replace(self, **{key: value for key, value in config.items() if key in names})
+        changes: dict[str, Any] = {key: value for key, value in config.items() if key in names}
+        return replace(self, **changes)
+
+
+_INTEGER_RANGES = {"local_epochs": (1, 1000), "batch_size": (1, 65536)}
+MAX_LR = 10.0
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ def _to_proto(message: object) -> ProtoMessage:
 
 def _from_proto(kind: type[T], proto: ProtoMessage) -> T:
     values: dict[str, Any] = {}
-    for name, hint in _hints(kind).items():
+    for name, hint in _hints(typing.cast(type, kind)).items():
         raw = getattr(proto, name)
         if typing.get_origin(hint) is tuple:
             item = typing.get_args(hint)[0]

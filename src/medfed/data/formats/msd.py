@@ -92,7 +92,7 @@ def _read_image(site: str, path: Path) -> np.ndarray:
 def _channel_files(path: Path) -> list[Path]:
     """The existing ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``... files, in order."""
     stem, suffix = _split_suffix(path.name)
-    files = []
+    files: list[Path] = []
     while (candidate := path.with_name(f"{stem}_{len(files):04d}{suffix}")).is_file():
         files.append(candidate)
     return files

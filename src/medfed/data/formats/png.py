@@ -76,10 +76,10 @@ def _load_case(site: str, file: Path, masks_dir: Path | None, label: int | None)
 def _read_png(site: str, path: Path) -> np.ndarray:
     """Reads a PNG as ``(H, W)`` (greyscale) or ``(H, W, 3)`` (colour)."""
     try:
-        with Image.open(path) as img:
-            if img.mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr"):
-                img = img.convert("RGB" if img.mode != "LA" else "L")
-            return np.asarray(img)
+        with Image.open(path) as stored:
+            if stored.mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr"):
+                return np.asarray(stored.convert("RGB" if stored.mode != "LA" else "L"))
+            return np.asarray(stored)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         reason = f"cannot read PNG ({type(exc).__name__}: {exc}); it may be truncated or corrupt"
         raise DataError(site, path, reason) from exc
