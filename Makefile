@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean proto
+.PHONY: demo test docs bench clean proto
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -20,11 +20,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The documentation site (mkdocs.yml, docs/); --strict fails on broken links and pages left out of the nav.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir build/site
+
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs build/site
 
 # Regenerates the committed gRPC code from proto/medfed.proto (needs grpcio-tools).
 proto: $(STAMP)
