@@ -1,4 +1,4 @@
-"""Matplotlib figures of a run, rendered to PNG bytes (Agg backend, no display needed)."""
+"""Matplotlib figures of a run, rendered to PNG bytes (``Figure`` objects: no pyplot, no global backend)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from medfed.orchestration.metrics_log import MetricRow  # noqa: E402
+from medfed.orchestration.metrics_log import MetricRow
 
 
 @dataclass(frozen=True)
@@ -31,7 +27,8 @@ class SampleImage:
 
 def learning_curves(rows: Sequence[MetricRow], *, metric: str, unseen_site: str | None) -> bytes:
     """Mean held-out ``metric`` per round for each experiment, and on the unseen site."""
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
+    figure = Figure(figsize=(11, 4))
+    axes = figure.subplots(1, 2, squeeze=False)
     for axis, unseen in zip(axes[0], (False, True), strict=True):
         curves: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for row in rows:
@@ -51,7 +48,8 @@ def learning_curves(rows: Sequence[MetricRow], *, metric: str, unseen_site: str 
 def site_curves(rows: Sequence[MetricRow], *, experiment: str, metric: str, training: bool = False) -> bytes:
     """``metric`` per round at each site for one experiment: held-out rows, or the training
     rows when ``training``."""
-    figure, axis = plt.subplots(figsize=(5.5, 4))
+    figure = Figure(figsize=(5.5, 4))
+    axis = figure.subplots()
     by_site: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for row in rows:
         if row.experiment == experiment and row.metric == metric and (row.split == "train") == training:
@@ -68,7 +66,8 @@ def site_curves(rows: Sequence[MetricRow], *, experiment: str, metric: str, trai
 
 def sample_grid(samples: Sequence[SampleImage]) -> bytes:
     """Each sample as three panels: image, true mask and predicted mask drawn over the image."""
-    figure, axes = plt.subplots(len(samples), 3, figsize=(8, 2.7 * len(samples)), squeeze=False)
+    figure = Figure(figsize=(8, 2.7 * len(samples)))
+    axes = figure.subplots(len(samples), 3, squeeze=False)
     for row, sample in zip(axes, samples, strict=True):
         panels = (("image", None), ("true mask", sample.truth), (f"{sample.model}", sample.prediction))
         for axis, (title, mask) in zip(row, panels, strict=True):
@@ -84,5 +83,4 @@ def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=90)
-    plt.close(figure)
     return buffer.getvalue()
