@@ -11,6 +11,7 @@ import torch
 
 from medfed.deployment.protected_server import GrpcSecureAggregationConnector
 from medfed.deployment.protected_site import SecureAggregationRound
+from medfed.errors import UpdateRejected
 from medfed.privacy.protected_sum import is_protected_aggregate
 from medfed.privacy.secagg.messages import AdvertiseKeys
 from medfed.privacy.secagg.rounds import CONSISTENCY, MASKED_INPUT, UNMASK_SIGNED
@@ -43,22 +44,33 @@ def _site(board: RoundBoard, name: str, *, silent_from: str | None = None, forge
             reply = protected.upload() if forge is None else forge(protected.upload())
         try:
             board.receive(name, offer.task_id, reply)
-        except Exception:  # refused: this site is out of the round
+        except UpdateRejected:  # refused: this site is out of the round
             return
 
 
 def _round(**behaviour: dict) -> list[TrainResult]:
     board = RoundBoard()
     connector = GrpcSecureAggregationConnector(board, round_timeout_s=10, step_timeout_s=2, threshold_fraction=0.5)
-    threads = [threading.Thread(target=_site, args=(board, name), kwargs=behaviour.get(name, {})) for name in SITES]
+    errors: list[BaseException] = []
+
+    def site(name: str) -> None:
+        try:
+            _site(board, name, **behaviour.get(name, {}))
+        except BaseException as error:  # an unexpected error in a site fails the test
+            errors.append(error)
+
+    threads = [threading.Thread(target=site, args=(name,)) for name in SITES]
     for thread in threads:
         thread.start()
     try:
-        return connector.train({name: TASK for name in SITES})
+        results = connector.train({name: TASK for name in SITES})
     finally:
         board.finish()
         for thread in threads:
             thread.join(timeout=10)
+    assert not errors, errors
+    assert not any(thread.is_alive() for thread in threads)
+    return results
 
 
 @pytest.mark.parametrize(
