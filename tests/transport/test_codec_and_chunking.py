@@ -8,9 +8,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from medfed.privacy.ckks import EncryptedVector
-from medfed.privacy.secagg.messages import RevealedShare, SecAggConfig, SecAggInvitation, UnmaskResponse
+from medfed.privacy.secagg.messages import (
+    RevealedShare,
+    SecAggConfig,
+    SecAggInvitation,
+    UnmaskResponse,
+)
 from medfed.transport.chunking import Reassembler, digest, split
-from medfed.transport.codec import decode_result, decode_task, encode_result, encode_task
+from medfed.transport.codec import (
+    decode_result,
+    decode_task,
+    encode_result,
+    encode_task,
+)
 from medfed.transport.errors import PayloadError
 from medfed.transport.protocol_codec import decode_message, encode_message
 from medfed.transport.serde import Kind, payload_stream, read_stream, signal_stream

@@ -5,19 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 import torch
-
-from medfed.data import load_site
-from medfed.deployment.site_builder import build_local_site
-from medfed.deployment.evaluation import DEFAULT_HOLDOUT, holdout_split
-from medfed.deployment.job import load_job
-from medfed.orchestration.checkpoint import checkpoint_path, load_checkpoint
-from medfed.orchestration.connector import InProcessConnector
-from medfed.orchestration.loop import RoundPlan, run_rounds
-from medfed.orchestration.site import cpu_weights
-from medfed.models import build_model
-from medfed.strategies.registry import STRATEGIES
-
 from deploy_procs import (
     SITES,
     client_args,
@@ -29,6 +18,19 @@ from deploy_procs import (
     wait_for,
     write_job,
 )
+
+from medfed.data import load_site
+from medfed.deployment.evaluation import DEFAULT_HOLDOUT, holdout_split
+from medfed.deployment.job import load_job
+from medfed.deployment.site_builder import build_local_site
+from medfed.models import build_model
+from medfed.orchestration.checkpoint import checkpoint_path, load_checkpoint
+from medfed.orchestration.connector import InProcessConnector
+from medfed.orchestration.loop import RoundPlan, run_rounds
+from medfed.orchestration.site import cpu_weights
+from medfed.strategies.registry import STRATEGIES
+
+pytestmark = pytest.mark.integration  # starts real medfed processes
 
 def _reference(job_path: Path, data: dict[str, Path]) -> dict[str, torch.Tensor]:
     """The same job run in process with the same LocalSite and run_rounds code, on the cases

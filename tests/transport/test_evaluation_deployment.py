@@ -5,9 +5,21 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+from deploy_procs import (
+    SITES,
+    client_args,
+    free_port,
+    make_data,
+    make_kits,
+    processes,
+    server_args,
+    write_job,
+)
+
 from medfed.deployment.status import read_status
 
-from deploy_procs import SITES, client_args, free_port, make_data, make_kits, processes, server_args, write_job
+pytestmark = pytest.mark.integration  # starts real medfed processes
 
 ROUNDS = 2
 CASES = {"hospital_a": 8, "hospital_b": 6, "hospital_c": 5}

@@ -7,12 +7,23 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
+from deploy_procs import (
+    SITES,
+    client_args,
+    free_port,
+    make_data,
+    processes,
+    server_args,
+    site_state_dir,
+    write_job,
+)
 
 from medfed.data import load_site
-from medfed.deployment.site_builder import build_local_site
 from medfed.deployment.evaluation import DEFAULT_HOLDOUT, holdout_split
 from medfed.deployment.job import load_job
+from medfed.deployment.site_builder import build_local_site
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import checkpoint_path, load_checkpoint
 from medfed.orchestration.connector import InProcessConnector
@@ -22,7 +33,7 @@ from medfed.provision import ProjectConfig, provision
 from medfed.strategies.registry import STRATEGIES
 from medfed.types import AGGREGATE_SITE, Weights
 
-from deploy_procs import SITES, client_args, free_port, make_data, processes, server_args, site_state_dir, write_job
+pytestmark = pytest.mark.integration  # starts real medfed processes
 
 ROUNDS = 2
 # SGD: Adam would turn the fixed-point rounding of round 1 into ~1e-3 differences in round 2.

@@ -9,8 +9,15 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
+from deploy_procs import (
+    Processes,
+    free_port,
+    make_kits,
+    server_args,
+    wait_for,
+    write_job,
+)
 
-from deploy_procs import Processes, free_port, make_kits, server_args, wait_for, write_job
 from medfed.provision import revoke
 from medfed.provision.certs import create_ca, issue, read_identity, write_identity
 from medfed.transport.chunking import digest
@@ -21,6 +28,8 @@ from medfed.transport.tls import TlsFiles, channel_credentials
 from medfed.transport.wire import medfed_pb2 as pb
 from medfed.transport.wire import medfed_pb2_grpc as pb_grpc
 from medfed.types import TrainResult
+
+pytestmark = pytest.mark.integration  # starts real medfed processes
 
 JOB_SITES = ["hospital_a", "hospital_b", "hospital_c"]
 
