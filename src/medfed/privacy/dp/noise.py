@@ -6,7 +6,8 @@ derived from a value another party knows (the run's seed, the round, the site's 
 
 ``SecureNoise`` draws its bits from a ChaCha20 keystream keyed from ``os.urandom`` (the
 ``cryptography`` package) and makes Gaussians as Opacus's ``secure_mode`` does: each value is
-``(g_1 + g_2 + g_3 + g_4) / 2`` of four independent ``N(0, std^2)`` draws, computed in float64.
+``(g_1 + g_2 + g_3 + g_4) / 2`` of four independent ``N(0, std^2)`` draws (Box-Muller over
+53-bit uniforms), computed in float64 and rounded once to the gradient's dtype.
 Holohan and Braghin, "Secure Random Sampling in Differential Privacy", ESORICS 2021
 (arXiv 2107.10138, section 5.1), show that this raises the cost of the floating-point attack of
 Mironov (CCS 2012) and Jin et al. (arXiv 2112.05307) on the Gaussian mechanism from about
@@ -83,21 +84,31 @@ class GeneratorNoise:
 
 
 class SecureNoise:
-    """Noise from a ChaCha20 keystream keyed from ``os.urandom`` and rekeyed every GiB.
+    """Noise from a ChaCha20 keystream under a 256-bit key from ``os.urandom``.
 
     Nobody else can reproduce it: the key never leaves this object and nothing a run shares
-    (seed, round, site) enters it.
+    (seed, round, site) enters it. The nonce moves on every GiB of keystream, far below
+    ChaCha20's 2^32-block counter.
+
+    Args:
+        key: ``None`` (a fresh key from ``os.urandom``: the only private choice); 32 given bytes
+            make the stream reproducible, for tests of the sampler only.
     """
 
-    REKEY_BYTES = 1 << 30
-    """Keystream drawn under one key (far below ChaCha20's 2^32-block counter)."""
+    NONCE_BYTES = 1 << 30
+    """Keystream drawn under one nonce."""
 
-    def __init__(self) -> None:
-        self._rekey()
+    def __init__(self, key: bytes | None = None) -> None:
+        if key is not None and len(key) != 32:
+            raise ValueError(f"key must be 32 bytes, got {len(key)}")
+        self._key = os.urandom(32) if key is None else key
+        self._nonce = -1
+        self._next_nonce()
 
-    def _rekey(self) -> None:
-        cipher = Cipher(algorithms.ChaCha20(os.urandom(32), os.urandom(16)), mode=None)
-        self._stream = cipher.encryptor()
+    def _next_nonce(self) -> None:
+        self._nonce += 1
+        nonce = bytes(4) + self._nonce.to_bytes(12, "little")  # block counter 0, then the nonce
+        self._stream = Cipher(algorithms.ChaCha20(self._key, nonce), mode=None).encryptor()
         self._used = 0
 
     def _words(self, count: int) -> torch.Tensor:
@@ -105,8 +116,8 @@ class SecureNoise:
         size = 8 * count
         if size == 0:
             return torch.zeros(0, dtype=torch.int64)
-        if self._used + size > self.REKEY_BYTES:
-            self._rekey()
+        if self._used + size > self.NONCE_BYTES:
+            self._next_nonce()
         self._used += size
         raw = bytearray(self._stream.update(bytes(size)))
         return torch.frombuffer(raw, dtype=torch.int64) & ((1 << 53) - 1)

@@ -245,7 +245,8 @@ class DPTrainer:
             raise RuntimeError(f"Opacus accounted {engine.accountant.history}, medfed planned {accounted}")
         finite = [value for value in losses if math.isfinite(value)]
         loss = sum(finite) / len(finite) if finite else math.nan
-        report = FitReport(steps=len(losses), loss=loss, lr=settings.lr)
+        logger.info("site '%s': mean private training loss %.4f (not sent)", self.site, loss)
+        report = FitReport(steps=len(losses), loss=loss, lr=settings.lr, dp_protected=True)
         return report, self._next_clip(optimizer, clip)
 
     def _sourced(
