@@ -15,7 +15,6 @@ from medfed.strategies.base import Strategy
 from medfed.training.trainer import Trainer
 from medfed.types import SiteState, TrainResult, TrainTask, Weights
 
-
 DP_WEIGHT = 1
 """``num_samples`` of a DP-SGD site's result: its exact case count is not covered by the
 privacy accounting, so DP sites are averaged with equal weights."""

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 from opacus import PrivacyEngine
+from opacus.data_loader import wrap_collate_with_empty
 from opacus.optimizers import DPOptimizer
 from torch import nn
-from opacus.data_loader import wrap_collate_with_empty
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from medfed.errors import ConfigError, PrivacyBudgetExceeded
