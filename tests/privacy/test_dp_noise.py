@@ -173,9 +173,7 @@ def test_a_deployed_site_uses_the_csprng_whatever_the_job_says(tmp_path: Path) -
     from medfed.deployment.site_builder import SiteOptions, build_local_site
 
     unet = {"spatial_dims": 2, "in_channels": 1, "channels": [2, 4], "strides": [2], "num_res_units": 0}
-    job = parse_site_job(
-        '{"model": {"name": "unet", "params": %s}, "privacy": {"dp_sgd": '
-        '{"noise": "fixed", "noise_multiplier": 1.0, "secure_mode": false}}}' % json.dumps(unet)
-    )
+    dp_sgd = {"noise": "fixed", "noise_multiplier": 1.0, "secure_mode": False}  # the job asks for torch's RNG
+    job = parse_site_job(json.dumps({"model": {"name": "unet", "params": unet}, "privacy": {"dp_sgd": dp_sgd}}))
     site = build_local_site(SiteData("a", []), job, SiteOptions(tmp_path))
     assert isinstance(site.trainer, DPTrainer) and site.trainer.policy.noise is NoiseMode.SECURE
