@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,11 +13,13 @@ from medfed.orchestration.experiments import plan_experiments
 from medfed.orchestration.federation_data import FederationData, prepare_data
 from medfed.orchestration.run_dir import config_yaml, start_run
 from medfed.orchestration.simulation import Callbacks, ExperimentResult, ExperimentRunner
+from medfed.privacy.setup import privacy_warning
 from medfed.report.html import write_report
 from medfed.report.plots import SampleImage
 from medfed.report.summary import PRIMARY_METRIC, SummaryRow, summarize, write_summary
 from medfed.training import predict
 
+logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SimulationOutcome:
@@ -32,6 +35,9 @@ def run_simulation(
 ) -> SimulationOutcome:
     """Runs (or, with ``resume``, continues) every experiment of ``config`` and writes the
     summary and the HTML report into ``config.output_dir``."""
+    warning = privacy_warning(config.privacy)
+    if warning is not None:
+        logger.warning("%s", warning)
     run_dir = config.output_dir if resume else start_run(config)
     data = prepare_data(config.data, run_dir / "data", seed=config.seed)
     runner = ExperimentRunner(config, data, run_dir, callbacks)
@@ -52,6 +58,7 @@ def run_simulation(
         unseen_site=config.data.unseen_site,
         samples=samples,
         config_yaml=config_yaml(config),
+        warning=warning,
     )
     return SimulationOutcome(run_dir=run_dir, report=report, summary=summary)
 

@@ -9,6 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from medfed.privacy.dp.noise import GeneratorNoise
 from medfed.privacy.dp.quantile import (
     centred_count,
     count_noise_std,
@@ -45,7 +46,7 @@ def test_geometric_update_by_hand_and_bounds() -> None:
 
 @pytest.mark.parametrize("target", [0.3, 0.5, 0.8])
 def test_private_estimate_converges_to_the_true_quantile(target: float) -> None:
-    generator = torch.Generator().manual_seed(0)
+    source = GeneratorNoise(torch.Generator().manual_seed(0))
     population = torch.distributions.LogNormal(0.0, 0.5)
     true_quantile = float(population.icdf(torch.tensor(target)))
     clip, trail = 10.0, []
@@ -53,7 +54,7 @@ def test_private_estimate_converges_to_the_true_quantile(target: float) -> None:
         torch.manual_seed(step)
         norms = population.sample((64,))
         fraction = noisy_fraction(
-            centred_count(norms, clip), count_std=4.0, expected_count=64, generator=generator
+            centred_count(norms, clip), count_std=4.0, expected_count=64, source=source
         )
         clip = geometric_update(clip, fraction, target_quantile=target, lr=0.2, bounds=(1e-3, 1e3))
         trail.append(clip)

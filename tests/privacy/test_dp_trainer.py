@@ -16,6 +16,7 @@ from medfed.models import build_model
 from medfed.orchestration.connector import InProcessConnector
 from medfed.orchestration.site import LocalSite, cpu_weights
 from medfed.privacy.dp import AdaptiveClipping, Budget, DPTrainer, SitePrivacy, make_dp_compatible
+from medfed.privacy.dp.noise import NoiseMode
 from medfed.strategies import FedAvg
 from medfed.training import LocalTrainer, TrainSettings
 from medfed.types import TrainTask
@@ -47,6 +48,7 @@ def _trainer(path: Path | None = None, **policy: object) -> DPTrainer:
         task="segmentation", settings=TrainSettings(batch_size=BATCH, local_epochs=1), device=torch.device("cpu")
     )
     policy.setdefault("budget", Budget(50.0, 1e-5))
+    policy.setdefault("noise", NoiseMode.REPRODUCIBLE)  # deterministic tests (NOT PRIVATE)
     return DPTrainer(inner, site="a", policy=SitePrivacy(**policy), ledger_path=path)  # type: ignore[arg-type]
 
 

@@ -140,7 +140,12 @@ class DPSGDConfig(_Strict):
     target_quantile: float = Field(0.5, gt=0, lt=1)
     clip_lr: float = Field(0.2, gt=0)
     count_budget_fraction: float = Field(0.05, gt=0, lt=1)
-    secure_mode: bool = False
+    secure_mode: bool = Field(
+        True,
+        description="Noise and sampling from a CSPRNG keyed from OS entropy with attack-resistant "
+        "Gaussians; false (simulation only) uses torch's generator seeded from OS entropy. "
+        "Deployed sites always use the secure source.",
+    )
 
     @model_validator(mode="after")
     def _noise_given_once(self) -> DPSGDConfig:
@@ -192,6 +197,12 @@ class PrivacyConfig(_Strict):
     client_dp: ClientDPConfig | None = None
     secure_aggregation: SecureAggregationConfig | None = None
     encryption: EncryptionConfig | None = None
+    reproducible_noise: bool = Field(
+        False,
+        description="Derive DP noise and sampling from the run's seed so that runs repeat bit for "
+        "bit. Anyone who knows the seed can remove the noise: the run is NOT PRIVATE. "
+        "'medfed simulate' only; a deployed job is refused.",
+    )
 
     @model_validator(mode="after")
     def _secure_aggregation_without_client_dp(self) -> PrivacyConfig:

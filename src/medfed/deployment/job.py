@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medfed.config.loading import check_strategy
 from medfed.config.schema import FederationConfig, ModelConfig, PrivacyConfig, StrategyConfig, TrainingConfig
@@ -38,6 +38,15 @@ class SiteJob(_Strict):
     augment: bool = False
     federation: FederationConfig = FederationConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+
+    @model_validator(mode="after")
+    def _no_reproducible_noise(self) -> SiteJob:
+        if self.privacy.reproducible_noise:
+            raise ValueError(
+                "privacy.reproducible_noise makes DP noise removable by anyone who knows the "
+                "job's seed; it exists for 'medfed simulate' only"
+            )
+        return self
 
 
 class JobConfig(SiteJob):

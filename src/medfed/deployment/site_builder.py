@@ -167,6 +167,7 @@ def build_local_site(data: SiteData, job: SiteJob, options: SiteOptions | None =
 
 def _dp_trainer(site: str, job: SiteJob, inner: LocalTrainer, options: SiteOptions | None) -> Trainer:
     from medfed.privacy.dp.config import dp_trainer  # imports Opacus: only when DP is on
+    from medfed.privacy.dp.noise import NoiseMode
 
     if options is None:
         raise ConfigError(f"site '{site}': the job uses DP-SGD; the site needs a state folder for its ledger")
@@ -174,7 +175,9 @@ def _dp_trainer(site: str, job: SiteJob, inner: LocalTrainer, options: SiteOptio
     if options.budget is not None:
         settings = settings.model_copy(update={"sites": {**settings.sites, site: options.budget}})
     return dp_trainer(
-        settings, inner, site, planned_rounds=job.federation.rounds, ledger_dir=options.state_dir / "privacy"
+        settings, inner, site,
+        planned_rounds=job.federation.rounds, ledger_dir=options.state_dir / "privacy",
+        noise=NoiseMode.SECURE,  # the site's own CSPRNG, whatever the job says
     )
 
 

@@ -195,12 +195,15 @@ class ExperimentRunner:
         """The site's trainer: DP-SGD with the site's own budget and ledger when configured."""
         if self.config.privacy.dp_sgd is None:
             return self.trainer
-        from medfed.privacy.dp.config import check_site_names, dp_trainer
+        from medfed.privacy.dp.config import check_site_names, dp_trainer, simulated_noise
 
         check_site_names(self.config.privacy, [*self.data.train, *experiment.sites])
         ledger_dir = self.run_dir / "privacy" / experiment.name
         rounds = self.config.federation.rounds
-        return dp_trainer(self.config.privacy, self.trainer, site, planned_rounds=rounds, ledger_dir=ledger_dir)
+        return dp_trainer(
+            self.config.privacy, self.trainer, site,
+            planned_rounds=rounds, ledger_dir=ledger_dir, noise=simulated_noise(self.config.privacy),
+        )
 
     def _privacy_rows(
         self, experiment: Experiment, state: ServerState, sites: Mapping[str, LocalSite]

@@ -15,6 +15,10 @@ from medfed.strategies.base import Strategy
 from medfed.training.trainer import Trainer
 from medfed.types import SiteState, TrainResult, TrainTask, Weights
 
+DP_WEIGHT = 1
+"""``num_samples`` of a DP-SGD site's result: its exact case count is not covered by the
+privacy accounting, so DP sites are averaged with equal weights."""
+
 
 @runtime_checkable
 class Reseedable(Protocol):
@@ -75,13 +79,12 @@ class LocalSite:
         )
         trained = cpu_weights(self.model)
         extra, self.state = self.strategy.finish(task, self.state, trained, report.steps, report.lr)
+        if report.dp_protected:  # only the private model leaves: every DP site weighs 1
+            num_samples, metrics = DP_WEIGHT, {}
+        else:
+            num_samples, metrics = self.num_samples, {"loss": report.loss, "steps": float(report.steps)}
         return TrainResult(
-            site=self.name,
-            round=task.round,
-            weights=trained,
-            num_samples=self.num_samples,
-            metrics={"loss": report.loss, "steps": float(report.steps)},
-            extra=extra,
+            site=self.name, round=task.round, weights=trained, num_samples=num_samples, metrics=metrics, extra=extra
         )
 
 

@@ -29,6 +29,16 @@ def protect_strategy(privacy: PrivacyConfig, strategy: Strategy, *, expected_sit
     return strategy
 
 
+def privacy_warning(privacy: PrivacyConfig) -> str | None:
+    """What a run's logs and report must say about its privacy (``privacy.reproducible_noise``
+    under DP: NOT PRIVATE), or ``None``."""
+    if not privacy.reproducible_noise or (privacy.dp_sgd is None and privacy.client_dp is None):
+        return None
+    from medfed.privacy.dp.noise import NOT_PRIVATE
+
+    return NOT_PRIVATE
+
+
 def prepare_model(privacy: PrivacyConfig, model: nn.Module) -> nn.Module:
     """``model`` made DP-compatible (Opacus's ``ModuleValidator.fix``) under DP-SGD, else as is.
 

@@ -20,6 +20,7 @@ th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 tr.federated td { background: #eef6ff; }
 img { max-width: 100%; }
+p.warning { background: #fde2e1; border: 1px solid #c0392b; padding: 0.5em 1em; }
 """
 
 
@@ -33,11 +34,14 @@ def write_report(
     unseen_site: str | None,
     samples: Sequence[SampleImage],
     config_yaml: str,
+    warning: str | None = None,
 ) -> None:
-    """Writes the HTML report to ``path`` atomically."""
+    """Writes the HTML report to ``path`` atomically; ``warning`` (e.g. "NOT PRIVATE") is shown
+    under the title."""
     federated = [row.experiment for row in summary if row.kind == "federated"]
     sections = [
         f"<h1>{html.escape(title)}</h1>",
+        *([f"<p class='warning'><strong>Warning:</strong> {html.escape(warning)}</p>"] if warning else []),
         "<h2>Federated vs centralized vs local-only</h2>",
         _summary_table(summary, metric=metric, unseen_site=unseen_site),
         "<h2>Learning curves</h2>",

@@ -55,11 +55,21 @@ MAX_LR = 10.0
 
 @dataclass(frozen=True)
 class FitReport:
-    """What one call of ``LocalTrainer.fit`` did."""
+    """What one call of ``LocalTrainer.fit`` did.
+
+    Attributes:
+        steps: Optimiser steps taken.
+        loss: Mean training loss over the steps (stays at the site under DP).
+        lr: The learning rate used.
+        dp_protected: The training data is protected by differential privacy: the site sends
+            its model only, not the loss, the steps or its case count, which the privacy
+            accounting does not cover.
+    """
 
     steps: int
     loss: float
     lr: float
+    dp_protected: bool = False
 
 
 class Trainer(Protocol):

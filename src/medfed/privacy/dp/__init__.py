@@ -1,5 +1,6 @@
 """Differential privacy: DP-SGD at each site (``DPTrainer``), adaptive noise and clipping
-(ADP-FL), client-level DP-FedAvg with adaptive clipping (``ClientDP``), and accountants.
+(ADP-FL), client-level DP-FedAvg with adaptive clipping (``ClientDP``), accountants, and the
+parties' own noise sources (``NoiseMode``).
 
 Importing this package imports Opacus.
 """
@@ -7,6 +8,7 @@ Importing this package imports Opacus.
 from medfed.privacy.dp.accounting import Accountant, Budget, Mechanism, calibrate_noise, epsilon_spent
 from medfed.privacy.dp.ledger import PrivacyLedger
 from medfed.privacy.dp.models import make_dp_compatible
+from medfed.privacy.dp.noise import NoiseMode
 from medfed.privacy.dp.trainer import AdaptiveClipping, DPTrainer, SitePrivacy
 
 __all__ = [
@@ -15,6 +17,7 @@ __all__ = [
     "Budget",
     "DPTrainer",
     "Mechanism",
+    "NoiseMode",
     "PrivacyLedger",
     "SitePrivacy",
     "calibrate_noise",

@@ -10,6 +10,9 @@ number that arrived); the wrapped strategy then aggregates that single private u
 anything it does is post-processing). With adaptive clipping, ``C`` moves geometrically toward
 the target quantile of the update norms using the noisy count of unclipped sites, and
 ``z_delta`` is raised so that the round is one Gaussian mechanism of multiplier ``z``.
+
+The server draws the noise from its own ``NoiseSource`` (a CSPRNG keyed from OS entropy by
+default): a site that knows the run's seed cannot regenerate it and recover the noise-free mean.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 from medfed.aggregation import subtract
 from medfed.privacy.dp.accounting import Accountant, Mechanism, epsilon_spent
 from medfed.privacy.dp.clipping import add_gaussian_noise, clip_to_norm, summed
+from medfed.privacy.dp.noise import NoiseMode, NoiseSource, noise_source
 from medfed.privacy.dp.quantile import (
     centred_count,
     count_noise_std,
@@ -50,7 +54,9 @@ class ClientDP(WrappedStrategy):
         count_budget_fraction: Share of ``z^-2`` spent on the unclipped count (adaptive only).
         expected_sites: Sites expected per round ``m``; ``None``: every site of the federation.
         accountant: ``rdp`` or ``prv``.
-        seed: Seed of the noise (each round's noise derives from it and the round).
+        noise: Where the noise comes from; ``REPRODUCIBLE`` (NOT PRIVATE) derives each round's
+            noise from ``seed`` and the round, which every site knows.
+        seed: The run's seed, used only by ``NoiseMode.REPRODUCIBLE``.
     """
 
     name = GROUP
@@ -66,6 +72,7 @@ class ClientDP(WrappedStrategy):
         count_budget_fraction: float = 0.05,
         expected_sites: int | None = None,
         accountant: Accountant | str = Accountant.RDP,
+        noise: NoiseMode = NoiseMode.SECURE,
         seed: int = 0,
     ) -> None:
         if isinstance(inner, ClientDP):
@@ -86,6 +93,7 @@ class ClientDP(WrappedStrategy):
             raise ValueError(f"expected_sites must be >= 1, got {expected_sites}")
         self.expected_sites = expected_sites
         self.accountant = Accountant(accountant)
+        self.noise = NoiseMode(noise)
         self.seed = seed
 
     # ----- server half -------------------------------------------------------------------------
@@ -110,15 +118,15 @@ class ClientDP(WrappedStrategy):
         clipped, norms = zip(
             *(clip_to_norm(subtract(r.weights, state.weights, keys), clip) for r in results), strict=True
         )
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, GROUP, state.round + 1))
-        noisy = add_gaussian_noise(summed(clipped, keys), self.sum_noise * clip, generator)
+        source = noise_source(self.noise, derive_seed(self.seed, GROUP, state.round + 1))
+        noisy = add_gaussian_noise(summed(clipped, keys), self.sum_noise * clip, source)
         private = {
             key: state.weights[key] + noisy[key] / expected if key in noisy else state.weights[key]
             for key in state.weights
         }
         pseudo = TrainResult(site=GROUP, round=state.round + 1, weights=private, num_samples=1)
         new_inner = self.inner.aggregate(_inner(state), [pseudo], num_sites)
-        new_clip = self._next_clip(clip, torch.tensor(norms), expected, generator)
+        new_clip = self._next_clip(clip, torch.tensor(norms), expected, source)
         rounds = int(state.extra.get(GROUP, {}).get("rounds", torch.tensor(0))) + 1
         return _with_group(new_inner, _group(new_clip, rounds=rounds, sample_rate=min(1.0, expected / num_sites)))
 
@@ -142,11 +150,11 @@ class ClientDP(WrappedStrategy):
         mechanism = Mechanism(self.noise_multiplier, float(group["sample_rate"]), rounds)
         return epsilon_spent([mechanism], delta=delta, accountant=self.accountant)
 
-    def _next_clip(self, clip: float, norms: torch.Tensor, expected: int, generator: torch.Generator) -> float:
+    def _next_clip(self, clip: float, norms: torch.Tensor, expected: int, source: NoiseSource) -> float:
         if self.target_quantile is None:
             return clip
         fraction = noisy_fraction(
-            centred_count(norms, clip), count_std=self.count_std, expected_count=expected, generator=generator
+            centred_count(norms, clip), count_std=self.count_std, expected_count=expected, source=source
         )
         return geometric_update(
             clip, fraction, target_quantile=self.target_quantile, lr=self.clip_lr, bounds=(1e-12, 1e12)

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
+from medfed.privacy.dp.noise import NoiseSource
 from medfed.types import Weights
 
 
@@ -23,12 +24,12 @@ def clip_to_norm(update: Weights, clip: float) -> tuple[Weights, float]:
     return {key: tensor * factor for key, tensor in update.items()}, norm
 
 
-def add_gaussian_noise(total: Weights, std: float, generator: torch.Generator) -> Weights:
-    """``total`` plus independent ``N(0, std^2)`` noise on every entry (a copy)."""
+def add_gaussian_noise(total: Weights, std: float, source: NoiseSource) -> Weights:
+    """``total`` plus independent ``N(0, std^2)`` noise from ``source`` on every entry (a copy)."""
     if std == 0:
         return {key: tensor.clone() for key, tensor in total.items()}
     return {
-        key: tensor + torch.normal(0.0, std, tensor.shape, generator=generator, dtype=tensor.dtype)
+        key: tensor + source.normal(std, tensor.shape, dtype=tensor.dtype).to(tensor.device)
         for key, tensor in total.items()
     }
 

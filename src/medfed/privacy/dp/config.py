@@ -9,6 +9,7 @@ from medfed.config.schema import PrivacyConfig
 from medfed.errors import ConfigError
 from medfed.privacy.dp.accounting import Accountant, Budget
 from medfed.privacy.dp.client import ClientDP
+from medfed.privacy.dp.noise import NoiseMode
 from medfed.privacy.dp.trainer import AdaptiveClipping, DPTrainer, SitePrivacy
 from medfed.strategies.base import Strategy
 from medfed.training.trainer import LocalTrainer
@@ -23,8 +24,19 @@ def check_site_names(privacy: PrivacyConfig, sites: Iterable[str]) -> None:
         raise ConfigError(f"privacy.sites names unknown sites {unknown}; sites are {sorted(sites)}")
 
 
-def site_policy(privacy: PrivacyConfig, site: str, *, planned_rounds: int) -> SitePrivacy:
-    """The DP-SGD policy of ``site``: its own budget (or the default) and the DP-SGD settings."""
+def simulated_noise(privacy: PrivacyConfig) -> NoiseMode:
+    """The noise of a simulated site: ``REPRODUCIBLE`` (NOT PRIVATE) only on the explicit
+    ``privacy.reproducible_noise`` opt-in, else ``SECURE`` (``SYSTEM`` if ``secure_mode`` is off).
+    Deployed sites do not ask: they always use ``SECURE``."""
+    if privacy.reproducible_noise:
+        return NoiseMode.REPRODUCIBLE
+    secure = privacy.dp_sgd is None or privacy.dp_sgd.secure_mode
+    return NoiseMode.SECURE if secure else NoiseMode.SYSTEM
+
+
+def site_policy(privacy: PrivacyConfig, site: str, *, planned_rounds: int, noise: NoiseMode) -> SitePrivacy:
+    """The DP-SGD policy of ``site``: its own budget (or the default), the DP-SGD settings and
+    the ``noise`` its caller chose (the site's own decision, never the job's)."""
     dp = privacy.dp_sgd
     if dp is None:
         raise ConfigError("privacy.dp_sgd is not configured")
@@ -45,20 +57,27 @@ def site_policy(privacy: PrivacyConfig, site: str, *, planned_rounds: int) -> Si
         planned_rounds=planned_rounds,
         max_grad_norm=dp.max_grad_norm,
         adaptive_clipping=adaptive,
-        secure_mode=dp.secure_mode,
+        noise=noise,
     )
 
 
 def dp_trainer(
-    privacy: PrivacyConfig, inner: LocalTrainer, site: str, *, planned_rounds: int, ledger_dir: Path
+    privacy: PrivacyConfig,
+    inner: LocalTrainer,
+    site: str,
+    *,
+    planned_rounds: int,
+    ledger_dir: Path,
+    noise: NoiseMode,
 ) -> DPTrainer:
     """A ``DPTrainer`` for ``site`` whose ledger lives at ``ledger_dir/<site>.json``."""
-    policy = site_policy(privacy, site, planned_rounds=planned_rounds)
+    policy = site_policy(privacy, site, planned_rounds=planned_rounds, noise=noise)
     return DPTrainer(inner, site=site, policy=policy, ledger_path=ledger_dir / f"{site}.json")
 
 
 def client_dp(privacy: PrivacyConfig, inner: Strategy, *, expected_sites: int, seed: int) -> ClientDP:
-    """``inner`` wrapped in client-level DP as ``privacy.client_dp`` says."""
+    """``inner`` wrapped in client-level DP as ``privacy.client_dp`` says; the server's noise is
+    ``SECURE`` unless ``privacy.reproducible_noise`` (simulation only) makes it replayable."""
     settings = privacy.client_dp
     if settings is None:
         raise ConfigError("privacy.client_dp is not configured")
@@ -71,6 +90,7 @@ def client_dp(privacy: PrivacyConfig, inner: Strategy, *, expected_sites: int, s
         count_budget_fraction=settings.count_budget_fraction,
         expected_sites=expected_sites,
         accountant=privacy.accountant,
+        noise=NoiseMode.REPRODUCIBLE if privacy.reproducible_noise else NoiseMode.SECURE,
         seed=seed,
     )
 

@@ -1,6 +1,7 @@
-"""An Opacus ``DPOptimizer`` that also releases a private count of unclipped samples.
+"""Opacus ``DPOptimizer``s whose noise comes from a medfed ``NoiseSource``; one of them also
+releases a private count of unclipped samples.
 
-Used for adaptive clipping (Andrew et al., NeurIPS 2021): every step releases the noisy centred
+The count is used for adaptive clipping (Andrew et al., NeurIPS 2021): every step releases the noisy centred
 count of per-sample gradient norms at most the threshold, and the clipped gradient sum gets the
 raised noise ``z_delta`` so that the step as a whole stays one Gaussian mechanism of multiplier
 ``z`` (see ``medfed.privacy.dp.quantile``). ``noise_multiplier`` keeps ``z`` for the accountant.
@@ -12,11 +13,38 @@ from typing import Any
 
 import torch
 from opacus.optimizers import DPOptimizer
+from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 
+from medfed.privacy.dp.noise import NoiseSource
 from medfed.privacy.dp.quantile import centred_count, noisy_fraction, sum_noise_multiplier
 
 
-class QuantileCountingDPOptimizer(DPOptimizer):
+class SourcedDPOptimizer(DPOptimizer):
+    """Opacus's DP-SGD step with ``N(0, z^2 C^2)`` noise drawn from ``source``.
+
+    Args:
+        optimizer: The wrapped optimiser.
+        source: Where the noise comes from (the site's own randomness).
+        kwargs: ``DPOptimizer`` arguments (``noise_multiplier``, ``max_grad_norm``...).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, source: NoiseSource, **kwargs: Any) -> None:
+        super().__init__(optimizer, **kwargs)
+        self.source = source
+
+    def add_noise(self) -> None:
+        """``p.grad = p.summed_grad + N(0, (z C)^2)`` for every parameter (Opacus's ``add_noise``
+        with its guard against noising the same sum twice)."""
+        std = self.noise_multiplier * self.max_grad_norm
+        for parameter in self.params:
+            total = parameter.summed_grad
+            _check_processed_flag(total)
+            noise = self.source.normal(std, total.shape, dtype=total.dtype).to(total.device)
+            parameter.grad = (total + noise).view_as(parameter)
+            _mark_as_processed(total)
+
+
+class QuantileCountingDPOptimizer(SourcedDPOptimizer):
     """DP-SGD with a private estimate of the fraction of unclipped samples per step.
 
     Args:
@@ -25,7 +53,7 @@ class QuantileCountingDPOptimizer(DPOptimizer):
         max_grad_norm: The clipping threshold ``C`` for this round.
         expected_batch_size: ``q * N``; the count is normalised by it, never by the real size.
         count_std: Noise standard deviation ``sigma_b`` of the centred count.
-        generator: Source of the noise (``None``: torch's global generator).
+        source: Where the noise of the sum and of the count comes from.
         kwargs: Other ``DPOptimizer`` arguments.
     """
 
@@ -37,7 +65,7 @@ class QuantileCountingDPOptimizer(DPOptimizer):
         max_grad_norm: float,
         expected_batch_size: int,
         count_std: float,
-        generator: torch.Generator | None = None,
+        source: NoiseSource,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -45,7 +73,7 @@ class QuantileCountingDPOptimizer(DPOptimizer):
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
             expected_batch_size=expected_batch_size,
-            generator=generator,
+            source=source,
             **kwargs,
         )
         self.count_std = count_std
@@ -67,12 +95,11 @@ class QuantileCountingDPOptimizer(DPOptimizer):
             super().add_noise()
         finally:
             self.noise_multiplier = total
-        generator = self.generator if self.generator is not None else torch.default_generator
         self.fractions.append(
             noisy_fraction(
                 self._centred,
                 count_std=self.count_std,
                 expected_count=float(self.expected_batch_size),
-                generator=generator,
+                source=self.source,
             )
         )

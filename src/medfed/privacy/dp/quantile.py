@@ -19,6 +19,8 @@ import math
 
 import torch
 
+from medfed.privacy.dp.noise import NoiseSource
+
 
 def count_noise_std(noise_multiplier: float, budget_fraction: float) -> float:
     """The count's noise ``sigma_b`` that takes ``budget_fraction`` of ``z^-2`` (the mechanism's
@@ -48,11 +50,11 @@ def centred_count(norms: torch.Tensor, clip: float) -> float:
 
 
 def noisy_fraction(
-    centred_sum: float, *, count_std: float, expected_count: float, generator: torch.Generator
+    centred_sum: float, *, count_std: float, expected_count: float, source: NoiseSource
 ) -> float:
     """The private estimate ``(centred_sum + N(0, count_std^2)) / expected_count + 1/2`` of the
     fraction of norms at most the threshold; ``expected_count`` must not depend on the data."""
-    noise = float(torch.normal(0.0, count_std, (), generator=generator)) if count_std > 0 else 0.0
+    noise = float(source.normal(count_std, (), dtype=torch.float64)) if count_std > 0 else 0.0
     return (centred_sum + noise) / expected_count + 0.5
 
 

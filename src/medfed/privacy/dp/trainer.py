@@ -10,6 +10,10 @@ Noise is either fixed or calibrated (ADP-FL, Saha and Ukwatta, SPIE Medical Imag
 noise multiplier that spends the budget exactly over the planned rounds. Clipping is either fixed
 or adaptive: per round, ``C`` moves geometrically toward a target quantile of the per-sample
 gradient norms, estimated privately (Andrew et al., NeurIPS 2021) and charged to the budget.
+
+The noise and the Poisson sampling come from the site's own ``NoiseSource`` (``policy.noise``):
+by default a CSPRNG keyed from OS entropy, never from the run's seed (see
+``medfed.privacy.dp.noise``).
 """
 
 from __future__ import annotations
@@ -23,15 +27,17 @@ from pathlib import Path
 
 import torch
 from opacus import PrivacyEngine
+from opacus.data_loader import wrap_collate_with_empty
 from opacus.optimizers import DPOptimizer
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from medfed.errors import ConfigError, PrivacyBudgetExceeded
 from medfed.privacy.dp.accounting import Accountant, Budget, Mechanism, calibrate_noise, epsilon_spent
 from medfed.privacy.dp.ledger import load_ledger, save_ledger
 from medfed.privacy.dp.models import dp_incompatibilities
-from medfed.privacy.dp.optimizer import QuantileCountingDPOptimizer
+from medfed.privacy.dp.noise import NoiseMode, NoiseSource, PoissonSampler, noise_source
+from medfed.privacy.dp.optimizer import QuantileCountingDPOptimizer, SourcedDPOptimizer
 from medfed.privacy.dp.quantile import count_noise_std, geometric_update
 from medfed.seeding import derive_seed
 from medfed.strategies.base import LocalHooks
@@ -83,7 +89,7 @@ class SitePrivacy:
         planned_rounds: Rounds the budget must last (needed when ``noise_multiplier`` is None).
         max_grad_norm: The clipping threshold ``C`` (the initial one with adaptive clipping).
         adaptive_clipping: Per-round quantile clipping, or ``None`` for a fixed ``C``.
-        secure_mode: Opacus's cryptographically safe noise (needs ``torchcsprng``; unseeded).
+        noise: Where the noise and the sampling come from; ``REPRODUCIBLE`` is NOT PRIVATE.
     """
 
     budget: Budget
@@ -92,7 +98,7 @@ class SitePrivacy:
     planned_rounds: int | None = None
     max_grad_norm: float = 1.0
     adaptive_clipping: AdaptiveClipping | None = None
-    secure_mode: bool = False
+    noise: NoiseMode = NoiseMode.SECURE
 
     def __post_init__(self) -> None:
         if self.noise_multiplier is None and (self.planned_rounds is None or self.planned_rounds < 1):
@@ -151,15 +157,17 @@ class DPTrainer:
         settings = self._settings(config or {})
         model.to(self.inner.device).train()
         _check_model(model)
-        sampling = torch.Generator().manual_seed(derive_seed(seed, "poisson"))
-        loader = DataLoader(dataset, batch_size=settings.batch_size, generator=sampling)
+        source = noise_source(self.policy.noise, derive_seed(seed, "dp_noise"))
+        loader = _poisson_loader(dataset, settings.batch_size, source)
         sample_rate = 1.0 / len(loader)
         steps = settings.local_epochs * len(loader)
         key = str(seed)
         planned = Mechanism(self._noise_multiplier(sample_rate, steps), sample_rate, steps)
         self._check_budget(planned, key)
         clip = self.ledger.clip if self.ledger.clip is not None else self.policy.max_grad_norm
-        report, new_clip = self._train(model, loader, planned, clip, seed, settings, hooks or LocalHooks())
+        report, new_clip = self._train(
+            model, loader, planned, clip, seed, settings, hooks or LocalHooks(), source=source
+        )
         self.ledger = self.ledger.recorded(key, planned, new_clip)
         save_ledger(self.ledger_path, self.ledger)
         return report
@@ -214,19 +222,22 @@ class DPTrainer:
         seed: int,
         settings: TrainSettings,
         hooks: LocalHooks,
+        *,
+        source: NoiseSource,
     ) -> tuple[FitReport, float | None]:
-        engine = PrivacyEngine(accountant=self.policy.accountant.value, secure_mode=self.policy.secure_mode)
-        generator = None if self.policy.secure_mode else torch.Generator().manual_seed(seed)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
-            grad_hooks, optimizer, private_loader = engine.make_private(
+            # Opacus's own secure mode needs torchcsprng; ``source`` draws the noise instead.
+            engine = PrivacyEngine(accountant=self.policy.accountant.value, secure_mode=False)
+            grad_hooks, optimizer, _ = engine.make_private(
                 module=model, optimizer=_optimizer(model, settings), data_loader=loader,
                 noise_multiplier=planned.noise_multiplier, max_grad_norm=clip,
-                poisson_sampling=True, noise_generator=generator, wrap_model=False,
+                poisson_sampling=False, wrap_model=False,  # ``loader`` already samples
             )
-        optimizer = self._adaptive(optimizer, engine, planned, generator)
+        grad_hooks.forbid_grad_accumulation()
+        optimizer = self._sourced(optimizer, engine, planned, source)
         try:
-            losses = self._epochs(model, optimizer, private_loader, settings, hooks, seed)
+            losses = self._epochs(model, optimizer, loader, settings, hooks, seed)
         finally:
             grad_hooks.cleanup()
         accounted = [(planned.noise_multiplier, planned.sample_rate, planned.steps)]
@@ -234,26 +245,33 @@ class DPTrainer:
             raise RuntimeError(f"Opacus accounted {engine.accountant.history}, medfed planned {accounted}")
         finite = [value for value in losses if math.isfinite(value)]
         loss = sum(finite) / len(finite) if finite else math.nan
-        report = FitReport(steps=len(losses), loss=loss, lr=settings.lr)
+        logger.info("site '%s': mean private training loss %.4f (not sent)", self.site, loss)
+        report = FitReport(steps=len(losses), loss=loss, lr=settings.lr, dp_protected=True)
         return report, self._next_clip(optimizer, clip)
 
-    def _adaptive(
-        self, optimizer: DPOptimizer, engine: PrivacyEngine, planned: Mechanism, generator: torch.Generator | None
+    def _sourced(
+        self, optimizer: DPOptimizer, engine: PrivacyEngine, planned: Mechanism, source: NoiseSource
     ) -> DPOptimizer:
+        """Opacus's optimiser rebuilt to draw its noise from ``source`` (and, with adaptive
+        clipping, to release the private unclipped count)."""
         adaptive = self.policy.adaptive_clipping
-        if adaptive is None:
-            return optimizer
-        counting = QuantileCountingDPOptimizer(
-            optimizer.original_optimizer,
-            noise_multiplier=planned.noise_multiplier,
-            max_grad_norm=optimizer.max_grad_norm,
-            expected_batch_size=optimizer.expected_batch_size,
-            count_std=count_noise_std(planned.noise_multiplier, adaptive.count_budget_fraction),
-            generator=generator,
-            secure_mode=self.policy.secure_mode,
+        common = {
+            "noise_multiplier": planned.noise_multiplier,
+            "max_grad_norm": optimizer.max_grad_norm,
+            "expected_batch_size": optimizer.expected_batch_size,
+            "source": source,
+        }
+        sourced = (
+            SourcedDPOptimizer(optimizer.original_optimizer, **common)
+            if adaptive is None
+            else QuantileCountingDPOptimizer(
+                optimizer.original_optimizer,
+                count_std=count_noise_std(planned.noise_multiplier, adaptive.count_budget_fraction),
+                **common,
+            )
         )
-        counting.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=planned.sample_rate))
-        return counting
+        sourced.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=planned.sample_rate))
+        return sourced
 
     def _next_clip(self, optimizer: DPOptimizer, clip: float) -> float | None:
         adaptive = self.policy.adaptive_clipping
@@ -316,6 +334,15 @@ def _post_process(model: nn.Module, optimizer: DPOptimizer, hooks: LocalHooks) -
             if grad is not None:
                 parameter.grad = grad if parameter.grad is None else parameter.grad + grad
     hooks.after_backward(model)
+
+
+def _poisson_loader(dataset: Dataset, batch_size: int, source: NoiseSource) -> DataLoader:
+    """Poisson-sampled batches of expected size about ``batch_size`` drawn with ``source``:
+    ``ceil(N / batch_size)`` steps per epoch at rate ``1 / steps`` (as Opacus's ``DPDataLoader``)."""
+    num_samples = len(dataset)  # type: ignore[arg-type]
+    steps = math.ceil(num_samples / batch_size)
+    sampler = PoissonSampler(num_samples, 1.0 / steps, source, steps=steps)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=wrap_collate_with_empty(collate_fn=default_collate))
 
 
 def _check_model(model: nn.Module) -> None:
