@@ -93,7 +93,6 @@ class _Worker:
     def train(self, channel: SiteChannel, assignment: Assignment) -> None:
         task, task_id = assignment.task, assignment.task_id
         self.protected = None
-        logger.info("round %d: training", task.round)
         try:
             result = self.builder.train(assignment.job_json, task)
         except (PolicyRefusal, PrivacyBudgetExceeded) as refusal:  # the site's own decision

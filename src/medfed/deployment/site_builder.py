@@ -113,6 +113,7 @@ class SiteBuilder:
             PrivacyBudgetExceeded: The round would exceed the site's budget (nothing trained).
         """
         site = self.site_for(job_json)
+        logger.info("round %d: training", task.round)
         result = site.train(task)
         if not self.options.policy.release_training_metrics:
             return replace(result, metrics={})
