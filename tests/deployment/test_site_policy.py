@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from medfed.cli.deploy import _site_policy
 from medfed.config.schema import PrivacyConfig
 from medfed.data import DEFAULT_SITES, SiteData, generate_federation, load_site
 from medfed.deployment.job import SiteJob
@@ -19,6 +18,7 @@ from medfed.deployment.site_policy import (
     ACCOUNTANTS,
     SitePolicy,
     check_job,
+    combined_policy,
     load_site_policy,
     parse_site_policy,
     site_privacy,
@@ -134,9 +134,14 @@ def test_the_kit_file_the_policy_file_and_the_flags_all_apply(tmp_path: Path) ->
     assert kit.policy == tmp_path / "kits" / "a" / "site_policy.yaml"
     extra = tmp_path / "extra.yaml"
     extra.write_text("release_eval_metrics: false\nepsilon: 4\n")
-    policy = _site_policy(kit, extra, {"epsilon": 2.0, "delta": None, "require_secure_aggregation": False})
+    assert kit.policy is not None
+    policy = combined_policy({"epsilon": 2.0, "require_secure_aggregation": False}, [kit.policy, extra])
     assert policy == SitePolicy(epsilon=2.0, delta=1e-7, require_dp_sgd=True, require_secure_aggregation=True,
                                 release_eval_metrics=False)
+    extra.write_text("accountants: [prv]\n")
+    (tmp_path / "kits" / "a" / "site_policy.yaml").write_text("accountants: [rdp]\n")
+    with pytest.raises(ConfigError, match=f"site policy '{extra}' contradicts the others"):
+        combined_policy({}, [kit.policy, extra])
 
 
 # ----- the site applies it ---------------------------------------------------------------------

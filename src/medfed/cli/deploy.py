@@ -201,18 +201,12 @@ def _server_ckks_context(job: JobConfig, kit: ServerKit | None) -> ts.Context | 
 
 def _site_policy(kit: ClientKit | None, path: Path | None, flags: dict[str, object]) -> SitePolicy:
     """The strictest combination of the kit's policy file, ``--policy`` and the flags."""
-    from medfed.deployment.site_policy import load_site_policy, parse_site_policy, stricter
-    from medfed.errors import ConfigError
+    from medfed.deployment.site_policy import combined_policy
 
-    combined = parse_site_policy({k: v for k, v in flags.items() if v is not None}, source="(command-line flags)")
-    for file in (kit.policy if kit else None, path):
-        if file is not None:
-            try:
-                combined = stricter(combined, load_site_policy(file))
-            except ValueError as error:
-                raise ConfigError(f"site policy '{file}' contradicts the others: {error}") from None
-    logger.info("%s", combined)
-    return combined
+    files = [file for file in (kit.policy if kit else None, path) if file is not None]
+    policy = combined_policy({k: v for k, v in flags.items() if v is not None}, files)
+    logger.info("%s", policy)
+    return policy
 
 
 def _verbose() -> None:

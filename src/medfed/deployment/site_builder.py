@@ -185,9 +185,8 @@ def build_local_site(data: SiteData, job: SiteJob, options: SiteOptions | None =
     (under the stricter of the site's and the job's budget, with the site's ledger) when the
     job asks for it."""
     dataset = build_dataset(data.cases, task=job.task, augment=job.augment, seed=job.seed, site=data.name)
-    trainer: Trainer = LocalTrainer(task=job.task, settings=TrainSettings(**job.training.model_dump()))
-    if job.privacy.dp_sgd is not None:
-        trainer = _dp_trainer(data.name, job, trainer, options)
+    inner = LocalTrainer(task=job.task, settings=TrainSettings(**job.training.model_dump()))
+    trainer: Trainer = inner if job.privacy.dp_sgd is None else _dp_trainer(data.name, job, inner, options)
     return LocalSite(
         data.name,
         dataset,

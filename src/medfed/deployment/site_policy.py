@@ -11,7 +11,7 @@ is not a reason to decline: the stricter of the site's and the job's epsilon and
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -205,3 +205,19 @@ def load_site_policy(path: Path) -> SitePolicy:
     if not isinstance(raw, dict):
         raise ConfigError(f"site policy '{path}': must be a mapping of settings")
     return parse_site_policy(raw, source=f"'{path}'")
+
+
+def combined_policy(flags: Mapping[str, object], files: Iterable[Path]) -> SitePolicy:
+    """The strictest combination of the policy given by ``flags`` (settings as in a file) and
+    the policy ``files``.
+
+    Raises:
+        ConfigError: A source is invalid, or the sources allow no accountant in common.
+    """
+    combined = parse_site_policy(flags, source="(command-line flags)")
+    for path in files:
+        try:
+            combined = stricter(combined, load_site_policy(path))
+        except ValueError as error:
+            raise ConfigError(f"site policy '{path}' contradicts the others: {error}") from None
+    return combined
