@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+
 import grpc
 
 from medfed.deployment.evaluation import EVALUATE, encode_metrics
