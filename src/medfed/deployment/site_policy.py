@@ -26,6 +26,8 @@ from medfed.errors import ConfigError
 ACCOUNTANTS: frozenset[str] = frozenset(get_args(PrivacyConfig.model_fields["accountant"].annotation))
 """The accountants a job may name (``privacy.accountant``)."""
 
+_DP_SGD_BOUNDS = ("epsilon", "delta", "min_noise_multiplier", "max_grad_norm")
+
 
 @dataclass(frozen=True)
 class SitePolicy:
@@ -75,9 +77,6 @@ class SitePolicy:
         bounds = [name for name in _DP_SGD_BOUNDS if getattr(self, name) is not None]
         if bounds and not self.require_dp_sgd:
             raise ValueError(f"{', '.join(bounds)} bound DP-SGD: they need require_dp_sgd")
-
-
-_DP_SGD_BOUNDS = ("epsilon", "delta", "min_noise_multiplier", "max_grad_norm")
 
 
 def check_job(policy: SitePolicy, privacy: PrivacyConfig) -> list[str]:
