@@ -69,3 +69,17 @@ class PrivacyBudgetExceeded(MedfedError):
             f"site '{site}' stops contributing: one more round would spend epsilon "
             f"{would_spend:.3f} > budget {budget:.3f} (spent so far: {spent:.3f})"
         )
+
+
+class PolicyRefusal(MedfedError):
+    """A site refuses work that its own privacy policy does not allow (a job weaker than the
+    policy, or a release the policy withholds).
+
+    Args:
+        site: The refusing site.
+        reasons: Every way the work falls short, each a short phrase.
+    """
+
+    def __init__(self, site: str, reasons: list[str]) -> None:
+        self.site, self.reasons = site, reasons
+        super().__init__(f"site policy: {'; '.join(reasons)}")

@@ -62,3 +62,24 @@ def test_client_delta_without_epsilon_is_refused(tmp_path: Path) -> None:
     result = _medfed(*args)
     assert result.returncode == 2
     assert "--delta goes with --epsilon" in " ".join((result.stdout + result.stderr).split())
+
+
+def test_client_with_a_bad_site_policy_is_one_line_naming_file_and_setting(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("epsilon: 1\nrequire_dp_sgd: false\n")
+    args = ["client", "--insecure", "--site", "a", "--server", "127.0.0.1:1", "--data", str(tmp_path), "--policy", str(policy)]
+    result = _medfed(*args)
+    assert result.returncode == 2
+    output = " ".join((result.stdout + result.stderr).split())
+    assert str(policy) in output.replace(" ", "")  # rich may wrap the path
+    assert "require_dp_sgd" in output and "Traceback" not in output
+
+
+def test_status_shows_each_sites_decline_reason_verbatim(tmp_path: Path) -> None:
+    from medfed.deployment.status import ServerStatus, write_status
+
+    reason = "round 2: site policy: job has no DP-SGD [red]but[/red] this site requires it"
+    write_status(tmp_path, ServerStatus(job="j", port=1, completed_rounds=2, total_rounds=3, declined={"c": reason}))
+    result = CliRunner().invoke(app, ["status", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"declined by c: {reason}" in " ".join(result.output.split())  # no markup from a site

@@ -15,8 +15,10 @@ if TYPE_CHECKING:
     import tenseal as ts
 
     from medfed.deployment.job import JobConfig
-    from medfed.provision import ServerKit
+    from medfed.deployment.site_policy import SitePolicy
+    from medfed.provision import ClientKit, ServerKit
 
+logger = logging.getLogger(__name__)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -102,13 +104,16 @@ def client(
     max_failures: Annotated[Optional[int], typer.Option(help="Give up after this many failed calls in a row.")] = None,
     max_backoff: Annotated[float, typer.Option(help="Longest wait between reconnection attempts, in seconds.")] = 30.0,
     state_dir: Annotated[Optional[Path], typer.Option(help="The site's own files: privacy ledger, strategy state (default: medfed-site-<site>).")] = None,
-    epsilon: Annotated[Optional[float], typer.Option(help="This site's own DP budget epsilon (overrides the job's).")] = None,
-    delta: Annotated[Optional[float], typer.Option(help="This site's own DP delta (with --epsilon).")] = None,
+    policy: Annotated[Optional[Path], typer.Option(help="This site's privacy policy (YAML, see docs/site-policy.md); the kit's site_policy.yaml and the flags below apply too, the strictest value winning.")] = None,
+    epsilon: Annotated[Optional[float], typer.Option(help="This site's DP-SGD budget epsilon (a smaller job budget applies instead); implies --require-dp-sgd.")] = None,
+    delta: Annotated[Optional[float], typer.Option(help="This site's largest DP-SGD delta (with --epsilon).")] = None,
+    require_dp_sgd: Annotated[bool, typer.Option(help="Decline jobs without DP-SGD at the sites.")] = False,
+    require_secure_aggregation: Annotated[bool, typer.Option(help="Decline jobs in which the server sees this site's update (neither secure aggregation nor CKKS).")] = False,
     holdout: Annotated[float, typer.Option(min=0.0, max=0.95, help="Fraction of the cases kept out of training to evaluate the global model on (0: train on all, evaluate nothing).")] = 0.2,
 ) -> None:
     """Take part in a federated job as one site: pull tasks, train locally, send updates, and
-    evaluate each new global model on held-out cases. The data never leave the site."""
-    from medfed.config.schema import SiteBudgetConfig
+    evaluate each new global model on held-out cases. The data never leave the site; a job
+    weaker than the site's privacy policy is declined."""
     from medfed.data import load_site
     from medfed.deployment.client import run_client
     from medfed.deployment.site_builder import SiteBuilder, SiteOptions
@@ -130,9 +135,12 @@ def client(
     server_name = client_kit.server_name if client_kit else None
     if delta is not None and epsilon is None:
         raise typer.BadParameter("--delta goes with --epsilon")
+    flags: dict[str, object] = {"epsilon": epsilon, "delta": delta, "require_secure_aggregation": require_secure_aggregation}
+    if require_dp_sgd:  # unset, it follows from --epsilon
+        flags["require_dp_sgd"] = True
     options = SiteOptions(
         state_dir=state_dir or Path(f"medfed-site-{name}"),
-        budget=None if epsilon is None else SiteBudgetConfig(epsilon=epsilon, delta=delta),
+        policy=_site_policy(client_kit, policy, flags),
         ckks_context=load_site_context(client_kit.ckks_context) if client_kit and client_kit.ckks_context else None,
         identity=None if insecure or client_kit is None else ProvisionedIdentity(client_kit.tls),
         holdout=holdout,
@@ -157,6 +165,8 @@ def status(
     state = "finished" if now.finished else f"round {now.running_round or '-'} running"
     console.print(f"job [bold]{now.job}[/bold] on port {now.port}: {now.completed_rounds}/{now.total_rounds} rounds done, {state}")
     console.print(f"connected: {', '.join(now.connected) or '-'}; waiting for: {', '.join(now.waiting_for) or '-'}")
+    for site, reason in sorted(now.declined.items()):
+        console.print(f"declined by {site}: {reason}", markup=False, emoji=False)
     table = Table(title="Recent rounds")
     names = sorted({name for row in now.history for name in row.metrics})
     for column in ("round", "sites", *names):
@@ -187,6 +197,16 @@ def _server_ckks_context(job: JobConfig, kit: ServerKit | None) -> ts.Context | 
     from medfed.privacy.ckks import load_server_context
 
     return load_server_context(kit.ckks_context)
+
+
+def _site_policy(kit: ClientKit | None, path: Path | None, flags: dict[str, object]) -> SitePolicy:
+    """The strictest combination of the kit's policy file, ``--policy`` and the flags."""
+    from medfed.deployment.site_policy import combined_policy
+
+    files = [file for file in (kit.policy if kit else None, path) if file is not None]
+    policy = combined_policy({k: v for k, v in flags.items() if v is not None}, files)
+    logger.info("%s", policy)
+    return policy
 
 
 def _verbose() -> None:

@@ -37,7 +37,7 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> Simulation
     try:
         config = SimulationConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(f"invalid config {source}:\n{_describe(error)}") from None
+        raise ConfigError(f"invalid config {source}:\n{describe_errors(error)}") from None
     for index, strategy in enumerate(config.strategies):
         check_strategy(strategy, config.privacy, f"invalid config {source}: strategies.{index}")
     try:
@@ -80,7 +80,8 @@ def _check_encryption(strategy: Strategy, where: str) -> None:
         raise ConfigError(f"{where}: privacy.encryption: {error}") from None
 
 
-def _describe(error: ValidationError) -> str:
+def describe_errors(error: ValidationError) -> str:
+    """One indented line per invalid field of ``error``: its dotted path and the problem."""
     lines = []
     for problem in error.errors():
         field = ".".join(str(part) for part in problem["loc"]) or "<top level>"

@@ -204,6 +204,13 @@ class PrivacyConfig(_Strict):
         "'medfed simulate' only; a deployed job is refused.",
     )
 
+    def site_budget(self, site: str) -> tuple[float, float]:
+        """``site``'s ``(epsilon, delta)``: its entry in ``sites``, else the defaults."""
+        own = self.sites.get(site)
+        if own is None:
+            return self.epsilon, self.delta
+        return own.epsilon, self.delta if own.delta is None else own.delta
+
     @model_validator(mode="after")
     def _secure_aggregation_without_client_dp(self) -> PrivacyConfig:
         if self.secure_aggregation is not None and self.client_dp is not None:

@@ -4,6 +4,8 @@ score the new global model on the cases held out of training and send the metric
 
 The site only opens connections (it pulls work). When the server is unreachable it retries with
 exponential backoff and jitter; when it comes back the site receives the running round's task.
+A job weaker than the site's own privacy policy (``site_policy``) is declined task by task, with
+the reason, and never trained for.
 """
 
 from __future__ import annotations
@@ -11,14 +13,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 import grpc
 
 from medfed.deployment.evaluation import EVALUATE, encode_metrics
 from medfed.deployment.protected_site import ProtectedRound
 from medfed.deployment.site_builder import SiteBuilder
-from medfed.errors import MedfedError, PrivacyBudgetExceeded
+from medfed.errors import MedfedError, PolicyRefusal, PrivacyBudgetExceeded
 from medfed.transport.backoff import Backoff
 from medfed.transport.client import Assignment, SiteChannel, Step
 from medfed.transport.codec import decode_task
@@ -93,16 +94,12 @@ class _Worker:
     def train(self, channel: SiteChannel, assignment: Assignment) -> None:
         task, task_id = assignment.task, assignment.task_id
         self.protected = None
-        site = self.builder.site_for(assignment.job_json)
-        logger.info("round %d: training", task.round)
         try:
-            result = site.train(task)
-        except PrivacyBudgetExceeded as spent:  # the site's own decision: it sits the round out
-            channel.decline(task_id, task.round, str(spent))
+            result = self.builder.train(assignment.job_json, task)
+        except (PolicyRefusal, PrivacyBudgetExceeded) as refusal:  # the site's own decision
+            logger.warning("round %d: declining: %s", task.round, refusal)
+            channel.decline(task_id, task.round, str(refusal))
             return
-        epsilon = getattr(site.trainer, "epsilon", None)  # DP-SGD: reported with the result
-        if epsilon is not None:
-            result = replace(result, metrics={**result.metrics, "epsilon": float(epsilon)})
         try:
             self.protected = self.builder.protected_round(assignment, result)
             upload = None if self.protected is None else self.protected.upload()

@@ -274,6 +274,7 @@ class _StatusReporter:
                 running_round=snapshot["round_open"],  # type: ignore[arg-type]
                 waiting_for=sorted(set(snapshot["asked"]) - set(snapshot["answered"])),  # type: ignore[call-overload]
                 connected=sorted(site for site, seen in last_seen.items() if seen >= recent),
+                declined=self.board.declines(),
                 updated=time.time(),
             )
             write_status(self.state_dir, self.status)

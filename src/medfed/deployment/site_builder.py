@@ -1,24 +1,25 @@
-"""What a deployed site builds from the job the server sends: its ``LocalSite`` (the same
-registries, trainer and strategy as ``medfed simulate``, with DP-SGD under the site's own budget),
-its evaluator on held-out cases and its part of a protected round; and the site's own files
-(private strategy state, privacy ledger), which survive a restart of the client.
+"""What a deployed site builds from the job the server sends, once the job passes the site's
+own privacy policy: its ``LocalSite`` (the same registries, trainer and strategy as ``medfed
+simulate``, with DP-SGD under the stricter of the site's and the job's budget), its evaluator on
+held-out cases and its part of a protected round; and the site's own files (private strategy
+state, privacy ledger), which survive a restart of the client.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import tenseal as ts
 
-from medfed.config.schema import SiteBudgetConfig
 from medfed.data import SiteData, build_dataset
 from medfed.deployment.evaluation import DEFAULT_HOLDOUT, HeldOutEvaluator, holdout_split
 from medfed.deployment.job import SiteJob, parse_site_job
 from medfed.deployment.protected_site import CkksRound, ProtectedRound, SecureAggregationRound
-from medfed.errors import ConfigError
+from medfed.deployment.site_policy import SitePolicy, check_job, site_privacy
+from medfed.errors import ConfigError, PolicyRefusal
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import load_site_state, save_site_state
 from medfed.orchestration.site import LocalSite
@@ -46,7 +47,8 @@ class SiteOptions:
             across restarts and jobs: privacy spent stays spent) and its private strategy state
             (``site_state.safetensors``, saved after every accepted update and reloaded by a
             restarted client for the same job).
-        budget: The site's own (epsilon, delta) for DP-SGD, replacing the job's.
+        policy: The site's own privacy policy: jobs weaker than it are refused, and its
+            budget bounds the job's.
         ckks_context: The sites' shared secret-key CKKS context (``ckks.ctx`` of the kit).
         holdout: Fraction of the site's cases kept out of training to evaluate the global
             model on, in ``[0, 1)``; 0 trains on every case and evaluates nothing.
@@ -55,7 +57,7 @@ class SiteOptions:
     """
 
     state_dir: Path
-    budget: SiteBudgetConfig | None = None
+    policy: SitePolicy = field(default_factory=SitePolicy)
     ckks_context: ts.Context | None = None
     holdout: float = DEFAULT_HOLDOUT
     identity: KeyAuthenticator | None = None
@@ -72,7 +74,7 @@ class SiteBuilder:
     Args:
         data: This site's cases: ``options.holdout`` of them (chosen by ``split_cases`` with the
             job's seed) are kept for evaluation, the others train.
-        options: The site's own settings (state folder, DP budget, CKKS key, holdout).
+        options: The site's own settings (state folder, privacy policy, CKKS key, holdout).
     """
 
     def __init__(self, data: SiteData, options: SiteOptions) -> None:
@@ -84,9 +86,17 @@ class SiteBuilder:
 
     def site_for(self, job_json: str) -> LocalSite:
         """The ``LocalSite`` for the job described by ``job_json``, with the private state this
-        site saved for the same job before a restart."""
+        site saved for the same job before a restart.
+
+        Raises:
+            PolicyRefusal: The job is weaker than the site's policy (nothing is built).
+            ConfigError: The job is invalid.
+        """
         if self._site is None or job_json != self._job_json:
             job = parse_site_job(job_json)
+            weaknesses = check_job(self.options.policy, job.privacy)
+            if weaknesses:
+                raise PolicyRefusal(self.data.name, weaknesses)
             train, held_out = self._split(job)
             site = build_local_site(train, job, self.options)
             site.state = self._saved_state(job_json) or site.state
@@ -94,13 +104,35 @@ class SiteBuilder:
             self._evaluator = HeldOutEvaluator(held_out, job)
         return self._site
 
+    def train(self, job_json: str, task: TrainTask) -> TrainResult:
+        """This site's update for ``task``, with the metrics its policy releases (a DP-SGD
+        site's ``epsilon`` spent among them).
+
+        Raises:
+            PolicyRefusal: The job is weaker than the site's policy (nothing trained).
+            PrivacyBudgetExceeded: The round would exceed the site's budget (nothing trained).
+        """
+        site = self.site_for(job_json)
+        logger.info("round %d: training", task.round)
+        result = site.train(task)
+        if not self.options.policy.release_training_metrics:
+            return replace(result, metrics={})
+        epsilon = getattr(site.trainer, "epsilon", None)
+        if epsilon is None:
+            return result
+        return replace(result, metrics={**result.metrics, "epsilon": float(epsilon)})
+
     def evaluate(self, job_json: str, task: TrainTask) -> dict[str, float]:
         """This site's metrics of the global model in ``task`` on its held-out cases, with
         the site's own part of the model (e.g. FedBN's norm layers); training state untouched.
 
         Raises:
+            PolicyRefusal: The job is weaker than the site's policy, or the policy does not
+                release evaluation metrics.
             DataError: This site holds no case out, or no metric is defined on them.
         """
+        if not self.options.policy.release_eval_metrics:
+            raise PolicyRefusal(self.data.name, ["this site does not release evaluation metrics"])
         site = self.site_for(job_json)
         assert self._evaluator is not None  # built with the site
         return self._evaluator.evaluate(site.strategy.site_model(task.weights, site.state), task.round)
@@ -150,11 +182,11 @@ class SiteBuilder:
 
 def build_local_site(data: SiteData, job: SiteJob, options: SiteOptions | None = None) -> LocalSite:
     """A ``LocalSite`` training ``job``'s model with ``job``'s strategy on ``data``; with DP-SGD
-    (the site's own budget and ledger) when the job asks for it."""
+    (under the stricter of the site's and the job's budget, with the site's ledger) when the
+    job asks for it."""
     dataset = build_dataset(data.cases, task=job.task, augment=job.augment, seed=job.seed, site=data.name)
-    trainer: Trainer = LocalTrainer(task=job.task, settings=TrainSettings(**job.training.model_dump()))
-    if job.privacy.dp_sgd is not None:
-        trainer = _dp_trainer(data.name, job, trainer, options)
+    inner = LocalTrainer(task=job.task, settings=TrainSettings(**job.training.model_dump()))
+    trainer: Trainer = inner if job.privacy.dp_sgd is None else _dp_trainer(data.name, job, inner, options)
     return LocalSite(
         data.name,
         dataset,
@@ -171,12 +203,12 @@ def _dp_trainer(site: str, job: SiteJob, inner: LocalTrainer, options: SiteOptio
 
     if options is None:
         raise ConfigError(f"site '{site}': the job uses DP-SGD; the site needs a state folder for its ledger")
-    settings = job.privacy
-    if options.budget is not None:
-        settings = settings.model_copy(update={"sites": {**settings.sites, site: options.budget}})
     return dp_trainer(
-        settings, inner, site,
-        planned_rounds=job.federation.rounds, ledger_dir=options.state_dir / "privacy",
+        site_privacy(options.policy, job.privacy, site),
+        inner,
+        site,
+        planned_rounds=job.federation.rounds,
+        ledger_dir=options.state_dir / "privacy",
         noise=NoiseMode.SECURE,  # the site's own CSPRNG, whatever the job says
     )
 

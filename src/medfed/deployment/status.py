@@ -36,6 +36,8 @@ class ServerStatus:
         running_round: The round in progress, or ``None``.
         waiting_for: Sites asked in the running round that have not answered yet.
         connected: Sites heard from within the last two poll periods.
+        declined: Each site's latest decline, ``"round <r>: <reason>"`` (e.g. its privacy
+            policy refuses the job).
         finished: Whether the job is done.
         history: The latest completed rounds, oldest first.
         updated: When this snapshot was taken (epoch seconds).
@@ -48,6 +50,7 @@ class ServerStatus:
     running_round: int | None = None
     waiting_for: list[str] = field(default_factory=list)
     connected: list[str] = field(default_factory=list)
+    declined: dict[str, str] = field(default_factory=dict)
     finished: bool = False
     history: list[RoundSummary] = field(default_factory=list)
     updated: float = field(default_factory=time.time)

@@ -5,6 +5,7 @@ Layout written by ``provision(project, out)``::
     out/ca/        ca.crt, ca.key (0600, keep offline), crl.pem, issued.json[, ckks.ctx (0600)]
     out/server/    server.crt, server.key (0600), ca.crt, crl.pem, server.yaml[, ckks_public.ctx]
     out/<site>/    site.crt, site.key (0600), ca.crt, client.yaml[, ckks.ctx (0600)]
+                   [, site_policy.yaml: written by the site itself, never by provision]
 
 The ``ckks`` files exist when the project sets ``encryption: ckks``: one secret-key CKKS
 context shared by all sites, and its keyless form for the server. Re-running keeps the CA,
@@ -37,6 +38,8 @@ from medfed.transport.tls import TlsFiles
 
 CA_DIR, SERVER_DIR = "ca", "server"
 CKKS_FILE, CKKS_PUBLIC_FILE = "ckks.ctx", "ckks_public.ctx"
+POLICY_FILE = "site_policy.yaml"
+"""A site's own privacy policy in its kit (see ``medfed.deployment.site_policy``)."""
 
 
 @dataclass(frozen=True)
@@ -64,14 +67,16 @@ class ServerKit:
 
 @dataclass(frozen=True)
 class ClientKit:
-    """A site's kit: TLS files, its name, the server's address and the sites' secret-key CKKS
-    context (``None`` when the project does not encrypt)."""
+    """A site's kit: TLS files, its name, the server's address, the sites' secret-key CKKS
+    context (``None`` when the project does not encrypt) and the site's own privacy policy
+    file (``None`` when the site has not written one)."""
 
     tls: TlsFiles
     site: str
     server: str
     server_name: str
     ckks_context: Path | None = None
+    policy: Path | None = None
 
 
 def provision(project: ProjectConfig, out_dir: Path) -> ProvisionReport:
@@ -188,7 +193,12 @@ def load_client_kit(folder: Path) -> ClientKit:
     _require(tls.certificate, tls.private_key, tls.ca_certificate)
     try:
         return ClientKit(
-            tls, str(config["site"]), str(config["server"]), str(config["server_name"]), _optional(folder / CKKS_FILE)
+            tls,
+            str(config["site"]),
+            str(config["server"]),
+            str(config["server_name"]),
+            _optional(folder / CKKS_FILE),
+            _present(folder / POLICY_FILE),
         )
     except KeyError as error:
         raise ProvisionError(f"'{folder / 'client.yaml'}' lacks {error}") from None
@@ -206,6 +216,11 @@ def _read_yaml(path: Path) -> dict[str, object]:
 
 def _optional(path: Path) -> Path | None:
     return path if path.is_file() else None
+
+
+def _present(path: Path) -> Path | None:
+    """``path`` when anything is there (a broken link or a folder fails loudly when read)."""
+    return path if path.exists() or path.is_symlink() else None
 
 
 def _require(*paths: Path) -> None:

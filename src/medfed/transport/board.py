@@ -52,6 +52,9 @@ raises ``PayloadError`` or ``UpdateRejected`` to refuse it."""
 DONE = "done"
 """Returned by ``RoundBoard.offer`` once the run has finished."""
 
+MAX_REASON_CHARS = 200
+"""Longest decline reason the board keeps and logs (a site's text is cut to one short line)."""
+
 
 @dataclass
 class _Posting:
@@ -85,6 +88,7 @@ class RoundBoard:
         self._finished = False
         self._last_seen: dict[str, float] = {}
         self._told_done: set[str] = set()
+        self._declines: dict[str, str] = {}
 
     # ----- round loop side -------------------------------------------------------------------
     def post(
@@ -212,10 +216,20 @@ class RoundBoard:
 
     def decline(self, site: str, task_id: str, reason: str) -> None:
         """Records that ``site`` will not answer the posting ``task_id`` (e.g. its privacy
-        budget is spent), so the round does not wait for it."""
+        budget is spent, or the job is weaker than its privacy policy), so the round does not
+        wait for it; ``reason`` is kept as one escaped line of at most ``MAX_REASON_CHARS``."""
         posting = self._open_posting(site, task_id)
-        logger.warning("round %d: site '%s' declined: %s", posting.round, site, reason)
+        line = one_line(reason)
+        logger.warning("round %d: site '%s' declined: %s", posting.round, site, line)
+        step = f" ({posting.step})" if posting.step else ""
+        with self._lock:
+            self._declines[site] = f"round {posting.round}{step}: {line}"
         self._answer(posting, site, None)
+
+    def declines(self) -> dict[str, str]:
+        """Each site's latest decline: ``"round <r>[ (<step>)]: <reason>"``."""
+        with self._lock:
+            return dict(self._declines)
 
     def snapshot(self) -> dict[str, object]:
         """The running round, asked and answered sites, and each site's last contact (epoch s)."""
@@ -262,6 +276,14 @@ class RoundBoard:
 
 def _new_id() -> str:
     return uuid.uuid4().hex
+
+
+def one_line(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """``text`` (from another party) as one printable line of at most ``limit`` characters:
+    control characters (newlines, escape sequences) are escaped, the rest cut off with "...".
+    """
+    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit + 1])
+    return escaped if len(escaped) <= limit else escaped[: limit - 3] + "..."
 
 
 def accept_train_result(round: int, references: Mapping[str, Weights]) -> Accept:

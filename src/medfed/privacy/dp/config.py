@@ -40,11 +40,8 @@ def site_policy(privacy: PrivacyConfig, site: str, *, planned_rounds: int, noise
     dp = privacy.dp_sgd
     if dp is None:
         raise ConfigError("privacy.dp_sgd is not configured")
-    own = privacy.sites.get(site)
-    budget = Budget(
-        epsilon=privacy.epsilon if own is None else own.epsilon,
-        delta=privacy.delta if own is None or own.delta is None else own.delta,
-    )
+    epsilon, delta = privacy.site_budget(site)
+    budget = Budget(epsilon=epsilon, delta=delta)
     adaptive = (
         AdaptiveClipping(dp.target_quantile, dp.clip_lr, dp.count_budget_fraction)
         if dp.clipping == "adaptive"

@@ -1,0 +1,48 @@
+"""A site's own privacy policy holds in a real deployment: real processes, mutual TLS."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from medfed.deployment.status import read_status
+from medfed.orchestration.checkpoint import checkpoint_path, load_checkpoint
+
+from deploy_procs import SITES, client_args, free_port, make_data, make_kits, processes, server_args, site_state_dir, write_job
+
+NO_DP_SGD = "site policy: job has no DP-SGD but this site requires it"
+NO_SECURE_SUM = "site policy: job sends this site's update to the server in the clear"
+
+
+@pytest.mark.integration
+def test_sites_decline_a_plain_job_weaker_than_their_policy_and_send_the_server_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    kits = make_kits(tmp_path, port)
+    (kits / "hospital_b" / "site_policy.yaml").write_text("require_secure_aggregation: true\n")
+    own_flags = {"hospital_c": ["--epsilon", "1.0"]}
+    data = make_data(tmp_path, {"hospital_a": 5, "hospital_b": 5, "hospital_c": 5})
+    job = write_job(tmp_path / "job.yaml", federation={"rounds": 1, "min_sites": 1})
+    state = tmp_path / "state"
+    with processes(tmp_path / "logs") as group:
+        server = group.start("server", *server_args(kits, job, state, port))
+        clients = {
+            site: group.start(site, *client_args(kits, site, data[site], port), *own_flags.get(site, []))
+            for site in SITES
+        }
+        assert server.wait(timeout=240) == 0, group.log("server")
+        for site, client in clients.items():
+            assert client.wait(timeout=30) == 0, group.log(site)
+
+    log = group.log("server")
+    assert f"round 1: site 'hospital_c' declined: {NO_DP_SGD}" in log, log
+    assert f"round 1: site 'hospital_b' declined: {NO_SECURE_SUM}" in log, log
+    declined = read_status(state).declined  # what `medfed status` shows the operator
+    assert declined.keys() == {"hospital_b", "hospital_c"} and NO_DP_SGD in declined["hospital_c"]
+    assert load_checkpoint(checkpoint_path(state / "checkpoints", 1)).metadata["participants"] == "hospital_a"
+    with sqlite3.connect(state / "metrics.sqlite") as db:  # neither an update nor a metric arrived
+        assert {site for (site,) in db.execute("SELECT DISTINCT site FROM metrics")} == {"hospital_a"}
+    for site in ("hospital_b", "hospital_c"):
+        assert "0 rounds trained here" in group.log(site)
+    assert not (site_state_dir(kits, "hospital_c") / "privacy").exists()  # not even a DP ledger
