@@ -67,7 +67,7 @@ def _decline_steps(channel: SiteChannel) -> object:
 def test_undecodable_messages_leave_the_server_free_to_exit(tmp_path: Path) -> None:
     with processes(tmp_path / "logs") as group:
         kits, port = _start(group, tmp_path, ["hospital_a"])
-        identity = lambda raw: raw  # noqa: E731 (send bytes as they are)
+        identity = lambda raw: raw  # send bytes as they are
         with _raw_channel(kits, "hospital_a", port) as raw:  # stays connected until the end
             submit = raw.stream_unary(SUBMIT, request_serializer=identity, response_deserializer=identity)
             get_task = raw.unary_stream(GET_TASK, request_serializer=identity, response_deserializer=identity)
@@ -98,7 +98,7 @@ def test_a_stalling_site_does_not_delay_the_others(tmp_path: Path) -> None:
             assert isinstance(honest.fetch(), Assignment)
             baseline = time.monotonic() - started
             release = threading.Event()
-            identity = lambda raw: raw  # noqa: E731
+            identity = lambda raw: raw
             with _raw_channel(kits, "hospital_b", port) as raw:
                 submit = raw.stream_unary(SUBMIT, request_serializer=identity, response_deserializer=identity)
                 stalled = [submit.future(_stalled_upload(release), timeout=60) for _ in range(STALLED)]

@@ -81,7 +81,7 @@ class Admission:
         with self._lock:
             if self._uploads[site] >= self.limits.uploads_per_site:
                 raise ServerBusy(f"site '{site}' already has {self._uploads[site]} uploads running")
-            fits = lambda: self._bytes == 0 or self._bytes + size <= self.limits.upload_bytes  # noqa: E731
+            fits = lambda: self._bytes == 0 or self._bytes + size <= self.limits.upload_bytes
             if not self._lock.wait_for(fits, timeout=self.limits.read_timeout_s / 2):
                 raise ServerBusy(f"{self._bytes} bytes of uploads are being received; try again later")
             self._uploads[site] += 1
