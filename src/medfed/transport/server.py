@@ -42,7 +42,7 @@ SITE_METADATA_KEY = "medfed-site"
 Authenticator = Callable[[bytes], str]
 """Maps a peer's PEM certificate to its site name; raises ``AuthenticationError`` to refuse it."""
 
-GRPC_OPTIONS = [
+GRPC_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_receive_message_length", 2 * CHUNK_BYTES),
     ("grpc.max_send_message_length", 2 * CHUNK_BYTES),
     ("grpc.keepalive_time_ms", 20_000),
