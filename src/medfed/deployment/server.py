@@ -40,6 +40,7 @@ from medfed.strategies.base import Strategy
 from medfed.strategies.registry import STRATEGIES
 from medfed.transport.board import RoundBoard
 from medfed.transport.connector import GrpcConnector
+from medfed.transport.limits import return_freed_memory
 from medfed.transport.server import Authenticator, FederationServicer, start_server
 from medfed.transport.tls import TlsFiles, server_credentials
 from medfed.types import ServerState, TrainResult
@@ -95,6 +96,7 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
         board, sites=sites, job_json=site_job_json(job), authenticate=settings.authenticate, poll_s=job.poll_s
     )
     credentials = None if settings.tls is None else server_credentials(settings.tls)
+    return_freed_memory()  # the memory of a burst of uploads goes back to the OS after it
     server, port = start_server(servicer, address=settings.address, credentials=credentials, gzip=settings.gzip)
     logger.info("medfed server listening on port %d (round %d of %d done)", port, state.round, job.federation.rounds)
     reporter = _StatusReporter(settings.state_dir, job, port, board, state.round)
