@@ -10,12 +10,14 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+import torch
 
 from medfed.transport.board import RoundBoard
 from medfed.transport.errors import ServerBusy
 from medfed.transport.limits import Admission, ServerLimits, Watchdog
-from medfed.transport.serde import DataPiece, FederationCalls, Kind, Message, payload_stream
+from medfed.transport.serde import DataPiece, FederationCalls, Kind, Message, payload_stream, task_request
 from medfed.transport.server import SITE_METADATA_KEY, FederationServicer, start_server
+from medfed.types import TrainTask
 
 MIB = 1024 * 1024
 
@@ -132,4 +134,20 @@ def test_a_silent_upload_is_cancelled_after_the_read_timeout() -> None:
         assert time.monotonic() - started < 5
     finally:
         release.set()
+        server.close()
+
+
+def test_a_download_the_site_does_not_take_is_cancelled_and_its_slot_freed() -> None:
+    server = _Server(ServerLimits(read_timeout_s=0.5))
+    server.servicer.board.post(1, {"a": TrainTask(round=1, weights={"w": torch.zeros(8 * MIB)})})  # 32 MiB
+    try:
+        stream = server.calls.get_task(task_request(), metadata=((SITE_METADATA_KEY, "a"),), timeout=30)
+        next(stream)  # the header; then the site takes nothing more
+        deadline = time.monotonic() + 5
+        while server.servicer.admission.open_calls("a") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.servicer.admission.open_calls("a") == 0
+        with pytest.raises(grpc.RpcError):
+            list(stream)
+    finally:
         server.close()

@@ -67,6 +67,11 @@ class Admission:
         self._uploads: Counter[str] = Counter()
         self._bytes = 0
 
+    def open_calls(self, site: str) -> int:
+        """How many calls ``site`` has open now."""
+        with self._lock:
+            return self._calls[site]
+
     @contextmanager
     def call(self, site: str) -> Iterator[None]:
         """Holds one of ``site``'s call slots for the ``with`` block."""
