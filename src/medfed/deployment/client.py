@@ -11,6 +11,7 @@ issued by another CA).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -29,12 +30,16 @@ from medfed.transport.backoff import DEFAULT_MAX_FAILURES, Backoff
 from medfed.transport.client import Assignment, SiteChannel, Step
 from medfed.transport.codec import decode_task
 from medfed.transport.errors import AuthenticationError, PayloadError, TransportError
-from medfed.transport.serde import Kind
+from medfed.transport.serde import Kind, SubmitOutcome
 from medfed.transport.tls import TlsFiles, probe_tls
 
 logger = logging.getLogger(__name__)
 
 _FATAL = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+
+BUSY_ATTEMPTS = 6
+"""Tries of an upload the server refuses as busy before the site gives up on it (each try may
+wait at the server for half its read timeout, then the site backs off)."""
 
 
 def run_client(
@@ -120,9 +125,9 @@ class _Worker:
             channel.decline(task_id, task.round, str(error))
             return
         if upload is None:
-            outcome = channel.submit(task_id, result)
+            outcome = send_when_admitted(functools.partial(channel.submit, task_id, result))
         else:
-            outcome = channel.answer(task_id, task.round, upload)
+            outcome = send_when_admitted(functools.partial(channel.answer, task_id, task.round, upload))
         if outcome.accepted:
             logger.info("round %d: update accepted", task.round)
             self.builder.save_state()
@@ -162,6 +167,29 @@ class _Worker:
             logger.info("round %d: evaluated the global model: %s", step.round, metrics)
         else:
             logger.warning("round %d: metrics refused: %s", step.round, outcome.reason)
+
+
+def send_when_admitted(
+    send: Callable[[], SubmitOutcome], *, backoff: Backoff | None = None, attempts: int = BUSY_ATTEMPTS
+) -> SubmitOutcome:
+    """``send()``, again after a pause while the server refuses it as busy (``RESOURCE_EXHAUSTED``:
+    other uploads fill its memory budget), so that a trained update is not lost and trained again.
+
+    Raises:
+        grpc.RpcError: Another failure, or still busy after ``attempts`` tries.
+    """
+    backoff = backoff or Backoff()
+    tries = 1
+    while True:
+        try:
+            return send()
+        except grpc.RpcError as error:
+            if error.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED or tries >= attempts:  # type: ignore[attr-defined]
+                raise
+        delay = backoff.next_delay()
+        logger.info("the server is busy receiving other uploads; sending again in %.1f s", delay)
+        time.sleep(delay)
+        tries += 1
 
 
 def _check_failure(channel: SiteChannel, error: Exception, failures: int, max_failures: int) -> str:
