@@ -16,7 +16,7 @@ from medfed.transport.board import RoundBoard
 from medfed.transport.errors import ServerBusy
 from medfed.transport.limits import Admission, ServerLimits, Watchdog
 from medfed.transport.serde import DataPiece, FederationCalls, Kind, Message, payload_stream, task_request
-from medfed.transport.server import SITE_METADATA_KEY, FederationServicer, start_server
+from medfed.transport.server import GRPC_OPTIONS, SITE_METADATA_KEY, FederationServicer, start_server
 from medfed.types import TrainTask
 
 MIB = 1024 * 1024
@@ -69,7 +69,7 @@ class _Server:
         board = RoundBoard(max_update_bytes=16 * MIB)
         self.servicer = FederationServicer(board, sites=["a", "b", "c"], job_json="{}", authenticate=None, limits=limits)
         self.server, port = start_server(self.servicer, address="127.0.0.1:0", credentials=None)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=GRPC_OPTIONS)
         self.calls = FederationCalls(self.channel)
 
     def upload(self, site: str, messages: Iterator[Message]) -> grpc.Future:
@@ -147,7 +147,8 @@ def test_a_download_the_site_does_not_take_is_cancelled_and_its_slot_freed() -> 
         while server.servicer.admission.open_calls("a") and time.monotonic() < deadline:
             time.sleep(0.05)
         assert server.servicer.admission.open_calls("a") == 0
-        with pytest.raises(grpc.RpcError):
+        with pytest.raises(grpc.RpcError) as caught:
             list(stream)
+        assert caught.value.code() is grpc.StatusCode.CANCELLED
     finally:
         server.close()
