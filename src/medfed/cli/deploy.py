@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from medfed.transport.backoff import DEFAULT_MAX_FAILURES
+
 if TYPE_CHECKING:
     import tenseal as ts
 
@@ -101,7 +103,7 @@ def client(
     insecure: Annotated[bool, typer.Option(help="Plain text, no certificates: testing only.")] = False,
     site: Annotated[Optional[str], typer.Option(help="Site name (--insecure without kit).")] = None,
     gzip: Annotated[bool, typer.Option(help="gzip-compress messages.")] = False,
-    max_failures: Annotated[Optional[int], typer.Option(help="Give up after this many failed calls in a row.")] = None,
+    max_failures: Annotated[int, typer.Option(min=0, help="Give up after this many failed calls in a row, naming the likely cause (0: never).")] = DEFAULT_MAX_FAILURES,
     max_backoff: Annotated[float, typer.Option(help="Longest wait between reconnection attempts, in seconds.")] = 30.0,
     state_dir: Annotated[Optional[Path], typer.Option(help="The site's own files: privacy ledger, strategy state (default: medfed-site-<site>).")] = None,
     policy: Annotated[Optional[Path], typer.Option(help="This site's privacy policy (YAML, see docs/site-policy.md); the kit's site_policy.yaml and the flags below apply too, the strictest value winning.")] = None,
@@ -115,7 +117,7 @@ def client(
     evaluate each new global model on held-out cases. The data never leave the site; a job
     weaker than the site's privacy policy is declined."""
     from medfed.data import load_site
-    from medfed.deployment.client import run_client
+    from medfed.deployment.client import check_certificate, run_client
     from medfed.deployment.site_builder import SiteBuilder, SiteOptions
     from medfed.deployment.site_identity import ProvisionedIdentity
     from medfed.privacy.ckks import load_site_context
@@ -135,6 +137,8 @@ def client(
     server_name = client_kit.server_name if client_kit else None
     if delta is not None and epsilon is None:
         raise typer.BadParameter("--delta goes with --epsilon")
+    if tls is not None:
+        check_certificate(tls)
     flags: dict[str, object] = {"epsilon": epsilon, "delta": delta, "require_secure_aggregation": require_secure_aggregation}
     if require_dp_sgd:  # unset, it follows from --epsilon
         flags["require_dp_sgd"] = True
