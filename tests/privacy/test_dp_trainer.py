@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
 from opacus.accountants import IAccountant, PRVAccountant, RDPAccountant
 from torch import nn
 from torch.utils.data import Dataset
@@ -17,6 +19,7 @@ from medfed.orchestration.connector import InProcessConnector
 from medfed.orchestration.site import LocalSite, cpu_weights
 from medfed.privacy.dp import AdaptiveClipping, Budget, DPTrainer, SitePrivacy, make_dp_compatible
 from medfed.privacy.dp.accounting import Accountant, Mechanism, epsilon_spent
+from medfed.privacy.dp.trainer import poisson_loader, poisson_plan
 from medfed.strategies import FedAvg
 from medfed.training import LocalTrainer, TrainSettings
 from medfed.types import TrainTask
@@ -26,10 +29,10 @@ SAMPLE_RATE, STEPS = 1 / 3, 3
 
 
 class _Tiny(Dataset):
-    def __init__(self, cases: int = CASES) -> None:
+    def __init__(self, cases: int = CASES, size: int = 16) -> None:
         generator = torch.Generator().manual_seed(0)
-        self.images = torch.randn(cases, 1, 16, 16, generator=generator)
-        self.labels = (torch.rand(cases, 1, 16, 16, generator=generator) > 0.8).long()
+        self.images = torch.randn(cases, 1, size, size, generator=generator)
+        self.labels = (torch.rand(cases, 1, size, size, generator=generator) > 0.8).long()
 
     def __len__(self) -> int:
         return len(self.images)
@@ -41,6 +44,12 @@ class _Tiny(Dataset):
 def _model(norm: str = "instance") -> nn.Module:
     params = {"channels": (4, 8), "strides": (2,), "num_res_units": 0, "norm": norm}
     return build_model("unet", params, seed=0)
+
+
+def _pixel_model() -> nn.Module:
+    """The smallest segmentation model (a per-pixel linear classifier), for tests of many steps."""
+    torch.manual_seed(0)
+    return nn.Conv2d(1, 2, kernel_size=1)
 
 
 def _trainer(path: Path | None = None, *, job: str = "local", batch: int = BATCH, **policy: object) -> DPTrainer:
@@ -172,17 +181,10 @@ def test_a_second_job_calibrates_to_what_the_first_left_and_stops_at_the_budget(
 @pytest.mark.parametrize("adaptive", [None, AdaptiveClipping()], ids=["fixed", "adaptive"])
 def test_tiny_datasets_train_through_empty_poisson_batches(adaptive: AdaptiveClipping | None) -> None:
     # N=3, B=2: q=1/2, so 1 batch in 8 is empty; before the fix 8/20 (fixed) and 16/20 rounds crashed
-    trainer, model = _trainer(noise_multiplier=1.0, batch=2, adaptive_clipping=adaptive, budget=Budget(1e3, 1e-5)), _model()
+    trainer, model = _trainer(noise_multiplier=1.0, batch=2, adaptive_clipping=adaptive, budget=Budget(1e3, 1e-5)), _pixel_model()
     for seed in range(20):
-        assert trainer.fit(model, _Tiny(3), seed=seed).steps == 2
+        assert trainer.fit(model, _Tiny(3, size=4), seed=seed).steps == 2
     assert trainer.ledger.history() == [Mechanism(1.0, 1 / 2, 2)] * 20
-
-
-def test_the_charged_sample_rate_is_the_sampled_one_when_int_of_1_over_q_rounds_down() -> None:
-    # ceil(93 / 1) = 93, but int(1 / (1 / 93)) = 92: Opacus's own loader took 92 steps and accounted 1/92
-    trainer = _trainer(noise_multiplier=1.0, batch=1, accountant=Accountant.RDP)
-    assert trainer.fit(_model(), _Tiny(93), seed=0).steps == 93
-    assert trainer.ledger.history() == [Mechanism(1.0, 1 / 93, 93)]
 
 
 def test_a_declining_site_is_a_drop_out_for_the_round() -> None:
@@ -195,3 +197,27 @@ def test_a_declining_site_is_a_drop_out_for_the_round() -> None:
     task = TrainTask(round=1, weights=cpu_weights(model))
     results = InProcessConnector(sites).train({"poor": task, "rich": task})
     assert [result.site for result in results] == ["rich"]
+
+
+def test_the_plan_is_what_the_loader_samples_and_opacus_accounts_for_every_size_and_batch() -> None:
+    for cases in range(1, 1001):
+        for batch in range(1, 65):
+            plan = poisson_plan(cases, batch, epochs=2)
+            loader = poisson_loader(range(cases), plan, generator=None)  # type: ignore[arg-type]
+            assert len(loader) == plan.steps_per_epoch == -(-cases // batch)  # steps sampled per epoch
+            assert loader.batch_sampler.sample_rate == plan.sample_rate == 1 / len(loader)  # Opacus's q
+            assert plan.steps == 2 * plan.steps_per_epoch
+
+
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(cases=st.integers(1, 1000), batch=st.integers(1, 64))
+@example(cases=93, batch=1).via("int(1 / (1 / 93)) == 92")
+@example(cases=3, batch=2).via("empty batches")
+@example(cases=1, batch=64).via("q = 1")
+@example(cases=49, batch=1).via("Opacus's expected batch int(49 * (1 / 49)) == 0")
+def test_every_size_and_batch_trains_and_is_charged_what_was_sampled(cases: int, batch: int) -> None:
+    assume(-(-cases // batch) <= 64)  # steps bound the time; the test above plans every (N, B)
+    trainer = _trainer(noise_multiplier=1.0, batch=batch, budget=Budget(1e6, 1e-5))
+    steps = -(-cases // batch)
+    assert trainer.fit(_pixel_model(), _Tiny(cases, size=1), seed=cases).steps == steps
+    assert trainer.ledger.history() == [Mechanism(1.0, 1 / steps, steps)]

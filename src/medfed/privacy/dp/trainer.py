@@ -324,6 +324,8 @@ class DPTrainer:
                 noise_multiplier=planned.noise_multiplier, max_grad_norm=clip,
                 poisson_sampling=False, noise_generator=generator, wrap_model=False,
             )
+        # Opacus's int(N * (1 / S)) is 0 at N = S = 49 (0.999...): the mean of the noisy sum over 0
+        optimizer.expected_batch_size = len(loader.dataset) // len(loader)  # type: ignore[arg-type]
         optimizer = self._adaptive(optimizer, engine, planned, generator)
         try:
             losses = self._epochs(model, optimizer, private_loader, settings, hooks, seed)
