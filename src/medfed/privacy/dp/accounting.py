@@ -12,6 +12,7 @@ A history is Opacus's: a sequence of ``(noise_multiplier, sample_rate, steps)``,
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Iterable
@@ -33,8 +34,9 @@ class Accountant(str, Enum):
 DEFAULT_ACCOUNTANT = Accountant.PRV
 """The accountant used unless a site's configuration names another."""
 
-MAX_NOISE_MULTIPLIER = 1e4
-"""The largest noise multiplier ``calibrate_noise`` considers."""
+MAX_NOISE_MULTIPLIER = 100.0
+"""The largest noise multiplier ``calibrate_noise`` considers: a budget that needs more noise
+leaves too little to learn anything, and the site declines instead."""
 
 
 @dataclass(frozen=True)
@@ -156,10 +158,12 @@ def calibrate_noise(
 
     low, high = 0.0, 1.0
     if Accountant(accountant) is not Accountant.RDP:
-        high = calibrate_noise(
-            budget, sample_rate=sample_rate, steps=steps, accountant=Accountant.RDP, spent=earlier, tolerance=tolerance
-        )
-        low = high / 2
+        with contextlib.suppress(ValueError):  # RDP may see no room where PRV still sees some
+            high = calibrate_noise(
+                budget, sample_rate=sample_rate, steps=steps, accountant=Accountant.RDP, spent=earlier,
+                tolerance=tolerance,
+            )
+            low = high / 2
     while (reached := epsilon(high)) > budget.epsilon:
         low, high = high, 2.0 * high
         if high > MAX_NOISE_MULTIPLIER:
