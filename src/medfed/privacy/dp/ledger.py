@@ -6,7 +6,7 @@ only ever grows; nothing is replaced or deleted, so earlier content is always a 
 content. Two kinds of entry:
 
 - ``release``: one round of DP-SGD, with a unique id (uuid4), time, job, seed, mechanism
-  ``(z, q, steps)`` and clipping threshold. It is written (and fsynced) *before* the round
+  ``(z, q, steps)``, clipping threshold, and the site's budget and accountant at the time. It is written (and fsynced) *before* the round
   trains, under an exclusive lock together with the budget check: a round that crashes after
   it is charged; a retried or replayed round is charged again. Only a round that never reached
   its entry (so never trained) is free.
@@ -33,7 +33,7 @@ from typing import Any
 
 from medfed.data.cases import SiteData
 from medfed.errors import CheckpointError
-from medfed.privacy.dp.accounting import Mechanism
+from medfed.privacy.dp.accounting import Accountant, Budget, Mechanism, epsilon_spent
 
 LEDGER_VERSION = 2
 
@@ -49,6 +49,8 @@ class Release:
         seed: The round's training seed (for the record only: never a key).
         mechanism: What the accountant composes.
         clip: The clipping threshold ``C`` of the round.
+        budget: The site's budget when it was charged.
+        accountant: The accountant that checked it.
     """
 
     id: str
@@ -57,6 +59,8 @@ class Release:
     seed: int
     mechanism: Mechanism
     clip: float
+    budget: Budget
+    accountant: Accountant
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,13 @@ class PrivacyLedger:
         """Every release's mechanism: what the site has spent, across all jobs."""
         return [release.mechanism for release in self.releases]
 
+    def epsilon(self) -> float:
+        """Epsilon spent by every release, at the latest release's delta and accountant."""
+        if not self.releases:
+            return 0.0
+        latest = self.releases[-1]
+        return epsilon_spent(self.history(), delta=latest.budget.delta, accountant=latest.accountant)
+
     def noise_multiplier(self, job: str) -> float | None:
         """The noise multiplier of ``job``'s first release (``None`` before it has one)."""
         return next((r.mechanism.noise_multiplier for r in self.releases if r.job == job), None)
@@ -89,7 +100,8 @@ class PrivacyLedger:
             mechanism = Mechanism(float(entry["noise_multiplier"]), float(entry["sample_rate"]), int(entry["steps"]))
             release = Release(
                 str(entry["id"]), float(entry["time"]), str(entry["job"]), int(entry["seed"]), mechanism,
-                float(entry["clip"]),
+                float(entry["clip"]), Budget(float(entry["epsilon_budget"]), float(entry["delta"])),
+                Accountant(entry["accountant"]),
             )
             return replace(self, releases=(*self.releases, release))
         if entry["kind"] == "clip":
@@ -97,12 +109,15 @@ class PrivacyLedger:
         raise ValueError(f"unknown entry kind {entry['kind']!r}")
 
 
-def release_entry(*, job: str, seed: int, mechanism: Mechanism, clip: float) -> dict[str, Any]:
+def release_entry(
+    *, job: str, seed: int, mechanism: Mechanism, clip: float, budget: Budget, accountant: Accountant
+) -> dict[str, Any]:
     """A new ``release`` entry with a fresh unique id."""
     return {
         "version": LEDGER_VERSION, "kind": "release", "id": uuid.uuid4().hex, "time": time.time(), "job": job,
         "seed": seed, "noise_multiplier": mechanism.noise_multiplier, "sample_rate": mechanism.sample_rate,
-        "steps": mechanism.steps, "clip": clip,
+        "steps": mechanism.steps, "clip": clip, "epsilon_budget": budget.epsilon, "delta": budget.delta,
+        "accountant": accountant.value,
     }
 
 
@@ -173,6 +188,11 @@ def append_entry(path: Path | None, entry: Mapping[str, Any]) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def site_ledgers(state_dir: Path) -> dict[str, PrivacyLedger]:
+    """Every dataset ledger of a site's ``--state-dir`` (``privacy/*.jsonl``), by file name."""
+    return {path.name: load_ledger(path) for path in sorted((state_dir / "privacy").glob("*.jsonl"))}
 
 
 def ledger_file(directory: Path, data: SiteData) -> Path:

@@ -251,7 +251,11 @@ class DPTrainer:
             planned = Mechanism(self._noise_multiplier(plan), plan.sample_rate, plan.steps)
             self._check_budget(planned)
             clip = self.ledger.clip(self.job) or self.policy.max_grad_norm
-            self._append(release_entry(job=self.job, seed=seed, mechanism=planned, clip=clip))
+            entry = release_entry(
+                job=self.job, seed=seed, mechanism=planned, clip=clip, budget=self.policy.budget,
+                accountant=self.policy.accountant,
+            )
+            self._append(entry)
         return planned, clip
 
     def _append(self, entry: Mapping[str, object]) -> None:
