@@ -3,6 +3,7 @@ site's total spend in ``medfed status``."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,13 @@ from medfed.cli.app import app
 from medfed.data.cases import Case, SiteData
 from medfed.errors import CheckpointError
 from medfed.privacy.dp.accounting import Accountant, Budget, Mechanism, epsilon_spent
-from medfed.privacy.dp.ledger import append_entry, clip_entry, ledger_file, load_ledger, release_entry
+from medfed.privacy.dp.ledger import (
+    append_entry,
+    clip_entry,
+    ledger_file,
+    load_ledger,
+    release_entry,
+)
 
 BUDGET = Budget(8.0, 1e-5)
 
@@ -33,7 +40,7 @@ def test_every_release_is_appended_with_its_own_id_and_nothing_is_rewritten(tmp_
                   clip_entry(job="j1", clip=0.7), _release("j1", Mechanism(1.0, 0.5, 2))):
         append_entry(path, entry)
         contents.append(path.read_bytes())
-    assert all(later.startswith(earlier) for earlier, later in zip(contents, contents[1:]))
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(contents))
     ledger = load_ledger(path)
     assert len({release.id for release in ledger.releases}) == 3  # same seed, same mechanism: 3 releases
     assert ledger.history() == [Mechanism(1.0, 0.5, 2)] * 3

@@ -105,7 +105,7 @@ def test_dp_sgd_sites_decline_once_their_own_budget_is_spent_and_client_dp_is_ac
         assert checkpoint.metadata["participants"] == "hospital_a,hospital_b"
     assert "site 'hospital_c' declined" in group.log("server")
     assert "0 rounds trained here" in group.log("hospital_c")
-    ledgers = lambda site: list((site_state_dir(tmp_path / "kits", site) / "privacy").glob(f"{site}-*.jsonl"))  # noqa: E731
+    ledgers = lambda site: list((site_state_dir(tmp_path / "kits", site) / "privacy").glob(f"{site}-*.jsonl"))
     assert all(len(load_ledger(ledgers(site)[0]).releases) == ROUNDS for site in ("hospital_a", "hospital_b"))
     assert all(not load_ledger(path).releases for path in ledgers("hospital_c"))  # declined: never charged
     with sqlite3.connect(tmp_path / "state" / "metrics.sqlite") as db:
