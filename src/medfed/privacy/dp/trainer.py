@@ -45,7 +45,7 @@ from medfed.privacy.dp.accounting import (
     calibrate_noise,
     epsilon_spent,
 )
-from medfed.privacy.dp.ledger import append_entry, clip_entry, load_ledger, locked, release_entry
+from medfed.privacy.dp.ledger import PrivacyLedger, append_entry, clip_entry, load_ledger, locked, release_entry
 from medfed.privacy.dp.models import dp_incompatibilities
 from medfed.privacy.dp.optimizer import QuantileCountingDPOptimizer
 from medfed.privacy.dp.quantile import count_noise_std, geometric_update
@@ -197,7 +197,9 @@ class DPTrainer:
         self.policy = policy
         self.ledger_path = ledger_path
         self.job = job
-        self.ledger = load_ledger(ledger_path)
+        self.ledger = PrivacyLedger()
+        with locked(ledger_path):  # a damaged ledger stops the site now, not at its first round
+            self._reload()
 
     @property
     def settings(self) -> TrainSettings:
@@ -207,8 +209,8 @@ class DPTrainer:
     @property
     def epsilon(self) -> float:
         """Epsilon spent on the site's data so far, by every job, at the budget's delta."""
-        if self.ledger_path is not None:
-            self.ledger = load_ledger(self.ledger_path)
+        with locked(self.ledger_path):
+            self._reload()
         return self._epsilon(self.ledger.history())
 
     def fit(
@@ -246,8 +248,7 @@ class DPTrainer:
         """Checks the budget and records the round's release, as one locked step before it
         trains; returns the mechanism charged and the clipping threshold to train with."""
         with locked(self.ledger_path):
-            if self.ledger_path is not None:
-                self.ledger = load_ledger(self.ledger_path)  # other jobs may have charged since
+            self._reload()  # other jobs may have charged since
             planned = Mechanism(self._noise_multiplier(plan), plan.sample_rate, plan.steps)
             self._check_budget(planned)
             clip = self.ledger.clip(self.job) or self.policy.max_grad_norm
@@ -257,6 +258,10 @@ class DPTrainer:
             )
             self._append(entry)
         return planned, clip
+
+    def _reload(self) -> None:
+        if self.ledger_path is not None:
+            self.ledger = load_ledger(self.ledger_path)
 
     def _append(self, entry: Mapping[str, object]) -> None:
         append_entry(self.ledger_path, entry)
