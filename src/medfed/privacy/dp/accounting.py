@@ -152,6 +152,9 @@ def calibrate_noise(
     if steps <= 0:
         raise ValueError(f"steps must be > 0 to calibrate noise, got {steps}")
     earlier = list(spent)
+    too_little = f"the budget {budget} leaves too little for {steps} more steps at rate {sample_rate}"
+    if epsilon_spent(earlier, delta=budget.delta, accountant=accountant) >= budget.epsilon:
+        raise ValueError(too_little)
 
     def epsilon(z: float) -> float:
         return epsilon_spent([*earlier, Mechanism(z, sample_rate, steps)], delta=budget.delta, accountant=accountant)
@@ -167,7 +170,7 @@ def calibrate_noise(
     while (reached := epsilon(high)) > budget.epsilon:
         low, high = high, 2.0 * high
         if high > MAX_NOISE_MULTIPLIER:
-            raise ValueError(f"the budget {budget} leaves too little for {steps} more steps at rate {sample_rate}")
+            raise ValueError(too_little)
     while budget.epsilon - reached > tolerance * budget.epsilon and high - low > 1e-9 * high:
         middle = (low + high) / 2
         if (value := epsilon(middle)) <= budget.epsilon:
