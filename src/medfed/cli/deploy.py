@@ -160,11 +160,15 @@ def client(
 
 
 def status(
-    state_dir: Annotated[Path, typer.Option(help="The server's --state-dir.")],
+    state_dir: Annotated[Path, typer.Option(help="The server's --state-dir, or a site's.")],
 ) -> None:
-    """Show a server's connected sites, current round and recent metrics."""
-    from medfed.deployment.status import read_status
+    """Show a server's connected sites, current round and recent metrics; for a site's state
+    folder, the privacy each of its datasets has spent over every job."""
+    from medfed.deployment.status import STATUS_FILE, read_status
 
+    if not (state_dir / STATUS_FILE).exists() and (state_dir / "privacy").is_dir():
+        _site_privacy(state_dir)
+        return
     now = read_status(state_dir)
     state = "finished" if now.finished else f"round {now.running_round or '-'} running"
     console.print(f"job [bold]{now.job}[/bold] on port {now.port}: {now.completed_rounds}/{now.total_rounds} rounds done, {state}")
@@ -177,6 +181,22 @@ def status(
         table.add_column(column)
     for row in now.history[-10:]:
         table.add_row(str(row.round), ", ".join(row.sites), *(f"{row.metrics.get(n, float('nan')):.4g}" for n in names))
+    console.print(table)
+
+
+def _site_privacy(state_dir: Path) -> None:
+    from medfed.privacy.dp.ledger import site_ledgers
+
+    table = Table(title=f"Privacy spent by the site's data ({state_dir})")
+    for column in ("dataset", "releases", "jobs", "epsilon", "budget", "delta", "accountant"):
+        table.add_column(column, no_wrap=True)
+    for name, ledger in site_ledgers(state_dir).items():
+        latest = ledger.releases[-1] if ledger.releases else None
+        table.add_row(
+            name.removesuffix(".jsonl"), str(len(ledger.releases)), str(len({release.job for release in ledger.releases})),
+            f"{ledger.epsilon():.4g}", *(("-", "-", "-") if latest is None else (
+                f"{latest.budget.epsilon:.4g}", f"{latest.budget.delta:.2g}", latest.accountant.value)),
+        )
     console.print(table)
 
 

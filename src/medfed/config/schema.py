@@ -189,7 +189,7 @@ class PrivacyConfig(_Strict):
     """Differential privacy, secure aggregation and encryption; each off unless its section is
     given."""
 
-    accountant: Literal["rdp", "prv"] = "rdp"
+    accountant: Literal["rdp", "prv"] = Field("prv", description="Privacy accountant: prv (tight, the default) or rdp (looser, 8-15 % higher epsilon).")
     epsilon: float = Field(8.0, gt=0, description="Every site's budget unless 'sites' says otherwise.")
     delta: float = Field(1e-5, gt=0, lt=1)
     sites: dict[str, SiteBudgetConfig] = Field(default_factory=dict)

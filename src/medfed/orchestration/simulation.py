@@ -156,7 +156,7 @@ class ExperimentRunner:
             name,
             dataset,
             model=model,
-            trainer=self._trainer_for(experiment, name),
+            trainer=self._trainer_for(experiment, data),
             strategy=experiment.strategy,
             seed=self.config.seed,
             state=state,
@@ -191,18 +191,19 @@ class ExperimentRunner:
 
         return SecureAggregationConnector(connector, threshold_fraction=secure.threshold_fraction)
 
-    def _trainer_for(self, experiment: Experiment, site: str) -> Trainer:
+    def _trainer_for(self, experiment: Experiment, data: SiteData) -> Trainer:
         """The site's trainer: DP-SGD with the site's own budget and ledger when configured."""
         if self.config.privacy.dp_sgd is None:
             return self.trainer
         from medfed.privacy.dp.config import check_site_names, dp_trainer, simulated_noise
 
         check_site_names(self.config.privacy, [*self.data.train, *experiment.sites])
+        # a simulated experiment spends its own budget: one ledger per experiment of the run
         ledger_dir = self.run_dir / "privacy" / experiment.name
         rounds = self.config.federation.rounds
         return dp_trainer(
-            self.config.privacy, self.trainer, site,
-            planned_rounds=rounds, ledger_dir=ledger_dir, noise=simulated_noise(self.config.privacy),
+            self.config.privacy, self.trainer, data, planned_rounds=rounds,
+            ledger_dir=ledger_dir, job=experiment.name, noise=simulated_noise(self.config.privacy),
         )
 
     def _privacy_rows(
