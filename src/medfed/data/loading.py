@@ -40,7 +40,8 @@ def detect_format(site: str, path: Path) -> str:
     """The format name of a site folder or file, judged by its content.
 
     ``dataset.json`` means ``msd``; a ``.npz`` file (or a folder with one) means ``npz``; an
-    ``images/`` folder means ``png``; sub-folders holding ``.dcm`` files mean ``dicom``.
+    ``images/`` folder means ``png``; sub-folders holding DICOM files (``DICM`` at byte 128,
+    whatever their extension) mean ``dicom``.
 
     Raises:
         DataError: If no format matches; the message lists the known formats.
@@ -54,12 +55,12 @@ def detect_format(site: str, path: Path) -> str:
         return "npz"
     elif (path / png.IMAGES_DIR).is_dir():
         return "png"
-    elif any(path.glob("*/*.dcm")):
+    elif any(dicom.is_dicom(file) for file in path.glob("*/*")):
         return "dicom"
     raise DataError(
         site,
         path,
         f"cannot detect the data format; pass one of: {', '.join(FORMATS.names())} "
         f"(msd: {msd.INDEX_FILE}; npz: a .npz file; png: {png.IMAGES_DIR}/ folder; "
-        f"dicom: one sub-folder of .dcm files per case, optional {dicom.MASK_FILE})",
+        f"dicom: one sub-folder of DICOM files per case, optional {dicom.MASK_FILE})",
     )

@@ -1,0 +1,105 @@
+"""Writers of small, complete DICOM series for the DICOM loader tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom.data
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+SLOPE, INTERCEPT = 2.0, -100.0
+ROW_SPACING, COLUMN_SPACING, SLICE_STEP, FIRST_Z = 0.5, 0.8, 2.5, -10.0
+AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+STUDY, FRAME_OF_REFERENCE = generate_uid(), generate_uid()
+
+RAS_AFFINE = np.array(
+    [
+        [0.0, -COLUMN_SPACING, 0.0, 0.0],
+        [-ROW_SPACING, 0.0, 0.0, 0.0],
+        [0.0, 0.0, SLICE_STEP, FIRST_Z],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
+"""RAS affine of a ``write_series`` volume in ``(row, column, slice)`` order, by hand: rows run
+along +P (DICOM's column direction (0, 1, 0) in LPS), columns along +L, slices along +S."""
+
+
+def pydicom_file(name: str) -> Path:
+    """A test file that pydicom ships inside its package (never downloaded)."""
+    path = Path(pydicom.data.__file__).parent / "test_files" / name
+    assert path.is_file(), f"{name} is not shipped with the installed pydicom"
+    return path
+
+
+def copy_pydicom_file(name: str, folder: Path, target: str | None = None) -> Path:
+    """Copies a pydicom test file into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(pydicom_file(name), folder / (target or name)))
+
+
+def slice_dataset(
+    pixels: np.ndarray,
+    z: float | None,
+    number: int | None,
+    *,
+    series: str,
+    orientation: list[float] = AXIAL,
+    photometric: str = "MONOCHROME2",
+) -> Dataset:
+    """One MR slice whose stored values map to ``pixels * SLOPE + INTERCEPT``."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.PatientSex, ds.PatientBirthDate = "Doe^Jane", "P1", "F", ""
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = STUDY, series
+    ds.FrameOfReferenceUID, ds.StudyID, ds.AccessionNumber = FRAME_OF_REFERENCE, "1", ""
+    ds.StudyDate, ds.StudyTime, ds.ReferringPhysicianName = "20260101", "120000", ""
+    ds.Modality, ds.SeriesNumber = "MR", 1
+    ds.PixelSpacing, ds.SliceThickness = [ROW_SPACING, COLUMN_SPACING], SLICE_STEP
+    if z is not None:
+        ds.ImageOrientationPatient = orientation
+        ds.ImagePositionPatient = [0.0, 0.0, z]
+    if number is not None:
+        ds.InstanceNumber = number
+    ds.RescaleSlope, ds.RescaleIntercept = SLOPE, INTERCEPT
+    ds.set_pixel_data(
+        pixels.astype(np.uint16), photometric_interpretation=photometric, bits_stored=16
+    )
+    return ds
+
+
+def write_slice(path: Path, ds: Dataset) -> None:
+    """Saves a dataset as a DICOM Part 10 file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def write_series(
+    folder: Path, depth: int, *, positions: bool = True, series: str | None = None
+) -> np.ndarray:
+    """Writes slice k (value k + 1, plus the row index) under shuffled file names.
+
+    Returns:
+        The expected volume in modality units, ``(rows, columns, slices)`` = ``(6, 5, depth)``.
+    """
+    stored = np.stack([np.full((6, 5), k + 1) + np.arange(6)[:, None] for k in range(depth)], -1)
+    order = np.random.default_rng(0).permutation(depth)
+    series = series or generate_uid()
+    for name, k in enumerate(order):
+        z = FIRST_Z + SLICE_STEP * k if positions else None
+        ds = slice_dataset(stored[..., k], z, None if positions else k + 1, series=series)
+        write_slice(folder / f"{name:03d}.dcm", ds)
+    return stored * SLOPE + INTERCEPT
+
+
+def to_ras(volume: np.ndarray) -> np.ndarray:
+    """A ``write_series`` volume ``(rows, columns, slices)`` in RAS canonical order, by hand:
+    columns (towards L) flipped become the first axis, rows (towards P) flipped the second."""
+    return volume.transpose(1, 0, 2)[::-1, ::-1]
