@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pydicom.data
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
@@ -103,3 +104,41 @@ def to_ras(volume: np.ndarray) -> np.ndarray:
     """A ``write_series`` volume ``(rows, columns, slices)`` in RAS canonical order, by hand:
     columns (towards L) flipped become the first axis, rows (towards P) flipped the second."""
     return volume.transpose(1, 0, 2)[::-1, ::-1]
+
+
+def write_seg(folder: Path, sources: list[Path], frames: np.ndarray) -> Path:
+    """Writes a binary DICOM SEG (one segment) over ``sources``; ``frames`` is
+    ``(len(sources), rows, columns)``, frame i on source i."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    description = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="lesion",
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Neoplasm,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+    )
+    seg = hd.seg.Segmentation(
+        source_images=[pydicom.dcmread(path) for path in sources],
+        pixel_array=frames,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description],
+        series_instance_uid=hd.UID(),
+        series_number=2,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="medfed",
+        manufacturer_model_name="test",
+        software_versions="1",
+        device_serial_number="1",
+    )
+    path = folder / "segmentation"
+    seg.save_as(path)
+    return path
+
+
+def slice_index(path: Path) -> int:
+    """The position of a ``write_series`` file in the series (0 = lowest z)."""
+    z = float(pydicom.dcmread(path, stop_before_pixels=True).ImagePositionPatient[2])
+    return round((z - FIRST_Z) / SLICE_STEP)

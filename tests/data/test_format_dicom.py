@@ -14,7 +14,9 @@ from dicom_helpers import (
     copy_pydicom_file,
     pydicom_file,
     slice_dataset,
+    slice_index,
     to_ras,
+    write_seg,
     write_series,
     write_slice,
 )
@@ -128,6 +130,49 @@ def test_mask_shape_mismatch(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not match") as info:
         load("s", tmp_path)
     assert_names(info.value, "s", bad)
+
+
+def test_dicom_seg_mask_is_aligned_by_referenced_instances(tmp_path: Path) -> None:
+    write_series(tmp_path / "a", depth=3)
+    sources = sorted((tmp_path / "a").glob("*.dcm"))
+    frames = np.zeros((3, 6, 5), np.uint8)
+    frames[1, 2, 3] = 1  # on the second file (whose slice position is shuffled), row 2, column 4
+    write_seg(tmp_path / "a", sources, frames)
+    expected = np.zeros((6, 5, 3), np.uint8)
+    expected[2, 3, slice_index(sources[1])] = 1
+    (case,) = load("s", tmp_path).cases
+    assert case.mask is not None
+    np.testing.assert_array_equal(case.mask[0], to_ras(expected))
+
+
+def test_dicom_seg_of_another_series_is_refused(tmp_path: Path) -> None:
+    write_series(tmp_path / "a", depth=2)
+    write_series(tmp_path / "b", depth=2)
+    seg = write_seg(tmp_path / "b", sorted((tmp_path / "b").glob("*.dcm")), np.ones((2, 6, 5), np.uint8))
+    seg = seg.rename(tmp_path / "a" / seg.name)
+    for file in (tmp_path / "b").iterdir():
+        file.unlink()
+    (tmp_path / "b").rmdir()
+    with pytest.raises(DataError, match="cannot read the DICOM SEG against this series") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", seg)
+
+
+def test_pydicoms_seg_in_a_foreign_case_is_refused(tmp_path: Path) -> None:
+    write_series(tmp_path / "a", depth=2)
+    seg = copy_pydicom_file("liver_1frame.dcm", tmp_path / "a")
+    with pytest.raises(DataError, match="cannot read the DICOM SEG against this series") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", seg)
+
+
+def test_seg_and_nifti_mask_together_are_refused(tmp_path: Path) -> None:
+    write_series(tmp_path / "a", depth=2)
+    write_seg(tmp_path / "a", sorted((tmp_path / "a").glob("*.dcm")), np.ones((2, 6, 5), np.uint8))
+    nib.save(nib.Nifti1Image(np.zeros((6, 5, 2), np.uint8), RAS_AFFINE), tmp_path / "a" / "mask.nii.gz")
+    with pytest.raises(DataError, match="both mask.nii.gz and a DICOM SEG") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", tmp_path / "a")
 
 
 # --- which files are read -------------------------------------------------------------------

@@ -313,16 +313,26 @@ def _nifti_mask(site: str, path: Path, image_affine: np.ndarray | None) -> np.nd
 def _seg_mask(
     site: str, segs: list[Path], slices: list[_Slice], affine: np.ndarray
 ) -> np.ndarray:
-    """A DICOM SEG as a label map (segment numbers) on the series' grid, reoriented like it."""
+    """A DICOM SEG as a label map (segment numbers) on the series' grid, reoriented like it.
+
+    Frames are matched to slices by the SOP instances they reference, never by position.
+    """
     path = segs[0]
+    uids = [str(ds.SOPInstanceUID) for _, ds in slices]
     try:
         seg = hd.seg.segread(path)
-        uids = [str(ds.SOPInstanceUID) for _, ds in slices]
-        frames = seg.get_pixels_by_source_instance(
-            uids, combine_segments=True, assert_missing_frames_are_empty=True,
+        foreign = {str(sop) for _, _, sop in seg.get_source_image_uids()} - set(uids)
+        frames = None if foreign else seg.get_pixels_by_source_instance(
+            uids, combine_segments=True, assert_missing_frames_are_empty=True
         )
     except Exception as exc:  # highdicom raises ValueError, KeyError, AttributeError...
         reason = f"cannot read the DICOM SEG against this series ({type(exc).__name__}: {exc})"
         raise DataError(site, path, reason) from exc
+    if frames is None:
+        reason = (
+            f"cannot read the DICOM SEG against this series: it references {len(foreign)} "
+            "images that are not in the case's series"
+        )
+        raise DataError(site, path, reason)
     labels = np.moveaxis(np.asarray(frames), 0, -1)
     return oriented(Volume(labels, affine))[0]
