@@ -62,3 +62,15 @@ def test_client_delta_without_epsilon_is_refused(tmp_path: Path) -> None:
     result = _medfed(*args)
     assert result.returncode == 2
     assert "--delta goes with --epsilon" in " ".join((result.stdout + result.stderr).split())
+
+
+def test_error_with_brackets_in_a_path_is_printed_verbatim(tmp_path: Path) -> None:
+    site = tmp_path / "[red]site [bold]x"
+    site.mkdir()
+    result = _medfed(
+        "client", "--insecure", "--site", "a", "--server", "127.0.0.1:1", "--data", str(site),
+        "--format", "dicom", "--state-dir", str(tmp_path / "state"),
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert str(site) in result.stdout
+    assert result.stdout.startswith("error: ") and len(result.stdout.strip().splitlines()) == 1
