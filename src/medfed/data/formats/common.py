@@ -42,7 +42,9 @@ def read_nifti(site: str, path: Path) -> Volume:
     require_file(site, path, "NIfTI file")
     try:
         image = nib.load(path)
-        array, affine = np.asanyarray(image.dataobj), np.asarray(image.affine, float)
+        if not isinstance(image, nib.Nifti1Pair):  # NIfTI-1 and NIfTI-2 images
+            raise TypeError(f"{type(image).__name__} is not NIfTI")
+        array, affine = np.asanyarray(image.dataobj), np.asarray(image.affine, dtype=np.float64)
     except Exception as exc:  # nibabel and gzip raise many unrelated types
         raise DataError(
             site,
