@@ -188,6 +188,12 @@ def test_non_dicom_files_are_ignored_and_extension_does_not_matter(tmp_path: Pat
     np.testing.assert_array_equal(load("s", tmp_path).cases[0].image[0], to_ras(expected))
 
 
+def test_dicomdir_is_ignored(tmp_path: Path) -> None:
+    expected = write_series(tmp_path / "a", depth=2)
+    copy_pydicom_file("dicomdirtests/DICOMDIR", tmp_path / "a", "DICOMDIR")
+    np.testing.assert_array_equal(load("s", tmp_path).cases[0].image[0], to_ras(expected))
+
+
 @pytest.mark.parametrize(
     ("name", "match"),
     [
@@ -248,6 +254,27 @@ def test_two_series_in_one_folder_are_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"2 series \(SeriesInstanceUID 1.2.3.1, 1.2.3.2\)") as info:
         load("s", tmp_path)
     assert_names(info.value, "s", tmp_path / "a")
+
+
+def test_mixed_modalities_are_refused(tmp_path: Path) -> None:
+    write_series(tmp_path / "a", depth=2, series="1.2.3")
+    ds = pydicom.dcmread(tmp_path / "a" / "001.dcm")
+    ds.Modality = "CT"
+    ds.save_as(tmp_path / "a" / "001.dcm")
+    with pytest.raises(DataError, match=r"series mixes modalities \['CT', 'MR'\]") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", tmp_path / "a")
+
+
+def test_slices_with_and_without_position_are_refused(tmp_path: Path) -> None:
+    write_series(tmp_path / "a", depth=3)
+    bad = tmp_path / "a" / "002.dcm"
+    ds = pydicom.dcmread(bad)
+    del ds.ImagePositionPatient
+    ds.save_as(bad)
+    with pytest.raises(DataError, match="some slices of the series have ImagePositionPatient") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", bad)
 
 
 def test_mixed_orientations_are_refused(tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ def _read_folder(site: str, folder: Path) -> tuple[list[_Slice], list[Path]]:
     segs: list[Path] = []
     for file in filter(is_dicom, files):
         ds = _read(site, file)
-        sop_class = pydicom.uid.UID(str(ds.get("SOPClassUID", "")))
+        sop_class = _sop_class(ds)
         if sop_class == MediaStorageDirectoryStorage:
             continue
         if sop_class == SegmentationStorage:
@@ -139,9 +139,16 @@ def _read(site: str, path: Path) -> FileDataset:
     except Exception as exc:  # pydicom raises many unrelated types on bad files
         reason = f"cannot read DICOM file ({type(exc).__name__}: {exc}); it may be truncated"
         raise DataError(site, path, reason) from exc
-    if "SOPClassUID" not in ds:
+    if not _sop_class(ds):
         raise DataError(site, path, "cannot read DICOM file: no SOPClassUID; it may be truncated")
     return ds
+
+
+def _sop_class(ds: FileDataset) -> pydicom.uid.UID:
+    """The SOP class of a file: SOPClassUID (a DICOMDIR names its class in the file meta only)."""
+    if ds.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
+        return MediaStorageDirectoryStorage
+    return pydicom.uid.UID(str(ds.get("SOPClassUID", "")))
 
 
 def _one_series(site: str, folder: Path, images: list[_Slice]) -> list[_Slice]:
