@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 import pydicom.data
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, RTStructureSetStorage, generate_uid
 
 SLOPE, INTERCEPT = 2.0, -100.0
 ROW_SPACING, COLUMN_SPACING, SLICE_STEP, FIRST_Z = 0.5, 0.8, 2.5, -10.0
@@ -142,3 +142,34 @@ def slice_index(path: Path) -> int:
     """The position of a ``write_series`` file in the series (0 = lowest z)."""
     z = float(pydicom.dcmread(path, stop_before_pixels=True).ImagePositionPatient[2])
     return round((z - FIRST_Z) / SLICE_STEP)
+
+
+def write_rtstruct(folder: Path, source: Path, rois: dict[int, list[list[float]]]) -> Path:
+    """Writes an RTSTRUCT with one CLOSED_PLANAR contour per ROI, all on the slice ``source``;
+    each contour is a list of (x, y) points in LPS millimetres."""
+    image = pydicom.dcmread(source)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = RTStructureSetStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = RTStructureSetStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SeriesInstanceUID = "RTSTRUCT", generate_uid()
+    ds.StructureSetROISequence, ds.ROIContourSequence = [], []
+    for number, points in rois.items():
+        roi = Dataset()
+        roi.ROINumber, roi.ROIName = number, f"roi{number}"
+        roi.ReferencedFrameOfReferenceUID = FRAME_OF_REFERENCE
+        ds.StructureSetROISequence.append(roi)
+        contour = Dataset()
+        contour.ContourGeometricType = "CLOSED_PLANAR"
+        z = float(image.ImagePositionPatient[2])
+        contour.ContourData = [v for x, y in points for v in (x, y, z)]
+        contour.NumberOfContourPoints = len(points)
+        item = Dataset()
+        item.ReferencedROINumber, item.ContourSequence = number, [contour]
+        ds.ROIContourSequence.append(item)
+    path = folder / "rtstruct.dcm"
+    write_slice(path, ds)
+    return path

@@ -16,6 +16,7 @@ from dicom_helpers import (
     slice_dataset,
     slice_index,
     to_ras,
+    write_rtstruct,
     write_seg,
     write_series,
     write_slice,
@@ -170,9 +171,36 @@ def test_seg_and_nifti_mask_together_are_refused(tmp_path: Path) -> None:
     write_series(tmp_path / "a", depth=2)
     write_seg(tmp_path / "a", sorted((tmp_path / "a").glob("*.dcm")), np.ones((2, 6, 5), np.uint8))
     nib.save(nib.Nifti1Image(np.zeros((6, 5, 2), np.uint8), RAS_AFFINE), tmp_path / "a" / "mask.nii.gz")
-    with pytest.raises(DataError, match="both mask.nii.gz and a DICOM SEG") as info:
+    with pytest.raises(DataError, match=r"case has 2 masks \(mask.nii.gz, segmentation\); keep one") as info:
         load("s", tmp_path)
     assert_names(info.value, "s", tmp_path / "a")
+
+
+def test_rtstruct_is_rasterised_on_the_series_grid(tmp_path: Path) -> None:
+    write_series(tmp_path / "a", depth=3)
+    source = tmp_path / "a" / "001.dcm"
+    # pixel (row r, column c) has its centre at x = 0.8 c, y = 0.5 r (LPS): this square holds
+    # the centres of rows 1..3 and columns 1..2; the second ROI, later, covers row 3, column 2
+    square = [[0.4, 0.25], [2.0, 0.25], [2.0, 1.75], [0.4, 1.75]]
+    corner = [[1.3, 1.3], [1.9, 1.3], [1.9, 1.7], [1.3, 1.7]]
+    write_rtstruct(tmp_path / "a", source, {5: square, 9: corner})
+    expected = np.zeros((6, 5, 3), np.uint8)
+    expected[1:4, 1:3, slice_index(source)] = 1
+    expected[3, 2, slice_index(source)] = 2
+    (case,) = load("s", tmp_path).cases
+    assert case.mask is not None
+    np.testing.assert_array_equal(case.mask[0], to_ras(expected))
+
+
+def test_rtstruct_contour_off_the_slices_is_refused(tmp_path: Path) -> None:
+    write_series(tmp_path / "a", depth=2)
+    bad = write_rtstruct(tmp_path / "a", tmp_path / "a" / "000.dcm", {1: [[0, 0], [1, 0], [1, 1]]})
+    ds = pydicom.dcmread(bad)
+    ds.ROIContourSequence[0].ContourSequence[0].ContourData[2] = 100.0
+    ds.save_as(bad)
+    with pytest.raises(DataError, match="does not lie on a slice of the series") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", bad)
 
 
 # --- which files are read -------------------------------------------------------------------

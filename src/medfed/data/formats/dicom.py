@@ -27,15 +27,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import highdicom as hd
 import numpy as np
 import pydicom
 from pydicom.dataset import FileDataset
-from pydicom.uid import MediaStorageDirectoryStorage, SegmentationStorage
+from pydicom.uid import (
+    MediaStorageDirectoryStorage,
+    RTStructureSetStorage,
+    SegmentationStorage,
+)
 
 from medfed.data.cases import Case, SiteData
-from medfed.data.formats.common import lookup_label, read_labels_csv, read_nifti
-from medfed.data.formats.geometry import LPS_TO_RAS, Volume, check_same_grid, oriented
+from medfed.data.formats.common import lookup_label, read_labels_csv
+from medfed.data.formats.dicom_masks import nifti_mask, rtstruct_mask, seg_mask
+from medfed.data.formats.geometry import LPS_TO_RAS, Volume, oriented
 from medfed.data.validation import checked_case, checked_site
 from medfed.errors import DataError
 
@@ -87,49 +91,59 @@ def load(site: str, path: Path) -> SiteData:
 
 
 def _load_case(site: str, folder: Path, label: int | None) -> Case:
-    """Reads one case folder: its series and optional mask (NIfTI or SEG)."""
-    images, segs = _read_folder(site, folder)
+    """Reads one case folder: its series and optional mask (NIfTI, SEG or RTSTRUCT)."""
+    images, masks = _read_folder(site, folder)
     slices = _sorted_slices(site, _one_series(site, folder, images))
     volume, has_geometry = _volume(site, slices)
     image, affine = oriented(volume)
-    mask_path = folder / MASK_FILE
-    if segs and mask_path.is_file():
-        raise DataError(site, folder, f"case has both {MASK_FILE} and a DICOM SEG; keep one")
-    mask = None
-    if mask_path.is_file():
-        mask = _nifti_mask(site, mask_path, affine if has_geometry else None)
-    elif segs:
-        mask_path = segs[0]
-        mask = _seg_mask(site, segs, slices, volume.affine)
+    if (folder / MASK_FILE).is_file():
+        masks.insert(0, (folder / MASK_FILE, None))
+    if len(masks) > 1:
+        names = ", ".join(path.name for path, _ in masks)
+        raise DataError(site, folder, f"case has {len(masks)} masks ({names}); keep one")
+    if not masks:
+        return checked_case(site, folder.name, image, None, label, folder)
+    mask_path, ds = masks[0]
+    if ds is None:
+        mask = nifti_mask(site, mask_path, affine if has_geometry else None)
+    elif not has_geometry:
+        reason = "a DICOM SEG or RTSTRUCT needs slices with ImagePositionPatient/Orientation"
+        raise DataError(site, mask_path, reason)
+    elif _sop_class(ds) == SegmentationStorage:
+        mask = seg_mask(site, mask_path, [str(s.SOPInstanceUID) for _, s in slices], volume)
+    else:
+        frame = str(slices[0][1].get("FrameOfReferenceUID", ""))
+        mask = rtstruct_mask(site, mask_path, ds, frame, volume)
     return checked_case(site, folder.name, image, mask, label, folder, mask_path)
 
 
-def _read_folder(site: str, folder: Path) -> tuple[list[_Slice], list[Path]]:
-    """The image files (read) and DICOM SEG files of a case folder; other files are ignored."""
+def _read_folder(
+    site: str, folder: Path
+) -> tuple[list[_Slice], list[tuple[Path, FileDataset | None]]]:
+    """The image files and the SEG/RTSTRUCT files of a case folder, read; other files are
+    ignored."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     images: list[_Slice] = []
-    segs: list[Path] = []
+    masks: list[tuple[Path, FileDataset | None]] = []
     for file in filter(is_dicom, files):
         ds = _read(site, file)
         sop_class = _sop_class(ds)
         if sop_class == MediaStorageDirectoryStorage:
             continue
-        if sop_class == SegmentationStorage:
-            segs.append(file)
+        if sop_class in (SegmentationStorage, RTStructureSetStorage):
+            masks.append((file, ds))
         elif sop_class.name.endswith("Image Storage"):
             images.append((file, ds))
         else:
             reason = (
-                f"'{sop_class.name}' is not an image; a case folder holds "
-                "one image series and optionally one DICOM SEG"
+                f"'{sop_class.name}' is not an image; a case folder holds one image series "
+                "and optionally one mask (DICOM SEG or RTSTRUCT)"
             )
             raise DataError(site, file, reason)
     if not images:
         reason = "case folder holds no DICOM image files (files with 'DICM' at byte 128)"
         raise DataError(site, folder, reason)
-    if len(segs) > 1:
-        raise DataError(site, segs[1], f"case folder holds {len(segs)} DICOM SEG files; keep one")
-    return images, segs
+    return images, masks
 
 
 def _read(site: str, path: Path) -> FileDataset:
@@ -305,41 +319,3 @@ def _lps_affine(ordered: Sequence[_Slice]) -> np.ndarray:
     affine[:3, 1] = cosines[:3] * column_spacing  # along a row: the row direction
     affine[:3, 2], affine[:3, 3] = step, origin
     return affine
-
-
-def _nifti_mask(site: str, path: Path, image_affine: np.ndarray | None) -> np.ndarray:
-    """A NIfTI mask on the image's grid (reoriented like it), or as stored without geometry."""
-    stored = read_nifti(site, path)
-    if image_affine is None:
-        return stored.array if stored.array.shape[2] != 1 else stored.array[..., 0]
-    mask, affine = oriented(stored)
-    check_same_grid(site, path, affine, image_affine, "DICOM series")
-    return mask
-
-
-def _seg_mask(
-    site: str, segs: list[Path], slices: list[_Slice], affine: np.ndarray
-) -> np.ndarray:
-    """A DICOM SEG as a label map (segment numbers) on the series' grid, reoriented like it.
-
-    Frames are matched to slices by the SOP instances they reference, never by position.
-    """
-    path = segs[0]
-    uids = [str(ds.SOPInstanceUID) for _, ds in slices]
-    try:
-        seg = hd.seg.segread(path)
-        foreign = {str(sop) for _, _, sop in seg.get_source_image_uids()} - set(uids)
-        frames = None if foreign else seg.get_pixels_by_source_instance(
-            uids, combine_segments=True, assert_missing_frames_are_empty=True
-        )
-    except Exception as exc:  # highdicom raises ValueError, KeyError, AttributeError...
-        reason = f"cannot read the DICOM SEG against this series ({type(exc).__name__}: {exc})"
-        raise DataError(site, path, reason) from exc
-    if frames is None:
-        reason = (
-            f"cannot read the DICOM SEG against this series: it references {len(foreign)} "
-            "images that are not in the case's series"
-        )
-        raise DataError(site, path, reason)
-    labels = np.moveaxis(np.asarray(frames), 0, -1)
-    return oriented(Volume(labels, affine))[0]
