@@ -62,3 +62,11 @@ def test_missing_path(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist") as info:
         load_site("s", tmp_path / "nope")
     assert_names(info.value, "s", tmp_path / "nope")
+
+
+def test_declared_classes(msd_site: Path, tmp_path: Path) -> None:
+    from medfed.data.loading import declared_classes
+
+    assert declared_classes("small", msd_site) == {0: "background", 1: "lesion"}
+    (tmp_path / "images").mkdir()
+    assert declared_classes("s", tmp_path) is None
