@@ -149,7 +149,9 @@ def test_dicom_seg_mask_is_aligned_by_referenced_instances(tmp_path: Path) -> No
 def test_dicom_seg_of_another_series_is_refused(tmp_path: Path) -> None:
     write_series(tmp_path / "a", depth=2)
     write_series(tmp_path / "b", depth=2)
-    seg = write_seg(tmp_path / "b", sorted((tmp_path / "b").glob("*.dcm")), np.ones((2, 6, 5), np.uint8))
+    seg = write_seg(
+        tmp_path / "b", sorted((tmp_path / "b").glob("*.dcm")), np.ones((2, 6, 5), np.uint8)
+    )
     seg = seg.rename(tmp_path / "a" / seg.name)
     for file in (tmp_path / "b").iterdir():
         file.unlink()
@@ -170,8 +172,12 @@ def test_pydicoms_seg_in_a_foreign_case_is_refused(tmp_path: Path) -> None:
 def test_seg_and_nifti_mask_together_are_refused(tmp_path: Path) -> None:
     write_series(tmp_path / "a", depth=2)
     write_seg(tmp_path / "a", sorted((tmp_path / "a").glob("*.dcm")), np.ones((2, 6, 5), np.uint8))
-    nib.save(nib.Nifti1Image(np.zeros((6, 5, 2), np.uint8), RAS_AFFINE), tmp_path / "a" / "mask.nii.gz")
-    with pytest.raises(DataError, match=r"case has 2 masks \(mask.nii.gz, segmentation\); keep one") as info:
+    nib.save(
+        nib.Nifti1Image(np.zeros((6, 5, 2), np.uint8), RAS_AFFINE), tmp_path / "a" / "mask.nii.gz"
+    )
+    with pytest.raises(
+        DataError, match=r"case has 2 masks \(mask.nii.gz, segmentation\); keep one"
+    ) as info:
         load("s", tmp_path)
     assert_names(info.value, "s", tmp_path / "a")
 
@@ -300,7 +306,9 @@ def test_slices_with_and_without_position_are_refused(tmp_path: Path) -> None:
     ds = pydicom.dcmread(bad)
     del ds.ImagePositionPatient
     ds.save_as(bad)
-    with pytest.raises(DataError, match="some slices of the series have ImagePositionPatient") as info:
+    with pytest.raises(
+        DataError, match="some slices of the series have ImagePositionPatient"
+    ) as info:
         load("s", tmp_path)
     assert_names(info.value, "s", bad)
 
@@ -313,6 +321,26 @@ def test_mixed_orientations_are_refused(tmp_path: Path) -> None:
     bad = tmp_path / "a" / "1.dcm"
     write_slice(bad, slice_dataset(pixels, 2.0, None, series=series, orientation=sagittal))
     with pytest.raises(DataError, match=r"ImageOrientationPatient .* \(mixed series\)") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", bad)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [
+        ("ImageOrientationPatient", [1.0, 0.0, 0.0]),
+        ("ImageOrientationPatient", [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]),
+        ("ImagePositionPatient", [0.0, 1.0]),
+        ("PixelSpacing", [0.0, 0.5]),
+    ],
+)
+def test_malformed_geometry_is_refused(tmp_path: Path, attribute: str, value: list[float]) -> None:
+    write_series(tmp_path / "a", depth=2)
+    bad = tmp_path / "a" / "001.dcm"
+    ds = pydicom.dcmread(bad)
+    setattr(ds, attribute, value)
+    ds.save_as(bad)
+    with pytest.raises(DataError, match="malformed geometry") as info:
         load("s", tmp_path)
     assert_names(info.value, "s", bad)
 
@@ -353,7 +381,9 @@ def test_duplicate_instance_numbers_are_refused(tmp_path: Path) -> None:
 def test_pydicom_files_load_rescaled(tmp_path: Path, name: str) -> None:
     copy_pydicom_file(name, tmp_path / "a")
     ds = pydicom.dcmread(pydicom_file(name))
-    stored = ds.pixel_array * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
+    stored = ds.pixel_array * float(ds.get("RescaleSlope", 1)) + float(
+        ds.get("RescaleIntercept", 0)
+    )
     volume = nib.Nifti1Image(stored[..., None].astype(np.float32), np.eye(4))
     (case,) = load("s", tmp_path).cases
     assert case.image.shape == (1, *stored.shape[::-1])
@@ -395,7 +425,9 @@ def test_malformed_jpeg_stream_is_one_clear_error(tmp_path: Path) -> None:
         ("SC_rgb_dcmtk_+eb+cr.dcm", "SC_rgb_rle.dcm"),  # JPEG baseline (lossy)
     ],
 )
-def test_compressed_transfer_syntaxes_decode_out_of_the_box(compressed: str, reference: str) -> None:
+def test_compressed_transfer_syntaxes_decode_out_of_the_box(
+    compressed: str, reference: str
+) -> None:
     """The pylibjpeg plugins medfed depends on decode every compressed syntax pydicom ships."""
     decoded = pydicom.dcmread(pydicom_file(compressed)).pixel_array.astype(int)
     expected = pydicom.dcmread(pydicom_file(reference)).pixel_array.astype(int)

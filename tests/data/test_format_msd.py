@@ -190,6 +190,19 @@ def test_channel_on_another_grid_is_refused(tmp_path: Path) -> None:
     assert_names(info.value, "s", bad)
 
 
+def test_singular_affine_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "imagesTr" / "a_0000.nii.gz"
+    bad.parent.mkdir()
+    header = nib.Nifti1Header()
+    header.set_sform(np.eye(4), code=2)
+    header["srow_y"] = [0.0, 0.0, 0.0, 0.0]  # a collapsed axis, as a broken exporter writes
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 3), np.float32), None, header=header), bad)
+    write_index(tmp_path, [{"image": "imagesTr/a.nii.gz"}])
+    with pytest.raises(DataError, match="affine is not a valid voxel-to-world map") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", bad)
+
+
 def test_nibabels_4d_file_is_channels_last_and_reoriented(tmp_path: Path) -> None:
     source = Path(nib.__file__).parent / "tests" / "data" / "example4d.nii.gz"
     (tmp_path / "imagesTr").mkdir()

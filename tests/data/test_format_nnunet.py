@@ -27,10 +27,18 @@ def make_site(root: Path, cases: tuple[str, ...] = ("b", "a"), **extra: object) 
     """Two-channel cases; channel c of case i holds 10 * c + i, the mask holds class i % 3."""
     for i, case in enumerate(cases):
         for channel in range(2):
-            save(np.full((6, 6, 2), 10.0 * channel + i, np.float32), root / "imagesTr" / f"{case}_{channel:04d}.nii.gz")
+            save(
+                np.full((6, 6, 2), 10.0 * channel + i, np.float32),
+                root / "imagesTr" / f"{case}_{channel:04d}.nii.gz",
+            )
         save(np.full((6, 6, 2), i % 3, np.uint8), root / "labelsTr" / f"{case}.nii.gz")
-    meta = {"channel_names": {"0": "T1", "1": "FLAIR"}, "labels": LABELS,
-            "numTraining": len(cases), "file_ending": ".nii.gz", **extra}
+    meta = {
+        "channel_names": {"0": "T1", "1": "FLAIR"},
+        "labels": LABELS,
+        "numTraining": len(cases),
+        "file_ending": ".nii.gz",
+        **extra,
+    }
     (root / "dataset.json").write_text(json.dumps(meta))
 
 
@@ -108,8 +116,15 @@ def test_other_file_endings_are_refused(tmp_path: Path) -> None:
 
 
 def test_dataset_object_lists_the_files(tmp_path: Path) -> None:
-    make_site(tmp_path, dataset={"x": {"images": ["imagesTr/a_0000.nii.gz", "imagesTr/b_0001.nii.gz"],
-                                       "label": "labelsTr/b.nii.gz"}})
+    make_site(
+        tmp_path,
+        dataset={
+            "x": {
+                "images": ["imagesTr/a_0000.nii.gz", "imagesTr/b_0001.nii.gz"],
+                "label": "labelsTr/b.nii.gz",
+            }
+        },
+    )
     (case,) = load("s", tmp_path).cases
     assert case.case_id == "x" and case.image[:, 0, 0, 0].tolist() == [1.0, 10.0]
 

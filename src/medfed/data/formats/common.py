@@ -37,7 +37,8 @@ def read_nifti(site: str, path: Path) -> Volume:
         (its sform, else its qform, as nibabel chooses).
 
     Raises:
-        DataError: If the file is missing, truncated, not NIfTI, or not 2D, 3D or 4D.
+        DataError: If the file is missing, truncated, not NIfTI, not 2D, 3D or 4D, or its
+            affine is singular or not finite.
     """
     require_file(site, path, "NIfTI file")
     try:
@@ -52,6 +53,8 @@ def read_nifti(site: str, path: Path) -> Volume:
             f"cannot read NIfTI file ({type(exc).__name__}: {exc}); it may be truncated "
             "or corrupt, re-export it",
         ) from exc
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise DataError(site, path, f"NIfTI affine is not a valid voxel-to-world map: {affine[:3]}")
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim not in (3, 4):

@@ -5,7 +5,7 @@ Layout::
     <site>/labels.csv             optional, columns case_id,label
     <site>/<case_id>/<any name>   one image series; a file is DICOM when it has 'DICM' at byte
                                   128 (any extension or none); other files are ignored
-    <site>/<case_id>/mask.nii.gz  optional mask, or one DICOM SEG object in the folder
+    <site>/<case_id>/mask.nii.gz  optional mask, or one DICOM SEG or RTSTRUCT in the folder
 
 Every image file must be a single-frame greyscale image (SOP class "... Image Storage",
 PhotometricInterpretation MONOCHROME2, or MONOCHROME1, which is inverted) of one series with one
@@ -81,7 +81,8 @@ def load(site: str, path: Path) -> SiteData:
     csv_path = path / LABELS_FILE
     labels = (
         read_labels_csv(site, csv_path, "case_id", {f.name for f in folders})
-        if csv_path.is_file() else None
+        if csv_path.is_file()
+        else None
     )
     cases = [
         _load_case(site, folder, lookup_label(site, labels, folder.name, csv_path))
@@ -104,17 +105,31 @@ def _load_case(site: str, folder: Path, label: int | None) -> Case:
     if not masks:
         return checked_case(site, folder.name, image, None, label, folder)
     mask_path, ds = masks[0]
-    if ds is None:
-        mask = nifti_mask(site, mask_path, affine if has_geometry else None)
-    elif not has_geometry:
-        reason = "a DICOM SEG or RTSTRUCT needs slices with ImagePositionPatient/Orientation"
-        raise DataError(site, mask_path, reason)
-    elif _sop_class(ds) == SegmentationStorage:
-        mask = seg_mask(site, mask_path, [str(s.SOPInstanceUID) for _, s in slices], volume)
-    else:
-        frame = str(slices[0][1].get("FrameOfReferenceUID", ""))
-        mask = rtstruct_mask(site, mask_path, ds, frame, volume)
+    mask = _read_mask(site, mask_path, ds, slices, volume, affine if has_geometry else None)
     return checked_case(site, folder.name, image, mask, label, folder, mask_path)
+
+
+def _read_mask(
+    site: str,
+    path: Path,
+    ds: FileDataset | None,
+    slices: list[_Slice],
+    volume: Volume,
+    affine: np.ndarray | None,
+) -> np.ndarray:
+    """A case's mask, on its image's grid: NIfTI (``ds`` is ``None``), DICOM SEG or RTSTRUCT.
+
+    ``affine`` is the image's canonical affine, ``None`` for a series without geometry.
+    """
+    if ds is None:
+        return nifti_mask(site, path, affine)
+    if affine is None:
+        reason = "a DICOM SEG or RTSTRUCT needs slices with ImagePositionPatient/Orientation"
+        raise DataError(site, path, reason)
+    if _sop_class(ds) == SegmentationStorage:
+        return seg_mask(site, path, [str(s.SOPInstanceUID) for _, s in slices], volume)
+    frame = str(slices[0][1].get("FrameOfReferenceUID", ""))
+    return rtstruct_mask(site, path, ds, frame, volume)
 
 
 def _read_folder(
@@ -205,7 +220,9 @@ def _pixels(site: str, path: Path, ds: FileDataset) -> np.ndarray:
         )
         raise DataError(site, path, reason)
     if int(ds.get("NumberOfFrames", 1) or 1) != 1:
-        raise DataError(site, path, "multi-frame images are not supported; export one slice per file")
+        raise DataError(
+            site, path, "multi-frame images are not supported; export one slice per file"
+        )
     try:
         stored = np.asarray(ds.pixel_array, dtype=np.float64)
     except Exception as exc:  # pydicom and its decoder plugins raise many unrelated types
@@ -224,7 +241,9 @@ def _pixels(site: str, path: Path, ds: FileDataset) -> np.ndarray:
 
 def _has_geometry(ds: FileDataset) -> bool:
     """Whether a slice has ImagePositionPatient and ImageOrientationPatient."""
-    return ds.get("ImagePositionPatient") is not None and ds.get("ImageOrientationPatient") is not None
+    return (
+        ds.get("ImagePositionPatient") is not None and ds.get("ImageOrientationPatient") is not None
+    )
 
 
 def _normal(ds: FileDataset) -> np.ndarray:
@@ -238,29 +257,58 @@ def _sorted_slices(site: str, slices: list[_Slice]) -> list[_Slice]:
     with_geometry = [_has_geometry(ds) for _, ds in slices]
     if any(with_geometry) and not all(with_geometry):
         path = slices[with_geometry.index(not with_geometry[0])][0]
-        reason = "some slices of the series have ImagePositionPatient/ImageOrientationPatient, some not"
+        reason = (
+            "some slices of the series have ImagePositionPatient/ImageOrientationPatient, some not"
+        )
         raise DataError(site, path, reason)
     if all(with_geometry):
         _check_orientation(site, slices)
         normal = _normal(slices[0][1])
-        ordered = sorted(slices, key=lambda s: float(normal @ np.asarray(s[1].ImagePositionPatient, float)))
+        ordered = sorted(
+            slices, key=lambda s: float(normal @ np.asarray(s[1].ImagePositionPatient, float))
+        )
         _check_spacing(site, ordered, normal)
         return ordered
     return _by_instance_number(site, slices)
 
 
 def _check_orientation(site: str, slices: list[_Slice]) -> None:
-    """Raises ``DataError`` if slices differ in orientation or pixel spacing."""
+    """Raises ``DataError`` if a slice's geometry is malformed, or slices differ in orientation
+    or pixel spacing."""
     first_path, first = slices[0]
-    for path, ds in slices[1:]:
+    for path, ds in slices:
+        _check_geometry_values(site, path, ds)
         for attribute in ("ImageOrientationPatient", "PixelSpacing"):
             a, b = first.get(attribute), ds.get(attribute)
-            same = (a is None) == (b is None) and (
-                a is None or np.allclose(np.asarray(a, float), np.asarray(b, float), atol=ORIENTATION_TOLERANCE)
-            )
-            if not same:
-                reason = f"{attribute} {b} differs from {a} of slice '{first_path.name}' (mixed series)"
-                raise DataError(site, path, reason)
+            if not _same(a, b):
+                reason = f"{attribute} {b} differs from {a} of slice '{first_path.name}'"
+                raise DataError(site, path, f"{reason} (mixed series)")
+
+
+def _check_geometry_values(site: str, path: Path, ds: FileDataset) -> None:
+    """Raises ``DataError`` unless position (3 numbers), orientation (two unit, orthogonal
+    directions) and pixel spacing (2 positive numbers, optional) are well formed."""
+    position, cosines = ds.ImagePositionPatient, ds.ImageOrientationPatient
+    spacing = ds.get("PixelSpacing", [1.0, 1.0])
+    valid = len(position) == 3 and len(cosines) == 6 and len(spacing) == 2
+    if valid:
+        row, column = np.asarray(cosines[:3], float), np.asarray(cosines[3:], float)
+        unit = np.allclose([row @ row, column @ column, row @ column], [1, 1, 0], atol=1e-3)
+        valid = unit and bool(np.all(np.isfinite(np.asarray(position, float))))
+        valid = valid and all(float(v) > 0 for v in spacing)
+    if not valid:
+        reason = (
+            f"malformed geometry: ImagePositionPatient {position}, ImageOrientationPatient "
+            f"{cosines}, PixelSpacing {spacing}"
+        )
+        raise DataError(site, path, reason)
+
+
+def _same(a: object, b: object) -> bool:
+    """Whether two optional numeric DICOM values agree within ``ORIENTATION_TOLERANCE``."""
+    if a is None or b is None:
+        return a is b
+    return np.allclose(np.asarray(a, float), np.asarray(b, float), atol=ORIENTATION_TOLERANCE)
 
 
 def _check_spacing(site: str, ordered: list[_Slice], normal: np.ndarray) -> None:
@@ -311,7 +359,9 @@ def _lps_affine(ordered: Sequence[_Slice]) -> np.ndarray:
     row_spacing, column_spacing = (float(v) for v in first.get("PixelSpacing", [1.0, 1.0]))
     origin = np.asarray(first.ImagePositionPatient, float)
     if len(ordered) > 1:
-        step = (np.asarray(ordered[-1][1].ImagePositionPatient, float) - origin) / (len(ordered) - 1)
+        step = (np.asarray(ordered[-1][1].ImagePositionPatient, float) - origin) / (
+            len(ordered) - 1
+        )
     else:
         step = _normal(first) * float(first.get("SliceThickness", 1.0) or 1.0)
     affine = np.eye(4)

@@ -58,8 +58,12 @@ def seg_mask(site: str, path: Path, uids: Sequence[str], volume: Volume) -> np.n
     try:
         seg = hd.seg.segread(path)
         foreign = {str(sop) for _, _, sop in seg.get_source_image_uids()} - set(uids)
-        frames = None if foreign else seg.get_pixels_by_source_instance(
-            list(uids), combine_segments=True, assert_missing_frames_are_empty=True
+        frames = (
+            None
+            if foreign
+            else seg.get_pixels_by_source_instance(
+                list(uids), combine_segments=True, assert_missing_frames_are_empty=True
+            )
         )
     except Exception as exc:  # highdicom raises ValueError, KeyError, AttributeError...
         reason = f"cannot read the DICOM SEG against this series ({type(exc).__name__}: {exc})"
