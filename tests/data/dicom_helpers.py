@@ -9,7 +9,12 @@ import numpy as np
 import pydicom
 import pydicom.data
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, RTStructureSetStorage, generate_uid
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    RTStructureSetStorage,
+    generate_uid,
+)
 
 SLOPE, INTERCEPT = 2.0, -100.0
 ROW_SPACING, COLUMN_SPACING, SLICE_STEP, FIRST_Z = 0.5, 0.8, 2.5, -10.0

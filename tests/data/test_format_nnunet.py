@@ -134,3 +134,11 @@ def test_dataset_object_paths_stay_inside(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="leads outside the site folder") as info:
         load("s", tmp_path)
     assert_names(info.value, "s", tmp_path / "dataset.json")
+
+
+@pytest.mark.parametrize("names", [{}, "T1", None])
+def test_channel_names_must_be_a_non_empty_object(tmp_path: Path, names: object) -> None:
+    make_site(tmp_path, channel_names=names)
+    with pytest.raises(DataError, match="'channel_names' must be a non-empty JSON object") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", tmp_path / "dataset.json")

@@ -71,12 +71,16 @@ def load(site: str, path: Path) -> SiteData:
     """
     index = path / INDEX_FILE
     meta = _read_index(site, index)
-    entries = _v2_entries(site, path, meta) if is_nnunet_v2(meta) else _v1_entries(site, path, meta)
+    channels = _declared_channels(site, index, meta)
+    if is_nnunet_v2(meta):
+        entries = _v2_entries(site, path, meta, channels or 0)
+    else:
+        entries = _v1_entries(site, path, meta)
     classes = _declared_classes(site, index, meta)
     cases = [_load_case(site, entry, classes) for entry in entries]
-    channels = len(meta["channel_names"]) if is_nnunet_v2(meta) else len(meta.get("modality") or {})
-    if channels and cases and cases[0].image.shape[0] != channels:
-        reason = f"images have {cases[0].image.shape[0]} channels, {INDEX_FILE} declares {channels}"
+    if channels is not None and cases and cases[0].image.shape[0] != channels:
+        found = cases[0].image.shape[0]
+        reason = f"images have {found} channels, {INDEX_FILE} declares {channels}"
         raise DataError(site, cases[0].source, reason)
     return checked_site(site, path, cases)
 
@@ -113,6 +117,16 @@ def _read_index(site: str, index: Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise DataError(site, index, f"{INDEX_FILE} must hold a JSON object")
     return meta
+
+
+def _declared_channels(site: str, index: Path, meta: dict[str, Any]) -> int | None:
+    """How many channels ``channel_names`` (v2) or ``modality`` (v1) declares, if present."""
+    key = "channel_names" if is_nnunet_v2(meta) else "modality"
+    if key not in meta:
+        return None
+    if not isinstance(meta[key], dict) or not meta[key]:
+        raise DataError(site, index, f"'{key}' must be a non-empty JSON object")
+    return len(meta[key])
 
 
 def _declared_classes(site: str, index: Path, meta: dict[str, Any]) -> dict[int, str] | None:
@@ -169,20 +183,18 @@ def _v1_images(site: str, path: Path) -> tuple[Path, ...]:
     return tuple(files)
 
 
-def _v2_entries(site: str, root: Path, meta: dict[str, Any]) -> list[_Entry]:
+def _v2_entries(site: str, root: Path, meta: dict[str, Any], channels: int) -> list[_Entry]:
     """The cases of an nnU-Net v2 site: ``dataset`` if given, else ``imagesTr``/``labelsTr``."""
     index = root / INDEX_FILE
-    ending, channels = meta["file_ending"], meta["channel_names"]
+    ending = meta["file_ending"]
     if ending not in NIFTI_ENDINGS:
         reason = f"file_ending {ending!r} is not supported; medfed reads {', '.join(NIFTI_ENDINGS)}"
         raise DataError(site, index, reason)
-    if not isinstance(channels, dict) or not channels:
-        raise DataError(site, index, "'channel_names' must be a non-empty JSON object")
     csv_path = root / LABELS_FILE
     if "dataset" in meta:
-        entries = _listed_entries(site, root, meta["dataset"], len(channels))
+        entries = _listed_entries(site, root, meta["dataset"], channels)
     else:
-        entries = _scanned_entries(site, root, ending, len(channels))
+        entries = _scanned_entries(site, root, ending, channels)
     if csv_path.is_file():
         labels = read_labels_csv(site, csv_path, "case_id", {e.case_id for e in entries})
         entries = [
