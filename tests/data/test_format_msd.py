@@ -267,3 +267,14 @@ def test_modality_fixes_the_number_of_channels(msd_site: Path) -> None:
 
 def test_read_classes_of_an_msd_site(msd_site: Path) -> None:
     assert read_classes("small", msd_site) == {0: "background", 1: "lesion"}
+
+
+def test_a_sagittal_slice_stays_2d(tmp_path: Path) -> None:
+    sagittal = np.array([[0.0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]])  # k -> x
+    image = np.arange(12, dtype=np.float32).reshape(4, 3, 1)
+    path = tmp_path / "imagesTr" / "a_0000.nii.gz"
+    path.parent.mkdir()
+    nib.save(nib.Nifti1Image(image, sagittal), path)
+    write_index(tmp_path, [{"image": "imagesTr/a.nii.gz"}])
+    (case,) = load("s", tmp_path).cases
+    np.testing.assert_array_equal(case.image[0], image[..., 0])  # (y, z) is already canonical

@@ -3,8 +3,8 @@
 A volume read from NIfTI or DICOM carries a 4x4 affine from voxel indices to RAS millimetres.
 ``canonical`` flips and permutes its spatial axes so that they run, as closely as the grid
 allows, towards the patient's Right, Anterior and Superior (as nibabel's
-``as_closest_canonical`` does). The same scan stored LAS or
-RAS therefore gives the same array.
+``as_closest_canonical`` does; nothing is resampled). The same scan stored LAS or RAS, or as a
+DICOM series, therefore gives the same array.
 """
 
 from __future__ import annotations
