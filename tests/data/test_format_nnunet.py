@@ -142,3 +142,20 @@ def test_channel_names_must_be_a_non_empty_object(tmp_path: Path, names: object)
     with pytest.raises(DataError, match="'channel_names' must be a non-empty JSON object") as info:
         load("s", tmp_path)
     assert_names(info.value, "s", tmp_path / "dataset.json")
+
+
+def test_test_only_site_from_images_ts(tmp_path: Path) -> None:
+    make_site(tmp_path)
+    (tmp_path / "imagesTr").rename(tmp_path / "imagesTs")
+    a, b = load("s", tmp_path).cases
+    assert a.mask is None and b.mask is None and a.image.shape == (2, 6, 6, 2)
+
+
+def test_missing_images_folder(tmp_path: Path) -> None:
+    make_site(tmp_path)
+    for file in (tmp_path / "imagesTr").iterdir():
+        file.unlink()
+    (tmp_path / "imagesTr").rmdir()
+    with pytest.raises(DataError, match="need an 'imagesTr/' folder") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", tmp_path / "imagesTr")

@@ -9,9 +9,9 @@ present, fixes the number of channels.
 
 **nnU-Net v2** (``channel_names`` and ``file_ending``, no case list): the cases are the files
 ``imagesTr/<case>_<XXXX><file_ending>``, channel ``XXXX`` of ``len(channel_names)``; masks are
-``labelsTr/<case><file_ending>``; a ``dataset`` object, when present, lists each case's
-``images`` and ``label`` instead. Case-level labels come from an optional ``labels.csv``
-(``case_id,label``) at the site root.
+``labelsTr/<case><file_ending>`` (a site with only ``imagesTs/`` is loaded unlabelled); a
+``dataset`` object, when present, lists each case's ``images`` and ``label`` instead.
+Case-level labels come from an optional ``labels.csv`` (``case_id,label``) at the site root.
 
 Both: every path stays inside the site folder; every volume is reoriented to the RAS
 closest-canonical axis order; the channels and the mask of a case must share one voxel grid
@@ -211,8 +211,10 @@ def _v2_entries(site: str, root: Path, meta: dict[str, Any], channels: int) -> l
 
 
 def _scanned_entries(site: str, root: Path, ending: str, channels: int) -> list[_Entry]:
-    """Cases from the files ``imagesTr/<case>_<XXXX><ending>``."""
+    """Cases from the files ``imagesTr/<case>_<XXXX><ending>`` (else ``imagesTs/``, unlabelled)."""
     images_dir = root / "imagesTr"
+    if not images_dir.is_dir() and (root / "imagesTs").is_dir():
+        images_dir = root / "imagesTs"
     if not images_dir.is_dir():
         raise DataError(site, images_dir, "nnU-Net v2 sites need an 'imagesTr/' folder")
     pattern = re.compile(rf"(.+)_(\d{{4}}){re.escape(ending)}")
@@ -233,7 +235,8 @@ def _scanned_entries(site: str, root: Path, ending: str, channels: int) -> list[
             reason = f"channel {extra[0]:04d} is beyond the {channels} of 'channel_names'"
             raise DataError(site, images_dir / f"{case_id}_{extra[0]:04d}{ending}", reason)
         mask = root / "labelsTr" / f"{case_id}{ending}"
-        entries.append(_Entry(case_id, images[0], images, mask if mask.is_file() else None, None))
+        labelled = images_dir.name == "imagesTr" and mask.is_file()
+        entries.append(_Entry(case_id, images[0], images, mask if labelled else None, None))
     return entries
 
 
