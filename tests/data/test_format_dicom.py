@@ -209,6 +209,21 @@ def test_rtstruct_contour_off_the_slices_is_refused(tmp_path: Path) -> None:
     assert_names(info.value, "s", bad)
 
 
+@pytest.mark.parametrize("cut", ["points", "number"])
+def test_malformed_rtstruct_is_one_clear_error(tmp_path: Path, cut: str) -> None:
+    write_series(tmp_path / "a", depth=2)
+    bad = write_rtstruct(tmp_path / "a", tmp_path / "a" / "000.dcm", {1: [[0, 0], [1, 0], [1, 1]]})
+    ds = pydicom.dcmread(bad)
+    if cut == "points":
+        ds.ROIContourSequence[0].ContourSequence[0].ContourData = [0.0, 1.0]
+    else:
+        del ds.StructureSetROISequence[0].ROINumber
+    ds.save_as(bad)
+    with pytest.raises(DataError, match="malformed RTSTRUCT") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", bad)
+
+
 # --- which files are read -------------------------------------------------------------------
 
 

@@ -80,8 +80,8 @@ def seg_mask(site: str, path: Path, uids: Sequence[str], volume: Volume) -> np.n
 def rtstruct_mask(
     site: str, path: Path, rtstruct: Dataset, frame_of_reference: str, volume: Volume
 ) -> np.ndarray:
-    """An RTSTRUCT rasterised on the series' grid: ROI ``i`` (in ROINumber order) gets value
-    ``i + 1``; a voxel belongs to a closed planar contour when its centre lies inside it
+    """An RTSTRUCT rasterised on the series' grid: the i-th ROI in ROINumber order (from 1)
+    gets value i; a voxel belongs to a closed planar contour when its centre lies inside it
     (contours on one slice combine even-odd, so an inner contour is a hole); where ROIs overlap,
     the later one wins.
 
@@ -94,8 +94,20 @@ def rtstruct_mask(
 
     Raises:
         DataError: If an ROI lies in another frame of reference, a contour is not closed
-            planar, or a contour does not lie on a slice of the series.
+            planar, or a contour does not lie on a slice of the series, or the object is
+            malformed.
     """
+    try:
+        return _rasterised(site, path, rtstruct, frame_of_reference, volume)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # missing or bad values
+        reason = f"malformed RTSTRUCT ({type(exc).__name__}: {exc})"
+        raise DataError(site, path, reason) from exc
+
+
+def _rasterised(
+    site: str, path: Path, rtstruct: Dataset, frame_of_reference: str, volume: Volume
+) -> np.ndarray:
+    """The body of ``rtstruct_mask``; Python errors here mean a malformed object."""
     rois = {int(r.ROINumber): r for r in rtstruct.get("StructureSetROISequence", [])}
     for roi in rois.values():
         if str(roi.get("ReferencedFrameOfReferenceUID", frame_of_reference)) != frame_of_reference:
@@ -105,7 +117,7 @@ def rtstruct_mask(
     undeclared = sorted(contours.keys() - rois.keys())
     if undeclared:
         raise DataError(site, path, f"contours of ROI {undeclared[0]}, which is not declared")
-    labels = np.zeros(volume.array.shape[:3], np.uint8)
+    labels = np.zeros(volume.array.shape[:3], np.int32)
     for value, number in enumerate(sorted(rois), start=1):
         if number in contours:
             sequence = contours[number].get("ContourSequence", [])
