@@ -360,6 +360,17 @@ def test_malformed_geometry_is_refused(tmp_path: Path, attribute: str, value: li
     assert_names(info.value, "s", bad)
 
 
+def test_non_numeric_header_value_is_refused(tmp_path: Path) -> None:
+    write_series(tmp_path / "a", depth=2)
+    bad = tmp_path / "a" / "001.dcm"
+    ds = pydicom.dcmread(bad)
+    ds.RescaleSlope = "nan"
+    ds.save_as(bad)
+    with pytest.raises(DataError, match="RescaleSlope .* is not a number") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", bad)
+
+
 def test_duplicate_slice_positions_are_refused(tmp_path: Path) -> None:
     write_series(tmp_path / "a", depth=3)
     ds = pydicom.dcmread(tmp_path / "a" / "000.dcm")

@@ -24,6 +24,7 @@ that axis order. A one-slice series is a 2D case.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -213,13 +214,14 @@ def _volume(site: str, slices: list[_Slice]) -> tuple[Volume, bool]:
 def _pixels(site: str, path: Path, ds: FileDataset) -> np.ndarray:
     """One slice's pixels ``(rows, columns)`` in modality units (MONOCHROME1 inverted first)."""
     photometric = str(ds.get("PhotometricInterpretation", ""))
-    if int(ds.get("SamplesPerPixel", 1)) != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+    samples = _number(site, path, ds, "SamplesPerPixel", 1)
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         reason = (
             f"PhotometricInterpretation '{photometric}' is not greyscale; medfed reads "
             "MONOCHROME1/MONOCHROME2 series only (convert colour images first)"
         )
         raise DataError(site, path, reason)
-    if int(ds.get("NumberOfFrames", 1) or 1) != 1:
+    if _number(site, path, ds, "NumberOfFrames", 1) != 1:
         raise DataError(
             site, path, "multi-frame images are not supported; export one slice per file"
         )
@@ -231,12 +233,24 @@ def _pixels(site: str, path: Path, ds: FileDataset) -> np.ndarray:
         reason = f"cannot decode pixel data ({name}; {type(exc).__name__}: {exc})"
         raise DataError(site, path, reason) from exc
     if photometric == "MONOCHROME1":
-        bits, signed = int(ds.BitsStored), int(ds.PixelRepresentation) == 1
+        bits = int(_number(site, path, ds, "BitsStored", 16))
+        signed = _number(site, path, ds, "PixelRepresentation", 0) == 1
         low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
         stored = low + high - stored
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    slope = _number(site, path, ds, "RescaleSlope", 1.0)
+    intercept = _number(site, path, ds, "RescaleIntercept", 0.0)
     return (stored * slope + intercept).astype(np.float32)
+
+
+def _number(site: str, path: Path, ds: FileDataset, keyword: str, default: float) -> float:
+    """A finite numeric header value; ``default`` when absent or empty."""
+    try:
+        value = float(ds.get(keyword) or default)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise DataError(site, path, f"{keyword} {ds.get(keyword)!r} is not a number")
+    return value
 
 
 def _has_geometry(ds: FileDataset) -> bool:
@@ -290,12 +304,15 @@ def _check_geometry_values(site: str, path: Path, ds: FileDataset) -> None:
     directions) and pixel spacing (2 positive numbers, optional) are well formed."""
     position, cosines = ds.ImagePositionPatient, ds.ImageOrientationPatient
     spacing = ds.get("PixelSpacing", [1.0, 1.0])
-    valid = len(position) == 3 and len(cosines) == 6 and len(spacing) == 2
-    if valid:
-        row, column = np.asarray(cosines[:3], float), np.asarray(cosines[3:], float)
-        unit = np.allclose([row @ row, column @ column, row @ column], [1, 1, 0], atol=1e-3)
-        valid = unit and bool(np.all(np.isfinite(np.asarray(position, float))))
-        valid = valid and all(float(v) > 0 for v in spacing)
+    try:
+        valid = len(position) == 3 and len(cosines) == 6 and len(spacing) == 2
+        if valid:
+            row, column = np.asarray(cosines[:3], float), np.asarray(cosines[3:], float)
+            unit = np.allclose([row @ row, column @ column, row @ column], [1, 1, 0], atol=1e-3)
+            valid = unit and bool(np.all(np.isfinite(np.asarray(position, float))))
+            valid = valid and all(float(v) > 0 for v in spacing)
+    except (TypeError, ValueError):
+        valid = False
     if not valid:
         reason = (
             f"malformed geometry: ImagePositionPatient {position}, ImageOrientationPatient "
@@ -336,20 +353,21 @@ def _by_instance_number(site: str, slices: list[_Slice]) -> list[_Slice]:
     """Slices without geometry, ordered by InstanceNumber (which must be present and unique)."""
     if len(slices) == 1:
         return slices
-    numbers: dict[int, Path] = {}
+    numbers: dict[float, Path] = {}
     for path, ds in slices:
-        number = ds.get("InstanceNumber")
-        if number is None:
+        if ds.get("InstanceNumber") is None:
             reason = (
                 "slice has neither ImagePositionPatient/ImageOrientationPatient nor "
                 "InstanceNumber, so the series cannot be ordered"
             )
             raise DataError(site, path, reason)
-        if int(number) in numbers:
-            reason = f"InstanceNumber {number} repeats that of '{numbers[int(number)].name}'"
+        number = _number(site, path, ds, "InstanceNumber", 0)
+        if number in numbers:
+            reason = f"InstanceNumber {number:g} repeats that of '{numbers[number].name}'"
             raise DataError(site, path, reason)
-        numbers[int(number)] = path
-    return sorted(slices, key=lambda s: int(s[1].InstanceNumber))
+        numbers[number] = path
+    by_path = {path: number for number, path in numbers.items()}
+    return sorted(slices, key=lambda s: by_path[s[0]])
 
 
 def _lps_affine(ordered: Sequence[_Slice]) -> np.ndarray:
