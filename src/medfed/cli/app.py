@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from medfed.cli.attack import attack_app
 from medfed.cli.deploy import client, provision, report, revoke, server, status
@@ -91,5 +92,6 @@ def main() -> None:
     try:
         app()
     except MedfedError as error:
-        console.print(f"[red]error:[/red] {error}")
+        # plain text on one line: a '[' in a path must not be taken for rich markup
+        console.print(Text.assemble(("error:", "red"), f" {error}"), soft_wrap=True, highlight=False)
         raise SystemExit(2) from None
