@@ -63,7 +63,7 @@ class Strategy(ABC):
         return LocalHooks()
 
     def finish(
-        self, task: TrainTask, site: SiteState, trained: Weights, steps: int, lr: float
+        self, task: TrainTask, site: SiteState, trained: Weights, hooks: LocalHooks
     ) -> tuple[dict[str, Weights], SiteState]:
         """After local training: the extra tensors to send and the site's new state.
 
@@ -71,8 +71,8 @@ class Strategy(ABC):
             task: The task that was trained.
             site: The site's state before training.
             trained: The site's weights after training.
-            steps: Number of local optimiser steps taken.
-            lr: The local learning rate.
+            hooks: The hooks ``local_hooks`` gave for this task, after training with them
+                (e.g. SCAFFOLD's record of the local gradients).
         """
         return {}, SiteState(weights=trained, extra=site.extra)
 
@@ -111,6 +111,6 @@ class WrappedStrategy(Strategy):
         return self.inner.local_hooks(task, site)
 
     def finish(
-        self, task: TrainTask, site: SiteState, trained: Weights, steps: int, lr: float
+        self, task: TrainTask, site: SiteState, trained: Weights, hooks: LocalHooks
     ) -> tuple[dict[str, Weights], SiteState]:
-        return self.inner.finish(task, site, trained, steps, lr)
+        return self.inner.finish(task, site, trained, hooks)
