@@ -118,7 +118,7 @@ def test_under_dp_sgd_the_control_variate_is_the_mean_privatised_gradient() -> N
 def test_mean_gradient_of_recorded_steps_by_hand() -> None:
     model = nn.Linear(2, 1, bias=False)
     task = TrainTask(round=1, weights=model.state_dict(), extra={"control": {"weight": torch.tensor([[1.0, 1.0]])}})
-    hooks = Scaffold().local_hooks(task, SiteState())
+    hooks = Scaffold().local_hooks(task, SiteState(), model)
     for x in ([[2.0, 0.0]], [[0.0, 4.0]]):
         model.zero_grad()
         model(torch.tensor(x)).sum().backward()
@@ -165,7 +165,7 @@ def test_after_backward_adds_the_control_correction() -> None:
     c = {"weight": torch.tensor([[0.5, 0.25]]), "bias": torch.tensor([1.0])}
     c_i = {"weight": torch.tensor([[0.25, 1.0]]), "bias": torch.tensor([-1.0])}
     task = TrainTask(round=1, weights=model.state_dict(), extra={"control": c})
-    hooks = Scaffold().local_hooks(task, SiteState(extra={"control": c_i}))
+    hooks = Scaffold().local_hooks(task, SiteState(extra={"control": c_i}), model)
     hooks.after_backward(model)
     # grad + c - c_i = [2 + 0.25, 3 - 0.75], 1 + 2
     torch.testing.assert_close(model.weight.grad, torch.tensor([[2.25, 2.25]]))
@@ -177,4 +177,4 @@ def test_finish_needs_the_hooks_and_a_step() -> None:
     with pytest.raises(ValueError, match="hooks of local_hooks"):
         Scaffold().finish(task, SiteState(), {"w": _vec(0.0)}, LocalHooks())
     with pytest.raises(ValueError, match="no step"):
-        Scaffold().finish(task, SiteState(), {"w": _vec(0.0)}, Scaffold().local_hooks(task, SiteState()))
+        Scaffold().finish(task, SiteState(), {"w": _vec(0.0)}, Scaffold().local_hooks(task, SiteState(), nn.Linear(1, 1)))

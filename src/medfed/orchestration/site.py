@@ -66,7 +66,7 @@ class LocalSite:
         seed = derive_seed(self.seed, "train", task.round, self.name)
         if isinstance(self.dataset, Reseedable):
             self.dataset.reseed(seed)
-        hooks = self.strategy.local_hooks(task, self.state)
+        hooks = self.strategy.local_hooks(task, self.state, self.model)
         report = self.trainer.fit(self.model, self.dataset, seed=seed, hooks=hooks, config=task.config)
         trained = cpu_weights(self.model)
         extra, self.state = self.strategy.finish(task, self.state, trained, hooks)

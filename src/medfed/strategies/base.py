@@ -58,8 +58,8 @@ class Strategy(ABC):
         """The weights a site trains from and evaluates with, given the global model."""
         return global_weights
 
-    def local_hooks(self, task: TrainTask, site: SiteState) -> LocalHooks:
-        """Hooks applied by the local trainer during this task."""
+    def local_hooks(self, task: TrainTask, site: SiteState, model: nn.Module) -> LocalHooks:
+        """Hooks applied by the local trainer while it trains ``model`` on this task."""
         return LocalHooks()
 
     def finish(
@@ -107,8 +107,8 @@ class WrappedStrategy(Strategy):
     def site_model(self, global_weights: Weights, site: SiteState) -> Weights:
         return self.inner.site_model(global_weights, site)
 
-    def local_hooks(self, task: TrainTask, site: SiteState) -> LocalHooks:
-        return self.inner.local_hooks(task, site)
+    def local_hooks(self, task: TrainTask, site: SiteState, model: nn.Module) -> LocalHooks:
+        return self.inner.local_hooks(task, site, model)
 
     def finish(
         self, task: TrainTask, site: SiteState, trained: Weights, hooks: LocalHooks

@@ -93,7 +93,7 @@ class Scaffold(Strategy):
         )
 
     # ----- site half ---------------------------------------------------------------------------
-    def local_hooks(self, task: TrainTask, site: SiteState) -> LocalHooks:
+    def local_hooks(self, task: TrainTask, site: SiteState, model: nn.Module) -> LocalHooks:
         """Hooks recording each gradient, then adding ``c - c_i`` to it."""
         control = _control(task.extra, "task")
         correction = subtract(control, _site_control(site, control))
