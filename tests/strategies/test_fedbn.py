@@ -26,7 +26,10 @@ def _model(norm: type[nn.Module] = nn.BatchNorm1d, seed: int = 0) -> nn.Module:
 def _weights(seed: int, norm: type[nn.Module] = nn.BatchNorm1d) -> Weights:
     weights = _model(norm, seed).state_dict()
     generator = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(v.shape, generator=generator) if v.is_floating_point() else v + seed for k, v in weights.items()}
+    return {
+        k: torch.randn(v.shape, generator=generator) if v.is_floating_point() else v + seed
+        for k, v in weights.items()
+    }
 
 
 class _Cases(Dataset):

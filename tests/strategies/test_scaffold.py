@@ -177,4 +177,5 @@ def test_finish_needs_the_hooks_and_a_step() -> None:
     with pytest.raises(ValueError, match="hooks of local_hooks"):
         Scaffold().finish(task, SiteState(), {"w": _vec(0.0)}, LocalHooks())
     with pytest.raises(ValueError, match="no step"):
-        Scaffold().finish(task, SiteState(), {"w": _vec(0.0)}, Scaffold().local_hooks(task, SiteState(), nn.Linear(1, 1)))
+        hooks = Scaffold().local_hooks(task, SiteState(), nn.Linear(1, 1))
+        Scaffold().finish(task, SiteState(), {"w": _vec(0.0)}, hooks)
