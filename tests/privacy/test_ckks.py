@@ -64,7 +64,7 @@ def test_encrypted_weighted_mean_matches_fedavg(contexts: tuple) -> None:
     site, server, _ = contexts
     models = [{"w": torch.full((3, 2), float(i)), "n": torch.tensor(i)} for i in (1, 2, 3)]
     layout = layout_of(models[0])
-    uploads = [encrypt_weighted_update(site, m, 10.0 * i, layout) for i, m in enumerate(models, 1)]
+    uploads = [encrypt_weighted_update(site, m, 10.0 * i, layout, site=f"s{i}") for i, m in enumerate(models, 1)]
     mean, weight = decrypt_weighted_mean(site, add_encrypted(server, uploads), layout)
     # (10*1 + 20*2 + 30*3) / 60 = 7/3
     assert weight == pytest.approx(60.0, rel=1e-6)
@@ -143,3 +143,10 @@ def test_tenseal_errors_on_a_bad_ciphertext_become_encryption_errors(contexts: t
         add_encrypted(server, [bad, good])
     with pytest.raises(EncryptionError, match="CKKS decrypt failed"):
         decrypt_vector(site, bad)
+
+
+def test_a_weighted_update_outside_the_range_names_the_site(contexts: tuple) -> None:
+    site, _, _ = contexts
+    weights = {"w": torch.full((3,), 1e12, dtype=torch.float64)}
+    with pytest.raises(EncryptionError, match="site 'hospital_b': value 1e\\+15 exceeds the CKKS range"):
+        encrypt_weighted_update(site, weights, 1000.0, layout_of(weights), site="hospital_b")

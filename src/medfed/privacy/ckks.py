@@ -290,9 +290,18 @@ def encrypt_weighted_update(
     num_samples: float,
     layout: Layout,
     params: CkksParameters = DEFAULT_PARAMETERS,
+    *,
+    site: str,
 ) -> EncryptedVector:
-    """A site's upload: ``weighted_vector`` encrypted (``layout``: the global model's)."""
-    return encrypt_vector(context, weighted_vector(weights, num_samples, layout), params)
+    """A site's upload: ``weighted_vector`` encrypted (``layout``: the global model's).
+
+    Raises:
+        EncryptionError: Naming ``site``, if a weighted value is outside ``params.max_abs``.
+    """
+    try:
+        return encrypt_vector(context, weighted_vector(weights, num_samples, layout), params)
+    except EncryptionError as error:
+        raise EncryptionError(f"site '{site}': {error}") from None
 
 
 def decrypt_weighted_mean(

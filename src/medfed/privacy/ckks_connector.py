@@ -93,7 +93,7 @@ class CkksAggregationConnector:
         layout = layout_of(results[0].weights)
         uploads = [
             encrypt_weighted_update(
-                self._site_context, r.weights, float(r.num_samples), layout, self.params
+                self._site_context, r.weights, float(r.num_samples), layout, self.params, site=r.site
             )
             for r in results
         ]
