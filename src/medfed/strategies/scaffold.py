@@ -135,8 +135,10 @@ class ControlVariateHooks(LocalHooks):
         with torch.no_grad():
             for name, param in model.named_parameters():
                 if param.grad is not None:
-                    grad = param.grad.to(torch.float64)
-                    self._sums[name] = self._sums[name] + grad if name in self._sums else grad
+                    if name in self._sums:
+                        self._sums[name].add_(param.grad)
+                    else:
+                        self._sums[name] = param.grad.clone()
                     param.grad.add_(self._correction.like(name, param.grad))
         self.steps += 1
 
