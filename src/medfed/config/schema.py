@@ -64,6 +64,8 @@ class DataConfig(_Strict):
             raise ValueError(f"site names must be unique, got {names}")
         if self.sites and self.unseen_site is not None and self.unseen_site not in names:
             raise ValueError(f"unseen_site '{self.unseen_site}' is not one of the sites {names}")
+        if self.unseen_site_adabn and self.unseen_site is None:
+            raise ValueError("unseen_site_adabn needs an unseen_site")
         return self
 
 
