@@ -26,7 +26,7 @@ from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog
 from medfed.orchestration.site import LocalSite, cpu_weights
 from medfed.privacy.setup import expected_sites, prepare_model, protect_strategy
-from medfed.training import LocalTrainer, TrainSettings, evaluate
+from medfed.training import LocalTrainer, TrainSettings, adapt_norm_statistics, evaluate
 from medfed.training.trainer import Trainer
 from medfed.types import ServerState, SiteState, TrainResult, Weights
 
@@ -218,22 +218,30 @@ class ExperimentRunner:
         return [MetricRow(experiment.name, state.round, site, "privacy", metric, value) for site, metric, value in metrics]
 
     def _evaluation_rows(self, result: ExperimentResult, model: nn.Module) -> list[MetricRow]:
+        """Each evaluation set scored with the model its site would use; the unseen site also
+        after AdaBN (split ``unseen-adabn``) when ``data.unseen_site_adabn`` is set."""
         rows = []
         for site, dataset in self.evaluation_sets.items():
+            unseen = site == self.config.data.unseen_site
             model.load_state_dict(result.weights_for(site))
-            metrics = evaluate(
-                model,
-                dataset,
-                task=self.config.task,
-                batch_size=self.config.training.batch_size,
-                surface_distance=result.state.round == self.config.federation.rounds,
-            )
-            split = "unseen" if site == self.config.data.unseen_site else "test"
-            rows += [
-                MetricRow(result.experiment.name, result.state.round, site, split, metric, value)
-                for metric, value in metrics.items()
-            ]
+            rows += self._scored(result, model, site, "unseen" if unseen else "test")
+            if unseen and self.config.data.unseen_site_adabn:
+                adapt_norm_statistics(model, dataset, batch_size=self.config.training.batch_size)
+                rows += self._scored(result, model, site, "unseen-adabn")
         return rows
+
+    def _scored(self, result: ExperimentResult, model: nn.Module, site: str, split: str) -> list[MetricRow]:
+        metrics = evaluate(
+            model,
+            self.evaluation_sets[site],
+            task=self.config.task,
+            batch_size=self.config.training.batch_size,
+            surface_distance=result.state.round == self.config.federation.rounds,
+        )
+        return [
+            MetricRow(result.experiment.name, result.state.round, site, split, metric, value)
+            for metric, value in metrics.items()
+        ]
 
 
 def _training_rows(experiment: str, round: int, results: list[TrainResult]) -> list[MetricRow]:
