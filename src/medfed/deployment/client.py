@@ -19,11 +19,13 @@ from medfed.deployment.evaluation import EVALUATE, encode_metrics
 from medfed.deployment.protected_site import ProtectedRound
 from medfed.deployment.site_builder import SiteBuilder
 from medfed.errors import MedfedError, PrivacyBudgetExceeded
+from medfed.orchestration.validation import non_finite_keys
 from medfed.transport.backoff import Backoff
 from medfed.transport.client import Assignment, SiteChannel, Step
 from medfed.transport.codec import decode_task
 from medfed.transport.errors import AuthenticationError, PayloadError, TransportError
 from medfed.transport.serde import Kind
+from medfed.types import TrainTask
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +96,20 @@ class _Worker:
         task, task_id = assignment.task, assignment.task_id
         self.protected = None
         site = self.builder.site_for(assignment.job_json)
+        unusable = _unusable(task)
+        if unusable:
+            logger.error("round %d: not training: %s", task.round, unusable)
+            channel.decline(task_id, task.round, unusable)
+            return
         logger.info("round %d: training", task.round)
         try:
             result = site.train(task)
         except PrivacyBudgetExceeded as spent:  # the site's own decision: it sits the round out
             channel.decline(task_id, task.round, str(spent))
+            return
+        except FloatingPointError as diverged:  # reported; the next round's model may be fine
+            logger.error("round %d: %s", task.round, diverged)
+            channel.decline(task_id, task.round, str(diverged))
             return
         epsilon = getattr(site.trainer, "epsilon", None)  # DP-SGD: reported with the result
         if epsilon is not None:
@@ -153,6 +164,12 @@ class _Worker:
             logger.info("round %d: evaluated the global model: %s", step.round, metrics)
         else:
             logger.warning("round %d: metrics refused: %s", step.round, outcome.reason)
+
+
+def _unusable(task: TrainTask) -> str:
+    """Why the global model of ``task`` cannot be trained from (a NaN or an infinity), or ``""``."""
+    bad = non_finite_keys(task.weights, task.extra)
+    return f"the global model of round {task.round} is not finite in {bad[:5]}" if bad else ""
 
 
 def _check_failure(error: Exception, failures: int, max_failures: int | None) -> None:

@@ -20,7 +20,9 @@ from typing import Any
 
 from medfed.errors import UpdateRejected
 from medfed.orchestration.validation import validate_result
+from medfed.text import printable
 from medfed.transport.codec import decode_result, encode_task
+from medfed.transport.errors import PayloadError
 from medfed.types import TrainResult, TrainTask, Weights
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,9 @@ class Offer:
 Accept = Callable[[str, bytes], Any]
 """Decodes and checks one site's answer: ``accept(site, payload)`` -> the value the loop gets;
 raises ``PayloadError`` or ``UpdateRejected`` to refuse it."""
+
+MAX_REASON_CHARS = 300
+"""Characters of a site's decline reason that reach the server's log."""
 
 DONE = "done"
 """Returned by ``RoundBoard.offer`` once the run has finished."""
@@ -196,25 +201,32 @@ class RoundBoard:
 
         Raises:
             UpdateRejected: The answer is to no open posting of the site (stale, unasked or a
-                second answer), or the posting's ``accept`` refused it; a refused answer counts
-                as the site's answer for the posting.
+                second answer), or the posting's ``accept`` refused it or raised anything but
+                ``PayloadError``; a refused answer counts as the site's answer for the posting.
             PayloadError: The posting's ``accept`` could not decode it; the site may answer
                 again.
         """
         posting = self._open_posting(site, task_id)
         try:
             value = posting.accept(site, payload)
+        except PayloadError:
+            raise
         except UpdateRejected:
             self._answer(posting, site, None)
             raise
+        except Exception as error:  # whatever a site's bytes raise, it is this site's bad answer
+            logger.exception("round %d: reading the answer of site '%s' failed", posting.round, site)
+            self._answer(posting, site, None)
+            raise UpdateRejected(site, f"unreadable answer ({type(error).__name__})") from None
         self._answer(posting, site, value)
         return value
 
     def decline(self, site: str, task_id: str, reason: str) -> None:
         """Records that ``site`` will not answer the posting ``task_id`` (e.g. its privacy
-        budget is spent), so the round does not wait for it."""
+        budget is spent), so the round does not wait for it. The reason is logged escaped and
+        cut to ``MAX_REASON_CHARS`` (``printable``): it is the site's text."""
         posting = self._open_posting(site, task_id)
-        logger.warning("round %d: site '%s' declined: %s", posting.round, site, reason)
+        logger.warning("round %d: site '%s' declined: %s", posting.round, site, printable(reason, MAX_REASON_CHARS))
         self._answer(posting, site, None)
 
     def snapshot(self) -> dict[str, object]:

@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
+from medfed.text import printable
 from medfed.transport.errors import PayloadError
 from medfed.types import TrainResult, TrainTask, Weights
 
@@ -56,6 +57,9 @@ def encode_result(result: TrainResult) -> bytes:
 def decode_result(data: bytes, *, site: str) -> TrainResult:
     """The result encoded by ``encode_result``, attributed to the authenticated ``site``.
 
+    Numbers are passed on as decoded, never through ``float()`` (a 400-digit integer would
+    overflow it): ``validate_result`` bounds them.
+
     Raises:
         PayloadError: The bytes are not a well-formed result.
     """
@@ -68,7 +72,7 @@ def decode_result(data: bytes, *, site: str) -> TrainResult:
         round=_int_field(metadata, "round"),
         weights=weights,
         num_samples=_int_field(metadata, "num_samples"),
-        metrics={key: float(value) for key, value in metrics.items()},
+        metrics=metrics,
         extra=extra,
         schema_version=_int_field(metadata, "schema_version"),
     )
@@ -90,7 +94,7 @@ def _decode(data: bytes) -> tuple[Weights, dict[str, Weights], dict[str, str]]:
         tensors = load_bytes(data)
         metadata = _metadata(data)
     except (SafetensorError, ValueError, UnicodeDecodeError) as error:
-        raise PayloadError(f"not a valid safetensors payload: {error}") from None
+        raise PayloadError(f"not a valid safetensors payload: {printable(str(error))}") from None
     weights: Weights = {}
     extra: dict[str, Weights] = {}
     for key, tensor in tensors.items():
@@ -100,7 +104,7 @@ def _decode(data: bytes) -> tuple[Weights, dict[str, Weights], dict[str, str]]:
             group, name = key.removeprefix(_EXTRA).split("/", 1)
             extra.setdefault(group, {})[name] = tensor
         else:
-            raise PayloadError(f"unexpected tensor key '{key}'")
+            raise PayloadError(f"unexpected tensor key '{printable(key, 80)}'")
     return weights, extra, metadata
 
 
