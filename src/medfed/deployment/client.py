@@ -95,12 +95,12 @@ class _Worker:
     def train(self, channel: SiteChannel, assignment: Assignment) -> None:
         task, task_id = assignment.task, assignment.task_id
         self.protected = None
-        site = self.builder.site_for(assignment.job_json)
         unusable = _unusable(task)
         if unusable:
             logger.error("round %d: not training: %s", task.round, unusable)
             channel.decline(task_id, task.round, unusable)
             return
+        site = self.builder.site_for(assignment.job_json)
         logger.info("round %d: training", task.round)
         try:
             result = site.train(task)

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 import torch
 
 from medfed.errors import UpdateRejected
-from medfed.text import printable
 from medfed.types import SCHEMA_VERSION, TrainResult, Weights
 
 MAX_SAMPLES = 10**9
@@ -147,10 +146,11 @@ def _check_number(name: str, value: object, low: float, high: float, *, integer:
 
 
 def _shown(value: object) -> str:
-    """``value`` for a message: short, escaped; a huge integer by its size only."""
+    """``value`` for a message, short (``UpdateRejected`` escapes it); a huge integer by its
+    size only."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**18:
         return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
-    return printable(repr(value), 60)
+    return f"'{value[:60]}'" if isinstance(value, str) else repr(value)[:60]
 
 
 def _finite(tensor: torch.Tensor) -> bool:
