@@ -132,7 +132,7 @@ def _check_values(what: str, tensors: Mapping[str, torch.Tensor]) -> None:
             continue
         if not _finite(tensor):
             raise ValueError(f"{what} '{name}' contains NaN or infinite values")
-        raise ValueError(f"{what} '{name}' has values beyond ±{MAX_ABS_VALUE:g}")
+        raise ValueError(f"{what} '{name}' has values of magnitude above {MAX_ABS_VALUE:g}")
 
 
 def _check_number(name: str, value: object, low: float, high: float, *, integer: bool = False) -> None:
