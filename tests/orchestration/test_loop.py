@@ -74,7 +74,9 @@ def _scaffold_answer(delta: Callable[[TrainTask], dict[str, dict[str, torch.Tens
 
 
 def test_scaffold_results_without_a_fitting_delta_control_are_left_out() -> None:
-    zeros = lambda task: {"delta_control": {"conv.weight": torch.zeros(2, 3)}}  # noqa: E731
+    def zeros(task: TrainTask) -> dict[str, dict[str, torch.Tensor]]:
+        return {"delta_control": {"conv.weight": torch.zeros(2, 3)}}
+
     answers = {
         "a": _scaffold_answer(zeros),
         "b": _scaffold_answer(zeros),
