@@ -12,6 +12,7 @@ from safetensors.torch import save
 from medfed.errors import UpdateRejected
 from medfed.transport.board import MAX_REASON_CHARS, RoundBoard
 from medfed.transport.codec import encode_result
+from medfed.transport.errors import PayloadError
 from medfed.types import TrainResult, TrainTask
 
 WEIGHTS = {"w": torch.zeros(2, 2)}
@@ -62,10 +63,20 @@ def test_an_answer_that_raises_anything_while_read_is_refused(caplog: pytest.Log
     board = RoundBoard()
 
     def accept(site: str, payload: bytes) -> object:
-        raise OverflowError("int too large to convert to float")
+        raise OverflowError("int too large\nINFO round 99 done")
 
     board.post(1, {"a": TrainTask(round=1, weights=WEIGHTS)}, accept=accept)
     task_id = board.offer("a", timeout_s=0.1).task_id  # type: ignore[union-attr]
     with pytest.raises(UpdateRejected, match="unreadable answer \\(OverflowError\\)"):
         board.receive("a", task_id, b"anything")
     assert board.collect(0.1) == {}
+    assert "failed: OverflowError: int too large\\nINFO round 99 done" in caplog.text
+
+
+def test_a_payload_error_quoting_the_sites_bytes_is_escaped_and_bounded() -> None:
+    board, task_id = _board(["a"])
+    forged = save({"weights/w": torch.ones(2, 2), "x" * 5000 + "\nINFO round 99 done": torch.ones(1)}, metadata={"round": "1"})
+    with pytest.raises(PayloadError) as caught:
+        board.receive("a", task_id, forged)
+    message = str(caught.value)
+    assert message.startswith("unexpected tensor key 'xxx") and "\n" not in message and len(message) < 600

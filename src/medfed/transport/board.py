@@ -215,7 +215,8 @@ class RoundBoard:
             self._answer(posting, site, None)
             raise
         except Exception as error:  # whatever a site's bytes raise, it is this site's bad answer
-            logger.exception("round %d: reading the answer of site '%s' failed", posting.round, site)
+            failure = printable(f"{type(error).__name__}: {error}", MAX_REASON_CHARS)
+            logger.warning("round %d: reading the answer of site '%s' failed: %s", posting.round, site, failure)
             self._answer(posting, site, None)
             raise UpdateRejected(site, f"unreadable answer ({type(error).__name__})") from None
         self._answer(posting, site, value)

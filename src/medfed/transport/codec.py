@@ -15,7 +15,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
-from medfed.text import printable
 from medfed.transport.errors import PayloadError
 from medfed.types import TrainResult, TrainTask, Weights
 
@@ -94,7 +93,7 @@ def _decode(data: bytes) -> tuple[Weights, dict[str, Weights], dict[str, str]]:
         tensors = load_bytes(data)
         metadata = _metadata(data)
     except (SafetensorError, ValueError, UnicodeDecodeError) as error:
-        raise PayloadError(f"not a valid safetensors payload: {printable(str(error))}") from None
+        raise PayloadError(f"not a valid safetensors payload: {error}") from None
     weights: Weights = {}
     extra: dict[str, Weights] = {}
     for key, tensor in tensors.items():
@@ -104,7 +103,7 @@ def _decode(data: bytes) -> tuple[Weights, dict[str, Weights], dict[str, str]]:
             group, name = key.removeprefix(_EXTRA).split("/", 1)
             extra.setdefault(group, {})[name] = tensor
         else:
-            raise PayloadError(f"unexpected tensor key '{printable(key, 80)}'")
+            raise PayloadError(f"unexpected tensor key '{key}'")
     return weights, extra, metadata
 
 
