@@ -65,14 +65,21 @@ def validate_result(
         if result.round != round:
             raise ValueError(f"answers round {_shown(result.round)}, but round {round} is running")
         _check_number("num_samples", result.num_samples, 1, MAX_SAMPLES, integer=True)
-        check_metrics(result.metrics)
-        check_tensors("parameter", result.weights, reference)
+        _check_metrics(result.metrics)
+        _check_tensors("parameter", result.weights, reference)
         _check_extras(result.extra, extras)
     except ValueError as error:
         raise UpdateRejected(result.site, str(error)) from None
 
 
-def check_metrics(metrics: Mapping[str, object]) -> None:
+def non_finite_keys(weights: Weights, extra: Mapping[str, Weights] | None = None) -> list[str]:
+    """The names of the floating tensors of ``weights`` and ``extra`` (as ``group/name``) that
+    hold a NaN or an infinity."""
+    tensors = {**weights, **{f"{g}/{n}": t for g, group in (extra or {}).items() for n, t in group.items()}}
+    return [name for name, tensor in tensors.items() if not _finite(tensor)]
+
+
+def _check_metrics(metrics: Mapping[str, object]) -> None:
     """Raises ``ValueError`` unless ``metrics`` holds at most ``MAX_METRICS`` well-named,
     finite, bounded numbers (see ``validate_result``)."""
     if len(metrics) > MAX_METRICS:
@@ -84,7 +91,7 @@ def check_metrics(metrics: Mapping[str, object]) -> None:
         _check_number(f"metric '{name}'", value, low, high)
 
 
-def check_tensors(what: str, tensors: Mapping[str, torch.Tensor], reference: Weights) -> None:
+def _check_tensors(what: str, tensors: Mapping[str, torch.Tensor], reference: Weights) -> None:
     """Raises ``ValueError`` unless ``tensors`` has exactly the names, shapes and dtypes of
     ``reference`` and its floating values are finite and within ``±MAX_ABS_VALUE``.
 
@@ -106,13 +113,6 @@ def check_tensors(what: str, tensors: Mapping[str, torch.Tensor], reference: Wei
     _check_values(what, tensors)
 
 
-def non_finite_keys(weights: Weights, extra: Mapping[str, Weights] | None = None) -> list[str]:
-    """The names of the floating tensors of ``weights`` and ``extra`` (as ``group/name``) that
-    hold a NaN or an infinity."""
-    tensors = {**weights, **{f"{g}/{n}": t for g, group in (extra or {}).items() for n, t in group.items()}}
-    return [name for name, tensor in tensors.items() if not _finite(tensor)]
-
-
 def _check_extras(received: Mapping[str, Weights], declared: Mapping[str, Weights] | None) -> None:
     if declared is not None:
         missing = sorted(set(declared) - set(received))
@@ -123,7 +123,7 @@ def _check_extras(received: Mapping[str, Weights], declared: Mapping[str, Weight
         if declared is None:
             _check_values(f"extra '{group}'", tensors)
         else:
-            check_tensors(f"extra '{group}'", tensors, declared[group])
+            _check_tensors(f"extra '{group}'", tensors, declared[group])
 
 
 def _check_values(what: str, tensors: Mapping[str, torch.Tensor]) -> None:
