@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medfed.text import printable
+
 
 class MedfedError(Exception):
     """Base class of every error medfed raises on purpose."""
@@ -46,11 +48,15 @@ class CheckpointError(MedfedError):
 
 
 class UpdateRejected(MedfedError):
-    """A site's update failed validation and was left out of aggregation."""
+    """A site's update failed validation and was left out of aggregation.
+
+    The site name and the reason are escaped and bounded (``printable``): both may hold text
+    the site sent, and both end up in log lines and in the reply to the site.
+    """
 
     def __init__(self, site: str, reason: str) -> None:
-        self.site, self.reason = site, reason
-        super().__init__(f"update from site '{site}' rejected: {reason}")
+        self.site, self.reason = printable(site, 100), printable(reason, 500)
+        super().__init__(f"update from site '{self.site}' rejected: {self.reason}")
 
 
 class PrivacyBudgetExceeded(MedfedError):

@@ -65,3 +65,23 @@ def test_failed_write_leaves_previous_file_intact(tmp_path: Path, monkeypatch: p
         save_checkpoint(path, _checkpoint(2))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+@pytest.mark.parametrize("where", ["weights", "extra"])
+def test_a_non_finite_server_state_is_never_written(tmp_path: Path, where: str) -> None:
+    checkpoint = _checkpoint(2)
+    poisoned = checkpoint.server.weights["conv.weight"] if where == "weights" else checkpoint.server.extra["m"]["conv.weight"]
+    poisoned[0, 1] = float("inf")
+    path = checkpoint_path(tmp_path, 2)
+    with pytest.raises(CheckpointError, match="not finite in"):
+        save_checkpoint(path, checkpoint)
+    assert latest_checkpoint(tmp_path) is None
+
+
+def test_a_non_finite_checkpoint_is_not_resumed_from(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = checkpoint_path(tmp_path, 1)
+    save_file({"server/weights/w": torch.tensor([float("nan")])}, str(path), metadata={"schema_version": "1", "round": "1", "sites": "[]"})
+    with pytest.raises(CheckpointError, match="not finite in \\['w'\\]"):
+        load_checkpoint(path)

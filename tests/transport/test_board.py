@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medfed.errors import UpdateRejected
-from medfed.transport.board import DONE, MAX_REASON_CHARS, Offer, RoundBoard, one_line
+from medfed.transport.board import DONE, MAX_REASON_CHARS, Offer, RoundBoard
 from medfed.transport.codec import decode_task, encode_result
 from medfed.transport.connector import GrpcConnector
 from medfed.types import TrainResult, TrainTask
@@ -123,9 +123,11 @@ def test_connector_returns_results_that_arrive_before_the_deadline() -> None:
 def test_a_decline_reason_is_kept_as_one_short_escaped_line_per_site() -> None:
     board = _posted(["a", "b"], round=3)
     task_id = _offer(board, "a").task_id
-    board.decline("a", task_id, "site policy: no DP-SGD\nINFO forged line \x1b[31m" + "x" * 10_000)
+    sent = "site policy: no DP-SGD\nINFO forged line \x1b[31m" + "x" * 10_000
+    board.decline("a", task_id, sent)
     reason = board.declines()["a"]
     assert reason.startswith("round 3: site policy: no DP-SGD\\nINFO forged line \\x1b[31m")
-    assert len(reason) == len("round 3: ") + MAX_REASON_CHARS and reason.endswith("...") and reason.isprintable()
+    assert len(reason) <= len("round 3: ") + MAX_REASON_CHARS + 30 and reason.isprintable()
+    assert reason.endswith(f"... ({len(sent)} characters)")
     assert board.offer("a", timeout_s=0.05) is None  # answered for the round: not asked again
-    assert one_line("short") == "short" and "b" not in board.declines()
+    assert "b" not in board.declines()

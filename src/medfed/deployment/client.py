@@ -24,6 +24,7 @@ from medfed.deployment.evaluation import EVALUATE, encode_metrics
 from medfed.deployment.protected_site import ProtectedRound
 from medfed.deployment.site_builder import SiteBuilder
 from medfed.errors import MedfedError, PolicyRefusal, PrivacyBudgetExceeded
+from medfed.orchestration.validation import non_finite_keys
 from medfed.provision.certs import read_certificate
 from medfed.provision.errors import ProvisionError
 from medfed.provision.gate import certified
@@ -33,6 +34,7 @@ from medfed.transport.codec import decode_task
 from medfed.transport.errors import AuthenticationError, PayloadError, TransportError
 from medfed.transport.serde import Kind, SubmitOutcome
 from medfed.transport.tls import TlsFiles, probe_tls
+from medfed.types import TrainTask
 
 logger = logging.getLogger(__name__)
 
@@ -108,11 +110,21 @@ class _Worker:
     def train(self, channel: SiteChannel, assignment: Assignment) -> None:
         task, task_id = assignment.task, assignment.task_id
         self.protected = None
+        unusable = _unusable(task)
+        if unusable:
+            logger.error("round %d: not training: %s", task.round, unusable)
+            channel.decline(task_id, task.round, unusable)
+            return
+        logger.info("round %d: training", task.round)
         try:
             result = self.builder.train(assignment.job_json, task)
         except (PolicyRefusal, PrivacyBudgetExceeded) as refusal:  # the site's own decision
             logger.warning("round %d: declining: %s", task.round, refusal)
             channel.decline(task_id, task.round, str(refusal))
+            return
+        except FloatingPointError as diverged:  # reported; the next round's model may be fine
+            logger.error("round %d: %s", task.round, diverged)
+            channel.decline(task_id, task.round, str(diverged))
             return
         try:
             self.protected = self.builder.protected_round(assignment, result)
@@ -187,6 +199,12 @@ def send_when_admitted(
         logger.info("the server is busy receiving other uploads; sending again in %.1f s", delay)
         time.sleep(delay)
         tries += 1
+
+
+def _unusable(task: TrainTask) -> str:
+    """Why the global model of ``task`` cannot be trained from (a NaN or an infinity), or ``""``."""
+    bad = non_finite_keys(task.weights, task.extra)
+    return f"the global model of round {task.round} is not finite in {bad[:5]}" if bad else ""
 
 
 def _check_failure(channel: SiteChannel, error: Exception, failures: int, max_failures: int) -> str:

@@ -66,7 +66,8 @@ class JobConfig(SiteJob):
         step_timeout_s: Deadline of each protocol step of a secure or encrypted round; a site
             that misses it has dropped out.
         poll_s: How long a site's request for work waits before it is told to ask again.
-        max_round_attempts: Tries of a round that misses its quorum before the server gives up.
+        max_round_attempts: Tries of a round that fails (missed quorum, or an aggregate refused
+            as not finite) before the server gives up.
     """
 
     name: str = "job"

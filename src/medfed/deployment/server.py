@@ -32,7 +32,7 @@ from medfed.orchestration.checkpoint import (
     save_checkpoint,
 )
 from medfed.orchestration.connector import SiteConnector
-from medfed.orchestration.loop import QuorumNotReached, RoundPlan, run_round
+from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog
 from medfed.orchestration.site import cpu_weights
 from medfed.privacy.setup import expected_sites, prepare_model, protect_strategy
@@ -113,7 +113,7 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
             board, sites=sites, task=job.task, timeout_s=job.step_timeout_s, seen_within_s=2 * job.poll_s + 1
         )
         recorder = _RoundRecorder(job, strategy, settings.state_dir, metrics, reporter, evaluation)
-        state = _run_rounds(strategy, state, plan, connector, recorder, job.max_round_attempts)
+        state = run_rounds(strategy, state, plan, connector, recorder, max_attempts=job.max_round_attempts)
         board.finish()
         reporter.finish()
         logger.info("report: %s", write_job_report(settings.state_dir))
@@ -157,29 +157,6 @@ def site_connector(job: JobConfig, board: RoundBoard, ckks_context: ts.Context |
             )
         return GrpcCkksConnector(board, ckks_context, **timeouts)
     return GrpcConnector(board, round_timeout_s=job.round_timeout_s)
-
-
-def _run_rounds(
-    strategy: Strategy,
-    state: ServerState,
-    plan: RoundPlan,
-    connector: SiteConnector,
-    on_round: _RoundRecorder,
-    max_attempts: int,
-) -> ServerState:
-    attempts = 0
-    while state.round < plan.rounds:
-        try:
-            state, results = run_round(strategy, state, plan, connector)
-        except QuorumNotReached as error:
-            attempts += 1
-            logger.warning("%s (attempt %d of %d)", error, attempts, max_attempts)
-            if attempts >= max_attempts:
-                raise
-            continue
-        attempts = 0
-        on_round(state, results)
-    return state
 
 
 class _RoundRecorder:

@@ -21,6 +21,7 @@ from safetensors.torch import save as save_bytes
 
 from medfed.errors import CheckpointError
 from medfed.files import atomic_write
+from medfed.orchestration.validation import non_finite_keys
 from medfed.types import SCHEMA_VERSION, ServerState, SiteState, Weights
 
 _ROUND_FILE = re.compile(r"round_(\d{4,})\.safetensors$")
@@ -53,7 +54,13 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
-    """Writes ``checkpoint`` to ``path`` atomically (temporary file, fsync, rename)."""
+    """Writes ``checkpoint`` to ``path`` atomically (temporary file, fsync, rename).
+
+    Raises:
+        CheckpointError: The server state holds a NaN or an infinity (nothing is written: a
+            resumed run must never start from a poisoned model).
+    """
+    _check_finite(checkpoint.server, f"checkpoint '{path}'")
     tensors = _flatten("server", checkpoint.server.weights, checkpoint.server.extra)
     for name, site in checkpoint.sites.items():
         tensors.update(_flatten(f"site/{name}", site.weights, site.extra))
@@ -70,11 +77,13 @@ def load_checkpoint(path: Path) -> Checkpoint:
     """Reads a checkpoint written by ``save_checkpoint``.
 
     Raises:
-        CheckpointError: The file is missing, truncated, or of another schema version.
+        CheckpointError: The file is missing, truncated, or of another schema version, or its
+            server state holds a NaN or an infinity.
     """
     tensors, metadata = _read(path, "checkpoint")
     weights, extra = _unflatten(tensors, "server")
     server = ServerState(round=int(metadata["round"]), weights=weights, extra=extra)
+    _check_finite(server, f"checkpoint '{path}'")
     sites = {}
     for name in json.loads(metadata["sites"]):
         site_weights, site_extra = _unflatten(tensors, f"site/{name}")
@@ -112,6 +121,12 @@ def _read(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str
             f"this medfed reads {SCHEMA_VERSION}"
         )
     return tensors, metadata
+
+
+def _check_finite(server: ServerState, what: str) -> None:
+    bad = non_finite_keys(server.weights, server.extra)
+    if bad:
+        raise CheckpointError(f"{what}: the server state is not finite in {bad[:5]}")
 
 
 def _flatten(prefix: str, weights: Weights, extra: Mapping[str, Weights]) -> dict[str, torch.Tensor]:

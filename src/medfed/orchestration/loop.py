@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from medfed.errors import MedfedError, UpdateRejected
 from medfed.orchestration.connector import SiteConnector
 from medfed.orchestration.sampling import sample_sites
-from medfed.orchestration.validation import validate_result
+from medfed.orchestration.validation import non_finite_keys, validate_result
 from medfed.strategies.base import Strategy
+from medfed.text import printable
 from medfed.types import (
     AGGREGATE_SITE,
     AGGREGATE_SITES_METRIC,
@@ -22,8 +23,16 @@ from medfed.types import (
 logger = logging.getLogger(__name__)
 
 
-class QuorumNotReached(MedfedError):
+class RoundFailed(MedfedError):
+    """A round produced no new state; the previous state stands and the round may be run again."""
+
+
+class QuorumNotReached(RoundFailed):
     """Fewer valid results than ``min_sites`` arrived in a round."""
+
+
+class AggregationFailed(RoundFailed):
+    """The strategy could not aggregate a round's results, or its new model is not finite."""
 
 
 @dataclass(frozen=True)
@@ -55,22 +64,27 @@ def run_round(
 ) -> tuple[ServerState, list[TrainResult]]:
     """Runs round ``state.round + 1``: sample, send tasks, validate results, aggregate.
 
-    Invalid updates are logged and left out. Raises ``QuorumNotReached`` when the valid results
-    hold the updates of fewer than ``plan.min_sites`` sites (a secure aggregate counts as the
-    sites in its sum); ``state`` is then unchanged.
+    Invalid updates (see ``validate_result``, with the strategy's declared extras) are logged
+    and left out. ``state`` is unchanged when the round fails.
+
+    Raises:
+        QuorumNotReached: The valid results hold the updates of fewer than ``plan.min_sites``
+            sites (a secure aggregate counts as the sites in its sum).
+        AggregationFailed: ``strategy.aggregate`` raised on the results, or its new state holds
+            a NaN or an infinity.
     """
     round = state.round + 1
     chosen = sample_sites(
         plan.sites, fraction=plan.fraction, min_sites=plan.min_sites, seed=plan.seed, round=round
     )
     task = strategy.configure(state, round, plan.config or {})
-    results = _valid(connector.train({site: task for site in chosen}), state, round)
+    results = _valid(connector.train({site: task for site in chosen}), strategy, state, round)
     contributing = sum(_sites_in(result) for result in results)
     if contributing < plan.min_sites:
         raise QuorumNotReached(
             f"round {round}: updates of {contributing} sites, at least {plan.min_sites} needed"
         )
-    return strategy.aggregate(state, results, len(plan.sites)), results
+    return _aggregate(strategy, state, results, len(plan.sites)), results
 
 
 def run_rounds(
@@ -79,14 +93,49 @@ def run_rounds(
     plan: RoundPlan,
     connector: SiteConnector,
     on_round: RoundCallback | None = None,
+    *,
+    max_attempts: int = 1,
 ) -> ServerState:
     """Runs rounds from ``state.round + 1`` to ``plan.rounds``; ``on_round`` sees each new state
-    (to checkpoint it) before the next round starts."""
+    (to checkpoint it) before the next round starts.
+
+    Args:
+        max_attempts: Tries of a round that fails (``RoundFailed``) before its error is raised;
+            each failure is logged and leaves the state as it was.
+    """
+    attempts = 0
     while state.round < plan.rounds:
-        state, results = run_round(strategy, state, plan, connector)
+        try:
+            state, results = run_round(strategy, state, plan, connector)
+        except RoundFailed as error:
+            attempts += 1
+            logger.warning("%s (attempt %d of %d)", error, attempts, max_attempts)
+            if attempts >= max_attempts:
+                raise
+            continue
+        attempts = 0
         if on_round is not None:
             on_round(state, results)
     return state
+
+
+def _aggregate(
+    strategy: Strategy, state: ServerState, results: list[TrainResult], num_sites: int
+) -> ServerState:
+    """``strategy.aggregate``, refused (``AggregationFailed``) when it raises on the sites'
+    input or returns a non-finite model or strategy state."""
+    round = state.round + 1
+    try:
+        new = strategy.aggregate(state, results, num_sites)
+    except MedfedError:
+        raise
+    except Exception as error:  # a site's input that slipped past validation ends the round only
+        reason = printable(f"{type(error).__name__}: {error}", 300)
+        raise AggregationFailed(f"round {round}: aggregation failed: {reason}") from error
+    bad = non_finite_keys(new.weights, new.extra)
+    if bad:
+        raise AggregationFailed(f"round {round}: the aggregated state is not finite in {bad[:5]}; discarded")
+    return new
 
 
 def _sites_in(result: TrainResult) -> int:
@@ -96,13 +145,16 @@ def _sites_in(result: TrainResult) -> int:
     return int(result.metrics.get(AGGREGATE_SITES_METRIC, 1))
 
 
-def _valid(results: list[TrainResult], state: ServerState, round: int) -> list[TrainResult]:
+def _valid(
+    results: list[TrainResult], strategy: Strategy, state: ServerState, round: int
+) -> list[TrainResult]:
+    extras = strategy.result_extras(state.weights)
     accepted, seen = [], set()
     for result in results:
         try:
             if result.site in seen:
                 raise UpdateRejected(result.site, f"second update in round {round}")
-            validate_result(result, state.weights, round=round)
+            validate_result(result, state.weights, round=round, extras=extras)
         except UpdateRejected as rejection:
             logger.warning("%s", rejection)
             continue

@@ -53,6 +53,18 @@ class Strategy(ABC):
             num_sites: Number of sites in the federation, taking part or not.
         """
 
+    def result_extras(self, reference: Weights) -> dict[str, Weights]:
+        """The extra tensors every site result must carry (``TrainResult.extra``), by group.
+
+        Each group maps names to template tensors whose shapes and dtypes the received ones
+        must have; the round loop rejects a result with any other group, name, shape or dtype
+        before ``aggregate`` sees it. The default is none.
+
+        Args:
+            reference: The global model the sites were sent.
+        """
+        return {}
+
     # ----- site half ---------------------------------------------------------------------------
     def site_model(self, global_weights: Weights, site: SiteState) -> Weights:
         """The weights a site trains from and evaluates with, given the global model."""
@@ -103,6 +115,9 @@ class WrappedStrategy(Strategy):
         self, state: ServerState, results: Sequence[TrainResult], num_sites: int
     ) -> ServerState:
         return self.inner.aggregate(state, results, num_sites)
+
+    def result_extras(self, reference: Weights) -> dict[str, Weights]:
+        return self.inner.result_extras(reference)
 
     def site_model(self, global_weights: Weights, site: SiteState) -> Weights:
         return self.inner.site_model(global_weights, site)

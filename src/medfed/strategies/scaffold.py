@@ -71,6 +71,10 @@ class Scaffold(Strategy):
         extra = {"control": _control(state.extra, "server state")}
         return TrainTask(round=round, weights=state.weights, config=dict(config), extra=extra)
 
+    def result_extras(self, reference: Weights) -> dict[str, Weights]:
+        """``delta_control``: one tensor like the model's for each controlled entry."""
+        return {"delta_control": {key: reference[key] for key in steppable_keys(reference)}}
+
     def aggregate(
         self, state: ServerState, results: Sequence[TrainResult], num_sites: int
     ) -> ServerState:

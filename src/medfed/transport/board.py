@@ -20,7 +20,9 @@ from typing import Any
 
 from medfed.errors import UpdateRejected
 from medfed.orchestration.validation import validate_result
+from medfed.text import printable
 from medfed.transport.codec import decode_result, encode_task
+from medfed.transport.errors import PayloadError
 from medfed.types import TrainResult, TrainTask, Weights
 
 logger = logging.getLogger(__name__)
@@ -200,26 +202,34 @@ class RoundBoard:
 
         Raises:
             UpdateRejected: The answer is to no open posting of the site (stale, unasked or a
-                second answer), or the posting's ``accept`` refused it; a refused answer counts
-                as the site's answer for the posting.
+                second answer), or the posting's ``accept`` refused it or raised anything but
+                ``PayloadError``; a refused answer counts as the site's answer for the posting.
             PayloadError: The posting's ``accept`` could not decode it; the site may answer
                 again.
         """
         posting = self._open_posting(site, task_id)
         try:
             value = posting.accept(site, payload)
+        except PayloadError:
+            raise
         except UpdateRejected:
             self._answer(posting, site, None)
             raise
+        except Exception as error:  # whatever a site's bytes raise, it is this site's bad answer
+            failure = printable(f"{type(error).__name__}: {error}", MAX_REASON_CHARS)
+            logger.warning("round %d: reading the answer of site '%s' failed: %s", posting.round, site, failure)
+            self._answer(posting, site, None)
+            raise UpdateRejected(site, f"unreadable answer ({type(error).__name__})") from None
         self._answer(posting, site, value)
         return value
 
     def decline(self, site: str, task_id: str, reason: str) -> None:
         """Records that ``site`` will not answer the posting ``task_id`` (e.g. its privacy
         budget is spent, or the job is weaker than its privacy policy), so the round does not
-        wait for it; ``reason`` is kept as one escaped line of at most ``MAX_REASON_CHARS``."""
+        wait for it. The reason is the site's text: it is logged and kept escaped on one line and
+        cut to ``MAX_REASON_CHARS`` (``printable``)."""
         posting = self._open_posting(site, task_id)
-        line = one_line(reason)
+        line = printable(reason, MAX_REASON_CHARS)
         logger.warning("round %d: site '%s' declined: %s", posting.round, site, line)
         step = f" ({posting.step})" if posting.step else ""
         with self._lock:
@@ -276,14 +286,6 @@ class RoundBoard:
 
 def _new_id() -> str:
     return uuid.uuid4().hex
-
-
-def one_line(text: str, limit: int = MAX_REASON_CHARS) -> str:
-    """``text`` (from another party) as one printable line of at most ``limit`` characters:
-    control characters (newlines, escape sequences) are escaped, the rest cut off with "...".
-    """
-    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit + 1])
-    return escaped if len(escaped) <= limit else escaped[: limit - 3] + "..."
 
 
 def accept_train_result(round: int, references: Mapping[str, Weights]) -> Accept:

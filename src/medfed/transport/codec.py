@@ -56,6 +56,9 @@ def encode_result(result: TrainResult) -> bytes:
 def decode_result(data: bytes, *, site: str) -> TrainResult:
     """The result encoded by ``encode_result``, attributed to the authenticated ``site``.
 
+    Numbers are passed on as decoded, never through ``float()`` (a 400-digit integer would
+    overflow it): ``validate_result`` bounds them.
+
     Raises:
         PayloadError: The bytes are not a well-formed result.
     """
@@ -68,7 +71,7 @@ def decode_result(data: bytes, *, site: str) -> TrainResult:
         round=_int_field(metadata, "round"),
         weights=weights,
         num_samples=_int_field(metadata, "num_samples"),
-        metrics={key: float(value) for key, value in metrics.items()},
+        metrics=metrics,
         extra=extra,
         schema_version=_int_field(metadata, "schema_version"),
     )

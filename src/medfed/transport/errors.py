@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from medfed.errors import MedfedError
+from medfed.text import printable
 
 
 class TransportError(MedfedError):
@@ -10,7 +11,14 @@ class TransportError(MedfedError):
 
 
 class PayloadError(TransportError):
-    """Bytes received from a peer are malformed, truncated, oversized or inconsistent."""
+    """Bytes received from a peer are malformed, truncated, oversized or inconsistent.
+
+    The message is escaped and bounded (``printable``): it may quote the peer's bytes, and it
+    goes to the log and back to the peer.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(printable(message, 500))
 
 
 class AuthenticationError(TransportError):
