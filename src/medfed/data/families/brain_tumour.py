@@ -5,7 +5,8 @@ high-grade (necrotic centre inside an enhancing rim) or low-grade (non-enhancing
 irregular peritumoral edema confined to the brain parenchyma. Each channel renders the tissues in
 its own contrast (edema bright in T2 and FLAIR, CSF dark in FLAIR, the rim bright only in T1ce),
 then goes through the site's acquisition (scale, gamma, bias field, Rician noise, blur). The site's
-``tissue_contrast`` scales every tissue's difference from mid-grey (field strength, sequence).
+``sequence_gamma`` bends each channel's tissue contrasts (sequence parameters) and its
+``tissue_contrast`` scales every tissue's difference from mid-grey (field strength).
 Labels as in the MSD brain-tumour task: 0 background, 1 edema, 2 non-enhancing tumour and
 necrosis, 3 enhancing tumour. Class: 1 = high grade.
 """
@@ -62,6 +63,8 @@ class TumourSite:
         num_cases: Number of cases.
         acquisition: The scanner's acquisition, shared by the four sequences.
         tissue_contrast: Scales each tissue's signal difference from 0.5 (1 = nominal).
+        sequence_gamma: Exponent per channel (T1, T1ce, T2, FLAIR) on the tissue signals: the
+            site's own sequence parameters (TR, TE, TI) bend each contrast differently.
         high_grade_fraction: Fraction of high-grade tumours, in ``[0, 1]``.
         tumour_radius: ``(min, max)`` radius of the tumour core as fractions of the image size.
     """
@@ -71,12 +74,15 @@ class TumourSite:
     num_cases: int
     acquisition: Acquisition
     tissue_contrast: float
+    sequence_gamma: tuple[float, float, float, float]
     high_grade_fraction: float
     tumour_radius: tuple[float, float]
 
     def __post_init__(self) -> None:
         if self.num_cases < 1 or not 0.3 <= self.tissue_contrast <= 2.0:
             raise ValueError("num_cases must be >= 1 and tissue_contrast in [0.3, 2]")
+        if len(self.sequence_gamma) != len(CHANNELS) or not all(0.3 <= g <= 3 for g in self.sequence_gamma):
+            raise ValueError(f"sequence_gamma needs {len(CHANNELS)} values in [0.3, 3], got {self.sequence_gamma}")
         if not 0 <= self.high_grade_fraction <= 1:
             raise ValueError(f"high_grade_fraction must be in [0, 1], got {self.high_grade_fraction}")
         if not 0 < self.tumour_radius[0] <= self.tumour_radius[1] < 0.25:
@@ -94,7 +100,8 @@ class TumourSite:
         tissue = _with_tumour(rng, phantom, high_grade, self.tumour_radius)
         subject = Phantom(tissue=tissue, head=phantom.head)
         texture = tissue_texture(rng, shape)
-        signal = np.clip(0.5 + self.tissue_contrast * (_SIGNAL - 0.5), 0.02, None)
+        bent = _SIGNAL ** np.array(self.sequence_gamma)[:, None]
+        signal = np.clip(0.5 + self.tissue_contrast * (bent - 0.5), 0.02, None)
         signal[:, Tissue.BACKGROUND] = 0.0
         image = np.stack(
             [acquire(render_tissue(subject, row, texture), subject.head, self.acquisition, rng) for row in signal]
@@ -127,15 +134,15 @@ def _with_tumour(
 
 DEFAULT_SITES: tuple[TumourSite, ...] = (
     # 3T, clean, mild bias: the largest site.
-    TumourSite("hospital_a", 300, Acquisition(1000.0, 1.0, 0.15, 0.02, 0.5), 1.1, 0.8, (0.07, 0.12)),
+    TumourSite("hospital_a", 300, Acquisition(1000.0, 1.0, 0.15, 0.02, 0.5), 1.1, (1.0, 1.0, 1.0, 1.0), 0.8, (0.07, 0.12)),
     # 1.5T: lower tissue contrast, strong gamma and bias field.
-    TumourSite("hospital_b", 250, Acquisition(600.0, 1.4, 0.45, 0.04, 0.7), 0.8, 0.7, (0.07, 0.12)),
+    TumourSite("hospital_b", 250, Acquisition(600.0, 1.4, 0.45, 0.04, 0.7), 0.8, (1.6, 1.3, 0.7, 1.8), 0.7, (0.07, 0.12)),
     # Old 1.5T: noisy and blurred, flat contrast, smaller tumours, more low-grade cases.
-    TumourSite("hospital_c", 150, Acquisition(300.0, 0.85, 0.25, 0.07, 1.0), 0.7, 0.5, (0.05, 0.10)),
+    TumourSite("hospital_c", 150, Acquisition(300.0, 0.85, 0.25, 0.07, 1.0), 0.7, (0.6, 0.8, 1.5, 0.6), 0.5, (0.05, 0.10)),
     # 3T with high contrast and a compressive gamma.
-    TumourSite("hospital_d", 200, Acquisition(2000.0, 0.75, 0.3, 0.03, 0.6), 1.25, 0.9, (0.07, 0.13)),
+    TumourSite("hospital_d", 200, Acquisition(2000.0, 0.75, 0.3, 0.03, 0.6), 1.25, (1.3, 0.7, 1.2, 1.0), 0.9, (0.07, 0.13)),
     # The unseen hospital: its own scale, gamma, bias and noise.
-    TumourSite("hospital_e", 150, Acquisition(1500.0, 1.25, 0.35, 0.05, 0.8), 0.9, 0.75, (0.06, 0.12)),
+    TumourSite("hospital_e", 150, Acquisition(1800.0, 1.25, 0.35, 0.05, 0.8), 0.9, (0.8, 1.2, 1.8, 1.4), 0.75, (0.06, 0.12)),
 )
 """Five hospitals; ``hospital_e`` is meant to stay unseen."""
 
