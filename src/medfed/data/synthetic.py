@@ -89,7 +89,9 @@ def generate_site(
     """
     family = FAMILIES.create(site.family)
     if dims not in family.dims:
-        raise ValueError(f"dims must be one of {family.dims} for family '{family.name}', got {dims}")
+        raise ValueError(
+            f"dims must be one of {family.dims} for family '{family.name}', got {dims}"
+        )
     if image_size < 16:
         raise ValueError(f"image_size must be >= 16, got {image_size}")
     folder = Path(out_dir) / site.name

@@ -54,7 +54,9 @@ class SyntheticSite:
     def draw(self, rng: np.random.Generator, shape: tuple[int, ...]) -> SyntheticCase:
         """One head, 1 mm isotropic; mask 1 = lesion, class 1 = the case has a lesion."""
         phantom = make_phantom(rng, shape, self.lesion_prevalence, self.lesion_radius)
-        image = acquire(render(phantom, self.scanner.contrast, rng), phantom.head, self.scanner, rng)
+        image = acquire(
+            render(phantom, self.scanner.contrast, rng), phantom.head, self.scanner, rng
+        )
         mask = phantom.lesion.astype(np.uint8)
         return SyntheticCase(image[None], mask, int(mask.any()), (1.0,) * len(shape))
 

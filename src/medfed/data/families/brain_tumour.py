@@ -81,12 +81,20 @@ class TumourSite:
     def __post_init__(self) -> None:
         if self.num_cases < 1 or not 0.3 <= self.tissue_contrast <= 2.0:
             raise ValueError("num_cases must be >= 1 and tissue_contrast in [0.3, 2]")
-        if len(self.sequence_gamma) != len(CHANNELS) or not all(0.3 <= g <= 3 for g in self.sequence_gamma):
-            raise ValueError(f"sequence_gamma needs {len(CHANNELS)} values in [0.3, 3], got {self.sequence_gamma}")
+        if len(self.sequence_gamma) != len(CHANNELS) or not all(
+            0.3 <= g <= 3 for g in self.sequence_gamma
+        ):
+            raise ValueError(
+                f"sequence_gamma needs {len(CHANNELS)} values in [0.3, 3], got {self.sequence_gamma}"
+            )
         if not 0 <= self.high_grade_fraction <= 1:
-            raise ValueError(f"high_grade_fraction must be in [0, 1], got {self.high_grade_fraction}")
+            raise ValueError(
+                f"high_grade_fraction must be in [0, 1], got {self.high_grade_fraction}"
+            )
         if not 0 < self.tumour_radius[0] <= self.tumour_radius[1] < 0.25:
-            raise ValueError(f"tumour_radius must satisfy 0 < min <= max < 0.25, got {self.tumour_radius}")
+            raise ValueError(
+                f"tumour_radius must satisfy 0 < min <= max < 0.25, got {self.tumour_radius}"
+            )
 
     @property
     def description(self) -> str:
@@ -104,7 +112,10 @@ class TumourSite:
         signal = np.clip(0.5 + self.tissue_contrast * (bent - 0.5), 0.02, None)
         signal[:, Tissue.BACKGROUND] = 0.0
         image = np.stack(
-            [acquire(render_tissue(subject, row, texture), subject.head, self.acquisition, rng) for row in signal]
+            [
+                acquire(render_tissue(subject, row, texture), subject.head, self.acquisition, rng)
+                for row in signal
+            ]
         )
         return SyntheticCase(image, _LABEL_OF[tissue], int(high_grade), (1.0,) * len(shape))
 
@@ -120,7 +131,11 @@ def _with_tumour(
     core_radius = 2.0 * rng.uniform(*radius)
     distance = np.sqrt(sum((c - c[tuple(centre)]) ** 2 for c in coords))
     core = distance / core_radius * (1 + 0.2 * smooth_noise(rng, shape, shape[0] / 16))
-    edema = distance / (core_radius * rng.uniform(1.5, 2.3)) * (1 + 0.3 * smooth_noise(rng, shape, shape[0] / 10))
+    edema = (
+        distance
+        / (core_radius * rng.uniform(1.5, 2.3))
+        * (1 + 0.3 * smooth_noise(rng, shape, shape[0] / 10))
+    )
     brain = np.isin(phantom.tissue, [Tissue.GREY_MATTER, Tissue.WHITE_MATTER, Tissue.VENTRICLE])
     tissue = phantom.tissue.copy()
     tissue[brain & (edema < 1) & (phantom.tissue != Tissue.VENTRICLE)] = TumourTissue.EDEMA
@@ -134,15 +149,55 @@ def _with_tumour(
 
 DEFAULT_SITES: tuple[TumourSite, ...] = (
     # 3T, clean, mild bias: the largest site.
-    TumourSite("hospital_a", 300, Acquisition(1000.0, 1.0, 0.15, 0.02, 0.5), 1.1, (1.0, 1.0, 1.0, 1.0), 0.8, (0.07, 0.12)),
+    TumourSite(
+        "hospital_a",
+        300,
+        Acquisition(1000.0, 1.0, 0.15, 0.02, 0.5),
+        1.1,
+        (1.0, 1.0, 1.0, 1.0),
+        0.8,
+        (0.07, 0.12),
+    ),
     # 1.5T: lower tissue contrast, strong gamma and bias field.
-    TumourSite("hospital_b", 250, Acquisition(600.0, 1.4, 0.45, 0.04, 0.7), 0.8, (1.6, 1.3, 0.7, 1.8), 0.7, (0.07, 0.12)),
+    TumourSite(
+        "hospital_b",
+        250,
+        Acquisition(600.0, 1.4, 0.45, 0.04, 0.7),
+        0.8,
+        (1.6, 1.3, 0.7, 1.8),
+        0.7,
+        (0.07, 0.12),
+    ),
     # Old 1.5T: noisy and blurred, flat contrast, smaller tumours, more low-grade cases.
-    TumourSite("hospital_c", 150, Acquisition(300.0, 0.85, 0.25, 0.07, 1.0), 0.7, (0.6, 0.8, 1.5, 0.6), 0.5, (0.05, 0.10)),
+    TumourSite(
+        "hospital_c",
+        150,
+        Acquisition(300.0, 0.85, 0.25, 0.07, 1.0),
+        0.7,
+        (0.6, 0.8, 1.5, 0.6),
+        0.5,
+        (0.05, 0.10),
+    ),
     # 3T with high contrast and a compressive gamma.
-    TumourSite("hospital_d", 200, Acquisition(2000.0, 0.75, 0.3, 0.03, 0.6), 1.25, (1.3, 0.7, 1.2, 1.0), 0.9, (0.07, 0.13)),
+    TumourSite(
+        "hospital_d",
+        200,
+        Acquisition(2000.0, 0.75, 0.3, 0.03, 0.6),
+        1.25,
+        (1.3, 0.7, 1.2, 1.0),
+        0.9,
+        (0.07, 0.13),
+    ),
     # The unseen hospital: its own scale, gamma, bias and noise.
-    TumourSite("hospital_e", 150, Acquisition(1800.0, 1.25, 0.35, 0.05, 0.8), 0.9, (0.8, 1.2, 1.8, 1.4), 0.75, (0.06, 0.12)),
+    TumourSite(
+        "hospital_e",
+        150,
+        Acquisition(1800.0, 1.25, 0.35, 0.05, 0.8),
+        0.9,
+        (0.8, 1.2, 1.8, 1.4),
+        0.75,
+        (0.06, 0.12),
+    ),
 )
 """Five hospitals; ``hospital_e`` is meant to stay unseen."""
 

@@ -84,7 +84,9 @@ class KidneySite:
         if not 0 <= self.tumour_prevalence <= 1:
             raise ValueError(f"tumour_prevalence must be in [0, 1], got {self.tumour_prevalence}")
         if not 5 <= self.tumour_radius_mm[0] <= self.tumour_radius_mm[1] <= 60:
-            raise ValueError(f"tumour_radius_mm must satisfy 5 <= min <= max <= 60, got {self.tumour_radius_mm}")
+            raise ValueError(
+                f"tumour_radius_mm must satisfy 5 <= min <= max <= 60, got {self.tumour_radius_mm}"
+            )
 
     @property
     def description(self) -> str:
@@ -96,7 +98,11 @@ class KidneySite:
         if len(shape) != 3:
             raise ValueError(f"kidney_ct is 3D only, got shape {shape}")
         protocol = self.protocol
-        spacing = (protocol.fov_mm / shape[0], protocol.fov_mm / shape[1], protocol.coverage_mm / shape[2])
+        spacing = (
+            protocol.fov_mm / shape[0],
+            protocol.fov_mm / shape[1],
+            protocol.coverage_mm / shape[2],
+        )
         patient = _draw_patient(rng, shape, self.tumour_prevalence, self.tumour_radius_mm)
         axes = [(np.arange(n) + 0.5 - n / 2) * step for n, step in zip(shape, spacing, strict=True)]
         slices = []
@@ -109,7 +115,9 @@ class KidneySite:
         hu = np.stack([gaussian_blur(hu[..., k], sigma) for k in range(shape[2])], axis=-1)
         hu = hu + protocol.noise_hu * smooth_noise(rng, shape, 0.5)
         image = np.clip(hu, -1024.0, 3071.0).astype(np.float32)[None]
-        return SyntheticCase(image, labels.astype(np.uint8), int(patient.tumour is not None), spacing)
+        return SyntheticCase(
+            image, labels.astype(np.uint8), int(patient.tumour is not None), spacing
+        )
 
 
 @dataclass(frozen=True)
@@ -184,14 +192,20 @@ def _render(
     hu[vertebra < 15] = MARROW
     hu[np.hypot(x + 10, y - 25) < 11] = protocol.cortex_hu + 60  # aorta, arterial contrast
     for index, side in enumerate((1, -1)):  # left (x > 0) then right
-        _add_kidney(hu, labels, (x - side * 75, y - 45, z - patient.kidney_z[index]), side, protocol)
+        _add_kidney(
+            hu, labels, (x - side * 75, y - 45, z - patient.kidney_z[index]), side, protocol
+        )
     if patient.tumour is not None:
         _add_tumour(hu, labels, (x, y, z), patient.tumour, patient)
     return hu, labels
 
 
 def _add_kidney(
-    hu: np.ndarray, labels: np.ndarray, local: tuple[np.ndarray, ...], side: int, protocol: CTProtocol
+    hu: np.ndarray,
+    labels: np.ndarray,
+    local: tuple[np.ndarray, ...],
+    side: int,
+    protocol: CTProtocol,
 ) -> None:
     """Paints one kidney (cortex, medulla, sinus fat) centred at ``local == 0``, hilum medial."""
     angle = side * 0.45  # the hilum faces antero-medially
@@ -207,10 +221,16 @@ def _add_kidney(
 
 
 def _add_tumour(
-    hu: np.ndarray, labels: np.ndarray, xyz: tuple[np.ndarray, ...], tumour: _Tumour, patient: _Patient
+    hu: np.ndarray,
+    labels: np.ndarray,
+    xyz: tuple[np.ndarray, ...],
+    tumour: _Tumour,
+    patient: _Patient,
 ) -> None:
     """Paints the tumour: heterogeneous enhancement, a necrotic centre when large; label 2."""
-    distance = np.sqrt(sum((c - t) ** 2 for c, t in zip(xyz, tumour.centre, strict=True))) / tumour.radius
+    distance = (
+        np.sqrt(sum((c - t) ** 2 for c, t in zip(xyz, tumour.centre, strict=True))) / tumour.radius
+    )
     inside = (distance < 1 + 0.15 * patient.wobble) & (hu > AIR)
     hu[inside] = (75.0 + 15.0 * patient.tumour_texture)[inside]
     if tumour.radius > 25:
@@ -218,7 +238,9 @@ def _add_tumour(
     labels[inside] = 2
 
 
-def _ellipsoid(x: np.ndarray, y: np.ndarray, z: np.ndarray, axes: tuple[float, float, float]) -> np.ndarray:
+def _ellipsoid(
+    x: np.ndarray, y: np.ndarray, z: np.ndarray, axes: tuple[float, float, float]
+) -> np.ndarray:
     """Inside the axis-aligned ellipsoid with semi-axes ``axes`` (mm) centred at 0."""
     return (x / axes[0]) ** 2 + (y / axes[1]) ** 2 + (z / axes[2]) ** 2 < 1
 

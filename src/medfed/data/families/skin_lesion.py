@@ -93,9 +93,13 @@ class SkinSite:
         if not 0 <= self.skin_tone[0] <= self.skin_tone[1] <= 1:
             raise ValueError(f"skin_tone must satisfy 0 <= min <= max <= 1, got {self.skin_tone}")
         if not 0 <= self.melanoma_prevalence <= 1:
-            raise ValueError(f"melanoma_prevalence must be in [0, 1], got {self.melanoma_prevalence}")
+            raise ValueError(
+                f"melanoma_prevalence must be in [0, 1], got {self.melanoma_prevalence}"
+            )
         if not 0 < self.lesion_radius[0] <= self.lesion_radius[1] < 0.4:
-            raise ValueError(f"lesion_radius must satisfy 0 < min <= max < 0.4, got {self.lesion_radius}")
+            raise ValueError(
+                f"lesion_radius must satisfy 0 < min <= max < 0.4, got {self.lesion_radius}"
+            )
 
     @property
     def description(self) -> str:
@@ -130,7 +134,9 @@ def _lesion_shape(
     irregularity = 0.12 if melanoma else 0.04
     border = np.ones_like(angle)
     for k in range(2, 7):
-        border += rng.normal(0.0, irregularity / k * 2) * np.cos(k * angle + rng.uniform(0, 2 * np.pi))
+        border += rng.normal(0.0, irregularity / k * 2) * np.cos(
+            k * angle + rng.uniform(0, 2 * np.pi)
+        )
     if melanoma:
         border += 0.06 * smooth_noise(rng, angle.shape, angle.shape[0] / 16)
     edge = 2.0 * rng.uniform(*radius) * np.clip(border, 0.5, 1.5)
@@ -138,7 +144,9 @@ def _lesion_shape(
     return distance < edge, coverage
 
 
-def _skin(rng: np.random.Generator, shape: tuple[int, ...], tone_range: tuple[float, float]) -> np.ndarray:
+def _skin(
+    rng: np.random.Generator, shape: tuple[int, ...], tone_range: tuple[float, float]
+) -> np.ndarray:
     """Skin reflectance ``(3, H, W)``: a tone between light and dark skin, mild texture."""
     tone = rng.uniform(*tone_range)
     colour = (1 - tone) * _LIGHT_SKIN + tone * _DARK_SKIN
@@ -152,7 +160,9 @@ def _transmission(rng: np.random.Generator, coverage: np.ndarray, melanoma: bool
     density = coverage * rng.uniform(0.6, 1.0)
     deep = np.zeros_like(coverage)
     if melanoma:  # variegated pigment with blue-grey dermal patches
-        density = density * np.clip(1 + 0.45 * smooth_noise(rng, coverage.shape, size / 12), 0.3, None)
+        density = density * np.clip(
+            1 + 0.45 * smooth_noise(rng, coverage.shape, size / 12), 0.3, None
+        )
         deep = coverage * 0.6 * np.clip(smooth_noise(rng, coverage.shape, size / 10), 0, None)
     else:  # an even pigment network
         density = density * (1 + 0.1 * smooth_noise(rng, coverage.shape, size / 32))
@@ -171,7 +181,9 @@ def _with_hair(
         t = np.linspace(0.0, 1.0, 48)[:, None]
         curve = (1 - t) ** 2 * ends[0] + 2 * (1 - t) * t * control + t**2 * ends[1]
         distance = np.sqrt(((points[:, None, :] - curve[None]) ** 2).sum(-1)).min(axis=1)
-        alpha = 0.9 * np.clip(1 - distance / rng.uniform(0.015, 0.03), 0, 1).reshape(coords[0].shape)
+        alpha = 0.9 * np.clip(1 - distance / rng.uniform(0.015, 0.03), 0, 1).reshape(
+            coords[0].shape
+        )
         reflectance = reflectance * (1 - alpha) + _HAIR[:, None, None] * alpha
     return reflectance
 
@@ -197,20 +209,60 @@ def _photograph(
 
 DEFAULT_SITES: tuple[SkinSite, ...] = (
     # Polarised dermoscope, neutral white balance, even light; light-skinned population.
-    SkinSite("clinic_a", 400, Camera((1.0, 1.0, 1.0), 1.0, 0.1, 0.1, False, 0.03, 0.4),
-             20.0, (0.0, 0.4), 1.0, 0.2, (0.12, 0.22)),
+    SkinSite(
+        "clinic_a",
+        400,
+        Camera((1.0, 1.0, 1.0), 1.0, 0.1, 0.1, False, 0.03, 0.4),
+        20.0,
+        (0.0, 0.4),
+        1.0,
+        0.2,
+        (0.12, 0.22),
+    ),
     # Warm halogen light, strong ramp, contact dermoscope with a circular field; hairy skin.
-    SkinSite("clinic_b", 300, Camera((1.18, 1.0, 0.78), 0.95, 0.4, 0.45, True, 0.04, 0.6),
-             15.0, (0.0, 0.5), 3.0, 0.3, (0.15, 0.26)),
+    SkinSite(
+        "clinic_b",
+        300,
+        Camera((1.18, 1.0, 0.78), 0.95, 0.4, 0.45, True, 0.04, 0.6),
+        15.0,
+        (0.0, 0.5),
+        3.0,
+        0.3,
+        (0.15, 0.26),
+    ),
     # Phone-attached dermoscope: cool, dim, noisy and soft; darker-skinned population.
-    SkinSite("clinic_c", 200, Camera((0.85, 1.0, 1.22), 0.7, 0.2, 0.25, False, 0.09, 1.1),
-             25.0, (0.3, 0.9), 0.5, 0.15, (0.10, 0.18)),
+    SkinSite(
+        "clinic_c",
+        200,
+        Camera((0.85, 1.0, 1.22), 0.7, 0.2, 0.25, False, 0.09, 1.1),
+        25.0,
+        (0.3, 0.9),
+        0.5,
+        0.15,
+        (0.10, 0.18),
+    ),
     # Over-exposed camera with a circular field, little hair.
-    SkinSite("clinic_d", 250, Camera((1.05, 1.05, 0.95), 1.25, 0.15, 0.3, True, 0.03, 0.5),
-             18.0, (0.1, 0.6), 0.5, 0.25, (0.12, 0.24)),
+    SkinSite(
+        "clinic_d",
+        250,
+        Camera((1.05, 1.05, 0.95), 1.25, 0.15, 0.3, True, 0.03, 0.5),
+        18.0,
+        (0.1, 0.6),
+        0.5,
+        0.25,
+        (0.12, 0.24),
+    ),
     # The unseen clinic: greenish white balance, ramp and vignetting of its own.
-    SkinSite("clinic_e", 150, Camera((1.05, 1.12, 0.85), 0.9, 0.3, 0.35, False, 0.05, 0.8),
-             22.0, (0.1, 0.7), 2.0, 0.25, (0.11, 0.22)),
+    SkinSite(
+        "clinic_e",
+        150,
+        Camera((1.05, 1.12, 0.85), 0.9, 0.3, 0.35, False, 0.05, 0.8),
+        22.0,
+        (0.1, 0.7),
+        2.0,
+        0.25,
+        (0.11, 0.22),
+    ),
 )
 """Five clinics; ``clinic_e`` is meant to stay unseen."""
 
