@@ -16,6 +16,7 @@ Labels: 0 background, 1 kidney, 2 tumour. Class: 1 = the case has a tumour.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -174,7 +175,7 @@ def _draw_patient(
 
 
 def _render(
-    patient: _Patient, coords: list[np.ndarray], protocol: CTProtocol
+    patient: _Patient, coords: Sequence[np.ndarray], protocol: CTProtocol
 ) -> tuple[np.ndarray, np.ndarray]:
     """HU and labels of the anatomy at voxel centres ``coords`` (mm, patient-centred)."""
     x, y, z = ((c - s) / patient.scale for c, s in zip(coords, patient.shift, strict=True))

@@ -11,6 +11,7 @@ Mask: 1 = lesion. Class: 1 = melanoma-like (irregular border, variegated and blu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -122,7 +123,7 @@ class SkinSite:
 
 
 def _lesion_shape(
-    rng: np.random.Generator, coords: list[np.ndarray], melanoma: bool, radius: tuple[float, float]
+    rng: np.random.Generator, coords: Sequence[np.ndarray], melanoma: bool, radius: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:
     """The lesion mask and its soft coverage in ``[0, 1]``, both ``(H, W)``.
 
@@ -171,7 +172,7 @@ def _transmission(rng: np.random.Generator, coverage: np.ndarray, melanoma: bool
 
 
 def _with_hair(
-    rng: np.random.Generator, coords: list[np.ndarray], reflectance: np.ndarray, mean_count: float
+    rng: np.random.Generator, coords: Sequence[np.ndarray], reflectance: np.ndarray, mean_count: float
 ) -> np.ndarray:
     """Overlays a Poisson number of dark, curved hair strands (quadratic Bezier curves)."""
     points = np.stack([c.ravel() for c in coords], axis=1)
@@ -189,7 +190,7 @@ def _with_hair(
 
 
 def _photograph(
-    rng: np.random.Generator, coords: list[np.ndarray], reflectance: np.ndarray, camera: Camera
+    rng: np.random.Generator, coords: Sequence[np.ndarray], reflectance: np.ndarray, camera: Camera
 ) -> np.ndarray:
     """The camera's float32 RGB image ``(3, H, W)`` of a reflectance, in ``(0, 255]``."""
     u, v = coords
