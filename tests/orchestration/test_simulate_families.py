@@ -12,9 +12,10 @@ import torch
 
 from medfed.config.loading import parse_config
 from medfed.data import Case, SiteData
+from medfed.errors import ConfigError
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import latest_checkpoint, load_checkpoint
-from medfed.orchestration.federation_data import FederationData
+from medfed.orchestration.federation_data import MAX_CLASSES, FederationData
 from medfed.simulate import run_simulation
 
 
@@ -78,3 +79,9 @@ def test_num_classes_counts_every_site_the_unseen_one_included() -> None:
     assert data.num_classes("classification") == 3
     empty = FederationData(train={"a": SiteData("a", (_case(0, 0),))}, test={}, unseen=None)
     assert empty.num_classes("segmentation") == empty.num_classes("classification") == 2
+
+
+def test_num_classes_is_bounded() -> None:
+    data = FederationData(train={"a": SiteData("a", (_case(MAX_CLASSES, 0),))}, test={}, unseen=None)
+    with pytest.raises(ConfigError, match="set model.params.out_channels"):
+        data.num_classes("segmentation")

@@ -10,6 +10,9 @@ from medfed.data import SiteData, family_sites, generate_federation, load_site, 
 from medfed.errors import ConfigError
 from medfed.types import Task
 
+MAX_CLASSES = 256
+"""The most classes ``FederationData.num_classes`` derives from the data."""
+
 
 @dataclass(frozen=True)
 class FederationData:
@@ -40,13 +43,22 @@ class FederationData:
 
     def num_classes(self, task: Task) -> int:
         """Classes a model must output: one more than the largest mask value (segmentation) or
-        case label (classification) of any site, the unseen one included; at least 2."""
+        case label (classification) of any site, the unseen one included; at least 2.
+
+        Raises:
+            ConfigError: If a value reaches ``MAX_CLASSES``.
+        """
         sites = [*self.train.values(), *self.evaluation_sets.values()]
         cases = [case for site in sites for case in site.cases]
         if task == "segmentation":
             largest = max((int(c.mask.max()) for c in cases if c.mask is not None), default=0)
         else:
             largest = max((c.label for c in cases if c.label is not None), default=0)
+        if largest >= MAX_CLASSES:
+            raise ConfigError(
+                f"the data hold class {largest}, more than {MAX_CLASSES - 1}; set "
+                "model.params.out_channels if that many classes are meant"
+            )
         return max(2, largest + 1)
 
 
