@@ -13,7 +13,7 @@ from rich.text import Text
 
 from medfed.cli.attack import attack_app
 from medfed.cli.deploy import client, provision, report, revoke, server, status
-from medfed.errors import MedfedError
+from medfed.errors import ConfigError, MedfedError
 
 app = typer.Typer(
     help="medfed: federated learning on multi-institutional medical imaging.",
@@ -73,15 +73,24 @@ for _command in (provision, revoke, server, client, status, report):
 @app.command()
 def generate(
     output_dir: Annotated[Path, typer.Argument(help="Folder to write one MSD-layout folder per site into.")],
+    family: Annotated[
+        str, typer.Option(help="brain_lesion, skin_lesion, kidney_ct or brain_tumour_mpmri.")
+    ] = "brain_lesion",
     image_size: Annotated[int, typer.Option(min=16, help="Pixels per side.")] = 64,
-    dims: Annotated[int, typer.Option(min=2, max=3, help="2 or 3.")] = 2,
+    dims: Annotated[Optional[int], typer.Option(min=2, max=3, help="2 or 3 (default: the family's).")] = None,
+    cases_scale: Annotated[float, typer.Option(help="Multiplies every site's cases.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the generator.")] = 0,
 ) -> None:
-    """Write the built-in multi-site data (hospital_a..hospital_d) to disk, e.g. to feed
-    `medfed client --data` in a local deployment."""
-    from medfed.data import DEFAULT_SITES, generate_federation
+    """Write a built-in multi-site data family to disk (brain_lesion: hospital_a..hospital_d),
+    e.g. to feed `medfed client --data` in a local deployment."""
+    from medfed.data import FAMILIES, family_sites, generate_federation
 
-    paths = generate_federation(DEFAULT_SITES, output_dir, image_size=image_size, dims=dims, seed=seed)  # type: ignore[arg-type]
+    try:
+        sites = family_sites(family, cases_scale)
+        chosen = dims or FAMILIES.create(family).dims[0]
+        paths = generate_federation(sites, output_dir, image_size=image_size, dims=chosen, seed=seed)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     for site, path in paths.items():
         console.print(f"{site}: {path}")
 

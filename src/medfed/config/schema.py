@@ -9,7 +9,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from medfed.data.families import FAMILIES, Family
+from medfed.errors import UnknownNameError
+
 _SITE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_MAX_3D_SIZE = 128
 
 
 class _Strict(BaseModel):
@@ -19,9 +23,43 @@ class _Strict(BaseModel):
 class SyntheticDataConfig(_Strict):
     """The built-in multi-site generator (see ``medfed.data.synthetic``)."""
 
+    family: str = Field(
+        "brain_lesion",
+        description="brain_lesion | skin_lesion | kidney_ct | brain_tumour_mpmri (docs/data.md).",
+    )
     image_size: int = Field(64, ge=16, le=512)
-    dims: Literal[2, 3] = 2
+    dims: Literal[2, 3] = Field(2, description="2 or 3; defaults to the family's first.")
     cases_scale: float = Field(1.0, gt=0, description="Multiplies every site's number of cases.")
+    binary: bool = Field(False, description="Merge every foreground label into label 1.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_dims(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "dims" not in data:
+            family = _family_or_none(data.get("family", "brain_lesion"))
+            if family is not None:
+                return {**data, "dims": family.dims[0]}
+        return data
+
+    @model_validator(mode="after")
+    def _fits_family(self) -> SyntheticDataConfig:
+        try:
+            family = FAMILIES.create(self.family)
+        except UnknownNameError as error:
+            raise ValueError(str(error)) from None
+        if self.dims not in family.dims:
+            raise ValueError(f"family '{self.family}' supports dims {list(family.dims)}, not {self.dims}")
+        if self.dims == 3 and self.image_size > _MAX_3D_SIZE:
+            raise ValueError(f"image_size must be <= {_MAX_3D_SIZE} for 3D data, got {self.image_size}")
+        return self
+
+
+def _family_or_none(name: Any) -> Family | None:
+    """The synthetic family called ``name``, or ``None`` (the schema then reports the error)."""
+    try:
+        return FAMILIES.create(name) if isinstance(name, str) else None
+    except UnknownNameError:
+        return None
 
 
 class SiteSourceConfig(_Strict):
@@ -44,7 +82,9 @@ class DataConfig(_Strict):
 
     synthetic: SyntheticDataConfig | None = SyntheticDataConfig()
     sites: list[SiteSourceConfig] = Field(default_factory=list)
-    unseen_site: str | None = "hospital_d"
+    unseen_site: str | None = Field(
+        "hospital_d", description="Defaults to the synthetic family's unseen site."
+    )
     unseen_site_adabn: bool = Field(
         False,
         description="Also score the unseen site after re-estimating the model's BatchNorm "
@@ -52,6 +92,17 @@ class DataConfig(_Strict):
     )
     test_fraction: float = Field(0.25, gt=0, lt=1)
     augment: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_unseen_site(cls, data: Any) -> Any:
+        """Without an explicit ``unseen_site``, the synthetic family's own unseen site."""
+        if not isinstance(data, dict) or "unseen_site" in data or data.get("sites"):
+            return data
+        synthetic = data.get("synthetic")
+        name = synthetic.get("family") if isinstance(synthetic, dict) else getattr(synthetic, "family", None)
+        family = _family_or_none(name)
+        return data if family is None else {**data, "unseen_site": family.unseen_site}
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

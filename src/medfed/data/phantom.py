@@ -105,9 +105,26 @@ def render(phantom: Phantom, contrast: Contrast, rng: np.random.Generator) -> np
     Returns:
         float64 array ``(H, W[, D])`` with values roughly in ``[0, 1]``.
     """
-    signal = _SIGNAL[contrast][phantom.tissue]
-    texture = 1 + 0.05 * smooth_noise(rng, phantom.tissue.shape, 1.5)
-    return gaussian_blur(signal * texture, 0.5) * phantom.head
+    return render_tissue(phantom, _SIGNAL[contrast], tissue_texture(rng, phantom.tissue.shape))
+
+
+def tissue_texture(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """A mild multiplicative tissue texture around 1 (5 % standard deviation), ``shape``."""
+    return 1 + 0.05 * smooth_noise(rng, shape, 1.5)
+
+
+def render_tissue(phantom: Phantom, signal: np.ndarray, texture: np.ndarray) -> np.ndarray:
+    """The noise-free signal of a phantom for a signal table.
+
+    Args:
+        phantom: The subject (its ``tissue`` values index ``signal``).
+        signal: Relative signal per tissue value.
+        texture: Multiplicative texture, same shape as the phantom.
+
+    Returns:
+        float64 array ``(H, W[, D])``, zero outside the head.
+    """
+    return gaussian_blur(signal[phantom.tissue] * texture, 0.5) * phantom.head
 
 
 def _grid(shape: tuple[int, ...], rng: np.random.Generator) -> list[np.ndarray]:

@@ -20,18 +20,45 @@ REFERENCE_SIZE = 64
 
 
 @dataclass(frozen=True)
-class ScannerProfile:
-    """How one site's scanner turns anatomy into intensities.
+class Acquisition:
+    """How a scanner images a signal, whatever its contrast.
 
     Attributes:
-        contrast: ``"t1"`` (bright white matter, dark lesions) or ``"t2"`` (bright CSF and
-            lesions).
         intensity_scale: Multiplies the final intensities (arbitrary scanner units).
         gamma: Exponent applied to the signal (``1`` = linear).
         bias_field: Amplitude of the smooth multiplicative bias field: the log-gain lies in
             ``[-bias_field, bias_field]`` (``0`` = none).
         noise: Standard deviation of the complex Gaussian noise, relative to a signal of about 1.
         blur: Gaussian point-spread sigma in pixels at 64x64 (``0`` = none).
+    """
+
+    intensity_scale: float
+    gamma: float
+    bias_field: float
+    noise: float
+    blur: float
+
+    def __post_init__(self) -> None:
+        for name in ("intensity_scale", "gamma"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("bias_field", "noise", "blur"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class ScannerProfile:
+    """How one site's single-contrast scanner turns anatomy into intensities.
+
+    Attributes:
+        contrast: ``"t1"`` (bright white matter, dark lesions) or ``"t2"`` (bright CSF and
+            lesions).
+        intensity_scale: See ``Acquisition``.
+        gamma: See ``Acquisition``.
+        bias_field: See ``Acquisition``.
+        noise: See ``Acquisition``.
+        blur: See ``Acquisition``.
     """
 
     contrast: Literal["t1", "t2"]
@@ -44,23 +71,23 @@ class ScannerProfile:
     def __post_init__(self) -> None:
         if self.contrast not in ("t1", "t2"):
             raise ValueError(f"contrast must be 't1' or 't2', got {self.contrast!r}")
-        for name in ("intensity_scale", "gamma"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("bias_field", "noise", "blur"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self.acquisition  # noqa: B018  (validates the acquisition settings)
+
+    @property
+    def acquisition(self) -> Acquisition:
+        """The contrast-independent acquisition settings."""
+        return Acquisition(self.intensity_scale, self.gamma, self.bias_field, self.noise, self.blur)
 
 
 def acquire(
-    signal: np.ndarray, head: np.ndarray, profile: ScannerProfile, rng: np.random.Generator
+    signal: np.ndarray, head: np.ndarray, profile: Acquisition | ScannerProfile, rng: np.random.Generator
 ) -> np.ndarray:
     """Images a noise-free signal with a scanner.
 
     Args:
         signal: float array ``(H, W[, D])`` with values roughly in ``[0, 1]``.
         head: bool array ``(H, W[, D])``; voxels outside are set to 0.
-        profile: The scanner.
+        profile: The scanner's acquisition settings.
         rng: Source of randomness for the bias field orientation and the noise.
 
     Returns:

@@ -1,17 +1,20 @@
-"""Deterministic synthetic multi-site brain-MRI data with lesions, written in the MSD layout.
+"""Deterministic synthetic multi-site data sets, written in the MSD layout.
 
-Each site has its own scanner signature (contrast, scale, gamma, bias field, noise, blur),
-its own lesion prevalence and size (label shift) and its own number of cases (quantity skew),
-so that models trained on some sites meet a real domain shift at the others.
+A *family* (``medfed.data.families``) says what is imaged: ``brain_lesion`` (the default),
+``skin_lesion``, ``kidney_ct`` or ``brain_tumour_mpmri``. Each of its sites has its own scanner
+or camera signature, population and number of cases, so that models trained on some sites meet a
+real domain shift at the others.
 
-Layout of each site folder (Medical Segmentation Decathlon / nnU-Net v1)::
+Layout of each site folder (Medical Segmentation Decathlon / nnU-Net)::
 
     <out>/<site>/dataset.json
-    <out>/<site>/imagesTr/<case>_0000.nii.gz    2D cases stored as (H, W, 1)
-    <out>/<site>/labelsTr/<case>.nii.gz         uint8 lesion mask (1 = lesion)
+    <out>/<site>/imagesTr/<case>_0000.nii.gz    one file per channel (_0000, _0001...);
+                                                2D cases stored as (H, W, 1)
+    <out>/<site>/labelsTr/<case>.nii.gz         uint8 label map (0 = background)
 
-``dataset.json`` names images as ``./imagesTr/<case>.nii.gz`` (the nnU-Net convention for
-channel files) and adds an integer ``class`` per entry: 1 when the case has a lesion.
+The NIfTI affine holds the voxel spacing in mm. ``dataset.json`` names images as
+``./imagesTr/<case>.nii.gz`` (the nnU-Net convention for channel files), lists the channels under
+``modality`` and the label names under ``labels``, and adds an integer ``class`` per entry.
 """
 
 from __future__ import annotations
@@ -19,120 +22,98 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 
-from medfed.data.phantom import make_phantom, render
-from medfed.data.scanner import ScannerProfile, acquire
+from medfed.data.families import DEFAULT_SITES, FAMILIES, Family, SiteSpec, SyntheticSite
+from medfed.data.scanner import ScannerProfile
 
 __all__ = [
     "DEFAULT_SITES",
+    "FAMILIES",
     "ScannerProfile",
     "SyntheticSite",
+    "family_sites",
     "generate_federation",
     "generate_site",
 ]
 
 
-@dataclass(frozen=True)
-class SyntheticSite:
-    """One synthetic hospital.
+def family_sites(name: str, cases_scale: float = 1.0) -> tuple[SiteSpec, ...]:
+    """The default sites of family ``name``, each with ``round(num_cases * cases_scale)`` cases
+    (at least 2).
 
-    Attributes:
-        name: Site name, also its folder name.
-        scanner: The site's scanner signature.
-        num_cases: Number of cases to generate.
-        lesion_prevalence: Probability that a case has lesions, in ``[0, 1]``.
-        lesion_radius: ``(min, max)`` lesion radius as fractions of the image size.
+    Raises:
+        UnknownNameError: ``name`` is not a registered family; the message lists them.
+        ValueError: If ``cases_scale`` is not positive.
     """
-
-    name: str
-    scanner: ScannerProfile
-    num_cases: int
-    lesion_prevalence: float
-    lesion_radius: tuple[float, float]
-
-    def __post_init__(self) -> None:
-        if self.num_cases < 1:
-            raise ValueError(f"num_cases must be >= 1, got {self.num_cases}")
-        if not 0.0 <= self.lesion_prevalence <= 1.0:
-            raise ValueError(f"lesion_prevalence must be in [0, 1], got {self.lesion_prevalence}")
-        low, high = self.lesion_radius
-        if not 0.0 < low <= high < 0.5:
-            raise ValueError(
-                f"lesion_radius must satisfy 0 < min <= max < 0.5, got {self.lesion_radius}"
-            )
-
-
-DEFAULT_SITES: tuple[SyntheticSite, ...] = (
-    # 1.5T-like T1: low noise, mild bias, the largest site.
-    SyntheticSite(
-        "hospital_a", ScannerProfile("t1", 1000.0, 1.0, 0.10, 0.02, 0.5), 60, 0.6, (0.06, 0.11)
-    ),
-    # T2 with strong gamma and bias field.
-    SyntheticSite(
-        "hospital_b", ScannerProfile("t2", 600.0, 1.6, 0.45, 0.04, 0.6), 40, 0.5, (0.06, 0.12)
-    ),
-    # Old T1 scanner: noisy and blurred, small site with small lesions.
-    SyntheticSite(
-        "hospital_c", ScannerProfile("t1", 250.0, 0.85, 0.20, 0.07, 1.0), 24, 0.4, (0.05, 0.08)
-    ),
-    # The unseen site: T2 with its own scale, gamma, bias and noise.
-    SyntheticSite(
-        "hospital_d", ScannerProfile("t2", 2500.0, 0.7, 0.30, 0.05, 0.8), 30, 0.5, (0.06, 0.11)
-    ),
-)
-"""Four sites with clearly different signatures; ``hospital_d`` is meant to stay unseen."""
+    if cases_scale <= 0:
+        raise ValueError(f"cases_scale must be > 0, got {cases_scale}")
+    sites = FAMILIES.create(name).sites
+    return tuple(
+        replace(site, num_cases=max(2, round(site.num_cases * cases_scale)))  # type: ignore[type-var]
+        for site in sites
+    )
 
 
 def generate_site(
-    site: SyntheticSite,
+    site: SiteSpec,
     out_dir: Path,
     *,
     image_size: int = 64,
-    dims: Literal[2, 3] = 2,
+    dims: int = 2,
     seed: int = 0,
+    binary: bool = False,
 ) -> Path:
     """Generates one site and writes it in the MSD layout.
 
-    The result depends only on ``site``, ``image_size``, ``dims`` and ``seed``.
+    The result depends only on ``site``, ``image_size``, ``dims``, ``seed`` and ``binary``.
 
     Args:
-        site: What to generate.
+        site: What to generate (a site of any family).
         out_dir: Parent folder; the site goes to ``out_dir / site.name``.
         image_size: Side ``S`` of the ``(S, S)`` or ``(S, S, S)`` images.
-        dims: 2 or 3.
+        dims: 2 or 3, among those the site's family supports.
         seed: Seed shared by all sites of a federation.
+        binary: Merge every foreground label into label 1 (e.g. whole tumour).
 
     Returns:
         The site folder.
+
+    Raises:
+        ValueError: If ``dims`` or ``image_size`` does not suit the family.
     """
-    if dims not in (2, 3):
-        raise ValueError(f"dims must be 2 or 3, got {dims}")
+    family = FAMILIES.create(site.family)
+    if dims not in family.dims:
+        raise ValueError(
+            f"dims must be one of {family.dims} for family '{family.name}', got {dims}"
+        )
     if image_size < 16:
         raise ValueError(f"image_size must be >= 16, got {image_size}")
     folder = Path(out_dir) / site.name
     (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
     (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
     entries = [
-        _write_case(site, folder, index, (image_size,) * dims, seed)
+        _write_case(site, folder, index, (image_size,) * dims, seed, binary)
         for index in range(site.num_cases)
     ]
-    (folder / "dataset.json").write_text(json.dumps(_index(site, dims, entries), indent=2))
+    index = _index(site, family, dims, entries, binary)
+    (folder / "dataset.json").write_text(json.dumps(index, indent=2))
     return folder
 
 
 def generate_federation(
-    sites: Sequence[SyntheticSite],
+    sites: Sequence[SiteSpec],
     out_dir: Path,
     *,
     image_size: int = 64,
-    dims: Literal[2, 3] = 2,
+    dims: int = 2,
     seed: int = 0,
+    binary: bool = False,
 ) -> dict[str, Path]:
     """Generates several sites (see ``generate_site``).
 
@@ -142,6 +123,7 @@ def generate_federation(
         image_size: Side of the images.
         dims: 2 or 3.
         seed: Seed of the federation.
+        binary: Merge every foreground label into label 1.
 
     Returns:
         Site folder by site name, in the order of ``sites``.
@@ -150,43 +132,49 @@ def generate_federation(
     if len(set(names)) != len(names):
         raise ValueError(f"site names must be distinct, got {names}")
     return {
-        s.name: generate_site(s, out_dir, image_size=image_size, dims=dims, seed=seed)
+        s.name: generate_site(
+            s, out_dir, image_size=image_size, dims=dims, seed=seed, binary=binary
+        )
         for s in sites
     }
 
 
 def _write_case(
-    site: SyntheticSite, folder: Path, index: int, shape: tuple[int, ...], seed: int
+    site: SiteSpec, folder: Path, index: int, shape: tuple[int, ...], seed: int, binary: bool
 ) -> dict[str, Any]:
     """Generates and writes one case; returns its ``dataset.json`` entry."""
     rng = np.random.default_rng([seed, zlib.crc32(site.name.encode()), index])
-    phantom = make_phantom(rng, shape, site.lesion_prevalence, site.lesion_radius)
-    image = acquire(render(phantom, site.scanner.contrast, rng), phantom.head, site.scanner, rng)
-    mask = phantom.lesion.astype(np.uint8)
-    case = f"{site.name}_{index:03d}"
-    _save_nifti(image, folder / "imagesTr" / f"{case}_0000.nii.gz")
-    _save_nifti(mask, folder / "labelsTr" / f"{case}.nii.gz")
+    case = site.draw(rng, shape)
+    mask = np.minimum(case.mask, 1) if binary else case.mask
+    name = f"{site.name}_{index:03d}"
+    for channel, image in enumerate(case.image):
+        _save_nifti(image, case.spacing, folder / "imagesTr" / f"{name}_{channel:04d}.nii.gz")
+    _save_nifti(mask, case.spacing, folder / "labelsTr" / f"{name}.nii.gz")
     return {
-        "image": f"./imagesTr/{case}.nii.gz",
-        "label": f"./labelsTr/{case}.nii.gz",
-        "class": int(mask.any()),
+        "image": f"./imagesTr/{name}.nii.gz",
+        "label": f"./labelsTr/{name}.nii.gz",
+        "class": case.label,
     }
 
 
-def _save_nifti(array: np.ndarray, path: Path) -> None:
-    """Writes an array with 1 mm isotropic voxels; 2D arrays become ``(H, W, 1)``."""
+def _save_nifti(array: np.ndarray, spacing: tuple[float, ...], path: Path) -> None:
+    """Writes an array with ``spacing`` mm voxels on the affine's diagonal; 2D arrays become
+    ``(H, W, 1)`` with a 1 mm third axis."""
     volume = array[..., None] if array.ndim == 2 else array
-    nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
+    affine = np.diag([*spacing, *[1.0] * (4 - len(spacing))])
+    nib.save(nib.Nifti1Image(volume, affine), path)
 
 
-def _index(site: SyntheticSite, dims: int, entries: list[dict[str, Any]]) -> dict[str, Any]:
+def _index(
+    site: SiteSpec, family: Family, dims: int, entries: list[dict[str, Any]], binary: bool
+) -> dict[str, Any]:
     """The MSD ``dataset.json`` content of a site."""
     return {
         "name": site.name,
-        "description": f"medfed synthetic brain MRI ({site.scanner.contrast.upper()})",
+        "description": site.description,
         "tensorImageSize": f"{dims}D",
-        "modality": {"0": "MRI"},
-        "labels": {"0": "background", "1": "lesion"},
+        "modality": dict(enumerate(family.channels)),
+        "labels": dict(enumerate(family.label_names(binary=binary))),
         "numTraining": len(entries),
         "numTest": 0,
         "training": entries,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from medfed.config.schema import DataConfig
-from medfed.data import DEFAULT_SITES, SiteData, generate_federation, load_site, split_cases
+from medfed.data import SiteData, family_sites, generate_federation, load_site, split_cases
 from medfed.errors import ConfigError
+from medfed.types import Task
+
+MAX_CLASSES = 256
+"""The most classes ``FederationData.num_classes`` derives from the data."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,26 @@ class FederationData:
         image = next(iter(self.train.values())).cases[0].image
         return image.shape[0], image.ndim - 1
 
+    def num_classes(self, task: Task) -> int:
+        """Classes a model must output: one more than the largest mask value (segmentation) or
+        case label (classification) of any site, the unseen one included; at least 2.
+
+        Raises:
+            ConfigError: If a value reaches ``MAX_CLASSES``.
+        """
+        sites = [*self.train.values(), *self.evaluation_sets.values()]
+        cases = [case for site in sites for case in site.cases]
+        if task == "segmentation":
+            largest = max((int(c.mask.max()) for c in cases if c.mask is not None), default=0)
+        else:
+            largest = max((c.label for c in cases if c.label is not None), default=0)
+        if largest >= MAX_CLASSES:
+            raise ConfigError(
+                f"the data hold class {largest}, more than {MAX_CLASSES - 1}; set "
+                "model.params.out_channels if that many classes are meant"
+            )
+        return max(2, largest + 1)
+
 
 def prepare_data(config: DataConfig, data_dir: Path, *, seed: int) -> FederationData:
     """Loads (generating the built-in data first when configured) and splits every site."""
@@ -60,10 +84,11 @@ def _site_paths(config: DataConfig, data_dir: Path, *, seed: int) -> dict[str, P
     if config.synthetic is None:
         return {site.name: site.path for site in config.sites}
     synthetic = config.synthetic
-    sites = [
-        replace(site, num_cases=max(2, round(site.num_cases * synthetic.cases_scale)))
-        for site in DEFAULT_SITES
-    ]
     return generate_federation(
-        sites, data_dir, image_size=synthetic.image_size, dims=synthetic.dims, seed=seed
+        family_sites(synthetic.family, synthetic.cases_scale),
+        data_dir,
+        image_size=synthetic.image_size,
+        dims=synthetic.dims,
+        seed=seed,
+        binary=synthetic.binary,
     )

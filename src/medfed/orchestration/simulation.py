@@ -80,6 +80,8 @@ class ExperimentRunner:
         self.metrics = MetricsLog(run_dir)
         channels, dims = data.spatial_shape()
         self.model_params = {"spatial_dims": dims, "in_channels": channels, **config.model.params}
+        if "out_channels" not in self.model_params:
+            self.model_params["out_channels"] = data.num_classes(config.task)
         self.trainer = LocalTrainer(task=config.task, settings=TrainSettings(**config.training.model_dump()))
         self.evaluation_sets = {
             name: build_dataset(site.cases, task=config.task, augment=False, seed=config.seed)
