@@ -95,6 +95,20 @@ class FederationConfig(_Strict):
         return round == self.rounds or (every > 0 and round % every == 0)
 
 
+class RobustConfig(BaseModel):
+    """A robust aggregation rule by name (``median``, ``trimmed_mean``, ``krum``,
+    ``geometric_median``, ``norm_bound``); every other key is an argument of the rule."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    rule: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The rule's arguments."""
+        return dict(self.model_extra or {})
+
+
 class StrategyConfig(BaseModel):
     """A strategy by registry name; every other key is a constructor argument."""
 
@@ -102,6 +116,9 @@ class StrategyConfig(BaseModel):
 
     name: str
     label: str | None = Field(None, description="Name shown in results; defaults to 'name'.")
+    robust: RobustConfig | None = Field(
+        None, description="Aggregate the sites' updates with a robust rule (see medfed.strategies.robust)."
+    )
 
     @property
     def params(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from medfed.config.loading import build_strategy
 from medfed.config.schema import SimulationConfig
 from medfed.data import SiteData
 from medfed.orchestration.federation_data import FederationData
@@ -41,7 +42,7 @@ def plan_experiments(config: SimulationConfig, data: FederationData) -> list[Exp
         Experiment(
             name=strategy.display_name,
             kind="federated",
-            strategy=STRATEGIES.create(strategy.name, **strategy.params),
+            strategy=build_strategy(strategy),
             sites=data.train,
         )
         for strategy in config.strategies
