@@ -9,7 +9,13 @@ from medfed.config.schema import PrivacyConfig
 from medfed.errors import ConfigError, UnknownNameError
 from medfed.privacy.setup import protect_strategy
 from medfed.strategies import STRATEGIES
-from medfed.strategies.robust import ROBUST_RULES, Krum, Median, RobustAggregation, robust_strategy
+from medfed.strategies.robust import (
+    ROBUST_RULES,
+    Krum,
+    Median,
+    RobustAggregation,
+    robust_strategy,
+)
 from medfed.types import TrainResult, Weights
 
 
@@ -87,10 +93,12 @@ def test_identical_updates_leave_the_model_unchanged(rule: str, inner: str) -> N
 def test_unknown_rule_and_unsupported_strategy_are_refused() -> None:
     with pytest.raises(UnknownNameError, match="valid names: geometric_median, krum, median"):
         robust_strategy(STRATEGIES.create("fedavg"), "mean")
-    with pytest.raises(ValueError, match="scaffold"):
+    with pytest.raises(TypeError, match="scaffold"):
         robust_strategy(STRATEGIES.create("scaffold"), "median")
     with pytest.raises(ValueError, match="beta"):
         ROBUST_RULES.create("trimmed_mean", beta=0.5)
+    with pytest.raises(ValueError, match="integers"):
+        ROBUST_RULES.create("krum", f=1.5)
 
 
 @pytest.mark.parametrize(

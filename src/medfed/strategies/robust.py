@@ -11,6 +11,8 @@ could inflate.
 from __future__ import annotations
 
 import logging
+import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,14 +41,14 @@ ROBUST_SITE = "<robust-aggregate>"
 """The ``site`` of the pseudo-result handed to the wrapped strategy."""
 
 
-class RobustRule:
+class RobustRule(ABC):
     """A robust aggregation rule: many updates in, one update out."""
 
     name: str = ""
 
+    @abstractmethod
     def __call__(self, updates: Sequence[Weights]) -> Weights:
         """The robust aggregate of ``updates`` (same keys, shapes and dtypes)."""
-        raise NotImplementedError
 
 
 ROBUST_RULES: Registry[RobustRule] = Registry("robust aggregation rule")
@@ -98,8 +100,8 @@ class Krum(RobustRule):
     name = "krum"
 
     def __post_init__(self) -> None:
-        if self.f < 0 or self.m < 1:
-            raise ValueError(f"krum: need f >= 0 and m >= 1, got f={self.f}, m={self.m}")
+        if not (_is_int(self.f) and _is_int(self.m) and self.f >= 0 and self.m >= 1):
+            raise ValueError(f"krum: need integers f >= 0 and m >= 1, got f={self.f!r}, m={self.m!r}")
 
     def __call__(self, updates: Sequence[Weights]) -> Weights:
         return multi_krum(updates, f=self.f, m=min(self.m, len(updates)))
@@ -122,7 +124,7 @@ class GeometricMedian(RobustRule):
     name = "geometric_median"
 
     def __post_init__(self) -> None:
-        if not (self.nu > 0 and self.max_iter >= 1 and self.tol >= 0):
+        if not (self.nu > 0 and _is_int(self.max_iter) and self.max_iter >= 1 and self.tol >= 0):
             raise ValueError(
                 f"geometric_median: need nu > 0, max_iter >= 1, tol >= 0, got {self.nu}, {self.max_iter}, {self.tol}"
             )
@@ -144,7 +146,7 @@ class NormBound(RobustRule):
     name = "norm_bound"
 
     def __post_init__(self) -> None:
-        if self.bound is not None and not (self.bound > 0 and self.bound != float("inf")):
+        if self.bound is not None and not (math.isfinite(self.bound) and self.bound > 0):
             raise ValueError(f"norm_bound: bound must be a finite number > 0, got {self.bound}")
 
     def __call__(self, updates: Sequence[Weights]) -> Weights:
@@ -169,12 +171,12 @@ class RobustAggregation(WrappedStrategy):
         rule: The robust rule.
 
     Raises:
-        ValueError: If ``inner`` is not one of ``ROBUST_INNER``.
+        TypeError: If ``inner`` is not one of ``ROBUST_INNER``.
     """
 
     def __init__(self, inner: Strategy, rule: RobustRule) -> None:
         if not isinstance(inner, ROBUST_INNER):
-            raise ValueError(
+            raise TypeError(
                 f"robust aggregation supports fedavg, fedprox, fedbn, fedadam, fedyogi and "
                 f"fedadagrad, got '{inner.name}'"
             )
@@ -213,9 +215,14 @@ def robust_strategy(inner: Strategy, rule: str, **params: object) -> RobustAggre
 
     Raises:
         UnknownNameError: If ``rule`` is not registered (the message lists the valid names).
-        ValueError, TypeError: If ``params`` do not fit the rule or ``inner`` is not supported.
+        ValueError, TypeError: If ``params`` do not fit the rule, or (TypeError) ``inner`` is
+            not supported.
     """
     return RobustAggregation(inner, ROBUST_RULES.create(rule, **params))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _finite(results: Sequence[TrainResult]) -> list[TrainResult]:
