@@ -55,7 +55,7 @@ FIFTH_SITE = SyntheticSite("hospital_e", ScannerProfile("t1", 1800.0, 1.2, 0.25,
 CASES_SCALE = 0.5
 SETTINGS: dict[str, Any] = {
     "model": {"params": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}},
-    "training": {"local_epochs": 2, "batch_size": 8, "lr": 3e-3},
+    "training": {"local_epochs": 2, "batch_size": 4, "lr": 3e-3},
     "baselines": {"centralized": False, "local": False},
     "federation": {"evaluate_every": 0},
 }
@@ -121,7 +121,7 @@ def run_one(config: SimulationConfig, rule: str, attacked: bool, out: Path) -> d
 def main(argv: Sequence[str] | None = None) -> None:
     """Prints the clean/attacked/defended table and the cost of each rule on the clean run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--attacks", default=",".join(ATTACKS))
     parser.add_argument("--rules", default=",".join(RULES))
     args = parser.parse_args(argv)
