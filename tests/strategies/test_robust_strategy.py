@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medfed.config.schema import PrivacyConfig
+from medfed.config.loading import build_strategy, parse_config
+from medfed.config.schema import PrivacyConfig, StrategyConfig
 from medfed.errors import ConfigError, UnknownNameError
 from medfed.privacy.setup import protect_strategy
 from medfed.strategies import STRATEGIES
+from medfed.strategies.fedopt import FedAdam
 from medfed.strategies.robust import (
     ROBUST_RULES,
     Krum,
@@ -115,3 +117,14 @@ def test_robust_aggregation_composes_with_dp_sgd() -> None:
     strategy = robust_strategy(STRATEGIES.create("fedavg"), "median")
     privacy = PrivacyConfig.model_validate({"dp_sgd": {}})
     assert protect_strategy(privacy, strategy, expected_sites=3, seed=0) is strategy
+
+
+def test_config_builds_the_robust_wrapper_and_refuses_it_with_secure_aggregation() -> None:
+    strategy = build_strategy(StrategyConfig.model_validate({"name": "fedadam", "lr": 0.1, "robust": {"rule": "krum", "f": 1}}))
+    assert isinstance(strategy, RobustAggregation) and strategy.rule == Krum(f=1)
+    assert isinstance(strategy.inner, FedAdam) and strategy.inner.lr == 0.1
+    raw = {"strategies": [{"name": "fedavg", "robust": {"rule": "median"}}], "privacy": {"secure_aggregation": {}}}
+    with pytest.raises(ConfigError, match=r"strategies\.0: robust aggregation \('median'\) cannot be combined"):
+        parse_config(raw)
+    with pytest.raises(ConfigError, match="valid names"):
+        parse_config({"strategies": [{"name": "fedavg", "robust": {"rule": "mean"}}]})
