@@ -192,7 +192,8 @@ class PoisonedDataset(Dataset[Sample]):
 def num_output_classes(model: nn.Module, sample: Sample) -> int:
     """How many classes ``model`` outputs, from one forward pass over ``sample``'s image."""
     model.eval()
-    return int(model(sample["image"][None]).shape[1])
+    device = next(model.parameters()).device
+    return int(model(sample["image"][None].to(device)).shape[1])
 
 
 @torch.no_grad()
