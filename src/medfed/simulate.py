@@ -12,11 +12,7 @@ from medfed.orchestration.experiments import plan_experiments
 from medfed.orchestration.federation_data import FederationData, prepare_data
 from medfed.orchestration.metrics_log import MetricRow
 from medfed.orchestration.run_dir import config_yaml, start_run
-from medfed.orchestration.simulation import (
-    Callbacks,
-    ExperimentResult,
-    ExperimentRunner,
-)
+from medfed.orchestration.simulation import Callbacks, ExperimentResult, ExperimentRunner
 from medfed.report.html import write_report
 from medfed.report.plots import SampleImage
 from medfed.report.summary import (

@@ -82,9 +82,7 @@ def check_strategy(strategy: StrategyConfig, privacy: PrivacyConfig, where: str)
 
 def _check_secure_aggregation(strategy: Strategy, where: str) -> None:
     """Raises ``ConfigError`` unless ``SecureAggregation`` accepts ``strategy``."""
-    from medfed.privacy.secagg import (
-        SecureAggregation,  # imports cryptography: only when used
-    )
+    from medfed.privacy.secagg import SecureAggregation  # imports cryptography: only when used
 
     try:
         SecureAggregation(strategy)
@@ -94,9 +92,7 @@ def _check_secure_aggregation(strategy: Strategy, where: str) -> None:
 
 def _check_encryption(strategy: Strategy, where: str) -> None:
     """Raises ``ConfigError`` unless ``EncryptedAggregation`` accepts ``strategy``."""
-    from medfed.privacy.ckks_connector import (
-        EncryptedAggregation,  # TenSEAL: only when used
-    )
+    from medfed.privacy.ckks_connector import EncryptedAggregation  # TenSEAL: only when used
 
     try:
         EncryptedAggregation(strategy)

@@ -6,13 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from medfed.config.schema import DataConfig
-from medfed.data import (
-    DEFAULT_SITES,
-    SiteData,
-    generate_federation,
-    load_site,
-    split_cases,
-)
+from medfed.data import DEFAULT_SITES, SiteData, generate_federation, load_site, split_cases
 from medfed.errors import ConfigError
 
 

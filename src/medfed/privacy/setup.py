@@ -69,9 +69,7 @@ def prepare_model(privacy: PrivacyConfig, model: nn.Module) -> nn.Module:
     """
     if privacy.dp_sgd is None:
         return model
-    from medfed.privacy.dp import (
-        make_dp_compatible,  # imports Opacus: only when DP is on
-    )
+    from medfed.privacy.dp import make_dp_compatible  # imports Opacus: only when DP is on
 
     fixed, _ = make_dp_compatible(model)
     return fixed

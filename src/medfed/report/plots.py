@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
-from matplotlib.figure import Figure
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
-from medfed.orchestration.metrics_log import MetricRow
+from medfed.orchestration.metrics_log import MetricRow  # noqa: E402
 
 
 @dataclass(frozen=True)
