@@ -137,16 +137,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"5 sites, {MALICIOUS} malicious, {args.rounds} rounds, 32x32, U-Net 8-16-32; Dice x100 (backdoor success %)")
         print(f"{'attack':<12}" + "".join(f"{rule:>18}" for rule in rules))
         print(f"{'none':<12}" + "".join(f"{_cell(clean[rule]):>18}" for rule in rules), flush=True)
+        _print_cost(clean, rules)
         for attack in attacks:
             config = base_config(sites, root / attack, args.rounds, attack)
             scores = {rule: run_one(config, rule, True, root / attack) for rule in rules}
             print(f"{attack:<12}" + "".join(f"{_cell(scores[rule]):>18}" for rule in rules), flush=True)
+
+
+def _print_cost(clean: dict[str, dict[str, float]], rules: list[str]) -> None:
     base = clean["fedavg"]
-    print("cost on the clean run (rule / fedavg): aggregation time per round, run wall time")
+    print("cost on the clean run (rule / fedavg): aggregation time per round, run wall time", flush=True)
     for rule in rules[1:]:
         agg = clean[rule]["aggregate_s"] / base["aggregate_s"]
         wall = clean[rule]["wall_s"] / base["wall_s"]
-        print(f"  {rule:<18} aggregate x{agg:7.1f} ({clean[rule]['aggregate_s'] * 1e3:.1f} ms)   wall x{wall:.2f}")
+        print(f"  {rule:<18} aggregate x{agg:7.1f} ({clean[rule]['aggregate_s'] * 1e3:.1f} ms)   wall x{wall:.2f}", flush=True)
 
 
 def _cell(score: dict[str, float]) -> str:
