@@ -3,6 +3,7 @@ that a resumed run ends with the weights of an uninterrupted one."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -250,7 +251,8 @@ class ExperimentRunner:
         return rows
 
     def _backdoor_metrics(self, experiment: Experiment, model: nn.Module, dataset: Dataset) -> dict[str, float]:
-        """``{"backdoor_success": rate}`` for federated experiments under a backdoor attack."""
+        """``{"backdoor_success": rate}`` for federated experiments under a backdoor attack;
+        nothing when no held-out case is eligible (the metrics log cannot store NaN)."""
         attack = self.config.attack
         if attack is None or attack.kind != "backdoor" or experiment.kind != "federated":
             return {}
@@ -260,7 +262,7 @@ class ExperimentRunner:
             model, dataset, task=self.config.task, target=attack.target, patch=attack.patch,
             batch_size=self.config.training.batch_size,
         )
-        return {BACKDOOR_METRIC: rate}
+        return {} if math.isnan(rate) else {BACKDOOR_METRIC: rate}
 
 
 def _training_rows(experiment: str, round: int, results: list[TrainResult]) -> list[MetricRow]:
