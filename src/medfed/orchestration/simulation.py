@@ -156,7 +156,11 @@ class ExperimentRunner:
         )
         attack = self.config.attack
         if experiment.attacked and attack is not None and name in attack.sites:
-            from medfed.attacks.poisoning import DATA_ATTACKS, PoisonedDataset, num_output_classes
+            from medfed.attacks.poisoning import (
+                DATA_ATTACKS,
+                PoisonedDataset,
+                num_output_classes,
+            )
 
             if attack.kind in DATA_ATTACKS:
                 classes = num_output_classes(model, dataset[0])
