@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 import torch
 
-BENCHMARKS = ("overhead", "aggregation", "secure_aggregation", "protected_rounds", "dp", "transfer")
+BENCHMARKS = (
+    "overhead", "aggregation", "secure_aggregation", "protected_rounds", "dp", "transfer", "robustness"
+)
 
 
 def run(name: str) -> None:

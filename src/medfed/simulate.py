@@ -11,12 +11,22 @@ import numpy as np
 from medfed.config.schema import SimulationConfig
 from medfed.orchestration.experiments import plan_experiments
 from medfed.orchestration.federation_data import FederationData, prepare_data
+from medfed.orchestration.metrics_log import MetricRow
 from medfed.orchestration.run_dir import config_yaml, start_run
 from medfed.orchestration.simulation import Callbacks, ExperimentResult, ExperimentRunner
 from medfed.privacy.setup import privacy_warning
 from medfed.report.html import write_report
 from medfed.report.plots import SampleImage
-from medfed.report.summary import PRIMARY_METRIC, SummaryRow, summarize, write_summary
+from medfed.report.summary import (
+    PRIMARY_METRIC,
+    AttackRole,
+    AttackRow,
+    SummaryRow,
+    attack_summary,
+    summarize,
+    write_summary,
+)
+from medfed.strategies.robust import RobustAggregation
 from medfed.training import predict
 
 logger = logging.getLogger(__name__)
@@ -28,6 +38,7 @@ class SimulationOutcome:
     run_dir: Path
     report: Path
     summary: list[SummaryRow]
+    attacks: list[AttackRow]
 
 
 def run_simulation(
@@ -47,6 +58,7 @@ def run_simulation(
     rows = runner.metrics.rows()
     summary = summarize(rows, kinds, task=config.task, unseen_site=config.data.unseen_site)
     write_summary(run_dir / "results.json", summary, metric=metric)
+    attacks = _attack_rows(config, results, rows, summary)
     samples = sample_predictions(runner, results[0], data) if config.task == "segmentation" else []
     report = run_dir / "report.html"
     write_report(
@@ -59,8 +71,29 @@ def run_simulation(
         samples=samples,
         config_yaml=config_yaml(config),
         warning=warning,
+        attacks=attacks,
     )
-    return SimulationOutcome(run_dir=run_dir, report=report, summary=summary)
+    return SimulationOutcome(run_dir=run_dir, report=report, summary=summary, attacks=attacks)
+
+
+def _attack_rows(
+    config: SimulationConfig,
+    results: list[ExperimentResult],
+    rows: list[MetricRow],
+    summary: list[SummaryRow],
+) -> list[AttackRow]:
+    """Clean vs attacked vs defended, when the configuration has an ``attack:`` section."""
+    if config.attack is None:
+        return []
+    from medfed.attacks.poisoning import BACKDOOR_METRIC
+
+    roles: dict[str, AttackRole] = {}
+    for result in results:
+        experiment = result.experiment
+        if experiment.kind == "federated":
+            robust = isinstance(experiment.strategy, RobustAggregation)
+            roles[experiment.name] = "clean" if not experiment.attacked else "defended" if robust else "attacked"
+    return attack_summary(rows, summary, roles, backdoor_metric=BACKDOOR_METRIC)
 
 
 def sample_predictions(

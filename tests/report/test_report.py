@@ -7,7 +7,7 @@ import numpy as np
 from medfed.orchestration.metrics_log import MetricRow
 from medfed.report.html import write_report
 from medfed.report.plots import SampleImage
-from medfed.report.summary import summarize, write_summary
+from medfed.report.summary import AttackRole, attack_summary, summarize, write_summary
 
 
 def _rows() -> list[MetricRow]:
@@ -58,3 +58,25 @@ def test_adabn_scores_of_the_unseen_site_get_their_own_column(tmp_path: Path) ->
     write_report(path, title="t", rows=rows, summary=list(summary.values()), metric="dice", unseen_site="d",
                  samples=[], config_yaml="seed: 0")
     assert "dice on unseen site after AdaBN" in path.read_text()
+
+
+def test_attack_table_shows_clean_attacked_and_defended(tmp_path: Path) -> None:
+    rows = [
+        MetricRow(name, 2, site, "test", metric, value)
+        for name, dice, rate in (("fedavg-clean", 0.8, 0.0), ("fedavg", 0.3, 0.9), ("krum", 0.78, 0.1))
+        for site in ("a", "b")
+        for metric, value in (("dice", dice), ("backdoor_success", rate))
+    ]
+    kinds = {"fedavg-clean": "federated", "fedavg": "federated", "krum": "federated"}
+    summary = summarize(rows, kinds, task="segmentation", unseen_site=None)
+    roles: dict[str, AttackRole] = {"fedavg-clean": "clean", "fedavg": "attacked", "krum": "defended"}
+    attacks = attack_summary(rows, summary, roles, backdoor_metric="backdoor_success")
+    assert [(a.role, round(a.own_sites, 6), round(a.backdoor_success, 6)) for a in attacks] == [
+        ("clean", 0.8, 0.0), ("attacked", 0.3, 0.9), ("defended", 0.78, 0.1)
+    ]
+    path = tmp_path / "report.html"
+    write_report(path, title="t", rows=rows, summary=summary, metric="dice", unseen_site=None,
+                 samples=[], config_yaml="seed: 0", attacks=attacks)
+    page = path.read_text()
+    assert "clean vs attacked vs defended" in page
+    assert "<td>krum</td><td>defended</td><td>0.780</td><td>0.100</td>" in page

@@ -11,8 +11,10 @@ from pydantic import ValidationError
 from medfed.config.schema import PrivacyConfig, SimulationConfig, StrategyConfig
 from medfed.errors import ConfigError, MedfedError
 from medfed.models import MODELS
+from medfed.privacy.setup import refuse_robust_with
 from medfed.strategies.base import Strategy
 from medfed.strategies.registry import STRATEGIES
+from medfed.strategies.robust import robust_strategy
 
 
 def load_config(path: Path | None) -> SimulationConfig:
@@ -47,13 +49,31 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> Simulation
     return config
 
 
+def build_strategy(strategy: StrategyConfig) -> Strategy:
+    """The strategy ``strategy`` names, built with its arguments and wrapped in its robust rule
+    when it has one.
+
+    Raises:
+        MedfedError, TypeError, ValueError: If a name is unknown or an argument does not fit.
+    """
+    built = STRATEGIES.create(strategy.name, **strategy.params)
+    if strategy.robust is None:
+        return built
+    return robust_strategy(built, strategy.robust.rule, **strategy.robust.params)
+
+
 def check_strategy(strategy: StrategyConfig, privacy: PrivacyConfig, where: str) -> None:
     """Raises ``ConfigError`` (prefixed with ``where``) unless ``strategy`` builds with its
     arguments and can be protected as ``privacy`` asks."""
     try:
-        built = STRATEGIES.create(strategy.name, **strategy.params)
+        built = build_strategy(strategy)
     except (MedfedError, TypeError, ValueError) as error:
         raise ConfigError(f"{where}: {error}") from None
+    if strategy.robust is not None:
+        try:
+            refuse_robust_with(privacy, strategy.robust.rule)
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
     if privacy.secure_aggregation is not None:
         _check_secure_aggregation(built, where)
     if privacy.encryption is not None:

@@ -153,6 +153,20 @@ class FederationConfig(_Strict):
         return round == self.rounds or (every > 0 and round % every == 0)
 
 
+class RobustConfig(BaseModel):
+    """A robust aggregation rule by name (``median``, ``trimmed_mean``, ``krum``,
+    ``geometric_median``, ``norm_bound``); every other key is an argument of the rule."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    rule: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The rule's arguments."""
+        return dict(self.model_extra or {})
+
+
 class StrategyConfig(BaseModel):
     """A strategy by registry name; every other key is a constructor argument."""
 
@@ -160,6 +174,9 @@ class StrategyConfig(BaseModel):
 
     name: str
     label: str | None = Field(None, description="Name shown in results; defaults to 'name'.")
+    robust: RobustConfig | None = Field(
+        None, description="Aggregate the sites' updates with a robust rule (see medfed.strategies.robust)."
+    )
 
     @property
     def params(self) -> dict[str, Any]:
@@ -293,6 +310,38 @@ class PrivacyConfig(_Strict):
         return self
 
 
+CLEAN_SUFFIX = "-clean"
+"""Appended to a strategy's label for its run without the configured attack."""
+
+AttackKind = Literal["sign_flip", "scale", "gaussian", "alie", "label_flip", "backdoor"]
+
+
+class PoisoningConfig(_Strict):
+    """Malicious sites in a simulation (see ``medfed.attacks.poisoning``). Each federated
+    strategy runs attacked; with ``clean_runs`` each also runs once without the attack."""
+
+    sites: list[str] = Field(min_length=1, description="The malicious training sites.")
+    kind: AttackKind
+    factor: float = Field(
+        10.0, gt=0, le=1e6, description="sign_flip sends -factor x its update; scale sends factor x its update."
+    )
+    noise_std: float = Field(0.5, gt=0, le=1e6, description="gaussian: the update is N(0, noise_std^2) noise.")
+    z: float | None = Field(
+        None, gt=0, le=100, description="alie: deviations in benign standard deviations (default: Baruch et al.'s z_max)."
+    )
+    target: int = Field(0, ge=0, description="backdoor: the class triggered images are labelled with.")
+    patch: int = Field(3, ge=1, le=64, description="backdoor: side of the square trigger patch, in voxels.")
+    poison_fraction: float = Field(0.5, gt=0, le=1, description="backdoor: fraction of the site's cases stamped.")
+    clean_runs: bool = True
+
+    @field_validator("sites")
+    @classmethod
+    def _distinct(cls, sites: list[str]) -> list[str]:
+        if len(set(sites)) != len(sites):
+            raise ValueError(f"attack sites must be distinct, got {sites}")
+        return sites
+
+
 class SimulationConfig(_Strict):
     """Everything ``medfed simulate`` needs; all defaults together are the built-in demo."""
 
@@ -308,10 +357,13 @@ class SimulationConfig(_Strict):
     )
     baselines: BaselinesConfig = BaselinesConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    attack: PoisoningConfig | None = None
 
     @model_validator(mode="after")
     def _unique_experiments(self) -> SimulationConfig:
         labels = [strategy.display_name for strategy in self.strategies]
+        if self.attack is not None and self.attack.clean_runs:
+            labels += [f"{label}{CLEAN_SUFFIX}" for label in labels]
         duplicated = sorted({label for label in labels if labels.count(label) > 1})
         if duplicated:
             raise ValueError(f"strategies {duplicated} appear twice: give each a distinct 'label'")

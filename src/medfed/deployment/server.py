@@ -17,6 +17,7 @@ from pathlib import Path
 
 import tenseal as ts
 
+from medfed.config.loading import build_strategy
 from medfed.deployment.evaluation import SiteEvaluation, SiteMetrics
 from medfed.deployment.job import JobConfig, site_job_json
 from medfed.deployment.protected_server import GrpcCkksConnector, GrpcSecureAggregationConnector
@@ -37,7 +38,6 @@ from medfed.orchestration.metrics_log import MetricRow, MetricsLog
 from medfed.orchestration.site import cpu_weights
 from medfed.privacy.setup import expected_sites, prepare_model, protect_strategy
 from medfed.strategies.base import Strategy
-from medfed.strategies.registry import STRATEGIES
 from medfed.transport.board import RoundBoard
 from medfed.transport.connector import GrpcConnector
 from medfed.transport.limits import return_freed_memory
@@ -83,7 +83,7 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
     sites = sorted(job.sites or settings.sites)
     strategy = protect_strategy(
         job.privacy,
-        STRATEGIES.create(job.strategy.name, **job.strategy.params),
+        build_strategy(job.strategy),
         expected_sites=expected_sites(job.federation, len(sites)),
         seed=job.seed,
     )

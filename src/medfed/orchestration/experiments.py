@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from medfed.config.schema import SimulationConfig
+from medfed.config.loading import build_strategy
+from medfed.config.schema import CLEAN_SUFFIX, SimulationConfig
 from medfed.data import SiteData
+from medfed.errors import ConfigError
 from medfed.orchestration.federation_data import FederationData
 from medfed.strategies.base import Strategy
 from medfed.strategies.registry import STRATEGIES
@@ -24,28 +26,39 @@ class Experiment:
         kind: Federated, centralized or local-only.
         strategy: The strategy (FedAvg over one site for the baselines).
         sites: The training data of each participating site.
+        attacked: Whether the configured ``attack:`` runs in this experiment.
     """
 
     name: str
     kind: ExperimentKind
     strategy: Strategy
     sites: dict[str, SiteData]
+    attacked: bool = False
 
 
 POOLED_SITE = "pooled"
 
 
 def plan_experiments(config: SimulationConfig, data: FederationData) -> list[Experiment]:
-    """Federated strategies first, then the centralized baseline, then one local run per site."""
-    experiments = [
-        Experiment(
-            name=strategy.display_name,
-            kind="federated",
-            strategy=STRATEGIES.create(strategy.name, **strategy.params),
-            sites=data.train,
+    """Federated strategies first (under ``attack:``, each attacked and then, with
+    ``clean_runs``, clean), then the centralized baseline, then one local run per site.
+
+    Raises:
+        ConfigError: If an attacked site is not a training site.
+    """
+    attack = config.attack
+    if attack is not None:
+        unknown = sorted(set(attack.sites) - set(data.train))
+        if unknown:
+            raise ConfigError(f"attack.sites {unknown} are not training sites: {sorted(data.train)}")
+    experiments = []
+    for strategy in config.strategies:
+        name = strategy.display_name
+        experiments.append(
+            Experiment(name, "federated", build_strategy(strategy), data.train, attacked=attack is not None)
         )
-        for strategy in config.strategies
-    ]
+        if attack is not None and attack.clean_runs:
+            experiments.append(Experiment(f"{name}{CLEAN_SUFFIX}", "federated", build_strategy(strategy), data.train))
     if config.baselines.centralized:
         pooled = tuple(case for site in data.train.values() for case in site.cases)
         experiments.append(

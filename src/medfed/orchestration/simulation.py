@@ -3,11 +3,13 @@ that a resumed run ends with the weights of an uninterrupted one."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import nn
+from torch.utils.data import Dataset
 
 from medfed.config.schema import SimulationConfig
 from medfed.data import SiteData, build_dataset
@@ -151,9 +153,20 @@ class ExperimentRunner:
         experiment: Experiment,
         state: SiteState | None,
     ) -> LocalSite:
-        dataset = build_dataset(
+        dataset: Dataset = build_dataset(
             data.cases, task=self.config.task, augment=self.config.data.augment, seed=self.config.seed
         )
+        attack = self.config.attack
+        if experiment.attacked and attack is not None and name in attack.sites:
+            from medfed.attacks.poisoning import (
+                DATA_ATTACKS,
+                PoisonedDataset,
+                num_output_classes,
+            )
+
+            if attack.kind in DATA_ATTACKS:
+                classes = num_output_classes(model, dataset[0])
+                dataset = PoisonedDataset(dataset, attack, num_classes=classes, seed=self.config.seed)
         return LocalSite(
             name,
             dataset,
@@ -177,11 +190,20 @@ class ExperimentRunner:
     def _connector(self, experiment: Experiment, sites: Mapping[str, LocalSite]) -> SiteConnector:
         """Reaches the sites in process; through secure aggregation or CKKS when configured.
 
+        In an attacked experiment, malicious sites' updates are replaced before they are
+        aggregated (securely or not).
+
         A secure or encrypted round hands the loop one result, the aggregate, which counts
         towards ``min_sites`` as the number of sites in its sum. CKKS gets a fresh secret-key
         context per experiment.
         """
-        connector = InProcessConnector(sites, on_site_done=self.callbacks.on_site)
+        connector: SiteConnector = InProcessConnector(sites, on_site_done=self.callbacks.on_site)
+        attack = self.config.attack
+        if experiment.attacked and attack is not None:
+            from medfed.attacks.poisoning import UPDATE_ATTACKS, AttackConnector
+
+            if attack.kind in UPDATE_ATTACKS:
+                connector = AttackConnector(connector, attack, seed=self.config.seed)
         if self.config.privacy.encryption is not None and experiment.kind == "federated":
             from medfed.privacy.ckks_connector import CkksAggregationConnector
 
@@ -226,24 +248,43 @@ class ExperimentRunner:
         for site, dataset in self.evaluation_sets.items():
             unseen = site == self.config.data.unseen_site
             model.load_state_dict(result.weights_for(site))
-            rows += self._scored(result, model, site, "unseen" if unseen else "test")
+            rows += self._scored(result, model, site, "unseen" if unseen else "test", backdoor=True)
             if unseen and self.config.data.unseen_site_adabn:
                 adapt_norm_statistics(model, dataset, batch_size=self.config.training.batch_size)
                 rows += self._scored(result, model, site, "unseen-adabn")
         return rows
 
-    def _scored(self, result: ExperimentResult, model: nn.Module, site: str, split: str) -> list[MetricRow]:
+    def _scored(
+        self, result: ExperimentResult, model: nn.Module, site: str, split: str, *, backdoor: bool = False
+    ) -> list[MetricRow]:
+        dataset = self.evaluation_sets[site]
         metrics = evaluate(
             model,
-            self.evaluation_sets[site],
+            dataset,
             task=self.config.task,
             batch_size=self.config.training.batch_size,
             surface_distance=result.state.round == self.config.federation.rounds,
         )
+        if backdoor:
+            metrics.update(self._backdoor_metrics(result.experiment, model, dataset))
         return [
             MetricRow(result.experiment.name, result.state.round, site, split, metric, value)
             for metric, value in metrics.items()
         ]
+
+    def _backdoor_metrics(self, experiment: Experiment, model: nn.Module, dataset: Dataset) -> dict[str, float]:
+        """``{"backdoor_success": rate}`` for federated experiments under a backdoor attack;
+        nothing when no held-out case is eligible (the metrics log cannot store NaN)."""
+        attack = self.config.attack
+        if attack is None or attack.kind != "backdoor" or experiment.kind != "federated":
+            return {}
+        from medfed.attacks.poisoning import BACKDOOR_METRIC, backdoor_success
+
+        rate = backdoor_success(
+            model, dataset, task=self.config.task, target=attack.target, patch=attack.patch,
+            batch_size=self.config.training.batch_size,
+        )
+        return {} if math.isnan(rate) else {BACKDOOR_METRIC: rate}
 
 
 def _training_rows(experiment: str, round: int, results: list[TrainResult]) -> list[MetricRow]:

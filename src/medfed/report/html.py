@@ -11,7 +11,7 @@ from pathlib import Path
 from medfed.files import atomic_write
 from medfed.orchestration.metrics_log import MetricRow
 from medfed.report.plots import SampleImage, learning_curves, sample_grid, site_curves
-from medfed.report.summary import SummaryRow
+from medfed.report.summary import AttackRow, SummaryRow
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -35,6 +35,7 @@ def write_report(
     samples: Sequence[SampleImage],
     config_yaml: str,
     warning: str | None = None,
+    attacks: Sequence[AttackRow] = (),
 ) -> None:
     """Writes the HTML report to ``path`` atomically; ``warning`` (e.g. "NOT PRIVATE") is shown
     under the title."""
@@ -49,6 +50,8 @@ def write_report(
         "<h2>Per site</h2>",
         *(_image(site_curves(rows, experiment=name, metric=metric)) for name in federated),
     ]
+    if attacks:
+        sections += ["<h2>Under attack: clean vs attacked vs defended</h2>", _attack_table(attacks, metric=metric)]
     privacy = _privacy_table(rows)
     if privacy:
         sections += ["<h2>Privacy spent (epsilon at the last round)</h2>", privacy]
@@ -100,6 +103,15 @@ def _summary_table(summary: Sequence[SummaryRow], *, metric: str, unseen_site: s
         lines.append(f"<tr class='{row.kind}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     note = f"<p>Unseen site: {html.escape(unseen_site)}.</p>" if unseen_site else ""
     return "".join(lines) + "</table>" + note
+
+
+def _attack_table(attacks: Sequence[AttackRow], *, metric: str) -> str:
+    header = ["experiment", "run", f"mean {metric} (own sites)", "backdoor success rate"]
+    lines = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    for row in attacks:
+        cells = [html.escape(row.experiment), row.role, _number(row.own_sites), _number(row.backdoor_success)]
+        lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "".join(lines) + "</table>"
 
 
 def _privacy_table(rows: Sequence[MetricRow]) -> str:

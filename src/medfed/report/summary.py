@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import fmean
+from typing import Literal
 
 from medfed.files import atomic_write
 from medfed.orchestration.metrics_log import MetricRow
@@ -77,6 +78,47 @@ def summarize(
             )
         )
     return summary
+
+
+AttackRole = Literal["clean", "attacked", "defended"]
+
+
+@dataclass(frozen=True)
+class AttackRow:
+    """One federated experiment of a simulation with an ``attack:`` section.
+
+    Attributes:
+        experiment: Experiment name.
+        role: ``clean`` (no attack), ``attacked`` (plain aggregation) or ``defended`` (robust).
+        own_sites: Mean primary metric over the training sites' held-out splits, last round.
+        backdoor_success: Mean backdoor success rate over the held-out sets (``nan`` when the
+            attack is not a backdoor).
+    """
+
+    experiment: str
+    role: AttackRole
+    own_sites: float
+    backdoor_success: float
+
+
+def attack_summary(
+    rows: Sequence[MetricRow],
+    summary: Sequence[SummaryRow],
+    roles: dict[str, AttackRole],
+    *,
+    backdoor_metric: str,
+) -> list[AttackRow]:
+    """Clean vs attacked vs defended: one row per experiment in ``roles``, in that order."""
+    own = {row.experiment: row.own_sites for row in summary}
+    out = []
+    for experiment, role in roles.items():
+        last = max((row.round for row in rows if row.experiment == experiment), default=0)
+        rates = [
+            row.value for row in rows
+            if row.experiment == experiment and row.round == last and row.metric == backdoor_metric
+        ]
+        out.append(AttackRow(experiment, role, own.get(experiment, math.nan), _mean(rates)))
+    return out
 
 
 def write_summary(path: Path, summary: Sequence[SummaryRow], *, metric: str) -> None:
