@@ -24,6 +24,12 @@ test: $(STAMP)
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict --site-dir build/site
 
+# ruff (lint and format) and mypy, pinned in pyproject.toml; CI runs them before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+	$(VENV)/bin/mypy src
+
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
