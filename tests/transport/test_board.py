@@ -9,7 +9,7 @@ import torch
 
 from medfed.errors import UpdateRejected
 from medfed.transport.board import DONE, MAX_REASON_CHARS, Offer, RoundBoard
-from medfed.transport.codec import decode_task, encode_result
+from medfed.transport.payload import decode_task, encode_result
 from medfed.transport.connector import GrpcConnector
 from medfed.types import TrainResult, TrainTask
 

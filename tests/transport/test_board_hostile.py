@@ -11,7 +11,7 @@ from safetensors.torch import save
 
 from medfed.errors import UpdateRejected
 from medfed.transport.board import MAX_REASON_CHARS, RoundBoard
-from medfed.transport.codec import encode_result
+from medfed.transport.payload import encode_result
 from medfed.transport.errors import PayloadError
 from medfed.types import TrainResult, TrainTask
 

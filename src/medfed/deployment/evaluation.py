@@ -29,7 +29,7 @@ from medfed.models import build_model
 from medfed.privacy.setup import prepare_model
 from medfed.training import evaluate
 from medfed.transport.board import Accept, RoundBoard
-from medfed.transport.codec import encode_task
+from medfed.transport.payload import encode_task
 from medfed.transport.errors import PayloadError
 from medfed.types import ServerState, Task, TrainTask, Weights
 

@@ -21,7 +21,7 @@ from typing import Any
 from medfed.errors import UpdateRejected
 from medfed.orchestration.validation import validate_result
 from medfed.text import printable
-from medfed.transport.codec import decode_result, encode_task
+from medfed.transport.payload import decode_result, encode_task
 from medfed.transport.errors import PayloadError
 from medfed.types import TrainResult, TrainTask, Weights
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from medfed.transport.codec import decode_task, encode_result
+from medfed.transport.payload import decode_task, encode_result
 from medfed.transport.errors import PayloadError
-from medfed.transport.serde import (
+from medfed.transport.protobuf import (
     FederationCalls,
     Kind,
     Message,
