@@ -9,14 +9,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from medfed.config.strict import StrictModel
+
 _SITE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SyntheticDataConfig(_Strict):
+class SyntheticDataConfig(StrictModel):
     """The built-in multi-site generator (see ``medfed.data.synthetic``)."""
 
     image_size: int = Field(64, ge=16, le=512)
@@ -24,7 +22,7 @@ class SyntheticDataConfig(_Strict):
     cases_scale: float = Field(1.0, gt=0, description="Multiplies every site's number of cases.")
 
 
-class SiteSourceConfig(_Strict):
+class SiteSourceConfig(StrictModel):
     """One site's real data on disk."""
 
     name: str
@@ -39,7 +37,7 @@ class SiteSourceConfig(_Strict):
         return name
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     """Where each site's data comes from, and how it is split."""
 
     synthetic: SyntheticDataConfig | None = SyntheticDataConfig()
@@ -69,14 +67,14 @@ class DataConfig(_Strict):
         return self
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """A network from the model registry and its constructor arguments."""
 
     name: str = "unet"
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(StrictModel):
     """Local training at each site."""
 
     local_epochs: int = Field(2, ge=1)
@@ -85,7 +83,7 @@ class TrainingConfig(_Strict):
     optimizer: Literal["adam", "sgd"] = "adam"
 
 
-class FederationConfig(_Strict):
+class FederationConfig(StrictModel):
     """Rounds and participation."""
 
     rounds: int = Field(12, ge=1)
@@ -121,21 +119,21 @@ class StrategyConfig(BaseModel):
         return self.label or self.name
 
 
-class BaselinesConfig(_Strict):
+class BaselinesConfig(StrictModel):
     """Comparisons that only a simulation can make."""
 
     centralized: bool = True
     local: bool = True
 
 
-class SiteBudgetConfig(_Strict):
+class SiteBudgetConfig(StrictModel):
     """One site's own differential-privacy budget; ``delta`` defaults to ``privacy.delta``."""
 
     epsilon: float = Field(gt=0)
     delta: float | None = Field(None, gt=0, lt=1)
 
 
-class DPSGDConfig(_Strict):
+class DPSGDConfig(StrictModel):
     """Sample-level DP-SGD at every site (see ``medfed.privacy.dp.DPTrainer``)."""
 
     noise: Literal["calibrated", "fixed"] = Field(
@@ -161,7 +159,7 @@ class DPSGDConfig(_Strict):
         return self
 
 
-class ClientDPConfig(_Strict):
+class ClientDPConfig(StrictModel):
     """Client-level DP-FedAvg with adaptive clipping around every federated strategy."""
 
     noise_multiplier: float = Field(ge=0)
@@ -172,7 +170,7 @@ class ClientDPConfig(_Strict):
     count_budget_fraction: float = Field(0.05, gt=0, lt=1)
 
 
-class SecureAggregationConfig(_Strict):
+class SecureAggregationConfig(StrictModel):
     """Secure aggregation (Bonawitz et al. 2017) of every federated strategy's round: the server
     sees only the sample-weighted mean (see ``medfed.privacy.secagg``)."""
 
@@ -185,14 +183,14 @@ class SecureAggregationConfig(_Strict):
     )
 
 
-class EncryptionConfig(_Strict):
+class EncryptionConfig(StrictModel):
     """Encrypted aggregation of every federated strategy's round: the sites encrypt their
     updates, the server adds ciphertexts without a key (see ``medfed.privacy.ckks_connector``)."""
 
     scheme: Literal["ckks"] = Field(description="Homomorphic encryption scheme.")
 
 
-class PrivacyConfig(_Strict):
+class PrivacyConfig(StrictModel):
     """Differential privacy, secure aggregation and encryption; each off unless its section is
     given."""
 
@@ -242,7 +240,7 @@ class PrivacyConfig(_Strict):
         return self
 
 
-class SimulationConfig(_Strict):
+class SimulationConfig(StrictModel):
     """Everything ``medfed simulate`` needs; all defaults together are the built-in demo."""
 
     seed: int = 0
