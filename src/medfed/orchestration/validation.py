@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
+from medfed.aggregation.keys import key_differences, layout_mismatch
 from medfed.errors import UpdateRejected
 from medfed.types import SCHEMA_VERSION, TrainResult, Weights
 
@@ -100,23 +101,19 @@ def _check_tensors(what: str, tensors: Mapping[str, torch.Tensor], reference: We
         tensors: The tensors received.
         reference: What they must look like.
     """
-    missing = sorted(set(reference) - set(tensors))
-    unexpected = sorted(set(tensors) - set(reference))
+    missing, unexpected = key_differences(reference, tensors)
     if missing or unexpected:
         raise ValueError(f"{what} names differ: missing {missing[:5]}, unexpected {unexpected[:5]}")
     for name, expected in reference.items():
-        tensor = tensors[name]
-        if tensor.shape != expected.shape:
-            raise ValueError(f"{what} '{name}' has shape {tuple(tensor.shape)}, expected {tuple(expected.shape)}")
-        if tensor.dtype != expected.dtype:
-            raise ValueError(f"{what} '{name}' has dtype {tensor.dtype}, expected {expected.dtype}")
+        problem = layout_mismatch(tensors[name], expected)
+        if problem:
+            raise ValueError(f"{what} '{name}' {problem}")
     _check_values(what, tensors)
 
 
 def _check_extras(received: Mapping[str, Weights], declared: Mapping[str, Weights] | None) -> None:
     if declared is not None:
-        missing = sorted(set(declared) - set(received))
-        unexpected = sorted(set(received) - set(declared))
+        missing, unexpected = key_differences(declared, received)
         if missing or unexpected:
             raise ValueError(f"extras differ: missing {missing[:5]}, unexpected {unexpected[:5]}")
     for group, tensors in received.items():
