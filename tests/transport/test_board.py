@@ -10,8 +10,8 @@ import torch
 from medfed.errors import UpdateRejected
 from medfed.orchestration.validation import CheckedResult
 from medfed.transport.board import DONE, MAX_REASON_CHARS, Offer, RoundBoard
-from medfed.transport.payload import decode_task, encode_result
 from medfed.transport.connector import GrpcConnector
+from medfed.transport.payload import decode_task, encode_result
 from medfed.types import TrainResult, TrainTask
 
 WEIGHTS = {"w": torch.zeros(2, 2)}

@@ -22,7 +22,14 @@ from medfed.transport.payload import (
     encode_result,
     encode_task,
 )
-from medfed.transport.protobuf import Kind, decode_message, encode_message, payload_stream, read_stream, signal_stream
+from medfed.transport.protobuf import (
+    Kind,
+    decode_message,
+    encode_message,
+    payload_stream,
+    read_stream,
+    signal_stream,
+)
 from medfed.types import TrainResult, TrainTask
 
 

@@ -22,7 +22,7 @@ from medfed.errors import CheckpointError
 from medfed.files import atomic_write
 from medfed.orchestration.validation import non_finite_keys
 from medfed.transport.payload import flatten, read_safetensors, unflatten
-from medfed.types import SCHEMA_VERSION, ServerState, SiteState, Weights
+from medfed.types import SCHEMA_VERSION, ServerState, SiteState
 
 _ROUND_FILE = re.compile(r"round_(\d{4,})\.safetensors$")
 

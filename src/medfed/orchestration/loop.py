@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from medfed.errors import MedfedError, UpdateRejected
 from medfed.orchestration.connector import SiteConnector
 from medfed.orchestration.sampling import sample_sites
-from medfed.orchestration.validation import CheckedResult, check_declared_extras, non_finite_keys, validate_result
+from medfed.orchestration.validation import (
+    CheckedResult,
+    check_declared_extras,
+    non_finite_keys,
+    validate_result,
+)
 from medfed.strategies.base import Strategy
 from medfed.text import printable
 from medfed.types import (

@@ -21,8 +21,8 @@ from typing import Any
 from medfed.errors import UpdateRejected
 from medfed.orchestration.validation import checked_result
 from medfed.text import printable
-from medfed.transport.payload import decode_result, encode_task
 from medfed.transport.errors import PayloadError
+from medfed.transport.payload import decode_result, encode_task
 from medfed.types import TrainResult, TrainTask, Weights
 
 logger = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from medfed.transport.payload import decode_task, encode_result
 from medfed.transport.errors import PayloadError
+from medfed.transport.payload import decode_task, encode_result
 from medfed.transport.protobuf import (
     FederationCalls,
     Kind,
