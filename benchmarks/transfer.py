@@ -27,7 +27,7 @@ import torch
 from medfed.provision import CertificateGate, ProjectConfig, load_client_kit, load_server_kit, provision
 from medfed.transport.board import RoundBoard
 from medfed.transport.client import Assignment, SiteChannel
-from medfed.transport.codec import encode_task
+from medfed.transport.payload import encode_task
 from medfed.transport.server import FederationServicer, start_server
 from medfed.transport.tls import server_credentials
 from medfed.types import TrainResult, TrainTask, Weights

@@ -20,7 +20,7 @@ import grpc
 
 from medfed.transport.board import RoundBoard
 from medfed.transport.limits import return_freed_memory
-from medfed.transport.serde import FederationCalls, Kind, payload_stream
+from medfed.transport.protobuf import FederationCalls, Kind, payload_stream
 from medfed.transport.server import SITE_METADATA_KEY, FederationServicer, start_server
 
 SITES, PER_SITE, SIZE = "abc", 10, 18 * 1024 * 1024

@@ -7,7 +7,7 @@ import torch
 
 from medfed.deployment.client import run_client
 from medfed.transport.client import Assignment
-from medfed.transport.serde import Kind, SubmitOutcome
+from medfed.transport.protobuf import Kind, SubmitOutcome
 from medfed.types import TrainTask
 
 

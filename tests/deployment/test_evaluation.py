@@ -31,9 +31,9 @@ from medfed.orchestration.site import cpu_weights
 from medfed.training import evaluate
 from medfed.transport.board import Offer, RoundBoard
 from medfed.transport.client import Step
-from medfed.transport.codec import decode_task, encode_task
+from medfed.transport.payload import decode_task, encode_task
 from medfed.transport.errors import PayloadError
-from medfed.transport.serde import Kind, SubmitOutcome
+from medfed.transport.protobuf import Kind, SubmitOutcome
 from medfed.types import ServerState, TrainTask
 
 SEED = 3

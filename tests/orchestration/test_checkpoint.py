@@ -85,3 +85,11 @@ def test_a_non_finite_checkpoint_is_not_resumed_from(tmp_path: Path) -> None:
     save_file({"server/weights/w": torch.tensor([float("nan")])}, str(path), metadata={"schema_version": "1", "round": "1", "sites": "[]"})
     with pytest.raises(CheckpointError, match="not finite in \\['w'\\]"):
         load_checkpoint(path)
+
+
+def test_an_extra_group_name_with_a_slash_is_refused_not_saved_under_another_group(tmp_path: Path) -> None:
+    server = ServerState(round=1, weights={"w": torch.ones(2)}, extra={"a/b": {"w": torch.ones(2)}})
+    path = checkpoint_path(tmp_path, 1)
+    with pytest.raises(ValueError, match="may not contain '/'"):
+        save_checkpoint(path, Checkpoint(server=server))
+    assert not path.exists()

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from medfed.orchestration.checkpoint import Checkpoint, checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
+from medfed.orchestration import loop
 from medfed.orchestration.loop import AggregationFailed, RoundPlan, run_round, run_rounds
-from medfed.orchestration.validation import non_finite_keys
+from medfed.orchestration.validation import checked_result, non_finite_keys
 from medfed.strategies import FedAvg, Scaffold
 from medfed.types import ServerState, TrainResult, TrainTask
 
@@ -88,6 +89,23 @@ def test_scaffold_results_without_a_fitting_delta_control_are_left_out() -> None
     state, results = run_round(strategy, strategy.init(MODEL), _plan(answers), Scripted(answers))
     assert [r.site for r in results] == ["a", "b"]
     torch.testing.assert_close(state.weights["conv.weight"], torch.ones(2, 3))
+
+
+def test_results_checked_where_they_arrived_are_not_scanned_again_but_their_extras_are(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scanned: list[str] = []
+    monkeypatch.setattr(loop, "validate_result", lambda result, *args, **kwargs: scanned.append(result.site))
+
+    def checked(answer: Answer) -> Answer:
+        return lambda site, task: checked_result(answer(site, task), task.weights, round=task.round)
+
+    fitting = _scaffold_answer(lambda task: {"delta_control": {"conv.weight": torch.zeros(2, 3)}})
+    answers = {"a": checked(fitting), "b": checked(fitting), "missing": checked(honest(1.0)), "plain": fitting}
+    strategy = Scaffold()
+    _, results = run_round(strategy, strategy.init(MODEL), _plan(answers), Scripted(answers))
+    assert [r.site for r in results] == ["a", "b", "plain"]
+    assert scanned == ["plain"]
 
 
 def test_a_non_finite_aggregate_is_refused_and_nothing_is_checkpointed(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ from medfed.privacy.secagg import (
     SecAggServer,
     SecureAggregationError,
     new_config,
-    run_secure_aggregation,
     secure_sum,
 )
 from medfed.privacy.secagg.messages import ShareDelivery
@@ -33,7 +32,7 @@ def _inputs(seed: int) -> dict[str, np.ndarray]:
 
 def test_sum_without_dropouts_equals_plain_sum() -> None:
     inputs = _inputs(0)
-    total = run_secure_aggregation(inputs, threshold=3)
+    total = secure_sum(inputs, threshold=3).total
     np.testing.assert_allclose(total, sum(inputs.values()), rtol=0, atol=TOL)
 
 
@@ -57,9 +56,9 @@ def test_sum_survives_random_dropouts_up_to_n_minus_t(seed: int) -> None:
 
 def test_clients_dropping_before_sharing_are_left_out() -> None:
     inputs = _inputs(1)
-    total = run_secure_aggregation(
+    total = secure_sum(
         inputs, threshold=3, drop_after_advertising=["a"], drop_after_sharing=["b"]
-    )
+    ).total
     expected = inputs["c"] + inputs["d"] + inputs["e"]
     np.testing.assert_allclose(total, expected, rtol=0, atol=TOL)
 
@@ -75,13 +74,13 @@ def test_clients_dropping_before_sharing_are_left_out() -> None:
 )
 def test_fewer_than_t_survivors_raise_instead_of_a_wrong_sum(drops: dict) -> None:
     with pytest.raises(SecureAggregationError, match="threshold is 3"):
-        run_secure_aggregation(_inputs(2), threshold=3, seed=0, **drops)
+        secure_sum(_inputs(2), threshold=3, seed=0, **drops)
 
 
 @pytest.mark.parametrize("threshold", [2, 6])
 def test_threshold_must_be_an_honest_majority_and_at_most_n(threshold: int) -> None:
     with pytest.raises(ValueError, match="threshold"):
-        run_secure_aggregation(_inputs(3), threshold=threshold)
+        secure_sum(_inputs(3), threshold=threshold)
 
 
 def _play_until_masked(values: np.ndarray, code: FixedPoint = CODE) -> tuple[np.ndarray, int]:
@@ -162,4 +161,4 @@ def test_messages_of_another_session_are_rejected() -> None:
 def test_overflowing_input_raises_rather_than_wrapping() -> None:
     inputs = {name: np.full(4, 1e12) for name in NAMES}
     with pytest.raises(SecureAggregationError, match="overflow bound"):
-        run_secure_aggregation(inputs, threshold=3)
+        secure_sum(inputs, threshold=3)

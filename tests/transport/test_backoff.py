@@ -7,7 +7,7 @@ import pytest
 
 from medfed.deployment.client import send_when_admitted
 from medfed.transport.backoff import Backoff
-from medfed.transport.serde import SubmitOutcome
+from medfed.transport.protobuf import SubmitOutcome
 
 
 def test_delays_grow_to_the_cap_and_reset() -> None:

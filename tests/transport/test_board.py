@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from medfed.errors import UpdateRejected
+from medfed.orchestration.validation import CheckedResult
 from medfed.transport.board import DONE, MAX_REASON_CHARS, Offer, RoundBoard
-from medfed.transport.codec import decode_task, encode_result
 from medfed.transport.connector import GrpcConnector
+from medfed.transport.payload import decode_task, encode_result
 from medfed.types import TrainResult, TrainTask
 
 WEIGHTS = {"w": torch.zeros(2, 2)}
@@ -57,6 +58,13 @@ def test_results_are_collected_in_task_order_and_once() -> None:
         _submit(board, task_id, _result("a"))
     assert board.offer("a", timeout_s=0.05) is None  # answered: nothing more this round
     assert [r.site for r in _collect(board, 1)] == ["a", "b"]
+
+
+def test_accepted_results_are_marked_checked_for_the_round_loop() -> None:
+    board = _posted(["a"])
+    _submit(board, _offer(board, "a").task_id, _result("a"))
+    (result,) = _collect(board, 1)
+    assert isinstance(result, CheckedResult) and result.site == "a" and result.num_samples == 2
 
 
 def test_invalid_update_counts_as_answer_and_is_left_out() -> None:

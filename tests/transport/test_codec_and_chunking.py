@@ -15,15 +15,21 @@ from medfed.privacy.secagg.messages import (
     UnmaskResponse,
 )
 from medfed.transport.chunking import Reassembler, digest, split
-from medfed.transport.codec import (
+from medfed.transport.errors import PayloadError
+from medfed.transport.payload import (
     decode_result,
     decode_task,
     encode_result,
     encode_task,
 )
-from medfed.transport.errors import PayloadError
-from medfed.transport.protocol_codec import decode_message, encode_message
-from medfed.transport.serde import Kind, payload_stream, read_stream, signal_stream
+from medfed.transport.protobuf import (
+    Kind,
+    decode_message,
+    encode_message,
+    payload_stream,
+    read_stream,
+    signal_stream,
+)
 from medfed.types import TrainResult, TrainTask
 
 

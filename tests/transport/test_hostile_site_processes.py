@@ -16,7 +16,7 @@ from deploy_procs import free_port, make_kits, processes, server_args, wait_for,
 from medfed.orchestration.checkpoint import checkpoint_path, load_checkpoint
 from medfed.orchestration.validation import non_finite_keys
 from medfed.transport.client import Assignment, SiteChannel, Step
-from medfed.transport.serde import Kind
+from medfed.transport.protobuf import Kind
 from medfed.transport.tls import TlsFiles
 from medfed.types import TrainResult
 

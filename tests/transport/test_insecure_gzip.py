@@ -8,7 +8,7 @@ import torch
 
 from medfed.transport.board import RoundBoard
 from medfed.transport.client import Assignment, SiteChannel
-from medfed.transport.serde import Kind
+from medfed.transport.protobuf import Kind
 from medfed.transport.server import FederationServicer, start_server
 from medfed.types import TrainResult, TrainTask
 

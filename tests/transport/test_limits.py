@@ -15,7 +15,7 @@ import torch
 from medfed.transport.board import RoundBoard
 from medfed.transport.errors import ServerBusy
 from medfed.transport.limits import Admission, ServerLimits, Watchdog
-from medfed.transport.serde import DataPiece, FederationCalls, Kind, Message, payload_stream, task_request
+from medfed.transport.protobuf import DataPiece, FederationCalls, Kind, Message, payload_stream, task_request
 from medfed.transport.server import GRPC_OPTIONS, SITE_METADATA_KEY, FederationServicer, start_server
 from medfed.types import TrainTask
 

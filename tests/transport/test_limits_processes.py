@@ -14,7 +14,7 @@ import pytest
 from deploy_procs import Processes, free_port, make_kits, processes, server_args, wait_for, write_job
 from medfed.transport.chunking import digest
 from medfed.transport.client import Assignment, SiteChannel, Step
-from medfed.transport.serde import Kind
+from medfed.transport.protobuf import Kind
 from medfed.transport.tls import TlsFiles, channel_credentials
 from medfed.transport.wire import medfed_pb2 as pb
 from medfed.types import TrainResult

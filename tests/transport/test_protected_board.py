@@ -16,8 +16,8 @@ from medfed.privacy.protected_sum import is_protected_aggregate
 from medfed.privacy.secagg.messages import AdvertiseKeys
 from medfed.privacy.secagg.rounds import CONSISTENCY, MASKED_INPUT, UNMASK_SIGNED
 from medfed.transport.board import Offer, RoundBoard
-from medfed.transport.codec import decode_task
-from medfed.transport.protocol_codec import decode_message, encode_message
+from medfed.transport.payload import decode_task
+from medfed.transport.protobuf import decode_message, encode_message
 from medfed.types import TrainResult, TrainTask
 
 SITES = {"a": 1.0, "b": 2.0, "c": 4.0, "d": 8.0}  # each site's trained value; each has 2 samples

@@ -22,8 +22,8 @@ from medfed.provision import revoke
 from medfed.provision.certs import create_ca, issue, read_identity, write_identity
 from medfed.transport.chunking import digest
 from medfed.transport.client import Assignment, SiteChannel
-from medfed.transport.codec import encode_result
-from medfed.transport.serde import Kind
+from medfed.transport.payload import encode_result
+from medfed.transport.protobuf import Kind
 from medfed.transport.tls import TlsFiles, channel_credentials
 from medfed.transport.wire import medfed_pb2 as pb
 from medfed.transport.wire import medfed_pb2_grpc as pb_grpc

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import torch
+
 from medfed.types import Weights
 
 _RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
@@ -32,21 +36,27 @@ def check_compatible(reference: Weights, candidate: Weights, label: str) -> None
         candidate: The weights being checked.
         label: Names ``candidate`` in the error message (e.g. ``"update 3"`` or ``"site 'a'"``).
     """
-    missing = reference.keys() - candidate.keys()
+    missing, unexpected = key_differences(reference, candidate)
     if missing:
-        raise ValueError(f"{label}: missing key '{min(missing)}'")
-    unexpected = candidate.keys() - reference.keys()
+        raise ValueError(f"{label}: missing key '{missing[0]}'")
     if unexpected:
-        raise ValueError(f"{label}: unexpected key '{min(unexpected)}'")
+        raise ValueError(f"{label}: unexpected key '{unexpected[0]}'")
     for key, expected in reference.items():
-        found = candidate[key]
-        if found.shape != expected.shape:
-            raise ValueError(
-                f"{label}: key '{key}' has shape {tuple(found.shape)}, "
-                f"expected {tuple(expected.shape)}"
-            )
-        if found.dtype != expected.dtype:
-            raise ValueError(
-                f"{label}: key '{key}' has dtype {found.dtype}, expected {expected.dtype}"
-            )
+        problem = layout_mismatch(candidate[key], expected)
+        if problem:
+            raise ValueError(f"{label}: key '{key}' {problem}")
 
+
+def key_differences(reference: Mapping[str, object], candidate: Mapping[str, object]) -> tuple[list[str], list[str]]:
+    """The keys of ``reference`` that ``candidate`` lacks and those it adds, each sorted."""
+    return sorted(reference.keys() - candidate.keys()), sorted(candidate.keys() - reference.keys())
+
+
+def layout_mismatch(found: torch.Tensor, expected: torch.Tensor) -> str | None:
+    """How ``found`` differs from ``expected`` in shape or dtype (``"has shape (3,), expected
+    (2,)"``), or ``None`` when they line up."""
+    if found.shape != expected.shape:
+        return f"has shape {tuple(found.shape)}, expected {tuple(expected.shape)}"
+    if found.dtype != expected.dtype:
+        return f"has dtype {found.dtype}, expected {expected.dtype}"
+    return None

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from medfed.config.strict import StrictModel
 from medfed.data.families import FAMILIES, Family
 from medfed.errors import UnknownNameError
 
@@ -16,11 +17,10 @@ _SITE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _MAX_3D_SIZE = 128
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_SITE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-class SyntheticDataConfig(_Strict):
+class SyntheticDataConfig(StrictModel):
     """The built-in multi-site generator (see ``medfed.data.synthetic``)."""
 
     family: str = Field(
@@ -62,7 +62,7 @@ def _family_or_none(name: Any) -> Family | None:
         return None
 
 
-class SiteSourceConfig(_Strict):
+class SiteSourceConfig(StrictModel):
     """One site's real data on disk."""
 
     name: str
@@ -77,7 +77,7 @@ class SiteSourceConfig(_Strict):
         return name
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     """Where each site's data comes from, and how it is split."""
 
     synthetic: SyntheticDataConfig | None = SyntheticDataConfig()
@@ -120,14 +120,14 @@ class DataConfig(_Strict):
         return self
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """A network from the model registry and its constructor arguments."""
 
     name: str = "unet"
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(StrictModel):
     """Local training at each site."""
 
     local_epochs: int = Field(2, ge=1)
@@ -136,7 +136,7 @@ class TrainingConfig(_Strict):
     optimizer: Literal["adam", "sgd"] = "adam"
 
 
-class FederationConfig(_Strict):
+class FederationConfig(StrictModel):
     """Rounds and participation."""
 
     rounds: int = Field(12, ge=1)
@@ -189,21 +189,21 @@ class StrategyConfig(BaseModel):
         return self.label or self.name
 
 
-class BaselinesConfig(_Strict):
+class BaselinesConfig(StrictModel):
     """Comparisons that only a simulation can make."""
 
     centralized: bool = True
     local: bool = True
 
 
-class SiteBudgetConfig(_Strict):
+class SiteBudgetConfig(StrictModel):
     """One site's own differential-privacy budget; ``delta`` defaults to ``privacy.delta``."""
 
     epsilon: float = Field(gt=0)
     delta: float | None = Field(None, gt=0, lt=1)
 
 
-class DPSGDConfig(_Strict):
+class DPSGDConfig(StrictModel):
     """Sample-level DP-SGD at every site (see ``medfed.privacy.dp.DPTrainer``)."""
 
     noise: Literal["calibrated", "fixed"] = Field(
@@ -229,7 +229,7 @@ class DPSGDConfig(_Strict):
         return self
 
 
-class ClientDPConfig(_Strict):
+class ClientDPConfig(StrictModel):
     """Client-level DP-FedAvg with adaptive clipping around every federated strategy."""
 
     noise_multiplier: float = Field(ge=0)
@@ -240,7 +240,7 @@ class ClientDPConfig(_Strict):
     count_budget_fraction: float = Field(0.05, gt=0, lt=1)
 
 
-class SecureAggregationConfig(_Strict):
+class SecureAggregationConfig(StrictModel):
     """Secure aggregation (Bonawitz et al. 2017) of every federated strategy's round: the server
     sees only the sample-weighted mean (see ``medfed.privacy.secagg``)."""
 
@@ -253,14 +253,14 @@ class SecureAggregationConfig(_Strict):
     )
 
 
-class EncryptionConfig(_Strict):
+class EncryptionConfig(StrictModel):
     """Encrypted aggregation of every federated strategy's round: the sites encrypt their
     updates, the server adds ciphertexts without a key (see ``medfed.privacy.ckks_connector``)."""
 
     scheme: Literal["ckks"] = Field(description="Homomorphic encryption scheme.")
 
 
-class PrivacyConfig(_Strict):
+class PrivacyConfig(StrictModel):
     """Differential privacy, secure aggregation and encryption; each off unless its section is
     given."""
 
@@ -316,7 +316,7 @@ CLEAN_SUFFIX = "-clean"
 AttackKind = Literal["sign_flip", "scale", "gaussian", "alie", "label_flip", "backdoor"]
 
 
-class PoisoningConfig(_Strict):
+class PoisoningConfig(StrictModel):
     """Malicious sites in a simulation (see ``medfed.attacks.poisoning``). Each federated
     strategy runs attacked; with ``clean_runs`` each also runs once without the attack."""
 
@@ -342,7 +342,7 @@ class PoisoningConfig(_Strict):
         return sites
 
 
-class SimulationConfig(_Strict):
+class SimulationConfig(StrictModel):
     """Everything ``medfed simulate`` needs; all defaults together are the built-in demo."""
 
     seed: int = 0

@@ -30,9 +30,9 @@ from medfed.provision.errors import ProvisionError
 from medfed.provision.gate import certified
 from medfed.transport.backoff import DEFAULT_MAX_FAILURES, Backoff
 from medfed.transport.client import Assignment, SiteChannel, Step
-from medfed.transport.codec import decode_task
 from medfed.transport.errors import AuthenticationError, PayloadError, TransportError
-from medfed.transport.serde import Kind, SubmitOutcome
+from medfed.transport.payload import decode_task
+from medfed.transport.protobuf import Kind, SubmitOutcome
 from medfed.transport.tls import TlsFiles, probe_tls
 from medfed.types import TrainTask
 

@@ -29,8 +29,8 @@ from medfed.models import build_model
 from medfed.privacy.setup import prepare_model
 from medfed.training import evaluate
 from medfed.transport.board import Accept, RoundBoard
-from medfed.transport.codec import encode_task
 from medfed.transport.errors import PayloadError
+from medfed.transport.payload import encode_task
 from medfed.types import ServerState, Task, TrainTask, Weights
 
 logger = logging.getLogger(__name__)

@@ -12,18 +12,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from medfed.config.loading import check_strategy
 from medfed.config.schema import FederationConfig, ModelConfig, PrivacyConfig, StrategyConfig, TrainingConfig
+from medfed.config.strict import StrictModel
 from medfed.errors import ConfigError
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SiteJob(_Strict):
+class SiteJob(StrictModel):
     """What every site must agree on to train its part of a round.
 
     Sites read ``federation.rounds`` to plan their privacy budget, and ``privacy`` to know the

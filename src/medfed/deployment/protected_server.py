@@ -33,7 +33,7 @@ from medfed.privacy.secagg.messages import AdvertiseKeys, SecAggInvitation
 from medfed.privacy.secagg.rounds import STEPS, serve_aggregation
 from medfed.privacy.secagg.vectors import layout_of, mean_of_weighted_sum, size_of
 from medfed.transport.board import Accept, RoundBoard, accept_train_result
-from medfed.transport.protocol_codec import decode_message, encode_message
+from medfed.transport.protobuf import decode_message, encode_message
 from medfed.types import TrainResult, TrainTask
 
 logger = logging.getLogger(__name__)

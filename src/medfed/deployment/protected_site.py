@@ -20,9 +20,9 @@ from medfed.privacy.secagg.authentication import KeyAuthenticator
 from medfed.privacy.secagg.messages import KeyDirectory, SecAggInvitation
 from medfed.privacy.secagg.rounds import STEPS, Participant
 from medfed.privacy.secagg.vectors import layout_of, weighted_vector
-from medfed.transport.codec import encode_result
+from medfed.transport.payload import encode_result
 from medfed.transport.errors import PayloadError
-from medfed.transport.protocol_codec import decode_message, encode_message
+from medfed.transport.protobuf import decode_message, encode_message
 from medfed.types import TrainResult, TrainTask
 
 logger = logging.getLogger(__name__)

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
 from medfed.errors import CheckpointError
 from medfed.files import atomic_write
 from medfed.orchestration.validation import non_finite_keys
-from medfed.types import SCHEMA_VERSION, ServerState, SiteState, Weights
+from medfed.transport.payload import flatten, read_safetensors, unflatten
+from medfed.types import SCHEMA_VERSION, ServerState, SiteState
 
 _ROUND_FILE = re.compile(r"round_(\d{4,})\.safetensors$")
 
@@ -61,9 +61,9 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
             resumed run must never start from a poisoned model).
     """
     _check_finite(checkpoint.server, f"checkpoint '{path}'")
-    tensors = _flatten("server", checkpoint.server.weights, checkpoint.server.extra)
+    tensors = flatten(checkpoint.server.weights, checkpoint.server.extra, "server/", copy=True)
     for name, site in checkpoint.sites.items():
-        tensors.update(_flatten(f"site/{name}", site.weights, site.extra))
+        tensors.update(flatten(site.weights, site.extra, f"site/{name}/", copy=True))
     metadata = {
         "schema_version": str(SCHEMA_VERSION),
         "round": str(checkpoint.server.round),
@@ -81,19 +81,19 @@ def load_checkpoint(path: Path) -> Checkpoint:
             server state holds a NaN or an infinity.
     """
     tensors, metadata = _read(path, "checkpoint")
-    weights, extra = _unflatten(tensors, "server")
+    weights, extra = unflatten(tensors, "server/")
     server = ServerState(round=int(metadata["round"]), weights=weights, extra=extra)
     _check_finite(server, f"checkpoint '{path}'")
     sites = {}
     for name in json.loads(metadata["sites"]):
-        site_weights, site_extra = _unflatten(tensors, f"site/{name}")
+        site_weights, site_extra = unflatten(tensors, f"site/{name}/")
         sites[name] = SiteState(weights=site_weights, extra=site_extra)
     return Checkpoint(server=server, sites=sites, metadata=metadata)
 
 
 def save_site_state(path: Path, state: SiteState, metadata: Mapping[str, str]) -> None:
     """Writes a deployed site's private ``state`` to ``path`` atomically, with ``metadata``."""
-    tensors = _flatten("site", state.weights, state.extra)
+    tensors = flatten(state.weights, state.extra, "site/", copy=True)
     atomic_write(path, save_bytes(tensors, metadata={"schema_version": str(SCHEMA_VERSION), **metadata}))
 
 
@@ -104,15 +104,13 @@ def load_site_state(path: Path) -> tuple[SiteState, dict[str, str]]:
         CheckpointError: The file is missing, truncated, or of another schema version.
     """
     tensors, metadata = _read(path, "site state")
-    weights, extra = _unflatten(tensors, "site")
+    weights, extra = unflatten(tensors, "site/")
     return SiteState(weights=weights, extra=extra), metadata
 
 
 def _read(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
-        data = path.read_bytes()
-        tensors = load_bytes(data)
-        metadata = _read_metadata(data)
+        tensors, metadata = read_safetensors(path.read_bytes())
     except (OSError, SafetensorError, ValueError) as error:
         raise CheckpointError(f"cannot read {what} '{path}': {error}") from error
     if metadata.get("schema_version") != str(SCHEMA_VERSION):
@@ -127,33 +125,3 @@ def _check_finite(server: ServerState, what: str) -> None:
     bad = non_finite_keys(server.weights, server.extra)
     if bad:
         raise CheckpointError(f"{what}: the server state is not finite in {bad[:5]}")
-
-
-def _flatten(prefix: str, weights: Weights, extra: Mapping[str, Weights]) -> dict[str, torch.Tensor]:
-    flat = {f"{prefix}/weights/{name}": _storable(t) for name, t in weights.items()}
-    for group, tensors in extra.items():
-        flat.update({f"{prefix}/extra/{group}/{name}": _storable(t) for name, t in tensors.items()})
-    return flat
-
-
-def _unflatten(tensors: Mapping[str, torch.Tensor], prefix: str) -> tuple[Weights, dict[str, Weights]]:
-    weights: Weights = {}
-    extra: dict[str, Weights] = {}
-    for key, tensor in tensors.items():
-        if key.startswith(f"{prefix}/weights/"):
-            weights[key.removeprefix(f"{prefix}/weights/")] = tensor
-        elif key.startswith(f"{prefix}/extra/"):
-            group, name = key.removeprefix(f"{prefix}/extra/").split("/", 1)
-            extra.setdefault(group, {})[name] = tensor
-    return weights, extra
-
-
-def _storable(tensor: torch.Tensor) -> torch.Tensor:
-    """safetensors needs contiguous CPU tensors that share no memory."""
-    return tensor.detach().to("cpu").contiguous().clone()
-
-
-def _read_metadata(data: bytes) -> dict[str, str]:
-    header_size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + header_size])
-    return dict(header.get("__metadata__", {}))

@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from medfed.errors import MedfedError, UpdateRejected
 from medfed.orchestration.connector import SiteConnector
 from medfed.orchestration.sampling import sample_sites
-from medfed.orchestration.validation import non_finite_keys, validate_result
+from medfed.orchestration.validation import (
+    CheckedResult,
+    check_declared_extras,
+    non_finite_keys,
+    validate_result,
+)
 from medfed.strategies.base import Strategy
 from medfed.text import printable
 from medfed.types import (
@@ -65,7 +70,8 @@ def run_round(
     """Runs round ``state.round + 1``: sample, send tasks, validate results, aggregate.
 
     Invalid updates (see ``validate_result``, with the strategy's declared extras) are logged
-    and left out. ``state`` is unchanged when the round fails.
+    and left out; a ``CheckedResult`` (checked where it arrived) is checked for the declared
+    extras' layout only. ``state`` is unchanged when the round fails.
 
     Raises:
         QuorumNotReached: The valid results hold the updates of fewer than ``plan.min_sites``
@@ -154,7 +160,10 @@ def _valid(
         try:
             if result.site in seen:
                 raise UpdateRejected(result.site, f"second update in round {round}")
-            validate_result(result, state.weights, round=round, extras=extras)
+            if isinstance(result, CheckedResult):
+                check_declared_extras(result, extras)
+            else:
+                validate_result(result, state.weights, round=round, extras=extras)
         except UpdateRejected as rejection:
             logger.warning("%s", rejection)
             continue

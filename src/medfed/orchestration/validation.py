@@ -1,19 +1,23 @@
 """Checks every incoming update before it may reach aggregation, and every new global model
 before it is accepted.
 
-Every number a site sends is bounded here, where it arrives (the gRPC server's board runs
-``validate_result`` on each decoded answer) and again in the round loop, with the strategy's
-declared extras, before aggregation: a value no honest site sends can otherwise overflow or
-raise inside shared code.
+Every number a site sends is bounded here once, before aggregation: a value no honest site
+sends can otherwise overflow or raise inside shared code. Where an update arrives over gRPC, the
+server's board runs ``checked_result`` on the decoded answer (so the site is told at once why it
+was refused); the round loop then checks only the layout of the strategy's declared extras
+(``check_declared_extras``), which the board does not know. Results made in process are checked
+in full by the round loop (``validate_result``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
 
 import torch
 
+from medfed.aggregation.keys import key_differences, layout_mismatch
 from medfed.errors import UpdateRejected
 from medfed.types import SCHEMA_VERSION, TrainResult, Weights
 
@@ -72,6 +76,31 @@ def validate_result(
         raise UpdateRejected(result.site, str(error)) from None
 
 
+@dataclass(frozen=True)
+class CheckedResult(TrainResult):
+    """A ``TrainResult`` that ``validate_result`` passed, without declared extras, where it
+    arrived (made by ``checked_result`` only)."""
+
+
+def checked_result(result: TrainResult, reference: Weights, *, round: int) -> CheckedResult:
+    """``result`` marked as checked, once ``validate_result`` (without declared extras) passes.
+
+    Raises:
+        UpdateRejected: See ``validate_result``.
+    """
+    validate_result(result, reference, round=round)
+    return CheckedResult(**{field.name: getattr(result, field.name) for field in fields(result)})
+
+
+def check_declared_extras(result: TrainResult, extras: Mapping[str, Weights]) -> None:
+    """Raises ``UpdateRejected`` unless ``result``'s extras have exactly the groups, names, shapes
+    and dtypes of the strategy's declared ``extras`` (their values are ``validate_result``'s)."""
+    try:
+        _check_extras_layout(result.extra, extras)
+    except ValueError as error:
+        raise UpdateRejected(result.site, str(error)) from None
+
+
 def non_finite_keys(weights: Weights, extra: Mapping[str, Weights] | None = None) -> list[str]:
     """The names of the floating tensors of ``weights`` and ``extra`` (as ``group/name``) that
     hold a NaN or an infinity."""
@@ -100,30 +129,33 @@ def _check_tensors(what: str, tensors: Mapping[str, torch.Tensor], reference: We
         tensors: The tensors received.
         reference: What they must look like.
     """
-    missing = sorted(set(reference) - set(tensors))
-    unexpected = sorted(set(tensors) - set(reference))
+    _check_layout(what, tensors, reference)
+    _check_values(what, tensors)
+
+
+def _check_layout(what: str, tensors: Mapping[str, torch.Tensor], reference: Weights) -> None:
+    missing, unexpected = key_differences(reference, tensors)
     if missing or unexpected:
         raise ValueError(f"{what} names differ: missing {missing[:5]}, unexpected {unexpected[:5]}")
     for name, expected in reference.items():
-        tensor = tensors[name]
-        if tensor.shape != expected.shape:
-            raise ValueError(f"{what} '{name}' has shape {tuple(tensor.shape)}, expected {tuple(expected.shape)}")
-        if tensor.dtype != expected.dtype:
-            raise ValueError(f"{what} '{name}' has dtype {tensor.dtype}, expected {expected.dtype}")
-    _check_values(what, tensors)
+        problem = layout_mismatch(tensors[name], expected)
+        if problem:
+            raise ValueError(f"{what} '{name}' {problem}")
 
 
 def _check_extras(received: Mapping[str, Weights], declared: Mapping[str, Weights] | None) -> None:
     if declared is not None:
-        missing = sorted(set(declared) - set(received))
-        unexpected = sorted(set(received) - set(declared))
-        if missing or unexpected:
-            raise ValueError(f"extras differ: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        _check_extras_layout(received, declared)
     for group, tensors in received.items():
-        if declared is None:
-            _check_values(f"extra '{group}'", tensors)
-        else:
-            _check_tensors(f"extra '{group}'", tensors, declared[group])
+        _check_values(f"extra '{group}'", tensors)
+
+
+def _check_extras_layout(received: Mapping[str, Weights], declared: Mapping[str, Weights]) -> None:
+    missing, unexpected = key_differences(declared, received)
+    if missing or unexpected:
+        raise ValueError(f"extras differ: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for group, tensors in received.items():
+        _check_layout(f"extra '{group}'", tensors, declared[group])
 
 
 def _check_values(what: str, tensors: Mapping[str, torch.Tensor]) -> None:

@@ -7,26 +7,23 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
+from medfed.config.strict import StrictModel
 from medfed.provision.errors import ProvisionError
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 RESERVED_NAMES = frozenset({"ca", "server"})
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ServerAddress(_Strict):
+class ServerAddress(StrictModel):
     """The address sites connect to; ``host`` goes into the server certificate."""
 
     host: str = "localhost"
     port: int = Field(8443, ge=1, le=65535)
 
 
-class ProjectConfig(_Strict):
+class ProjectConfig(StrictModel):
     """A federation: its name, server and sites.
 
     Example::

@@ -116,7 +116,7 @@ class LocalTrainer:
         settings = self.settings.overridden(config or {})
         hooks = hooks or LocalHooks()
         model.to(self.device).train()
-        optimizer = _optimizer(model, settings)
+        optimizer = make_optimizer(model, settings)
         loader = DataLoader(
             dataset,
             batch_size=settings.batch_size,
@@ -132,6 +132,13 @@ class LocalTrainer:
                     steps += 1
         return FitReport(steps=steps, loss=total / max(steps, 1), lr=settings.lr)
 
+    def batch_loss(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss of ``model`` on ``batch`` (``image`` and ``label``, moved to this
+        trainer's device)."""
+        images = batch["image"].to(self.device)
+        labels = batch["label"].to(self.device)
+        return self.loss(model(images), labels)
+
     def _step(
         self,
         model: nn.Module,
@@ -139,22 +146,30 @@ class LocalTrainer:
         batch: Mapping[str, torch.Tensor],
         hooks: LocalHooks,
     ) -> float:
-        images = batch["image"].to(self.device)
-        labels = batch["label"].to(self.device)
         optimizer.zero_grad(set_to_none=True)
-        loss = self.loss(model(images), labels)
+        loss = self.batch_loss(model, batch)
         penalty = hooks.penalty(model)
         objective = loss if penalty is None else loss + penalty
         objective.backward()
         hooks.after_backward(model)
         optimizer.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError("local training diverged: the loss is not finite; lower lr")
-        return value
+        return finite_value(loss)
 
 
-def _optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """The optimiser ``settings`` name over ``model``'s parameters: SGD (momentum 0.9) or Adam."""
     if settings.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9)
     return torch.optim.Adam(model.parameters(), lr=settings.lr)
+
+
+def finite_value(loss: torch.Tensor) -> float:
+    """``loss`` as a float.
+
+    Raises:
+        FloatingPointError: The loss is NaN or infinite (local training diverged).
+    """
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise FloatingPointError("local training diverged: the loss is not finite; lower lr")
+    return value

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medfed.errors import UpdateRejected
-from medfed.orchestration.validation import validate_result
+from medfed.orchestration.validation import checked_result
 from medfed.text import printable
-from medfed.transport.codec import decode_result, encode_task
 from medfed.transport.errors import PayloadError
+from medfed.transport.payload import decode_result, encode_task
 from medfed.types import TrainResult, TrainTask, Weights
 
 logger = logging.getLogger(__name__)
@@ -108,8 +108,8 @@ class RoundBoard:
             round: The round.
             tasks: Each asked site's task.
             protocol: A protocol message per site that goes with its task.
-            accept: Decodes a site's answer; by default a ``TrainResult`` that
-                ``validate_result`` passes against the site's task.
+            accept: Decodes a site's answer; by default a ``CheckedResult``: a ``TrainResult``
+                that ``validate_result`` passes against the site's task.
             reply_limit: Largest answer in bytes (default: see ``max_update_bytes``).
         """
         encoded: dict[int, bytes] = {}
@@ -290,11 +290,10 @@ def _new_id() -> str:
 
 def accept_train_result(round: int, references: Mapping[str, Weights]) -> Accept:
     """Accepts a ``TrainResult`` of ``round`` that ``validate_result`` passes against the
-    answering site's reference weights (those of its task)."""
+    answering site's reference weights (those of its task), as a ``CheckedResult``: the round
+    loop does not check its values again."""
 
     def accept(site: str, payload: bytes) -> TrainResult:
-        result = decode_result(payload, site=site)
-        validate_result(result, references[site], round=round)
-        return result
+        return checked_result(decode_result(payload, site=site), references[site], round=round)
 
     return accept

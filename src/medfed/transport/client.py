@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from medfed.transport.codec import decode_task, encode_result
 from medfed.transport.errors import PayloadError
-from medfed.transport.serde import (
+from medfed.transport.payload import decode_task, encode_result
+from medfed.transport.protobuf import (
     FederationCalls,
     Kind,
     Message,
@@ -57,10 +57,6 @@ class Step:
     job_json: str = ""
 
 
-WAIT = Kind.WAIT
-DONE = Kind.DONE
-
-
 class SiteChannel:
     """A connection from one site to the server.
 
@@ -98,7 +94,7 @@ class SiteChannel:
         self.timeout_s = timeout_s
 
     def fetch(self) -> Assignment | Step | Kind:
-        """This site's task or protocol step for the running round, or ``WAIT`` or ``DONE``.
+        """This site's task or protocol step for the running round, or ``Kind.WAIT`` or ``Kind.DONE``.
 
         Raises:
             grpc.RpcError: The call failed (server unreachable, certificate refused...).

@@ -15,7 +15,7 @@ from medfed.transport.board import DONE, Offer, RoundBoard
 from medfed.transport.chunking import CHUNK_BYTES
 from medfed.transport.errors import AuthenticationError, PayloadError, ServerBusy
 from medfed.transport.limits import Admission, ServerLimits, Watchdog
-from medfed.transport.serde import (
+from medfed.transport.protobuf import (
     Kind,
     Message,
     StreamHeader,

@@ -55,7 +55,7 @@ from medfed.privacy.dp.optimizer import QuantileCountingDPOptimizer, SourcedDPOp
 from medfed.privacy.dp.quantile import count_noise_std, geometric_update
 from medfed.seeding import derive_seed
 from medfed.strategies.base import LocalHooks
-from medfed.training.trainer import FitReport, LocalTrainer, TrainSettings
+from medfed.training.trainer import FitReport, LocalTrainer, TrainSettings, finite_value, make_optimizer
 from medfed.types import Scalar
 
 logger = logging.getLogger(__name__)
@@ -334,7 +334,7 @@ class DPTrainer:
             # Opacus's own secure mode needs torchcsprng; ``source`` draws the noise instead.
             engine = PrivacyEngine(accountant=self.policy.accountant.value, secure_mode=False)
             grad_hooks, optimizer, _ = engine.make_private(
-                module=model, optimizer=_optimizer(model, settings), data_loader=loader,
+                module=model, optimizer=make_optimizer(model, settings), data_loader=loader,
                 noise_multiplier=planned.noise_multiplier, max_grad_norm=clip,
                 poisson_sampling=False, wrap_model=False,  # ``loader`` already samples
             )
@@ -411,19 +411,15 @@ class DPTrainer:
     def _step(
         self, model: nn.Module, optimizer: DPOptimizer, batch: Mapping[str, torch.Tensor], hooks: LocalHooks
     ) -> float:
-        images = batch["image"].to(self.inner.device)
-        labels = batch["label"].to(self.inner.device)
         optimizer.zero_grad(set_to_none=True)
-        if len(images) == 0:
+        if len(batch["image"]) == 0:
             value = math.nan  # an empty Poisson batch: the step releases noise only
             for parameter in optimizer.params:
                 parameter.grad_sample = torch.zeros((0, *parameter.shape), device=parameter.device)
         else:
-            loss = self.inner.loss(model(images), labels)
+            loss = self.inner.batch_loss(model, batch)
             loss.backward()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError("local training diverged: the loss is not finite; lower lr")
+            value = finite_value(loss)
         if optimizer.pre_step():
             _post_process(model, optimizer, hooks)
             optimizer.original_optimizer.step()
@@ -449,9 +445,3 @@ def _check_model(model: nn.Module) -> None:
             "the model cannot be trained with DP-SGD (build it with "
             f"medfed.privacy.dp.make_dp_compatible): {'; '.join(problems)}"
         )
-
-
-def _optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
-    if settings.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9)
-    return torch.optim.Adam(model.parameters(), lr=settings.lr)

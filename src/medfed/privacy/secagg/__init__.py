@@ -3,7 +3,7 @@ Privacy-Preserving Machine Learning" (CCS'17), semi-honest server variant.
 
 Pure pieces (``shamir``, ``encoding``, ``crypto``, ``vectors``), the protocol's two halves
 (``SecAggClient``, ``SecAggServer``) exchanging the messages of ``messages``, an in-process
-driver (``run_secure_aggregation``, ``secure_weighted_mean``) and the round-loop integration
+driver (``secure_sum``, ``secure_weighted_mean``) and the round-loop integration
 (``SecureAggregationConnector``, ``SecureAggregation``).
 """
 
@@ -11,7 +11,6 @@ from medfed.privacy.secagg.client import SecAggClient
 from medfed.privacy.secagg.config import new_config
 from medfed.privacy.secagg.driver import (
     SecureSum,
-    run_secure_aggregation,
     secure_sum,
     secure_weighted_mean,
 )
@@ -21,7 +20,6 @@ from medfed.privacy.secagg.server import SecAggServer
 from medfed.privacy.secagg.strategy import (
     SecureAggregation,
     SecureAggregationConnector,
-    is_secure_aggregate,
     threshold_for,
 )
 
@@ -33,9 +31,7 @@ __all__ = [
     "SecureAggregationConnector",
     "SecureAggregationError",
     "SecureSum",
-    "is_secure_aggregate",
     "new_config",
-    "run_secure_aggregation",
     "secure_sum",
     "secure_weighted_mean",
     "threshold_for",

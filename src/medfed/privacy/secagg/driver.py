@@ -1,6 +1,6 @@
 """Secure aggregation played in process through explicit messages, and the weighted mean on it.
 
-``run_secure_aggregation`` runs the four rounds of Bonawitz et al. 2017 between
+``secure_sum`` runs the four rounds of Bonawitz et al. 2017 between
 ``Participant`` objects and one ``SecAggServer`` through ``serve_aggregation``, the code a
 deployment runs over gRPC; everything that passes between them is a message of
 ``medfed.privacy.secagg.messages``. Drop-outs are simulated by withholding a client's messages
@@ -41,7 +41,7 @@ class SecureSum:
     contributors: tuple[str, ...]
 
 
-def run_secure_aggregation(
+def secure_sum(
     client_inputs: Mapping[str, np.ndarray],
     threshold: int,
     *,
@@ -50,8 +50,9 @@ def run_secure_aggregation(
     drop_after_masking: Dropouts = (),
     seed: int | None = None,
     code: FixedPoint = DEFAULT_CODE,
-) -> np.ndarray:
-    """The sum of the inputs of the clients that sent masked inputs, computed securely.
+) -> SecureSum:
+    """The sum of the inputs of the clients that sent masked inputs, computed securely, and who
+    they are.
 
     Args:
         client_inputs: Each client's real vector, all of shape ``(d,)``.
@@ -65,33 +66,12 @@ def run_secure_aggregation(
         code: The fixed-point code.
 
     Returns:
-        The sum of the inputs of every client that did not drop out before round 2, float64.
+        The float64 sum of the inputs of every client that did not drop out before round 2,
+        and those clients' names.
 
     Raises:
         SecureAggregationError: If fewer than ``threshold`` clients are left at some round.
     """
-    return secure_sum(
-        client_inputs,
-        threshold,
-        drop_after_advertising=drop_after_advertising,
-        drop_after_sharing=drop_after_sharing,
-        drop_after_masking=drop_after_masking,
-        seed=seed,
-        code=code,
-    ).total
-
-
-def secure_sum(
-    client_inputs: Mapping[str, np.ndarray],
-    threshold: int,
-    *,
-    drop_after_advertising: Dropouts = (),
-    drop_after_sharing: Dropouts = (),
-    drop_after_masking: Dropouts = (),
-    seed: int | None = None,
-    code: FixedPoint = DEFAULT_CODE,
-) -> SecureSum:
-    """``run_secure_aggregation`` that also names the contributors; same arguments."""
     names = sorted(client_inputs)
     ids = {name: i + 1 for i, name in enumerate(names)}
     lengths = {np.asarray(client_inputs[name]).shape for name in names}

@@ -1,7 +1,7 @@
 """The messages of secure aggregation, one pair per round (Bonawitz et al. 2017, figure 4).
 
 Every message is a frozen dataclass of bytes and ints, so the same protocol runs in process
-(``medfed.privacy.secagg.driver``) and over the network (``medfed.transport.protocol_codec``
+(``medfed.privacy.secagg.driver``) and over the network (``medfed.transport.protobuf``
 maps each class to its protobuf twin in ``proto/medfed.proto``). Client ids are the Shamir evaluation points ``1..n``.
 
 ============  ============================  ==================================

@@ -1,7 +1,11 @@
-"""Tasks and results as safetensors bytes: tensors plus JSON metadata, never pickle.
+"""Everything safetensors: tasks, results and saved states as tensors plus string metadata,
+never pickle.
 
-Tensor keys are ``weights/<name>`` and ``extra/<group>/<name>``; the metadata holds the schema
-version, the round and the small fields (config, metrics, sample count).
+Weights and extras are flattened to keys ``<prefix>weights/<name>`` and
+``<prefix>extra/<group>/<name>`` (``flatten``, ``unflatten``), read back with their metadata by
+``read_safetensors``. Tasks and results use the empty prefix, and their metadata holds the
+schema version, the round and the small fields (config, metrics, sample count); checkpoints
+(``medfed.orchestration.checkpoint``) put several states in one file under per-owner prefixes.
 """
 
 from __future__ import annotations
@@ -77,43 +81,81 @@ def decode_result(data: bytes, *, site: str) -> TrainResult:
     )
 
 
+def flatten(
+    weights: Weights, extra: Mapping[str, Weights], prefix: str = "", *, copy: bool = False
+) -> dict[str, torch.Tensor]:
+    """``weights`` and ``extra`` as one flat mapping that safetensors can save.
+
+    Args:
+        weights: Stored under ``<prefix>weights/<name>``.
+        extra: Stored under ``<prefix>extra/<group>/<name>``; group names may not contain ``/``.
+        prefix: Put before every key (empty, or ending in ``/``).
+        copy: Clone every tensor (safetensors refuses tensors that share memory, as the states
+            of simulated sites and the server may).
+    """
+    flat = {f"{prefix}{_WEIGHTS}{name}": _plain(tensor, copy) for name, tensor in weights.items()}
+    for group, tensors in extra.items():
+        if "/" in group:
+            raise ValueError(f"extra group names may not contain '/', got '{group}'")
+        flat.update({f"{prefix}{_EXTRA}{group}/{name}": _plain(t, copy) for name, t in tensors.items()})
+    return flat
+
+
+def unflatten(tensors: Mapping[str, torch.Tensor], prefix: str = "") -> tuple[Weights, dict[str, Weights]]:
+    """The weights and extras that ``flatten`` stored under ``prefix``; other keys are skipped.
+
+    Raises:
+        ValueError: A key under ``prefix`` is neither ``weights/<name>`` nor
+            ``extra/<group>/<name>``.
+    """
+    weights: Weights = {}
+    extra: dict[str, Weights] = {}
+    for key, tensor in tensors.items():
+        if not key.startswith(prefix):
+            continue
+        local = key.removeprefix(prefix)
+        if local.startswith(_WEIGHTS):
+            weights[local.removeprefix(_WEIGHTS)] = tensor
+        elif local.startswith(_EXTRA) and local.count("/") >= 2:
+            group, name = local.removeprefix(_EXTRA).split("/", 1)
+            extra.setdefault(group, {})[name] = tensor
+        else:
+            raise ValueError(f"unexpected tensor key '{key}'")
+    return weights, extra
+
+
+def read_safetensors(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the string metadata of safetensors ``data``.
+
+    Raises:
+        SafetensorError: ``data`` is not safetensors.
+        ValueError: Its header's metadata is not a mapping.
+    """
+    tensors = load_bytes(data)  # validates the header before it is read again below
+    size = int.from_bytes(data[:8], "little")
+    metadata = json.loads(bytes(data[8 : 8 + size])).get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError("metadata is not a mapping")
+    return tensors, metadata
+
+
 def _encode(
     weights: Weights, extra: Mapping[str, Weights], metadata: dict[str, str], schema_version: int
 ) -> bytes:
-    tensors = {_WEIGHTS + name: _plain(tensor) for name, tensor in weights.items()}
-    for group, groups_tensors in extra.items():
-        if "/" in group:
-            raise ValueError(f"extra group names may not contain '/', got '{group}'")
-        tensors.update({f"{_EXTRA}{group}/{name}": _plain(t) for name, t in groups_tensors.items()})
+    tensors = flatten(weights, extra)
     return save_bytes(tensors, metadata={**metadata, "schema_version": str(schema_version)})
 
 
 def _decode(data: bytes) -> tuple[Weights, dict[str, Weights], dict[str, str]]:
     try:
-        tensors = load_bytes(data)
-        metadata = _metadata(data)
-    except (SafetensorError, ValueError, UnicodeDecodeError) as error:
+        tensors, metadata = read_safetensors(data)
+    except (SafetensorError, ValueError) as error:
         raise PayloadError(f"not a valid safetensors payload: {error}") from None
-    weights: Weights = {}
-    extra: dict[str, Weights] = {}
-    for key, tensor in tensors.items():
-        if key.startswith(_WEIGHTS):
-            weights[key.removeprefix(_WEIGHTS)] = tensor
-        elif key.startswith(_EXTRA) and key.count("/") >= 2:
-            group, name = key.removeprefix(_EXTRA).split("/", 1)
-            extra.setdefault(group, {})[name] = tensor
-        else:
-            raise PayloadError(f"unexpected tensor key '{key}'")
+    try:
+        weights, extra = unflatten(tensors)
+    except ValueError as error:
+        raise PayloadError(str(error)) from None
     return weights, extra, metadata
-
-
-def _metadata(data: bytes) -> dict[str, str]:
-    size = int.from_bytes(data[:8], "little")
-    header = json.loads(bytes(data[8 : 8 + size]))
-    metadata = header.get("__metadata__") or {}
-    if not isinstance(metadata, dict):
-        raise ValueError("metadata is not a mapping")
-    return metadata
 
 
 def _int_field(metadata: Mapping[str, str], key: str) -> int:
@@ -133,7 +175,8 @@ def _json_field(metadata: Mapping[str, str], key: str, kind: type) -> Any:
     return value
 
 
-def _plain(tensor: torch.Tensor) -> torch.Tensor:
-    """safetensors wants contiguous CPU tensors."""
-    return tensor.detach().to("cpu").contiguous()
+def _plain(tensor: torch.Tensor, copy: bool) -> torch.Tensor:
+    """safetensors wants contiguous CPU tensors (that share no memory)."""
+    plain = tensor.detach().to("cpu").contiguous()
+    return plain.clone() if copy else plain
 
