@@ -76,6 +76,14 @@ class Strategy(ABC):
         """
         return {}, SiteState(weights=trained, extra=site.extra)
 
+    def private_state(self, site: SiteState) -> SiteState:
+        """The part of ``site``'s state that later rounds read: what a checkpoint keeps.
+
+        By default the strategy's ``extra`` groups (e.g. SCAFFOLD's ``c_i``) and no weights:
+        a site trains from the global model. Empty for FedAvg, FedProx and FedOpt.
+        """
+        return SiteState(extra=site.extra)
+
 
 def clone_weights(weights: Weights) -> Weights:
     """A deep copy of ``weights`` (detached, contiguous)."""
@@ -114,3 +122,6 @@ class WrappedStrategy(Strategy):
         self, task: TrainTask, site: SiteState, trained: Weights, steps: int, lr: float
     ) -> tuple[dict[str, Weights], SiteState]:
         return self.inner.finish(task, site, trained, steps, lr)
+
+    def private_state(self, site: SiteState) -> SiteState:
+        return self.inner.private_state(site)

@@ -44,3 +44,8 @@ class FedBN(Strategy):
             key: site.weights[key] if key in local and key in site.weights else tensor
             for key, tensor in global_weights.items()
         }
+
+    def private_state(self, site: SiteState) -> SiteState:
+        """The site's own batch-norm entries (what ``site_model`` reads)."""
+        local = batchnorm_keys(site.weights)
+        return SiteState(weights={key: site.weights[key] for key in local}, extra=site.extra)
