@@ -1,5 +1,4 @@
-"""``medfed export``: a simulation's trained model as a plain state dict, TorchScript or a MONAI
-bundle, loadable without medfed.
+"""A simulation's trained model as a plain state dict, TorchScript or a MONAI bundle.
 
 The weights come from a round checkpoint (``checkpoints/<experiment>/round_NNNN.safetensors``);
 the network from the registry name and parameters the checkpoint records. Keys are the MONAI
@@ -10,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from torch import nn
 
 from medfed.config.schema import SimulationConfig
 from medfed.errors import CheckpointError, ConfigError
+from medfed.export import ExportFormat
 from medfed.files import atomic_write
 from medfed.models import NetworkSpec, build_model, network_spec
 from medfed.orchestration.checkpoint import (
@@ -36,14 +35,6 @@ from medfed.privacy.setup import prepare_model
 from medfed.strategies.base import Strategy
 from medfed.strategies.registry import STRATEGIES
 from medfed.types import Weights
-
-
-class ExportFormat(str, Enum):
-    """What ``medfed export`` writes."""
-
-    STATE_DICT = "state_dict"
-    TORCHSCRIPT = "torchscript"
-    MONAI_BUNDLE = "monai-bundle"
 
 
 @dataclass(frozen=True)
