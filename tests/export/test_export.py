@@ -127,3 +127,22 @@ def test_export_command(run_dir: Path, tmp_path: Path) -> None:
     assert "'fedavg' after round 2" in " ".join(result.output.split())
     key = "model.0.conv.unit0.conv.weight"
     assert torch.equal(load_file(output)[key], load_trained_model(run_dir).weights[key])
+
+
+def test_checkpoints_keep_the_last_round_and_only_private_site_state(run_dir: Path) -> None:
+    """keep_last: 1 leaves one file per experiment; FedAvg's holds no site, FedBN's only the
+    sites' batch-norm entries (the run outputs the checkpoints export reads)."""
+    for experiment in ("fedavg", "fedbn"):
+        assert [p.name for p in (run_dir / "checkpoints" / experiment).iterdir()] == ["round_0002.safetensors"]
+    assert load_checkpoint(run_dir / "checkpoints" / "fedavg" / "round_0002.safetensors").sites == {}
+    fedbn = load_checkpoint(run_dir / "checkpoints" / "fedbn" / "round_0002.safetensors")
+    assert sorted(fedbn.sites) == ["hospital_a", "hospital_b", "hospital_c"]
+    for state in fedbn.sites.values():
+        assert state.weights.keys() == batchnorm_keys(fedbn.server.weights)
+
+
+def test_run_outputs_share_one_mode(run_dir: Path) -> None:
+    """Under the test process's umask every file of a run has the same permissions (report.html
+    was 0600 while metrics.sqlite was 0644)."""
+    modes = {str(path): path.stat().st_mode & 0o777 for path in run_dir.rglob("*") if path.is_file()}
+    assert len(set(modes.values())) == 1, modes
