@@ -18,9 +18,13 @@ from medfed.simulate import run_simulation
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"task": "classification"}, r"model 'unet' is a segmentation network but task is 'classification'; use model.name one of \['densenet', 'resnet'\]"),
+        ({"task": "classification"},
+         r"model 'unet' is a segmentation network but task is 'classification'; "
+         r"use model.name one of \['densenet', 'resnet'\]"),
         ({"model": {"name": "densenet"}}, "model 'densenet' is a classification network but task is 'segmentation'"),
-        ({"data": {"synthetic": {"image_size": 60}}}, r"data.synthetic.image_size: image size \[60, 60\] is not a multiple of 8, the product of model.params.strides \[2, 2, 2\]"),
+        ({"data": {"synthetic": {"image_size": 60}}},
+         r"data.synthetic.image_size: image size \[60, 60\] is not a multiple of 8, "
+         r"the product of model.params.strides \[2, 2, 2\]"),
         ({"strategies": [{"name": "fedbn"}]}, "strategy 'fedbn' keeps each site's batch-norm layers, but model 'unet' has none"),
     ],
 )
