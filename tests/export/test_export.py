@@ -146,3 +146,25 @@ def test_run_outputs_share_one_mode(run_dir: Path) -> None:
     was 0600 while metrics.sqlite was 0644)."""
     modes = {str(path): path.stat().st_mode & 0o777 for path in run_dir.rglob("*") if path.is_file()}
     assert len(set(modes.values())) == 1, modes
+
+
+def test_a_deployed_servers_state_dir_exports_its_job(tmp_path: Path) -> None:
+    from medfed.deployment.job import JobConfig
+    from medfed.deployment.report import keep_job
+    from medfed.orchestration.checkpoint import Checkpoint, model_metadata, save_round
+    from medfed.orchestration.site import cpu_weights
+    from medfed.types import ServerState
+
+    params = {"channels": [4, 8], "strides": [2]}
+    job = JobConfig.model_validate({"name": "lesions", "model": {"name": "unet", "params": params}})
+    keep_job(tmp_path, job)
+    weights = cpu_weights(build_model("unet", params, seed=7))
+    checkpoint = Checkpoint(ServerState(round=4, weights=weights), metadata=model_metadata("unet", params))
+    save_round(tmp_path / "checkpoints", checkpoint, keep_last=None)
+
+    model = load_trained_model(tmp_path)
+    assert "'lesions' after round 4" in model.description
+    export_model(model, ExportFormat.STATE_DICT, tmp_path / "out.safetensors")
+    assert all(torch.equal(load_file(tmp_path / "out.safetensors")[k], t) for k, t in weights.items())
+    with pytest.raises(ConfigError, match="holds the one job 'lesions', not 'other'"):
+        load_trained_model(tmp_path, experiment="other")

@@ -18,7 +18,9 @@ import torch
 from safetensors.torch import save as save_bytes
 from torch import nn
 
-from medfed.config.schema import SimulationConfig
+from medfed.config.schema import PrivacyConfig, StrategyConfig
+from medfed.deployment.job import load_job
+from medfed.deployment.report import JOB_FILE
 from medfed.errors import CheckpointError, ConfigError
 from medfed.export import ExportFormat
 from medfed.files import atomic_write
@@ -32,7 +34,6 @@ from medfed.orchestration.checkpoint import (
 )
 from medfed.orchestration.run_dir import resume_run
 from medfed.privacy.setup import prepare_model
-from medfed.strategies.base import Strategy
 from medfed.strategies.registry import STRATEGIES
 from medfed.types import Weights
 
@@ -56,27 +57,39 @@ class TrainedModel:
     description: str
 
 
+@dataclass(frozen=True)
+class _Run:
+    """Where a run keeps its round checkpoints and how it built its model and strategy."""
+
+    name: str
+    checkpoints: Path
+    strategy: StrategyConfig
+    privacy: PrivacyConfig
+    seed: int
+
+
 def load_trained_model(
     run_dir: Path, *, experiment: str | None = None, round: int | None = None, site: str | None = None
 ) -> TrainedModel:
     """The model of ``experiment`` (default: the first strategy) after ``round`` (default: the
-    last checkpointed one), personalised for ``site`` when given.
+    last checkpointed one), personalised for ``site`` when given. ``run_dir`` is a run
+    directory of ``medfed simulate`` or the ``--state-dir`` of ``medfed server`` (one job: no
+    ``experiment``).
 
     Raises:
-        CheckpointError: ``run_dir`` is no run directory, or has no such checkpoint.
+        CheckpointError: ``run_dir`` is neither, or has no such checkpoint.
         ConfigError: No such experiment, or the site has no personalised model.
     """
-    config = resume_run(run_dir)
-    name = experiment or config.strategies[0].display_name
-    checkpoint = load_checkpoint(_checkpoint_file(run_dir / "checkpoints", name, round))
+    run = _deployed_run(run_dir, experiment) if (run_dir / JOB_FILE).is_file() else _simulated_run(run_dir, experiment)
+    checkpoint = load_checkpoint(_checkpoint_file(run, round))
     model_name, params = read_model_metadata(checkpoint)
     weights = checkpoint.server.weights
     if site is not None:
-        weights = _site_weights(_strategy(config, name), checkpoint, site, name)
-    network = prepare_model(config.privacy, build_model(model_name, params, seed=config.seed))
+        weights = _site_weights(run, checkpoint, site)
+    network = prepare_model(run.privacy, build_model(model_name, params, seed=run.seed))
     _load(network, weights, "the trained network")
     shape = checkpoint.metadata.get("image_shape")
-    label = f"'{name}' after round {checkpoint.server.round}" + (f", personalised for site '{site}'" if site else "")
+    label = f"'{run.name}' after round {checkpoint.server.round}" + (f", personalised for site '{site}'" if site else "")
     return TrainedModel(
         spec=network_spec(model_name, params),
         weights=weights,
@@ -84,6 +97,25 @@ def load_trained_model(
         image_shape=tuple(json.loads(shape)) if shape else None,
         description=f"{model_name} trained by medfed: experiment {label}",
     )
+
+
+def _simulated_run(run_dir: Path, experiment: str | None) -> _Run:
+    config = resume_run(run_dir)
+    name = experiment or config.strategies[0].display_name
+    folder = run_dir / "checkpoints"
+    experiments = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
+    if name not in experiments:
+        raise ConfigError(f"export: no checkpoints of experiment '{name}'; experiments: {experiments}")
+    by_label = {strategy.display_name: strategy for strategy in config.strategies}
+    strategy = by_label.get(name, StrategyConfig(name="fedavg"))  # the baselines are FedAvg
+    return _Run(name, folder / name, strategy, config.privacy, config.seed)
+
+
+def _deployed_run(state_dir: Path, experiment: str | None) -> _Run:
+    job = load_job(state_dir / JOB_FILE)
+    if experiment not in (None, job.name):
+        raise ConfigError(f"export: '{state_dir}' holds the one job '{job.name}', not '{experiment}'")
+    return _Run(job.name, state_dir / "checkpoints", job.strategy, job.privacy, job.seed)
 
 
 def export_model(model: TrainedModel, format: ExportFormat, output: Path) -> Path:
@@ -233,33 +265,24 @@ def _bundle_readme(model: TrainedModel) -> str:
     )
 
 
-def _checkpoint_file(checkpoints: Path, experiment: str, round: int | None) -> Path:
-    experiments = sorted(path.name for path in checkpoints.iterdir()) if checkpoints.is_dir() else []
-    if experiment not in experiments:
-        raise ConfigError(f"export: no checkpoints of experiment '{experiment}'; experiments: {experiments}")
-    rounds = round_checkpoints(checkpoints / experiment)
+def _checkpoint_file(run: _Run, round: int | None) -> Path:
+    rounds = round_checkpoints(run.checkpoints)
     if not rounds:
-        raise CheckpointError(f"export: experiment '{experiment}' has no completed round yet")
+        raise CheckpointError(f"export: '{run.name}' has no completed round yet")
     chosen = max(rounds) if round is None else round
     if chosen not in rounds:
-        raise ConfigError(f"export: no checkpoint of round {chosen} for '{experiment}'; kept rounds: {sorted(rounds)}")
+        raise ConfigError(f"export: no checkpoint of round {chosen} for '{run.name}'; kept rounds: {sorted(rounds)}")
     return rounds[chosen]
 
 
-def _strategy(config: SimulationConfig, experiment: str) -> Strategy:
-    for strategy in config.strategies:
-        if strategy.display_name == experiment:
-            return STRATEGIES.create(strategy.name, **strategy.params)
-    return STRATEGIES.create("fedavg")  # the centralized and local-only baselines
-
-
-def _site_weights(strategy: Strategy, checkpoint: Checkpoint, site: str, experiment: str) -> Weights:
+def _site_weights(run: _Run, checkpoint: Checkpoint, site: str) -> Weights:
     """``site``'s personalised model: the global one with the site's private part."""
     if site not in checkpoint.sites:
         raise ConfigError(
-            f"export: experiment '{experiment}' keeps no personalised model for site '{site}'; "
+            f"export: experiment '{run.name}' keeps no personalised model for site '{site}'; "
             f"sites with one: {sorted(checkpoint.sites)}"
         )
+    strategy = STRATEGIES.create(run.strategy.name, **run.strategy.params)
     return strategy.site_model(checkpoint.server.weights, checkpoint.sites[site])
 
 
