@@ -85,7 +85,7 @@ def one_round(kind: str, sites: int, params: int) -> tuple[float, float]:
     names = [f"site_{index:02d}" for index in range(sites)]
     board = _CountingBoard()
     servicer = FederationServicer(board, sites=names, job_json=site_job_json(job), authenticate=None, poll_s=1.0)
-    server, port = start_server(servicer, address="127.0.0.1:0", credentials=None, max_workers=8 + 2 * sites)
+    server, port = start_server(servicer, address="127.0.0.1:0", credentials=None)
     site_context = ckks.create_context() if kind == "ckks" else None
     if kind == "plain":
         connector: Any = GrpcConnector(board, round_timeout_s=TIMEOUT_S)

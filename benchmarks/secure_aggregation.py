@@ -128,7 +128,10 @@ def ckks_round(updates: list[tuple[Weights, float]]) -> Measurement:
         ckks.serialize_context(site_context, include_secret_key=False)
     )
     uploads, encrypt_s = timed(
-        lambda: [ckks.encrypt_weighted_update(site_context, w, n, layout) for w, n in updates]
+        lambda: [
+            ckks.encrypt_weighted_update(site_context, w, n, layout, site=f"site{i}")
+            for i, (w, n) in enumerate(updates)
+        ]
     )
     total, server_s = timed(lambda: ckks.add_encrypted(server_context, uploads))
     (mean, _), decrypt_s = timed(lambda: ckks.decrypt_weighted_mean(site_context, total, layout))

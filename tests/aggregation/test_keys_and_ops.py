@@ -1,4 +1,4 @@
-"""batchnorm_keys, running_stat_keys, check_compatible and the small ops."""
+"""running_stat_keys, check_compatible and the small ops."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from torch import nn
 
 from medfed.aggregation import (
     add_scaled,
-    batchnorm_keys,
     check_compatible,
     running_stat_keys,
     steppable_keys,
@@ -22,24 +21,6 @@ def _model_weights() -> dict[str, torch.Tensor]:
         nn.Linear(2, 2), nn.BatchNorm1d(2), nn.LayerNorm(2), nn.BatchNorm1d(2, affine=False)
     )
     return model.state_dict()
-
-
-def test_batchnorm_keys_are_found_by_their_running_mean() -> None:
-    assert batchnorm_keys(_model_weights()) == {
-        "1.weight",
-        "1.bias",
-        "1.running_mean",
-        "1.running_var",
-        "1.num_batches_tracked",
-        "3.running_mean",
-        "3.running_var",
-        "3.num_batches_tracked",
-    }
-
-
-def test_batchnorm_keys_of_a_bare_layer_have_no_prefix() -> None:
-    keys = batchnorm_keys(nn.BatchNorm2d(3).state_dict())
-    assert keys == {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
 
 
 def test_running_stat_keys() -> None:

@@ -83,3 +83,15 @@ def test_status_shows_each_sites_decline_reason_verbatim(tmp_path: Path) -> None
     result = CliRunner().invoke(app, ["status", "--state-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert f"declined by c: {reason}" in " ".join(result.output.split())  # no markup from a site
+
+
+def test_error_with_brackets_in_a_path_is_printed_verbatim(tmp_path: Path) -> None:
+    site = tmp_path / "[red]site [bold]x"
+    site.mkdir()
+    result = _medfed(
+        "client", "--insecure", "--site", "a", "--server", "127.0.0.1:1", "--data", str(site),
+        "--format", "dicom", "--state-dir", str(tmp_path / "state"),
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert str(site) in result.stdout
+    assert result.stdout.startswith("error: ") and len(result.stdout.strip().splitlines()) == 1

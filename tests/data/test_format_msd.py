@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -10,6 +11,7 @@ import pytest
 from data_helpers import SMALL_SITE, assert_names
 
 from medfed.data import FORMATS
+from medfed.data.formats.msd import read_classes
 from medfed.errors import DataError
 
 load = FORMATS.get("msd")
@@ -139,3 +141,140 @@ def test_gzip_error_is_not_leaked(msd_site: Path) -> None:
     with pytest.raises(DataError) as info:
         load("small", msd_site)
     assert_names(info.value, "small", bad)
+
+
+# --- geometry ---------------------------------------------------------------------------------
+
+LAS = np.diag([-1.0, 1.0, 1.0, 1.0])
+LAS[0, 3] = 7.0  # voxel i = 7 is at x = 0, as voxel 0 of the RAS twin
+
+
+def test_a_scan_stored_las_or_ras_gives_the_same_array(tmp_path: Path) -> None:
+    volume = np.arange(8 * 4 * 3, dtype=np.float32).reshape(8, 4, 3)
+    mask = (volume % 5 == 0).astype(np.uint8)
+    save(volume, tmp_path / "ras" / "imagesTr" / "a_0000.nii.gz")
+    save(mask, tmp_path / "ras" / "labelsTr" / "a.nii.gz")
+    for name, array in (("imagesTr/a_0000.nii.gz", volume), ("labelsTr/a.nii.gz", mask)):
+        path = tmp_path / "las" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(array[::-1], LAS), path)
+    entry = {"image": "./imagesTr/a.nii.gz", "label": "./labelsTr/a.nii.gz"}
+    write_index(tmp_path / "ras", [entry])
+    write_index(tmp_path / "las", [entry])
+    (ras,), (las,) = load("s", tmp_path / "ras").cases, load("s", tmp_path / "las").cases
+    np.testing.assert_array_equal(las.image, ras.image)
+    np.testing.assert_array_equal(las.mask, ras.mask)
+    np.testing.assert_array_equal(ras.image[0], volume)
+
+
+def test_label_on_another_grid_is_refused(tmp_path: Path) -> None:
+    save(np.ones((8, 8, 3), np.float32), tmp_path / "imagesTr" / "a_0000.nii.gz")
+    bad = tmp_path / "labelsTr" / "a.nii.gz"
+    bad.parent.mkdir()
+    shifted = np.eye(4)
+    shifted[:3, 3] = [0.0, 0.5, 0.0]  # half a voxel
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 3), np.uint8), shifted), bad)
+    write_index(tmp_path, [{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"}])
+    with pytest.raises(DataError, match="voxel grid does not match .* differ by up to 0.5 mm") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", bad)
+
+
+def test_channel_on_another_grid_is_refused(tmp_path: Path) -> None:
+    save(np.ones((8, 8, 3), np.float32), tmp_path / "imagesTr" / "a_0000.nii.gz")
+    bad = tmp_path / "imagesTr" / "a_0001.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 3), np.float32), np.diag([2.0, 1, 1, 1])), bad)
+    write_index(tmp_path, [{"image": "imagesTr/a.nii.gz"}])
+    with pytest.raises(DataError, match="voxel grid does not match the image 'a_0000.nii.gz'") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", bad)
+
+
+def test_singular_affine_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "imagesTr" / "a_0000.nii.gz"
+    bad.parent.mkdir()
+    header = nib.Nifti1Header()
+    header.set_sform(np.eye(4), code=2)
+    header["srow_y"] = [0.0, 0.0, 0.0, 0.0]  # a collapsed axis, as a broken exporter writes
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 3), np.float32), None, header=header), bad)
+    write_index(tmp_path, [{"image": "imagesTr/a.nii.gz"}])
+    with pytest.raises(DataError, match="affine is not a valid voxel-to-world map") as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", bad)
+
+
+def test_nibabels_4d_file_is_channels_last_and_reoriented(tmp_path: Path) -> None:
+    source = Path(nib.__file__).parent / "tests" / "data" / "example4d.nii.gz"
+    (tmp_path / "imagesTr").mkdir()
+    shutil.copy(source, tmp_path / "imagesTr" / "f.nii.gz")
+    write_index(tmp_path, [{"image": "imagesTr/f.nii.gz"}])
+    (case,) = load("s", tmp_path).cases
+    expected = nib.as_closest_canonical(nib.load(source)).get_fdata()
+    assert case.image.shape == (expected.shape[3], *expected.shape[:3])
+    np.testing.assert_allclose(case.image, np.moveaxis(expected, -1, 0), rtol=1e-6)
+
+
+def test_nibabels_anatomical_file_loads_canonical(tmp_path: Path) -> None:
+    source = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"
+    (tmp_path / "imagesTr").mkdir()
+    shutil.copy(source, tmp_path / "imagesTr" / "t1.nii")
+    write_index(tmp_path, [{"image": "imagesTr/t1.nii"}])
+    (case,) = load("s", tmp_path).cases
+    expected = nib.as_closest_canonical(nib.load(source)).get_fdata()
+    np.testing.assert_allclose(case.image[0], expected, rtol=1e-6)
+
+
+# --- dataset.json content ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("escape", ["../outside.nii.gz", "imagesTr/../../outside.nii.gz", "/etc/passwd"])
+def test_paths_must_stay_inside_the_site_folder(tmp_path: Path, escape: str) -> None:
+    site = tmp_path / "site"
+    save(np.ones((8, 8), np.float32), tmp_path / "outside.nii.gz")
+    save(np.ones((8, 8), np.float32), site / "imagesTr" / "a_0000.nii.gz")
+    write_index(site, [{"image": "imagesTr/a.nii.gz", "label": escape}])
+    with pytest.raises(DataError, match="must be relative|leads outside the site folder") as info:
+        load("s", site)
+    assert_names(info.value, "s", site / "dataset.json")
+
+
+def test_symlink_out_of_the_site_folder_is_refused(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    save(np.ones((8, 8), np.float32), tmp_path / "elsewhere" / "a_0000.nii.gz")
+    site.mkdir()
+    (site / "imagesTr").symlink_to(tmp_path / "elsewhere")
+    write_index(site, [{"image": "imagesTr/a_0000.nii.gz"}])
+    with pytest.raises(DataError, match="leads outside the site folder"):
+        load("s", site)
+
+
+def test_mask_value_not_declared_in_labels(msd_site: Path) -> None:
+    bad = msd_site / "labelsTr" / "small_002.nii.gz"
+    save(np.full((32, 32, 1), 2, np.uint8), bad)
+    with pytest.raises(DataError, match=r"mask values \[2\] are not declared") as info:
+        load("small", msd_site)
+    assert_names(info.value, "small", bad)
+
+
+def test_modality_fixes_the_number_of_channels(msd_site: Path) -> None:
+    meta = index(msd_site)
+    meta["modality"] = {"0": "T1", "1": "T2"}
+    (msd_site / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="images have 1 channels, dataset.json declares 2") as info:
+        load("small", msd_site)
+    assert_names(info.value, "small", msd_site / "imagesTr" / "small_000.nii.gz")
+
+
+def test_read_classes_of_an_msd_site(msd_site: Path) -> None:
+    assert read_classes("small", msd_site) == {0: "background", 1: "lesion"}
+
+
+def test_a_sagittal_slice_stays_2d(tmp_path: Path) -> None:
+    sagittal = np.array([[0.0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]])  # k -> x
+    image = np.arange(12, dtype=np.float32).reshape(4, 3, 1)
+    path = tmp_path / "imagesTr" / "a_0000.nii.gz"
+    path.parent.mkdir()
+    nib.save(nib.Nifti1Image(image, sagittal), path)
+    write_index(tmp_path, [{"image": "imagesTr/a.nii.gz"}])
+    (case,) = load("s", tmp_path).cases
+    np.testing.assert_array_equal(case.image[0], image[..., 0])  # (y, z) is already canonical

@@ -91,3 +91,24 @@ def test_empty_images_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no cases") as info:
         load("s", tmp_path)
     assert_names(info.value, "s", tmp_path)
+
+
+def test_labels_csv_written_by_excel_with_a_bom(tmp_path: Path) -> None:
+    make_site(tmp_path)
+    (tmp_path / "labels.csv").write_bytes("filename,label\r\na.png,1\r\nb.png,0\r\n".encode("utf-8-sig"))
+    assert [c.label for c in load("s", tmp_path).cases] == [1, 0]
+
+
+@pytest.mark.parametrize(
+    ("rows", "match"),
+    [
+        ("a.png,1\nb.png,0\na.png,0\n", "line 4: 'a.png' already has a label"),
+        ("a.png,1\nb.png,0\nc.png,1\n", "line 4: 'c.png' is not a case of this site"),
+    ],
+)
+def test_labels_csv_duplicate_or_unknown_id(tmp_path: Path, rows: str, match: str) -> None:
+    make_site(tmp_path)
+    (tmp_path / "labels.csv").write_text("filename,label\n" + rows)
+    with pytest.raises(DataError, match=match) as info:
+        load("s", tmp_path)
+    assert_names(info.value, "s", tmp_path / "labels.csv")

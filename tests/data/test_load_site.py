@@ -33,10 +33,12 @@ def test_detects_png(tmp_path: Path) -> None:
 
 
 def test_detects_dicom(tmp_path: Path) -> None:
-    from test_format_dicom import write_series
+    from dicom_helpers import write_series
 
     write_series(tmp_path / "case", depth=2)
-    assert load_site("s", tmp_path).cases[0].image.shape == (1, 6, 5, 2)
+    (tmp_path / "case" / "000.dcm").rename(tmp_path / "case" / "IM0001")  # no extension
+    (tmp_path / "case" / "001.dcm").rename(tmp_path / "case" / "IM0002")
+    assert load_site("s", tmp_path).cases[0].image.shape == (1, 5, 6, 2)
 
 
 def test_explicit_format(msd_site: Path) -> None:
@@ -60,3 +62,11 @@ def test_missing_path(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist") as info:
         load_site("s", tmp_path / "nope")
     assert_names(info.value, "s", tmp_path / "nope")
+
+
+def test_declared_classes(msd_site: Path, tmp_path: Path) -> None:
+    from medfed.data.loading import declared_classes
+
+    assert declared_classes("small", msd_site) == {0: "background", 1: "lesion"}
+    (tmp_path / "images").mkdir()
+    assert declared_classes("s", tmp_path) is None

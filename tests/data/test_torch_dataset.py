@@ -59,6 +59,12 @@ def test_augmentation_is_seeded(cases: tuple[Case, ...]) -> None:
     assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
 
 
+def test_building_a_dataset_leaves_the_cases_unchanged(cases: tuple[Case, ...]) -> None:
+    before = [case.image.copy() for case in cases]
+    build_dataset(cases, task="segmentation", augment=False, seed=0)
+    assert all(np.array_equal(a, c.image) for a, c in zip(before, cases, strict=True))
+
+
 def test_flips_move_image_and_mask_together() -> None:
     mask = np.zeros((1, 8, 8), np.int64)
     mask[0, :3, :2] = 1

@@ -33,7 +33,7 @@ from medfed.types import TrainTask
 FIXED = {"noise": "fixed", "noise_multiplier": 1.0, "max_grad_norm": 1.0}
 STRICT = SitePolicy(
     epsilon=2.0, delta=1e-6, require_dp_sgd=True, require_secure_aggregation=True,
-    min_noise_multiplier=0.8, max_grad_norm=1.0, accountants=frozenset({"rdp"}),
+    min_noise_multiplier=0.8, max_grad_norm=1.0, accountants=frozenset({"prv"}),
 )
 
 
@@ -52,7 +52,7 @@ def _privacy(**section: Any) -> PrivacyConfig:
         ({"dp_sgd": {"max_grad_norm": 1.0}, "encryption": {"scheme": "ckks"}}, "job calibrates its DP-SGD noise multiplier but this site requires a fixed one >= 0.8"),
         ({"dp_sgd": {**FIXED, "max_grad_norm": 4.0}, "secure_aggregation": {}}, "clips per-sample gradients at 4, above this site's maximum 1"),
         ({"dp_sgd": {**FIXED, "clipping": "adaptive"}, "secure_aggregation": {}}, "job clips adaptively"),
-        ({"dp_sgd": FIXED, "secure_aggregation": {}, "accountant": "prv"}, "accountant 'prv' is not one this site allows ['rdp']"),
+        ({"dp_sgd": FIXED, "secure_aggregation": {}, "accountant": "rdp"}, "accountant 'rdp' is not one this site allows ['prv']"),
     ],
 )
 def test_check_job_names_each_way_a_job_is_weaker_than_the_policy(privacy: dict[str, Any], weakness: str) -> None:

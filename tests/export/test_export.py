@@ -131,14 +131,14 @@ def test_export_command(run_dir: Path, tmp_path: Path) -> None:
 
 def test_checkpoints_keep_the_last_round_and_only_private_site_state(run_dir: Path) -> None:
     """keep_last: 1 leaves one file per experiment; FedAvg's holds no site, FedBN's only the
-    sites' batch-norm entries (the run outputs the checkpoints export reads)."""
+    sites' own norm entries, no model (the run outputs the checkpoints export reads)."""
     for experiment in ("fedavg", "fedbn"):
         assert [p.name for p in (run_dir / "checkpoints" / experiment).iterdir()] == ["round_0002.safetensors"]
     assert load_checkpoint(run_dir / "checkpoints" / "fedavg" / "round_0002.safetensors").sites == {}
     fedbn = load_checkpoint(run_dir / "checkpoints" / "fedbn" / "round_0002.safetensors")
     assert sorted(fedbn.sites) == ["hospital_a", "hospital_b", "hospital_c"]
     for state in fedbn.sites.values():
-        assert state.weights.keys() == batchnorm_keys(fedbn.server.weights)
+        assert state.weights == {} and state.extra["norm"].keys() == batchnorm_keys(fedbn.server.weights)
 
 
 def test_run_outputs_share_one_mode(run_dir: Path) -> None:

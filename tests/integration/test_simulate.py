@@ -93,3 +93,24 @@ def test_new_run_refuses_to_overwrite_an_existing_one(tmp_path: Path) -> None:
     run_simulation(_config(tmp_path / "run", **settings))
     with pytest.raises(CheckpointError, match="--resume"):
         run_simulation(_config(tmp_path / "run", **settings))
+
+
+def test_fedbn_scores_the_unseen_site_with_the_sites_mean_norm_layers_and_after_adabn(tmp_path: Path) -> None:
+    config = _config(
+        tmp_path / "fedbn",
+        data={**TINY["data"], "unseen_site_adabn": True},
+        model={"params": {**TINY["model"]["params"], "norm": "batch"}},
+        federation={"rounds": 1},
+        strategies=[{"name": "fedbn"}],
+        baselines={"centralized": False, "local": False},
+    )
+    outcome = run_simulation(config)
+    rows = _rows(outcome.run_dir)
+    unseen = {row.split: row.value for row in rows if row.site == config.data.unseen_site and row.metric == "dice"}
+    assert set(unseen) == {"unseen", "unseen-adabn"}
+    (fedbn,) = outcome.summary
+    assert fedbn.unseen == unseen["unseen"] and fedbn.unseen_adabn == unseen["unseen-adabn"]
+    # The global norm layers are the sites' trained ones, averaged: not the initial statistics.
+    state = load_checkpoint(latest_checkpoint(outcome.run_dir / "checkpoints" / "fedbn"))
+    mean = state.server.weights["model.0.conv.unit0.adn.N.running_mean"]
+    assert not torch.equal(mean, torch.zeros_like(mean))

@@ -25,7 +25,7 @@ from medfed.simulate import run_simulation
         ({"data": {"synthetic": {"image_size": 60}}},
          r"data.synthetic.image_size: image size \[60, 60\] is not a multiple of 8, "
          r"the product of model.params.strides \[2, 2, 2\]"),
-        ({"strategies": [{"name": "fedbn"}]}, "strategy 'fedbn' keeps each site's batch-norm layers, but model 'unet' has none"),
+        ({"strategies": [{"name": "fedbn"}]}, "strategy 'fedbn' keeps each site's normalisation layers, but model 'unet' has none"),
     ],
 )
 def test_a_failed_precondition_stops_the_run_before_its_directory_exists(

@@ -14,7 +14,7 @@ import torch
 from medfed.config.loading import parse_config
 from medfed.orchestration.checkpoint import latest_checkpoint, load_checkpoint
 from medfed.privacy import ckks_connector
-from medfed.privacy.ckks import EncryptedVector
+from medfed.privacy.ckks import CkksParameters, EncryptedVector
 from medfed.simulate import run_simulation
 from medfed.types import Weights
 
@@ -65,9 +65,9 @@ def test_ckks_gives_the_weights_of_plain_fedavg_and_the_server_has_no_key(
     server_contexts: list[ts.Context] = []
     real_sum = ckks_connector.server_sum
 
-    def spy(context: ts.Context, uploads: Sequence[EncryptedVector]) -> EncryptedVector:
+    def spy(context: ts.Context, uploads: Sequence[EncryptedVector], params: CkksParameters) -> EncryptedVector:
         server_contexts.append(context)
-        return real_sum(context, uploads)
+        return real_sum(context, uploads, params)
 
     monkeypatch.setattr(ckks_connector, "server_sum", spy)
     encrypted = _final_weights(tmp_path / "ckks", encryption={"scheme": "ckks"})

@@ -11,6 +11,7 @@ import torch
 
 from medfed.privacy.ckks import (
     CkksParameters,
+    EncryptedVector,
     EncryptionError,
     add_encrypted,
     create_context,
@@ -63,7 +64,7 @@ def test_encrypted_weighted_mean_matches_fedavg(contexts: tuple) -> None:
     site, server, _ = contexts
     models = [{"w": torch.full((3, 2), float(i)), "n": torch.tensor(i)} for i in (1, 2, 3)]
     layout = layout_of(models[0])
-    uploads = [encrypt_weighted_update(site, m, 10.0 * i, layout) for i, m in enumerate(models, 1)]
+    uploads = [encrypt_weighted_update(site, m, 10.0 * i, layout, site=f"s{i}") for i, m in enumerate(models, 1)]
     mean, weight = decrypt_weighted_mean(site, add_encrypted(server, uploads), layout)
     # (10*1 + 20*2 + 30*3) / 60 = 7/3
     assert weight == pytest.approx(60.0, rel=1e-6)
@@ -98,3 +99,54 @@ def test_context_loaders_check_the_key_and_name_the_file(contexts: tuple, tmp_pa
     (tmp_path / "empty").write_bytes(b"")
     with pytest.raises(EncryptionError, match=re.escape(f"'{tmp_path / 'empty'}' is not a serialized TenSEAL")):
         load_server_context(tmp_path / "empty")
+
+
+# ----- the precise range ---------------------------------------------------------------------
+FEW = CkksParameters(max_summands=4)  # per-site bound 2^57 / 4 = 2^55 ~ 3.6e16
+
+
+def test_default_range_is_two_to_the_47() -> None:
+    assert PARAMS.sum_bits == 57  # (59 + 39) - 1 - 40
+    assert PARAMS.max_abs == 2.0**47
+
+
+def test_a_full_sum_at_the_range_boundary_is_accurate(contexts: tuple) -> None:
+    site, server, _ = contexts
+    # A constant vector puts its whole magnitude in one coefficient: the worst case.
+    inputs = [np.full(8, FEW.max_abs), np.full(8, -FEW.max_abs), np.full(8, FEW.max_abs), np.full(8, FEW.max_abs)]
+    inputs[0][1] = 3.0
+    uploads = [encrypt_vector(site, x, FEW) for x in inputs]
+    total = decrypt_vector(site, add_encrypted(server, uploads, FEW))
+    expected = np.sum(inputs, axis=0)
+    assert np.max(np.abs(total - expected)) <= 1e-7 * np.max(np.abs(expected))
+
+
+@pytest.mark.parametrize("value", [np.nextafter(FEW.max_abs, np.inf), 1e17, 1e20, np.inf, np.nan])
+def test_values_outside_the_range_are_refused(contexts: tuple, value: float) -> None:
+    site, _, _ = contexts
+    with pytest.raises(EncryptionError, match="CKKS range|NaN"):
+        encrypt_vector(site, np.array([1.0, -value]), FEW)
+
+
+def test_a_sum_of_more_uploads_than_the_range_allows_is_refused(contexts: tuple) -> None:
+    site, server, _ = contexts
+    uploads = [encrypt_vector(site, np.ones(2), FEW)] * 5
+    with pytest.raises(EncryptionError, match="1 to 4 encrypted vectors"):
+        add_encrypted(server, uploads, FEW)
+
+
+def test_tenseal_errors_on_a_bad_ciphertext_become_encryption_errors(contexts: tuple) -> None:
+    site, server, _ = contexts
+    good = encrypt_vector(site, np.ones(2), PARAMS)
+    bad = EncryptedVector(length=2, chunks=(b"not a ciphertext",))
+    with pytest.raises(EncryptionError, match="CKKS add failed"):
+        add_encrypted(server, [bad, good])
+    with pytest.raises(EncryptionError, match="CKKS decrypt failed"):
+        decrypt_vector(site, bad)
+
+
+def test_a_weighted_update_outside_the_range_names_the_site(contexts: tuple) -> None:
+    site, _, _ = contexts
+    weights = {"w": torch.full((3,), 1e12, dtype=torch.float64)}
+    with pytest.raises(EncryptionError, match="site 'hospital_b': value 1e\\+15 exceeds the CKKS range"):
+        encrypt_weighted_update(site, weights, 1000.0, layout_of(weights), site="hospital_b")

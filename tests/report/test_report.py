@@ -46,3 +46,15 @@ def test_report_is_one_self_contained_html_file(tmp_path: Path) -> None:
     assert "local (mean)" in page and "epsilon" in page
     write_summary(tmp_path / "results.json", summary, metric="dice")
     assert json.loads((tmp_path / "results.json").read_text())["experiments"][0]["experiment"] == "fedavg"
+
+
+def test_adabn_scores_of_the_unseen_site_get_their_own_column(tmp_path: Path) -> None:
+    rows = [*_rows(), MetricRow("fedavg", 2, "d", "unseen-adabn", "dice", 0.5)]
+    summary = {row.experiment: row for row in summarize(rows, KINDS, task="segmentation", unseen_site="d")}
+    assert math.isclose(summary["fedavg"].unseen_adabn, 0.5)
+    assert math.isclose(summary["fedavg"].unseen, 0.7)  # the plain score is unchanged
+    assert math.isnan(summary["centralized"].unseen_adabn)
+    path = tmp_path / "report.html"
+    write_report(path, title="t", rows=rows, summary=list(summary.values()), metric="dice", unseen_site="d",
+                 samples=[], config_yaml="seed: 0")
+    assert "dice on unseen site after AdaBN" in path.read_text()

@@ -14,7 +14,7 @@ def test_penalty_value_and_gradient_match_hand_values() -> None:
     model = nn.Linear(3, 2)
     anchor = {k: v + torch.randn_like(v) for k, v in model.state_dict().items()}
     mu = 0.3
-    hooks = FedProx(mu=mu).local_hooks(TrainTask(round=1, weights=anchor), SiteState())
+    hooks = FedProx(mu=mu).local_hooks(TrainTask(round=1, weights=anchor), SiteState(), model)
 
     penalty = hooks.penalty(model)
     assert penalty is not None
@@ -31,5 +31,5 @@ def test_penalty_value_and_gradient_match_hand_values() -> None:
 def test_penalty_is_zero_at_the_global_model() -> None:
     model = nn.Linear(2, 1)
     task = TrainTask(round=1, weights={k: v.clone() for k, v in model.state_dict().items()})
-    penalty = FedProx(mu=1.0).local_hooks(task, SiteState()).penalty(model)
+    penalty = FedProx(mu=1.0).local_hooks(task, SiteState(), model).penalty(model)
     assert penalty is not None and penalty.item() == 0.0

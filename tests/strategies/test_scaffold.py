@@ -1,12 +1,22 @@
-"""SCAFFOLD: option-II control variates, the server update and the gradient correction."""
+"""SCAFFOLD: the site control variate is the mean local gradient; the server update; the
+gradient correction."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.utils.data import Dataset
 
-from medfed.strategies import Scaffold
+from medfed.orchestration.site import LocalSite, cpu_weights
+from medfed.privacy.dp import Budget, DPTrainer, SitePrivacy
+from medfed.strategies import LocalHooks, Scaffold
+from medfed.training import LocalTrainer, TrainSettings
+from medfed.training.trainer import Trainer
 from medfed.types import ServerState, SiteState, TrainResult, TrainTask, Weights
 
 
@@ -27,25 +37,97 @@ def test_configure_sends_the_server_control() -> None:
     assert torch.equal(task.extra["control"]["w"], _vec(0.0, 0.0))
 
 
-def test_site_control_variate_option_two() -> None:
-    x = {"w": _vec(1.0, 2.0)}
-    task = TrainTask(round=1, weights=x, extra={"control": {"w": _vec(0.5, -0.5)}})
-    site = SiteState(extra={"control": {"w": _vec(0.1, 0.2)}})
-    trained = {"w": _vec(0.5, 3.0)}
-    extra, new_site = Scaffold().finish(task, site, trained, steps=2, lr=0.25)
-    # c_i+ = c_i - c + (x - y)/(K*lr), K*lr = 0.5:
-    #   [0.1 - 0.5 + (1 - 0.5)/0.5, 0.2 + 0.5 + (2 - 3)/0.5] = [0.6, -1.3]
-    torch.testing.assert_close(new_site.extra["control"]["w"], _vec(0.6, -1.3))
-    # delta c_i = c_i+ - c_i = [0.5, -1.5]
-    torch.testing.assert_close(extra["delta_control"]["w"], _vec(0.5, -1.5))
-    assert new_site.weights is trained
+class _Cases(Dataset):
+    """Twelve 1x4x4 images in three classes."""
+
+    def __init__(self) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.images = torch.randn(12, 1, 4, 4, generator=generator)
+        self.labels = torch.randint(0, 3, (12,), generator=generator)
+
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"image": self.images[index], "label": self.labels[index]}
 
 
-def test_site_control_starts_at_zero() -> None:
-    task = TrainTask(round=1, weights={"w": _vec(1.0)}, extra={"control": {"w": _vec(0.5)}})
-    extra, _ = Scaffold().finish(task, SiteState(), {"w": _vec(0.0)}, steps=1, lr=1.0)
-    # c_i+ = 0 - 0.5 + (1 - 0)/1 = 0.5
-    torch.testing.assert_close(extra["delta_control"]["w"], _vec(0.5))
+def _linear() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+
+
+def _controls(model: nn.Module, scale: float) -> Weights:
+    generator = torch.Generator().manual_seed(int(scale * 100))
+    return {k: scale * torch.randn(v.shape, generator=generator) for k, v in model.state_dict().items()}
+
+
+@contextmanager
+def _gradients_at_each_step() -> Iterator[list[Weights]]:
+    """Every optimiser step's gradients (what the optimiser steps with), recorded independently."""
+    seen: list[Weights] = []
+
+    def record(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        seen.append({str(i): p.grad.detach().clone() for i, p in enumerate(optimizer.param_groups[0]["params"])})
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def _train_one_round(trainer: Trainer, model: nn.Module) -> tuple[Weights, Weights, list[Weights]]:
+    """One SCAFFOLD round at a site with non-zero ``c`` and ``c_i``: (c - c_i, new c_i, steps)."""
+    strategy = Scaffold()
+    c, c_i = _controls(model, 0.5), _controls(model, 0.2)
+    site = LocalSite("a", _Cases(), model=model, trainer=trainer, strategy=strategy, seed=1)
+    site.state = SiteState(extra={"control": c_i})
+    task = TrainTask(round=1, weights=cpu_weights(model), extra={"control": c}, config={"local_epochs": 2})
+    with _gradients_at_each_step() as steps:
+        result = site.train(task)
+    new = site.state.extra["control"]
+    torch.testing.assert_close(result.extra["delta_control"], {k: new[k] - c_i[k] for k in c})
+    return {k: c[k] - c_i[k] for k in c}, new, steps
+
+
+def _assert_mean_gradient(correction: Weights, new: Weights, steps: list[Weights]) -> None:
+    """``c_i+`` is the mean over steps of the gradient before the ``c - c_i`` correction."""
+    assert len(steps) == 6  # 12 cases, batches of 4, 2 epochs
+    for index, key in enumerate(["1.weight", "1.bias"]):
+        stepped = torch.stack([step[str(index)] for step in steps]).mean(0)
+        torch.testing.assert_close(new[key], stepped - correction[key], atol=1e-6, rtol=0.0)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_site_control_variate_is_the_mean_local_gradient_whatever_the_optimiser(optimizer: str) -> None:
+    settings = TrainSettings(batch_size=4, lr=0.05, optimizer=optimizer)  # type: ignore[arg-type]
+    trainer = LocalTrainer(task="classification", settings=settings, device=torch.device("cpu"))
+    _assert_mean_gradient(*_train_one_round(trainer, _linear()))
+
+
+def test_under_dp_sgd_the_control_variate_is_the_mean_privatised_gradient() -> None:
+    inner = LocalTrainer(
+        task="classification", settings=TrainSettings(batch_size=4, lr=0.05), device=torch.device("cpu")
+    )
+    policy = SitePrivacy(budget=Budget(1e3, 1e-5), noise_multiplier=1.0, max_grad_norm=0.1)
+    correction, new, steps = _train_one_round(DPTrainer(inner, site="a", policy=policy), _linear())
+    _assert_mean_gradient(correction, new, steps)
+
+
+def test_mean_gradient_of_recorded_steps_by_hand() -> None:
+    model = nn.Linear(2, 1, bias=False)
+    task = TrainTask(round=1, weights=model.state_dict(), extra={"control": {"weight": torch.tensor([[1.0, 1.0]])}})
+    hooks = Scaffold().local_hooks(task, SiteState(), model)
+    for x in ([[2.0, 0.0]], [[0.0, 4.0]]):
+        model.zero_grad()
+        model(torch.tensor(x)).sum().backward()
+        hooks.after_backward(model)
+    extra, site = Scaffold().finish(task, SiteState(), model.state_dict(), hooks)
+    # c_i+ = mean([2, 0], [0, 4]) = [1, 2]; the correction c - c_i = [1, 1] is not part of it;
+    # c_i starts at zero, so delta c_i = c_i+
+    torch.testing.assert_close(site.extra["control"]["weight"], torch.tensor([[1.0, 2.0]]))
+    torch.testing.assert_close(extra["delta_control"]["weight"], torch.tensor([[1.0, 2.0]]))
 
 
 def test_server_update_uses_uniform_means() -> None:
@@ -83,16 +165,17 @@ def test_after_backward_adds_the_control_correction() -> None:
     c = {"weight": torch.tensor([[0.5, 0.25]]), "bias": torch.tensor([1.0])}
     c_i = {"weight": torch.tensor([[0.25, 1.0]]), "bias": torch.tensor([-1.0])}
     task = TrainTask(round=1, weights=model.state_dict(), extra={"control": c})
-    hooks = Scaffold().local_hooks(task, SiteState(extra={"control": c_i}))
+    hooks = Scaffold().local_hooks(task, SiteState(extra={"control": c_i}), model)
     hooks.after_backward(model)
     # grad + c - c_i = [2 + 0.25, 3 - 0.75], 1 + 2
     torch.testing.assert_close(model.weight.grad, torch.tensor([[2.25, 2.25]]))
     torch.testing.assert_close(model.bias.grad, torch.tensor([3.0]))
 
 
-def test_finish_rejects_bad_steps_and_lr() -> None:
+def test_finish_needs_the_hooks_and_a_step() -> None:
     task = TrainTask(round=1, weights={"w": _vec(1.0)}, extra={"control": {"w": _vec(0.0)}})
-    with pytest.raises(ValueError, match="steps"):
-        Scaffold().finish(task, SiteState(), {"w": _vec(0.0)}, steps=0, lr=1.0)
-    with pytest.raises(ValueError, match="lr"):
-        Scaffold().finish(task, SiteState(), {"w": _vec(0.0)}, steps=1, lr=0.0)
+    with pytest.raises(ValueError, match="hooks of local_hooks"):
+        Scaffold().finish(task, SiteState(), {"w": _vec(0.0)}, LocalHooks())
+    with pytest.raises(ValueError, match="no step"):
+        hooks = Scaffold().local_hooks(task, SiteState(), nn.Linear(1, 1))
+        Scaffold().finish(task, SiteState(), {"w": _vec(0.0)}, hooks)

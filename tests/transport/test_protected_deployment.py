@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from medfed.orchestration.checkpoint import checkpoint_path, load_checkpoint
 from medfed.orchestration.connector import InProcessConnector
 from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.site import cpu_weights
+from medfed.privacy.dp.ledger import load_ledger
 from medfed.provision import ProjectConfig, provision
 from medfed.strategies.registry import STRATEGIES
 from medfed.types import AGGREGATE_SITE, Weights
@@ -116,9 +116,9 @@ def test_dp_sgd_sites_decline_once_their_own_budget_is_spent_and_client_dp_is_ac
         assert checkpoint.metadata["participants"] == "hospital_a,hospital_b"
     assert "site 'hospital_c' declined" in group.log("server")
     assert "0 rounds trained here" in group.log("hospital_c")
-    ledger = lambda site: site_state_dir(tmp_path / "kits", site) / "privacy" / f"{site}.json"  # noqa: E731
-    assert all(len(json.loads(ledger(site).read_text())["releases"]) == ROUNDS for site in ("hospital_a", "hospital_b"))
-    assert not ledger("hospital_c").exists()
+    ledgers = lambda site: list((site_state_dir(tmp_path / "kits", site) / "privacy").glob(f"{site}-*.jsonl"))
+    assert all(len(load_ledger(ledgers(site)[0]).releases) == ROUNDS for site in ("hospital_a", "hospital_b"))
+    assert all(not load_ledger(path).releases for path in ledgers("hospital_c"))  # declined: never charged
     with sqlite3.connect(tmp_path / "state" / "metrics.sqlite") as db:
         spent = db.execute("SELECT site, round, value FROM metrics WHERE metric = 'epsilon' ORDER BY site, round").fetchall()
         server = db.execute("SELECT value FROM metrics WHERE site = 'server' AND metric = 'client_epsilon' ORDER BY round").fetchall()

@@ -1,7 +1,6 @@
 """Pure aggregation operations over ``Weights``; strategies are built from these."""
 
 from medfed.aggregation.keys import (
-    batchnorm_keys,
     check_compatible,
     running_stat_keys,
     steppable_keys,
@@ -11,7 +10,6 @@ from medfed.aggregation.ops import add_scaled, subtract, zeros_like
 
 __all__ = [
     "add_scaled",
-    "batchnorm_keys",
     "check_compatible",
     "running_stat_keys",
     "steppable_keys",

@@ -5,7 +5,6 @@ from __future__ import annotations
 from medfed.types import Weights
 
 _RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
-_BATCHNORM_ENTRIES = ("weight", "bias", *_RUNNING_STATS)
 
 
 def running_stat_keys(weights: Weights) -> frozenset[str]:
@@ -23,21 +22,6 @@ def steppable_keys(weights: Weights) -> list[str]:
     """
     stats = running_stat_keys(weights)
     return [key for key, t in weights.items() if t.is_floating_point() and key not in stats]
-
-
-def batchnorm_keys(weights: Weights) -> frozenset[str]:
-    """Keys of batch-norm layers, recognised by their ``running_mean`` buffer.
-
-    For every prefix ``P`` with ``P.running_mean`` in ``weights``, the present entries among
-    ``P.weight``, ``P.bias``, ``P.running_mean``, ``P.running_var`` and ``P.num_batches_tracked``.
-    """
-    prefixes = [key[: -len("running_mean")] for key in weights if _last(key) == "running_mean"]
-    return frozenset(
-        prefix + entry
-        for prefix in prefixes
-        for entry in _BATCHNORM_ENTRIES
-        if prefix + entry in weights
-    )
 
 
 def check_compatible(reference: Weights, candidate: Weights, label: str) -> None:
@@ -66,6 +50,3 @@ def check_compatible(reference: Weights, candidate: Weights, label: str) -> None
                 f"{label}: key '{key}' has dtype {found.dtype}, expected {expected.dtype}"
             )
 
-
-def _last(key: str) -> str:
-    return key.rsplit(".", 1)[-1]

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from medfed import __version__
 from medfed.cli.attack import attack_app
@@ -169,7 +170,8 @@ def main() -> None:
     try:
         status = app(prog_name="medfed", standalone_mode=False)
     except MedfedError as error:
-        console.print(f"[red]error:[/red] {error}")
+        # plain text on one line: a '[' in a path must not be taken for rich markup
+        console.print(Text.assemble(("error:", "red"), f" {error}"), soft_wrap=True, highlight=False)
         raise SystemExit(2) from None
     except typer.TyperException as error:  # a command-line mistake (click's UsageError and kin)
         context = getattr(error, "ctx", None)

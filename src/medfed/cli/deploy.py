@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from medfed.transport.backoff import DEFAULT_MAX_FAILURES
+
 if TYPE_CHECKING:
     import tenseal as ts
 
@@ -101,7 +103,7 @@ def client(
     insecure: Annotated[bool, typer.Option(help="Plain text, no certificates: testing only.")] = False,
     site: Annotated[Optional[str], typer.Option(help="Site name (--insecure without kit).")] = None,
     gzip: Annotated[bool, typer.Option(help="gzip-compress messages.")] = False,
-    max_failures: Annotated[Optional[int], typer.Option(help="Give up after this many failed calls in a row.")] = None,
+    max_failures: Annotated[int, typer.Option(min=0, help="Give up after this many failed calls in a row, naming the likely cause (0: never).")] = DEFAULT_MAX_FAILURES,
     max_backoff: Annotated[float, typer.Option(help="Longest wait between reconnection attempts, in seconds.")] = 30.0,
     state_dir: Annotated[Optional[Path], typer.Option(help="The site's own files: privacy ledger, strategy state (default: medfed-site-<site>).")] = None,
     policy: Annotated[Optional[Path], typer.Option(help="This site's privacy policy (YAML, see docs/site-policy.md); the kit's site_policy.yaml and the flags below apply too, the strictest value winning.")] = None,
@@ -115,7 +117,7 @@ def client(
     evaluate each new global model on held-out cases. The data never leave the site; a job
     weaker than the site's privacy policy is declined."""
     from medfed.data import load_site
-    from medfed.deployment.client import run_client
+    from medfed.deployment.client import check_certificate, run_client
     from medfed.deployment.site_builder import SiteBuilder, SiteOptions
     from medfed.deployment.site_identity import ProvisionedIdentity
     from medfed.privacy.ckks import load_site_context
@@ -135,6 +137,8 @@ def client(
     server_name = client_kit.server_name if client_kit else None
     if delta is not None and epsilon is None:
         raise typer.BadParameter("--delta goes with --epsilon")
+    if tls is not None:
+        check_certificate(tls)
     flags: dict[str, object] = {"epsilon": epsilon, "delta": delta, "require_secure_aggregation": require_secure_aggregation}
     if require_dp_sgd:  # unset, it follows from --epsilon
         flags["require_dp_sgd"] = True
@@ -156,11 +160,15 @@ def client(
 
 
 def status(
-    state_dir: Annotated[Path, typer.Option(help="The server's --state-dir.")],
+    state_dir: Annotated[Path, typer.Option(help="The server's --state-dir, or a site's.")],
 ) -> None:
-    """Show a server's connected sites, current round and recent metrics."""
-    from medfed.deployment.status import read_status
+    """Show a server's connected sites, current round and recent metrics; for a site's state
+    folder, the privacy each of its datasets has spent over every job."""
+    from medfed.deployment.status import STATUS_FILE, read_status
 
+    if not (state_dir / STATUS_FILE).exists() and (state_dir / "privacy").is_dir():
+        _site_privacy(state_dir)
+        return
     now = read_status(state_dir)
     state = "finished" if now.finished else f"round {now.running_round or '-'} running"
     console.print(f"job [bold]{now.job}[/bold] on port {now.port}: {now.completed_rounds}/{now.total_rounds} rounds done, {state}")
@@ -173,6 +181,22 @@ def status(
         table.add_column(column)
     for row in now.history[-10:]:
         table.add_row(str(row.round), ", ".join(row.sites), *(f"{row.metrics.get(n, float('nan')):.4g}" for n in names))
+    console.print(table)
+
+
+def _site_privacy(state_dir: Path) -> None:
+    from medfed.privacy.dp.ledger import site_ledgers
+
+    table = Table(title=f"Privacy spent by the site's data ({state_dir})")
+    for column in ("dataset", "releases", "jobs", "epsilon", "budget", "delta", "accountant"):
+        table.add_column(column, no_wrap=True)
+    for name, ledger in site_ledgers(state_dir).items():
+        latest = ledger.releases[-1] if ledger.releases else None
+        table.add_row(
+            name.removesuffix(".jsonl"), str(len(ledger.releases)), str(len({release.job for release in ledger.releases})),
+            f"{ledger.epsilon():.4g}", *(("-", "-", "-") if latest is None else (
+                f"{latest.budget.epsilon:.4g}", f"{latest.budget.delta:.2g}", latest.accountant.value)),
+        )
     console.print(table)
 
 

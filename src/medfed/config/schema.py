@@ -45,6 +45,11 @@ class DataConfig(_Strict):
     synthetic: SyntheticDataConfig | None = SyntheticDataConfig()
     sites: list[SiteSourceConfig] = Field(default_factory=list)
     unseen_site: str | None = "hospital_d"
+    unseen_site_adabn: bool = Field(
+        False,
+        description="Also score the unseen site after re-estimating the model's BatchNorm "
+        "statistics on its images (AdaBN, test-time adaptation), as split 'unseen-adabn'",
+    )
     test_fraction: float = Field(0.25, gt=0, lt=1)
     augment: bool = True
 
@@ -59,6 +64,8 @@ class DataConfig(_Strict):
             raise ValueError(f"site names must be unique, got {names}")
         if self.sites and self.unseen_site is not None and self.unseen_site not in names:
             raise ValueError(f"unseen_site '{self.unseen_site}' is not one of the sites {names}")
+        if self.unseen_site_adabn and self.unseen_site is None:
+            raise ValueError("unseen_site_adabn needs an unseen_site")
         return self
 
 
@@ -192,7 +199,7 @@ class PrivacyConfig(_Strict):
     """Differential privacy, secure aggregation and encryption; each off unless its section is
     given."""
 
-    accountant: Literal["rdp", "prv"] = "rdp"
+    accountant: Literal["rdp", "prv"] = Field("prv", description="Privacy accountant: prv (tight, the default) or rdp (looser, 8-15 % higher epsilon).")
     epsilon: float = Field(8.0, gt=0, description="Every site's budget unless 'sites' says otherwise.")
     delta: float = Field(1e-5, gt=0, lt=1)
     sites: dict[str, SiteBudgetConfig] = Field(default_factory=dict)

@@ -118,7 +118,8 @@ def _target(site: str, case: Case, task: Task) -> torch.Tensor:
 def _normalised(image: np.ndarray) -> torch.Tensor:
     """Zero mean, unit variance per channel over non-zero voxels; float32 ``(C, H, W[, D])``."""
     normalise = NormalizeIntensity(nonzero=True, channel_wise=True)
-    return _plain(normalise(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))))
+    # a copy: NormalizeIntensity works in place and must not change the site's Case
+    return _plain(normalise(torch.from_numpy(np.array(image, dtype=np.float32))))
 
 
 def _augmentation(task: Task, seed: int) -> Compose:

@@ -40,7 +40,8 @@ def detect_format(site: str, path: Path) -> str:
     """The format name of a site folder or file, judged by its content.
 
     ``dataset.json`` means ``msd``; a ``.npz`` file (or a folder with one) means ``npz``; an
-    ``images/`` folder means ``png``; sub-folders holding ``.dcm`` files mean ``dicom``.
+    ``images/`` folder means ``png``; sub-folders holding DICOM files (``DICM`` at byte 128,
+    whatever their extension) mean ``dicom``.
 
     Raises:
         DataError: If no format matches; the message lists the known formats.
@@ -54,12 +55,29 @@ def detect_format(site: str, path: Path) -> str:
         return "npz"
     elif (path / png.IMAGES_DIR).is_dir():
         return "png"
-    elif any(path.glob("*/*.dcm")):
+    elif any(dicom.is_dicom(file) for file in path.glob("*/*")):
         return "dicom"
     raise DataError(
         site,
         path,
         f"cannot detect the data format; pass one of: {', '.join(FORMATS.names())} "
         f"(msd: {msd.INDEX_FILE}; npz: a .npz file; png: {png.IMAGES_DIR}/ folder; "
-        f"dicom: one sub-folder of .dcm files per case, optional {dicom.MASK_FILE})",
+        f"dicom: one sub-folder of DICOM files per case, optional {dicom.MASK_FILE})",
     )
+
+
+def declared_classes(site: str, path: Path, format: str | None = None) -> dict[int, str] | None:
+    """The segmentation classes a site declares, e.g. to size a model's output channels.
+
+    Args:
+        site: The site's name.
+        path: The site's folder or file.
+        format: As in ``load_site``.
+
+    Returns:
+        Class name by mask value (``0`` = background) from ``dataset.json``'s ``labels``;
+        ``None`` when the site declares none (formats other than ``msd`` never do).
+    """
+    path = Path(path)
+    name = format if format is not None else detect_format(site, path)
+    return msd.read_classes(site, path) if name == "msd" else None

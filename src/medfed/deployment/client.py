@@ -6,10 +6,14 @@ The site only opens connections (it pulls work). When the server is unreachable 
 exponential backoff and jitter; when it comes back the site receives the running round's task.
 A job weaker than the site's own privacy policy (``site_policy``) is declined task by task, with
 the reason, and never trained for.
+After ``max_failures`` failed calls in a row it gives up, naming the likely cause: the server
+unreachable, its certificate not trusted, or this site's certificate refused (revoked, expired,
+issued by another CA).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -20,15 +24,23 @@ from medfed.deployment.evaluation import EVALUATE, encode_metrics
 from medfed.deployment.protected_site import ProtectedRound
 from medfed.deployment.site_builder import SiteBuilder
 from medfed.errors import MedfedError, PolicyRefusal, PrivacyBudgetExceeded
-from medfed.transport.backoff import Backoff
+from medfed.provision.certs import read_certificate
+from medfed.provision.errors import ProvisionError
+from medfed.provision.gate import certified
+from medfed.transport.backoff import DEFAULT_MAX_FAILURES, Backoff
 from medfed.transport.client import Assignment, SiteChannel, Step
 from medfed.transport.codec import decode_task
 from medfed.transport.errors import AuthenticationError, PayloadError, TransportError
-from medfed.transport.serde import Kind
+from medfed.transport.serde import Kind, SubmitOutcome
+from medfed.transport.tls import TlsFiles, probe_tls
 
 logger = logging.getLogger(__name__)
 
 _FATAL = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+
+BUSY_ATTEMPTS = 6
+"""Tries of an upload the server refuses as busy before the site gives up on it (each try may
+wait at the server for half its read timeout, then the site backs off)."""
 
 
 def run_client(
@@ -36,7 +48,7 @@ def run_client(
     builder: SiteBuilder,
     *,
     backoff: Backoff | None = None,
-    max_failures: int | None = None,
+    max_failures: int = DEFAULT_MAX_FAILURES,
 ) -> int:
     """Works for the server until it says the job is done.
 
@@ -44,14 +56,16 @@ def run_client(
         connect: Opens a new channel to the server (called again after every failure).
         builder: Builds the site from the job.
         backoff: Delays between failed attempts.
-        max_failures: Consecutive failures after which to give up (``None``: never).
+        max_failures: Consecutive failures after which to give up (0: never).
 
     Returns:
         Number of rounds this site trained.
 
     Raises:
-        AuthenticationError: The server refused this site's certificate.
-        TransportError: ``max_failures`` consecutive calls failed.
+        AuthenticationError: The server refused this site, or its certificate is expired or
+            not the project's.
+        TransportError: ``max_failures`` consecutive calls failed; the message names the
+            likely cause.
     """
     backoff = backoff or Backoff()
     worker = _Worker(builder)
@@ -72,9 +86,9 @@ def run_client(
                 backoff.reset()
             except (grpc.RpcError, PayloadError) as error:
                 failures += 1
-                _check_failure(error, failures, max_failures)
+                problem = _check_failure(channel, error, failures, max_failures)
                 delay = backoff.next_delay()
-                logger.warning("server unreachable (%s); retrying in %.1f s", _describe(error), delay)
+                logger.warning("call failed: %s; retrying in %.1f s (failure %d)", problem, delay, failures)
                 channel.close()
                 time.sleep(delay)
                 channel = connect()
@@ -108,9 +122,9 @@ class _Worker:
             channel.decline(task_id, task.round, str(error))
             return
         if upload is None:
-            outcome = channel.submit(task_id, result)
+            outcome = send_when_admitted(functools.partial(channel.submit, task_id, result))
         else:
-            outcome = channel.answer(task_id, task.round, upload)
+            outcome = send_when_admitted(functools.partial(channel.answer, task_id, task.round, upload))
         if outcome.accepted:
             logger.info("round %d: update accepted", task.round)
             self.builder.save_state()
@@ -152,14 +166,61 @@ class _Worker:
             logger.warning("round %d: metrics refused: %s", step.round, outcome.reason)
 
 
-def _check_failure(error: Exception, failures: int, max_failures: int | None) -> None:
+def send_when_admitted(
+    send: Callable[[], SubmitOutcome], *, backoff: Backoff | None = None, attempts: int = BUSY_ATTEMPTS
+) -> SubmitOutcome:
+    """``send()``, again after a pause while the server refuses it as busy (``RESOURCE_EXHAUSTED``:
+    other uploads fill its memory budget), so that a trained update is not lost and trained again.
+
+    Raises:
+        grpc.RpcError: Another failure, or still busy after ``attempts`` tries.
+    """
+    backoff = backoff or Backoff()
+    tries = 1
+    while True:
+        try:
+            return send()
+        except grpc.RpcError as error:
+            if error.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED or tries >= attempts:  # type: ignore[attr-defined]
+                raise
+        delay = backoff.next_delay()
+        logger.info("the server is busy receiving other uploads; sending again in %.1f s", delay)
+        time.sleep(delay)
+        tries += 1
+
+
+def _check_failure(channel: SiteChannel, error: Exception, failures: int, max_failures: int) -> str:
+    """The likely cause of a failed call; raises when the site should give up."""
     if isinstance(error, grpc.RpcError) and error.code() in _FATAL:  # type: ignore[attr-defined]
         raise AuthenticationError(f"the server refused this site: {error.details()}")  # type: ignore[attr-defined]
-    if max_failures is not None and failures >= max_failures:
-        raise TransportError(f"giving up after {failures} failed attempts: {_describe(error)}")
+    problem = _describe(channel, error)
+    if 0 < max_failures <= failures:
+        raise TransportError(f"giving up after {failures} failed calls in a row: {problem}")
+    return problem
 
 
-def _describe(error: Exception) -> str:
-    if isinstance(error, grpc.RpcError):
+def _describe(channel: SiteChannel, error: Exception) -> str:
+    """What went wrong, for the site's operator. gRPC reports an unreachable server and a
+    refused TLS handshake alike (``UNAVAILABLE``); this site's own certificate, then a TLS
+    handshake of its own, tell them apart."""
+    if not isinstance(error, grpc.RpcError):
+        return str(error)
+    if error.code() is not grpc.StatusCode.UNAVAILABLE or channel.tls is None:  # type: ignore[attr-defined]
         return f"{error.code().name}: {error.details()}"  # type: ignore[attr-defined]
-    return str(error)
+    check_certificate(channel.tls)
+    return probe_tls(channel.target, channel.tls, server_name=channel.server_name)
+
+
+def check_certificate(files: TlsFiles) -> None:
+    """Checks this site's certificate against its kit's CA.
+
+    Raises:
+        AuthenticationError: The certificate is expired, not yet valid, not a site
+            certificate, or not issued by the kit's CA; the message says which file.
+    """
+    try:
+        certified(files.certificate.read_bytes(), read_certificate(files.ca_certificate), client=True)
+    except (OSError, ProvisionError, AuthenticationError) as error:
+        raise AuthenticationError(
+            f"this site's certificate {files.certificate} is unusable ({error}): ask the project for a new startup kit"
+        ) from None

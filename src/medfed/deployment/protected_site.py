@@ -97,7 +97,9 @@ class CkksRound:
 
     def upload(self) -> bytes:
         result = self.result
-        upload = encrypt_weighted_update(self.context, result.weights, float(result.num_samples), self.layout)
+        upload = encrypt_weighted_update(
+            self.context, result.weights, float(result.num_samples), self.layout, site=result.site
+        )
         return encode_message(upload)
 
     def answer(self, step: str, message: bytes) -> bytes:

@@ -40,11 +40,17 @@ from medfed.strategies.base import Strategy
 from medfed.strategies.registry import STRATEGIES
 from medfed.transport.board import RoundBoard
 from medfed.transport.connector import GrpcConnector
+from medfed.transport.limits import return_freed_memory
 from medfed.transport.server import Authenticator, FederationServicer, start_server
 from medfed.transport.tls import TlsFiles, server_credentials
 from medfed.types import ServerState, TrainResult
 
 logger = logging.getLogger(__name__)
+
+STOP_GRACE_S = 1.0
+"""Seconds open calls get to finish when the server stops; then they are cancelled."""
+STOP_WAIT_S = 10.0
+"""Longest wait, after the grace, for the gRPC server to stop."""
 
 
 @dataclass(frozen=True)
@@ -90,10 +96,8 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
         board, sites=sites, job_json=site_job_json(job), authenticate=settings.authenticate, poll_s=job.poll_s
     )
     credentials = None if settings.tls is None else server_credentials(settings.tls)
-    server, port = start_server(
-        servicer, address=settings.address, credentials=credentials, gzip=settings.gzip,
-        max_workers=8 + 2 * len(sites),
-    )
+    return_freed_memory()  # the memory of a burst of uploads goes back to the OS after it
+    server, port = start_server(servicer, address=settings.address, credentials=credentials, gzip=settings.gzip)
     logger.info("medfed server listening on port %d (round %d of %d done)", port, state.round, job.federation.rounds)
     reporter = _StatusReporter(settings.state_dir, job, port, board, state.round)
     reporter.start()
@@ -116,7 +120,8 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
         board.wait_told_done(sites, timeout_s=job.poll_s + 5)
     finally:
         reporter.stop()
-        server.stop(grace=1).wait()
+        if not server.stop(grace=STOP_GRACE_S).wait(timeout=STOP_WAIT_S):
+            logger.warning("gRPC server still stopping after %.0f s; exiting anyway", STOP_GRACE_S + STOP_WAIT_S)
     return state
 
 

@@ -43,8 +43,9 @@ class SiteOptions:
     """What a site decides for itself, whatever the server's job says.
 
     Attributes:
-        state_dir: The site's own files: its privacy ledger (``privacy/<site>.json``, kept
-            across restarts and jobs: privacy spent stays spent) and its private strategy state
+        state_dir: The site's own files: the privacy ledger of its dataset
+            (``privacy/<site>-<data fingerprint>.jsonl``, append-only, shared by every job on the
+            same cases: privacy spent stays spent) and its private strategy state
             (``site_state.safetensors``, saved after every accepted update and reloaded by a
             restarted client for the same job).
         policy: The site's own privacy policy: jobs weaker than it are refused, and its
@@ -98,7 +99,7 @@ class SiteBuilder:
             if weaknesses:
                 raise PolicyRefusal(self.data.name, weaknesses)
             train, held_out = self._split(job)
-            site = build_local_site(train, job, self.options)
+            site = build_local_site(train, job, self.options, dataset=self.data)
             site.state = self._saved_state(job_json) or site.state
             self._site, self._job_json = site, job_json
             self._evaluator = HeldOutEvaluator(held_out, job)
@@ -180,16 +181,18 @@ class SiteBuilder:
         return None
 
 
-def build_local_site(data: SiteData, job: SiteJob, options: SiteOptions | None = None) -> LocalSite:
+def build_local_site(
+    data: SiteData, job: SiteJob, options: SiteOptions | None = None, *, dataset: SiteData | None = None
+) -> LocalSite:
     """A ``LocalSite`` training ``job``'s model with ``job``'s strategy on ``data``; with DP-SGD
-    (under the stricter of the site's and the job's budget, with the site's ledger) when the
-    job asks for it."""
-    dataset = build_dataset(data.cases, task=job.task, augment=job.augment, seed=job.seed, site=data.name)
+    (under the stricter of the site's and the job's budget, with the ledger of ``dataset``, all
+    its cases: ``data`` by default) when the job asks for it."""
+    cases = build_dataset(data.cases, task=job.task, augment=job.augment, seed=job.seed, site=data.name)
     inner = LocalTrainer(task=job.task, settings=TrainSettings(**job.training.model_dump()))
-    trainer: Trainer = inner if job.privacy.dp_sgd is None else _dp_trainer(data.name, job, inner, options)
+    trainer: Trainer = inner if job.privacy.dp_sgd is None else _dp_trainer(dataset or data, job, inner, options)
     return LocalSite(
         data.name,
-        dataset,
+        cases,
         model=prepare_model(job.privacy, build_model(job.model.name, job.model.params, seed=job.seed)),
         trainer=trainer,
         strategy=STRATEGIES.create(job.strategy.name, **job.strategy.params),
@@ -197,18 +200,20 @@ def build_local_site(data: SiteData, job: SiteJob, options: SiteOptions | None =
     )
 
 
-def _dp_trainer(site: str, job: SiteJob, inner: LocalTrainer, options: SiteOptions | None) -> Trainer:
+def _dp_trainer(data: SiteData, job: SiteJob, inner: LocalTrainer, options: SiteOptions | None) -> Trainer:
     from medfed.privacy.dp.config import dp_trainer  # imports Opacus: only when DP is on
     from medfed.privacy.dp.noise import NoiseMode
 
+    site = data.name
     if options is None:
         raise ConfigError(f"site '{site}': the job uses DP-SGD; the site needs a state folder for its ledger")
     return dp_trainer(
         site_privacy(options.policy, job.privacy, site),
         inner,
-        site,
+        data,
         planned_rounds=job.federation.rounds,
         ledger_dir=options.state_dir / "privacy",
+        job=_fingerprint(job.model_dump_json()),
         noise=NoiseMode.SECURE,  # the site's own CSPRNG, whatever the job says
     )
 

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from medfed.aggregation import batchnorm_keys
 from medfed.config.schema import SimulationConfig
 from medfed.errors import ConfigError
 from medfed.models import MODELS, NetworkSpec, build_model, network_spec
+from medfed.models.norms import norm_layer_keys
 from medfed.orchestration.federation_data import FederationData
-from medfed.orchestration.site import cpu_weights
 from medfed.privacy.setup import prepare_model
 from medfed.strategies.fedbn import FedBN
 
 
 def check_config(config: SimulationConfig) -> None:
     """Task against model, the synthetic image size against the network's strides, and FedBN
-    against a model without batch-norm layers.
+    against a model without normalisation entries.
 
     Raises:
         ConfigError: The first precondition that fails.
@@ -69,13 +68,14 @@ def check_image_shape(shape: Sequence[int], spec: NetworkSpec, where: str) -> No
 
 def check_local_norm_layers(config: SimulationConfig) -> None:
     """Raises ``ConfigError`` when FedBN would be FedAvg: the model, as trained (DP-compatible
-    under DP-SGD), has no batch-norm layer for the sites to keep."""
+    under DP-SGD), has no normalisation layer with parameters or running statistics
+    (``norm_layer_keys``) for the sites to keep."""
     dims = {} if config.data.synthetic is None else {"spatial_dims": config.data.synthetic.dims}
     model = build_model(config.model.name, {**dims, **config.model.params}, seed=config.seed)
-    if not batchnorm_keys(cpu_weights(prepare_model(config.privacy, model))):
+    if not norm_layer_keys(prepare_model(config.privacy, model)):
         raise ConfigError(
-            f"strategy 'fedbn' keeps each site's batch-norm layers, but model '{config.model.name}' "
-            "has none with parameters or statistics, so FedBN would be FedAvg; "
-            "use model.params.norm: batch (U-Net) or densenet/resnet without DP-SGD"
+            f"strategy 'fedbn' keeps each site's normalisation layers, but model '{config.model.name}' "
+            "has none with parameters or running statistics, so FedBN would be FedAvg; "
+            "use model.params.norm: batch (U-Net) or an affine norm layer"
         )
 

@@ -26,7 +26,7 @@ from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog
 from medfed.orchestration.site import LocalSite, cpu_weights
 from medfed.privacy.setup import expected_sites, prepare_model, protect_strategy
-from medfed.training import LocalTrainer, TrainSettings, evaluate
+from medfed.training import LocalTrainer, TrainSettings, adapt_norm_statistics, evaluate
 from medfed.training.trainer import Trainer
 from medfed.types import ServerState, SiteState, TrainResult, Weights
 
@@ -163,7 +163,7 @@ class ExperimentRunner:
             name,
             dataset,
             model=model,
-            trainer=self._trainer_for(experiment, name),
+            trainer=self._trainer_for(experiment, data),
             strategy=experiment.strategy,
             seed=self.config.seed,
             state=state,
@@ -198,18 +198,19 @@ class ExperimentRunner:
 
         return SecureAggregationConnector(connector, threshold_fraction=secure.threshold_fraction)
 
-    def _trainer_for(self, experiment: Experiment, site: str) -> Trainer:
+    def _trainer_for(self, experiment: Experiment, data: SiteData) -> Trainer:
         """The site's trainer: DP-SGD with the site's own budget and ledger when configured."""
         if self.config.privacy.dp_sgd is None:
             return self.trainer
         from medfed.privacy.dp.config import check_site_names, dp_trainer, simulated_noise
 
         check_site_names(self.config.privacy, [*self.data.train, *experiment.sites])
+        # a simulated experiment spends its own budget: one ledger per experiment of the run
         ledger_dir = self.run_dir / "privacy" / experiment.name
         rounds = self.config.federation.rounds
         return dp_trainer(
-            self.config.privacy, self.trainer, site,
-            planned_rounds=rounds, ledger_dir=ledger_dir, noise=simulated_noise(self.config.privacy),
+            self.config.privacy, self.trainer, data, planned_rounds=rounds,
+            ledger_dir=ledger_dir, job=experiment.name, noise=simulated_noise(self.config.privacy),
         )
 
     def _privacy_rows(
@@ -224,22 +225,30 @@ class ExperimentRunner:
         return [MetricRow(experiment.name, state.round, site, "privacy", metric, value) for site, metric, value in metrics]
 
     def _evaluation_rows(self, result: ExperimentResult, model: nn.Module) -> list[MetricRow]:
+        """Each evaluation set scored with the model its site would use; the unseen site also
+        after AdaBN (split ``unseen-adabn``) when ``data.unseen_site_adabn`` is set."""
         rows = []
         for site, dataset in self.evaluation_sets.items():
+            unseen = site == self.config.data.unseen_site
             model.load_state_dict(result.weights_for(site))
-            metrics = evaluate(
-                model,
-                dataset,
-                task=self.config.task,
-                batch_size=self.config.training.batch_size,
-                surface_distance=result.state.round == self.config.federation.rounds,
-            )
-            split = "unseen" if site == self.config.data.unseen_site else "test"
-            rows += [
-                MetricRow(result.experiment.name, result.state.round, site, split, metric, value)
-                for metric, value in metrics.items()
-            ]
+            rows += self._scored(result, model, site, "unseen" if unseen else "test")
+            if unseen and self.config.data.unseen_site_adabn:
+                adapt_norm_statistics(model, dataset, batch_size=self.config.training.batch_size)
+                rows += self._scored(result, model, site, "unseen-adabn")
         return rows
+
+    def _scored(self, result: ExperimentResult, model: nn.Module, site: str, split: str) -> list[MetricRow]:
+        metrics = evaluate(
+            model,
+            self.evaluation_sets[site],
+            task=self.config.task,
+            batch_size=self.config.training.batch_size,
+            surface_distance=result.state.round == self.config.federation.rounds,
+        )
+        return [
+            MetricRow(result.experiment.name, result.state.round, site, split, metric, value)
+            for metric, value in metrics.items()
+        ]
 
 
 def _training_rows(experiment: str, round: int, results: list[TrainResult]) -> list[MetricRow]:

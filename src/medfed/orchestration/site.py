@@ -70,15 +70,10 @@ class LocalSite:
         seed = derive_seed(self.seed, "train", task.round, self.name)
         if isinstance(self.dataset, Reseedable):
             self.dataset.reseed(seed)
-        report = self.trainer.fit(
-            self.model,
-            self.dataset,
-            seed=seed,
-            hooks=self.strategy.local_hooks(task, self.state),
-            config=task.config,
-        )
+        hooks = self.strategy.local_hooks(task, self.state, self.model)
+        report = self.trainer.fit(self.model, self.dataset, seed=seed, hooks=hooks, config=task.config)
         trained = cpu_weights(self.model)
-        extra, self.state = self.strategy.finish(task, self.state, trained, report.steps, report.lr)
+        extra, self.state = self.strategy.finish(task, self.state, trained, hooks)
         if report.dp_protected:  # only the private model leaves: every DP site weighs 1
             num_samples, metrics = DP_WEIGHT, {}
         else:

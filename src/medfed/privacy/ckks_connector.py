@@ -48,17 +48,20 @@ class _Connector(Protocol):
     def train(self, tasks: Mapping[str, TrainTask]) -> list[TrainResult]: ...
 
 
-def server_sum(context: ts.Context, uploads: Sequence[EncryptedVector]) -> EncryptedVector:
+def server_sum(
+    context: ts.Context, uploads: Sequence[EncryptedVector], params: CkksParameters = DEFAULT_PARAMETERS
+) -> EncryptedVector:
     """The server's step: the encrypted sum of the sites' uploads.
 
     Args:
         context: The server's keyless context (``serialize_context(c, include_secret_key=False)``).
         uploads: One ``encrypt_weighted_update`` per site.
+        params: The context's parameters (at most ``params.max_summands`` uploads).
 
     Raises:
         EncryptionError: If ``context`` holds the secret key or the uploads do not match.
     """
-    return add_encrypted(context, uploads)
+    return add_encrypted(context, uploads, params)
 
 
 class CkksAggregationConnector:
@@ -90,11 +93,11 @@ class CkksAggregationConnector:
         layout = layout_of(results[0].weights)
         uploads = [
             encrypt_weighted_update(
-                self._site_context, r.weights, float(r.num_samples), layout, self.params
+                self._site_context, r.weights, float(r.num_samples), layout, self.params, site=r.site
             )
             for r in results
         ]
-        total = server_sum(self._server_context, uploads)
+        total = server_sum(self._server_context, uploads, self.params)
         mean, weight = decrypt_weighted_mean(self._site_context, total, layout)
         return [aggregate_result(results[0].round, mean, weight, len(results))]
 

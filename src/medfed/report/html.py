@@ -88,10 +88,14 @@ def _write_page(path: Path, title: str, sections: Sequence[str]) -> None:
 
 def _summary_table(summary: Sequence[SummaryRow], *, metric: str, unseen_site: str | None) -> str:
     sites = sorted({site for row in summary for site in row.per_site})
-    header = ["experiment", f"mean {metric} (own sites)", f"{metric} on unseen site", *sites]
+    adabn = any(math.isfinite(row.unseen_adabn) for row in summary)
+    header = ["experiment", f"mean {metric} (own sites)", f"{metric} on unseen site"]
+    header += [f"{metric} on unseen site after AdaBN"] if adabn else []
+    header += sites
     lines = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
     for row in summary:
         cells = [html.escape(row.experiment), _number(row.own_sites), _number(row.unseen)]
+        cells += [_number(row.unseen_adabn)] if adabn else []
         cells += [_number(row.per_site.get(site, math.nan)) for site in sites]
         lines.append(f"<tr class='{row.kind}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     note = f"<p>Unseen site: {html.escape(unseen_site)}.</p>" if unseen_site else ""

@@ -26,6 +26,8 @@ class SummaryRow:
         own_sites: Mean over the training sites' held-out splits (a local model: its own site's).
         unseen: Score on the unseen site (``nan`` when there is none).
         per_site: Score on each held-out split, the unseen site included.
+        unseen_adabn: Score on the unseen site after AdaBN (``data.unseen_site_adabn``;
+            ``nan`` when not measured).
     """
 
     experiment: str
@@ -33,6 +35,7 @@ class SummaryRow:
     own_sites: float
     unseen: float
     per_site: dict[str, float]
+    unseen_adabn: float = math.nan
 
 
 def summarize(
@@ -50,12 +53,17 @@ def summarize(
             if row.experiment == experiment and row.round == last and row.metric == metric
             and row.split in ("test", "unseen")
         }
+        adabn = [
+            row.value
+            for row in rows
+            if row.experiment == experiment and row.round == last and row.metric == metric
+            and row.split == "unseen-adabn"
+        ]
         own = [v for site, v in per_site.items() if site != unseen_site]
         if kind == "local":
             own = [per_site[site] for site in per_site if experiment == f"local-{site}"]
-        summary.append(
-            SummaryRow(experiment, kind, _mean(own), per_site.get(unseen_site or "", math.nan), per_site)
-        )
+        unseen = per_site.get(unseen_site or "", math.nan)
+        summary.append(SummaryRow(experiment, kind, _mean(own), unseen, per_site, _mean(adabn)))
     locals_ = [row for row in summary if row.kind == "local"]
     if locals_:
         summary.append(
@@ -65,6 +73,7 @@ def summarize(
                 _mean([row.own_sites for row in locals_]),
                 _mean([row.unseen for row in locals_]),
                 {},
+                _mean([row.unseen_adabn for row in locals_]),
             )
         )
     return summary

@@ -58,12 +58,12 @@ class Strategy(ABC):
         """The weights a site trains from and evaluates with, given the global model."""
         return global_weights
 
-    def local_hooks(self, task: TrainTask, site: SiteState) -> LocalHooks:
-        """Hooks applied by the local trainer during this task."""
+    def local_hooks(self, task: TrainTask, site: SiteState, model: nn.Module) -> LocalHooks:
+        """Hooks applied by the local trainer while it trains ``model`` on this task."""
         return LocalHooks()
 
     def finish(
-        self, task: TrainTask, site: SiteState, trained: Weights, steps: int, lr: float
+        self, task: TrainTask, site: SiteState, trained: Weights, hooks: LocalHooks
     ) -> tuple[dict[str, Weights], SiteState]:
         """After local training: the extra tensors to send and the site's new state.
 
@@ -71,16 +71,17 @@ class Strategy(ABC):
             task: The task that was trained.
             site: The site's state before training.
             trained: The site's weights after training.
-            steps: Number of local optimiser steps taken.
-            lr: The local learning rate.
+            hooks: The hooks ``local_hooks`` gave for this task, after training with them
+                (e.g. SCAFFOLD's record of the local gradients).
         """
         return {}, SiteState(weights=trained, extra=site.extra)
 
     def private_state(self, site: SiteState) -> SiteState:
         """The part of ``site``'s state that later rounds read: what a checkpoint keeps.
 
-        By default the strategy's ``extra`` groups (e.g. SCAFFOLD's ``c_i``) and no weights:
-        a site trains from the global model. Empty for FedAvg, FedProx and FedOpt.
+        By default the strategy's ``extra`` groups (SCAFFOLD's ``c_i``, FedBN's own norm
+        entries) and no weights: a site trains from the global model. Empty for FedAvg,
+        FedProx and FedOpt.
         """
         return SiteState(extra=site.extra)
 
@@ -115,13 +116,13 @@ class WrappedStrategy(Strategy):
     def site_model(self, global_weights: Weights, site: SiteState) -> Weights:
         return self.inner.site_model(global_weights, site)
 
-    def local_hooks(self, task: TrainTask, site: SiteState) -> LocalHooks:
-        return self.inner.local_hooks(task, site)
+    def local_hooks(self, task: TrainTask, site: SiteState, model: nn.Module) -> LocalHooks:
+        return self.inner.local_hooks(task, site, model)
 
     def finish(
-        self, task: TrainTask, site: SiteState, trained: Weights, steps: int, lr: float
+        self, task: TrainTask, site: SiteState, trained: Weights, hooks: LocalHooks
     ) -> tuple[dict[str, Weights], SiteState]:
-        return self.inner.finish(task, site, trained, steps, lr)
+        return self.inner.finish(task, site, trained, hooks)
 
     def private_state(self, site: SiteState) -> SiteState:
         return self.inner.private_state(site)

@@ -28,7 +28,7 @@ class FedProx(FedAvg):
     def __init__(self, *, mu: float = 0.01) -> None:
         self.mu = require_non_negative("mu", mu)
 
-    def local_hooks(self, task: TrainTask, site: SiteState) -> LocalHooks:
+    def local_hooks(self, task: TrainTask, site: SiteState, model: nn.Module) -> LocalHooks:
         """Hooks adding the proximal term around ``task.weights`` to the local loss."""
         return ProximalHooks(mu=self.mu, anchor=task.weights)
 

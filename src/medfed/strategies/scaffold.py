@@ -1,7 +1,8 @@
 """SCAFFOLD: control variates correcting the client drift of local training.
 
 Karimireddy, Kale, Mohri, Reddi, Stich and Suresh, "SCAFFOLD: Stochastic Controlled Averaging
-for Federated Learning", ICML 2020, Algorithm 1 with option II for the site control variate.
+for Federated Learning", ICML 2020, Algorithm 1, with the site control variate taken as the
+mean of the local gradients (see ``Scaffold``).
 """
 
 from __future__ import annotations
@@ -25,16 +26,23 @@ from medfed.types import Scalar, ServerState, SiteState, TrainResult, TrainTask,
 
 
 class Scaffold(Strategy):
-    """SCAFFOLD (Karimireddy et al. 2020), option II.
+    """SCAFFOLD (Karimireddy et al. 2020).
 
     The server holds a control variate ``c`` (``ServerState.extra["control"]``) and sends it
     with every task; site ``i`` keeps its own ``c_i`` (``SiteState.extra["control"]``) and adds
-    ``c - c_i`` to its gradients. After ``K`` local steps of rate ``lr`` from ``x`` to ``y_i``::
+    ``c - c_i`` to its gradients. Over its ``K`` local steps the site records the gradient
+    ``g_k`` of its loss at the weights of step ``k``, *before* the correction, and sets::
 
-        c_i+ = c_i - c + (x - y_i) / (K * lr)               (option II)
+        c_i+ = (1 / K) * sum_k g_k                           (mean local gradient)
 
-    and the site returns ``Δc_i = c_i+ - c_i`` as ``extra["delta_control"]``. The server, with
-    ``S`` the participating sites and ``N`` all sites::
+    Under plain SGD this equals the paper's option II, ``c_i - c + (x - y_i) / (K * lr)``; under
+    Adam or momentum option II is no gradient at all (76x the mean gradient with Adam, 3x with
+    momentum 0.9, on a small U-Net), while the mean gradient does not depend on the optimiser
+    (docs/strategies-notes.md). Under DP-SGD ``g_k``
+    is the privatised (clipped and noised) gradient the optimiser steps with, so ``c_i`` is
+    post-processing and spends no budget. The site returns ``Δc_i = c_i+ - c_i`` as
+    ``extra["delta_control"]``. The server, with ``S`` the participating sites and ``N`` all
+    sites::
 
         x = x + server_lr * mean_S(y_i - x)
         c = c + |S| / N * mean_S(Δc_i)
@@ -86,32 +94,33 @@ class Scaffold(Strategy):
         )
 
     # ----- site half ---------------------------------------------------------------------------
-    def local_hooks(self, task: TrainTask, site: SiteState) -> LocalHooks:
-        """Hooks adding ``c - c_i`` to every parameter's gradient."""
+    def local_hooks(self, task: TrainTask, site: SiteState, model: nn.Module) -> LocalHooks:
+        """Hooks recording each gradient, then adding ``c - c_i`` to it."""
         control = _control(task.extra, "task")
         correction = subtract(control, _site_control(site, control))
         return ControlVariateHooks(correction)
 
     def finish(
-        self, task: TrainTask, site: SiteState, trained: Weights, steps: int, lr: float
+        self, task: TrainTask, site: SiteState, trained: Weights, hooks: LocalHooks
     ) -> tuple[dict[str, Weights], SiteState]:
-        """The option-II site control variate; sends ``Δc_i`` and keeps ``c_i+``."""
-        if steps <= 0:
-            raise ValueError(f"steps must be > 0, got {steps}")
-        require_positive("lr", lr)
+        """``c_i+``, the mean gradient ``hooks`` recorded; sends ``Δc_i`` and keeps ``c_i+``.
+
+        Raises:
+            ValueError: If ``hooks`` are not this strategy's or recorded no step, or
+                ``trained`` does not match the task's model.
+        """
+        if not isinstance(hooks, ControlVariateHooks):
+            raise ValueError(f"scaffold: finish needs the hooks of local_hooks, got {type(hooks).__name__}")
         check_compatible(task.weights, trained, "trained weights")
         control = _control(task.extra, "task")
         old = _site_control(site, control)
-        new = {
-            k: old[k] - c + (task.weights[k] - trained[k].detach().to(c.device)) / (steps * lr)
-            for k, c in control.items()
-        }
+        new = hooks.mean_gradient(control)
         extra = {"delta_control": subtract(new, old)}
         return extra, SiteState(weights=trained, extra={"control": new})
 
 
 class ControlVariateHooks(LocalHooks):
-    """Adds a fixed correction to each named parameter's gradient after ``backward()``.
+    """Records each step's gradient, then adds a fixed correction to it, after ``backward()``.
 
     Args:
         correction: ``c - c_i`` by parameter name.
@@ -119,13 +128,35 @@ class ControlVariateHooks(LocalHooks):
 
     def __init__(self, correction: Weights) -> None:
         self._correction = DeviceCache(correction, "control variate")
+        self._sums: Weights = {}
+        self.steps = 0
 
     def after_backward(self, model: nn.Module) -> None:
-        """``param.grad += c - c_i`` for every parameter that has a gradient."""
+        """Adds ``param.grad`` to the running sums, then ``param.grad += c - c_i``."""
         with torch.no_grad():
             for name, param in model.named_parameters():
                 if param.grad is not None:
+                    if name in self._sums:
+                        self._sums[name].add_(param.grad)
+                    else:
+                        self._sums[name] = param.grad.clone()
                     param.grad.add_(self._correction.like(name, param.grad))
+        self.steps += 1
+
+    def mean_gradient(self, like: Weights) -> Weights:
+        """The mean recorded gradient for each key of ``like`` (its dtype, on the CPU); zero
+        for a key that never had a gradient.
+
+        Raises:
+            ValueError: If no step was recorded.
+        """
+        if self.steps == 0:
+            raise ValueError("scaffold: local training took no step, so there is no mean gradient")
+        zeros = zeros_like(like, like.keys())
+        return {
+            key: (self._sums[key].cpu() / self.steps).to(zero.dtype) if key in self._sums else zero
+            for key, zero in zeros.items()
+        }
 
 
 def _control(extra: Mapping[str, Weights], where: str, group: str = "control") -> Weights:

@@ -1,6 +1,14 @@
 """Local training at a site and evaluation with MONAI metrics."""
 
+from medfed.training.adaptation import adapt_norm_statistics
 from medfed.training.evaluation import evaluate, predict
 from medfed.training.trainer import FitReport, LocalTrainer, TrainSettings
 
-__all__ = ["FitReport", "LocalTrainer", "TrainSettings", "evaluate", "predict"]
+__all__ = [
+    "FitReport",
+    "LocalTrainer",
+    "TrainSettings",
+    "adapt_norm_statistics",
+    "evaluate",
+    "predict",
+]

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import random
 
+DEFAULT_MAX_FAILURES = 10
+"""Failed calls in a row after which a site gives up (with the default delays, one
+to two minutes of trying); 0 retries forever."""
+
 
 class Backoff:
     """Delays ``initial * factor**n`` capped at ``maximum``, each scaled by a random factor in

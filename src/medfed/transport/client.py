@@ -94,6 +94,7 @@ class SiteChannel:
             self._channel = grpc.secure_channel(target, credentials, options=options, compression=compression)
         self._calls = FederationCalls(self._channel)
         self._metadata = ((SITE_METADATA_KEY, site),)
+        self.target, self.tls, self.server_name = target, tls, server_name
         self.timeout_s = timeout_s
 
     def fetch(self) -> Assignment | Step | Kind:

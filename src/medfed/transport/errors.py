@@ -15,3 +15,7 @@ class PayloadError(TransportError):
 
 class AuthenticationError(TransportError):
     """A peer's identity is unknown, or its certificate is revoked, expired or foreign."""
+
+
+class ServerBusy(TransportError):
+    """A caller asked for more than the server grants it (calls, uploads or upload memory)."""

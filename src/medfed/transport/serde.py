@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
+from typing import TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from medfed.transport.chunking import Reassembler, digest, split
 from medfed.transport.errors import PayloadError
@@ -76,6 +78,7 @@ class DataPiece:
 Message = pb.Chunk | DataPiece
 _DATA_TAG = b"\x12"  # field 2 (data), wire type 2 (length-delimited)
 _SERVICE = "medfed.v1.Federation"
+_Parsed = TypeVar("_Parsed", pb.Chunk, pb.TaskRequest)
 
 
 def serialize_chunk(message: Message) -> bytes:
@@ -86,12 +89,28 @@ def serialize_chunk(message: Message) -> bytes:
 
 
 def deserialize_chunk(raw: bytes) -> Message:
-    """A stream message from wire bytes; data chunks become views of ``raw`` (no copy)."""
+    """A stream message from wire bytes; data chunks become views of ``raw`` (no copy).
+
+    Raises:
+        PayloadError: ``raw`` is not a ``Chunk``.
+    """
     if raw[:1] == _DATA_TAG:
         length, offset = _read_varint(raw, 1)
         if offset + length == len(raw):
             return DataPiece(memoryview(raw)[offset:])
-    return pb.Chunk.FromString(raw)
+    return _parse(pb.Chunk, raw)
+
+
+def parse_task_request(raw: bytes) -> pb.TaskRequest:
+    """A site's request for work from wire bytes; ``PayloadError`` if it is not one."""
+    return _parse(pb.TaskRequest, raw)
+
+
+def _parse(message_type: type[_Parsed], raw: bytes) -> _Parsed:
+    try:
+        return message_type.FromString(raw)
+    except DecodeError as error:
+        raise PayloadError(f"undecodable {message_type.__name__}: {error}") from None
 
 
 def _varint(value: int) -> bytes:
@@ -132,21 +151,26 @@ class FederationCalls:
 
 
 def federation_handler(
-    get_task: Callable[[pb.TaskRequest, grpc.ServicerContext], Iterator[Message]],
-    submit_result: Callable[[Iterator[Message], grpc.ServicerContext], pb.SubmitReply],
+    get_task: Callable[[bytes, grpc.ServicerContext], Iterator[Message]],
+    submit_result: Callable[[Iterator[bytes], grpc.ServicerContext], pb.SubmitReply],
 ) -> grpc.GenericRpcHandler:
-    """The server's handler of the ``Federation`` service, with the chunk (de)serializers."""
+    """The server's handler of the ``Federation`` service.
+
+    Requests reach the methods as raw bytes, to be decoded with ``parse_task_request`` and
+    ``deserialize_chunk`` inside the call: a decoding error raised by gRPC's own deserializer
+    leaves a streaming call half-open, and then ``server.stop()`` never completes.
+    """
     return grpc.method_handlers_generic_handler(
         _SERVICE,
         {
             "GetTask": grpc.unary_stream_rpc_method_handler(
                 get_task,
-                request_deserializer=pb.TaskRequest.FromString,
+                request_deserializer=None,
                 response_serializer=serialize_chunk,
             ),
             "SubmitResult": grpc.stream_unary_rpc_method_handler(
                 submit_result,
-                request_deserializer=deserialize_chunk,
+                request_deserializer=None,
                 response_serializer=pb.SubmitReply.SerializeToString,
             ),
         },
@@ -193,21 +217,36 @@ def read_stream(messages: Iterable[Message], *, limit: int) -> tuple[StreamHeade
             declared or than ``limit``, a truncated payload or a wrong digest.
     """
     iterator = iter(messages)
-    first = next(iterator, None)
+    header = read_header(iterator)
+    return header, read_payload(iterator, reassembler(header, limit))
+
+
+def read_header(messages: Iterator[Message]) -> StreamHeader:
+    """The header that starts a stream; ``PayloadError`` if there is none or it is foreign."""
+    first = next(messages, None)
     if not isinstance(first, pb.Chunk) or first.WhichOneof("body") != "header":
         raise PayloadError("the stream does not start with a header")
     header = _header_value(first.header)
     if header.schema_version != SCHEMA_VERSION:
         raise PayloadError(f"schema version {header.schema_version}, expected {SCHEMA_VERSION}")
-    assembler = Reassembler(total_bytes=header.total_bytes, sha256=header.sha256, limit=limit)
-    for message in iterator:
+    return header
+
+
+def reassembler(header: StreamHeader, limit: int) -> Reassembler:
+    """Collects the payload ``header`` announces; ``PayloadError`` if it exceeds ``limit``."""
+    return Reassembler(total_bytes=header.total_bytes, sha256=header.sha256, limit=limit)
+
+
+def read_payload(messages: Iterable[Message], assembler: Reassembler) -> bytes:
+    """The payload that follows a stream's header, checked by ``assembler``."""
+    for message in messages:
         if isinstance(message, DataPiece):
             assembler.add(message.data)
         elif message.WhichOneof("body") == "data":
             assembler.add(memoryview(message.data))
         else:
             raise PayloadError("a stream carries one header only")
-    return header, assembler.finish()
+    return assembler.finish()
 
 
 def task_request() -> pb.TaskRequest:

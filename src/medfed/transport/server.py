@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
+from contextlib import contextmanager
 
 import grpc
 
 from medfed.errors import UpdateRejected
-from medfed.transport.board import DONE, RoundBoard
+from medfed.transport.board import DONE, Offer, RoundBoard
 from medfed.transport.chunking import CHUNK_BYTES
-from medfed.transport.errors import AuthenticationError, PayloadError
+from medfed.transport.errors import AuthenticationError, PayloadError, ServerBusy
+from medfed.transport.limits import Admission, ServerLimits, Watchdog
 from medfed.transport.serde import (
     Kind,
     Message,
+    StreamHeader,
     SubmitOutcome,
+    deserialize_chunk,
     federation_handler,
+    parse_task_request,
     payload_stream,
-    read_stream,
+    read_header,
+    read_payload,
+    reassembler,
     signal_stream,
     submit_reply,
 )
@@ -34,7 +42,7 @@ SITE_METADATA_KEY = "medfed-site"
 Authenticator = Callable[[bytes], str]
 """Maps a peer's PEM certificate to its site name; raises ``AuthenticationError`` to refuse it."""
 
-GRPC_OPTIONS = [
+GRPC_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_receive_message_length", 2 * CHUNK_BYTES),
     ("grpc.max_send_message_length", 2 * CHUNK_BYTES),
     ("grpc.keepalive_time_ms", 20_000),
@@ -45,7 +53,7 @@ GRPC_OPTIONS = [
 
 
 class FederationServicer(pb_grpc.FederationServicer):
-    """Serves a ``RoundBoard`` to sites.
+    """Serves a ``RoundBoard`` to sites, within ``ServerLimits`` per site.
 
     Args:
         board: The board the round loop posts to.
@@ -54,6 +62,8 @@ class FederationServicer(pb_grpc.FederationServicer):
         authenticate: Certificate check for mutual TLS; ``None`` trusts the claimed site name
             (``--insecure`` only).
         poll_s: How long a task request waits for work before answering ``WAIT``.
+        limits: Calls, uploads, upload memory and silence allowed per site (default:
+            ``ServerLimits()``).
     """
 
     def __init__(
@@ -64,51 +74,88 @@ class FederationServicer(pb_grpc.FederationServicer):
         job_json: str,
         authenticate: Authenticator | None,
         poll_s: float = 10.0,
+        limits: ServerLimits | None = None,
     ) -> None:
         self.board = board
         self.sites = frozenset(sites)
         self.job_json = job_json
         self.authenticate = authenticate
         self.poll_s = poll_s
+        self.limits = limits or ServerLimits()
+        self.admission = Admission(self.limits)
+        self.watchdog = Watchdog(self.limits.read_timeout_s)
 
-    def GetTask(self, request: pb.TaskRequest, context: grpc.ServicerContext) -> Iterator[Message]:
+    def GetTask(self, request: bytes, context: grpc.ServicerContext) -> Iterator[Message]:
         """Streams the caller's task or protocol step, or a payload-less ``WAIT``/``DONE``."""
         site = self._identify(context)
-        offer = self.board.offer(site, self.poll_s)
-        if offer == DONE:
-            yield from signal_stream(Kind.DONE)
-        elif offer is None or isinstance(offer, str):
-            yield from signal_stream(Kind.WAIT)
-        else:
-            logger.info("round %d: sending %s to %s", offer.round, offer.step or "task", site)
-            yield from payload_stream(
-                Kind.STEP if offer.step else Kind.TASK,
-                offer.payload,
-                round=offer.round,
-                task_id=offer.task_id,
-                job_json=self.job_json,
-                step=offer.step,
-                protocol=offer.protocol,
-            )
+        with self._guard(site, context):
+            try:
+                parse_task_request(request)
+            except PayloadError as error:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            stream = self._task_stream(site, self.board.offer(site, self.poll_s))
+            with self.watchdog.watch(functools.partial(self._cancel, site, context)) as renew:
+                for message in stream:
+                    yield message
+                    renew()  # gRPC asks for the next message once the site took this one
 
-    def SubmitResult(self, request_iterator: Iterator[Message], context: grpc.ServicerContext) -> pb.SubmitReply:
+    def SubmitResult(self, request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> pb.SubmitReply:
         """Reads one answer (a result, a step's reply or a decline), has the board decode, check
         and file it; answers whether it was accepted."""
         site = self._identify(context)
-        try:
-            header, payload = read_stream(request_iterator, limit=self.board.update_limit(site))
-            if header.kind is Kind.DECLINE:
-                self.board.decline(site, header.task_id, payload.decode("utf-8", "replace"))
-                return submit_reply(SubmitOutcome(accepted=True))
-            if header.kind is not Kind.RESULT:
-                raise PayloadError(f"expected a result stream, got {header.kind.name}")
+        with self._guard(site, context), self.watchdog.watch(functools.partial(self._cancel, site, context)) as renew:
+            messages = (_heard(renew, raw) for raw in request_iterator)
+            try:
+                header = read_header(messages)
+                assembler = reassembler(header, self.board.update_limit(site))
+                with self.admission.upload(site, header.total_bytes):
+                    renew()
+                    return self._file(site, header, read_payload(messages, assembler))
+            except (PayloadError, UpdateRejected) as error:
+                reason = error.reason if isinstance(error, UpdateRejected) else str(error)
+                logger.warning("answer from site '%s' rejected: %s", site, reason)
+                return submit_reply(SubmitOutcome(accepted=False, reason=reason))
+
+    def _task_stream(self, site: str, offer: Offer | str | None) -> Iterator[Message]:
+        if offer == DONE:
+            return signal_stream(Kind.DONE)
+        if offer is None or isinstance(offer, str):
+            return signal_stream(Kind.WAIT)
+        logger.info("round %d: sending %s to %s", offer.round, offer.step or "task", site)
+        return payload_stream(
+            Kind.STEP if offer.step else Kind.TASK,
+            offer.payload,
+            round=offer.round,
+            task_id=offer.task_id,
+            job_json=self.job_json,
+            step=offer.step,
+            protocol=offer.protocol,
+        )
+
+    def _file(self, site: str, header: StreamHeader, payload: bytes) -> pb.SubmitReply:
+        if header.kind is Kind.DECLINE:
+            self.board.decline(site, header.task_id, payload.decode("utf-8", "replace"))
+        elif header.kind is Kind.RESULT:
             self.board.receive(site, header.task_id, payload)
-        except (PayloadError, UpdateRejected) as error:
-            reason = error.reason if isinstance(error, UpdateRejected) else str(error)
-            logger.warning("answer from site '%s' rejected: %s", site, reason)
-            return submit_reply(SubmitOutcome(accepted=False, reason=reason))
-        logger.info("round %d: accepted answer from %s", header.round, site)
+            logger.info("round %d: accepted answer from %s", header.round, site)
+        else:
+            raise PayloadError(f"expected a result stream, got {header.kind.name}")
         return submit_reply(SubmitOutcome(accepted=True))
+
+    @contextmanager
+    def _guard(self, site: str, context: grpc.ServicerContext) -> Iterator[None]:
+        """Holds one of ``site``'s call slots; refuses the call when the site has too many open,
+        or asks for more upload room than it may have."""
+        try:
+            with self.admission.call(site):
+                yield
+        except ServerBusy as error:
+            logger.warning("refused a call of site '%s': %s", site, error)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+
+    def _cancel(self, site: str, context: grpc.ServicerContext) -> None:
+        logger.warning("site '%s' silent for %.0f s in a call; cancelling it", site, self.limits.read_timeout_s)
+        context.cancel()
 
     def _identify(self, context: grpc.ServicerContext) -> str:
         if self.authenticate is None:
@@ -134,20 +181,19 @@ def start_server(
     address: str,
     credentials: grpc.ServerCredentials | None,
     gzip: bool = False,
-    max_workers: int = 32,
 ) -> tuple[grpc.Server, int]:
-    """Starts a gRPC server for ``servicer`` on ``address`` (``host:port``; port 0 picks one).
+    """Starts a gRPC server for ``servicer`` on ``address`` (``host:port``; port 0 picks one),
+    with threads enough for every site to hold all the calls its limits allow.
 
     Args:
         credentials: TLS credentials; ``None`` listens in plain text.
         gzip: Compress outgoing messages with gzip.
-        max_workers: Threads, hence concurrent calls (each polling site holds one).
 
     Returns:
         The running server and the port it listens on.
     """
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers),
+        futures.ThreadPoolExecutor(max_workers=servicer.limits.workers(len(servicer.sites))),
         options=GRPC_OPTIONS,
         compression=grpc.Compression.Gzip if gzip else grpc.Compression.NoCompression,
     )
@@ -158,3 +204,9 @@ def start_server(
         port = server.add_secure_port(address, credentials)
     server.start()
     return server, port
+
+
+def _heard(renew: Callable[[], None], raw: bytes) -> Message:
+    """``raw`` decoded, after telling the watchdog the caller is alive."""
+    renew()
+    return deserialize_chunk(raw)

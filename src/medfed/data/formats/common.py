@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Collection
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
-from monai.data import NibabelReader
 
+from medfed.data.formats.geometry import Volume, oriented
 from medfed.errors import DataError
 
 
@@ -23,63 +25,83 @@ def require_file(site: str, path: Path, what: str) -> None:
         raise DataError(site, path, f"{what} not found; check the path or remove the reference")
 
 
-def read_nifti(site: str, path: Path) -> np.ndarray:
-    """Reads a NIfTI file's voxel array as stored (no reorientation), via MONAI's reader.
+def read_nifti(site: str, path: Path) -> Volume:
+    """Reads a NIfTI file as stored (no reorientation); a 2D file becomes ``(X, Y, 1)``.
 
     Args:
         site: Site name, for error messages.
         path: A ``.nii`` or ``.nii.gz`` file.
 
     Returns:
-        The voxel array in the file's own axis order and dtype.
+        The voxel array in the file's own axis order and dtype, and the file's affine
+        (its sform, else its qform, as nibabel chooses).
 
     Raises:
-        DataError: If the file is missing, truncated or not NIfTI.
+        DataError: If the file is missing, truncated, not NIfTI, not 2D, 3D or 4D, or its
+            affine is singular or not finite.
     """
     require_file(site, path, "NIfTI file")
-    reader = NibabelReader()
     try:
-        array, _ = reader.get_data(reader.read(str(path)))
-        return np.asarray(array)
-    except Exception as exc:  # nibabel, gzip and MONAI raise many unrelated types
+        image = nib.load(path)
+        if not isinstance(image, nib.Nifti1Pair):  # NIfTI-1 and NIfTI-2 images
+            raise TypeError(f"{type(image).__name__} is not NIfTI")
+        array, affine = np.asanyarray(image.dataobj), np.asarray(image.affine, dtype=np.float64)
+    except Exception as exc:  # nibabel and gzip raise many unrelated types
         raise DataError(
             site,
             path,
             f"cannot read NIfTI file ({type(exc).__name__}: {exc}); it may be truncated "
             "or corrupt, re-export it",
         ) from exc
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise DataError(site, path, f"NIfTI affine is not a valid voxel-to-world map: {affine[:3]}")
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim not in (3, 4):
+        reason = f"expected a 2D, 3D or 4D (channels last) NIfTI array, got shape {array.shape}"
+        raise DataError(site, path, reason)
+    return Volume(array, affine)
 
 
-def spatial_to_channel_first(array: np.ndarray) -> np.ndarray:
-    """Adds a channel axis to a single-channel volume, treating ``(H, W, 1)`` as 2D.
+def read_oriented(site: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Reads a NIfTI file in the RAS closest-canonical axis order, channels first.
+
+    A 4D file holds channels along its fourth axis (the MSD convention), never time. A file
+    whose third axis has length 1 is one 2D slice.
 
     Args:
-        array: ``(H, W)``, ``(H, W, 1)`` or ``(H, W, D)``.
+        site: Site name, for error messages.
+        path: A ``.nii`` or ``.nii.gz`` file.
 
     Returns:
-        ``(1, H, W)`` or ``(1, H, W, D)``.
+        The array ``(C, X, Y[, Z])`` and the affine of its canonical voxel grid.
+
+    Raises:
+        DataError: If the file cannot be read (see ``read_nifti``).
     """
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    return array[None]
+    return oriented(read_nifti(site, path))
 
 
-def read_labels_csv(site: str, path: Path, key_column: str) -> dict[str, int]:
-    """Reads a CSV of case-level integer labels.
+def read_labels_csv(
+    site: str, path: Path, key_column: str, known: Collection[str]
+) -> dict[str, int]:
+    """Reads a CSV of case-level integer labels (UTF-8, with or without the BOM Excel writes).
 
     Args:
         site: Site name, for error messages.
         path: CSV file with a header holding ``key_column`` and ``label``.
         key_column: Column identifying the case (e.g. ``"case_id"`` or ``"filename"``).
+        known: The keys of the site's cases; every row must name one of them.
 
     Returns:
         Label by key.
 
     Raises:
-        DataError: If the file cannot be read, lacks the columns, or a label is not an integer.
+        DataError: If the file cannot be read, lacks the columns, a label is not an integer,
+            or a key repeats or names no case of the site.
     """
     try:
-        with path.open(newline="") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(site, path, f"cannot read labels CSV: {exc}") from exc
@@ -87,8 +109,13 @@ def read_labels_csv(site: str, path: Path, key_column: str) -> dict[str, int]:
         raise DataError(site, path, f"labels CSV needs the columns '{key_column}' and 'label'")
     labels: dict[str, int] = {}
     for line, row in enumerate(rows, start=2):
+        key = (row[key_column] or "").strip()
+        if key in labels:
+            raise DataError(site, path, f"line {line}: '{key}' already has a label")
+        if key not in known:
+            raise DataError(site, path, f"line {line}: '{key}' is not a case of this site")
         try:
-            labels[row[key_column].strip()] = int(row["label"])
+            labels[key] = int(row["label"])
         except (TypeError, ValueError):
             raise DataError(
                 site, path, f"line {line}: label '{row['label']}' is not an integer"

@@ -43,15 +43,19 @@ def load(site: str, path: Path) -> SiteData:
     images_dir = path / IMAGES_DIR
     if not images_dir.is_dir():
         raise DataError(site, images_dir, f"PNG sites need an '{IMAGES_DIR}/' folder")
+    files = sorted(images_dir.glob("*.png"))
     csv_path = path / LABELS_FILE
-    labels = read_labels_csv(site, csv_path, "filename") if csv_path.is_file() else None
+    labels = (
+        read_labels_csv(site, csv_path, "filename", {f.name for f in files})
+        if csv_path.is_file() else None
+    )
     masks_dir = path / MASKS_DIR
     cases = [
         _load_case(
             site, file, masks_dir if masks_dir.is_dir() else None,
             lookup_label(site, labels, file.name, csv_path),
         )
-        for file in sorted(images_dir.glob("*.png"))
+        for file in files
     ]
     return checked_site(site, path, cases)
 

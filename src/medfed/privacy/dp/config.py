@@ -6,10 +6,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from medfed.config.schema import PrivacyConfig
+from medfed.data.cases import SiteData
 from medfed.errors import ConfigError
 from medfed.privacy.dp.accounting import Accountant, Budget
 from medfed.privacy.dp.client import ClientDP
 from medfed.privacy.dp.noise import NoiseMode
+from medfed.privacy.dp.ledger import ledger_file
 from medfed.privacy.dp.trainer import AdaptiveClipping, DPTrainer, SitePrivacy
 from medfed.strategies.base import Strategy
 from medfed.training.trainer import LocalTrainer
@@ -61,15 +63,17 @@ def site_policy(privacy: PrivacyConfig, site: str, *, planned_rounds: int, noise
 def dp_trainer(
     privacy: PrivacyConfig,
     inner: LocalTrainer,
-    site: str,
+    data: SiteData,
     *,
     planned_rounds: int,
     ledger_dir: Path,
+    job: str,
     noise: NoiseMode,
 ) -> DPTrainer:
-    """A ``DPTrainer`` for ``site`` whose ledger lives at ``ledger_dir/<site>.json``."""
-    policy = site_policy(privacy, site, planned_rounds=planned_rounds, noise=noise)
-    return DPTrainer(inner, site=site, policy=policy, ledger_path=ledger_dir / f"{site}.json")
+    """A ``DPTrainer`` for the site of ``data`` whose ledger is the one of ``data`` in
+    ``ledger_dir`` (``ledger_file``), shared by every job on the same cases."""
+    policy = site_policy(privacy, data.name, planned_rounds=planned_rounds, noise=noise)
+    return DPTrainer(inner, site=data.name, policy=policy, ledger_path=ledger_file(ledger_dir, data), job=job)
 
 
 def client_dp(privacy: PrivacyConfig, inner: Strategy, *, expected_sites: int, seed: int) -> ClientDP:

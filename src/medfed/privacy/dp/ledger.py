@@ -1,70 +1,151 @@
-"""A site's privacy ledger: every release of its data, saved after each round.
+"""A site's privacy ledger: an append-only record of every release of one dataset.
 
-The ledger is the site's own record and is never rolled back with a checkpoint: privacy spent
-stays spent. Entries are keyed by the release's seed: a round re-run with the same seed after a
-crash replays the identical computation, so it replaces its entry instead of adding one.
+One ledger per site dataset, shared by every job that trains on that data: the budget protects
+the site's patients, whichever job spends it. The file is JSON lines, one entry per line, and
+only ever grows; nothing is replaced or deleted, so earlier content is always a prefix of later
+content. Two kinds of entry:
+
+- ``release``: one round of DP-SGD, with a unique id (uuid4), time, job, seed, mechanism
+  ``(z, q, steps)``, clipping threshold, and the site's budget and accountant at the time. It is written (and fsynced) *before* the round
+  trains, under an exclusive lock together with the budget check: a round that crashes after
+  it is charged; a retried or replayed round is charged again. Only a round that never reached
+  its entry (so never trained) is free.
+- ``clip``: the adaptive clipping threshold a job carries to its next round (no privacy cost:
+  it is computed from the round's already charged noisy count).
+
+A job's calibrated noise multiplier is the one of its first release. Version-1 ledgers
+(``<site>.json``, keyed by seed) are refused with a ``CheckpointError``: they could under-count.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
+import os
+import time
+import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+from medfed.data.cases import SiteData
 from medfed.errors import CheckpointError
-from medfed.files import atomic_write
-from medfed.privacy.dp.accounting import Mechanism
+from medfed.privacy.dp.accounting import Accountant, Budget, Mechanism, epsilon_spent
 
-LEDGER_VERSION = 1
+LEDGER_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Release:
+    """One charged round of DP-SGD on the site's data.
+
+    Attributes:
+        id: Unique id of the release (uuid4 hex).
+        time: When it was charged (epoch seconds).
+        job: The job that trained (fingerprint or name).
+        seed: The round's training seed (for the record only: never a key).
+        mechanism: What the accountant composes.
+        clip: The clipping threshold ``C`` of the round.
+        budget: The site's budget when it was charged.
+        accountant: The accountant that checked it.
+    """
+
+    id: str
+    time: float
+    job: str
+    seed: int
+    mechanism: Mechanism
+    clip: float
+    budget: Budget
+    accountant: Accountant
 
 
 @dataclass(frozen=True)
 class PrivacyLedger:
-    """What a site has released and the DP state it carries between rounds.
+    """Every release of one dataset and the clipping thresholds jobs carry between rounds.
 
     Attributes:
-        releases: Mechanism of each release by key (the training seed of the round).
-        noise_multiplier: The noise multiplier fixed at the first round (``None`` before).
-        clip: The current clipping threshold (L2 norm of a per-sample gradient).
+        releases: Every release, in the order charged.
+        clips: The latest adaptive clipping threshold of each job.
     """
 
-    releases: dict[str, Mechanism] = field(default_factory=dict)
-    noise_multiplier: float | None = None
-    clip: float | None = None
+    releases: tuple[Release, ...] = ()
+    clips: dict[str, float] = field(default_factory=dict)
 
-    def history(self, *, excluding: str | None = None) -> list[Mechanism]:
-        """Every release's mechanism, optionally leaving out the release ``excluding``."""
-        return [mechanism for key, mechanism in self.releases.items() if key != excluding]
+    def history(self) -> list[Mechanism]:
+        """Every release's mechanism: what the site has spent, across all jobs."""
+        return [release.mechanism for release in self.releases]
 
-    def recorded(self, key: str, mechanism: Mechanism, clip: float | None) -> PrivacyLedger:
-        """This ledger with release ``key`` set to ``mechanism`` and the threshold ``clip``."""
-        return replace(self, releases={**self.releases, key: mechanism}, clip=clip)
+    def epsilon(self) -> float:
+        """Epsilon spent by every release, at the latest release's delta and accountant."""
+        if not self.releases:
+            return 0.0
+        latest = self.releases[-1]
+        return epsilon_spent(self.history(), delta=latest.budget.delta, accountant=latest.accountant)
 
-    def to_json(self) -> str:
-        """The ledger as JSON text."""
-        return json.dumps(
-            {
-                "version": LEDGER_VERSION,
-                "noise_multiplier": self.noise_multiplier,
-                "clip": self.clip,
-                "releases": {
-                    key: [m.noise_multiplier, m.sample_rate, m.steps]
-                    for key, m in self.releases.items()
-                },
-            },
-            indent=1,
-        )
+    def noise_multiplier(self, job: str) -> float | None:
+        """The noise multiplier of ``job``'s first release (``None`` before it has one)."""
+        return next((r.mechanism.noise_multiplier for r in self.releases if r.job == job), None)
 
-    @classmethod
-    def from_json(cls, text: str) -> PrivacyLedger:
-        """Reads ``to_json``'s output; raises ``CheckpointError`` on another version."""
-        data = json.loads(text)
-        if data.get("version") != LEDGER_VERSION:
-            raise CheckpointError(f"privacy ledger version {data.get('version')}, expected {LEDGER_VERSION}")
-        releases = {
-            key: Mechanism(float(z), float(q), int(steps)) for key, (z, q, steps) in data["releases"].items()
-        }
-        return cls(releases=releases, noise_multiplier=data["noise_multiplier"], clip=data["clip"])
+    def clip(self, job: str) -> float | None:
+        """The clipping threshold ``job`` carries to its next round (``None``: not adapted yet)."""
+        return self.clips.get(job)
+
+    def with_entry(self, entry: Mapping[str, Any]) -> PrivacyLedger:
+        """This ledger with ``entry`` (a ``release_entry`` or ``clip_entry``) appended."""
+        if entry["kind"] == "release":
+            mechanism = Mechanism(float(entry["noise_multiplier"]), float(entry["sample_rate"]), int(entry["steps"]))
+            release = Release(
+                str(entry["id"]), float(entry["time"]), str(entry["job"]), int(entry["seed"]), mechanism,
+                float(entry["clip"]), Budget(float(entry["epsilon_budget"]), float(entry["delta"])),
+                Accountant(entry["accountant"]),
+            )
+            return replace(self, releases=(*self.releases, release))
+        if entry["kind"] == "clip":
+            return replace(self, clips={**self.clips, str(entry["job"]): float(entry["clip"])})
+        raise ValueError(f"unknown entry kind {entry['kind']!r}")
+
+
+def release_entry(
+    *, job: str, seed: int, mechanism: Mechanism, clip: float, budget: Budget, accountant: Accountant
+) -> dict[str, Any]:
+    """A new ``release`` entry with a fresh unique id."""
+    return {
+        "version": LEDGER_VERSION, "kind": "release", "id": uuid.uuid4().hex, "time": time.time(), "job": job,
+        "seed": seed, "noise_multiplier": mechanism.noise_multiplier, "sample_rate": mechanism.sample_rate,
+        "steps": mechanism.steps, "clip": clip, "epsilon_budget": budget.epsilon, "delta": budget.delta,
+        "accountant": accountant.value,
+    }
+
+
+def clip_entry(*, job: str, clip: float) -> dict[str, Any]:
+    """A new ``clip`` entry: ``job``'s threshold for its next round."""
+    return {"version": LEDGER_VERSION, "kind": "clip", "id": uuid.uuid4().hex, "time": time.time(), "job": job,
+            "clip": clip}
+
+
+def parse_ledger(text: str, *, source: str = "privacy ledger") -> PrivacyLedger:
+    """The ledger whose JSON lines are ``text``.
+
+    Raises:
+        CheckpointError: A line is not a valid entry of this version, or the last line is
+            incomplete (a write was interrupted: inspect the file, medfed does not guess).
+    """
+    if text and not text.endswith("\n"):
+        raise CheckpointError(f"{source}: the last line is incomplete (an interrupted write); inspect it")
+    ledger = PrivacyLedger()
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            entry = json.loads(line)
+            if entry.get("version") != LEDGER_VERSION:
+                raise ValueError(f"version {entry.get('version')}, expected {LEDGER_VERSION}")
+            ledger = ledger.with_entry(entry)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise CheckpointError(f"{source}, line {number}: not a ledger entry: {error}") from error
+    return ledger
 
 
 def load_ledger(path: Path | None) -> PrivacyLedger:
@@ -72,12 +153,65 @@ def load_ledger(path: Path | None) -> PrivacyLedger:
     if path is None or not path.exists():
         return PrivacyLedger()
     try:
-        return PrivacyLedger.from_json(path.read_text())
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        text = path.read_text()
+    except OSError as error:
         raise CheckpointError(f"cannot read privacy ledger '{path}': {error}") from error
+    return parse_ledger(text, source=f"privacy ledger '{path}'")
 
 
-def save_ledger(path: Path | None, ledger: PrivacyLedger) -> None:
-    """Writes ``ledger`` to ``path`` atomically (nothing when ``path`` is ``None``)."""
-    if path is not None:
-        atomic_write(path, ledger.to_json().encode())
+@contextlib.contextmanager
+def locked(path: Path | None) -> Iterator[None]:
+    """Holds an exclusive lock on ``path`` (created if missing) so that reading the ledger,
+    checking the budget and appending happen as one step, even with several jobs at a site."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def append_entry(path: Path | None, entry: Mapping[str, Any]) -> None:
+    """Appends ``entry`` as one line to ``path`` and waits until it is on disk (nothing when
+    ``path`` is ``None``)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(entry, sort_keys=True) + "\n").encode()
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(descriptor, line)
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def site_ledgers(state_dir: Path) -> dict[str, PrivacyLedger]:
+    """Every dataset ledger of a site's ``--state-dir`` (``privacy/*.jsonl``), by file name."""
+    return {path.name: load_ledger(path) for path in sorted((state_dir / "privacy").glob("*.jsonl"))}
+
+
+def ledger_file(directory: Path, data: SiteData) -> Path:
+    """The ledger of ``data`` in ``directory``: ``<site>-<fingerprint>.jsonl``, where the
+    fingerprint hashes the site's name and every case's id and resolved source, so every job on
+    the same cases (whatever its split, seed or holdout) shares one ledger.
+
+    Raises:
+        CheckpointError: ``directory`` holds a version-1 ledger ``<site>.json``, whose releases
+            were keyed by seed and may be under-counted; move it aside once its spend is noted.
+    """
+    legacy = directory / f"{data.name}.json"
+    if legacy.exists():
+        raise CheckpointError(
+            f"'{legacy}' is a version-1 privacy ledger (releases keyed by seed, which could replace "
+            "one another); medfed no longer reads it. Note its spend, move it out of the folder and "
+            "lower this site's budget by that spend"
+        )
+    digest = hashlib.sha256(data.name.encode())
+    for case in sorted(data.cases, key=lambda case: case.case_id):
+        digest.update(f"\0{case.case_id}\0{case.source.resolve()}".encode())
+    return directory / f"{data.name}-{digest.hexdigest()[:16]}.jsonl"

@@ -83,7 +83,7 @@ class QuantileCountingDPOptimizer(SourcedDPOptimizer):
 
     def clip_and_accumulate(self) -> None:
         norms = torch.stack(
-            [g.reshape(len(g), -1).norm(2, dim=-1) for g in self.grad_samples], dim=1
+            [g.flatten(start_dim=1).norm(2, dim=-1) for g in self.grad_samples], dim=1
         ).norm(2, dim=1)
         self._centred = centred_count(norms, self.max_grad_norm)
         super().clip_and_accumulate()

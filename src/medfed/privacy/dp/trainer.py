@@ -4,7 +4,14 @@ Abadi et al., "Deep Learning with Differential Privacy", CCS 2016, through Opacu
 ``PrivacyEngine`` (Yousefpour et al. 2021): Poisson-sampled batches, per-sample gradients
 clipped to L2 norm ``C``, Gaussian noise ``N(0, z^2 C^2)`` on their sum. The site's budget is
 checked with the accountant *before* a round: a round that would exceed it is not trained and
-``PrivacyBudgetExceeded`` is raised, so the round loop sees the site as absent.
+``PrivacyBudgetExceeded`` is raised, so the round loop sees the site as absent. The check and the
+release's entry in the dataset's append-only ledger are one locked step before training
+(``medfed.privacy.dp.ledger``): every round that trains is charged, for every job on the data.
+
+Sampling is Poisson with rate ``q = 1 / ceil(N / B)`` and ``ceil(N / B)`` steps per epoch, built
+here rather than by Opacus (whose ``int(1 / q)`` gives 92 steps at ``q = 1/93`` and then accounts
+``q = 1/92``), so that what is charged is exactly what is sampled; empty batches (``q * N`` can
+be below 1) are zero-length tensors and release noise only.
 
 Noise is either fixed or calibrated (ADP-FL, Saha and Ukwatta, SPIE Medical Imaging 2026): the
 noise multiplier that spends the budget exactly over the planned rounds. Clipping is either fixed
@@ -18,23 +25,30 @@ by default a CSPRNG keyed from OS entropy, never from the run's seed (see
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from opacus import PrivacyEngine
-from opacus.data_loader import wrap_collate_with_empty
 from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from medfed.errors import ConfigError, PrivacyBudgetExceeded
-from medfed.privacy.dp.accounting import Accountant, Budget, Mechanism, calibrate_noise, epsilon_spent
-from medfed.privacy.dp.ledger import load_ledger, save_ledger
+from medfed.errors import ConfigError, DataError, PrivacyBudgetExceeded
+from medfed.privacy.dp.accounting import (
+    DEFAULT_ACCOUNTANT,
+    Accountant,
+    Budget,
+    Mechanism,
+    calibrate_noise,
+    epsilon_spent,
+)
+from medfed.privacy.dp.ledger import PrivacyLedger, append_entry, clip_entry, load_ledger, locked, release_entry
 from medfed.privacy.dp.models import dp_incompatibilities
 from medfed.privacy.dp.noise import NoiseMode, NoiseSource, PoissonSampler, noise_source
 from medfed.privacy.dp.optimizer import QuantileCountingDPOptimizer, SourcedDPOptimizer
@@ -83,9 +97,10 @@ class SitePrivacy:
 
     Attributes:
         budget: The (epsilon, delta) the site may spend over the whole run.
-        accountant: ``rdp`` or ``prv``.
-        noise_multiplier: Fixed ``z``; ``None`` calibrates ``z`` to spend ``budget`` exactly
-            over ``planned_rounds`` rounds of the first round's local steps.
+        accountant: ``prv`` (the default, tight) or ``rdp``.
+        noise_multiplier: Fixed ``z``; ``None`` calibrates ``z`` at a job's first round to spend
+            what earlier releases of the data left of ``budget`` over ``planned_rounds`` rounds
+            of that round's local steps.
         planned_rounds: Rounds the budget must last (needed when ``noise_multiplier`` is None).
         max_grad_norm: The clipping threshold ``C`` (the initial one with adaptive clipping).
         adaptive_clipping: Per-round quantile clipping, or ``None`` for a fixed ``C``.
@@ -93,7 +108,7 @@ class SitePrivacy:
     """
 
     budget: Budget
-    accountant: Accountant = Accountant.RDP
+    accountant: Accountant = DEFAULT_ACCOUNTANT
     noise_multiplier: float | None = None
     planned_rounds: int | None = None
     max_grad_norm: float = 1.0
@@ -109,6 +124,54 @@ class SitePrivacy:
             raise ValueError(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
 
 
+@dataclass(frozen=True)
+class PoissonPlan:
+    """A round's Poisson sampling: each step takes every case with probability ``sample_rate``.
+
+    Attributes:
+        sample_rate: ``q = 1 / steps_per_epoch``.
+        steps_per_epoch: ``ceil(N / B)``, the batches of a plain loader, so ``q * N ~ B``.
+        epochs: Local epochs of the round.
+    """
+
+    sample_rate: float
+    steps_per_epoch: int
+    epochs: int
+
+    @property
+    def steps(self) -> int:
+        """Steps of the round, each one charged at ``sample_rate``."""
+        return self.steps_per_epoch * self.epochs
+
+
+def poisson_plan(cases: int, batch_size: int, epochs: int) -> PoissonPlan:
+    """The Poisson sampling of a round over ``cases`` cases with expected batch ``batch_size``.
+
+    Raises:
+        ValueError: A count is not positive.
+    """
+    if cases < 1 or batch_size < 1 or epochs < 1:
+        raise ValueError(f"cases, batch_size and epochs must be >= 1, got {cases}, {batch_size}, {epochs}")
+    batches = -(-cases // batch_size)
+    return PoissonPlan(sample_rate=1.0 / batches, steps_per_epoch=batches, epochs=epochs)
+
+
+def poisson_loader(dataset: Dataset, plan: PoissonPlan, source: NoiseSource) -> DataLoader:
+    """A loader of ``plan.steps_per_epoch`` Poisson batches at ``plan.sample_rate``, drawn with
+    ``source``; an empty batch is the dataset's dictionary with zero-length tensors."""
+    sampler = PoissonSampler(
+        len(dataset), plan.sample_rate, source, steps=plan.steps_per_epoch  # type: ignore[arg-type]
+    )
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=functools.partial(_collate, dataset))
+
+
+def _collate(dataset: Dataset, batch: list[Mapping[str, torch.Tensor]]) -> Mapping[str, torch.Tensor]:
+    if batch:
+        return default_collate(batch)  # type: ignore[no-any-return]
+    example = dataset[0]
+    return {key: torch.empty((0, *value.shape), dtype=value.dtype) for key, value in example.items()}
+
+
 class DPTrainer:
     """DP-SGD around a ``LocalTrainer``: same ``fit``, same loss, settings and device.
 
@@ -116,17 +179,28 @@ class DPTrainer:
         inner: The non-private trainer whose task, settings and device are used.
         site: The site's name (for messages).
         policy: The site's DP policy.
-        ledger_path: Where the site's ledger is kept between rounds and runs (``None``: memory).
+        ledger_path: The ledger of the site's dataset, shared by every job on that data
+            (``None``: kept in memory, for tests).
+        job: Identifies the job in the ledger (its calibrated noise and clipping threshold).
     """
 
     def __init__(
-        self, inner: LocalTrainer, *, site: str, policy: SitePrivacy, ledger_path: Path | None = None
+        self,
+        inner: LocalTrainer,
+        *,
+        site: str,
+        policy: SitePrivacy,
+        ledger_path: Path | None = None,
+        job: str = "local",
     ) -> None:
         self.inner = inner
         self.site = site
         self.policy = policy
         self.ledger_path = ledger_path
-        self.ledger = load_ledger(ledger_path)
+        self.job = job
+        self.ledger = PrivacyLedger()
+        with locked(ledger_path):  # a damaged ledger stops the site now, not at its first round
+            self._reload()
 
     @property
     def settings(self) -> TrainSettings:
@@ -135,7 +209,9 @@ class DPTrainer:
 
     @property
     def epsilon(self) -> float:
-        """Epsilon spent so far at the budget's delta."""
+        """Epsilon spent on the site's data so far, by every job, at the budget's delta."""
+        with locked(self.ledger_path):
+            self._reload()
         return self._epsilon(self.ledger.history())
 
     def fit(
@@ -157,22 +233,43 @@ class DPTrainer:
         settings = self._settings(config or {})
         model.to(self.inner.device).train()
         _check_model(model)
+        if len(dataset) == 0:  # type: ignore[arg-type]
+            raise DataError(self.site, None, "no training case: DP-SGD needs at least one")
+        plan = poisson_plan(len(dataset), settings.batch_size, settings.local_epochs)  # type: ignore[arg-type]
         source = noise_source(self.policy.noise, derive_seed(seed, "dp_noise"))
-        loader = _poisson_loader(dataset, settings.batch_size, source)
-        sample_rate = 1.0 / len(loader)
-        steps = settings.local_epochs * len(loader)
-        key = str(seed)
-        planned = Mechanism(self._noise_multiplier(sample_rate, steps), sample_rate, steps)
-        self._check_budget(planned, key)
-        clip = self.ledger.clip if self.ledger.clip is not None else self.policy.max_grad_norm
+        planned, clip = self._charge(plan, seed)
+        loader = poisson_loader(dataset, plan, source)
         report, new_clip = self._train(
             model, loader, planned, clip, seed, settings, hooks or LocalHooks(), source=source
         )
-        self.ledger = self.ledger.recorded(key, planned, new_clip)
-        save_ledger(self.ledger_path, self.ledger)
+        if new_clip is not None:
+            self._append(clip_entry(job=self.job, clip=new_clip))
         return report
 
-    # ----- budget ----------------------------------------------------------------------------
+    # ----- ledger and budget -----------------------------------------------------------------
+    def _charge(self, plan: PoissonPlan, seed: int) -> tuple[Mechanism, float]:
+        """Checks the budget and records the round's release, as one locked step before it
+        trains; returns the mechanism charged and the clipping threshold to train with."""
+        with locked(self.ledger_path):
+            self._reload()  # other jobs may have charged since
+            planned = Mechanism(self._noise_multiplier(plan), plan.sample_rate, plan.steps)
+            self._check_budget(planned)
+            clip = self.ledger.clip(self.job) or self.policy.max_grad_norm
+            entry = release_entry(
+                job=self.job, seed=seed, mechanism=planned, clip=clip, budget=self.policy.budget,
+                accountant=self.policy.accountant,
+            )
+            self._append(entry)
+        return planned, clip
+
+    def _reload(self) -> None:
+        if self.ledger_path is not None:
+            self.ledger = load_ledger(self.ledger_path)
+
+    def _append(self, entry: Mapping[str, object]) -> None:
+        append_entry(self.ledger_path, entry)
+        self.ledger = self.ledger.with_entry(entry)
+
     def _settings(self, config: Mapping[str, Scalar]) -> TrainSettings:
         forbidden = sorted(PRIVACY_KEYS & set(config))
         if forbidden:
@@ -185,32 +282,39 @@ class DPTrainer:
     def _epsilon(self, history: list[Mechanism]) -> float:
         return epsilon_spent(history, delta=self.policy.budget.delta, accountant=self.policy.accountant)
 
-    def _noise_multiplier(self, sample_rate: float, steps: int) -> float:
+    def _noise_multiplier(self, plan: PoissonPlan) -> float:
+        """The policy's fixed ``z``, or the job's calibrated one (fixed at its first round)."""
         if self.policy.noise_multiplier is not None:
             return self.policy.noise_multiplier
-        if self.ledger.noise_multiplier is None:
-            assert self.policy.planned_rounds is not None  # checked by SitePrivacy
+        earlier = self.ledger.noise_multiplier(self.job)
+        if earlier is not None:
+            return earlier
+        assert self.policy.planned_rounds is not None  # checked by SitePrivacy
+        try:
             z = calibrate_noise(
                 self.policy.budget,
-                sample_rate=sample_rate,
-                steps=steps * self.policy.planned_rounds,
+                sample_rate=plan.sample_rate,
+                steps=plan.steps * self.policy.planned_rounds,
                 accountant=self.policy.accountant,
+                spent=self.ledger.history(),
             )
-            logger.info("site '%s': noise multiplier %.4f spends its budget in %d rounds",
-                        self.site, z, self.policy.planned_rounds)
-            self.ledger = replace(self.ledger, noise_multiplier=z)
-        return self.ledger.noise_multiplier
+        except ValueError:
+            spent = self._epsilon(self.ledger.history())
+            raise self._declined(spent, math.inf) from None
+        logger.info("site '%s': noise multiplier %.4f spends what is left of its budget in %d rounds",
+                    self.site, z, self.policy.planned_rounds)
+        return z
 
-    def _check_budget(self, planned: Mechanism, key: str) -> None:
-        earlier = self.ledger.history(excluding=key)
+    def _declined(self, spent: float, would_spend: float) -> PrivacyBudgetExceeded:
+        error = PrivacyBudgetExceeded(self.site, spent=spent, would_spend=would_spend, budget=self.policy.budget.epsilon)
+        logger.warning("%s", error)
+        return error
+
+    def _check_budget(self, planned: Mechanism) -> None:
+        earlier = self.ledger.history()
         would_spend = self._epsilon([*earlier, planned])
         if would_spend > self.policy.budget.epsilon:
-            error = PrivacyBudgetExceeded(
-                self.site, spent=self._epsilon(earlier), would_spend=would_spend,
-                budget=self.policy.budget.epsilon,
-            )
-            logger.warning("%s", error)
-            raise error
+            raise self._declined(self._epsilon(earlier), would_spend)
 
     # ----- training --------------------------------------------------------------------------
     def _train(
@@ -225,7 +329,7 @@ class DPTrainer:
         *,
         source: NoiseSource,
     ) -> tuple[FitReport, float | None]:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # the loader already samples Poisson batches at planned q
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             # Opacus's own secure mode needs torchcsprng; ``source`` draws the noise instead.
             engine = PrivacyEngine(accountant=self.policy.accountant.value, secure_mode=False)
@@ -235,6 +339,8 @@ class DPTrainer:
                 poisson_sampling=False, wrap_model=False,  # ``loader`` already samples
             )
         grad_hooks.forbid_grad_accumulation()
+        # Opacus's int(N * (1 / S)) is 0 at N = S = 49 (0.999...): the mean of the noisy sum over 0
+        optimizer.expected_batch_size = len(loader.dataset) // len(loader)  # type: ignore[arg-type]
         optimizer = self._sourced(optimizer, engine, planned, source)
         try:
             losses = self._epochs(model, optimizer, loader, settings, hooks, seed)
@@ -334,15 +440,6 @@ def _post_process(model: nn.Module, optimizer: DPOptimizer, hooks: LocalHooks) -
             if grad is not None:
                 parameter.grad = grad if parameter.grad is None else parameter.grad + grad
     hooks.after_backward(model)
-
-
-def _poisson_loader(dataset: Dataset, batch_size: int, source: NoiseSource) -> DataLoader:
-    """Poisson-sampled batches of expected size about ``batch_size`` drawn with ``source``:
-    ``ceil(N / batch_size)`` steps per epoch at rate ``1 / steps`` (as Opacus's ``DPDataLoader``)."""
-    num_samples = len(dataset)  # type: ignore[arg-type]
-    steps = math.ceil(num_samples / batch_size)
-    sampler = PoissonSampler(num_samples, 1.0 / steps, source, steps=steps)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=wrap_collate_with_empty(collate_fn=default_collate))
 
 
 def _check_model(model: nn.Module) -> None:
