@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -165,14 +164,12 @@ def generate(
 
 def main() -> None:
     """Entry point: runs the app; medfed's own errors and command-line mistakes alike end as one
-    ``error: ...`` line on standard error with exit status 2."""
+    ``error: ...`` line with exit status 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         status = app(prog_name="medfed", standalone_mode=False)
     except MedfedError as error:
-        # plain text on one line: a '[' in a path must not be taken for rich markup
-        console.print(Text.assemble(("error:", "red"), f" {error}"), soft_wrap=True, highlight=False)
-        raise SystemExit(2) from None
+        _fail(str(error))
     except typer.TyperException as error:  # a command-line mistake (click's UsageError and kin)
         context = getattr(error, "ctx", None)
         hint = f" (see '{context.command_path} --help')" if context is not None else ""
@@ -183,6 +180,7 @@ def main() -> None:
 
 
 def _fail(message: str) -> None:
-    """Prints a command-line mistake as medfed prints its own errors, and exits 2."""
-    console.print(f"[red]error:[/red] {escape(message)}")
+    """Prints ``error: message`` and exits 2."""
+    # plain text on one line: a '[' in a path must not be taken for rich markup
+    console.print(Text.assemble(("error:", "red"), f" {message}"), soft_wrap=True, highlight=False)
     raise SystemExit(2)
