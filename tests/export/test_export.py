@@ -11,13 +11,13 @@ from monai.bundle import ConfigParser
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from medfed.aggregation import batchnorm_keys
 from medfed.cli.app import app
 from medfed.config.loading import parse_config
 from medfed.errors import CheckpointError, ConfigError
 from medfed.export import ExportFormat
 from medfed.export.model import export_model, load_trained_model
 from medfed.models import build_model
+from medfed.models.norms import norm_layer_keys
 from medfed.orchestration.checkpoint import latest_checkpoint, load_checkpoint
 from medfed.simulate import run_simulation
 
@@ -91,7 +91,7 @@ def test_a_fedbn_site_exports_its_own_norm_layers(run_dir: Path, tmp_path: Path)
     global_model = load_trained_model(run_dir, experiment="fedbn")
     site_model = load_trained_model(run_dir, experiment="fedbn", site="hospital_a")
     differing = {k for k in global_model.weights if not torch.equal(global_model.weights[k], site_model.weights[k])}
-    assert differing and differing <= batchnorm_keys(global_model.weights)
+    assert differing and differing <= norm_layer_keys(global_model.network)
     output = tmp_path / "site.safetensors"
     export_model(site_model, ExportFormat.STATE_DICT, output)
     assert all(torch.equal(load_file(output)[k], site_model.weights[k]) for k in differing)
@@ -138,7 +138,7 @@ def test_checkpoints_keep_the_last_round_and_only_private_site_state(run_dir: Pa
     fedbn = load_checkpoint(run_dir / "checkpoints" / "fedbn" / "round_0002.safetensors")
     assert sorted(fedbn.sites) == ["hospital_a", "hospital_b", "hospital_c"]
     for state in fedbn.sites.values():
-        assert state.weights == {} and state.extra["norm"].keys() == batchnorm_keys(fedbn.server.weights)
+        assert state.weights == {} and state.extra["norm"].keys() == norm_layer_keys(load_trained_model(run_dir).network)
 
 
 def test_run_outputs_share_one_mode(run_dir: Path) -> None:
