@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from medfed.config.schema import SimulationConfig
 from medfed.orchestration.experiments import plan_experiments
 from medfed.orchestration.federation_data import FederationData, prepare_data
 from medfed.orchestration.metrics_log import MetricRow
-from medfed.orchestration.run_dir import config_yaml, start_run
+from medfed.orchestration.preconditions import check_config, check_data
+from medfed.orchestration.run_dir import check_new_run, config_yaml, start_run
 from medfed.orchestration.simulation import Callbacks, ExperimentResult, ExperimentRunner
 from medfed.privacy.setup import privacy_warning
 from medfed.report.html import write_report
@@ -49,8 +51,8 @@ def run_simulation(
     warning = privacy_warning(config.privacy)
     if warning is not None:
         logger.warning("%s", warning)
+    data = checked_data(config, config.output_dir / "data", resume=resume)
     run_dir = config.output_dir if resume else start_run(config)
-    data = prepare_data(config.data, run_dir / "data", seed=config.seed)
     runner = ExperimentRunner(config, data, run_dir, callbacks)
     results = [runner.run(experiment) for experiment in plan_experiments(config, data)]
     kinds = {result.experiment.name: result.experiment.kind for result in results}
@@ -94,6 +96,36 @@ def _attack_rows(
             robust = isinstance(experiment.strategy, RobustAggregation)
             roles[experiment.name] = "clean" if not experiment.attacked else "defended" if robust else "attacked"
     return attack_summary(rows, summary, roles, backdoor_metric=BACKDOOR_METRIC)
+
+
+def checked_data(config: SimulationConfig, data_dir: Path, *, resume: bool = False) -> FederationData:
+    """The run's data, loaded and checked, with the preconditions of ``config`` checked before
+    anything is written (``data_dir`` receives the built-in data when configured)."""
+    check_config(config)
+    if not resume:
+        check_new_run(config.output_dir)
+    data = prepare_data(config.data, data_dir, seed=config.seed)
+    check_data(config, data)
+    return data
+
+
+def dry_run(config: SimulationConfig) -> str:
+    """What ``medfed simulate --dry-run`` prints: the preconditions and data checked (the
+    built-in data generated in a temporary folder), the sites' cases and the resolved YAML.
+    Nothing is trained and no run directory is created.
+
+    Raises:
+        ConfigError: A precondition fails.
+        DataError: A site's data cannot be used.
+    """
+    with tempfile.TemporaryDirectory(prefix="medfed-dry-run-") as folder:
+        data = checked_data(config, Path(folder))
+    lines = [f"# {name}: {len(site.cases)} training cases" for name, site in data.train.items()]
+    lines += [f"# {name}: {len(site.cases)} held-out cases" for name, site in data.evaluation_sets.items()]
+    channels, dims = data.spatial_shape()
+    lines.append(f"# images: {channels} channel(s), {dims}D, first {list(data.image_shape())}")
+    lines.append(f"# experiments: {[experiment.name for experiment in plan_experiments(config, data)]}")
+    return "\n".join([*lines, config_yaml(config)])
 
 
 def sample_predictions(

@@ -49,10 +49,12 @@ def _crash_after(round_to_crash: int) -> Callbacks:
     return Callbacks(on_round=on_round)
 
 
-@pytest.mark.parametrize("strategy", [{"name": "scaffold"}, {"name": "fedadam", "lr": 0.01}])
+@pytest.mark.parametrize("strategy", [{"name": "scaffold"}, {"name": "fedadam", "lr": 0.01}, {"name": "fedbn"}])
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path: Path, strategy: dict) -> None:
-    settings = {"federation": {"rounds": 3}, "strategies": [strategy],
-                "baselines": {"centralized": False, "local": False}}
+    settings: dict[str, Any] = {"federation": {"rounds": 3, "keep_last": 1}, "strategies": [strategy],
+                                "baselines": {"centralized": False, "local": False}}
+    if strategy["name"] == "fedbn":  # FedBN needs batch-norm layers of its own at each site
+        settings["model"] = {"params": {**TINY["model"]["params"], "norm": "batch"}}
     run_simulation(_config(tmp_path / "straight", **settings))
     interrupted = _config(tmp_path / "resumed", **settings)
     with pytest.raises(_Crash):
@@ -68,6 +70,11 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path: Pat
     for group, tensors in straight.server.extra.items():
         for key, tensor in tensors.items():
             assert torch.equal(tensor, resumed.server.extra[group][key]), (group, key)
+    assert straight.sites.keys() == resumed.sites.keys()
+    for site, state in straight.sites.items():
+        for group, tensors in {"": state.weights, **state.extra}.items():
+            other = resumed.sites[site].weights if not group else resumed.sites[site].extra[group]
+            assert all(torch.equal(tensor, other[key]) for key, tensor in tensors.items()), (site, group)
     rounds = [row.round for row in _rows(tmp_path / "resumed") if row.metric == "loss"]
     assert sorted(set(rounds)) == [1, 2, 3] and len(rounds) == 3 * 3  # 3 sites, no duplicates
 

@@ -9,7 +9,11 @@ from medfed.orchestration.checkpoint import (
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
+    model_metadata,
+    read_model_metadata,
+    round_checkpoints,
     save_checkpoint,
+    save_round,
 )
 from medfed.types import ServerState, SiteState
 
@@ -93,3 +97,35 @@ def test_an_extra_group_name_with_a_slash_is_refused_not_saved_under_another_gro
     with pytest.raises(ValueError, match="may not contain '/'"):
         save_checkpoint(path, Checkpoint(server=server))
     assert not path.exists()
+
+
+def test_save_round_keeps_only_the_newest_rounds(tmp_path: Path) -> None:
+    for round in range(1, 6):
+        save_round(tmp_path, _checkpoint(round), keep_last=2)
+    assert sorted(round_checkpoints(tmp_path)) == [4, 5]
+    save_round(tmp_path, _checkpoint(6), keep_last=None)
+    assert sorted(round_checkpoints(tmp_path)) == [4, 5, 6]
+
+
+def test_a_failed_save_deletes_no_older_round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    save_round(tmp_path, _checkpoint(1), keep_last=1)
+
+    def disk_full(path: Path, data: bytes, **_: object) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("medfed.orchestration.checkpoint.atomic_write", disk_full)
+    with pytest.raises(OSError):
+        save_round(tmp_path, _checkpoint(2), keep_last=1)
+    assert latest_checkpoint(tmp_path) == checkpoint_path(tmp_path, 1)
+    assert load_checkpoint(checkpoint_path(tmp_path, 1)).server.round == 1
+
+
+def test_model_metadata_round_trips_and_its_absence_is_named(tmp_path: Path) -> None:
+    path = checkpoint_path(tmp_path, 1)
+    metadata = model_metadata("unet", {"strides": [2], "in_channels": 1}, image_shape=(16, 16))
+    save_checkpoint(path, Checkpoint(_checkpoint(1).server, metadata=metadata))
+    loaded = load_checkpoint(path)
+    assert read_model_metadata(loaded) == ("unet", {"strides": [2], "in_channels": 1})
+    assert loaded.metadata["image_shape"] == "[16, 16]"
+    with pytest.raises(CheckpointError, match="does not name its network"):
+        read_model_metadata(_checkpoint(1))

@@ -74,7 +74,7 @@ def test_client_and_server_killed_mid_run(tmp_path: Path) -> None:
     port = free_port()
     kits = make_kits(tmp_path, port)
     data = make_data(tmp_path, {"hospital_a": 4, "hospital_b": 4, "hospital_c": 64})
-    job = write_job(tmp_path / "job.yaml", federation={"rounds": 5, "min_sites": 2}, round_timeout_s=8)
+    job = write_job(tmp_path / "job.yaml", federation={"rounds": 5, "min_sites": 2, "keep_last": None}, round_timeout_s=8)
     state = tmp_path / "state"
     done = lambda round: checkpoint_path(state / "checkpoints", round).exists()  # noqa: E731
     with processes(tmp_path / "logs") as group:

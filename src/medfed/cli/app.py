@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,25 +12,64 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from medfed import __version__
 from medfed.cli.attack import attack_app
 from medfed.cli.deploy import client, provision, report, revoke, server, status
 from medfed.errors import ConfigError, MedfedError
+from medfed.export import ExportFormat
 
 app = typer.Typer(
     help="medfed: federated learning on multi-institutional medical imaging.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console()
 app.add_typer(attack_app, name="attack")
 
+EXAMPLES = {
+    "simulate": """medfed simulate                                   # the built-in demo
+medfed simulate -c configs/dp_adaptive.yaml -o runs/dp
+medfed simulate --set federation.rounds=3 --set strategies.0.name=fedbn
+medfed simulate -c my.yaml --dry-run              # config and data checks, no training
+medfed simulate --resume runs/demo""",
+    "export": """medfed export runs/demo --format monai-bundle -o bundles/fedavg
+medfed export runs/demo --experiment fedprox --round 6 --format state_dict -o fedprox.safetensors
+medfed export runs/fedbn --site hospital_a --format torchscript -o hospital_a.ts""",
+    "generate": "medfed generate data/ --image-size 64 --dims 2",
+    "provision": "medfed provision project.yaml -o kits",
+    "revoke": "medfed revoke hospital_b --kits kits",
+    "server": "medfed server --kit kits/server --job job.yaml --state-dir state",
+    "client": "medfed client --kit kits/hospital_a --data data/hospital_a --epsilon 8",
+    "status": "medfed status --state-dir state",
+    "report": "medfed report --state-dir state",
+}
+
+
+def _epilog(command: str) -> str:
+    """An "Examples:" block (each line kept as written by rich help)."""
+    return "Examples:\n\n" + "\n\n".join(f"  {line}" for line in EXAMPLES[command].splitlines())
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        console.print(f"medfed {__version__}")
+        raise typer.Exit()
+
 
 @app.callback()
-def _root() -> None:
+def _root(
+    context: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     """medfed: federated learning on multi-institutional medical imaging."""
+    if context.invoked_subcommand is None:
+        console.print(context.get_help())
 
 
-@app.command()
+@app.command(epilog=_epilog("simulate"))
 def simulate(
     config: Annotated[
         Optional[Path],
@@ -39,22 +79,36 @@ def simulate(
         Optional[Path],
         typer.Option(help="Continue the run in this directory after its last completed round."),
     ] = None,
-    output_dir: Annotated[
-        Optional[Path], typer.Option(help="Run directory (overrides the config's output_dir).")
+    output: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output", "-o", "--output-dir", help="Run directory (overrides the config's output_dir)."
+        ),
     ] = None,
+    overrides: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", help="Override a setting: KEY=VALUE, a dotted path into the YAML (repeatable)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check the configuration and the data, print the resolved YAML; train nothing.")
+    ] = False,
 ) -> None:
     """Simulate several hospitals in one process: federated strategies, the centralized baseline
     and local-only training, evaluated per site and on an unseen site."""
     from medfed.config.loading import load_config
     from medfed.orchestration.run_dir import resume_run
     from medfed.cli.progress import simulation_progress
+    from medfed.simulate import dry_run as check_only
     from medfed.simulate import run_simulation
 
-    if resume is not None and (config is not None or output_dir is not None):
-        raise typer.BadParameter("--resume takes the run's own config; drop --config/--output-dir")
-    settings = resume_run(resume) if resume is not None else load_config(config)
-    if output_dir is not None:
-        settings = settings.model_copy(update={"output_dir": output_dir})
+    if resume is not None and (config is not None or output is not None or overrides or dry_run):
+        raise typer.BadParameter("--resume takes the run's own config; drop --config/--output/--set/--dry-run")
+    settings = resume_run(resume) if resume is not None else load_config(config, overrides or [])
+    if output is not None:
+        settings = settings.model_copy(update={"output_dir": output})
+    if dry_run:
+        print(check_only(settings))
+        return
     with simulation_progress(console, settings.federation.rounds) as callbacks:
         outcome = run_simulation(settings, resume=resume is not None, callbacks=callbacks)
     table = Table(title="Results at the last round")
@@ -67,10 +121,32 @@ def simulate(
 
 
 for _command in (provision, revoke, server, client, status, report):
-    app.command()(_command)
+    app.command(epilog=_epilog(_command.__name__))(_command)
 
 
-@app.command()
+@app.command(epilog=_epilog("export"))
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory of medfed simulate.")],
+    format: Annotated[ExportFormat, typer.Option("--format", "-f", help="What to write.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The file (a folder for monai-bundle) to create.")],
+    experiment: Annotated[
+        Optional[str], typer.Option(help="Experiment (checkpoint folder); default: the first strategy.")
+    ] = None,
+    round: Annotated[Optional[int], typer.Option(min=1, help="Round; default: the last one kept.")] = None,
+    site: Annotated[
+        Optional[str], typer.Option(help="A site's personalised model (e.g. FedBN's own norm layers).")
+    ] = None,
+) -> None:
+    """Export a trained model for use without medfed: a safetensors state dict, TorchScript, or a
+    MONAI bundle (configs/metadata.json, configs/inference.json, models/model.pt)."""
+    from medfed.export.model import export_model, load_trained_model
+
+    model = load_trained_model(run_dir, experiment=experiment, round=round, site=site)
+    written = export_model(model, format, output)
+    console.print(f"{model.description}: [bold]{written}[/bold]")
+
+
+@app.command(epilog=_epilog("generate"))
 def generate(
     output_dir: Annotated[Path, typer.Argument(help="Folder to write one MSD-layout folder per site into.")],
     family: Annotated[
@@ -96,11 +172,24 @@ def generate(
 
 
 def main() -> None:
-    """Entry point: runs the app, turning medfed's own errors into one clear line and exit 2."""
+    """Entry point: runs the app; medfed's own errors and command-line mistakes alike end as one
+    ``error: ...`` line with exit status 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app()
+        status = app(prog_name="medfed", standalone_mode=False)
     except MedfedError as error:
-        # plain text on one line: a '[' in a path must not be taken for rich markup
-        console.print(Text.assemble(("error:", "red"), f" {error}"), soft_wrap=True, highlight=False)
-        raise SystemExit(2) from None
+        _fail(str(error))
+    except typer.TyperException as error:  # a command-line mistake (click's UsageError and kin)
+        context = getattr(error, "ctx", None)
+        hint = f" (see '{context.command_path} --help')" if context is not None else ""
+        _fail(error.format_message() + hint)
+    except typer.Abort:
+        _fail("aborted")
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+def _fail(message: str) -> None:
+    """Prints ``error: message`` and exits 2."""
+    # plain text on one line: a '[' in a path must not be taken for rich markup
+    console.print(Text.assemble(("error:", "red"), f" {message}"), soft_wrap=True, highlight=False)
+    raise SystemExit(2)

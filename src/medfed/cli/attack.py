@@ -30,7 +30,10 @@ class LabelChoice(str, Enum):
     idlg = "idlg"
 
 
-@attack_app.command("gradient-inversion")
+@attack_app.command(
+    "gradient-inversion",
+    epilog="Examples:\n\n  medfed attack gradient-inversion --model convnet --dp-noise 0.01 --dp-noise 0.1 -o runs/attack",
+)
 def gradient_inversion(
     model: Annotated[
         str, typer.Option(help="Victim: convnet (no norm), convnet-gn, resnet, densenet (eval BN).")
@@ -56,7 +59,7 @@ def gradient_inversion(
         int, typer.Option(help="torch CPU threads; the tensors are tiny, so 1 is fast and robust.")
     ] = 1,
     output_dir: Annotated[
-        Path, typer.Option(help="Where the PNGs, results.json and report.html go.")
+        Path, typer.Option("--output", "-o", "--output-dir", help="Where the PNGs, results.json and report.html go.")
     ] = Path("runs/attack"),
 ) -> None:
     """Reconstruct a site's training images from its update (Geiping et al. 2020) with no

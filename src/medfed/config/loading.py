@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,13 @@ from medfed.strategies.registry import STRATEGIES
 from medfed.strategies.robust import robust_strategy
 
 
-def load_config(path: Path | None) -> SimulationConfig:
-    """The configuration in ``path`` (the built-in demo when ``None``), fully validated.
+def load_config(path: Path | None, overrides: Sequence[str] = ()) -> SimulationConfig:
+    """The configuration in ``path`` (the built-in demo when ``None``) with ``overrides``
+    applied (see ``apply_override``), fully validated.
 
     Raises:
-        ConfigError: The file is unreadable, not YAML, or has an invalid field (named).
+        ConfigError: The file is unreadable, not YAML, an override is malformed, or a field is
+            invalid (named).
     """
     raw: Any = {}
     if path is not None:
@@ -31,7 +34,58 @@ def load_config(path: Path | None) -> SimulationConfig:
             raise ConfigError(f"cannot read config '{path}': {error}") from error
         if not isinstance(raw, dict):
             raise ConfigError(f"config '{path}' must be a mapping of settings at the top level")
+    for override in overrides:
+        apply_override(raw, override)
     return parse_config(raw, source=str(path or "<defaults>"))
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Sets ``KEY=VALUE`` in ``raw``, before validation: ``KEY`` is a dotted path (a number
+    indexes a list, e.g. ``strategies.0.mu``), ``VALUE`` is parsed as YAML (``3``, ``true``,
+    ``null``, ``[16, 32]``). Missing mappings on the path are created; a missing list
+    starts as its default (so ``strategies.1.mu`` edits the default FedProx).
+
+    Raises:
+        ConfigError: ``override`` has no ``=``, an empty key, an unparsable value, or a path
+            through something that is not a mapping or list.
+    """
+    key, separator, text = override.partition("=")
+    parts = key.strip().split(".")
+    if not separator or not all(parts):
+        raise ConfigError(f"--set '{override}': expected KEY=VALUE with a dotted KEY, e.g. federation.rounds=3")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set '{override}': the value is not YAML: {error}") from None
+    node: Any = raw
+    default: Any = SimulationConfig().model_dump(mode="json")
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[: depth + 1])
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set '{override}': {where}: no such entry (the list has {len(node)})")
+            index: int | str = int(part)
+        elif isinstance(node, dict):
+            index = part
+            if not last and part not in node:
+                node[part] = default[part] if isinstance(default.get(part), list) else {}
+        else:
+            raise ConfigError(f"--set '{override}': {where}: cannot go into a {type(node).__name__}")
+        if last:
+            node[index] = value
+            return
+        node = node[index]
+        default = _child(default, index)
+
+
+def _child(default: Any, index: int | str) -> Any:
+    """The default at ``index`` under ``default``, or an empty mapping when there is none."""
+    if isinstance(default, dict):
+        return default.get(index, {}) or {}
+    if isinstance(default, list) and isinstance(index, int) and index < len(default):
+        return default[index]
+    return {}
 
 
 def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> SimulationConfig:

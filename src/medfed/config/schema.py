@@ -145,6 +145,9 @@ class FederationConfig(StrictModel):
     evaluate_every: int = Field(
         1, ge=0, description="Evaluate held-out sets every N rounds (0: after the last round only)."
     )
+    keep_last: int | None = Field(
+        3, ge=1, description="Round checkpoints kept per experiment (the newest); null keeps all."
+    )
 
     def evaluates_after(self, round: int) -> bool:
         """Whether held-out cases are evaluated after ``round``: every ``evaluate_every``

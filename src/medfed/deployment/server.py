@@ -27,10 +27,10 @@ from medfed.errors import ConfigError
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import (
     Checkpoint,
-    checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
-    save_checkpoint,
+    model_metadata,
+    save_round,
 )
 from medfed.orchestration.connector import SiteConnector
 from medfed.orchestration.loop import RoundPlan, run_rounds
@@ -192,10 +192,13 @@ class _RoundRecorder:
             spent = privacy_metrics(self.job.privacy, {}, self.strategy, state)
             rows += [MetricRow(self.job.name, state.round, site, "privacy", name, value) for site, name, value in spent]
         self.metrics.record_round(self.job.name, state.round, rows)
-        save_checkpoint(
-            checkpoint_path(self.state_dir / "checkpoints", state.round),
-            Checkpoint(state, metadata={"job": self.job.name, "participants": ",".join(r.site for r in results)}),
-        )
+        metadata = {
+            "job": self.job.name,
+            "participants": ",".join(r.site for r in results),
+            **model_metadata(self.job.model.name, self.job.model.params),
+        }
+        checkpoint = Checkpoint(state, metadata=metadata)
+        save_round(self.state_dir / "checkpoints", checkpoint, keep_last=self.job.federation.keep_last)
         logger.info("round %d done with %s", state.round, [result.site for result in results])
         summary = summarise(state.round, [r.site for r in results], [r.metrics for r in results])
         means = summarise(state.round, list(evaluated), list(evaluated.values())).metrics

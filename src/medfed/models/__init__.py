@@ -1,5 +1,5 @@
 """MONAI networks created by name through ``MODELS``."""
 
-from medfed.models.registry import MODELS, build_model
+from medfed.models.registry import MODELS, NetworkSpec, build_model, network_spec
 
-__all__ = ["MODELS", "build_model"]
+__all__ = ["MODELS", "NetworkSpec", "build_model", "network_spec"]

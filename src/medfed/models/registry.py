@@ -1,9 +1,16 @@
-"""Model registry: MONAI U-Nets for segmentation, DenseNet and ResNet for classification."""
+"""Model registry: MONAI U-Nets for segmentation, DenseNet and ResNet for classification.
+
+Each registered factory returns a ``NetworkSpec``: the MONAI class and its own constructor
+arguments. ``build_model`` instantiates it; ``medfed export`` writes the same spec into a MONAI
+bundle's ``network_def``, so the exported network is exactly the trained one.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from monai.networks.nets import DenseNet, ResNet, UNet
@@ -12,7 +19,41 @@ from torch import nn
 from medfed.errors import ConfigError
 from medfed.registry import Registry
 
-MODELS: Registry[nn.Module] = Registry("model")
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A MONAI network as a class and its constructor arguments.
+
+    Attributes:
+        network: The MONAI network class.
+        args: Its keyword arguments (JSON-compatible values).
+        task: What the network's output is for.
+        spatial_dims: 2 or 3.
+        in_channels: Channels of an input image.
+        out_channels: Output channels (segmentation) or classes (classification).
+        size_multiple: Every spatial size of an input must be a multiple of this (the product
+            of a U-Net's strides; 1 when any size works).
+    """
+
+    network: type[nn.Module]
+    args: Mapping[str, Any]
+    task: Literal["segmentation", "classification"]
+    spatial_dims: int
+    in_channels: int
+    out_channels: int
+    size_multiple: int = 1
+
+    @property
+    def target(self) -> str:
+        """The class's import path, as a MONAI bundle's ``_target_`` names it."""
+        return f"{self.network.__module__}.{self.network.__qualname__}"
+
+    def build(self) -> nn.Module:
+        """A new instance of the network."""
+        return self.network(**self.args)
+
+
+MODELS: Registry[NetworkSpec] = Registry("model")
 
 
 @MODELS.register("unet")
@@ -26,17 +67,20 @@ def unet(
     num_res_units: int = 1,
     norm: str = "instance",
     dropout: float = 0.0,
-) -> nn.Module:
+) -> NetworkSpec:
     """MONAI U-Net (Kerfoot et al. 2018): input BCHW[D], output B x out_channels x HW[D] logits."""
-    return UNet(
-        spatial_dims=spatial_dims,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        channels=tuple(channels),
-        strides=tuple(strides),
-        num_res_units=num_res_units,
-        norm=norm,
-        dropout=dropout,
+    args = {
+        "spatial_dims": spatial_dims,
+        "in_channels": in_channels,
+        "out_channels": out_channels,
+        "channels": list(channels),
+        "strides": list(strides),
+        "num_res_units": num_res_units,
+        "norm": norm,
+        "dropout": dropout,
+    }
+    return NetworkSpec(
+        UNet, args, "segmentation", spatial_dims, in_channels, out_channels, size_multiple=math.prod(strides)
     )
 
 
@@ -50,17 +94,18 @@ def densenet(
     growth_rate: int = 8,
     block_config: Sequence[int] = (2, 2, 2),
     dropout: float = 0.0,
-) -> nn.Module:
+) -> NetworkSpec:
     """MONAI DenseNet classifier: input BCHW[D], output B x out_channels logits."""
-    return DenseNet(
-        spatial_dims=spatial_dims,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        init_features=init_features,
-        growth_rate=growth_rate,
-        block_config=tuple(block_config),
-        dropout_prob=dropout,
-    )
+    args = {
+        "spatial_dims": spatial_dims,
+        "in_channels": in_channels,
+        "out_channels": out_channels,
+        "init_features": init_features,
+        "growth_rate": growth_rate,
+        "block_config": list(block_config),
+        "dropout_prob": dropout,
+    }
+    return NetworkSpec(DenseNet, args, "classification", spatial_dims, in_channels, out_channels)
 
 
 @MODELS.register("resnet")
@@ -71,16 +116,30 @@ def resnet(
     out_channels: int = 2,
     layers: Sequence[int] = (1, 1, 1, 1),
     block_inplanes: Sequence[int] = (16, 32, 64, 128),
-) -> nn.Module:
+) -> NetworkSpec:
     """MONAI ResNet classifier with basic blocks: input BCHW[D], output B x out_channels logits."""
-    return ResNet(
-        block="basic",
-        layers=list(layers),
-        block_inplanes=list(block_inplanes),
-        spatial_dims=spatial_dims,
-        n_input_channels=in_channels,
-        num_classes=out_channels,
-    )
+    args = {
+        "block": "basic",
+        "layers": list(layers),
+        "block_inplanes": list(block_inplanes),
+        "spatial_dims": spatial_dims,
+        "n_input_channels": in_channels,
+        "num_classes": out_channels,
+    }
+    return NetworkSpec(ResNet, args, "classification", spatial_dims, in_channels, out_channels)
+
+
+def network_spec(name: str, params: Mapping[str, Any]) -> NetworkSpec:
+    """The spec of model ``name`` with ``params``.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered.
+        ConfigError: ``params`` has an unknown entry.
+    """
+    try:
+        return MODELS.create(name, **params)
+    except TypeError as error:
+        raise ConfigError(f"model '{name}': invalid parameters {dict(params)}: {error}") from error
 
 
 def build_model(name: str, params: Mapping[str, Any], *, seed: int) -> nn.Module:
@@ -90,10 +149,10 @@ def build_model(name: str, params: Mapping[str, Any], *, seed: int) -> nn.Module
         UnknownNameError: ``name`` is not registered.
         ConfigError: ``params`` has an unknown or invalid entry.
     """
-    factory = MODELS.get(name)
+    spec = network_spec(name, params)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
-            return factory(**params)
+            return spec.build()
         except (TypeError, ValueError, AssertionError) as error:
             raise ConfigError(f"model '{name}': invalid parameters {dict(params)}: {error}") from error

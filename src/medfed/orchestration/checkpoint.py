@@ -1,6 +1,7 @@
 """Round checkpoints in safetensors, written atomically: a crash leaves the last one intact.
 
-One file holds the server state and, in simulation, every site's private state. Keys are
+One file holds the server state and, in simulation, the private state of each site that has any
+(``Strategy.private_state``: FedBN's norm layers, SCAFFOLD's control variate). Keys are
 flattened as ``server/weights/<name>``, ``server/extra/<group>/<name>``,
 ``site/<site>/weights/<name>`` and ``site/<site>/extra/<group>/<name>``. In deployment a site
 keeps its own state in a file of its own (``save_site_state``, keys ``site/...``).
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -43,14 +45,59 @@ def checkpoint_path(directory: Path, round: int) -> Path:
 
 def latest_checkpoint(directory: Path) -> Path | None:
     """The checkpoint of the highest completed round in ``directory``, or ``None``."""
+    rounds = round_checkpoints(directory)
+    return rounds[max(rounds)] if rounds else None
+
+
+def round_checkpoints(directory: Path) -> dict[int, Path]:
+    """Every round checkpoint in ``directory`` by round number (empty when there is none)."""
     if not directory.is_dir():
-        return None
-    rounds = [
-        (int(match.group(1)), path)
+        return {}
+    return {
+        int(match.group(1)): path
         for path in directory.iterdir()
         if (match := _ROUND_FILE.fullmatch(path.name))
-    ]
-    return max(rounds)[1] if rounds else None
+    }
+
+
+def save_round(directory: Path, checkpoint: Checkpoint, *, keep_last: int | None) -> Path:
+    """Saves ``checkpoint`` as its round's file in ``directory``, then deletes all but the
+    ``keep_last`` newest round files (none when ``keep_last`` is ``None``).
+
+    Older files go only after the new one is durably on disk, so a crash at any point leaves
+    a checkpoint to resume from.
+    """
+    path = checkpoint_path(directory, checkpoint.server.round)
+    save_checkpoint(path, checkpoint)
+    if keep_last is not None:
+        rounds = round_checkpoints(directory)
+        for round in sorted(rounds)[:-keep_last]:
+            rounds[round].unlink(missing_ok=True)
+    return path
+
+
+def model_metadata(
+    name: str, params: Mapping[str, object], image_shape: Sequence[int] | None = None
+) -> dict[str, str]:
+    """Checkpoint metadata naming the network (and the spatial shape of the training images
+    when known), so that ``medfed export`` can rebuild and describe it."""
+    metadata = {"model": name, "model_params": json.dumps(dict(params), sort_keys=True)}
+    if image_shape is not None:
+        metadata["image_shape"] = json.dumps([int(size) for size in image_shape])
+    return metadata
+
+
+def read_model_metadata(checkpoint: Checkpoint) -> tuple[str, dict[str, Any]]:
+    """The network's registry name and parameters that ``model_metadata`` recorded.
+
+    Raises:
+        CheckpointError: The checkpoint does not name its network (written before medfed
+            recorded it).
+    """
+    try:
+        return checkpoint.metadata["model"], json.loads(checkpoint.metadata["model_params"])
+    except (KeyError, ValueError) as error:
+        raise CheckpointError(f"the checkpoint does not name its network ({error}); re-run to export it") from None
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
@@ -125,3 +172,9 @@ def _check_finite(server: ServerState, what: str) -> None:
     bad = non_finite_keys(server.weights, server.extra)
     if bad:
         raise CheckpointError(f"{what}: the server state is not finite in {bad[:5]}")
+
+
+def storable(tensor: torch.Tensor) -> torch.Tensor:
+    """A contiguous CPU copy of ``tensor`` sharing no memory, as safetensors (and
+    ``torch.save`` of a plain state dict) want."""
+    return tensor.detach().to("cpu").contiguous().clone()

@@ -61,6 +61,10 @@ class FederationData:
             )
         return max(2, largest + 1)
 
+    def image_shape(self) -> tuple[int, ...]:
+        """Spatial shape (HW[D]) of the first training image."""
+        return tuple(next(iter(self.train.values())).cases[0].image.shape[1:])
+
 
 def prepare_data(config: DataConfig, data_dir: Path, *, seed: int) -> FederationData:
     """Loads (generating the built-in data first when configured) and splits every site."""

@@ -14,14 +14,19 @@ from medfed.files import atomic_write
 CONFIG_FILE = "config.yaml"
 
 
-def start_run(config: SimulationConfig) -> Path:
-    """Creates ``config.output_dir`` with the resolved config; refuses to overwrite a run."""
-    run_dir = config.output_dir
+def check_new_run(run_dir: Path) -> None:
+    """Raises ``CheckpointError`` when ``run_dir`` already holds a run."""
     if (run_dir / CONFIG_FILE).exists():
         raise CheckpointError(
             f"run directory '{run_dir}' already holds a run: continue it with "
             f"'medfed simulate --resume {run_dir}' or choose another output_dir"
         )
+
+
+def start_run(config: SimulationConfig) -> Path:
+    """Creates ``config.output_dir`` with the resolved config; refuses to overwrite a run."""
+    run_dir = config.output_dir
+    check_new_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / CONFIG_FILE, config_yaml(config).encode())
     return run_dir

@@ -16,10 +16,10 @@ from medfed.data import SiteData, build_dataset
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import (
     Checkpoint,
-    checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
-    save_checkpoint,
+    model_metadata,
+    save_round,
 )
 from medfed.orchestration.connector import InProcessConnector, SiteConnector
 from medfed.orchestration.experiments import Experiment
@@ -123,16 +123,23 @@ class ExperimentRunner:
                 rows += self._evaluation_rows(result, model)
             rows += self._privacy_rows(experiment, new_state, sites)
             self.metrics.record_round(experiment.name, new_state.round, rows)
-            save_checkpoint(
-                checkpoint_path(directory, new_state.round),
-                Checkpoint(new_state, site_now, {"experiment": experiment.name}),
-            )
+            self._checkpoint(directory, experiment, result)
             if self.callbacks.on_round is not None:
                 self.callbacks.on_round(new_state.round)
 
         connector = self._connector(experiment, sites)
         final = run_rounds(experiment.strategy, state, plan, connector, on_round=finish_round)
         return ExperimentResult(experiment, final, {name: site.state for name, site in sites.items()})
+
+    def _checkpoint(self, directory: Path, experiment: Experiment, result: ExperimentResult) -> None:
+        """Saves the round with each site's private state (sites without any are left out)."""
+        private = {name: experiment.strategy.private_state(state) for name, state in result.sites.items()}
+        model = model_metadata(self.config.model.name, self.model_params, self.data.image_shape())
+        metadata = {"experiment": experiment.name, **model}
+        checkpoint = Checkpoint(
+            result.state, {name: state for name, state in private.items() if state.weights or state.extra}, metadata
+        )
+        save_round(directory, checkpoint, keep_last=self.config.federation.keep_last)
 
     def _start(
         self, experiment: Experiment, model: nn.Module, directory: Path

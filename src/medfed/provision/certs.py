@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,9 +119,8 @@ def write_identity(identity: Identity, certificate_path: Path, key_path: Path) -
 
 
 def write_file(path: Path, data: bytes, *, mode: int) -> None:
-    """Writes ``data`` atomically; the temporary file is created 0600, then set to ``mode``."""
-    atomic_write(path, data)
-    os.chmod(path, mode)
+    """Writes ``data`` atomically with permission bits ``mode`` from the start."""
+    atomic_write(path, data, mode=mode)
 
 
 def read_identity(certificate_path: Path, key_path: Path) -> Identity:

@@ -88,6 +88,15 @@ class Strategy(ABC):
         """
         return {}, SiteState(weights=trained, extra=site.extra)
 
+    def private_state(self, site: SiteState) -> SiteState:
+        """The part of ``site``'s state that later rounds read: what a checkpoint keeps.
+
+        By default the strategy's ``extra`` groups (SCAFFOLD's ``c_i``, FedBN's own norm
+        entries) and no weights: a site trains from the global model. Empty for FedAvg,
+        FedProx and FedOpt.
+        """
+        return SiteState(extra=site.extra)
+
 
 def clone_weights(weights: Weights) -> Weights:
     """A deep copy of ``weights`` (detached, contiguous)."""
@@ -129,3 +138,6 @@ class WrappedStrategy(Strategy):
         self, task: TrainTask, site: SiteState, trained: Weights, hooks: LocalHooks
     ) -> tuple[dict[str, Weights], SiteState]:
         return self.inner.finish(task, site, trained, hooks)
+
+    def private_state(self, site: SiteState) -> SiteState:
+        return self.inner.private_state(site)
