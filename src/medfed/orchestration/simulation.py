@@ -19,13 +19,13 @@ from medfed.orchestration.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from medfed.orchestration.connector import InProcessConnector, SiteConnector
 from medfed.orchestration.experiments import Experiment
 from medfed.orchestration.federation_data import FederationData
+from medfed.orchestration.grid import Collect, InMemoryGrid, OpenProtocol, train_in_clear
 from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog
 from medfed.orchestration.site import LocalSite, cpu_weights
-from medfed.privacy.setup import expected_sites, prepare_model, protect_strategy
+from medfed.privacy.setup import expected_sites, prepare_model, protect, site_protocol
 from medfed.training import LocalTrainer, TrainSettings, adapt_norm_statistics, evaluate
 from medfed.training.trainer import Trainer
 from medfed.types import ServerState, SiteState, TrainResult, Weights
@@ -93,7 +93,7 @@ class ExperimentRunner:
 
     def run(self, experiment: Experiment) -> ExperimentResult:
         """Runs ``experiment`` from its last checkpoint (or from scratch) to the last round."""
-        experiment = self._protected(experiment)
+        experiment, collect, open_protocol = self._protected(experiment)
         directory = self.run_dir / "checkpoints" / experiment.name
         model = self.new_model()
         state, site_states = self._start(experiment, model, directory)
@@ -126,8 +126,8 @@ class ExperimentRunner:
             if self.callbacks.on_round is not None:
                 self.callbacks.on_round(new_state.round)
 
-        connector = self._connector(experiment, sites)
-        final = run_rounds(experiment.strategy, state, plan, connector, on_round=finish_round)
+        grid = InMemoryGrid(sites, open_protocol=open_protocol, on_site_done=self.callbacks.on_site)
+        final = run_rounds(experiment.strategy, state, plan, grid, on_round=finish_round, collect=collect)
         return ExperimentResult(experiment, final, {name: site.state for name, site in sites.items()})
 
     def _start(
@@ -162,34 +162,26 @@ class ExperimentRunner:
             state=state,
         )
 
-    def _protected(self, experiment: Experiment) -> Experiment:
-        """A federated ``experiment`` with its strategy wrapped as the ``privacy:`` section says."""
+    def _protected(self, experiment: Experiment) -> tuple[Experiment, Collect, OpenProtocol | None]:
+        """A federated ``experiment`` with its strategy wrapped as the ``privacy:`` section says,
+        how its rounds are gathered and how its sites open a protected round (``protect`` and
+        ``site_protocol``, as in a deployment). A secure or encrypted round hands the loop one
+        result, the aggregate, which counts towards ``min_sites`` as the number of sites in its
+        sum. CKKS gets a fresh key pair per experiment."""
         if experiment.kind != "federated":
-            return experiment
+            return experiment, train_in_clear, None
+        privacy = self.config.privacy
+        site_context, server_context = None, None
+        if privacy.encryption is not None:
+            from medfed.privacy.ckks import new_key_pair  # imports TenSEAL: only when used
+
+            site_context, server_context = new_key_pair()
         expected = expected_sites(self.config.federation, len(experiment.sites))
-        strategy = protect_strategy(
-            self.config.privacy, experiment.strategy, expected_sites=expected, seed=self.config.seed
+        strategy, collect = protect(
+            privacy, experiment.strategy, expected_sites=expected, seed=self.config.seed, ckks_context=server_context
         )
-        return replace(experiment, strategy=strategy)
-
-    def _connector(self, experiment: Experiment, sites: Mapping[str, LocalSite]) -> SiteConnector:
-        """Reaches the sites in process; through secure aggregation or CKKS when configured.
-
-        A secure or encrypted round hands the loop one result, the aggregate, which counts
-        towards ``min_sites`` as the number of sites in its sum. CKKS gets a fresh secret-key
-        context per experiment.
-        """
-        connector = InProcessConnector(sites, on_site_done=self.callbacks.on_site)
-        if self.config.privacy.encryption is not None and experiment.kind == "federated":
-            from medfed.privacy.ckks_connector import CkksAggregationConnector
-
-            return CkksAggregationConnector(connector)
-        secure = self.config.privacy.secure_aggregation
-        if secure is None or experiment.kind != "federated":
-            return connector
-        from medfed.privacy.secagg import SecureAggregationConnector
-
-        return SecureAggregationConnector(connector, threshold_fraction=secure.threshold_fraction)
+        open_protocol = site_protocol(privacy, site="simulated", ckks_context=site_context)
+        return replace(experiment, strategy=strategy), collect, open_protocol
 
     def _trainer_for(self, experiment: Experiment, data: SiteData) -> Trainer:
         """The site's trainer: DP-SGD with the site's own budget and ledger when configured."""

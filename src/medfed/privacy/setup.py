@@ -1,32 +1,100 @@
-"""From the ``privacy:`` section to the pieces a run uses, the same in simulation and deployment:
-the protected strategy, the DP-compatible model and the number of sites a round expects."""
+"""From the ``privacy:`` section to the pieces a run uses, composed in one place for
+``medfed simulate`` and ``medfed server``/``client`` alike: the protected strategy with the way
+its rounds are gathered (``protect``), a site's half of a protected round
+(``site_protocol``), the DP-compatible model and the number of sites a round expects."""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from medfed.config.schema import FederationConfig, PrivacyConfig
+from medfed.errors import ConfigError
+from medfed.orchestration.grid import Collect, OpenProtocol, train_in_clear
 from medfed.strategies.base import Strategy
 
+if TYPE_CHECKING:
+    import tenseal as ts
 
-def protect_strategy(privacy: PrivacyConfig, strategy: Strategy, *, expected_sites: int, seed: int) -> Strategy:
-    """``strategy`` wrapped as ``privacy`` says: client-level DP, then secure aggregation or
-    CKKS (each imports its libraries only when configured)."""
+    from medfed.privacy.secagg.authentication import KeyAuthenticator
+
+
+def protect(
+    privacy: PrivacyConfig,
+    strategy: Strategy,
+    *,
+    expected_sites: int,
+    seed: int,
+    ckks_context: ts.Context | None = None,
+) -> tuple[Strategy, Collect]:
+    """``strategy`` wrapped as ``privacy`` says, and how its rounds are gathered over the grid.
+
+    The wrappers, innermost first: client-level DP, then secure aggregation or CKKS (each
+    imports its libraries only when configured). A protected sum comes with its round
+    (``SecureAggregationRound``, ``EncryptedAggregationRound``); otherwise the sites' updates are
+    gathered in the clear.
+
+    Args:
+        ckks_context: The server's keyless CKKS context (jobs with encryption).
+
+    Raises:
+        ConfigError: The job uses CKKS but no context is given.
+    """
     if privacy.client_dp is not None:
         from medfed.privacy.dp.config import client_dp
 
         strategy = client_dp(privacy, strategy, expected_sites=expected_sites, seed=seed)
     if privacy.secure_aggregation is not None:
-        from medfed.privacy.secagg import SecureAggregation
+        from medfed.privacy.secagg import SecureAggregation, SecureAggregationRound
 
-        strategy = SecureAggregation(strategy)
+        threshold = privacy.secure_aggregation.threshold_fraction
+        return SecureAggregation(strategy), SecureAggregationRound(threshold_fraction=threshold)
     if privacy.encryption is not None:
-        from medfed.privacy.ckks_connector import EncryptedAggregation
+        from medfed.privacy.ckks_rounds import EncryptedAggregation, EncryptedAggregationRound
 
-        strategy = EncryptedAggregation(strategy)
-    return strategy
+        if ckks_context is None:
+            raise ConfigError(
+                "the job uses CKKS encryption but the server has no CKKS context; provision the "
+                "kits with 'encryption: ckks' and start the server with its kit"
+            )
+        return EncryptedAggregation(strategy), EncryptedAggregationRound(ckks_context)
+    return strategy, train_in_clear
+
+
+def site_protocol(
+    privacy: PrivacyConfig,
+    *,
+    site: str,
+    ckks_context: ts.Context | None = None,
+    identity: KeyAuthenticator | None = None,
+) -> OpenProtocol | None:
+    """How ``site`` opens its half of a protected round (``None``: rounds in the clear).
+
+    Args:
+        site: The site's name (in messages).
+        ckks_context: The sites' shared secret-key CKKS context (jobs with encryption).
+        identity: Signs the site's secure-aggregation keys (``None``: anonymous).
+
+    Raises:
+        ConfigError: The job uses CKKS but the site has no context.
+    """
+    if privacy.secure_aggregation is not None:
+        from medfed.privacy.secagg import SecureAggregationSite
+
+        return lambda task, invitation, result: SecureAggregationSite(task, invitation, result, identity)
+    if privacy.encryption is not None:
+        from medfed.privacy.ckks_rounds import CkksSite
+
+        if ckks_context is None:
+            raise ConfigError(
+                f"site '{site}': the job uses CKKS encryption but this site has no CKKS context; "
+                "provision the kits with 'encryption: ckks'"
+            )
+        context = ckks_context
+        return lambda task, invitation, result: CkksSite(context, task, result)
+    return None
 
 
 def privacy_warning(privacy: PrivacyConfig) -> str | None:

@@ -4,7 +4,7 @@ Privacy-Preserving Machine Learning" (CCS'17), semi-honest server variant.
 Pure pieces (``shamir``, ``encoding``, ``crypto``, ``vectors``), the protocol's two halves
 (``SecAggClient``, ``SecAggServer``) exchanging the messages of ``messages``, an in-process
 driver (``run_secure_aggregation``, ``secure_weighted_mean``) and the round-loop integration
-(``SecureAggregationConnector``, ``SecureAggregation``).
+over any grid (``SecureAggregationRound``, ``SecureAggregationSite``, ``SecureAggregation``).
 """
 
 from medfed.privacy.secagg.client import SecAggClient
@@ -17,20 +17,17 @@ from medfed.privacy.secagg.driver import (
 )
 from medfed.privacy.secagg.encoding import FixedPoint
 from medfed.privacy.secagg.errors import SecureAggregationError
+from medfed.privacy.secagg.rounds import SecureAggregationRound, SecureAggregationSite
 from medfed.privacy.secagg.server import SecAggServer
-from medfed.privacy.secagg.strategy import (
-    SecureAggregation,
-    SecureAggregationConnector,
-    is_secure_aggregate,
-    threshold_for,
-)
+from medfed.privacy.secagg.strategy import SecureAggregation, is_secure_aggregate, threshold_for
 
 __all__ = [
     "FixedPoint",
     "SecAggClient",
     "SecAggServer",
     "SecureAggregation",
-    "SecureAggregationConnector",
+    "SecureAggregationRound",
+    "SecureAggregationSite",
     "SecureAggregationError",
     "SecureSum",
     "is_secure_aggregate",
