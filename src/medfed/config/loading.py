@@ -72,7 +72,7 @@ def _check_secure_aggregation(strategy: Strategy, where: str) -> None:
 
 def _check_encryption(strategy: Strategy, where: str) -> None:
     """Raises ``ConfigError`` unless ``EncryptedAggregation`` accepts ``strategy``."""
-    from medfed.privacy.ckks_connector import EncryptedAggregation  # TenSEAL: only when used
+    from medfed.privacy.ckks_rounds import EncryptedAggregation  # TenSEAL: only when used
 
     try:
         EncryptedAggregation(strategy)

@@ -187,7 +187,7 @@ class SecureAggregationConfig(_Strict):
 
 class EncryptionConfig(_Strict):
     """Encrypted aggregation of every federated strategy's round: the sites encrypt their
-    updates, the server adds ciphertexts without a key (see ``medfed.privacy.ckks_connector``)."""
+    updates, the server adds ciphertexts without a key (see ``medfed.privacy.ckks_rounds``)."""
 
     scheme: Literal["ckks"] = Field(description="Homomorphic encryption scheme.")
 
