@@ -9,6 +9,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from medfed.privacy.plan import (
+    CkksSettings,
+    ClientDPSettings,
+    DPSGDSettings,
+    ProtectionPlan,
+    SecureSumSettings,
+)
+
 _SITE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -217,6 +225,36 @@ class PrivacyConfig(_Strict):
         if own is None:
             return self.epsilon, self.delta
         return own.epsilon, self.delta if own.delta is None else own.delta
+
+    def plan(self) -> ProtectionPlan:
+        """This section as plain constructor arguments (``medfed.privacy`` takes nothing else)."""
+        dp, client = self.dp_sgd, self.client_dp
+        secure_sum: SecureSumSettings | CkksSettings | None = None
+        if self.secure_aggregation is not None:
+            secure_sum = SecureSumSettings(self.secure_aggregation.threshold_fraction)
+        elif self.encryption is not None:
+            secure_sum = CkksSettings()
+        return ProtectionPlan(
+            accountant=self.accountant,
+            epsilon=self.epsilon,
+            delta=self.delta,
+            site_budgets={site: self.site_budget(site) for site in self.sites},
+            dp_sgd=None if dp is None else DPSGDSettings(
+                noise_multiplier=dp.noise_multiplier,
+                max_grad_norm=dp.max_grad_norm,
+                adaptive=(dp.target_quantile, dp.clip_lr, dp.count_budget_fraction) if dp.clipping == "adaptive" else None,
+                secure_mode=dp.secure_mode,
+            ),
+            client_dp=None if client is None else ClientDPSettings(
+                noise_multiplier=client.noise_multiplier,
+                clip=client.clip,
+                target_quantile=client.target_quantile if client.adaptive else None,
+                clip_lr=client.clip_lr,
+                count_budget_fraction=client.count_budget_fraction,
+            ),
+            secure_sum=secure_sum,
+            reproducible_noise=self.reproducible_noise,
+        )
 
     @model_validator(mode="after")
     def _secure_aggregation_without_client_dp(self) -> PrivacyConfig:

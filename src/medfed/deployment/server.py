@@ -78,10 +78,11 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
     if (settings.tls is None) != (settings.authenticate is None):
         raise ValueError("tls and authenticate go together: both set, or both None (insecure)")
     sites = sorted(job.sites or settings.sites)
+    federation = job.federation
     strategy, collect = protect(
-        job.privacy,
+        job.privacy.plan(),
         STRATEGIES.create(job.strategy.name, **job.strategy.params),
-        expected_sites=expected_sites(job.federation, len(sites)),
+        expected_sites=expected_sites(len(sites), fraction=federation.fraction, min_sites=federation.min_sites),
         seed=job.seed,
         ckks_context=settings.ckks_context,
     )
@@ -130,7 +131,7 @@ def initial_state(job: JobConfig, strategy: Strategy, state_dir: Path, metrics: 
     latest = latest_checkpoint(state_dir / "checkpoints")
     if latest is None:
         metrics.discard_after(job.name, 0)
-        model = prepare_model(job.privacy, build_model(job.model.name, job.model.params, seed=job.seed))
+        model = prepare_model(job.privacy.plan(), build_model(job.model.name, job.model.params, seed=job.seed))
         return strategy.init(cpu_weights(model))
     state = load_checkpoint(latest).server
     metrics.discard_after(job.name, state.round)
@@ -168,7 +169,7 @@ class _RoundRecorder:
         if self.job.privacy.client_dp is not None:
             from medfed.privacy.dp.config import privacy_metrics  # imports Opacus: only when on
 
-            spent = privacy_metrics(self.job.privacy, {}, self.strategy, state)
+            spent = privacy_metrics(self.job.privacy.plan(), {}, self.strategy, state)
             rows += [MetricRow(self.job.name, state.round, site, "privacy", name, value) for site, name, value in spent]
         self.metrics.record_round(self.job.name, state.round, rows)
         save_checkpoint(

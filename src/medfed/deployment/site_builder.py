@@ -25,7 +25,7 @@ from medfed.orchestration.grid import SiteProtocol
 from medfed.orchestration.site import LocalSite
 from medfed.privacy.secagg.authentication import KeyAuthenticator
 from medfed.privacy.secagg.messages import SecAggInvitation
-from medfed.privacy.setup import prepare_model, site_protocol
+from medfed.privacy.setup import prepare_model, site_protocol, site_trainer
 from medfed.strategies.registry import STRATEGIES
 from medfed.training import LocalTrainer, TrainSettings
 from medfed.training.trainer import Trainer
@@ -176,7 +176,7 @@ class SiteBuilder:
             ConfigError: The job uses CKKS but this site has no CKKS context.
             PayloadError: The invitation that came with the task is malformed.
         """
-        privacy = parse_site_job(assignment.job_json).privacy
+        privacy = parse_site_job(assignment.job_json).privacy.plan()
         open_protocol = site_protocol(
             privacy, site=self.data.name, ckks_context=self.options.ckks_context, identity=self.options.identity
         )
@@ -198,7 +198,7 @@ def build_local_site(
     return LocalSite(
         data.name,
         cases,
-        model=prepare_model(job.privacy, build_model(job.model.name, job.model.params, seed=job.seed)),
+        model=prepare_model(job.privacy.plan(), build_model(job.model.name, job.model.params, seed=job.seed)),
         trainer=trainer,
         strategy=STRATEGIES.create(job.strategy.name, **job.strategy.params),
         seed=job.seed,
@@ -206,14 +206,13 @@ def build_local_site(
 
 
 def _dp_trainer(data: SiteData, job: SiteJob, inner: LocalTrainer, options: SiteOptions | None) -> Trainer:
-    from medfed.privacy.dp.config import dp_trainer  # imports Opacus: only when DP is on
-    from medfed.privacy.dp.noise import NoiseMode
+    from medfed.privacy.dp.noise import NoiseMode  # imports Opacus: only when DP is on
 
     site = data.name
     if options is None:
         raise ConfigError(f"site '{site}': the job uses DP-SGD; the site needs a state folder for its ledger")
-    return dp_trainer(
-        site_privacy(options.policy, job.privacy, site),
+    return site_trainer(
+        site_privacy(options.policy, job.privacy, site).plan(),
         inner,
         data,
         planned_rounds=job.federation.rounds,

@@ -25,7 +25,8 @@ from medfed.orchestration.grid import Collect, InMemoryGrid, OpenProtocol, train
 from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog
 from medfed.orchestration.site import LocalSite, cpu_weights
-from medfed.privacy.setup import expected_sites, prepare_model, protect, site_protocol
+from medfed.privacy.plan import CkksSettings
+from medfed.privacy.setup import expected_sites, prepare_model, protect, site_protocol, site_trainer
 from medfed.training import LocalTrainer, TrainSettings, adapt_norm_statistics, evaluate
 from medfed.training.trainer import Trainer
 from medfed.types import ServerState, SiteState, TrainResult, Weights
@@ -78,6 +79,7 @@ class ExperimentRunner:
         self.run_dir = run_dir
         self.callbacks = callbacks or Callbacks()
         self.metrics = MetricsLog(run_dir)
+        self.privacy = config.privacy.plan()
         channels, dims = data.spatial_shape()
         self.model_params = {"spatial_dims": dims, "in_channels": channels, **config.model.params}
         self.trainer = LocalTrainer(task=config.task, settings=TrainSettings(**config.training.model_dump()))
@@ -89,7 +91,7 @@ class ExperimentRunner:
     def new_model(self) -> nn.Module:
         """The run's initial model (identical for every experiment; DP-compatible under DP-SGD)."""
         model = build_model(self.config.model.name, self.model_params, seed=self.config.seed)
-        return prepare_model(self.config.privacy, model)
+        return prepare_model(self.privacy, model)
 
     def run(self, experiment: Experiment) -> ExperimentResult:
         """Runs ``experiment`` from its last checkpoint (or from scratch) to the last round."""
@@ -170,13 +172,13 @@ class ExperimentRunner:
         sum. CKKS gets a fresh key pair per experiment."""
         if experiment.kind != "federated":
             return experiment, train_in_clear, None
-        privacy = self.config.privacy
+        privacy, federation = self.privacy, self.config.federation
         site_context, server_context = None, None
-        if privacy.encryption is not None:
+        if isinstance(privacy.secure_sum, CkksSettings):
             from medfed.privacy.ckks import new_key_pair  # imports TenSEAL: only when used
 
             site_context, server_context = new_key_pair()
-        expected = expected_sites(self.config.federation, len(experiment.sites))
+        expected = expected_sites(len(experiment.sites), fraction=federation.fraction, min_sites=federation.min_sites)
         strategy, collect = protect(
             privacy, experiment.strategy, expected_sites=expected, seed=self.config.seed, ckks_context=server_context
         )
@@ -184,29 +186,28 @@ class ExperimentRunner:
         return replace(experiment, strategy=strategy), collect, open_protocol
 
     def _trainer_for(self, experiment: Experiment, data: SiteData) -> Trainer:
-        """The site's trainer: DP-SGD with the site's own budget and ledger when configured."""
-        if self.config.privacy.dp_sgd is None:
+        """The site's trainer (``site_trainer``): DP-SGD with the site's own budget and ledger
+        when configured; a simulated experiment spends its own budget (one ledger each)."""
+        if self.privacy.dp_sgd is None:
             return self.trainer
-        from medfed.privacy.dp.config import check_site_names, dp_trainer, simulated_noise
+        from medfed.privacy.dp.config import check_site_names, simulated_noise
 
-        check_site_names(self.config.privacy, [*self.data.train, *experiment.sites])
-        # a simulated experiment spends its own budget: one ledger per experiment of the run
-        ledger_dir = self.run_dir / "privacy" / experiment.name
-        rounds = self.config.federation.rounds
-        return dp_trainer(
-            self.config.privacy, self.trainer, data, planned_rounds=rounds,
-            ledger_dir=ledger_dir, job=experiment.name, noise=simulated_noise(self.config.privacy),
+        check_site_names(self.privacy, [*self.data.train, *experiment.sites])
+        return site_trainer(
+            self.privacy, self.trainer, data, planned_rounds=self.config.federation.rounds,
+            ledger_dir=self.run_dir / "privacy" / experiment.name, job=experiment.name,
+            noise=simulated_noise(self.privacy),
         )
 
     def _privacy_rows(
         self, experiment: Experiment, state: ServerState, sites: Mapping[str, LocalSite]
     ) -> list[MetricRow]:
-        if self.config.privacy.dp_sgd is None and self.config.privacy.client_dp is None:
+        if self.privacy.dp_sgd is None and self.privacy.client_dp is None:
             return []
         from medfed.privacy.dp.config import privacy_metrics
 
         trainers = {name: site.trainer for name, site in sites.items()}
-        metrics = privacy_metrics(self.config.privacy, trainers, experiment.strategy, state)
+        metrics = privacy_metrics(self.privacy, trainers, experiment.strategy, state)
         return [MetricRow(experiment.name, state.round, site, "privacy", metric, value) for site, metric, value in metrics]
 
     def _evaluation_rows(self, result: ExperimentResult, model: nn.Module) -> list[MetricRow]:

@@ -1,7 +1,8 @@
-"""From the ``privacy:`` section to the pieces a run uses, composed in one place for
+"""From a ``ProtectionPlan`` to the pieces a run uses, composed in one place for
 ``medfed simulate`` and ``medfed server``/``client`` alike: the protected strategy with the way
-its rounds are gathered (``protect``), a site's half of a protected round
-(``site_protocol``), the DP-compatible model and the number of sites a round expects."""
+its rounds are gathered (``protect``), a site's half of a protected round (``site_protocol``),
+a site's trainer stack (``site_trainer``), the DP-compatible model and the number of sites a
+round expects."""
 
 from __future__ import annotations
 
@@ -10,19 +11,25 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from medfed.config.schema import FederationConfig, PrivacyConfig
+from medfed.data.cases import SiteData
 from medfed.errors import ConfigError
 from medfed.orchestration.grid import Collect, OpenProtocol, train_in_clear
+from medfed.privacy.plan import CkksSettings, ProtectionPlan, SecureSumSettings
 from medfed.strategies.base import Strategy
+from medfed.training.trainer import LocalTrainer, Trainer
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import tenseal as ts
+
+    from medfed.privacy.dp.noise import NoiseMode
 
     from medfed.privacy.secagg.authentication import KeyAuthenticator
 
 
 def protect(
-    privacy: PrivacyConfig,
+    privacy: ProtectionPlan,
     strategy: Strategy,
     *,
     expected_sites: int,
@@ -46,12 +53,12 @@ def protect(
         from medfed.privacy.dp.config import client_dp
 
         strategy = client_dp(privacy, strategy, expected_sites=expected_sites, seed=seed)
-    if privacy.secure_aggregation is not None:
+    if isinstance(privacy.secure_sum, SecureSumSettings):
         from medfed.privacy.secagg import SecureAggregation, SecureAggregationRound
 
-        threshold = privacy.secure_aggregation.threshold_fraction
+        threshold = privacy.secure_sum.threshold_fraction
         return SecureAggregation(strategy), SecureAggregationRound(threshold_fraction=threshold)
-    if privacy.encryption is not None:
+    if isinstance(privacy.secure_sum, CkksSettings):
         from medfed.privacy.ckks_rounds import EncryptedAggregation, EncryptedAggregationRound
 
         if ckks_context is None:
@@ -64,7 +71,7 @@ def protect(
 
 
 def site_protocol(
-    privacy: PrivacyConfig,
+    privacy: ProtectionPlan,
     *,
     site: str,
     ckks_context: ts.Context | None = None,
@@ -80,11 +87,11 @@ def site_protocol(
     Raises:
         ConfigError: The job uses CKKS but the site has no context.
     """
-    if privacy.secure_aggregation is not None:
+    if isinstance(privacy.secure_sum, SecureSumSettings):
         from medfed.privacy.secagg import SecureAggregationSite
 
         return lambda task, invitation, result: SecureAggregationSite(task, invitation, result, identity)
-    if privacy.encryption is not None:
+    if isinstance(privacy.secure_sum, CkksSettings):
         from medfed.privacy.ckks_rounds import CkksSite
 
         if ckks_context is None:
@@ -97,7 +104,27 @@ def site_protocol(
     return None
 
 
-def privacy_warning(privacy: PrivacyConfig) -> str | None:
+def site_trainer(
+    privacy: ProtectionPlan,
+    inner: LocalTrainer,
+    data: SiteData,
+    *,
+    planned_rounds: int,
+    ledger_dir: Path,
+    job: str,
+    noise: NoiseMode,
+) -> Trainer:
+    """The trainer stack of the site of ``data``: ``inner``, wrapped in a ``DPTrainer`` with the
+    site's budget (``privacy.site_budget``), the ledger of ``data`` in ``ledger_dir`` and the
+    ``noise`` the caller chose (a deployed site: always ``SECURE``) under DP-SGD."""
+    if privacy.dp_sgd is None:
+        return inner
+    from medfed.privacy.dp.config import dp_trainer  # imports Opacus: only when DP is on
+
+    return dp_trainer(privacy, inner, data, planned_rounds=planned_rounds, ledger_dir=ledger_dir, job=job, noise=noise)
+
+
+def privacy_warning(privacy: ProtectionPlan) -> str | None:
     """What a run's logs and report must say about its privacy (``privacy.reproducible_noise``
     under DP: NOT PRIVATE), or ``None``."""
     if not privacy.reproducible_noise or (privacy.dp_sgd is None and privacy.client_dp is None):
@@ -107,7 +134,7 @@ def privacy_warning(privacy: PrivacyConfig) -> str | None:
     return NOT_PRIVATE
 
 
-def prepare_model(privacy: PrivacyConfig, model: nn.Module) -> nn.Module:
+def prepare_model(privacy: ProtectionPlan, model: nn.Module) -> nn.Module:
     """``model`` made DP-compatible (Opacus's ``ModuleValidator.fix``) under DP-SGD, else as is.
 
     Server and sites call it on the same initial model, so they agree on the architecture.
@@ -120,7 +147,7 @@ def prepare_model(privacy: PrivacyConfig, model: nn.Module) -> nn.Module:
     return fixed
 
 
-def expected_sites(federation: FederationConfig, num_sites: int) -> int:
-    """Sites a round asks: the sampled fraction of ``num_sites``, at least ``min_sites``."""
-    sampled = math.ceil(federation.fraction * num_sites)
-    return min(num_sites, max(federation.min_sites, sampled))
+def expected_sites(num_sites: int, *, fraction: float, min_sites: int) -> int:
+    """Sites a round asks: the sampled ``fraction`` of ``num_sites``, at least ``min_sites``."""
+    sampled = math.ceil(fraction * num_sites)
+    return min(num_sites, max(min_sites, sampled))
