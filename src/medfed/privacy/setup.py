@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     import tenseal as ts
 
     from medfed.privacy.dp.noise import NoiseMode
-
     from medfed.privacy.secagg.authentication import KeyAuthenticator
 
 

@@ -9,8 +9,8 @@ from medfed.data.cases import SiteData
 from medfed.errors import ConfigError
 from medfed.privacy.dp.accounting import Accountant, Budget
 from medfed.privacy.dp.client import ClientDP
-from medfed.privacy.dp.noise import NoiseMode
 from medfed.privacy.dp.ledger import ledger_file
+from medfed.privacy.dp.noise import NoiseMode
 from medfed.privacy.dp.trainer import AdaptiveClipping, DPTrainer, SitePrivacy
 from medfed.privacy.plan import ProtectionPlan
 from medfed.strategies.base import Strategy
