@@ -4,7 +4,7 @@ Both sides train a 2D U-Net (channels 16-32-64-128, strides 2-2-2) with FedAvg f
 1 local epoch (Adam, lr 1e-3, batch 16, Dice + CE) on 4 synthetic sites of 96 cases of 64x64.
 
 * ``medfed``: the simulation machinery that ``medfed simulate`` uses: ``LocalSite`` +
-  ``LocalTrainer`` behind an ``InProcessConnector``, ``run_rounds`` with the registered
+  ``LocalTrainer`` behind an ``InMemoryGrid``, ``run_rounds`` with the registered
   ``fedavg`` strategy (update validation included), and a safetensors checkpoint after every
   round.
 * ``bare``: the same work written by hand: for each round and site, load the global weights,
@@ -42,7 +42,7 @@ from medfed.data import DEFAULT_SITES, build_dataset, generate_federation, load_
 from medfed.device import default_device
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import Checkpoint, checkpoint_path, save_checkpoint
-from medfed.orchestration.connector import InProcessConnector
+from medfed.orchestration.grid import InMemoryGrid
 from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.site import LocalSite, cpu_weights
 from medfed.seeding import derive_seed
@@ -98,7 +98,7 @@ def run_medfed(datasets: Mapping[str, Dataset], model: nn.Module, checkpoints: P
 
     plan = RoundPlan(rounds=ROUNDS, sites=sorted(sites), seed=SEED)
     start = strategy.init(cpu_weights(model))
-    final = run_rounds(strategy, start, plan, InProcessConnector(sites), on_round=checkpoint)
+    final = run_rounds(strategy, start, plan, InMemoryGrid(sites), on_round=checkpoint)
     return final.weights
 
 

@@ -26,12 +26,14 @@ import torch
 from medfed.data import SiteData
 from medfed.deployment.client import run_client
 from medfed.deployment.job import JobConfig, site_job_json
-from medfed.deployment.protected_server import GrpcCkksConnector, GrpcSecureAggregationConnector
+from medfed.orchestration.grid import train_in_clear
+from medfed.privacy.ckks_rounds import EncryptedAggregationRound
+from medfed.privacy.secagg.rounds import SecureAggregationRound
 from medfed.deployment.site_builder import SiteBuilder, SiteOptions
 from medfed.privacy import ckks
 from medfed.transport.board import RoundBoard
 from medfed.transport.client import SiteChannel
-from medfed.transport.connector import GrpcConnector
+from medfed.transport.grid import GrpcGrid
 from medfed.transport.server import FederationServicer, start_server
 from medfed.types import TrainResult, TrainTask
 
@@ -87,14 +89,15 @@ def one_round(kind: str, sites: int, params: int) -> tuple[float, float]:
     servicer = FederationServicer(board, sites=names, job_json=site_job_json(job), authenticate=None, poll_s=1.0)
     server, port = start_server(servicer, address="127.0.0.1:0", credentials=None)
     site_context = ckks.create_context() if kind == "ckks" else None
+    grid = GrpcGrid(board, round_timeout_s=TIMEOUT_S, step_timeout_s=TIMEOUT_S)
     if kind == "plain":
-        connector: Any = GrpcConnector(board, round_timeout_s=TIMEOUT_S)
+        collect: Any = train_in_clear
     elif kind == "secure":
-        connector = GrpcSecureAggregationConnector(board, round_timeout_s=TIMEOUT_S, step_timeout_s=TIMEOUT_S, threshold_fraction=0.5)
+        collect = SecureAggregationRound(threshold_fraction=0.5)
     else:
         assert site_context is not None
         public = ckks.deserialize_context(ckks.serialize_context(site_context, include_secret_key=False))
-        connector = GrpcCkksConnector(board, public, round_timeout_s=TIMEOUT_S, step_timeout_s=TIMEOUT_S)
+        collect = EncryptedAggregationRound(public)
     threads = [
         threading.Thread(target=_site, args=(name, 10 * (index + 1), port, site_context), daemon=True)
         for index, name in enumerate(names)
@@ -104,7 +107,7 @@ def one_round(kind: str, sites: int, params: int) -> tuple[float, float]:
     task = TrainTask(round=1, weights={"w": torch.zeros(params)})
     try:
         start = time.perf_counter()
-        results = connector.train({name: task for name in names})
+        results = collect(grid, {name: task for name in names})
         seconds = time.perf_counter() - start
         assert len(results) == 1 if kind != "plain" else len(results) == sites, f"{kind}: {results}"
     finally:

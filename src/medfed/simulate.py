@@ -48,7 +48,7 @@ def run_simulation(
 ) -> SimulationOutcome:
     """Runs (or, with ``resume``, continues) every experiment of ``config`` and writes the
     summary and the HTML report into ``config.output_dir``."""
-    warning = privacy_warning(config.privacy)
+    warning = privacy_warning(config.privacy.plan())
     if warning is not None:
         logger.warning("%s", warning)
     data = checked_data(config, config.output_dir / "data", resume=resume)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from statistics import NormalDist
 
 import pytest
@@ -12,25 +11,14 @@ from torch import nn
 
 from medfed.attacks.poisoning import (
     TRIGGER_VALUE,
-    AttackConnector,
     PoisonedDataset,
+    UpdateAttack,
     alie_z,
     backdoor_success,
     stamp_trigger,
 )
 from medfed.config.schema import PoisoningConfig
 from medfed.types import TrainResult, TrainTask, Weights
-
-
-class _Fixed:
-    """A connector whose sites answer with fixed models."""
-
-    def __init__(self, models: dict[str, Weights]) -> None:
-        self.models = models
-
-    def train(self, tasks: Mapping[str, TrainTask]) -> list[TrainResult]:
-        return [TrainResult(name, task.round, self.models[name], 10) for name, task in tasks.items()]
-
 
 GLOBAL: Weights = {"w": torch.tensor([1.0, 1.0]), "n": torch.tensor(5)}
 MODELS = {
@@ -42,9 +30,9 @@ MODELS = {
 
 def _attack(kind: str, **extra: object) -> dict[str, Weights]:
     attack = PoisoningConfig.model_validate({"sites": ["bad"], "kind": kind, **extra})
-    connector = AttackConnector(_Fixed(MODELS), attack, seed=0)
     tasks = {name: TrainTask(round=1, weights=GLOBAL) for name in MODELS}
-    return {r.site: r.weights for r in connector.train(tasks)}
+    results = [TrainResult(name, task.round, MODELS[name], 10) for name, task in tasks.items()]
+    return {r.site: r.weights for r in UpdateAttack(attack, seed=0)(tasks, results)}
 
 
 def test_sign_flip_and_scale_change_only_the_malicious_update() -> None:

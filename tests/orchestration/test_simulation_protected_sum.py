@@ -13,7 +13,7 @@ import torch
 
 from medfed.config.loading import parse_config
 from medfed.orchestration.checkpoint import latest_checkpoint, load_checkpoint
-from medfed.privacy import ckks_connector
+from medfed.privacy import ckks_rounds
 from medfed.privacy.ckks import CkksParameters, EncryptedVector
 from medfed.simulate import run_simulation
 from medfed.types import Weights
@@ -63,13 +63,13 @@ def test_ckks_gives_the_weights_of_plain_fedavg_and_the_server_has_no_key(
     tmp_path: Path, plain: Weights, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server_contexts: list[ts.Context] = []
-    real_sum = ckks_connector.server_sum
+    real_sum = ckks_rounds.server_sum
 
     def spy(context: ts.Context, uploads: Sequence[EncryptedVector], params: CkksParameters) -> EncryptedVector:
         server_contexts.append(context)
         return real_sum(context, uploads, params)
 
-    monkeypatch.setattr(ckks_connector, "server_sum", spy)
+    monkeypatch.setattr(ckks_rounds, "server_sum", spy)
     encrypted = _final_weights(tmp_path / "ckks", encryption={"scheme": "ckks"})
     assert len(server_contexts) == 2  # one encrypted sum per round
     assert not any(context.is_private() for context in server_contexts)

@@ -149,11 +149,11 @@ def test_a_dp_result_carries_no_loss_steps_or_case_count() -> None:
 # ----- the opt-in is explicit, simulated only, and labelled ---------------------------------------
 def test_only_the_explicit_opt_in_makes_simulated_noise_reproducible() -> None:
     dp = DPSGDConfig(noise="fixed", noise_multiplier=1.0)
-    assert simulated_noise(PrivacyConfig(dp_sgd=dp)) is NoiseMode.SECURE
-    assert simulated_noise(PrivacyConfig(dp_sgd=dp.model_copy(update={"secure_mode": False}))) is NoiseMode.SYSTEM
-    opted_in = PrivacyConfig(dp_sgd=dp, reproducible_noise=True)
+    assert simulated_noise(PrivacyConfig(dp_sgd=dp).plan()) is NoiseMode.SECURE
+    assert simulated_noise(PrivacyConfig(dp_sgd=dp.model_copy(update={"secure_mode": False})).plan()) is NoiseMode.SYSTEM
+    opted_in = PrivacyConfig(dp_sgd=dp, reproducible_noise=True).plan()
     assert simulated_noise(opted_in) is NoiseMode.REPRODUCIBLE
-    assert privacy_warning(opted_in) == NOT_PRIVATE and privacy_warning(PrivacyConfig(dp_sgd=dp)) is None
+    assert privacy_warning(opted_in) == NOT_PRIVATE and privacy_warning(PrivacyConfig(dp_sgd=dp).plan()) is None
 
 
 def test_the_report_of_a_reproducible_run_says_not_private(tmp_path: Path) -> None:

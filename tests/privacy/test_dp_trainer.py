@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from medfed.errors import ConfigError, PrivacyBudgetExceeded
 from medfed.models import build_model
-from medfed.orchestration.connector import InProcessConnector
+from medfed.orchestration.grid import InMemoryGrid
 from medfed.orchestration.site import LocalSite, cpu_weights
 from medfed.privacy.dp import AdaptiveClipping, Budget, DPTrainer, SitePrivacy, make_dp_compatible
 from medfed.privacy.dp.noise import NoiseMode, noise_source
@@ -197,7 +197,7 @@ def test_a_declining_site_is_a_drop_out_for_the_round() -> None:
         for name, budget in (("rich", Budget(50.0, 1e-5)), ("poor", Budget(0.01, 1e-5)))
     }
     task = TrainTask(round=1, weights=cpu_weights(model))
-    results = InProcessConnector(sites).train({"poor": task, "rich": task})
+    results = InMemoryGrid(sites).train({"poor": task, "rich": task})
     assert [result.site for result in results] == ["rich"]
 
 

@@ -8,7 +8,7 @@ import torch
 from medfed.config.loading import build_strategy, parse_config
 from medfed.config.schema import PrivacyConfig, StrategyConfig
 from medfed.errors import ConfigError, UnknownNameError
-from medfed.privacy.setup import protect_strategy
+from medfed.privacy.setup import protect
 from medfed.strategies import STRATEGIES
 from medfed.strategies.fedopt import FedAdam
 from medfed.strategies.robust import (
@@ -107,13 +107,13 @@ def test_unknown_rule_and_unsupported_strategy_are_refused() -> None:
 def test_robust_aggregation_refuses_hidden_or_dp_summed_updates(privacy: dict[str, object]) -> None:
     strategy = robust_strategy(STRATEGIES.create("fedavg"), "krum")
     with pytest.raises(ConfigError, match=f"privacy.{next(iter(privacy))}"):
-        protect_strategy(PrivacyConfig.model_validate(privacy), strategy, expected_sites=3, seed=0)
+        protect(PrivacyConfig.model_validate(privacy).plan(), strategy, expected_sites=3, seed=0)
 
 
 def test_robust_aggregation_composes_with_dp_sgd() -> None:
     strategy = robust_strategy(STRATEGIES.create("fedavg"), "median")
     privacy = PrivacyConfig.model_validate({"dp_sgd": {}})
-    assert protect_strategy(privacy, strategy, expected_sites=3, seed=0) is strategy
+    assert protect(privacy.plan(), strategy, expected_sites=3, seed=0)[0] is strategy
 
 
 def test_config_builds_the_robust_wrapper_and_refuses_it_with_secure_aggregation() -> None:

@@ -10,7 +10,7 @@ import torch
 from medfed.errors import UpdateRejected
 from medfed.orchestration.validation import CheckedResult
 from medfed.transport.board import DONE, MAX_REASON_CHARS, Offer, RoundBoard
-from medfed.transport.connector import GrpcConnector
+from medfed.transport.grid import GrpcGrid
 from medfed.transport.payload import decode_task, encode_result
 from medfed.types import TrainResult, TrainTask
 
@@ -109,9 +109,9 @@ def test_poller_wakes_up_on_post_and_on_finish() -> None:
     assert not board.wait_told_done(["a", "b"], timeout_s=0.05)
 
 
-def test_connector_returns_results_that_arrive_before_the_deadline() -> None:
+def test_grid_returns_results_that_arrive_before_the_deadline() -> None:
     board = RoundBoard()
-    connector = GrpcConnector(board, round_timeout_s=5)
+    connector = GrpcGrid(board, round_timeout_s=5, step_timeout_s=5)
 
     def site() -> None:
         offer = board.offer("a", timeout_s=5)
@@ -125,7 +125,7 @@ def test_connector_returns_results_that_arrive_before_the_deadline() -> None:
     assert [r.site for r in results] == ["a"]
     assert connector.train({}) == []
     with pytest.raises(ValueError):
-        GrpcConnector(board, round_timeout_s=0)
+        GrpcGrid(board, round_timeout_s=0, step_timeout_s=5)
 
 
 def test_a_decline_reason_is_kept_as_one_short_escaped_line_per_site() -> None:

@@ -25,7 +25,7 @@ from medfed.deployment.job import load_job
 from medfed.deployment.site_builder import build_local_site
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import checkpoint_path, load_checkpoint
-from medfed.orchestration.connector import InProcessConnector
+from medfed.orchestration.grid import InMemoryGrid
 from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.site import cpu_weights
 from medfed.strategies.registry import STRATEGIES
@@ -44,7 +44,7 @@ def _reference(job_path: Path, data: dict[str, Path]) -> dict[str, torch.Tensor]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return run_rounds(strategy, state, plan, InProcessConnector(sites)).weights
+        return run_rounds(strategy, state, plan, InMemoryGrid(sites)).weights
     finally:
         torch.set_num_threads(threads)
 

@@ -9,13 +9,18 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from medfed.deployment.protected_server import GrpcSecureAggregationConnector
-from medfed.deployment.protected_site import SecureAggregationRound
 from medfed.errors import UpdateRejected
 from medfed.privacy.protected_sum import is_protected_aggregate
-from medfed.privacy.secagg.messages import AdvertiseKeys
-from medfed.privacy.secagg.rounds import CONSISTENCY, MASKED_INPUT, UNMASK_SIGNED
+from medfed.privacy.secagg.messages import AdvertiseKeys, SecAggInvitation
+from medfed.privacy.secagg.rounds import (
+    CONSISTENCY,
+    MASKED_INPUT,
+    UNMASK_SIGNED,
+    SecureAggregationRound,
+    SecureAggregationSite,
+)
 from medfed.transport.board import Offer, RoundBoard
+from medfed.transport.grid import GrpcGrid
 from medfed.transport.payload import decode_task
 from medfed.transport.protobuf import decode_message, encode_message
 from medfed.types import TrainResult, TrainTask
@@ -36,12 +41,15 @@ def _site(board: RoundBoard, name: str, *, silent_from: str | None = None, forge
         if offer.step == silent_from:
             return  # drops out: never answers this step
         if offer.step:
-            reply = protected.answer(offer.step, offer.payload)  # type: ignore[union-attr]
+            request = decode_message(protected.requests[offer.step], offer.payload)  # type: ignore[union-attr]
+            reply = encode_message(protected.answer(offer.step, request))  # type: ignore[union-attr]
         else:
             task = decode_task(offer.payload)
             trained = {key: torch.full_like(t, SITES[name]) for key, t in task.weights.items()}
-            protected = SecureAggregationRound(task, offer.protocol, TrainResult(name, 1, trained, 2))
-            reply = protected.upload() if forge is None else forge(protected.upload())
+            invitation = decode_message(SecAggInvitation, offer.protocol)
+            protected = SecureAggregationSite(task, invitation, TrainResult(name, 1, trained, 2))
+            upload = encode_message(protected.upload())
+            reply = upload if forge is None else forge(upload)
         try:
             board.receive(name, offer.task_id, reply)
         except UpdateRejected:  # refused: this site is out of the round
@@ -50,7 +58,8 @@ def _site(board: RoundBoard, name: str, *, silent_from: str | None = None, forge
 
 def _round(**behaviour: dict) -> list[TrainResult]:
     board = RoundBoard()
-    connector = GrpcSecureAggregationConnector(board, round_timeout_s=10, step_timeout_s=2, threshold_fraction=0.5)
+    grid = GrpcGrid(board, round_timeout_s=10, step_timeout_s=2)
+    secure_round = SecureAggregationRound(threshold_fraction=0.5)
     errors: list[BaseException] = []
 
     def site(name: str) -> None:
@@ -63,7 +72,7 @@ def _round(**behaviour: dict) -> list[TrainResult]:
     for thread in threads:
         thread.start()
     try:
-        results = connector.train({name: TASK for name in SITES})
+        results = secure_round(grid, {name: TASK for name in SITES})
     finally:
         board.finish()
         for thread in threads:

@@ -25,7 +25,7 @@ from medfed.deployment.job import load_job
 from medfed.deployment.site_builder import build_local_site
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import checkpoint_path, load_checkpoint
-from medfed.orchestration.connector import InProcessConnector
+from medfed.orchestration.grid import InMemoryGrid
 from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.site import cpu_weights
 from medfed.privacy.dp.ledger import load_ledger
@@ -49,7 +49,7 @@ def _plain_reference(job_path: Path, data: dict[str, Path]) -> Weights:
     strategy = STRATEGIES.create(job.strategy.name, **job.strategy.params)
     state = strategy.init(cpu_weights(build_model(job.model.name, job.model.params, seed=job.seed)))
     plan = RoundPlan(rounds=ROUNDS, sites=sorted(sites), min_sites=job.federation.min_sites, seed=job.seed)
-    return run_rounds(strategy, state, plan, InProcessConnector(sites)).weights
+    return run_rounds(strategy, state, plan, InMemoryGrid(sites)).weights
 
 
 def _run(tmp_path: Path, privacy: dict[str, Any], *, encryption: str | None = None, client_extra: dict[str, list[str]] | None = None) -> tuple[Path, Any]:

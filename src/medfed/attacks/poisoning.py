@@ -33,7 +33,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from medfed.config.schema import PoisoningConfig
 from medfed.data.dataset import Sample
-from medfed.orchestration.connector import SiteConnector
 from medfed.orchestration.site import Reseedable
 from medfed.seeding import derive_seed
 from medfed.training.evaluation import predict
@@ -86,24 +85,23 @@ def alie_update(benign: Sequence[Weights], z: float) -> Weights:
     return out
 
 
-class AttackConnector:
-    """Runs the sites through ``inner``, then replaces each malicious site's update as the
-    attack says (a model-update attack; data attacks poison the site's dataset instead).
+class UpdateAttack:
+    """Replaces each malicious site's update as the attack says, before it leaves the site (a
+    model-update attack; data attacks poison the site's dataset instead). An
+    ``InMemoryGrid``'s ``tamper`` hook, so it applies to plain and protected rounds alike.
 
     Args:
-        inner: Reaches the sites (e.g. ``InProcessConnector``).
         attack: The attack; its ``kind`` must be one of ``UPDATE_ATTACKS``.
         seed: The run's seed; Gaussian noise derives from (seed, round, site).
     """
 
-    def __init__(self, inner: SiteConnector, attack: PoisoningConfig, *, seed: int) -> None:
+    def __init__(self, attack: PoisoningConfig, *, seed: int) -> None:
         if attack.kind not in UPDATE_ATTACKS:
-            raise ValueError(f"AttackConnector runs {sorted(UPDATE_ATTACKS)}, got '{attack.kind}'")
-        self.inner, self.attack, self.seed = inner, attack, seed
+            raise ValueError(f"UpdateAttack runs {sorted(UPDATE_ATTACKS)}, got '{attack.kind}'")
+        self.attack, self.seed = attack, seed
 
-    def train(self, tasks: Mapping[str, TrainTask]) -> list[TrainResult]:
-        """The sites' results, the malicious ones replaced."""
-        results = self.inner.train(tasks)
+    def __call__(self, tasks: Mapping[str, TrainTask], results: list[TrainResult]) -> list[TrainResult]:
+        """The sites' ``results``, the malicious ones replaced."""
         updates = {r.site: _update(r, tasks[r.site].weights) for r in results}
         malicious = [site for site in updates if site in self.attack.sites]
         benign = [u for site, u in updates.items() if site not in malicious] or list(updates.values())

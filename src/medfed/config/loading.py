@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from medfed.config.schema import PrivacyConfig, SimulationConfig, StrategyConfig
 from medfed.errors import ConfigError, MedfedError
 from medfed.models import MODELS
-from medfed.privacy.setup import refuse_robust_with
+from medfed.privacy.plan import refuse_robust_with
 from medfed.strategies.base import Strategy
 from medfed.strategies.registry import STRATEGIES
 from medfed.strategies.robust import robust_strategy
@@ -125,7 +125,7 @@ def check_strategy(strategy: StrategyConfig, privacy: PrivacyConfig, where: str)
         raise ConfigError(f"{where}: {error}") from None
     if strategy.robust is not None:
         try:
-            refuse_robust_with(privacy, strategy.robust.rule)
+            refuse_robust_with(privacy.plan(), strategy.robust.rule)
         except ConfigError as error:
             raise ConfigError(f"{where}: {error}") from None
     if privacy.secure_aggregation is not None:
@@ -146,7 +146,7 @@ def _check_secure_aggregation(strategy: Strategy, where: str) -> None:
 
 def _check_encryption(strategy: Strategy, where: str) -> None:
     """Raises ``ConfigError`` unless ``EncryptedAggregation`` accepts ``strategy``."""
-    from medfed.privacy.ckks_connector import EncryptedAggregation  # TenSEAL: only when used
+    from medfed.privacy.ckks_rounds import EncryptedAggregation  # TenSEAL: only when used
 
     try:
         EncryptedAggregation(strategy)

@@ -13,9 +13,15 @@ from medfed.config.strict import StrictModel
 from medfed.data.families import FAMILIES, Family
 from medfed.errors import UnknownNameError
 
-_SITE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _MAX_3D_SIZE = 128
 
+from medfed.privacy.plan import (
+    CkksSettings,
+    ClientDPSettings,
+    DPSGDSettings,
+    ProtectionPlan,
+    SecureSumSettings,
+)
 
 _SITE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -258,7 +264,7 @@ class SecureAggregationConfig(StrictModel):
 
 class EncryptionConfig(StrictModel):
     """Encrypted aggregation of every federated strategy's round: the sites encrypt their
-    updates, the server adds ciphertexts without a key (see ``medfed.privacy.ckks_connector``)."""
+    updates, the server adds ciphertexts without a key (see ``medfed.privacy.ckks_rounds``)."""
 
     scheme: Literal["ckks"] = Field(description="Homomorphic encryption scheme.")
 
@@ -288,6 +294,36 @@ class PrivacyConfig(StrictModel):
         if own is None:
             return self.epsilon, self.delta
         return own.epsilon, self.delta if own.delta is None else own.delta
+
+    def plan(self) -> ProtectionPlan:
+        """This section as plain constructor arguments (``medfed.privacy`` takes nothing else)."""
+        dp, client = self.dp_sgd, self.client_dp
+        secure_sum: SecureSumSettings | CkksSettings | None = None
+        if self.secure_aggregation is not None:
+            secure_sum = SecureSumSettings(self.secure_aggregation.threshold_fraction)
+        elif self.encryption is not None:
+            secure_sum = CkksSettings()
+        return ProtectionPlan(
+            accountant=self.accountant,
+            epsilon=self.epsilon,
+            delta=self.delta,
+            site_budgets={site: self.site_budget(site) for site in self.sites},
+            dp_sgd=None if dp is None else DPSGDSettings(
+                noise_multiplier=dp.noise_multiplier,
+                max_grad_norm=dp.max_grad_norm,
+                adaptive=(dp.target_quantile, dp.clip_lr, dp.count_budget_fraction) if dp.clipping == "adaptive" else None,
+                secure_mode=dp.secure_mode,
+            ),
+            client_dp=None if client is None else ClientDPSettings(
+                noise_multiplier=client.noise_multiplier,
+                clip=client.clip,
+                target_quantile=client.target_quantile if client.adaptive else None,
+                clip_lr=client.clip_lr,
+                count_budget_fraction=client.count_budget_fraction,
+            ),
+            secure_sum=secure_sum,
+            reproducible_noise=self.reproducible_noise,
+        )
 
     @model_validator(mode="after")
     def _secure_aggregation_without_client_dp(self) -> PrivacyConfig:

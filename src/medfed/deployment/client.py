@@ -21,9 +21,9 @@ from collections.abc import Callable
 import grpc
 
 from medfed.deployment.evaluation import EVALUATE, encode_metrics
-from medfed.deployment.protected_site import ProtectedRound
 from medfed.deployment.site_builder import SiteBuilder
 from medfed.errors import MedfedError, PolicyRefusal, PrivacyBudgetExceeded
+from medfed.orchestration.grid import SiteProtocol
 from medfed.orchestration.validation import non_finite_keys
 from medfed.provision.certs import read_certificate
 from medfed.provision.errors import ProvisionError
@@ -31,6 +31,7 @@ from medfed.provision.gate import certified
 from medfed.transport.backoff import DEFAULT_MAX_FAILURES, Backoff
 from medfed.transport.client import Assignment, SiteChannel, Step
 from medfed.transport.errors import AuthenticationError, PayloadError, TransportError
+from medfed.transport.grid import decode_payload, encode_payload
 from medfed.transport.payload import decode_task
 from medfed.transport.protobuf import Kind, SubmitOutcome
 from medfed.transport.tls import TlsFiles, probe_tls
@@ -105,7 +106,7 @@ class _Worker:
     def __init__(self, builder: SiteBuilder) -> None:
         self.builder = builder
         self.trained = 0
-        self.protected: ProtectedRound | None = None
+        self.protected: SiteProtocol | None = None
 
     def train(self, channel: SiteChannel, assignment: Assignment) -> None:
         task, task_id = assignment.task, assignment.task_id
@@ -128,7 +129,7 @@ class _Worker:
             return
         try:
             self.protected = self.builder.protected_round(assignment, result)
-            upload = None if self.protected is None else self.protected.upload()
+            upload = None if self.protected is None else encode_payload(self.protected.upload())
         except (MedfedError, PayloadError) as error:
             logger.error("round %d: cannot take part in the protected round: %s", task.round, error)
             channel.decline(task_id, task.round, str(error))
@@ -152,7 +153,11 @@ class _Worker:
             channel.decline(step.task_id, step.round, f"no protected round in progress for step '{step.step}'")
             return
         try:
-            reply = self.protected.answer(step.step, step.message)
+            kind = self.protected.requests.get(step.step)
+            if kind is None:
+                raise PayloadError(f"unknown protocol step '{step.step}'")
+            message = decode_payload(kind, step.message, site=self.builder.data.name)
+            reply = encode_payload(self.protected.answer(step.step, message))
         except (MedfedError, PayloadError) as error:
             logger.warning("round %d: refusing step '%s': %s", step.round, step.step, error)
             channel.decline(step.task_id, step.round, str(error))

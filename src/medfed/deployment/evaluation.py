@@ -210,5 +210,5 @@ class HeldOutEvaluator:
         """The evaluation model, apart from the one the site trains."""
         if self._model is None:
             job = self.job
-            self._model = prepare_model(job.privacy, build_model(job.model.name, job.model.params, seed=job.seed))
+            self._model = prepare_model(job.privacy.plan(), build_model(job.model.name, job.model.params, seed=job.seed))
         return self._model

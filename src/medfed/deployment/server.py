@@ -20,10 +20,8 @@ import tenseal as ts
 from medfed.config.loading import build_strategy
 from medfed.deployment.evaluation import SiteEvaluation, SiteMetrics
 from medfed.deployment.job import JobConfig, site_job_json
-from medfed.deployment.protected_server import GrpcCkksConnector, GrpcSecureAggregationConnector
 from medfed.deployment.report import keep_job, write_job_report
 from medfed.deployment.status import HISTORY_LENGTH, RoundSummary, ServerStatus, summarise, write_status
-from medfed.errors import ConfigError
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import (
     Checkpoint,
@@ -32,14 +30,13 @@ from medfed.orchestration.checkpoint import (
     model_metadata,
     save_round,
 )
-from medfed.orchestration.connector import SiteConnector
 from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog
 from medfed.orchestration.site import cpu_weights
-from medfed.privacy.setup import expected_sites, prepare_model, protect_strategy
+from medfed.privacy.setup import expected_sites, prepare_model, protect
 from medfed.strategies.base import Strategy
 from medfed.transport.board import RoundBoard
-from medfed.transport.connector import GrpcConnector
+from medfed.transport.grid import GrpcGrid
 from medfed.transport.limits import return_freed_memory
 from medfed.transport.server import Authenticator, FederationServicer, start_server
 from medfed.transport.tls import TlsFiles, server_credentials
@@ -81,14 +78,16 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
     if (settings.tls is None) != (settings.authenticate is None):
         raise ValueError("tls and authenticate go together: both set, or both None (insecure)")
     sites = sorted(job.sites or settings.sites)
-    strategy = protect_strategy(
-        job.privacy,
+    federation = job.federation
+    strategy, collect = protect(
+        job.privacy.plan(),
         build_strategy(job.strategy),
-        expected_sites=expected_sites(job.federation, len(sites)),
+        expected_sites=expected_sites(len(sites), fraction=federation.fraction, min_sites=federation.min_sites),
         seed=job.seed,
+        ckks_context=settings.ckks_context,
     )
     board = RoundBoard()
-    connector = site_connector(job, board, settings.ckks_context)
+    grid = GrpcGrid(board, round_timeout_s=job.round_timeout_s, step_timeout_s=job.step_timeout_s)
     metrics = MetricsLog(settings.state_dir)
     keep_job(settings.state_dir, job)
     state = initial_state(job, strategy, settings.state_dir, metrics)
@@ -113,7 +112,9 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
             board, sites=sites, task=job.task, timeout_s=job.step_timeout_s, seen_within_s=2 * job.poll_s + 1
         )
         recorder = _RoundRecorder(job, strategy, settings.state_dir, metrics, reporter, evaluation)
-        state = run_rounds(strategy, state, plan, connector, recorder, max_attempts=job.max_round_attempts)
+        state = run_rounds(
+            strategy, state, plan, grid, recorder, max_attempts=job.max_round_attempts, collect=collect
+        )
         board.finish()
         reporter.finish()
         logger.info("report: %s", write_job_report(settings.state_dir))
@@ -130,33 +131,12 @@ def initial_state(job: JobConfig, strategy: Strategy, state_dir: Path, metrics: 
     latest = latest_checkpoint(state_dir / "checkpoints")
     if latest is None:
         metrics.discard_after(job.name, 0)
-        model = prepare_model(job.privacy, build_model(job.model.name, job.model.params, seed=job.seed))
+        model = prepare_model(job.privacy.plan(), build_model(job.model.name, job.model.params, seed=job.seed))
         return strategy.init(cpu_weights(model))
     state = load_checkpoint(latest).server
     metrics.discard_after(job.name, state.round)
     logger.info("resuming after round %d from %s", state.round, latest)
     return state
-
-
-def site_connector(job: JobConfig, board: RoundBoard, ckks_context: ts.Context | None) -> SiteConnector:
-    """Reaches the sites through ``board``: plainly, or by secure or CKKS aggregation as the
-    job's ``privacy:`` section says.
-
-    Raises:
-        ConfigError: The job uses CKKS but the server has no CKKS context.
-    """
-    timeouts = {"round_timeout_s": job.round_timeout_s, "step_timeout_s": job.step_timeout_s}
-    secure = job.privacy.secure_aggregation
-    if secure is not None:
-        return GrpcSecureAggregationConnector(board, threshold_fraction=secure.threshold_fraction, **timeouts)
-    if job.privacy.encryption is not None:
-        if ckks_context is None:
-            raise ConfigError(
-                "the job uses CKKS encryption but the server has no CKKS context; provision the "
-                "kits with 'encryption: ckks' and start the server with its kit"
-            )
-        return GrpcCkksConnector(board, ckks_context, **timeouts)
-    return GrpcConnector(board, round_timeout_s=job.round_timeout_s)
 
 
 class _RoundRecorder:
@@ -189,7 +169,7 @@ class _RoundRecorder:
         if self.job.privacy.client_dp is not None:
             from medfed.privacy.dp.config import privacy_metrics  # imports Opacus: only when on
 
-            spent = privacy_metrics(self.job.privacy, {}, self.strategy, state)
+            spent = privacy_metrics(self.job.privacy.plan(), {}, self.strategy, state)
             rows += [MetricRow(self.job.name, state.round, site, "privacy", name, value) for site, name, value in spent]
         self.metrics.record_round(self.job.name, state.round, rows)
         metadata = {

@@ -17,18 +17,20 @@ import tenseal as ts
 from medfed.data import SiteData, build_dataset
 from medfed.deployment.evaluation import DEFAULT_HOLDOUT, HeldOutEvaluator, holdout_split
 from medfed.deployment.job import SiteJob, parse_site_job
-from medfed.deployment.protected_site import CkksRound, ProtectedRound, SecureAggregationRound
 from medfed.deployment.site_policy import SitePolicy, check_job, site_privacy
 from medfed.errors import ConfigError, PolicyRefusal
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import load_site_state, save_site_state
+from medfed.orchestration.grid import SiteProtocol
 from medfed.orchestration.site import LocalSite
 from medfed.privacy.secagg.authentication import KeyAuthenticator
-from medfed.privacy.setup import prepare_model
+from medfed.privacy.secagg.messages import SecAggInvitation
+from medfed.privacy.setup import prepare_model, site_protocol, site_trainer
 from medfed.strategies.registry import STRATEGIES
 from medfed.training import LocalTrainer, TrainSettings
 from medfed.training.trainer import Trainer
 from medfed.transport.client import Assignment
+from medfed.transport.protobuf import decode_message
 from medfed.types import SiteState, TrainResult, TrainTask
 
 logger = logging.getLogger(__name__)
@@ -166,19 +168,22 @@ class SiteBuilder:
         logger.info("resuming with the site state saved in '%s'", path)
         return state
 
-    def protected_round(self, assignment: Assignment, result: TrainResult) -> ProtectedRound | None:
-        """The site's part of a secure or encrypted round (``None`` for a plain round)."""
-        privacy = parse_site_job(assignment.job_json).privacy
-        if privacy.secure_aggregation is not None:
-            return SecureAggregationRound(assignment.task, assignment.protocol, result, self.options.identity)
-        if privacy.encryption is not None:
-            if self.options.ckks_context is None:
-                raise ConfigError(
-                    f"site '{self.data.name}': the job uses CKKS encryption but this site has no "
-                    "CKKS context; provision the kits with 'encryption: ckks'"
-                )
-            return CkksRound(self.options.ckks_context, assignment.task, result)
-        return None
+    def protected_round(self, assignment: Assignment, result: TrainResult) -> SiteProtocol | None:
+        """The site's half of a secure or encrypted round (``None`` for a plain round), opened
+        by the same ``site_protocol`` as a simulated site's.
+
+        Raises:
+            ConfigError: The job uses CKKS but this site has no CKKS context.
+            PayloadError: The invitation that came with the task is malformed.
+        """
+        privacy = parse_site_job(assignment.job_json).privacy.plan()
+        open_protocol = site_protocol(
+            privacy, site=self.data.name, ckks_context=self.options.ckks_context, identity=self.options.identity
+        )
+        if open_protocol is None:
+            return None
+        invitation = decode_message(SecAggInvitation, assignment.protocol) if assignment.protocol else None
+        return open_protocol(assignment.task, invitation, result)
 
 
 def build_local_site(
@@ -193,7 +198,7 @@ def build_local_site(
     return LocalSite(
         data.name,
         cases,
-        model=prepare_model(job.privacy, build_model(job.model.name, job.model.params, seed=job.seed)),
+        model=prepare_model(job.privacy.plan(), build_model(job.model.name, job.model.params, seed=job.seed)),
         trainer=trainer,
         strategy=STRATEGIES.create(job.strategy.name, **job.strategy.params),
         seed=job.seed,
@@ -201,14 +206,13 @@ def build_local_site(
 
 
 def _dp_trainer(data: SiteData, job: SiteJob, inner: LocalTrainer, options: SiteOptions | None) -> Trainer:
-    from medfed.privacy.dp.config import dp_trainer  # imports Opacus: only when DP is on
-    from medfed.privacy.dp.noise import NoiseMode
+    from medfed.privacy.dp.noise import NoiseMode  # imports Opacus: only when DP is on
 
     site = data.name
     if options is None:
         raise ConfigError(f"site '{site}': the job uses DP-SGD; the site needs a state folder for its ledger")
-    return dp_trainer(
-        site_privacy(options.policy, job.privacy, site),
+    return site_trainer(
+        site_privacy(options.policy, job.privacy, site).plan(),
         inner,
         data,
         planned_rounds=job.federation.rounds,

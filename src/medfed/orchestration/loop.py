@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from medfed.errors import MedfedError, UpdateRejected
-from medfed.orchestration.connector import SiteConnector
+from medfed.orchestration.grid import Collect, Grid, train_in_clear
 from medfed.orchestration.sampling import sample_sites
 from medfed.orchestration.validation import (
     CheckedResult,
@@ -65,9 +65,14 @@ RoundCallback = Callable[[ServerState, list[TrainResult]], None]
 
 
 def run_round(
-    strategy: Strategy, state: ServerState, plan: RoundPlan, connector: SiteConnector
+    strategy: Strategy,
+    state: ServerState,
+    plan: RoundPlan,
+    grid: Grid,
+    collect: Collect = train_in_clear,
 ) -> tuple[ServerState, list[TrainResult]]:
-    """Runs round ``state.round + 1``: sample, send tasks, validate results, aggregate.
+    """Runs round ``state.round + 1``: sample, send tasks over ``grid`` and gather the results
+    with ``collect`` (in the clear, or as one protected aggregate), validate, aggregate.
 
     Invalid updates (see ``validate_result``, with the strategy's declared extras) are logged
     and left out; a ``CheckedResult`` (checked where it arrived) is checked for the declared
@@ -75,7 +80,8 @@ def run_round(
 
     Raises:
         QuorumNotReached: The valid results hold the updates of fewer than ``plan.min_sites``
-            sites (a secure aggregate counts as the sites in its sum).
+            sites (a secure aggregate counts as the sites in its sum; a protected round that
+            could not be completed gives no result).
         AggregationFailed: ``strategy.aggregate`` raised on the results, or its new state holds
             a NaN or an infinity.
     """
@@ -84,7 +90,7 @@ def run_round(
         plan.sites, fraction=plan.fraction, min_sites=plan.min_sites, seed=plan.seed, round=round
     )
     task = strategy.configure(state, round, plan.config or {})
-    results = _valid(connector.train({site: task for site in chosen}), strategy, state, round)
+    results = _valid(collect(grid, {site: task for site in chosen}), strategy, state, round)
     contributing = sum(_sites_in(result) for result in results)
     if contributing < plan.min_sites:
         raise QuorumNotReached(
@@ -97,22 +103,24 @@ def run_rounds(
     strategy: Strategy,
     state: ServerState,
     plan: RoundPlan,
-    connector: SiteConnector,
+    grid: Grid,
     on_round: RoundCallback | None = None,
     *,
     max_attempts: int = 1,
+    collect: Collect = train_in_clear,
 ) -> ServerState:
     """Runs rounds from ``state.round + 1`` to ``plan.rounds``; ``on_round`` sees each new state
     (to checkpoint it) before the next round starts.
 
     Args:
+        collect: How each round's results are gathered over ``grid`` (see ``run_round``).
         max_attempts: Tries of a round that fails (``RoundFailed``) before its error is raised;
             each failure is logged and leaves the state as it was.
     """
     attempts = 0
     while state.round < plan.rounds:
         try:
-            state, results = run_round(strategy, state, plan, connector)
+            state, results = run_round(strategy, state, plan, grid, collect)
         except RoundFailed as error:
             attempts += 1
             logger.warning("%s (attempt %d of %d)", error, attempts, max_attempts)

@@ -21,13 +21,14 @@ from medfed.orchestration.checkpoint import (
     model_metadata,
     save_round,
 )
-from medfed.orchestration.connector import InProcessConnector, SiteConnector
 from medfed.orchestration.experiments import Experiment
 from medfed.orchestration.federation_data import FederationData
+from medfed.orchestration.grid import Collect, InMemoryGrid, OpenProtocol, Tamper, train_in_clear
 from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog
 from medfed.orchestration.site import LocalSite, cpu_weights
-from medfed.privacy.setup import expected_sites, prepare_model, protect_strategy
+from medfed.privacy.plan import CkksSettings
+from medfed.privacy.setup import expected_sites, prepare_model, protect, site_protocol, site_trainer
 from medfed.training import LocalTrainer, TrainSettings, adapt_norm_statistics, evaluate
 from medfed.training.trainer import Trainer
 from medfed.types import ServerState, SiteState, TrainResult, Weights
@@ -80,6 +81,7 @@ class ExperimentRunner:
         self.run_dir = run_dir
         self.callbacks = callbacks or Callbacks()
         self.metrics = MetricsLog(run_dir)
+        self.privacy = config.privacy.plan()
         channels, dims = data.spatial_shape()
         self.model_params = {"spatial_dims": dims, "in_channels": channels, **config.model.params}
         if "out_channels" not in self.model_params:
@@ -93,11 +95,11 @@ class ExperimentRunner:
     def new_model(self) -> nn.Module:
         """The run's initial model (identical for every experiment; DP-compatible under DP-SGD)."""
         model = build_model(self.config.model.name, self.model_params, seed=self.config.seed)
-        return prepare_model(self.config.privacy, model)
+        return prepare_model(self.privacy, model)
 
     def run(self, experiment: Experiment) -> ExperimentResult:
         """Runs ``experiment`` from its last checkpoint (or from scratch) to the last round."""
-        experiment = self._protected(experiment)
+        experiment, collect, open_protocol = self._protected(experiment)
         directory = self.run_dir / "checkpoints" / experiment.name
         model = self.new_model()
         state, site_states = self._start(experiment, model, directory)
@@ -127,8 +129,10 @@ class ExperimentRunner:
             if self.callbacks.on_round is not None:
                 self.callbacks.on_round(new_state.round)
 
-        connector = self._connector(experiment, sites)
-        final = run_rounds(experiment.strategy, state, plan, connector, on_round=finish_round)
+        grid = InMemoryGrid(
+            sites, open_protocol=open_protocol, on_site_done=self.callbacks.on_site, tamper=self._attack(experiment)
+        )
+        final = run_rounds(experiment.strategy, state, plan, grid, on_round=finish_round, collect=collect)
         return ExperimentResult(experiment, final, {name: site.state for name, site in sites.items()})
 
     def _checkpoint(self, directory: Path, experiment: Experiment, result: ExperimentResult) -> None:
@@ -184,68 +188,60 @@ class ExperimentRunner:
             state=state,
         )
 
-    def _protected(self, experiment: Experiment) -> Experiment:
-        """A federated ``experiment`` with its strategy wrapped as the ``privacy:`` section says."""
-        if experiment.kind != "federated":
-            return experiment
-        expected = expected_sites(self.config.federation, len(experiment.sites))
-        strategy = protect_strategy(
-            self.config.privacy, experiment.strategy, expected_sites=expected, seed=self.config.seed
-        )
-        return replace(experiment, strategy=strategy)
-
-    def _connector(self, experiment: Experiment, sites: Mapping[str, LocalSite]) -> SiteConnector:
-        """Reaches the sites in process; through secure aggregation or CKKS when configured.
-
-        In an attacked experiment, malicious sites' updates are replaced before they are
-        aggregated (securely or not).
-
-        A secure or encrypted round hands the loop one result, the aggregate, which counts
-        towards ``min_sites`` as the number of sites in its sum. CKKS gets a fresh secret-key
-        context per experiment.
-        """
-        connector: SiteConnector = InProcessConnector(sites, on_site_done=self.callbacks.on_site)
+    def _attack(self, experiment: Experiment) -> Tamper | None:
+        """In an attacked experiment, what replaces malicious sites' updates before they are
+        aggregated (securely or not); ``None`` otherwise or for data attacks."""
         attack = self.config.attack
-        if experiment.attacked and attack is not None:
-            from medfed.attacks.poisoning import UPDATE_ATTACKS, AttackConnector
+        if not experiment.attacked or attack is None:
+            return None
+        from medfed.attacks.poisoning import UPDATE_ATTACKS, UpdateAttack
 
-            if attack.kind in UPDATE_ATTACKS:
-                connector = AttackConnector(connector, attack, seed=self.config.seed)
-        if self.config.privacy.encryption is not None and experiment.kind == "federated":
-            from medfed.privacy.ckks_connector import CkksAggregationConnector
+        return UpdateAttack(attack, seed=self.config.seed) if attack.kind in UPDATE_ATTACKS else None
 
-            return CkksAggregationConnector(connector)
-        secure = self.config.privacy.secure_aggregation
-        if secure is None or experiment.kind != "federated":
-            return connector
-        from medfed.privacy.secagg import SecureAggregationConnector
+    def _protected(self, experiment: Experiment) -> tuple[Experiment, Collect, OpenProtocol | None]:
+        """A federated ``experiment`` with its strategy wrapped as the ``privacy:`` section says,
+        how its rounds are gathered and how its sites open a protected round (``protect`` and
+        ``site_protocol``, as in a deployment). A secure or encrypted round hands the loop one
+        result, the aggregate, which counts towards ``min_sites`` as the number of sites in its
+        sum. CKKS gets a fresh key pair per experiment."""
+        if experiment.kind != "federated":
+            return experiment, train_in_clear, None
+        privacy, federation = self.privacy, self.config.federation
+        site_context, server_context = None, None
+        if isinstance(privacy.secure_sum, CkksSettings):
+            from medfed.privacy.ckks import new_key_pair  # imports TenSEAL: only when used
 
-        return SecureAggregationConnector(connector, threshold_fraction=secure.threshold_fraction)
+            site_context, server_context = new_key_pair()
+        expected = expected_sites(len(experiment.sites), fraction=federation.fraction, min_sites=federation.min_sites)
+        strategy, collect = protect(
+            privacy, experiment.strategy, expected_sites=expected, seed=self.config.seed, ckks_context=server_context
+        )
+        open_protocol = site_protocol(privacy, site="simulated", ckks_context=site_context)
+        return replace(experiment, strategy=strategy), collect, open_protocol
 
     def _trainer_for(self, experiment: Experiment, data: SiteData) -> Trainer:
-        """The site's trainer: DP-SGD with the site's own budget and ledger when configured."""
-        if self.config.privacy.dp_sgd is None:
+        """The site's trainer (``site_trainer``): DP-SGD with the site's own budget and ledger
+        when configured; a simulated experiment spends its own budget (one ledger each)."""
+        if self.privacy.dp_sgd is None:
             return self.trainer
-        from medfed.privacy.dp.config import check_site_names, dp_trainer, simulated_noise
+        from medfed.privacy.dp.config import check_site_names, simulated_noise
 
-        check_site_names(self.config.privacy, [*self.data.train, *experiment.sites])
-        # a simulated experiment spends its own budget: one ledger per experiment of the run
-        ledger_dir = self.run_dir / "privacy" / experiment.name
-        rounds = self.config.federation.rounds
-        return dp_trainer(
-            self.config.privacy, self.trainer, data, planned_rounds=rounds,
-            ledger_dir=ledger_dir, job=experiment.name, noise=simulated_noise(self.config.privacy),
+        check_site_names(self.privacy, [*self.data.train, *experiment.sites])
+        return site_trainer(
+            self.privacy, self.trainer, data, planned_rounds=self.config.federation.rounds,
+            ledger_dir=self.run_dir / "privacy" / experiment.name, job=experiment.name,
+            noise=simulated_noise(self.privacy),
         )
 
     def _privacy_rows(
         self, experiment: Experiment, state: ServerState, sites: Mapping[str, LocalSite]
     ) -> list[MetricRow]:
-        if self.config.privacy.dp_sgd is None and self.config.privacy.client_dp is None:
+        if self.privacy.dp_sgd is None and self.privacy.client_dp is None:
             return []
         from medfed.privacy.dp.config import privacy_metrics
 
         trainers = {name: site.trainer for name, site in sites.items()}
-        metrics = privacy_metrics(self.config.privacy, trainers, experiment.strategy, state)
+        metrics = privacy_metrics(self.privacy, trainers, experiment.strategy, state)
         return [MetricRow(experiment.name, state.round, site, "privacy", metric, value) for site, metric, value in metrics]
 
     def _evaluation_rows(self, result: ExperimentResult, model: nn.Module) -> list[MetricRow]:

@@ -142,6 +142,13 @@ def deserialize_context(data: bytes) -> ts.Context:
         raise EncryptionError(f"not a serialized TenSEAL context: {error}") from error
 
 
+def new_key_pair(params: CkksParameters = DEFAULT_PARAMETERS) -> tuple[ts.Context, ts.Context]:
+    """A fresh secret-key context for the sites and its keyless copy for the server (as the
+    startup kits hold them; ``medfed simulate`` makes one pair per experiment)."""
+    sites = create_context(params)
+    return sites, deserialize_context(serialize_context(sites, include_secret_key=False))
+
+
 def load_site_context(path: Path) -> ts.Context:
     """A site's secret-key context from its startup kit (``ckks.ctx``).
 

@@ -1,8 +1,8 @@
 """What secure aggregation and CKKS aggregation share on the strategy side: the round loop must
 only ever see one protected sum, never an individual site's update.
 
-A connector (``SecureAggregationConnector``, ``CkksAggregationConnector``) turns the sites'
-results into one ``TrainResult`` marked as the aggregate; a ``ProtectedAggregation`` subclass
+A protected round over the grid (``SecureAggregationRound``, ``EncryptedAggregationRound``)
+turns the sites' answers into one ``TrainResult`` marked as the aggregate; a ``ProtectedAggregation`` subclass
 wraps the strategy and refuses anything else, so a misconfigured run fails instead of silently
 aggregating in the clear.
 """
@@ -40,30 +40,11 @@ def aggregate_result(round: int, mean: Weights, weight: float, num_sites: int) -
     )
 
 
-def check_site_results(
-    results: Sequence[TrainResult], *, error: type[MedfedError], sum_name: str
-) -> None:
-    """Raises ``error`` unless ``results`` come from 2+ distinct sites without strategy extras.
-
-    Args:
-        results: The sites' results of one round.
-        error: The protection's error type.
-        sum_name: The protection's sum in messages, e.g. ``"a secure sum"``.
-    """
-    if len(results) < 2:
-        raise error(
-            f"only {len(results)} site answered; {sum_name} needs at least 2, "
-            "and one site's update is never passed on in the clear"
-        )
-    if len({r.site for r in results}) != len(results) or any(r.extra for r in results):
-        raise error(f"duplicate sites or strategy extras in a round aggregated as {sum_name}")
-
-
 class ProtectedAggregation(WrappedStrategy):
     """Wraps a sample-weighted strategy so that it only ever aggregates a protected sum.
 
     Subclasses name the protection (``kind``), the strategy-name ``prefix``, their ``error``
-    type and the ``connector`` that produces the sum.
+    type and the ``collector`` (a round over the grid) that produces the sum.
 
     Args:
         inner: The strategy to protect; its ``name`` must be in ``SAMPLE_WEIGHTED_STRATEGIES``
@@ -76,7 +57,7 @@ class ProtectedAggregation(WrappedStrategy):
     kind: ClassVar[str]
     prefix: ClassVar[str]
     error: ClassVar[type[MedfedError]]
-    connector: ClassVar[str]
+    collector: ClassVar[str]
 
     def __init__(self, inner: Strategy) -> None:
         if inner.name not in SAMPLE_WEIGHTED_STRATEGIES:
@@ -98,6 +79,6 @@ class ProtectedAggregation(WrappedStrategy):
         if len(results) != 1 or not is_protected_aggregate(results[0]):
             raise self.error(
                 f"{self.kind} is configured but the server received individual site updates; "
-                f"use {self.connector} to reach the sites"
+                f"use {self.collector} to gather the round"
             )
         return self.inner.aggregate(state, results, num_sites)

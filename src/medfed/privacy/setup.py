@@ -1,25 +1,54 @@
-"""From the ``privacy:`` section to the pieces a run uses, the same in simulation and deployment:
-the protected strategy, the DP-compatible model and the number of sites a round expects."""
+"""From a ``ProtectionPlan`` to the pieces a run uses, composed in one place for
+``medfed simulate`` and ``medfed server``/``client`` alike: the protected strategy with the way
+its rounds are gathered (``protect``), a site's half of a protected round (``site_protocol``),
+a site's trainer stack (``site_trainer``), the DP-compatible model and the number of sites a
+round expects."""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from torch import nn
 
-from medfed.config.schema import FederationConfig, PrivacyConfig
+from medfed.data.cases import SiteData
 from medfed.errors import ConfigError
+from medfed.orchestration.grid import Collect, OpenProtocol, train_in_clear
+from medfed.privacy.plan import CkksSettings, ProtectionPlan, SecureSumSettings, refuse_robust_with
 from medfed.strategies.base import Strategy
 from medfed.strategies.robust import RobustAggregation
+from medfed.training.trainer import LocalTrainer, Trainer
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import tenseal as ts
+
+    from medfed.privacy.dp.noise import NoiseMode
+    from medfed.privacy.secagg.authentication import KeyAuthenticator
 
 
-def protect_strategy(privacy: PrivacyConfig, strategy: Strategy, *, expected_sites: int, seed: int) -> Strategy:
-    """``strategy`` wrapped as ``privacy`` says: client-level DP, then secure aggregation or
-    CKKS (each imports its libraries only when configured).
+def protect(
+    privacy: ProtectionPlan,
+    strategy: Strategy,
+    *,
+    expected_sites: int,
+    seed: int,
+    ckks_context: ts.Context | None = None,
+) -> tuple[Strategy, Collect]:
+    """``strategy`` wrapped as ``privacy`` says, and how its rounds are gathered over the grid.
+
+    The wrappers, innermost first: client-level DP, then secure aggregation or CKKS (each
+    imports its libraries only when configured). A protected sum comes with its round
+    (``SecureAggregationRound``, ``EncryptedAggregationRound``); otherwise the sites' updates are
+    gathered in the clear.
+
+    Args:
+        ckks_context: The server's keyless CKKS context (jobs with encryption).
 
     Raises:
-        ConfigError: If ``strategy`` aggregates robustly and ``privacy`` hides or clips the
-            sites' individual updates (see ``refuse_robust_with``).
+        ConfigError: The job uses CKKS but no context is given, or ``strategy`` aggregates
+            robustly while ``privacy`` hides or clips the sites' updates (``refuse_robust_with``).
     """
     if isinstance(strategy, RobustAggregation):
         refuse_robust_with(privacy, strategy.rule.name)
@@ -27,18 +56,78 @@ def protect_strategy(privacy: PrivacyConfig, strategy: Strategy, *, expected_sit
         from medfed.privacy.dp.config import client_dp
 
         strategy = client_dp(privacy, strategy, expected_sites=expected_sites, seed=seed)
-    if privacy.secure_aggregation is not None:
-        from medfed.privacy.secagg import SecureAggregation
+    if isinstance(privacy.secure_sum, SecureSumSettings):
+        from medfed.privacy.secagg import SecureAggregation, SecureAggregationRound
 
-        strategy = SecureAggregation(strategy)
-    if privacy.encryption is not None:
-        from medfed.privacy.ckks_connector import EncryptedAggregation
+        threshold = privacy.secure_sum.threshold_fraction
+        return SecureAggregation(strategy), SecureAggregationRound(threshold_fraction=threshold)
+    if isinstance(privacy.secure_sum, CkksSettings):
+        from medfed.privacy.ckks_rounds import EncryptedAggregation, EncryptedAggregationRound
 
-        strategy = EncryptedAggregation(strategy)
-    return strategy
+        if ckks_context is None:
+            raise ConfigError(
+                "the job uses CKKS encryption but the server has no CKKS context; provision the "
+                "kits with 'encryption: ckks' and start the server with its kit"
+            )
+        return EncryptedAggregation(strategy), EncryptedAggregationRound(ckks_context)
+    return strategy, train_in_clear
 
 
-def privacy_warning(privacy: PrivacyConfig) -> str | None:
+def site_protocol(
+    privacy: ProtectionPlan,
+    *,
+    site: str,
+    ckks_context: ts.Context | None = None,
+    identity: KeyAuthenticator | None = None,
+) -> OpenProtocol | None:
+    """How ``site`` opens its half of a protected round (``None``: rounds in the clear).
+
+    Args:
+        site: The site's name (in messages).
+        ckks_context: The sites' shared secret-key CKKS context (jobs with encryption).
+        identity: Signs the site's secure-aggregation keys (``None``: anonymous).
+
+    Raises:
+        ConfigError: The job uses CKKS but the site has no context.
+    """
+    if isinstance(privacy.secure_sum, SecureSumSettings):
+        from medfed.privacy.secagg import SecureAggregationSite
+
+        return lambda task, invitation, result: SecureAggregationSite(task, invitation, result, identity)
+    if isinstance(privacy.secure_sum, CkksSettings):
+        from medfed.privacy.ckks_rounds import CkksSite
+
+        if ckks_context is None:
+            raise ConfigError(
+                f"site '{site}': the job uses CKKS encryption but this site has no CKKS context; "
+                "provision the kits with 'encryption: ckks'"
+            )
+        context = ckks_context
+        return lambda task, invitation, result: CkksSite(context, task, result)
+    return None
+
+
+def site_trainer(
+    privacy: ProtectionPlan,
+    inner: LocalTrainer,
+    data: SiteData,
+    *,
+    planned_rounds: int,
+    ledger_dir: Path,
+    job: str,
+    noise: NoiseMode,
+) -> Trainer:
+    """The trainer stack of the site of ``data``: ``inner``, wrapped in a ``DPTrainer`` with the
+    site's budget (``privacy.site_budget``), the ledger of ``data`` in ``ledger_dir`` and the
+    ``noise`` the caller chose (a deployed site: always ``SECURE``) under DP-SGD."""
+    if privacy.dp_sgd is None:
+        return inner
+    from medfed.privacy.dp.config import dp_trainer  # imports Opacus: only when DP is on
+
+    return dp_trainer(privacy, inner, data, planned_rounds=planned_rounds, ledger_dir=ledger_dir, job=job, noise=noise)
+
+
+def privacy_warning(privacy: ProtectionPlan) -> str | None:
     """What a run's logs and report must say about its privacy (``privacy.reproducible_noise``
     under DP: NOT PRIVATE), or ``None``."""
     if not privacy.reproducible_noise or (privacy.dp_sgd is None and privacy.client_dp is None):
@@ -48,31 +137,7 @@ def privacy_warning(privacy: PrivacyConfig) -> str | None:
     return NOT_PRIVATE
 
 
-def refuse_robust_with(privacy: PrivacyConfig, rule: str) -> None:
-    """Raises ``ConfigError`` if robust aggregation by ``rule`` cannot run under ``privacy``.
-
-    A robust rule must see each site's update to find the outlier. Secure aggregation and CKKS
-    show the server only the sum, so no robust rule can run after them; clipping at the sites
-    before the sum is not robust either, since nothing proves that a malicious site clipped.
-    Client-level DP calibrates its noise to the sum of clipped updates; a robust rule in place
-    of that sum changes the sensitivity the guarantee rests on. DP-SGD at the sites is
-    compatible: it changes how each site trains, not what the server sees.
-    """
-    reasons = {
-        "secure_aggregation": "secure aggregation shows the server only the sum of the updates",
-        "encryption": "CKKS encryption shows the server only the sum of the updates",
-        "client_dp": "client-level DP's noise is calibrated to the plain sum of clipped updates",
-    }
-    for section, reason in reasons.items():
-        if getattr(privacy, section) is not None:
-            raise ConfigError(
-                f"robust aggregation ('{rule}') cannot be combined with privacy.{section}: {reason}, "
-                "while a robust rule needs every site's update in the clear (clipping at the sites "
-                "instead is not robust: nothing proves a malicious site clipped)"
-            )
-
-
-def prepare_model(privacy: PrivacyConfig, model: nn.Module) -> nn.Module:
+def prepare_model(privacy: ProtectionPlan, model: nn.Module) -> nn.Module:
     """``model`` made DP-compatible (Opacus's ``ModuleValidator.fix``) under DP-SGD, else as is.
 
     Server and sites call it on the same initial model, so they agree on the architecture.
@@ -85,7 +150,7 @@ def prepare_model(privacy: PrivacyConfig, model: nn.Module) -> nn.Module:
     return fixed
 
 
-def expected_sites(federation: FederationConfig, num_sites: int) -> int:
-    """Sites a round asks: the sampled fraction of ``num_sites``, at least ``min_sites``."""
-    sampled = math.ceil(federation.fraction * num_sites)
-    return min(num_sites, max(federation.min_sites, sampled))
+def expected_sites(num_sites: int, *, fraction: float, min_sites: int) -> int:
+    """Sites a round asks: the sampled ``fraction`` of ``num_sites``, at least ``min_sites``."""
+    sampled = math.ceil(fraction * num_sites)
+    return min(num_sites, max(min_sites, sampled))

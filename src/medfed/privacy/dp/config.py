@@ -1,32 +1,32 @@
-"""From the ``privacy:`` section of a configuration to DP trainers and strategy wrappers."""
+"""From a ``ProtectionPlan`` to DP trainers and strategy wrappers."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from medfed.config.schema import PrivacyConfig
 from medfed.data.cases import SiteData
 from medfed.errors import ConfigError
 from medfed.privacy.dp.accounting import Accountant, Budget
 from medfed.privacy.dp.client import ClientDP
-from medfed.privacy.dp.noise import NoiseMode
 from medfed.privacy.dp.ledger import ledger_file
+from medfed.privacy.dp.noise import NoiseMode
 from medfed.privacy.dp.trainer import AdaptiveClipping, DPTrainer, SitePrivacy
+from medfed.privacy.plan import ProtectionPlan
 from medfed.strategies.base import Strategy
 from medfed.training.trainer import LocalTrainer
 from medfed.types import ServerState
 
 
-def check_site_names(privacy: PrivacyConfig, sites: Iterable[str]) -> None:
+def check_site_names(privacy: ProtectionPlan, sites: Iterable[str]) -> None:
     """Raises ``ConfigError`` when ``privacy.sites`` names a site that does not exist (a typo
     would otherwise silently give that site the default budget)."""
-    unknown = sorted(set(privacy.sites) - set(sites))
+    unknown = sorted(set(privacy.site_budgets) - set(sites))
     if unknown:
         raise ConfigError(f"privacy.sites names unknown sites {unknown}; sites are {sorted(sites)}")
 
 
-def simulated_noise(privacy: PrivacyConfig) -> NoiseMode:
+def simulated_noise(privacy: ProtectionPlan) -> NoiseMode:
     """The noise of a simulated site: ``REPRODUCIBLE`` (NOT PRIVATE) only on the explicit
     ``privacy.reproducible_noise`` opt-in, else ``SECURE`` (``SYSTEM`` if ``secure_mode`` is off).
     Deployed sites do not ask: they always use ``SECURE``."""
@@ -36,7 +36,7 @@ def simulated_noise(privacy: PrivacyConfig) -> NoiseMode:
     return NoiseMode.SECURE if secure else NoiseMode.SYSTEM
 
 
-def site_policy(privacy: PrivacyConfig, site: str, *, planned_rounds: int, noise: NoiseMode) -> SitePrivacy:
+def site_policy(privacy: ProtectionPlan, site: str, *, planned_rounds: int, noise: NoiseMode) -> SitePrivacy:
     """The DP-SGD policy of ``site``: its own budget (or the default), the DP-SGD settings and
     the ``noise`` its caller chose (the site's own decision, never the job's)."""
     dp = privacy.dp_sgd
@@ -44,11 +44,7 @@ def site_policy(privacy: PrivacyConfig, site: str, *, planned_rounds: int, noise
         raise ConfigError("privacy.dp_sgd is not configured")
     epsilon, delta = privacy.site_budget(site)
     budget = Budget(epsilon=epsilon, delta=delta)
-    adaptive = (
-        AdaptiveClipping(dp.target_quantile, dp.clip_lr, dp.count_budget_fraction)
-        if dp.clipping == "adaptive"
-        else None
-    )
+    adaptive = None if dp.adaptive is None else AdaptiveClipping(*dp.adaptive)
     return SitePrivacy(
         budget=budget,
         accountant=Accountant(privacy.accountant),
@@ -61,7 +57,7 @@ def site_policy(privacy: PrivacyConfig, site: str, *, planned_rounds: int, noise
 
 
 def dp_trainer(
-    privacy: PrivacyConfig,
+    privacy: ProtectionPlan,
     inner: LocalTrainer,
     data: SiteData,
     *,
@@ -76,7 +72,7 @@ def dp_trainer(
     return DPTrainer(inner, site=data.name, policy=policy, ledger_path=ledger_file(ledger_dir, data), job=job)
 
 
-def client_dp(privacy: PrivacyConfig, inner: Strategy, *, expected_sites: int, seed: int) -> ClientDP:
+def client_dp(privacy: ProtectionPlan, inner: Strategy, *, expected_sites: int, seed: int) -> ClientDP:
     """``inner`` wrapped in client-level DP as ``privacy.client_dp`` says; the server's noise is
     ``SECURE`` unless ``privacy.reproducible_noise`` (simulation only) makes it replayable."""
     settings = privacy.client_dp
@@ -86,7 +82,7 @@ def client_dp(privacy: PrivacyConfig, inner: Strategy, *, expected_sites: int, s
         inner,
         noise_multiplier=settings.noise_multiplier,
         clip=settings.clip,
-        target_quantile=settings.target_quantile if settings.adaptive else None,
+        target_quantile=settings.target_quantile,
         clip_lr=settings.clip_lr,
         count_budget_fraction=settings.count_budget_fraction,
         expected_sites=expected_sites,
@@ -97,7 +93,7 @@ def client_dp(privacy: PrivacyConfig, inner: Strategy, *, expected_sites: int, s
 
 
 def privacy_metrics(
-    privacy: PrivacyConfig, trainers: Mapping[str, object], strategy: Strategy, state: ServerState
+    privacy: ProtectionPlan, trainers: Mapping[str, object], strategy: Strategy, state: ServerState
 ) -> list[tuple[str, str, float]]:
     """``(site, metric, value)`` after a round: each DP site's ``epsilon`` spent and, under
     client-level DP, the server's ``client_epsilon`` (site ``"server"``)."""

@@ -3,8 +3,8 @@ Privacy-Preserving Machine Learning" (CCS'17), semi-honest server variant.
 
 Pure pieces (``shamir``, ``encoding``, ``crypto``, ``vectors``), the protocol's two halves
 (``SecAggClient``, ``SecAggServer``) exchanging the messages of ``messages``, an in-process
-driver (``secure_sum``, ``secure_weighted_mean``) and the round-loop integration
-(``SecureAggregationConnector``, ``SecureAggregation``).
+driver (``secure_sum``, ``secure_weighted_mean``) and the round-loop integration over any grid
+(``SecureAggregationRound``, ``SecureAggregationSite``, ``SecureAggregation``).
 """
 
 from medfed.privacy.secagg.client import SecAggClient
@@ -16,19 +16,17 @@ from medfed.privacy.secagg.driver import (
 )
 from medfed.privacy.secagg.encoding import FixedPoint
 from medfed.privacy.secagg.errors import SecureAggregationError
+from medfed.privacy.secagg.rounds import SecureAggregationRound, SecureAggregationSite
 from medfed.privacy.secagg.server import SecAggServer
-from medfed.privacy.secagg.strategy import (
-    SecureAggregation,
-    SecureAggregationConnector,
-    threshold_for,
-)
+from medfed.privacy.secagg.strategy import SecureAggregation, threshold_for
 
 __all__ = [
     "FixedPoint",
     "SecAggClient",
     "SecAggServer",
     "SecureAggregation",
-    "SecureAggregationConnector",
+    "SecureAggregationRound",
+    "SecureAggregationSite",
     "SecureAggregationError",
     "SecureSum",
     "new_config",

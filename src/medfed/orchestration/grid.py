@@ -1,0 +1,198 @@
+"""How the round loop reaches sites: the ``Grid`` seam, and its in-memory implementation.
+
+A grid delivers work to named sites and gathers their answers (cf. Flower's ``Grid``). It
+offers two kinds of exchange:
+
+- ``train(tasks)``: each site trains on its task and answers with its update (a plain round).
+- ``train_protected(tasks, invitations, reply)`` then ``step(round, step, messages, reply)``: each
+  site trains and answers with its protocol ``upload`` instead of its weights; further protocol
+  steps post one message per site and gather one reply each. This is how secure aggregation and
+  CKKS (``medfed.privacy``) are written once, over any grid.
+
+A site that misses a deadline, declines, or answers with a refused reply is simply absent from
+the returned answers: it has dropped out. The site side of a protected round is a
+``SiteProtocol``; both the in-memory grid and the gRPC client (``medfed.deployment.client``)
+drive the same objects.
+
+This module is the seam: it imports nothing of the loop, of privacy or of transport, so every
+one of them may depend on it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from medfed.errors import MedfedError, PrivacyBudgetExceeded
+from medfed.orchestration.site import LocalSite
+from medfed.types import TrainResult, TrainTask
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a protocol exchange expects back from each site.
+
+    Attributes:
+        kind: The reply's type (a protocol message dataclass, or ``TrainResult``).
+        check: Raises ``UpdateRejected`` (or ``MedfedError``) for a reply the server refuses,
+            e.g. one that signs as another client; a refused reply is a drop-out.
+        limit: Largest reply in bytes on a wire (ignored in memory).
+    """
+
+    kind: type
+    check: Callable[[str, Any], None] | None = None
+    limit: int = 16 * 1024 * 1024
+
+
+class SiteProtocol(Protocol):
+    """A site's half of one protected round, after it trained.
+
+    Attributes:
+        requests: The message type the server sends in each protocol step, by step name.
+    """
+
+    requests: Mapping[str, type]
+
+    def upload(self) -> object:
+        """The answer to the training task, in place of the trained weights."""
+        ...
+
+    def answer(self, step: str, message: object) -> object:
+        """The reply to the server's ``message`` of protocol ``step``.
+
+        Raises:
+            MedfedError: The message is out of order, of another session or forged.
+        """
+        ...
+
+
+OpenProtocol = Callable[[TrainTask, object, TrainResult], SiteProtocol]
+"""``open(task, invitation, result)``: a site's ``SiteProtocol`` for the round of ``task``, from
+the server's invitation (``None`` when the protection has none) and the site's trained result."""
+
+
+class Grid(Protocol):
+    """Delivers work to sites and gathers their answers; see the module docstring."""
+
+    def train(self, tasks: Mapping[str, TrainTask]) -> list[TrainResult]:
+        """Runs each site's task and returns the updates that arrived."""
+        ...
+
+    def train_protected(
+        self, tasks: Mapping[str, TrainTask], invitations: Mapping[str, object], reply: Reply
+    ) -> dict[str, object]:
+        """Runs each site's task (with its invitation, if any) and returns each answering
+        site's protocol upload, by site."""
+        ...
+
+    def step(self, round: int, step: str, messages: Mapping[str, object], reply: Reply) -> dict[str, object]:
+        """Posts protocol ``step`` of ``round`` (one message per site); returns the accepted
+        replies by site."""
+        ...
+
+
+Collect = Callable[[Grid, Mapping[str, TrainTask]], list[TrainResult]]
+"""How a round's results are gathered over a grid: in the clear (``train_in_clear``) or as one
+protected aggregate (``medfed.privacy``'s secure and encrypted sums)."""
+
+
+Tamper = Callable[[Mapping[str, TrainTask], list[TrainResult]], list[TrainResult]]
+"""``tamper(tasks, results) -> results``: a simulation hook on what the sites send."""
+
+
+def train_in_clear(grid: Grid, tasks: Mapping[str, TrainTask]) -> list[TrainResult]:
+    """The sites' individual updates, as the grid delivers them."""
+    return grid.train(tasks)
+
+
+class InMemoryGrid:
+    """Sites in this process (``LocalSite`` objects), run one after another.
+
+    Args:
+        sites: The simulated sites by name.
+        open_protocol: Builds a site's ``SiteProtocol`` in protected rounds (``None``: plain
+            rounds only).
+        on_site_done: Called with each site's name after it trained (e.g. a progress bar).
+        tamper: Replaces some sites' results before they leave the sites, in plain and protected
+            rounds alike (the attack simulator's malicious sites); ``None``: none.
+    """
+
+    def __init__(
+        self,
+        sites: Mapping[str, LocalSite],
+        *,
+        open_protocol: OpenProtocol | None = None,
+        on_site_done: Callable[[str], None] | None = None,
+        tamper: Tamper | None = None,
+    ) -> None:
+        self.sites = dict(sites)
+        self.open_protocol = open_protocol
+        self.on_site_done = on_site_done
+        self.tamper = tamper
+        self._parties: dict[str, SiteProtocol] = {}
+
+    def train(self, tasks: Mapping[str, TrainTask]) -> list[TrainResult]:
+        results = [result for name, task in tasks.items() if (result := self._train(name, task)) is not None]
+        return results if self.tamper is None else self.tamper(tasks, results)
+
+    def train_protected(
+        self, tasks: Mapping[str, TrainTask], invitations: Mapping[str, object], reply: Reply
+    ) -> dict[str, object]:
+        if self.open_protocol is None:
+            raise ValueError("this grid runs plain rounds only: give it open_protocol")
+        self._parties = {}
+        uploads = {}
+        for result in self.train(tasks):
+            name, task = result.site, tasks[result.site]
+            try:
+                party = self.open_protocol(task, invitations.get(name), result)
+                uploads[name] = _checked(name, party.upload(), reply)
+            except MedfedError as error:  # the site cannot take part: a drop-out
+                logger.warning("round %d: site '%s' left the protected round: %s", task.round, name, error)
+                continue
+            self._parties[name] = party
+        return {name: upload for name, upload in uploads.items() if upload is not None}
+
+    def step(self, round: int, step: str, messages: Mapping[str, object], reply: Reply) -> dict[str, object]:
+        replies = {}
+        for name, message in messages.items():
+            party = self._parties.get(name)
+            if party is None:
+                continue
+            try:
+                answer = _checked(name, party.answer(step, message), reply)
+            except MedfedError as error:
+                logger.warning("round %d (%s): site '%s' dropped out: %s", round, step, name, error)
+                self._parties.pop(name)
+                continue
+            if answer is not None:
+                replies[name] = answer
+        return replies
+
+    def _train(self, name: str, task: TrainTask) -> TrainResult | None:
+        try:
+            return self.sites[name].train(task)
+        except PrivacyBudgetExceeded as declined:  # the site's own decision: a drop-out
+            logger.warning("round %d: %s", task.round, declined)
+            return None
+        finally:
+            if self.on_site_done is not None:
+                self.on_site_done(name)
+
+
+def _checked(site: str, answer: object, reply: Reply) -> object | None:
+    """``answer`` if it is a ``reply.kind`` that ``reply.check`` passes, else ``None`` (logged)."""
+    if not isinstance(answer, reply.kind):
+        logger.warning("site '%s' answered with a %s, expected %s", site, type(answer).__name__, reply.kind.__name__)
+        return None
+    if reply.check is not None:
+        try:
+            reply.check(site, answer)
+        except MedfedError as refused:
+            logger.warning("%s", refused)
+            return None
+    return answer
