@@ -15,7 +15,13 @@ from collections.abc import Sequence
 import torch
 
 BENCHMARKS = (
-    "overhead", "aggregation", "secure_aggregation", "protected_rounds", "dp", "transfer", "robustness"
+    "overhead",
+    "aggregation",
+    "secure_aggregation",
+    "protected_rounds",
+    "dp",
+    "transfer",
+    "robustness",
 )
 
 
@@ -39,9 +45,7 @@ def run(name: str) -> None:
 
 def cli(argv: Sequence[str] | None = None) -> None:
     """Parses the benchmark names and runs each, printing a header and its duration."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     valid = ", ".join(BENCHMARKS)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"default: all of {valid}")
     names = parser.parse_args(argv).names or list(BENCHMARKS)

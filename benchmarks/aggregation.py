@@ -33,8 +33,7 @@ def make_model(seed: int) -> Weights:
     """A synthetic model of ``LAYER_SHAPES`` float32 tensors plus an integer buffer."""
     generator = torch.Generator().manual_seed(seed)
     weights = {
-        f"layer{i}.weight": torch.randn(shape, generator=generator)
-        for i, shape in enumerate(LAYER_SHAPES)
+        f"layer{i}.weight": torch.randn(shape, generator=generator) for i, shape in enumerate(LAYER_SHAPES)
     }
     weights["bn.num_batches_tracked"] = torch.tensor(seed)
     return weights

@@ -24,8 +24,8 @@ from torch.utils.data import Dataset
 from medfed.config.loading import load_config
 from medfed.models import build_model
 from medfed.privacy.dp import Budget, DPTrainer, SitePrivacy, make_dp_compatible
-from medfed.privacy.dp.noise import NoiseMode
 from medfed.privacy.dp.accounting import Accountant
+from medfed.privacy.dp.noise import NoiseMode
 from medfed.simulate import run_simulation
 from medfed.training import LocalTrainer, TrainSettings
 
@@ -68,8 +68,12 @@ def step_times(device: torch.device) -> dict[str, float]:
     times = {}
     for noise in (NoiseMode.SECURE, NoiseMode.SYSTEM):
         # RDP: the budget check inside fit must not weigh on the step time (a PRV evaluation takes ~1 s)
-        policy = SitePrivacy(budget=Budget(1e6, 1e-5), noise_multiplier=1.0, noise=noise, accountant=Accountant.RDP)
-        times[f"DP-SGD, {noise.value} noise"] = _seconds_per_step(DPTrainer(inner, site="bench", policy=policy), device)
+        policy = SitePrivacy(
+            budget=Budget(1e6, 1e-5), noise_multiplier=1.0, noise=noise, accountant=Accountant.RDP
+        )
+        times[f"DP-SGD, {noise.value} noise"] = _seconds_per_step(
+            DPTrainer(inner, site="bench", policy=policy), device
+        )
     times["non-private"] = _seconds_per_step(inner, device)
     return times
 
@@ -79,9 +83,13 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     warnings.filterwarnings("ignore", category=UserWarning)
     times = step_times(device)
-    print(f"device: {device}, {torch.get_num_threads()} threads, U-Net 16-32-64, {SIZE}x{SIZE}, batch {BATCH}")
+    print(
+        f"device: {device}, {torch.get_num_threads()} threads, U-Net 16-32-64, {SIZE}x{SIZE}, batch {BATCH}"
+    )
     for name, seconds in times.items():
-        print(f"{name:>22}: {seconds * 1e3:.1f} ms per step, {seconds / times['non-private']:.2f}x non-private")
+        print(
+            f"{name:>22}: {seconds * 1e3:.1f} ms per step, {seconds / times['non-private']:.2f}x non-private"
+        )
 
 
 def compare(rounds: int | None = None) -> dict[str, float]:
@@ -93,7 +101,9 @@ def compare(rounds: int | None = None) -> dict[str, float]:
     assert dp is not None
     variants = {
         "non-private": base.privacy.model_copy(update={"dp_sgd": None}),
-        "DP fixed clip": base.privacy.model_copy(update={"dp_sgd": dp.model_copy(update={"clipping": "fixed"})}),
+        "DP fixed clip": base.privacy.model_copy(
+            update={"dp_sgd": dp.model_copy(update={"clipping": "fixed"})}
+        ),
         "DP adaptive (ADP-FL)": base.privacy,
     }
     scores = {}

@@ -26,11 +26,11 @@ import torch
 from medfed.data import SiteData
 from medfed.deployment.client import run_client
 from medfed.deployment.job import JobConfig, site_job_json
+from medfed.deployment.site_builder import SiteBuilder, SiteOptions
 from medfed.orchestration.grid import train_in_clear
+from medfed.privacy import ckks
 from medfed.privacy.ckks_rounds import EncryptedAggregationRound
 from medfed.privacy.secagg.rounds import SecureAggregationRound
-from medfed.deployment.site_builder import SiteBuilder, SiteOptions
-from medfed.privacy import ckks
 from medfed.transport.board import RoundBoard
 from medfed.transport.client import SiteChannel
 from medfed.transport.grid import GrpcGrid
@@ -62,7 +62,9 @@ class _NoiseSite:
 
     def train(self, task: TrainTask) -> TrainResult:
         generator = torch.Generator().manual_seed(self.samples)
-        weights = {key: t + 0.01 * torch.randn(t.shape, generator=generator) for key, t in task.weights.items()}
+        weights = {
+            key: t + 0.01 * torch.randn(t.shape, generator=generator) for key, t in task.weights.items()
+        }
         return TrainResult(self.name, task.round, weights, self.samples)
 
 
@@ -82,11 +84,17 @@ class _Builder(SiteBuilder):
 
 def one_round(kind: str, sites: int, params: int) -> tuple[float, float]:
     """Seconds of one ``kind`` round and the mean bytes a site sent."""
-    privacy = {"plain": {}, "secure": {"secure_aggregation": {"threshold_fraction": 0.5}}, "ckks": {"encryption": {"scheme": "ckks"}}}
+    privacy = {
+        "plain": {},
+        "secure": {"secure_aggregation": {"threshold_fraction": 0.5}},
+        "ckks": {"encryption": {"scheme": "ckks"}},
+    }
     job = JobConfig(name="bench", privacy=privacy[kind], poll_s=1.0)
     names = [f"site_{index:02d}" for index in range(sites)]
     board = _CountingBoard()
-    servicer = FederationServicer(board, sites=names, job_json=site_job_json(job), authenticate=None, poll_s=1.0)
+    servicer = FederationServicer(
+        board, sites=names, job_json=site_job_json(job), authenticate=None, poll_s=1.0
+    )
     server, port = start_server(servicer, address="127.0.0.1:0", credentials=None)
     site_context = ckks.create_context() if kind == "ckks" else None
     grid = GrpcGrid(board, round_timeout_s=TIMEOUT_S, step_timeout_s=TIMEOUT_S)
@@ -119,7 +127,9 @@ def one_round(kind: str, sites: int, params: int) -> tuple[float, float]:
 
 
 def _site(name: str, samples: int, port: int, context: Any) -> None:
-    builder = _Builder(_NoiseSite(name, samples), SiteOptions(state_dir=Path("."), ckks_context=context, holdout=0.0))
+    builder = _Builder(
+        _NoiseSite(name, samples), SiteOptions(state_dir=Path("."), ckks_context=context, holdout=0.0)
+    )
     run_client(lambda: SiteChannel(f"127.0.0.1:{port}", site=name, tls=None), builder, max_failures=5)
 
 

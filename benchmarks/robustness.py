@@ -51,7 +51,9 @@ RULES: dict[str, dict[str, Any] | None] = {
     "norm_bound": {"rule": "norm_bound"},
 }
 MALICIOUS = "hospital_b"
-FIFTH_SITE = SyntheticSite("hospital_e", ScannerProfile("t1", 1800.0, 1.2, 0.25, 0.03, 0.6), 40, 0.5, (0.06, 0.11))
+FIFTH_SITE = SyntheticSite(
+    "hospital_e", ScannerProfile("t1", 1800.0, 1.2, 0.25, 0.03, 0.6), 40, 0.5, (0.06, 0.11)
+)
 CASES_SCALE = 0.5
 SETTINGS: dict[str, Any] = {
     "model": {"params": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}},
@@ -78,12 +80,16 @@ class TimedStrategy(WrappedStrategy):
 
 def make_sites(root: Path) -> list[SiteSourceConfig]:
     """Writes the five sites under ``root`` (MSD layout) and returns their data entries."""
-    sites = [replace(s, num_cases=max(4, round(s.num_cases * CASES_SCALE))) for s in (*DEFAULT_SITES, FIFTH_SITE)]
+    sites = [
+        replace(s, num_cases=max(4, round(s.num_cases * CASES_SCALE))) for s in (*DEFAULT_SITES, FIFTH_SITE)
+    ]
     paths = generate_federation(sites, root, image_size=32, seed=0)
     return [SiteSourceConfig(name=name, path=path, format="msd") for name, path in paths.items()]
 
 
-def base_config(sites: list[SiteSourceConfig], out: Path, rounds: int, attack: str | None) -> SimulationConfig:
+def base_config(
+    sites: list[SiteSourceConfig], out: Path, rounds: int, attack: str | None
+) -> SimulationConfig:
     """The benchmark's simulation settings, with ``attack`` on ``MALICIOUS`` (or none)."""
     raw: dict[str, Any] = {
         **SETTINGS,
@@ -102,7 +108,9 @@ def run_one(config: SimulationConfig, rule: str, attacked: bool, out: Path) -> d
     data = prepare_data(config.data, out / "data", seed=config.seed)
     runner = ExperimentRunner(config, data, out / f"{rule}-{int(attacked)}")
     robust = RULES[rule]
-    strategy = TimedStrategy(build_strategy(StrategyConfig.model_validate({"name": "fedavg", "robust": robust})))
+    strategy = TimedStrategy(
+        build_strategy(StrategyConfig.model_validate({"name": "fedavg", "robust": robust}))
+    )
     start = time.perf_counter()
     runner.run(Experiment(rule, "federated", strategy, data.train, attacked=attacked))
     wall = time.perf_counter() - start
@@ -134,7 +142,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sites = make_sites(root / "sites")
         clean_config = base_config(sites, root / "clean", args.rounds, None)
         clean = {rule: run_one(clean_config, rule, False, root / "clean") for rule in rules}
-        print(f"5 sites, {MALICIOUS} malicious, {args.rounds} rounds, 32x32, U-Net 8-16-32; Dice x100 (backdoor success %)")
+        print(
+            f"5 sites, {MALICIOUS} malicious, {args.rounds} rounds, 32x32, U-Net 8-16-32; Dice x100 (backdoor success %)"
+        )
         print(f"{'attack':<12}" + "".join(f"{rule:>18}" for rule in rules))
         print(f"{'none':<12}" + "".join(f"{_cell(clean[rule]):>18}" for rule in rules), flush=True)
         _print_cost(clean, rules)
@@ -150,7 +160,10 @@ def _print_cost(clean: dict[str, dict[str, float]], rules: list[str]) -> None:
     for rule in rules[1:]:
         agg = clean[rule]["aggregate_s"] / base["aggregate_s"]
         wall = clean[rule]["wall_s"] / base["wall_s"]
-        print(f"  {rule:<18} aggregate x{agg:7.1f} ({clean[rule]['aggregate_s'] * 1e3:.1f} ms)   wall x{wall:.2f}", flush=True)
+        print(
+            f"  {rule:<18} aggregate x{agg:7.1f} ({clean[rule]['aggregate_s'] * 1e3:.1f} ms)   wall x{wall:.2f}",
+            flush=True,
+        )
 
 
 def _cell(score: dict[str, float]) -> str:

@@ -38,10 +38,7 @@ PLAIN_REPEATS = 20  # plain aggregation takes milliseconds: keep the best of man
 def make_updates(sites: int, params: int) -> list[tuple[Weights, float]]:
     """``sites`` synthetic float32 models of ``params`` values with sample counts 10, 20, ..."""
     generator = torch.Generator().manual_seed(0)
-    return [
-        ({"w": torch.randn(params, generator=generator) * 0.1}, 10.0 * (i + 1))
-        for i in range(sites)
-    ]
+    return [({"w": torch.randn(params, generator=generator) * 0.1}, 10.0 * (i + 1)) for i in range(sites)]
 
 
 def timed(run: Callable[[], T]) -> tuple[T, float]:
@@ -124,9 +121,7 @@ def ckks_round(updates: list[tuple[Weights, float]]) -> Measurement:
     """One CKKS weighted mean with per-role timers; returns times, bytes and the mean."""
     layout = layout_of(updates[0][0])
     site_context = ckks.create_context()
-    server_context = ckks.deserialize_context(
-        ckks.serialize_context(site_context, include_secret_key=False)
-    )
+    server_context = ckks.deserialize_context(ckks.serialize_context(site_context, include_secret_key=False))
     uploads, encrypt_s = timed(
         lambda: [
             ckks.encrypt_weighted_update(site_context, w, n, layout, site=f"site{i}")
@@ -161,9 +156,7 @@ def main(argv: list[str] | None = None) -> None:
 
     updates = make_updates(args.sites, args.params)
     plain, plain_s = timed(lambda: weighted_mean(updates))
-    plain_s = min(
-        plain_s, *(timed(lambda: weighted_mean(updates))[1] for _ in range(PLAIN_REPEATS))
-    )
+    plain_s = min(plain_s, *(timed(lambda: weighted_mean(updates))[1] for _ in range(PLAIN_REPEATS)))
     reference = plain["w"].double().numpy()
     plain_bytes = 4 * args.params
     print(

@@ -86,10 +86,14 @@ def grpc_seconds(kits: Path, weights: Weights) -> tuple[float, float]:
         job_json="{}",
         authenticate=CertificateGate(server_kit.tls.ca_certificate, server_kit.crl),
     )
-    server, port = start_server(servicer, address="127.0.0.1:0", credentials=server_credentials(server_kit.tls))
+    server, port = start_server(
+        servicer, address="127.0.0.1:0", credentials=server_credentials(server_kit.tls)
+    )
     try:
         board.post(1, {SITE: TrainTask(round=1, weights=weights)})
-        with SiteChannel(f"127.0.0.1:{port}", site=SITE, tls=site_kit.tls, server_name="localhost") as channel:
+        with SiteChannel(
+            f"127.0.0.1:{port}", site=SITE, tls=site_kit.tls, server_name="localhost"
+        ) as channel:
             start = time.perf_counter()
             assignment = channel.fetch()
             download = time.perf_counter() - start

@@ -38,12 +38,16 @@ def burst(target: str) -> Counter[str]:
         calls, payload = FederationCalls(channel), b"\x01" * SIZE
         futures = [
             calls.submit_result.future(
-                payload_stream(Kind.RESULT, payload, round=1, task_id="t"), metadata=((SITE_METADATA_KEY, site),), timeout=120
+                payload_stream(Kind.RESULT, payload, round=1, task_id="t"),
+                metadata=((SITE_METADATA_KEY, site),),
+                timeout=120,
             )
             for site in SITES
             for _ in range(PER_SITE)
         ]
-        return Counter("OK" if future.exception() is None else future.exception().code().name for future in futures)
+        return Counter(
+            "OK" if future.exception() is None else future.exception().code().name for future in futures
+        )
 
 
 def main() -> None:
@@ -51,7 +55,9 @@ def main() -> None:
         print(dict(burst(sys.argv[2])))
         return
     trimmed = "--no-trim" not in sys.argv and return_freed_memory()
-    servicer = FederationServicer(RoundBoard(max_update_bytes=SIZE + 1024), sites=list(SITES), job_json="{}", authenticate=None)
+    servicer = FederationServicer(
+        RoundBoard(max_update_bytes=SIZE + 1024), sites=list(SITES), job_json="{}", authenticate=None
+    )
     server, port = start_server(servicer, address="127.0.0.1:0", credentials=None)
     gc.collect()
     before = peak = resident_mib()
@@ -63,12 +69,21 @@ def main() -> None:
             peak = max(peak, resident_mib())
 
     threading.Thread(target=sample, daemon=True).start()
-    outcome = subprocess.run([sys.executable, __file__, "--client", f"127.0.0.1:{port}"], capture_output=True, text=True, check=True)
+    outcome = subprocess.run(
+        [sys.executable, __file__, "--client", f"127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     gc.collect()
     time.sleep(2)
     done.set()
-    print(f"{len(SITES) * PER_SITE} uploads of {SIZE >> 20} MiB, trim {'on' if trimmed else 'off'}: {outcome.stdout.strip()}")
-    print(f"server RSS {before:.0f} MiB; peak +{peak - before:.0f} MiB; 2 s after +{resident_mib() - before:.0f} MiB")
+    print(
+        f"{len(SITES) * PER_SITE} uploads of {SIZE >> 20} MiB, trim {'on' if trimmed else 'off'}: {outcome.stdout.strip()}"
+    )
+    print(
+        f"server RSS {before:.0f} MiB; peak +{peak - before:.0f} MiB; 2 s after +{resident_mib() - before:.0f} MiB"
+    )
     server.stop(grace=0).wait(5)
 
 

@@ -30,8 +30,14 @@ def _imports_of(package: str) -> dict[str, set[str]]:
 @pytest.mark.parametrize(
     ("package", "forbidden"),
     [
-        ("privacy", ("medfed.config", "medfed.deployment", "medfed.transport", "medfed.cli", "medfed.simulate")),
-        ("orchestration/grid", ("medfed.privacy", "medfed.transport", "medfed.config", "medfed.orchestration.loop")),
+        (
+            "privacy",
+            ("medfed.config", "medfed.deployment", "medfed.transport", "medfed.cli", "medfed.simulate"),
+        ),
+        (
+            "orchestration/grid",
+            ("medfed.privacy", "medfed.transport", "medfed.config", "medfed.orchestration.loop"),
+        ),
         ("orchestration/validation", ("medfed.privacy", "medfed.transport", "medfed.config")),
         ("config", ("medfed.orchestration", "medfed.deployment", "medfed.transport")),
     ],
@@ -45,5 +51,10 @@ def test_no_package_imports_what_depends_on_it(package: str, forbidden: tuple[st
 
 
 def test_config_reaches_privacy_only_through_the_plan_and_the_strategy_wrappers() -> None:
-    privacy = {name for names in _imports_of("config").values() for name in names if name.startswith("medfed.privacy")}
+    privacy = {
+        name
+        for names in _imports_of("config").values()
+        for name in names
+        if name.startswith("medfed.privacy")
+    }
     assert privacy <= {"medfed.privacy.plan", "medfed.privacy.secagg", "medfed.privacy.ckks_rounds"}

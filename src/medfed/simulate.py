@@ -33,6 +33,7 @@ from medfed.training import predict
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class SimulationOutcome:
     """Where a finished simulation left its results."""
@@ -94,7 +95,9 @@ def _attack_rows(
         experiment = result.experiment
         if experiment.kind == "federated":
             robust = isinstance(experiment.strategy, RobustAggregation)
-            roles[experiment.name] = "clean" if not experiment.attacked else "defended" if robust else "attacked"
+            roles[experiment.name] = (
+                "clean" if not experiment.attacked else "defended" if robust else "attacked"
+            )
     return attack_summary(rows, summary, roles, backdoor_metric=BACKDOOR_METRIC)
 
 

@@ -7,7 +7,7 @@ DEFAULT_LIMIT = 200
 
 
 def printable(text: str, limit: int = DEFAULT_LIMIT) -> str:
-    """``text`` on one line of printable ASCII, at most about ``limit`` characters long.
+    r"""``text`` on one line of printable ASCII, at most about ``limit`` characters long.
 
     Newlines, control characters, backslashes and every non-ASCII character are escaped as in a
     Python literal (``\\n``, ``\\x1b``, ``\\u202e``), so a site cannot forge a log line or hide

@@ -113,7 +113,9 @@ def _as_updates(rows: list[list[float]]) -> list[Weights]:
 
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(rows=_vectors, name=st.sampled_from(sorted(_RULES)), data=st.data())
-def test_order_of_the_updates_does_not_matter(rows: list[list[float]], name: str, data: st.DataObject) -> None:
+def test_order_of_the_updates_does_not_matter(
+    rows: list[list[float]], name: str, data: st.DataObject
+) -> None:
     if name == "krum":  # with tied scores Krum may pick either update: order-invariant only without ties
         scores = krum_scores(stack_updates(_as_updates(rows)), f=1).tolist()
         assume(len(set(scores)) == len(scores))
@@ -123,7 +125,9 @@ def test_order_of_the_updates_does_not_matter(rows: list[list[float]], name: str
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)
-@given(row=st.lists(_floats, min_size=1, max_size=4), n=st.integers(1, 6), name=st.sampled_from(sorted(_RULES)))
+@given(
+    row=st.lists(_floats, min_size=1, max_size=4), n=st.integers(1, 6), name=st.sampled_from(sorted(_RULES))
+)
 def test_identical_updates_give_that_update(row: list[float], n: int, name: str) -> None:
     out = _RULES[name](_as_updates([row] * n))
     torch.testing.assert_close(out["w"], torch.tensor(row, dtype=torch.float64))
@@ -132,8 +136,10 @@ def test_identical_updates_give_that_update(row: list[float], n: int, name: str)
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)
-@given(rows=st.lists(st.lists(_floats, min_size=2, max_size=2), min_size=4, max_size=6),
-       name=st.sampled_from(["median", "trimmed_mean", "krum", "geometric_median"]))
+@given(
+    rows=st.lists(st.lists(_floats, min_size=2, max_size=2), min_size=4, max_size=6),
+    name=st.sampled_from(["median", "trimmed_mean", "krum", "geometric_median"]),
+)
 def test_one_huge_outlier_stays_out(rows: list[list[float]], name: str) -> None:
     honest = torch.tensor(rows, dtype=torch.float64)
     out = _RULES[name](_as_updates([*rows, [1e30, -1e30]]))["w"]

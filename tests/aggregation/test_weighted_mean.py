@@ -86,9 +86,7 @@ def test_bad_weights_are_rejected_with_their_index(weight: float) -> None:
         ),
     ],
 )
-def test_mismatched_updates_are_rejected_naming_key_and_index(
-    second: Weights, message: str
-) -> None:
+def test_mismatched_updates_are_rejected_naming_key_and_index(second: Weights, message: str) -> None:
     first = {"w": torch.ones(2), "v": torch.ones(1)}
     with pytest.raises(ValueError, match=message):
         weighted_mean([(first, 1.0), (second, 1.0)])

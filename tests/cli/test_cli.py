@@ -10,9 +10,17 @@ from medfed.cli.app import app
 
 @pytest.mark.parametrize(
     "command",
-    [["--help"], ["simulate", "--help"], ["generate", "--help"], ["server", "--help"],
-     ["client", "--help"], ["provision", "--help"], ["status", "--help"], ["report", "--help"],
-     ["attack", "gradient-inversion", "--help"]],
+    [
+        ["--help"],
+        ["simulate", "--help"],
+        ["generate", "--help"],
+        ["server", "--help"],
+        ["client", "--help"],
+        ["provision", "--help"],
+        ["status", "--help"],
+        ["report", "--help"],
+        ["attack", "gradient-inversion", "--help"],
+    ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(app, command)
@@ -51,14 +59,27 @@ def test_generate_writes_msd_sites(tmp_path: Path) -> None:
 def test_a_ckks_job_without_a_server_kit_is_one_clear_line(tmp_path: Path) -> None:
     job = tmp_path / "job.yaml"
     job.write_text("privacy: {encryption: {scheme: ckks}}\n")
-    result = _medfed("server", "--insecure", "--sites", "a,b", "--job", str(job), "--state-dir", str(tmp_path / "state"))
+    result = _medfed(
+        "server", "--insecure", "--sites", "a,b", "--job", str(job), "--state-dir", str(tmp_path / "state")
+    )
     assert result.returncode == 2
     assert "provisioned with 'encryption: ckks'" in " ".join((result.stdout + result.stderr).split())
     assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_client_delta_without_epsilon_is_refused(tmp_path: Path) -> None:
-    args = ["client", "--insecure", "--site", "a", "--server", "127.0.0.1:1", "--data", str(tmp_path), "--delta", "1e-6"]
+    args = [
+        "client",
+        "--insecure",
+        "--site",
+        "a",
+        "--server",
+        "127.0.0.1:1",
+        "--data",
+        str(tmp_path),
+        "--delta",
+        "1e-6",
+    ]
     result = _medfed(*args)
     assert result.returncode == 2
     assert "--delta goes with --epsilon" in " ".join((result.stdout + result.stderr).split())
@@ -67,7 +88,18 @@ def test_client_delta_without_epsilon_is_refused(tmp_path: Path) -> None:
 def test_client_with_a_bad_site_policy_is_one_line_naming_file_and_setting(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text("epsilon: 1\nrequire_dp_sgd: false\n")
-    args = ["client", "--insecure", "--site", "a", "--server", "127.0.0.1:1", "--data", str(tmp_path), "--policy", str(policy)]
+    args = [
+        "client",
+        "--insecure",
+        "--site",
+        "a",
+        "--server",
+        "127.0.0.1:1",
+        "--data",
+        str(tmp_path),
+        "--policy",
+        str(policy),
+    ]
     result = _medfed(*args)
     assert result.returncode == 2
     output = " ".join((result.stdout + result.stderr).split())
@@ -79,7 +111,9 @@ def test_status_shows_each_sites_decline_reason_verbatim(tmp_path: Path) -> None
     from medfed.deployment.status import ServerStatus, write_status
 
     reason = "round 2: site policy: job has no DP-SGD [red]but[/red] this site requires it"
-    write_status(tmp_path, ServerStatus(job="j", port=1, completed_rounds=2, total_rounds=3, declined={"c": reason}))
+    write_status(
+        tmp_path, ServerStatus(job="j", port=1, completed_rounds=2, total_rounds=3, declined={"c": reason})
+    )
     result = CliRunner().invoke(app, ["status", "--state-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert f"declined by c: {reason}" in " ".join(result.output.split())  # no markup from a site
@@ -89,8 +123,18 @@ def test_error_with_brackets_in_a_path_is_printed_verbatim(tmp_path: Path) -> No
     site = tmp_path / "[red]site [bold]x"
     site.mkdir()
     result = _medfed(
-        "client", "--insecure", "--site", "a", "--server", "127.0.0.1:1", "--data", str(site),
-        "--format", "dicom", "--state-dir", str(tmp_path / "state"),
+        "client",
+        "--insecure",
+        "--site",
+        "a",
+        "--server",
+        "127.0.0.1:1",
+        "--data",
+        str(site),
+        "--format",
+        "dicom",
+        "--state-dir",
+        str(tmp_path / "state"),
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert str(site) in result.stdout

@@ -12,10 +12,26 @@ from typer.testing import CliRunner
 from medfed import __version__
 from medfed.cli.app import app
 
-COMMANDS = [["simulate"], ["export"], ["generate"], ["server"], ["client"], ["provision"], ["revoke"],
-            ["status"], ["report"], ["attack", "gradient-inversion"]]
-TINY = ["--set", "data.synthetic.image_size=16", "--set", "data.synthetic.cases_scale=0.15",
-        "--set", "model.params={channels: [4, 8], strides: [2]}"]
+COMMANDS = [
+    ["simulate"],
+    ["export"],
+    ["generate"],
+    ["server"],
+    ["client"],
+    ["provision"],
+    ["revoke"],
+    ["status"],
+    ["report"],
+    ["attack", "gradient-inversion"],
+]
+TINY = [
+    "--set",
+    "data.synthetic.image_size=16",
+    "--set",
+    "data.synthetic.cases_scale=0.15",
+    "--set",
+    "model.params={channels: [4, 8], strides: [2]}",
+]
 
 
 def _medfed(*args: str) -> subprocess.CompletedProcess[str]:
@@ -39,9 +55,11 @@ def test_version() -> None:
 @pytest.mark.integration
 @pytest.mark.parametrize(
     ("args", "expected"),
-    [(["simulat"], "No such command 'simulat'. Did you mean 'simulate'?"),
-     (["simulate", "--bogus"], "No such option: --bogus"),
-     (["export", "run", "-f", "zip", "-o", "x"], "'zip' is not one of")],
+    [
+        (["simulat"], "No such command 'simulat'. Did you mean 'simulate'?"),
+        (["simulate", "--bogus"], "No such option: --bogus"),
+        (["export", "run", "-f", "zip", "-o", "x"], "'zip' is not one of"),
+    ],
 )
 def test_a_command_line_mistake_is_one_error_line(args: list[str], expected: str) -> None:
     result = _medfed(*args)
@@ -66,7 +84,9 @@ def test_dry_run_prints_the_resolved_config_and_creates_nothing(tmp_path: Path, 
 
 @pytest.mark.integration
 def test_dry_run_reports_a_failed_precondition(tmp_path: Path) -> None:
-    result = _medfed("simulate", "--dry-run", "--set", "data.synthetic.image_size=20", "-o", str(tmp_path / "run"))
+    result = _medfed(
+        "simulate", "--dry-run", "--set", "data.synthetic.image_size=20", "-o", str(tmp_path / "run")
+    )
     output = " ".join(result.stdout.split())
     assert result.returncode == 2
     assert "image size [20, 20] is not a multiple of 8" in output

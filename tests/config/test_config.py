@@ -53,7 +53,10 @@ def test_yaml_file_is_read(tmp_path: Path) -> None:
             "secure_aggregation cannot be combined with client_dp",
         ),
         ({"privacy": {"encryption": {"scheme": "bfv"}}}, "privacy.encryption.scheme"),
-        ({"data": {"unseen_site": None, "unseen_site_adabn": True}}, "unseen_site_adabn needs an unseen_site"),
+        (
+            {"data": {"unseen_site": None, "unseen_site_adabn": True}},
+            "unseen_site_adabn needs an unseen_site",
+        ),
         ({"privacy": {"encryption": {"scheme": "ckks", "bits": 40}}}, "privacy.encryption.bits"),
         (
             {"privacy": {"encryption": {"scheme": "ckks"}}, "strategies": [{"name": "scaffold"}]},

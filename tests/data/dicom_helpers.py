@@ -75,9 +75,7 @@ def slice_dataset(
     if number is not None:
         ds.InstanceNumber = number
     ds.RescaleSlope, ds.RescaleIntercept = SLOPE, INTERCEPT
-    ds.set_pixel_data(
-        pixels.astype(np.uint16), photometric_interpretation=photometric, bits_stored=16
-    )
+    ds.set_pixel_data(pixels.astype(np.uint16), photometric_interpretation=photometric, bits_stored=16)
     return ds
 
 

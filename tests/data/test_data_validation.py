@@ -14,9 +14,7 @@ SRC = Path("/data/site/case.nii.gz")
 
 def case(case_id: str, *, mask: bool = True, label: int | None = 1, channels: int = 1):
     image = np.ones((channels, 4, 4))
-    return checked_case(
-        "s", case_id, image, np.zeros((4, 4)) if mask else None, label, Path(case_id)
-    )
+    return checked_case("s", case_id, image, np.zeros((4, 4)) if mask else None, label, Path(case_id))
 
 
 def test_image_becomes_float32() -> None:

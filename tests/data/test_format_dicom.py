@@ -149,9 +149,7 @@ def test_dicom_seg_mask_is_aligned_by_referenced_instances(tmp_path: Path) -> No
 def test_dicom_seg_of_another_series_is_refused(tmp_path: Path) -> None:
     write_series(tmp_path / "a", depth=2)
     write_series(tmp_path / "b", depth=2)
-    seg = write_seg(
-        tmp_path / "b", sorted((tmp_path / "b").glob("*.dcm")), np.ones((2, 6, 5), np.uint8)
-    )
+    seg = write_seg(tmp_path / "b", sorted((tmp_path / "b").glob("*.dcm")), np.ones((2, 6, 5), np.uint8))
     seg = seg.rename(tmp_path / "a" / seg.name)
     for file in (tmp_path / "b").iterdir():
         file.unlink()
@@ -172,12 +170,8 @@ def test_pydicoms_seg_in_a_foreign_case_is_refused(tmp_path: Path) -> None:
 def test_seg_and_nifti_mask_together_are_refused(tmp_path: Path) -> None:
     write_series(tmp_path / "a", depth=2)
     write_seg(tmp_path / "a", sorted((tmp_path / "a").glob("*.dcm")), np.ones((2, 6, 5), np.uint8))
-    nib.save(
-        nib.Nifti1Image(np.zeros((6, 5, 2), np.uint8), RAS_AFFINE), tmp_path / "a" / "mask.nii.gz"
-    )
-    with pytest.raises(
-        DataError, match=r"case has 2 masks \(mask.nii.gz, segmentation\); keep one"
-    ) as info:
+    nib.save(nib.Nifti1Image(np.zeros((6, 5, 2), np.uint8), RAS_AFFINE), tmp_path / "a" / "mask.nii.gz")
+    with pytest.raises(DataError, match=r"case has 2 masks \(mask.nii.gz, segmentation\); keep one") as info:
         load("s", tmp_path)
     assert_names(info.value, "s", tmp_path / "a")
 
@@ -321,9 +315,7 @@ def test_slices_with_and_without_position_are_refused(tmp_path: Path) -> None:
     ds = pydicom.dcmread(bad)
     del ds.ImagePositionPatient
     ds.save_as(bad)
-    with pytest.raises(
-        DataError, match="some slices of the series have ImagePositionPatient"
-    ) as info:
+    with pytest.raises(DataError, match="some slices of the series have ImagePositionPatient") as info:
         load("s", tmp_path)
     assert_names(info.value, "s", bad)
 
@@ -408,9 +400,7 @@ def test_duplicate_instance_numbers_are_refused(tmp_path: Path) -> None:
 def test_pydicom_files_load_rescaled(tmp_path: Path, name: str) -> None:
     copy_pydicom_file(name, tmp_path / "a")
     ds = pydicom.dcmread(pydicom_file(name))
-    stored = ds.pixel_array * float(ds.get("RescaleSlope", 1)) + float(
-        ds.get("RescaleIntercept", 0)
-    )
+    stored = ds.pixel_array * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
     volume = nib.Nifti1Image(stored[..., None].astype(np.float32), np.eye(4))
     (case,) = load("s", tmp_path).cases
     assert case.image.shape == (1, *stored.shape[::-1])
@@ -452,9 +442,7 @@ def test_malformed_jpeg_stream_is_one_clear_error(tmp_path: Path) -> None:
         ("SC_rgb_dcmtk_+eb+cr.dcm", 2),  # JPEG baseline, lossy: measured max 1, mean 0.14
     ],
 )
-def test_compressed_transfer_syntaxes_decode_out_of_the_box(
-    compressed: str, max_error: int
-) -> None:
+def test_compressed_transfer_syntaxes_decode_out_of_the_box(compressed: str, max_error: int) -> None:
     """The pylibjpeg plugins medfed depends on decode every compressed syntax pydicom ships;
     each file holds the same RGB picture as the RLE one."""
     decoded = pydicom.dcmread(pydicom_file(compressed)).pixel_array.astype(int)

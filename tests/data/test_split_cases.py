@@ -12,9 +12,7 @@ from medfed.data import Case, SiteData, split_cases
 
 def make_site(labels: list[int | None]) -> SiteData:
     image = np.zeros((1, 4, 4), np.float32)
-    cases = tuple(
-        Case(f"c{i}", image, None, label, Path(f"c{i}")) for i, label in enumerate(labels)
-    )
+    cases = tuple(Case(f"c{i}", image, None, label, Path(f"c{i}")) for i, label in enumerate(labels))
     return SiteData("s", cases)
 
 
@@ -59,9 +57,7 @@ def test_rejects_bad_fraction(fraction: float) -> None:
     fraction=st.floats(0.01, 0.99),
     seed=st.integers(0, 2**16),
 )
-def test_disjoint_cover_and_both_sides_nonempty(
-    labels: list[int], fraction: float, seed: int
-) -> None:
+def test_disjoint_cover_and_both_sides_nonempty(labels: list[int], fraction: float, seed: int) -> None:
     train, test = split_cases(make_site(labels), fraction, seed=seed)
     assert set(ids(train)).isdisjoint(ids(test))
     assert sorted(ids(train) + ids(test)) == sorted(ids(make_site(labels)))

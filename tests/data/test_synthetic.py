@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from data_helpers import SMALL_SITE
 
 from medfed.data import (
     DEFAULT_SITES,
@@ -18,8 +19,6 @@ from medfed.data import (
     load_site,
 )
 from medfed.data.scanner import acquire
-
-from data_helpers import SMALL_SITE
 
 
 def arrays(folder: Path) -> list[np.ndarray]:

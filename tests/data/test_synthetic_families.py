@@ -68,15 +68,9 @@ def test_registry_lists_the_families() -> None:
 
 @pytest.mark.parametrize("family", list(SHAPES))
 def test_same_seed_same_case_other_seed_differs(family: str, tmp_path: Path) -> None:
-    first, again, other = (
-        _site(family, 0, 2, tmp_path / str(i), seed=s) for i, s in enumerate((4, 4, 5))
-    )
-    assert all(
-        np.array_equal(a.image, b.image) for a, b in zip(first.cases, again.cases, strict=True)
-    )
-    assert all(
-        np.array_equal(a.mask, b.mask) for a, b in zip(first.cases, again.cases, strict=True)
-    )
+    first, again, other = (_site(family, 0, 2, tmp_path / str(i), seed=s) for i, s in enumerate((4, 4, 5)))
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(first.cases, again.cases, strict=True))
+    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(first.cases, again.cases, strict=True))
     assert not np.array_equal(first.cases[0].image, other.cases[0].image)
 
 
@@ -115,9 +109,7 @@ def test_default_sites_are_realistic_in_size() -> None:
 def test_binary_merges_the_foreground(tmp_path: Path) -> None:
     site = _site("brain_tumour_mpmri", 0, 3, tmp_path, binary=True)
     assert set().union(*(np.unique(c.mask).tolist() for c in site.cases)) == {0, 1}
-    index = json.loads(
-        (tmp_path / "brain_tumour_mpmri-0" / "hospital_a" / "dataset.json").read_text()
-    )
+    index = json.loads((tmp_path / "brain_tumour_mpmri-0" / "hospital_a" / "dataset.json").read_text())
     assert index["labels"] == {"0": "background", "1": "whole tumour"}
 
 
@@ -148,9 +140,7 @@ def test_kidney_ct_values_and_protocols_differ(tmp_path: Path) -> None:
     for site in sites:
         for case in site.cases:
             kidney = case.image[case.mask == 1].mean()
-            assert (
-                80 < kidney < 220 and case.image.min() >= -1024 and case.image.max() > 200
-            )  # bone, aorta
+            assert 80 < kidney < 220 and case.image.min() >= -1024 and case.image.max() > 200  # bone, aorta
             assert kidney > case.image[(case.mask == 0) & (case.image > -200)].mean() + 40
     assert sites[0].cases[0].image.shape == (1, 16, 16, 16)
 

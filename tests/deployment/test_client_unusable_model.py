@@ -50,12 +50,16 @@ class _Builder:
 
 def test_a_non_finite_model_is_declined_untrained_and_divergence_is_declined() -> None:
     poisoned = {"w": torch.tensor([1.0, float("inf")]), "n": torch.tensor(3)}
-    scaffold_task = TrainTask(round=2, weights={"w": torch.ones(2)}, extra={"control": {"w": torch.tensor([float("nan"), 0.0])}})
-    channel = _Channel([
-        Assignment("t1", "{}", TrainTask(round=1, weights=poisoned)),
-        Assignment("t2", "{}", scaffold_task),
-        Assignment("t3", "{}", TrainTask(round=3, weights={"w": torch.ones(2)})),
-    ])
+    scaffold_task = TrainTask(
+        round=2, weights={"w": torch.ones(2)}, extra={"control": {"w": torch.tensor([float("nan"), 0.0])}}
+    )
+    channel = _Channel(
+        [
+            Assignment("t1", "{}", TrainTask(round=1, weights=poisoned)),
+            Assignment("t2", "{}", scaffold_task),
+            Assignment("t3", "{}", TrainTask(round=3, weights={"w": torch.ones(2)})),
+        ]
+    )
     builder = _Builder()
     assert run_client(lambda: channel, builder) == 0  # type: ignore[arg-type, return-value]
     assert channel.declined == {

@@ -15,7 +15,6 @@ import torch
 from medfed.config.schema import FederationConfig
 from medfed.data import DEFAULT_SITES, SiteData, build_dataset, generate_federation, load_site
 from medfed.deployment.client import run_client
-from medfed.deployment.site_builder import SiteBuilder, SiteOptions
 from medfed.deployment.evaluation import (
     EVALUATE,
     SiteEvaluation,
@@ -25,14 +24,15 @@ from medfed.deployment.evaluation import (
     holdout_split,
 )
 from medfed.deployment.job import SiteJob, parse_site_job
+from medfed.deployment.site_builder import SiteBuilder, SiteOptions
 from medfed.errors import DataError, UpdateRejected
 from medfed.models import build_model
 from medfed.orchestration.site import cpu_weights
 from medfed.training import evaluate
 from medfed.transport.board import Offer, RoundBoard
 from medfed.transport.client import Step
-from medfed.transport.payload import decode_task, encode_task
 from medfed.transport.errors import PayloadError
+from medfed.transport.payload import decode_task, encode_task
 from medfed.transport.protobuf import Kind, SubmitOutcome
 from medfed.types import ServerState, TrainTask
 
@@ -48,7 +48,17 @@ def _site(tmp_path: Path, num_cases: int) -> SiteData:
 def _job(strategy: str = "fedavg", **federation: int) -> str:
     job = SiteJob(
         seed=SEED,
-        model={"name": "unet", "params": {"spatial_dims": 2, "in_channels": 1, "channels": [4, 8], "strides": [2], "num_res_units": 0, "norm": "batch"}},
+        model={
+            "name": "unet",
+            "params": {
+                "spatial_dims": 2,
+                "in_channels": 1,
+                "channels": [4, 8],
+                "strides": [2],
+                "num_res_units": 0,
+                "norm": "batch",
+            },
+        },
         training={"local_epochs": 1, "batch_size": 4, "optimizer": "sgd", "lr": 0.05},
         strategy={"name": strategy},
         federation={"rounds": 2, **federation},
@@ -102,7 +112,9 @@ def test_the_board_keeps_good_metrics_and_a_refused_reply_counts_as_the_sites_an
     board = RoundBoard()
     for site in ("a", "b", "c"):
         assert board.offer(site, timeout_s=0) is None  # heard from: reachable
-    evaluation = SiteEvaluation(board, sites=["a", "b", "c", "z"], task="segmentation", timeout_s=5, seen_within_s=60)
+    evaluation = SiteEvaluation(
+        board, sites=["a", "b", "c", "z"], task="segmentation", timeout_s=5, seen_within_s=60
+    )
     assert evaluation.reachable() == ["a", "b", "c"]  # z never called: not asked
     weights = {"w": torch.arange(4.0)}
     answers = {"a": encode_metrics({"dice": 0.5}), "b": b'{"dice": 2.0}'}
@@ -188,14 +200,18 @@ class _Channel:
         pass
 
 
-def test_a_site_answers_an_evaluation_step_with_its_fedbn_model_and_training_is_unchanged(tmp_path: Path) -> None:
+def test_a_site_answers_an_evaluation_step_with_its_fedbn_model_and_training_is_unchanged(
+    tmp_path: Path,
+) -> None:
     site = _site(tmp_path, 10)
     job = _job("fedbn")
     builder = SiteBuilder(site, SiteOptions(tmp_path / "state"))
     local = builder.site_for(job)
     start = cpu_weights(local.model)
     local.train(TrainTask(round=1, weights=start))
-    global_model = {name: tensor + 0.01 if tensor.is_floating_point() else tensor for name, tensor in start.items()}
+    global_model = {
+        name: tensor + 0.01 if tensor.is_floating_point() else tensor for name, tensor in start.items()
+    }
     message = encode_task(TrainTask(round=1, weights=global_model))
     steps = [
         Step("t1", 1, EVALUATE, message, job),
@@ -215,7 +231,9 @@ def test_a_site_answers_an_evaluation_step_with_its_fedbn_model_and_training_is_
     model.load_state_dict(personal)
     _, held_out = holdout_split(site, 0.2, SEED)
     dataset = build_dataset(held_out.cases, task="segmentation", augment=False, seed=SEED)
-    assert metrics == pytest.approx({"dice": evaluate(model, dataset, task="segmentation", batch_size=4, surface_distance=False)["dice"]})
+    assert metrics == pytest.approx(
+        {"dice": evaluate(model, dataset, task="segmentation", batch_size=4, surface_distance=False)["dice"]}
+    )
     assert all(torch.equal(local.state.weights[k], v) for k, v in state_before.items())
 
     # Training after an evaluation gives the same update as training without one.

@@ -51,7 +51,12 @@ def test_status_round_trip_and_summary(tmp_path: Path) -> None:
     summary = summarise(3, ["b", "a"], [{"loss": 1.0, "steps": 2.0}, {"loss": 3.0}])
     assert summary.sites == ["a", "b"] and summary.metrics == {"loss": 2.0, "steps": 2.0}
     declined = {"c": "round 2: site policy: job has no DP-SGD but this site requires it"}
-    write_status(tmp_path, ServerStatus(job="j", port=1, completed_rounds=3, total_rounds=5, history=[summary], declined=declined))
+    write_status(
+        tmp_path,
+        ServerStatus(
+            job="j", port=1, completed_rounds=3, total_rounds=5, history=[summary], declined=declined
+        ),
+    )
     back = read_status(tmp_path)
     assert back.completed_rounds == 3 and back.history == [summary] and back.declined == declined
     with pytest.raises(ConfigError):

@@ -34,12 +34,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ProvisionedIdenti
 
     def kit(name: str, identity: Identity) -> ProvisionedIdentity:
         write_identity(identity, folder / f"{name}.crt", folder / f"{name}.key")
-        return ProvisionedIdentity(TlsFiles(folder / f"{name}.crt", folder / f"{name}.key", folder / "ca.crt"))
+        return ProvisionedIdentity(
+            TlsFiles(folder / f"{name}.crt", folder / f"{name}.key", folder / "ca.crt")
+        )
 
     identities = {site: kit(site, issue(ca, site, role="client", days=10)) for site in SITES}
     identities["server"] = kit("server", issue(ca, "server", role="server", days=10))
     identities["foreign"] = kit("foreign", issue(foreign, "hospital_c", role="client", days=10))
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
     identities["expired"] = kit("expired", issue(ca, "hospital_c", role="client", days=1, not_before=start))
     return identities
 
@@ -56,14 +58,22 @@ def _aggregate(
     """Runs the aggregation (with its ConsistencyCheck) with honest participants; ``adverts``
     replaces some clients' keys and ``tamper`` may alter what the server sends."""
     config = next(iter(invitations.values())).config
-    participants = {client: Participant(invitation, INPUTS[client], signers[client]) for client, invitation in invitations.items()}
+    participants = {
+        client: Participant(invitation, INPUTS[client], signers[client])
+        for client, invitation in invitations.items()
+    }
     sent = {client: participant.start() for client, participant in participants.items()}
     sent.update(adverts or {})
 
     def exchange(step: str, outgoing: Mapping[int, object]) -> dict[int, object]:
-        return {client: participants[client].answer(tamper(step, client, message)) for client, message in outgoing.items()}
+        return {
+            client: participants[client].answer(tamper(step, client, message))
+            for client, message in outgoing.items()
+        }
 
-    return serve_aggregation(SecAggServer(config), [sent[client] for client in sorted(sent)], exchange, consistency=True)
+    return serve_aggregation(
+        SecAggServer(config), [sent[client] for client in sorted(sent)], exchange, consistency=True
+    )
 
 
 def _invitations(names: tuple[str, ...] = SITES) -> dict[int, SecAggInvitation]:
@@ -75,9 +85,13 @@ def test_sites_with_provisioned_identities_sum_exactly(pki: dict[str, Provisione
     np.testing.assert_allclose(_aggregate(_invitations(), _signers(pki)), [9.0, 12.0], atol=1e-6)
 
 
-def _forged(invitations: dict[int, SecAggInvitation], client: int, signer: KeyAuthenticator | None) -> AdvertiseKeys:
+def _forged(
+    invitations: dict[int, SecAggInvitation], client: int, signer: KeyAuthenticator | None
+) -> AdvertiseKeys:
     """Keys the server made up for ``client``, signed with ``signer`` when given."""
-    return SecAggClient(client, invitations[client].config, authenticator=signer, participants=SITES).advertise_keys()
+    return SecAggClient(
+        client, invitations[client].config, authenticator=signer, participants=SITES
+    ).advertise_keys()
 
 
 @pytest.mark.parametrize(
@@ -96,7 +110,9 @@ def test_a_participant_the_server_made_up_is_refused_by_every_honest_site(
     invitations = _invitations()
     honest = {1: pki["hospital_a"], 2: pki["hospital_b"]}
     fake = _forged(invitations, 3, None if signer is None else pki[signer])
-    with pytest.raises(SecureAggregationError, match=f"participant 'hospital_c' is not authenticated: .*{reason}"):
+    with pytest.raises(
+        SecureAggregationError, match=f"participant 'hospital_c' is not authenticated: .*{reason}"
+    ):
         _aggregate({1: invitations[1], 2: invitations[2]}, honest, adverts={3: fake})
 
 
@@ -110,7 +126,9 @@ def test_keys_swapped_under_a_real_signature_are_refused(pki: dict[str, Provisio
         _aggregate({1: invitations[1], 2: invitations[2]}, signers, adverts={3: swapped})
 
 
-def test_an_authenticated_site_refuses_an_invitation_without_names(pki: dict[str, ProvisionedIdentity]) -> None:
+def test_an_authenticated_site_refuses_an_invitation_without_names(
+    pki: dict[str, ProvisionedIdentity],
+) -> None:
     anonymous = _invitations()[1]
     with pytest.raises(SecureAggregationError, match="does not name every participant"):
         Participant(replace(anonymous, participants=()), INPUTS[1], pki["hospital_a"])
@@ -120,12 +138,17 @@ def _signers(pki: dict[str, ProvisionedIdentity]) -> dict[int, KeyAuthenticator 
     return {client: pki[site] for client, site in enumerate(SITES, start=1)}
 
 
-def test_a_site_unmasks_only_when_t_survivors_signed_the_list_it_signed(pki: dict[str, ProvisionedIdentity]) -> None:
+def test_a_site_unmasks_only_when_t_survivors_signed_the_list_it_signed(
+    pki: dict[str, ProvisionedIdentity],
+) -> None:
     def forge_two(step: str, client: int, message: object) -> object:
         if step != UNMASK_SIGNED or client != 1:
             return message
         assert isinstance(message, SignedSurvivors)
-        forged = tuple(replace(entry, signature=b"forged") if entry.sender != 1 else entry for entry in message.signatures)
+        forged = tuple(
+            replace(entry, signature=b"forged") if entry.sender != 1 else entry
+            for entry in message.signatures
+        )
         return replace(message, signatures=forged)
 
     with pytest.raises(SecureAggregationError, match="consistency check: only 1 clients left"):
@@ -141,9 +164,14 @@ def test_a_site_unmasks_only_when_t_survivors_signed_the_list_it_signed(pki: dic
         _aggregate(_invitations(), _signers(pki), tamper=another_list)
 
 
-def test_an_authenticated_site_refuses_to_unmask_without_the_consistency_check(pki: dict[str, ProvisionedIdentity]) -> None:
+def test_an_authenticated_site_refuses_to_unmask_without_the_consistency_check(
+    pki: dict[str, ProvisionedIdentity],
+) -> None:
     invitations = _invitations()
-    participants = {client: Participant(invitations[client], INPUTS[client], signer) for client, signer in _signers(pki).items()}
+    participants = {
+        client: Participant(invitations[client], INPUTS[client], signer)
+        for client, signer in _signers(pki).items()
+    }
     adverts = [participant.start() for participant in participants.values()]
 
     def exchange(step: str, outgoing: Mapping[int, object]) -> dict[int, object]:

@@ -32,8 +32,13 @@ from medfed.types import TrainTask
 
 FIXED = {"noise": "fixed", "noise_multiplier": 1.0, "max_grad_norm": 1.0}
 STRICT = SitePolicy(
-    epsilon=2.0, delta=1e-6, require_dp_sgd=True, require_secure_aggregation=True,
-    min_noise_multiplier=0.8, max_grad_norm=1.0, accountants=frozenset({"prv"}),
+    epsilon=2.0,
+    delta=1e-6,
+    require_dp_sgd=True,
+    require_secure_aggregation=True,
+    min_noise_multiplier=0.8,
+    max_grad_norm=1.0,
+    accountants=frozenset({"prv"}),
 )
 
 
@@ -47,15 +52,32 @@ def _privacy(**section: Any) -> PrivacyConfig:
     [
         ({"secure_aggregation": {}}, "job has no DP-SGD but this site requires it"),
         ({"secure_aggregation": {}, "client_dp": None, "dp_sgd": None}, "no DP-SGD"),
-        ({"dp_sgd": FIXED}, "in the clear (no secure aggregation or encryption) but this site requires a secure sum"),
-        ({"dp_sgd": {**FIXED, "noise_multiplier": 0.5}, "encryption": {"scheme": "ckks"}}, "noise multiplier 0.5 is below this site's minimum 0.8"),
-        ({"dp_sgd": {"max_grad_norm": 1.0}, "encryption": {"scheme": "ckks"}}, "job calibrates its DP-SGD noise multiplier but this site requires a fixed one >= 0.8"),
-        ({"dp_sgd": {**FIXED, "max_grad_norm": 4.0}, "secure_aggregation": {}}, "clips per-sample gradients at 4, above this site's maximum 1"),
+        (
+            {"dp_sgd": FIXED},
+            "in the clear (no secure aggregation or encryption) but this site requires a secure sum",
+        ),
+        (
+            {"dp_sgd": {**FIXED, "noise_multiplier": 0.5}, "encryption": {"scheme": "ckks"}},
+            "noise multiplier 0.5 is below this site's minimum 0.8",
+        ),
+        (
+            {"dp_sgd": {"max_grad_norm": 1.0}, "encryption": {"scheme": "ckks"}},
+            "job calibrates its DP-SGD noise multiplier but this site requires a fixed one >= 0.8",
+        ),
+        (
+            {"dp_sgd": {**FIXED, "max_grad_norm": 4.0}, "secure_aggregation": {}},
+            "clips per-sample gradients at 4, above this site's maximum 1",
+        ),
         ({"dp_sgd": {**FIXED, "clipping": "adaptive"}, "secure_aggregation": {}}, "job clips adaptively"),
-        ({"dp_sgd": FIXED, "secure_aggregation": {}, "accountant": "rdp"}, "accountant 'rdp' is not one this site allows ['prv']"),
+        (
+            {"dp_sgd": FIXED, "secure_aggregation": {}, "accountant": "rdp"},
+            "accountant 'rdp' is not one this site allows ['prv']",
+        ),
     ],
 )
-def test_check_job_names_each_way_a_job_is_weaker_than_the_policy(privacy: dict[str, Any], weakness: str) -> None:
+def test_check_job_names_each_way_a_job_is_weaker_than_the_policy(
+    privacy: dict[str, Any], weakness: str
+) -> None:
     weaknesses = check_job(STRICT, _privacy(**privacy))
     assert len(weaknesses) == 1 and weakness in weaknesses[0]
 
@@ -115,11 +137,24 @@ def test_a_bad_policy_file_names_the_file_and_the_setting(tmp_path: Path, text: 
 
 def test_stricter_takes_the_strictest_value_of_each_setting() -> None:
     first = SitePolicy(epsilon=3.0, require_dp_sgd=True, min_noise_multiplier=0.5, release_eval_metrics=False)
-    second = SitePolicy(delta=1e-7, require_dp_sgd=True, require_secure_aggregation=True, epsilon=5.0,
-                        max_grad_norm=2.0, min_noise_multiplier=1.0, accountants=frozenset({"prv"}))
+    second = SitePolicy(
+        delta=1e-7,
+        require_dp_sgd=True,
+        require_secure_aggregation=True,
+        epsilon=5.0,
+        max_grad_norm=2.0,
+        min_noise_multiplier=1.0,
+        accountants=frozenset({"prv"}),
+    )
     assert stricter(first, second) == SitePolicy(
-        epsilon=3.0, delta=1e-7, require_dp_sgd=True, require_secure_aggregation=True, min_noise_multiplier=1.0,
-        max_grad_norm=2.0, accountants=frozenset({"prv"}), release_eval_metrics=False,
+        epsilon=3.0,
+        delta=1e-7,
+        require_dp_sgd=True,
+        require_secure_aggregation=True,
+        min_noise_multiplier=1.0,
+        max_grad_norm=2.0,
+        accountants=frozenset({"prv"}),
+        release_eval_metrics=False,
     )
     assert stricter(first, SitePolicy()) == first == stricter(SitePolicy(), first)
     with pytest.raises(ValueError, match="non-empty"):
@@ -128,17 +163,26 @@ def test_stricter_takes_the_strictest_value_of_each_setting() -> None:
 
 
 def test_the_kit_file_the_policy_file_and_the_flags_all_apply(tmp_path: Path) -> None:
-    provision(ProjectConfig(name="t", server={"host": "localhost", "port": 1}, sites=["a"]), tmp_path / "kits")
+    provision(
+        ProjectConfig(name="t", server={"host": "localhost", "port": 1}, sites=["a"]), tmp_path / "kits"
+    )
     assert load_client_kit(tmp_path / "kits" / "a").policy is None  # provision never writes one
-    (tmp_path / "kits" / "a" / "site_policy.yaml").write_text("require_secure_aggregation: true\ndelta: 1.0e-7\n")
+    (tmp_path / "kits" / "a" / "site_policy.yaml").write_text(
+        "require_secure_aggregation: true\ndelta: 1.0e-7\n"
+    )
     kit = load_client_kit(tmp_path / "kits" / "a")
     assert kit.policy == tmp_path / "kits" / "a" / "site_policy.yaml"
     extra = tmp_path / "extra.yaml"
     extra.write_text("release_eval_metrics: false\nepsilon: 4\n")
     assert kit.policy is not None
     policy = combined_policy({"epsilon": 2.0, "require_secure_aggregation": False}, [kit.policy, extra])
-    assert policy == SitePolicy(epsilon=2.0, delta=1e-7, require_dp_sgd=True, require_secure_aggregation=True,
-                                release_eval_metrics=False)
+    assert policy == SitePolicy(
+        epsilon=2.0,
+        delta=1e-7,
+        require_dp_sgd=True,
+        require_secure_aggregation=True,
+        release_eval_metrics=False,
+    )
     extra.write_text("accountants: [prv]\n")
     (tmp_path / "kits" / "a" / "site_policy.yaml").write_text("accountants: [rdp]\n")
     with pytest.raises(ConfigError, match=re.escape(f"site policy '{extra}' contradicts the others")):
@@ -148,13 +192,24 @@ def test_the_kit_file_the_policy_file_and_the_flags_all_apply(tmp_path: Path) ->
 # ----- the site applies it ---------------------------------------------------------------------
 def _site(tmp_path: Path) -> SiteData:
     site = replace(DEFAULT_SITES[0], num_cases=5)
-    return load_site(site.name, generate_federation([site], tmp_path / "data", image_size=16, dims=2, seed=0)[site.name])
+    return load_site(
+        site.name, generate_federation([site], tmp_path / "data", image_size=16, dims=2, seed=0)[site.name]
+    )
 
 
 def _job(**privacy: Any) -> str:
     job = SiteJob(
         seed=1,
-        model={"name": "unet", "params": {"spatial_dims": 2, "in_channels": 1, "channels": [4, 8], "strides": [2], "num_res_units": 0}},
+        model={
+            "name": "unet",
+            "params": {
+                "spatial_dims": 2,
+                "in_channels": 1,
+                "channels": [4, 8],
+                "strides": [2],
+                "num_res_units": 0,
+            },
+        },
         training={"local_epochs": 1, "batch_size": 4},
         privacy=privacy,
     )
@@ -162,9 +217,15 @@ def _job(**privacy: Any) -> str:
 
 
 def test_a_site_refuses_a_weaker_job_before_building_anything(tmp_path: Path) -> None:
-    builder = SiteBuilder(_site(tmp_path), SiteOptions(tmp_path / "state", policy=SitePolicy(epsilon=1.0, require_dp_sgd=True)))
+    builder = SiteBuilder(
+        _site(tmp_path), SiteOptions(tmp_path / "state", policy=SitePolicy(epsilon=1.0, require_dp_sgd=True))
+    )
     task = TrainTask(round=1, weights={})
-    for attempt in (lambda: builder.site_for(_job()), lambda: builder.train(_job(), task), lambda: builder.evaluate(_job(), task)):
+    for attempt in (
+        lambda: builder.site_for(_job()),
+        lambda: builder.train(_job(), task),
+        lambda: builder.evaluate(_job(), task),
+    ):
         with pytest.raises(PolicyRefusal, match="^site policy: job has no DP-SGD but this site requires it$"):
             attempt()
     assert not (tmp_path / "state").exists()  # no ledger, no state: nothing was trained

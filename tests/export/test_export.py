@@ -90,7 +90,9 @@ def test_monai_bundle_round_trips_through_config_parser(run_dir: Path, tmp_path:
 def test_a_fedbn_site_exports_its_own_norm_layers(run_dir: Path, tmp_path: Path) -> None:
     global_model = load_trained_model(run_dir, experiment="fedbn")
     site_model = load_trained_model(run_dir, experiment="fedbn", site="hospital_a")
-    differing = {k for k in global_model.weights if not torch.equal(global_model.weights[k], site_model.weights[k])}
+    differing = {
+        k for k in global_model.weights if not torch.equal(global_model.weights[k], site_model.weights[k])
+    }
     assert differing and differing <= norm_layer_keys(global_model.network)
     output = tmp_path / "site.safetensors"
     export_model(site_model, ExportFormat.STATE_DICT, output)
@@ -133,12 +135,16 @@ def test_checkpoints_keep_the_last_round_and_only_private_site_state(run_dir: Pa
     """keep_last: 1 leaves one file per experiment; FedAvg's holds no site, FedBN's only the
     sites' own norm entries, no model (the run outputs the checkpoints export reads)."""
     for experiment in ("fedavg", "fedbn"):
-        assert [p.name for p in (run_dir / "checkpoints" / experiment).iterdir()] == ["round_0002.safetensors"]
+        assert [p.name for p in (run_dir / "checkpoints" / experiment).iterdir()] == [
+            "round_0002.safetensors"
+        ]
     assert load_checkpoint(run_dir / "checkpoints" / "fedavg" / "round_0002.safetensors").sites == {}
     fedbn = load_checkpoint(run_dir / "checkpoints" / "fedbn" / "round_0002.safetensors")
     assert sorted(fedbn.sites) == ["hospital_a", "hospital_b", "hospital_c"]
     for state in fedbn.sites.values():
-        assert state.weights == {} and state.extra["norm"].keys() == norm_layer_keys(load_trained_model(run_dir).network)
+        assert state.weights == {} and state.extra["norm"].keys() == norm_layer_keys(
+            load_trained_model(run_dir).network
+        )
 
 
 def test_run_outputs_share_one_mode(run_dir: Path) -> None:

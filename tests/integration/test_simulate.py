@@ -49,10 +49,15 @@ def _crash_after(round_to_crash: int) -> Callbacks:
     return Callbacks(on_round=on_round)
 
 
-@pytest.mark.parametrize("strategy", [{"name": "scaffold"}, {"name": "fedadam", "lr": 0.01}, {"name": "fedbn"}])
+@pytest.mark.parametrize(
+    "strategy", [{"name": "scaffold"}, {"name": "fedadam", "lr": 0.01}, {"name": "fedbn"}]
+)
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path: Path, strategy: dict) -> None:
-    settings: dict[str, Any] = {"federation": {"rounds": 3, "keep_last": 1}, "strategies": [strategy],
-                                "baselines": {"centralized": False, "local": False}}
+    settings: dict[str, Any] = {
+        "federation": {"rounds": 3, "keep_last": 1},
+        "strategies": [strategy],
+        "baselines": {"centralized": False, "local": False},
+    }
     if strategy["name"] == "fedbn":  # FedBN needs batch-norm layers of its own at each site
         settings["model"] = {"params": {**TINY["model"]["params"], "norm": "batch"}}
     run_simulation(_config(tmp_path / "straight", **settings))
@@ -88,8 +93,11 @@ def _rows(run_dir: Path) -> list:
 def test_new_run_refuses_to_overwrite_an_existing_one(tmp_path: Path) -> None:
     from medfed.errors import CheckpointError
 
-    settings = {"federation": {"rounds": 1}, "strategies": [{"name": "fedavg"}],
-                "baselines": {"centralized": False, "local": False}}
+    settings = {
+        "federation": {"rounds": 1},
+        "strategies": [{"name": "fedavg"}],
+        "baselines": {"centralized": False, "local": False},
+    }
     run_simulation(_config(tmp_path / "run", **settings))
     with pytest.raises(CheckpointError, match="--resume"):
         run_simulation(_config(tmp_path / "run", **settings))
@@ -106,7 +114,9 @@ def test_fedbn_scores_the_unseen_site_with_the_sites_mean_norm_layers_and_after_
     )
     outcome = run_simulation(config)
     rows = _rows(outcome.run_dir)
-    unseen = {row.split: row.value for row in rows if row.site == config.data.unseen_site and row.metric == "dice"}
+    unseen = {
+        row.split: row.value for row in rows if row.site == config.data.unseen_site and row.metric == "dice"
+    }
     assert set(unseen) == {"unseen", "unseen-adabn"}
     (fedbn,) = outcome.summary
     assert fedbn.unseen == unseen["unseen"] and fedbn.unseen_adabn == unseen["unseen-adabn"]

@@ -21,10 +21,15 @@ def test_every_kind_of_norm_layer_is_found() -> None:
     bn = {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
     assert norm_layer_keys(model) == {
         *(f"1.{key}" for key in bn),
-        "2.weight", "2.bias",
-        "3.weight", "3.bias",
-        "4.weight", "4.bias",
-        "5.running_mean", "5.running_var", "5.num_batches_tracked",
+        "2.weight",
+        "2.bias",
+        "3.weight",
+        "3.bias",
+        "4.weight",
+        "4.bias",
+        "5.running_mean",
+        "5.running_var",
+        "5.num_batches_tracked",
     }
 
 

@@ -24,7 +24,10 @@ def _checkpoint(round: int) -> Checkpoint:
         weights={"conv.weight": torch.arange(6.0).reshape(2, 3), "bn.num_batches_tracked": torch.tensor(4)},
         extra={"m": {"conv.weight": torch.ones(2, 3)}},
     )
-    site = SiteState(weights={"conv.weight": torch.zeros(2, 3)}, extra={"control": {"conv.weight": torch.full((2, 3), 0.5)}})
+    site = SiteState(
+        weights={"conv.weight": torch.zeros(2, 3)},
+        extra={"control": {"conv.weight": torch.full((2, 3), 0.5)}},
+    )
     return Checkpoint(server=server, sites={"hospital_a": site}, metadata={"experiment": "fedavg"})
 
 
@@ -74,7 +77,11 @@ def test_failed_write_leaves_previous_file_intact(tmp_path: Path, monkeypatch: p
 @pytest.mark.parametrize("where", ["weights", "extra"])
 def test_a_non_finite_server_state_is_never_written(tmp_path: Path, where: str) -> None:
     checkpoint = _checkpoint(2)
-    poisoned = checkpoint.server.weights["conv.weight"] if where == "weights" else checkpoint.server.extra["m"]["conv.weight"]
+    poisoned = (
+        checkpoint.server.weights["conv.weight"]
+        if where == "weights"
+        else checkpoint.server.extra["m"]["conv.weight"]
+    )
     poisoned[0, 1] = float("inf")
     path = checkpoint_path(tmp_path, 2)
     with pytest.raises(CheckpointError, match="not finite in"):
@@ -86,7 +93,11 @@ def test_a_non_finite_checkpoint_is_not_resumed_from(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
     path = checkpoint_path(tmp_path, 1)
-    save_file({"server/weights/w": torch.tensor([float("nan")])}, str(path), metadata={"schema_version": "1", "round": "1", "sites": "[]"})
+    save_file(
+        {"server/weights/w": torch.tensor([float("nan")])},
+        str(path),
+        metadata={"schema_version": "1", "round": "1", "sites": "[]"},
+    )
     with pytest.raises(CheckpointError, match="not finite in \\['w'\\]"):
         load_checkpoint(path)
 

@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from medfed.orchestration.checkpoint import Checkpoint, checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
 from medfed.orchestration import loop
+from medfed.orchestration.checkpoint import (
+    Checkpoint,
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from medfed.orchestration.loop import AggregationFailed, RoundPlan, run_round, run_rounds
 from medfed.orchestration.validation import checked_result, non_finite_keys
 from medfed.strategies import FedAvg, Scaffold
@@ -45,7 +51,10 @@ def _plan(answers: Mapping[str, Answer], rounds: int = 3) -> RoundPlan:
 
 
 HOSTILE = {
-    "huge weights": lambda site, task: replace(honest(1.0)(site, task), weights={"conv.weight": torch.full((2, 3), 1e38), "bn.num_batches_tracked": torch.tensor(1)}),
+    "huge weights": lambda site, task: replace(
+        honest(1.0)(site, task),
+        weights={"conv.weight": torch.full((2, 3), 1e38), "bn.num_batches_tracked": torch.tensor(1)},
+    ),
     "huge num_samples": honest(1.0, num_samples=10**400),
     "huge metric": honest(1.0, metrics={"loss": 10**400}),
     "NaN metric": honest(1.0, metrics={"loss": float("nan")}),
@@ -83,7 +92,11 @@ def test_scaffold_results_without_a_fitting_delta_control_are_left_out() -> None
         "b": _scaffold_answer(zeros),
         "missing": honest(1.0),
         "misshapen": _scaffold_answer(lambda task: {"delta_control": {"conv.weight": torch.zeros(7)}}),
-        "extra key": _scaffold_answer(lambda task: {"delta_control": {"conv.weight": torch.zeros(2, 3), "bn.num_batches_tracked": torch.zeros(1)}}),
+        "extra key": _scaffold_answer(
+            lambda task: {
+                "delta_control": {"conv.weight": torch.zeros(2, 3), "bn.num_batches_tracked": torch.zeros(1)}
+            }
+        ),
     }
     strategy = Scaffold()
     state, results = run_round(strategy, strategy.init(MODEL), _plan(answers), Scripted(answers))
@@ -101,7 +114,12 @@ def test_results_checked_where_they_arrived_are_not_scanned_again_but_their_extr
         return lambda site, task: checked_result(answer(site, task), task.weights, round=task.round)
 
     fitting = _scaffold_answer(lambda task: {"delta_control": {"conv.weight": torch.zeros(2, 3)}})
-    answers = {"a": checked(fitting), "b": checked(fitting), "missing": checked(honest(1.0)), "plain": fitting}
+    answers = {
+        "a": checked(fitting),
+        "b": checked(fitting),
+        "missing": checked(honest(1.0)),
+        "plain": fitting,
+    }
     strategy = Scaffold()
     _, results = run_round(strategy, strategy.init(MODEL), _plan(answers), Scripted(answers))
     assert [r.site for r in results] == ["a", "b", "plain"]
@@ -115,7 +133,14 @@ def test_a_non_finite_aggregate_is_refused_and_nothing_is_checkpointed(tmp_path:
     answers = {site: honest(100.0, num_samples=1000) for site in ("a", "b")}
     state = FedAvg().init(model)
     with pytest.raises(AggregationFailed, match="round 1: the aggregated state is not finite in \\['w'\\]"):
-        run_rounds(FedAvg(), state, _plan(answers), Scripted(answers), on_round=lambda s, r: pytest.fail("checkpointed"), max_attempts=2)
+        run_rounds(
+            FedAvg(),
+            state,
+            _plan(answers),
+            Scripted(answers),
+            on_round=lambda s, r: pytest.fail("checkpointed"),
+            max_attempts=2,
+        )
 
 
 class FailsOnce(FedAvg):
@@ -131,12 +156,19 @@ class FailsOnce(FedAvg):
         return super().aggregate(state, results, num_sites)
 
 
-def test_an_exception_inside_aggregate_fails_the_round_which_is_retried(caplog: pytest.LogCaptureFixture) -> None:
+def test_an_exception_inside_aggregate_fails_the_round_which_is_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     answers = {"a": honest(1.0), "b": honest(3.0)}
     strategy = FailsOnce()
     with pytest.raises(AggregationFailed, match="aggregation failed: RuntimeError: The size"):
         run_round(strategy, strategy.init(MODEL), _plan(answers), Scripted(answers))
     strategy = FailsOnce()
-    final = run_rounds(strategy, strategy.init(MODEL), _plan(answers, rounds=2), Scripted(answers), max_attempts=2)
+    final = run_rounds(
+        strategy, strategy.init(MODEL), _plan(answers, rounds=2), Scripted(answers), max_attempts=2
+    )
     assert final.round == 2 and strategy.calls == 3
-    assert "attempt 1 of 2" in caplog.text and "must match the size of tensor b (7)\\nat dimension 1" in caplog.text
+    assert (
+        "attempt 1 of 2" in caplog.text
+        and "must match the size of tensor b (7)\\nat dimension 1" in caplog.text
+    )

@@ -14,7 +14,10 @@ def test_rows_land_in_sqlite_and_csv(tmp_path: Path) -> None:
     log.record_round("fedavg", 1, _rows(1, 0.5))
     log.record_round("fedavg", 2, _rows(2, 0.7))
     with sqlite3.connect(tmp_path / "metrics.sqlite") as connection:
-        assert connection.execute("SELECT round, value FROM metrics ORDER BY round").fetchall() == [(1, 0.5), (2, 0.7)]
+        assert connection.execute("SELECT round, value FROM metrics ORDER BY round").fetchall() == [
+            (1, 0.5),
+            (2, 0.7),
+        ]
     with (tmp_path / "metrics.csv").open() as handle:
         lines = list(csv.DictReader(handle))
     assert [(line["round"], line["value"]) for line in lines] == [("1", "0.5"), ("2", "0.7")]

@@ -18,14 +18,24 @@ from medfed.simulate import run_simulation
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"task": "classification"},
-         r"model 'unet' is a segmentation network but task is 'classification'; "
-         r"use model.name one of \['densenet', 'resnet'\]"),
-        ({"model": {"name": "densenet"}}, "model 'densenet' is a classification network but task is 'segmentation'"),
-        ({"data": {"synthetic": {"image_size": 60}}},
-         r"data.synthetic.image_size: image size \[60, 60\] is not a multiple of 8, "
-         r"the product of model.params.strides \[2, 2, 2\]"),
-        ({"strategies": [{"name": "fedbn"}]}, "strategy 'fedbn' keeps each site's normalisation layers, but model 'unet' has none"),
+        (
+            {"task": "classification"},
+            r"model 'unet' is a segmentation network but task is 'classification'; "
+            r"use model.name one of \['densenet', 'resnet'\]",
+        ),
+        (
+            {"model": {"name": "densenet"}},
+            "model 'densenet' is a classification network but task is 'segmentation'",
+        ),
+        (
+            {"data": {"synthetic": {"image_size": 60}}},
+            r"data.synthetic.image_size: image size \[60, 60\] is not a multiple of 8, "
+            r"the product of model.params.strides \[2, 2, 2\]",
+        ),
+        (
+            {"strategies": [{"name": "fedbn"}]},
+            "strategy 'fedbn' keeps each site's normalisation layers, but model 'unet' has none",
+        ),
     ],
 )
 def test_a_failed_precondition_stops_the_run_before_its_directory_exists(
@@ -39,17 +49,27 @@ def test_a_failed_precondition_stops_the_run_before_its_directory_exists(
 
 @pytest.mark.parametrize(
     "settings",
-    [{}, {"task": "classification", "model": {"name": "resnet"}},
-     {"strategies": [{"name": "fedbn"}], "model": {"params": {"norm": "batch"}}},
-     {"data": {"synthetic": {"image_size": 60}}, "model": {"params": {"channels": [8, 16, 32], "strides": [2, 2]}}}],
+    [
+        {},
+        {"task": "classification", "model": {"name": "resnet"}},
+        {"strategies": [{"name": "fedbn"}], "model": {"params": {"norm": "batch"}}},
+        {
+            "data": {"synthetic": {"image_size": 60}},
+            "model": {"params": {"channels": [8, 16, 32], "strides": [2, 2]}},
+        },
+    ],
 )
 def test_sound_configurations_pass(settings: dict[str, Any]) -> None:
     check_config(parse_config(settings))
 
 
 def test_a_loaded_image_whose_size_the_unet_cannot_take_is_named() -> None:
-    config = parse_config({"data": {"synthetic": None, "sites": [{"name": "a", "path": "a"}], "unseen_site": None}})
+    config = parse_config(
+        {"data": {"synthetic": None, "sites": [{"name": "a", "path": "a"}], "unseen_site": None}}
+    )
     case = Case("case_7", np.zeros((1, 64, 36), np.float32), None, None, Path("a/case_7.npz"))
     data = FederationData(train={"a": SiteData(name="a", cases=(case,))}, test={}, unseen=None)
-    with pytest.raises(ConfigError, match=r"site 'a' case 'case_7': image size \[64, 36\] is not a multiple of 8"):
+    with pytest.raises(
+        ConfigError, match=r"site 'a' case 'case_7': image size \[64, 36\] is not a multiple of 8"
+    ):
         check_data(config, data)

@@ -36,7 +36,10 @@ def test_one_scaled_site_ruins_fedavg_but_not_the_median(tmp_path: Path) -> None
     runner = ExperimentRunner(config, data, tmp_path)
     planned = {e.name: e for e in plan_experiments(config, data)}
     assert {name: e.attacked for name, e in planned.items()} == {
-        "fedavg": True, "fedavg-clean": False, "median": True, "median-clean": False
+        "fedavg": True,
+        "fedavg-clean": False,
+        "median": True,
+        "median-clean": False,
     }
     final = {name: runner.run(planned[name]).state.weights for name in ("fedavg", "fedavg-clean", "median")}
     start = runner.new_model().state_dict()

@@ -13,15 +13,21 @@ ROUNDS = 2
 
 
 def test_each_site_of_a_simulated_experiment_charges_one_release_per_round(tmp_path: Path) -> None:
-    config = parse_config({
-        "data": {"synthetic": {"image_size": 16, "cases_scale": 0.2}},
-        "model": {"params": {"channels": [4, 8], "strides": [2], "norm": "instance"}},
-        "federation": {"rounds": ROUNDS, "min_sites": 2},
-        "strategies": [{"name": "fedavg"}],
-        "baselines": {"centralized": False, "local": False},
-        "output_dir": str(tmp_path),
-        "privacy": {"accountant": "rdp", "epsilon": 50.0, "dp_sgd": {"noise": "fixed", "noise_multiplier": 1.0}},
-    })
+    config = parse_config(
+        {
+            "data": {"synthetic": {"image_size": 16, "cases_scale": 0.2}},
+            "model": {"params": {"channels": [4, 8], "strides": [2], "norm": "instance"}},
+            "federation": {"rounds": ROUNDS, "min_sites": 2},
+            "strategies": [{"name": "fedavg"}],
+            "baselines": {"centralized": False, "local": False},
+            "output_dir": str(tmp_path),
+            "privacy": {
+                "accountant": "rdp",
+                "epsilon": 50.0,
+                "dp_sgd": {"noise": "fixed", "noise_multiplier": 1.0},
+            },
+        }
+    )
     run_dir = run_simulation(config).run_dir
     ledgers = sorted((run_dir / "privacy" / "fedavg").glob("*.jsonl"))
     assert ledgers and all(path.name.count("-") == 1 for path in ledgers)  # <site>-<fingerprint>

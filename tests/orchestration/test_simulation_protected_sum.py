@@ -65,7 +65,9 @@ def test_ckks_gives_the_weights_of_plain_fedavg_and_the_server_has_no_key(
     server_contexts: list[ts.Context] = []
     real_sum = ckks_rounds.server_sum
 
-    def spy(context: ts.Context, uploads: Sequence[EncryptedVector], params: CkksParameters) -> EncryptedVector:
+    def spy(
+        context: ts.Context, uploads: Sequence[EncryptedVector], params: CkksParameters
+    ) -> EncryptedVector:
         server_contexts.append(context)
         return real_sum(context, uploads, params)
 

@@ -64,7 +64,9 @@ def test_encrypted_weighted_mean_matches_fedavg(contexts: tuple) -> None:
     site, server, _ = contexts
     models = [{"w": torch.full((3, 2), float(i)), "n": torch.tensor(i)} for i in (1, 2, 3)]
     layout = layout_of(models[0])
-    uploads = [encrypt_weighted_update(site, m, 10.0 * i, layout, site=f"s{i}") for i, m in enumerate(models, 1)]
+    uploads = [
+        encrypt_weighted_update(site, m, 10.0 * i, layout, site=f"s{i}") for i, m in enumerate(models, 1)
+    ]
     mean, weight = decrypt_weighted_mean(site, add_encrypted(server, uploads), layout)
     # (10*1 + 20*2 + 30*3) / 60 = 7/3
     assert weight == pytest.approx(60.0, rel=1e-6)
@@ -97,7 +99,9 @@ def test_context_loaders_check_the_key_and_name_the_file(contexts: tuple, tmp_pa
     with pytest.raises(EncryptionError, match=re.escape(f"cannot read CKKS context '{tmp_path / 'nope'}'")):
         load_site_context(tmp_path / "nope")
     (tmp_path / "empty").write_bytes(b"")
-    with pytest.raises(EncryptionError, match=re.escape(f"'{tmp_path / 'empty'}' is not a serialized TenSEAL")):
+    with pytest.raises(
+        EncryptionError, match=re.escape(f"'{tmp_path / 'empty'}' is not a serialized TenSEAL")
+    ):
         load_server_context(tmp_path / "empty")
 
 
@@ -113,7 +117,12 @@ def test_default_range_is_two_to_the_47() -> None:
 def test_a_full_sum_at_the_range_boundary_is_accurate(contexts: tuple) -> None:
     site, server, _ = contexts
     # A constant vector puts its whole magnitude in one coefficient: the worst case.
-    inputs = [np.full(8, FEW.max_abs), np.full(8, -FEW.max_abs), np.full(8, FEW.max_abs), np.full(8, FEW.max_abs)]
+    inputs = [
+        np.full(8, FEW.max_abs),
+        np.full(8, -FEW.max_abs),
+        np.full(8, FEW.max_abs),
+        np.full(8, FEW.max_abs),
+    ]
     inputs[0][1] = 3.0
     uploads = [encrypt_vector(site, x, FEW) for x in inputs]
     total = decrypt_vector(site, add_encrypted(server, uploads, FEW))

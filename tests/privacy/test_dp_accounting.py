@@ -24,7 +24,9 @@ def test_rdp_epsilon_equals_opacus_for_the_same_steps() -> None:
     history = [Mechanism(1.1, 0.25, 12), Mechanism(1.1, 0.25, 12), Mechanism(0.9, 0.5, 4)]
     opacus = RDPAccountant()
     opacus.history = [(1.1, 0.25, 24), (0.9, 0.5, 4)]
-    assert epsilon_spent(history, delta=1e-5, accountant="rdp") == pytest.approx(opacus.get_epsilon(1e-5), rel=1e-12)
+    assert epsilon_spent(history, delta=1e-5, accountant="rdp") == pytest.approx(
+        opacus.get_epsilon(1e-5), rel=1e-12
+    )
 
 
 def test_prv_epsilon_equals_opacus_for_the_same_steps() -> None:
@@ -82,11 +84,19 @@ def _pld_epsilon(mechanism: Mechanism, delta: float) -> float:
         (Mechanism(2.0, 0.5, 20), 1e-6),
     ],
 )
-def test_the_default_accountant_is_within_two_percent_of_the_tight_pld_bound(mechanism: Mechanism, delta: float) -> None:
+def test_the_default_accountant_is_within_two_percent_of_the_tight_pld_bound(
+    mechanism: Mechanism, delta: float
+) -> None:
     assert DEFAULT_ACCOUNTANT is Accountant.PRV and PrivacyConfig().accountant == "prv"
     tight = _pld_epsilon(mechanism, delta)
-    assert tight * 0.999 <= epsilon_spent([mechanism], delta=delta, accountant=DEFAULT_ACCOUNTANT) <= tight * 1.02
-    assert epsilon_spent([mechanism], delta=delta, accountant="rdp") > tight * 1.05  # why RDP is no longer the default
+    assert (
+        tight * 0.999
+        <= epsilon_spent([mechanism], delta=delta, accountant=DEFAULT_ACCOUNTANT)
+        <= tight * 1.02
+    )
+    assert (
+        epsilon_spent([mechanism], delta=delta, accountant="rdp") > tight * 1.05
+    )  # why RDP is no longer the default
 
 
 @pytest.mark.parametrize(

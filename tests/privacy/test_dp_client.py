@@ -70,15 +70,25 @@ def test_noise_has_the_stated_scale() -> None:
 
 def test_adaptive_clip_moves_toward_the_target_quantile() -> None:
     strategy = ClientDP(
-        FedAvg(), noise_multiplier=0.5, clip=0.01, target_quantile=0.5, clip_lr=0.5, noise=NoiseMode.REPRODUCIBLE
+        FedAvg(),
+        noise_multiplier=0.5,
+        clip=0.01,
+        target_quantile=0.5,
+        clip_lr=0.5,
+        noise=NoiseMode.REPRODUCIBLE,
     )
     state = _start(strategy, size=1)
     norms = torch.linspace(1.0, 3.0, 21)  # median 2.0
     trail = []
     for _ in range(80):
-        results = [_result(f"s{i}", {"w": torch.tensor([float(n)]), "steps": torch.tensor(0)}) for i, n in enumerate(norms)]
+        results = [
+            _result(f"s{i}", {"w": torch.tensor([float(n)]), "steps": torch.tensor(0)})
+            for i, n in enumerate(norms)
+        ]
         state = strategy.aggregate(state, results, num_sites=len(norms))
-        state = ServerState(round=state.round, weights={"w": torch.zeros(1), "steps": torch.tensor(0)}, extra=state.extra)
+        state = ServerState(
+            round=state.round, weights={"w": torch.zeros(1), "steps": torch.tensor(0)}, extra=state.extra
+        )
         trail.append(strategy.clip(state))
     assert trail[0] > 0.01
     assert sum(trail[-20:]) / 20 == pytest.approx(2.0, rel=0.15)
@@ -88,7 +98,9 @@ def test_state_carries_clip_and_account_for_resume() -> None:
     strategy = ClientDP(FedAvg(), noise_multiplier=1.0, clip=1.0, expected_sites=2)
     state = _start(strategy)
     for _ in range(3):
-        state = strategy.aggregate(state, [_result("a", {"w": torch.ones(3), "steps": torch.tensor(0)})], num_sites=4)
+        state = strategy.aggregate(
+            state, [_result("a", {"w": torch.ones(3), "steps": torch.tensor(0)})], num_sites=4
+        )
     assert int(state.extra[GROUP]["rounds"]) == 3
     expected = epsilon_spent([Mechanism(1.0, 0.5, 3)], delta=1e-5, accountant="rdp")
     assert strategy.epsilon(state, delta=1e-5) == pytest.approx(expected)
@@ -98,14 +110,22 @@ def test_state_carries_clip_and_account_for_resume() -> None:
 
 def test_no_noise_means_no_guarantee() -> None:
     strategy = ClientDP(FedAvg(), noise_multiplier=0.0)
-    state = strategy.aggregate(_start(strategy), [_result("a", {"w": torch.ones(3), "steps": torch.tensor(0)})], num_sites=1)
+    state = strategy.aggregate(
+        _start(strategy), [_result("a", {"w": torch.ones(3), "steps": torch.tensor(0)})], num_sites=1
+    )
     assert math.isinf(strategy.epsilon(state, delta=1e-5))
 
 
 def test_strategies_that_send_extra_tensors_are_refused() -> None:
     strategy = ClientDP(STRATEGIES.create("scaffold"), noise_multiplier=1.0)
     state = strategy.init({"w": torch.zeros(1)})
-    result = TrainResult(site="a", round=1, weights={"w": torch.ones(1)}, num_samples=1, extra={"delta_control": {"w": torch.ones(1)}})
+    result = TrainResult(
+        site="a",
+        round=1,
+        weights={"w": torch.ones(1)},
+        num_samples=1,
+        extra={"delta_control": {"w": torch.ones(1)}},
+    )
     with pytest.raises(ValueError, match="extra tensors"):
         strategy.aggregate(state, [result], num_sites=1)
 
@@ -119,9 +139,12 @@ def test_inner_state_is_kept_apart() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"noise_multiplier": -1.0}, "noise_multiplier"), ({"noise_multiplier": 1.0, "clip": 0.0}, "clip"),
-     ({"noise_multiplier": 1.0, "target_quantile": 1.0}, "target_quantile"),
-     ({"noise_multiplier": 1.0, "expected_sites": 0}, "expected_sites")],
+    [
+        ({"noise_multiplier": -1.0}, "noise_multiplier"),
+        ({"noise_multiplier": 1.0, "clip": 0.0}, "clip"),
+        ({"noise_multiplier": 1.0, "target_quantile": 1.0}, "target_quantile"),
+        ({"noise_multiplier": 1.0, "expected_sites": 0}, "expected_sites"),
+    ],
 )
 def test_bad_arguments_name_the_argument(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -31,13 +31,19 @@ def _site(name: str, ids: list[str], folder: Path) -> SiteData:
 
 
 def _release(job: str, mechanism: Mechanism, seed: int = 0) -> dict[str, object]:
-    return release_entry(job=job, seed=seed, mechanism=mechanism, clip=1.0, budget=BUDGET, accountant=Accountant.RDP)
+    return release_entry(
+        job=job, seed=seed, mechanism=mechanism, clip=1.0, budget=BUDGET, accountant=Accountant.RDP
+    )
 
 
 def test_every_release_is_appended_with_its_own_id_and_nothing_is_rewritten(tmp_path: Path) -> None:
     path, contents = tmp_path / "a.jsonl", []
-    for entry in (_release("j1", Mechanism(1.0, 0.5, 2)), _release("j2", Mechanism(1.0, 0.5, 2)),
-                  clip_entry(job="j1", clip=0.7), _release("j1", Mechanism(1.0, 0.5, 2))):
+    for entry in (
+        _release("j1", Mechanism(1.0, 0.5, 2)),
+        _release("j2", Mechanism(1.0, 0.5, 2)),
+        clip_entry(job="j1", clip=0.7),
+        _release("j1", Mechanism(1.0, 0.5, 2)),
+    ):
         append_entry(path, entry)
         contents.append(path.read_bytes())
     assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(contents))
@@ -64,7 +70,9 @@ def test_one_ledger_per_dataset_whatever_the_split_and_version_1_is_refused(tmp_
     same = _site("a", ["c3", "c1", "c2"], tmp_path / "data" / ".." / "data")
     other = _site("a", ["c1", "c2"], tmp_path / "data")
     assert ledger_file(tmp_path, data) == ledger_file(tmp_path, same) != ledger_file(tmp_path, other)
-    assert ledger_file(tmp_path, data).name.startswith("a-") and ledger_file(tmp_path, data).suffix == ".jsonl"
+    assert (
+        ledger_file(tmp_path, data).name.startswith("a-") and ledger_file(tmp_path, data).suffix == ".jsonl"
+    )
     (tmp_path / "a.json").write_text('{"version": 1}')
     with pytest.raises(CheckpointError, match="version-1"):
         ledger_file(tmp_path, data)
@@ -73,7 +81,7 @@ def test_one_ledger_per_dataset_whatever_the_split_and_version_1_is_refused(tmp_
 def test_status_of_a_site_shows_the_total_spend_of_its_data_over_every_job(tmp_path: Path) -> None:
     path = ledger_file(tmp_path / "privacy", _site("a", ["c1"], tmp_path))
     history = [Mechanism(1.0, 1 / 3, 3), Mechanism(1.0, 1 / 2, 2)]
-    for job, mechanism in zip(("job-1", "job-2"), history):
+    for job, mechanism in zip(("job-1", "job-2"), history, strict=False):
         append_entry(path, _release(job, mechanism))
     result = CliRunner().invoke(app, ["status", "--state-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output

@@ -21,7 +21,14 @@ from medfed.orchestration.site import DP_WEIGHT, LocalSite, cpu_weights
 from medfed.privacy.dp import Budget, DPTrainer, SitePrivacy
 from medfed.privacy.dp.client import ClientDP
 from medfed.privacy.dp.config import simulated_noise
-from medfed.privacy.dp.noise import NOT_PRIVATE, GeneratorNoise, NoiseMode, PoissonSampler, SecureNoise, noise_source
+from medfed.privacy.dp.noise import (
+    NOT_PRIVATE,
+    GeneratorNoise,
+    NoiseMode,
+    PoissonSampler,
+    SecureNoise,
+    noise_source,
+)
 from medfed.privacy.setup import privacy_warning
 from medfed.report.html import write_report
 from medfed.strategies import FedAvg
@@ -45,14 +52,22 @@ class _Tiny(Dataset):
 
 
 def _model() -> nn.Module:
-    return build_model("unet", {"channels": (2, 4), "strides": (2,), "num_res_units": 0, "norm": "instance"}, seed=0)
+    return build_model(
+        "unet", {"channels": (2, 4), "strides": (2,), "num_res_units": 0, "norm": "instance"}, seed=0
+    )
 
 
 def _site(noise: NoiseMode) -> LocalSite:
     inner = LocalTrainer(task="segmentation", settings=TrainSettings(batch_size=4, local_epochs=1))
     policy = SitePrivacy(budget=Budget(50.0, 1e-5), noise_multiplier=1.0, noise=noise)
-    return LocalSite(SITE, _Tiny(), model=_model(), trainer=DPTrainer(inner, site=SITE, policy=policy),
-                     strategy=FedAvg(), seed=JOB_SEED)
+    return LocalSite(
+        SITE,
+        _Tiny(),
+        model=_model(),
+        trainer=DPTrainer(inner, site=SITE, policy=policy),
+        strategy=FedAvg(),
+        seed=JOB_SEED,
+    )
 
 
 def _release(noise: NoiseMode) -> TrainResult:
@@ -118,7 +133,9 @@ def test_identical_dp_sites_release_different_updates_and_a_seed_replay_misses()
     assert not _same(replay.weights, first.weights)
 
 
-def test_reproducible_noise_repeats_bit_for_bit_and_says_not_private(caplog: pytest.LogCaptureFixture) -> None:
+def test_reproducible_noise_repeats_bit_for_bit_and_says_not_private(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with caplog.at_level(logging.WARNING):
         first, second = _release(NoiseMode.REPRODUCIBLE), _release(NoiseMode.REPRODUCIBLE)
     assert _same(first.weights, second.weights)
@@ -140,8 +157,14 @@ def test_client_dp_noise_is_not_derived_from_the_seed() -> None:
 def test_a_dp_result_carries_no_loss_steps_or_case_count() -> None:
     result = _release(NoiseMode.SECURE)
     assert result.metrics == {} and result.num_samples == DP_WEIGHT
-    plain = LocalSite(SITE, _Tiny(), model=_model(), strategy=FedAvg(), seed=JOB_SEED,
-                      trainer=LocalTrainer(task="segmentation", settings=TrainSettings(batch_size=4)))
+    plain = LocalSite(
+        SITE,
+        _Tiny(),
+        model=_model(),
+        strategy=FedAvg(),
+        seed=JOB_SEED,
+        trainer=LocalTrainer(task="segmentation", settings=TrainSettings(batch_size=4)),
+    )
     sent = plain.train(TrainTask(round=ROUND, weights=cpu_weights(_model())))
     assert sent.num_samples == 8 and set(sent.metrics) == {"loss", "steps"}
 
@@ -150,16 +173,30 @@ def test_a_dp_result_carries_no_loss_steps_or_case_count() -> None:
 def test_only_the_explicit_opt_in_makes_simulated_noise_reproducible() -> None:
     dp = DPSGDConfig(noise="fixed", noise_multiplier=1.0)
     assert simulated_noise(PrivacyConfig(dp_sgd=dp).plan()) is NoiseMode.SECURE
-    assert simulated_noise(PrivacyConfig(dp_sgd=dp.model_copy(update={"secure_mode": False})).plan()) is NoiseMode.SYSTEM
+    assert (
+        simulated_noise(PrivacyConfig(dp_sgd=dp.model_copy(update={"secure_mode": False})).plan())
+        is NoiseMode.SYSTEM
+    )
     opted_in = PrivacyConfig(dp_sgd=dp, reproducible_noise=True).plan()
     assert simulated_noise(opted_in) is NoiseMode.REPRODUCIBLE
-    assert privacy_warning(opted_in) == NOT_PRIVATE and privacy_warning(PrivacyConfig(dp_sgd=dp).plan()) is None
+    assert (
+        privacy_warning(opted_in) == NOT_PRIVATE and privacy_warning(PrivacyConfig(dp_sgd=dp).plan()) is None
+    )
 
 
 def test_the_report_of_a_reproducible_run_says_not_private(tmp_path: Path) -> None:
     path = tmp_path / "report.html"
-    write_report(path, title="t", rows=[], summary=[], metric="dice", unseen_site=None, samples=[],
-                 config_yaml="", warning=NOT_PRIVATE)
+    write_report(
+        path,
+        title="t",
+        rows=[],
+        summary=[],
+        metric="dice",
+        unseen_site=None,
+        samples=[],
+        config_yaml="",
+        warning=NOT_PRIVATE,
+    )
     assert "NOT PRIVATE" in path.read_text()
 
 
@@ -174,6 +211,8 @@ def test_a_deployed_site_uses_the_csprng_whatever_the_job_says(tmp_path: Path) -
 
     unet = {"spatial_dims": 2, "in_channels": 1, "channels": [2, 4], "strides": [2], "num_res_units": 0}
     dp_sgd = {"noise": "fixed", "noise_multiplier": 1.0, "secure_mode": False}  # the job asks for torch's RNG
-    job = parse_site_job(json.dumps({"model": {"name": "unet", "params": unet}, "privacy": {"dp_sgd": dp_sgd}}))
+    job = parse_site_job(
+        json.dumps({"model": {"name": "unet", "params": unet}, "privacy": {"dp_sgd": dp_sgd}})
+    )
     site = build_local_site(SiteData("a", []), job, SiteOptions(tmp_path))
     assert isinstance(site.trainer, DPTrainer) and site.trainer.policy.noise is NoiseMode.SECURE

@@ -53,9 +53,7 @@ def test_private_estimate_converges_to_the_true_quantile(target: float) -> None:
     for step in range(600):
         torch.manual_seed(step)
         norms = population.sample((64,))
-        fraction = noisy_fraction(
-            centred_count(norms, clip), count_std=4.0, expected_count=64, source=source
-        )
+        fraction = noisy_fraction(centred_count(norms, clip), count_std=4.0, expected_count=64, source=source)
         clip = geometric_update(clip, fraction, target_quantile=target, lr=0.2, bounds=(1e-3, 1e3))
         trail.append(clip)
     estimate = sum(trail[-200:]) / 200

@@ -18,8 +18,8 @@ from medfed.models import build_model
 from medfed.orchestration.grid import InMemoryGrid
 from medfed.orchestration.site import LocalSite, cpu_weights
 from medfed.privacy.dp import AdaptiveClipping, Budget, DPTrainer, SitePrivacy, make_dp_compatible
-from medfed.privacy.dp.noise import NoiseMode, noise_source
 from medfed.privacy.dp.accounting import Accountant, Mechanism, epsilon_spent
+from medfed.privacy.dp.noise import NoiseMode, noise_source
 from medfed.privacy.dp.trainer import poisson_loader, poisson_plan
 from medfed.strategies import FedAvg
 from medfed.training import LocalTrainer, TrainSettings
@@ -53,9 +53,13 @@ def _pixel_model() -> nn.Module:
     return nn.Conv2d(1, 2, kernel_size=1)
 
 
-def _trainer(path: Path | None = None, *, job: str = "local", batch: int = BATCH, **policy: object) -> DPTrainer:
+def _trainer(
+    path: Path | None = None, *, job: str = "local", batch: int = BATCH, **policy: object
+) -> DPTrainer:
     inner = LocalTrainer(
-        task="segmentation", settings=TrainSettings(batch_size=batch, local_epochs=1), device=torch.device("cpu")
+        task="segmentation",
+        settings=TrainSettings(batch_size=batch, local_epochs=1),
+        device=torch.device("cpu"),
     )
     policy.setdefault("budget", Budget(50.0, 1e-5))
     policy.setdefault("noise", NoiseMode.REPRODUCIBLE)  # deterministic tests (NOT PRIVATE)
@@ -63,7 +67,9 @@ def _trainer(path: Path | None = None, *, job: str = "local", batch: int = BATCH
     return DPTrainer(inner, site="a", policy=SitePrivacy(**policy), ledger_path=path, job=job)  # type: ignore[arg-type]
 
 
-def _opacus_epsilon(z: float, steps: int, delta: float = 1e-5, accountant: IAccountant | None = None) -> float:
+def _opacus_epsilon(
+    z: float, steps: int, delta: float = 1e-5, accountant: IAccountant | None = None
+) -> float:
     accountant = RDPAccountant() if accountant is None else accountant
     accountant.history = [(z, SAMPLE_RATE, steps)]
     return accountant.get_epsilon(delta)
@@ -80,7 +86,9 @@ def test_epsilon_equals_the_opacus_accountant_for_the_same_steps() -> None:
 
 
 def test_the_default_accountant_is_prv() -> None:
-    inner = LocalTrainer(task="segmentation", settings=TrainSettings(batch_size=BATCH), device=torch.device("cpu"))
+    inner = LocalTrainer(
+        task="segmentation", settings=TrainSettings(batch_size=BATCH), device=torch.device("cpu")
+    )
     trainer = DPTrainer(inner, site="a", policy=SitePrivacy(budget=Budget(50.0, 1e-5), noise_multiplier=1.3))
     before = cpu_weights(model := _model())
     trainer.fit(model, _Tiny(), seed=1)
@@ -88,9 +96,14 @@ def test_the_default_accountant_is_prv() -> None:
     assert any(not torch.equal(before[k], v) for k, v in cpu_weights(model).items())
 
 
-def test_a_site_stops_exactly_when_the_next_round_would_exceed_its_budget(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_site_stops_exactly_when_the_next_round_would_exceed_its_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     after_two, after_three = _opacus_epsilon(1.0, 2 * STEPS), _opacus_epsilon(1.0, 3 * STEPS)
-    trainer, model = _trainer(noise_multiplier=1.0, budget=Budget((after_two + after_three) / 2, 1e-5)), _model()
+    trainer, model = (
+        _trainer(noise_multiplier=1.0, budget=Budget((after_two + after_three) / 2, 1e-5)),
+        _model(),
+    )
     trainer.fit(model, _Tiny(), seed=1)
     trainer.fit(model, _Tiny(), seed=2)
     untouched = cpu_weights(model)
@@ -183,7 +196,10 @@ def test_a_second_job_calibrates_to_what_the_first_left_and_stops_at_the_budget(
 @pytest.mark.parametrize("adaptive", [None, AdaptiveClipping()], ids=["fixed", "adaptive"])
 def test_tiny_datasets_train_through_empty_poisson_batches(adaptive: AdaptiveClipping | None) -> None:
     # N=3, B=2: q=1/2, so 1 batch in 8 is empty; before the fix 8/20 (fixed) and 16/20 rounds crashed
-    trainer, model = _trainer(noise_multiplier=1.0, batch=2, adaptive_clipping=adaptive, budget=Budget(1e3, 1e-5)), _pixel_model()
+    trainer, model = (
+        _trainer(noise_multiplier=1.0, batch=2, adaptive_clipping=adaptive, budget=Budget(1e3, 1e-5)),
+        _pixel_model(),
+    )
     for seed in range(20):
         assert trainer.fit(model, _Tiny(3, size=4), seed=seed).steps == 2
     assert trainer.ledger.history() == [Mechanism(1.0, 1 / 2, 2)] * 20
@@ -192,8 +208,14 @@ def test_tiny_datasets_train_through_empty_poisson_batches(adaptive: AdaptiveCli
 def test_a_declining_site_is_a_drop_out_for_the_round() -> None:
     model = _model()
     sites = {
-        name: LocalSite(name, _Tiny(), model=model, trainer=_trainer(noise_multiplier=1.0, budget=budget),  # type: ignore[arg-type]
-                        strategy=FedAvg(), seed=0)
+        name: LocalSite(
+            name,
+            _Tiny(),
+            model=model,
+            trainer=_trainer(noise_multiplier=1.0, budget=budget),  # type: ignore[arg-type]
+            strategy=FedAvg(),
+            seed=0,
+        )
         for name, budget in (("rich", Budget(50.0, 1e-5)), ("poor", Budget(0.01, 1e-5)))
     }
     task = TrainTask(round=1, weights=cpu_weights(model))

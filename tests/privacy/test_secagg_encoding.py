@@ -36,7 +36,7 @@ def test_sums_at_and_just_inside_the_bound_keep_their_sign(code: FixedPoint, n: 
         for sign in (1.0, -1.0):
             total = _ring_sum(sign * value, code, n)
             assert math.copysign(1.0, total) == sign
-            assert total == pytest.approx(sign * n * value, rel=1e-12, abs=n * 2.0 ** -code.fraction_bits)
+            assert total == pytest.approx(sign * n * value, rel=1e-12, abs=n * 2.0**-code.fraction_bits)
 
 
 @pytest.mark.parametrize("code", CODES, ids=["64-bit", "32-bit"])

@@ -56,9 +56,7 @@ def test_sum_survives_random_dropouts_up_to_n_minus_t(seed: int) -> None:
 
 def test_clients_dropping_before_sharing_are_left_out() -> None:
     inputs = _inputs(1)
-    total = secure_sum(
-        inputs, threshold=3, drop_after_advertising=["a"], drop_after_sharing=["b"]
-    ).total
+    total = secure_sum(inputs, threshold=3, drop_after_advertising=["a"], drop_after_sharing=["b"]).total
     expected = inputs["c"] + inputs["d"] + inputs["e"]
     np.testing.assert_allclose(total, expected, rtol=0, atol=TOL)
 

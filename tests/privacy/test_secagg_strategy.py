@@ -84,16 +84,16 @@ def test_one_round_of_the_loop_matches_plain_fedavg() -> None:
     assert len(results) == 1 and results[0].metrics["secagg.num_sites"] == 5
     plain_results = _FakeSites().train({s: TrainTask(round=1, weights=_model(0)) for s in SITES})
     plain = FedAvg().aggregate(FedAvg().init(_model(0)), plain_results, num_sites=5)
-    torch.testing.assert_close(
-        state.weights["conv.weight"], plain.weights["conv.weight"], atol=1e-6, rtol=0
-    )
+    torch.testing.assert_close(state.weights["conv.weight"], plain.weights["conv.weight"], atol=1e-6, rtol=0)
     assert state.round == 1
 
 
 def test_the_secure_aggregate_counts_as_its_sites_towards_the_quorum() -> None:
     strategy = SecureAggregation(FedAvg())
     secure = SecureAggregationRound()
-    state, _ = run_round(strategy, strategy.init(_model(0)), RoundPlan(1, SITES, min_sites=5), _grid(), secure)
+    state, _ = run_round(
+        strategy, strategy.init(_model(0)), RoundPlan(1, SITES, min_sites=5), _grid(), secure
+    )
     assert state.round == 1
     three = RoundPlan(1, SITES, fraction=0.5, min_sites=3)  # 3 sites sampled, 3 needed
     assert run_round(strategy, strategy.init(_model(0)), three, _grid(), secure)[0].round == 1
@@ -103,7 +103,13 @@ def test_a_secure_aggregate_of_too_few_sites_misses_the_quorum() -> None:
     strategy = SecureAggregation(FedAvg())
     grid = _grid({"s3": 1})  # of the 3 asked sites, s3 declines: threshold 2 of 3, 2 in the sum
     with pytest.raises(QuorumNotReached, match="updates of 2 sites, at least 3"):
-        run_round(strategy, strategy.init(_model(0)), RoundPlan(1, SITES[:3], min_sites=3), grid, SecureAggregationRound())
+        run_round(
+            strategy,
+            strategy.init(_model(0)),
+            RoundPlan(1, SITES[:3], min_sites=3),
+            grid,
+            SecureAggregationRound(),
+        )
 
 
 def test_wrapper_refuses_individual_updates() -> None:
@@ -138,8 +144,18 @@ def test_a_round_with_fewer_survivors_than_the_threshold_is_retried_from_the_sam
     grid = _grid({"s1": 1, "s2": 1, "s3": 1})  # first attempt: 2 of 5 answer, threshold 3
     plan = RoundPlan(rounds=1, sites=SITES, min_sites=1)
     with pytest.raises(QuorumNotReached, match="updates of 0 sites"):
-        run_rounds(strategy, strategy.init(_model(0)), plan, _grid({"s1": 1, "s2": 1, "s3": 1}), collect=SecureAggregationRound())
-    final = run_rounds(strategy, strategy.init(_model(0)), plan, grid, max_attempts=2, collect=SecureAggregationRound())
-    plain = FedAvg().aggregate(FedAvg().init(_model(0)), _FakeSites().train({s: TrainTask(1, _model(0)) for s in SITES}), 5)
+        run_rounds(
+            strategy,
+            strategy.init(_model(0)),
+            plan,
+            _grid({"s1": 1, "s2": 1, "s3": 1}),
+            collect=SecureAggregationRound(),
+        )
+    final = run_rounds(
+        strategy, strategy.init(_model(0)), plan, grid, max_attempts=2, collect=SecureAggregationRound()
+    )
+    plain = FedAvg().aggregate(
+        FedAvg().init(_model(0)), _FakeSites().train({s: TrainTask(1, _model(0)) for s in SITES}), 5
+    )
     assert final.round == 1
     torch.testing.assert_close(final.weights["conv.weight"], plain.weights["conv.weight"], atol=1e-6, rtol=0)

@@ -12,7 +12,15 @@ import pytest
 import tenseal as ts
 
 from medfed.privacy.ckks import EncryptionError, load_server_context, load_site_context
-from medfed.provision import CertificateGate, ProjectConfig, load_client_kit, load_project, load_server_kit, provision, revoke
+from medfed.provision import (
+    CertificateGate,
+    ProjectConfig,
+    load_client_kit,
+    load_project,
+    load_server_kit,
+    provision,
+    revoke,
+)
 from medfed.provision.certs import certificate_pem, create_ca, issue, read_identity
 from medfed.provision.errors import ProvisionError
 from medfed.provision.revocation import revoked_serials
@@ -36,10 +44,19 @@ def test_kits_are_complete_and_keys_private(tmp_path: Path) -> None:
     kits = tmp_path / "kits"
     report = provision(_project("hospital_a", "hospital_b"), kits)
     assert report.created == ["ca", "server", "hospital_a", "hospital_b"]
-    for key in [kits / "ca/ca.key", kits / "server/server.key", kits / "hospital_a/site.key", kits / "hospital_b/site.key"]:
+    for key in [
+        kits / "ca/ca.key",
+        kits / "server/server.key",
+        kits / "hospital_a/site.key",
+        kits / "hospital_b/site.key",
+    ]:
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
     site = load_client_kit(kits / "hospital_a")
-    assert (site.site, site.server, site.server_name) == ("hospital_a", "fl.example.org:9443", "fl.example.org")
+    assert (site.site, site.server, site.server_name) == (
+        "hospital_a",
+        "fl.example.org:9443",
+        "fl.example.org",
+    )
     server = load_server_kit(kits / "server")
     assert server.port == 9443 and server.sites == ["hospital_a", "hospital_b"]
     assert _gate(kits)((kits / "hospital_a/site.crt").read_bytes()) == "hospital_a"
@@ -84,9 +101,9 @@ def test_foreign_and_expired_certificates_are_refused(tmp_path: Path) -> None:
     gate = _gate(kits)
     foreign = issue(create_ca("other", days=5), "hospital_a", role="client", days=5)
     with pytest.raises(AuthenticationError, match="not issued"):
-            gate(certificate_pem(foreign.certificate))
+        gate(certificate_pem(foreign.certificate))
     ca = read_identity(kits / "ca/ca.crt", kits / "ca/ca.key")
-    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
     expired = issue(ca, "hospital_a", role="client", days=1, not_before=old)
     with pytest.raises(AuthenticationError, match="expired"):
         gate(certificate_pem(expired.certificate))
@@ -139,9 +156,14 @@ def test_ckks_contexts_shared_by_sites_and_keyless_at_the_server(tmp_path: Path)
     site_a, site_b = (load_site_context(path) for path in site_files)
     server = load_server_context(server_file)
     assert site_a.is_private() and site_b.is_private() and not server.is_private()
-    encrypted = [ts.ckks_vector(site_a, [1.0, 2.0]).serialize(), ts.ckks_vector(site_b, [0.5, -1.0]).serialize()]
+    encrypted = [
+        ts.ckks_vector(site_a, [1.0, 2.0]).serialize(),
+        ts.ckks_vector(site_b, [0.5, -1.0]).serialize(),
+    ]
     total = ts.ckks_vector_from(server, encrypted[0]) + ts.ckks_vector_from(server, encrypted[1])
-    np.testing.assert_allclose(ts.ckks_vector_from(site_b, total.serialize()).decrypt(), [1.5, 1.0], atol=1e-4)
+    np.testing.assert_allclose(
+        ts.ckks_vector_from(site_b, total.serialize()).decrypt(), [1.5, 1.0], atol=1e-4
+    )
     np.testing.assert_allclose(ts.ckks_vector_from(site_a, encrypted[1]).decrypt(), [0.5, -1.0], atol=1e-4)
 
 
@@ -151,8 +173,13 @@ def test_rerun_with_a_new_site_keeps_the_ckks_key(tmp_path: Path) -> None:
     master = (kits / "ca/ckks.ctx").read_bytes()
     report = provision(_project("hospital_a", "hospital_c", encryption="ckks"), kits)
     assert report.ckks == "kept" and (kits / "ca/ckks.ctx").read_bytes() == master
-    assert (kits / "hospital_a/ckks.ctx").read_bytes() == (kits / "hospital_c/ckks.ctx").read_bytes() == master
-    old_site, new_site = load_site_context(kits / "hospital_a/ckks.ctx"), load_site_context(kits / "hospital_c/ckks.ctx")
+    assert (
+        (kits / "hospital_a/ckks.ctx").read_bytes() == (kits / "hospital_c/ckks.ctx").read_bytes() == master
+    )
+    old_site, new_site = (
+        load_site_context(kits / "hospital_a/ckks.ctx"),
+        load_site_context(kits / "hospital_c/ckks.ctx"),
+    )
     encrypted = ts.ckks_vector(old_site, [3.0]).serialize()
     np.testing.assert_allclose(ts.ckks_vector_from(new_site, encrypted).decrypt(), [3.0], atol=1e-4)
 

@@ -12,8 +12,12 @@ from medfed.report.summary import AttackRole, attack_summary, summarize, write_s
 
 def _rows() -> list[MetricRow]:
     rows = []
-    for experiment, scores in {"fedavg": (0.8, 0.6, 0.7), "centralized": (0.82, 0.64, 0.72),
-                               "local-a": (0.9, 0.2, 0.1), "local-b": (0.3, 0.7, 0.5)}.items():
+    for experiment, scores in {
+        "fedavg": (0.8, 0.6, 0.7),
+        "centralized": (0.82, 0.64, 0.72),
+        "local-a": (0.9, 0.2, 0.1),
+        "local-b": (0.3, 0.7, 0.5),
+    }.items():
         for round in (1, 2):
             for site, value in zip(("a", "b", "d"), scores, strict=True):
                 split = "unseen" if site == "d" else "test"
@@ -38,8 +42,16 @@ def test_report_is_one_self_contained_html_file(tmp_path: Path) -> None:
     summary = summarize(_rows(), KINDS, task="segmentation", unseen_site="d")
     sample = SampleImage("a", "case_0", np.zeros((8, 8)), np.eye(8), np.eye(8), "fedavg")
     path = tmp_path / "report.html"
-    write_report(path, title="t", rows=_rows(), summary=summary, metric="dice", unseen_site="d",
-                 samples=[sample], config_yaml="seed: 0")
+    write_report(
+        path,
+        title="t",
+        rows=_rows(),
+        summary=summary,
+        metric="dice",
+        unseen_site="d",
+        samples=[sample],
+        config_yaml="seed: 0",
+    )
     page = path.read_text()
     assert page.count("data:image/png;base64,") == 3  # curves, one per-site plot, samples
     assert "src='http" not in page and "<link" not in page
@@ -55,8 +67,16 @@ def test_adabn_scores_of_the_unseen_site_get_their_own_column(tmp_path: Path) ->
     assert math.isclose(summary["fedavg"].unseen, 0.7)  # the plain score is unchanged
     assert math.isnan(summary["centralized"].unseen_adabn)
     path = tmp_path / "report.html"
-    write_report(path, title="t", rows=rows, summary=list(summary.values()), metric="dice", unseen_site="d",
-                 samples=[], config_yaml="seed: 0")
+    write_report(
+        path,
+        title="t",
+        rows=rows,
+        summary=list(summary.values()),
+        metric="dice",
+        unseen_site="d",
+        samples=[],
+        config_yaml="seed: 0",
+    )
     assert "dice on unseen site after AdaBN" in path.read_text()
 
 
@@ -72,11 +92,22 @@ def test_attack_table_shows_clean_attacked_and_defended(tmp_path: Path) -> None:
     roles: dict[str, AttackRole] = {"fedavg-clean": "clean", "fedavg": "attacked", "krum": "defended"}
     attacks = attack_summary(rows, summary, roles, backdoor_metric="backdoor_success")
     assert [(a.role, round(a.own_sites, 6), round(a.backdoor_success, 6)) for a in attacks] == [
-        ("clean", 0.8, 0.0), ("attacked", 0.3, 0.9), ("defended", 0.78, 0.1)
+        ("clean", 0.8, 0.0),
+        ("attacked", 0.3, 0.9),
+        ("defended", 0.78, 0.1),
     ]
     path = tmp_path / "report.html"
-    write_report(path, title="t", rows=rows, summary=summary, metric="dice", unseen_site=None,
-                 samples=[], config_yaml="seed: 0", attacks=attacks)
+    write_report(
+        path,
+        title="t",
+        rows=rows,
+        summary=summary,
+        metric="dice",
+        unseen_site=None,
+        samples=[],
+        config_yaml="seed: 0",
+        attacks=attacks,
+    )
     page = path.read_text()
     assert "clean vs attacked vs defended" in page
     assert "<td>krum</td><td>defended</td><td>0.780</td><td>0.100</td>" in page

@@ -87,7 +87,9 @@ def test_a_model_without_norm_entries_warns_that_fedbn_is_fedavg() -> None:
 def test_after_a_round_the_global_norm_layers_are_the_sample_weighted_mean_of_the_sites() -> None:
     """What an unseen site is scored with: not the never-trained initial statistics."""
     model, strategy = _model(), FedBN()
-    trainer = LocalTrainer(task="classification", settings=TrainSettings(batch_size=4), device=torch.device("cpu"))
+    trainer = LocalTrainer(
+        task="classification", settings=TrainSettings(batch_size=4), device=torch.device("cpu")
+    )
     sites = [
         LocalSite(name, _Cases(shift), model=model, trainer=trainer, strategy=strategy, seed=0)
         for name, shift in (("a", 0.0), ("b", 3.0))

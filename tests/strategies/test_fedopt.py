@@ -81,10 +81,24 @@ def test_running_statistics_are_averaged_not_stepped() -> None:
     state = strategy.init(start)
     assert set(state.extra["m"]) == {"w"} and set(state.extra["v"]) == {"w"}
     results = [
-        _result("a", {"w": torch.ones(2), "bn.running_var": torch.tensor([0.1, 0.2]),
-                      "bn.num_batches_tracked": torch.tensor(4)}, 1),
-        _result("b", {"w": torch.ones(2), "bn.running_var": torch.tensor([0.3, 0.6]),
-                      "bn.num_batches_tracked": torch.tensor(7)}, 3),
+        _result(
+            "a",
+            {
+                "w": torch.ones(2),
+                "bn.running_var": torch.tensor([0.1, 0.2]),
+                "bn.num_batches_tracked": torch.tensor(4),
+            },
+            1,
+        ),
+        _result(
+            "b",
+            {
+                "w": torch.ones(2),
+                "bn.running_var": torch.tensor([0.3, 0.6]),
+                "bn.num_batches_tracked": torch.tensor(7),
+            },
+            3,
+        ),
     ]
     new = strategy.aggregate(state, results, num_sites=2)
     # (1*0.1 + 3*0.3)/4 = 0.25; (1*0.2 + 3*0.6)/4 = 0.5; max(4, 7) = 7

@@ -102,7 +102,11 @@ def test_unknown_rule_and_unsupported_strategy_are_refused() -> None:
 
 @pytest.mark.parametrize(
     "privacy",
-    [{"secure_aggregation": {}}, {"encryption": {"scheme": "ckks"}}, {"client_dp": {"noise_multiplier": 1.0}}],
+    [
+        {"secure_aggregation": {}},
+        {"encryption": {"scheme": "ckks"}},
+        {"client_dp": {"noise_multiplier": 1.0}},
+    ],
 )
 def test_robust_aggregation_refuses_hidden_or_dp_summed_updates(privacy: dict[str, object]) -> None:
     strategy = robust_strategy(STRATEGIES.create("fedavg"), "krum")
@@ -117,11 +121,18 @@ def test_robust_aggregation_composes_with_dp_sgd() -> None:
 
 
 def test_config_builds_the_robust_wrapper_and_refuses_it_with_secure_aggregation() -> None:
-    strategy = build_strategy(StrategyConfig.model_validate({"name": "fedadam", "lr": 0.1, "robust": {"rule": "krum", "f": 1}}))
+    strategy = build_strategy(
+        StrategyConfig.model_validate({"name": "fedadam", "lr": 0.1, "robust": {"rule": "krum", "f": 1}})
+    )
     assert isinstance(strategy, RobustAggregation) and strategy.rule == Krum(f=1)
     assert isinstance(strategy.inner, FedAdam) and strategy.inner.lr == 0.1
-    raw = {"strategies": [{"name": "fedavg", "robust": {"rule": "median"}}], "privacy": {"secure_aggregation": {}}}
-    with pytest.raises(ConfigError, match=r"strategies\.0: robust aggregation \('median'\) cannot be combined"):
+    raw = {
+        "strategies": [{"name": "fedavg", "robust": {"rule": "median"}}],
+        "privacy": {"secure_aggregation": {}},
+    }
+    with pytest.raises(
+        ConfigError, match=r"strategies\.0: robust aggregation \('median'\) cannot be combined"
+    ):
         parse_config(raw)
     with pytest.raises(ConfigError, match="valid names"):
         parse_config({"strategies": [{"name": "fedavg", "robust": {"rule": "mean"}}]})

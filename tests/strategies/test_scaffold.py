@@ -68,7 +68,9 @@ def _gradients_at_each_step() -> Iterator[list[Weights]]:
     seen: list[Weights] = []
 
     def record(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
-        seen.append({str(i): p.grad.detach().clone() for i, p in enumerate(optimizer.param_groups[0]["params"])})
+        seen.append(
+            {str(i): p.grad.detach().clone() for i, p in enumerate(optimizer.param_groups[0]["params"])}
+        )
 
     handle = register_optimizer_step_pre_hook(record)
     try:
@@ -117,7 +119,9 @@ def test_under_dp_sgd_the_control_variate_is_the_mean_privatised_gradient() -> N
 
 def test_mean_gradient_of_recorded_steps_by_hand() -> None:
     model = nn.Linear(2, 1, bias=False)
-    task = TrainTask(round=1, weights=model.state_dict(), extra={"control": {"weight": torch.tensor([[1.0, 1.0]])}})
+    task = TrainTask(
+        round=1, weights=model.state_dict(), extra={"control": {"weight": torch.tensor([[1.0, 1.0]])}}
+    )
     hooks = Scaffold().local_hooks(task, SiteState(), model)
     for x in ([[2.0, 0.0]], [[0.0, 4.0]]):
         model.zero_grad()

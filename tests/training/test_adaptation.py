@@ -21,14 +21,18 @@ def _model() -> nn.Sequential:
 
 def test_statistics_become_those_of_the_images_and_weights_stay() -> None:
     model, cases = _model(), _images()
-    before = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    before = {
+        k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k
+    }
     assert adapt_norm_statistics(model, cases, batch_size=len(cases), device=torch.device("cpu")) == 2
     images = torch.stack([case["image"] for case in cases])
     torch.testing.assert_close(model[0].running_mean, images.mean(dim=(0, 2, 3)))
     torch.testing.assert_close(model[0].running_var, images.var(dim=(0, 2, 3), unbiased=True))
     # The second layer sees the first one's output in train mode, with dropout off (eval).
-    hidden = model[2]((images - images.mean(dim=(0, 2, 3), keepdim=True))
-                      / (images.var(dim=(0, 2, 3), unbiased=False, keepdim=True) + 1e-5).sqrt())
+    hidden = model[2](
+        (images - images.mean(dim=(0, 2, 3), keepdim=True))
+        / (images.var(dim=(0, 2, 3), unbiased=False, keepdim=True) + 1e-5).sqrt()
+    )
     torch.testing.assert_close(model[3].running_mean, hidden.mean(dim=(0, 2, 3)), atol=1e-5, rtol=1e-5)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     assert not model.training and model[0].momentum == 0.1

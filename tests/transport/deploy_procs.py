@@ -97,7 +97,9 @@ def processes(logs: Path) -> Iterator[Processes]:
         group.kill_all()
 
 
-def wait_for(condition: Callable[[], object], *, timeout: float, interval: float = 0.05, what: str = "") -> None:
+def wait_for(
+    condition: Callable[[], object], *, timeout: float, interval: float = 0.05, what: str = ""
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -106,14 +108,38 @@ def wait_for(condition: Callable[[], object], *, timeout: float, interval: float
 
 
 def server_args(kits: Path, job: Path, state: Path, port: int) -> list[str]:
-    return ["server", "--kit", str(kits / "server"), "--job", str(job), "--state-dir", str(state),
-            "--host", "127.0.0.1", "--port", str(port)]
+    return [
+        "server",
+        "--kit",
+        str(kits / "server"),
+        "--job",
+        str(job),
+        "--state-dir",
+        str(state),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
 
 
 def client_args(kits: Path, site: str, data: Path, port: int) -> list[str]:
     """A site's command; its own files go to ``<kits>/../site-state/<site>``."""
-    return ["client", "--kit", str(kits / site), "--data", str(data), "--server", f"127.0.0.1:{port}",
-            "--max-backoff", "1", "--max-failures", "200", "--state-dir", str(site_state_dir(kits, site))]
+    return [
+        "client",
+        "--kit",
+        str(kits / site),
+        "--data",
+        str(data),
+        "--server",
+        f"127.0.0.1:{port}",
+        "--max-backoff",
+        "1",
+        "--max-failures",
+        "200",
+        "--state-dir",
+        str(site_state_dir(kits, site)),
+    ]
 
 
 def site_state_dir(kits: Path, site: str) -> Path:

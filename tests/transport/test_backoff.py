@@ -23,7 +23,9 @@ def test_jitter_stays_within_its_fraction() -> None:
     assert all(2 <= delay <= 4 for delay in delays) and len(set(delays)) > 100
 
 
-@pytest.mark.parametrize("kwargs", [{"initial": 0}, {"initial": 5, "maximum": 1}, {"factor": 0.5}, {"jitter": 2}])
+@pytest.mark.parametrize(
+    "kwargs", [{"initial": 0}, {"initial": 5, "maximum": 1}, {"factor": 0.5}, {"jitter": 2}]
+)
 def test_bad_arguments_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         Backoff(**kwargs)

@@ -33,13 +33,19 @@ def _payload(num_samples: str, metrics: str) -> bytes:
 @pytest.mark.parametrize(
     ("num_samples", "metrics", "reason"),
     [
-        ("1" + "0" * 400, "{}", "num_samples must be a finite number in \\[1, 1e\\+09\\], got an integer of about 401 digits"),
+        (
+            "1" + "0" * 400,
+            "{}",
+            "num_samples must be a finite number in \\[1, 1e\\+09\\], got an integer of about 401 digits",
+        ),
         ("3", json.dumps({"loss": 10**400}), "metric 'loss' must be a finite number .* about 401 digits"),
         ("3", '{"loss": NaN}', "metric 'loss' must be a finite number"),
         ("3", '{"loss": -Infinity}', "metric 'loss' must be a finite number"),
     ],
 )
-def test_numbers_out_of_bounds_are_refused_as_the_sites_answer(num_samples: str, metrics: str, reason: str) -> None:
+def test_numbers_out_of_bounds_are_refused_as_the_sites_answer(
+    num_samples: str, metrics: str, reason: str
+) -> None:
     board, task_id = _board(["a", "b"])
     with pytest.raises(UpdateRejected, match=reason):
         board.receive("a", task_id, _payload(num_samples, metrics))
@@ -75,7 +81,10 @@ def test_an_answer_that_raises_anything_while_read_is_refused(caplog: pytest.Log
 
 def test_a_payload_error_quoting_the_sites_bytes_is_escaped_and_bounded() -> None:
     board, task_id = _board(["a"])
-    forged = save({"weights/w": torch.ones(2, 2), "x" * 5000 + "\nINFO round 99 done": torch.ones(1)}, metadata={"round": "1"})
+    forged = save(
+        {"weights/w": torch.ones(2, 2), "x" * 5000 + "\nINFO round 99 done": torch.ones(1)},
+        metadata={"round": "1"},
+    )
     with pytest.raises(PayloadError) as caught:
         board.receive("a", task_id, forged)
     message = str(caught.value)

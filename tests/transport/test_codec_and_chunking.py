@@ -38,8 +38,12 @@ def _weights() -> dict[str, torch.Tensor]:
 
 
 def test_task_round_trip_keeps_tensors_config_and_extra() -> None:
-    task = TrainTask(round=4, weights=_weights(), config={"local_epochs": 2, "lr": 0.1, "tag": "x", "on": True},
-                     extra={"c": {"conv.weight": torch.ones(3, 4)}})
+    task = TrainTask(
+        round=4,
+        weights=_weights(),
+        config={"local_epochs": 2, "lr": 0.1, "tag": "x", "on": True},
+        extra={"c": {"conv.weight": torch.ones(3, 4)}},
+    )
     back = decode_task(encode_task(task))
     assert back.round == 4 and dict(back.config) == dict(task.config)
     assert torch.equal(back.weights["conv.weight"], task.weights["conv.weight"])
@@ -53,7 +57,9 @@ def test_result_site_comes_from_the_caller_not_the_payload() -> None:
     assert back.site == "authenticated" and back.num_samples == 9 and back.metrics == {"loss": 0.5}
 
 
-@pytest.mark.parametrize("data", [b"", b"garbage", b"\xff" * 8 + b"{}", (10).to_bytes(8, "little") + b"{not json}"])
+@pytest.mark.parametrize(
+    "data", [b"", b"garbage", b"\xff" * 8 + b"{}", (10).to_bytes(8, "little") + b"{not json}"]
+)
 def test_malformed_payloads_raise_payload_error(data: bytes) -> None:
     with pytest.raises(PayloadError):
         decode_result(data, site="a")
@@ -63,7 +69,9 @@ def test_payload_missing_metadata_is_rejected() -> None:
     from safetensors.torch import save
 
     with pytest.raises(PayloadError, match="metrics"):
-        decode_result(save({"weights/a": torch.ones(1)}, metadata={"round": "1", "schema_version": "1"}), site="a")
+        decode_result(
+            save({"weights/a": torch.ones(1)}, metadata={"round": "1", "schema_version": "1"}), site="a"
+        )
 
 
 def test_unexpected_tensor_key_is_rejected() -> None:
@@ -102,7 +110,9 @@ def test_reassembler_refuses_oversized_truncated_overflowing_and_altered() -> No
 
 def test_stream_round_trip_and_signals() -> None:
     payload = bytes(range(256)) * 50
-    header, data = read_stream(payload_stream(Kind.TASK, payload, round=3, task_id="t", job_json="{}"), limit=10**6)
+    header, data = read_stream(
+        payload_stream(Kind.TASK, payload, round=3, task_id="t", job_json="{}"), limit=10**6
+    )
     assert (header.kind, header.round, header.task_id, data) == (Kind.TASK, 3, "t", payload)
     header, data = read_stream(signal_stream(Kind.DONE), limit=0)
     assert header.kind is Kind.DONE and data == b""

@@ -36,21 +36,32 @@ def test_every_site_evaluates_each_global_model_on_held_out_cases_that_never_tra
     state = tmp_path / "state"
     with processes(tmp_path / "logs") as group:
         server = group.start("server", *server_args(kits, job, state, port))
-        clients = [group.start(site, *client_args(kits, site, data[site], port), *HOLDOUT.get(site, [])) for site in SITES]
+        clients = [
+            group.start(site, *client_args(kits, site, data[site], port), *HOLDOUT.get(site, []))
+            for site in SITES
+        ]
         assert server.wait(timeout=120) == 0, group.log("server")
-        for site, client in zip(SITES, clients):
+        for site, client in zip(SITES, clients, strict=False):
             assert client.wait(timeout=30) == 0, group.log(site)
     with sqlite3.connect(state / "metrics.sqlite") as db:
-        dice = db.execute("SELECT round, site, value FROM metrics WHERE split = 'eval' AND metric = 'dice'").fetchall()
-        samples = db.execute("SELECT round, site, value FROM metrics WHERE split = 'train' AND metric = 'num_samples'").fetchall()
-    assert sorted((round, site) for round, site, _ in dice) == [(r, s) for r in range(1, ROUNDS + 1) for s in SITES]
+        dice = db.execute(
+            "SELECT round, site, value FROM metrics WHERE split = 'eval' AND metric = 'dice'"
+        ).fetchall()
+        samples = db.execute(
+            "SELECT round, site, value FROM metrics WHERE split = 'train' AND metric = 'num_samples'"
+        ).fetchall()
+    assert sorted((round, site) for round, site, _ in dice) == [
+        (r, s) for r in range(1, ROUNDS + 1) for s in SITES
+    ]
     assert all(0.0 <= value <= 1.0 for _, _, value in dice), dice
     assert {(round, site): value for round, site, value in samples} == {
         (r, s): TRAINING_CASES[s] for r in range(1, ROUNDS + 1) for s in SITES
     }
     assert "training on 3 cases, 2 held out for evaluation" in group.log("hospital_c")
     history = read_status(state).history
-    assert [row.round for row in history] == [1, 2] and all(0 <= row.metrics["eval_dice"] <= 1 for row in history)
+    assert [row.round for row in history] == [1, 2] and all(
+        0 <= row.metrics["eval_dice"] <= 1 for row in history
+    )
     assert "metrics refused" not in "".join(group.log(site) for site in SITES)
     report = (state / "report.html").read_text()
     assert "<h1>test</h1>" in report and "on each site's held-out cases" in report

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from deploy_procs import free_port, make_kits, processes, server_args, wait_for, write_job
 from safetensors.torch import save
 
-from deploy_procs import free_port, make_kits, processes, server_args, wait_for, write_job
 from medfed.orchestration.checkpoint import checkpoint_path, load_checkpoint
 from medfed.orchestration.validation import non_finite_keys
 from medfed.transport.client import Assignment, SiteChannel, Step
@@ -61,7 +61,12 @@ def _honest(task: Assignment, site: str, **changes: object) -> TrainResult:
 def _huge_metric(task: Assignment) -> bytes:
     """A result whose ``loss`` is a 401-digit integer (``encode_result`` could not even write it)."""
     tensors = {f"weights/{name}": tensor.contiguous() for name, tensor in task.task.weights.items()}
-    metadata = {"round": str(task.task.round), "schema_version": "1", "num_samples": "3", "metrics": json.dumps({"loss": 10**400})}
+    metadata = {
+        "round": str(task.task.round),
+        "schema_version": "1",
+        "num_samples": "3",
+        "metrics": json.dumps({"loss": 10**400}),
+    }
     return save(tensors, metadata=metadata)
 
 
@@ -69,7 +74,12 @@ def _huge_metric(task: Assignment) -> bytes:
 def test_a_hostile_site_cannot_stop_the_server(tmp_path: Path) -> None:
     port = free_port()
     kits = make_kits(tmp_path, port, sites=SITES)
-    job = write_job(tmp_path / "job.yaml", sites=SITES, federation={"rounds": 4, "min_sites": 1, "evaluate_every": 0}, round_timeout_s=60)
+    job = write_job(
+        tmp_path / "job.yaml",
+        sites=SITES,
+        federation={"rounds": 4, "min_sites": 1, "evaluate_every": 0},
+        round_timeout_s=60,
+    )
     state = tmp_path / "state"
     with processes(tmp_path / "logs") as group:
         server = group.start("server", *server_args(kits, job, state, port))
@@ -80,9 +90,14 @@ def test_a_hostile_site_cannot_stop_the_server(tmp_path: Path) -> None:
                 task = _task(evil)
                 assert task.task.round == round
                 if round == 1:
-                    refusals.append(evil.submit(task.task_id, _honest(task, "hospital_a", num_samples=10**400)))
+                    refusals.append(
+                        evil.submit(task.task_id, _honest(task, "hospital_a", num_samples=10**400))
+                    )
                 elif round == 2:
-                    huge = {name: torch.full_like(t, 1e38) if t.is_floating_point() else t for name, t in task.task.weights.items()}
+                    huge = {
+                        name: torch.full_like(t, 1e38) if t.is_floating_point() else t
+                        for name, t in task.task.weights.items()
+                    }
                     refusals.append(evil.submit(task.task_id, _honest(task, "hospital_a", weights=huge)))
                 elif round == 3:
                     refusals.append(evil.answer(task.task_id, round, _huge_metric(task)))

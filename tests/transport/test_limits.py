@@ -23,7 +23,9 @@ MIB = 1024 * 1024
 
 
 def test_calls_and_uploads_beyond_a_sites_share_are_refused() -> None:
-    admission = Admission(ServerLimits(calls_per_site=2, uploads_per_site=1, upload_bytes=100, read_timeout_s=0.2))
+    admission = Admission(
+        ServerLimits(calls_per_site=2, uploads_per_site=1, upload_bytes=100, read_timeout_s=0.2)
+    )
     with admission.call("a"), admission.call("a"):
         with pytest.raises(ServerBusy, match="2 calls open"), admission.call("a"):
             pass
@@ -67,7 +69,9 @@ class _Server:
 
     def __init__(self, limits: ServerLimits) -> None:
         board = RoundBoard(max_update_bytes=16 * MIB)
-        self.servicer = FederationServicer(board, sites=["a", "b", "c"], job_json="{}", authenticate=None, limits=limits)
+        self.servicer = FederationServicer(
+            board, sites=["a", "b", "c"], job_json="{}", authenticate=None, limits=limits
+        )
         self.server, port = start_server(self.servicer, address="127.0.0.1:0", credentials=None)
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=GRPC_OPTIONS)
         self.calls = FederationCalls(self.channel)
@@ -98,7 +102,10 @@ def test_concurrent_uploads_are_capped_and_their_memory_returns() -> None:
         gc.collect()
         tracemalloc.start()
         baseline = tracemalloc.get_traced_memory()[0]
-        uploads = [server.upload(site, _trickle(payload, release)) for site, payload in zip("aaabbc", payloads)]
+        uploads = [
+            server.upload(site, _trickle(payload, release))
+            for site, payload in zip("aaabbc", payloads, strict=False)
+        ]
         deadline = time.monotonic() + 10
         while sum(upload.done() for upload in uploads) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -111,7 +118,9 @@ def test_concurrent_uploads_are_capped_and_their_memory_returns() -> None:
         tracemalloc.stop()
         release.set()
         server.close()
-    print(f"burst of 6 x {size // MIB} MiB: traced peak +{(peak - baseline) / MIB:.1f} MiB, after +{(after - baseline) / MIB:.2f} MiB")
+    print(
+        f"burst of 6 x {size // MIB} MiB: traced peak +{(peak - baseline) / MIB:.1f} MiB, after +{(after - baseline) / MIB:.2f} MiB"
+    )
     assert len(refused) == 2  # a's third (two per site), and one over the 4-upload budget
     assert all(upload.exception().code() is grpc.StatusCode.RESOURCE_EXHAUSTED for upload in refused)
     assert len(replies) == 4 and all("stale" in reply.reason for reply in replies)  # read, checked, refused

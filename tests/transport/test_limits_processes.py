@@ -10,8 +10,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from deploy_procs import Processes, free_port, make_kits, processes, server_args, wait_for, write_job
+
 from medfed.transport.chunking import digest
 from medfed.transport.client import Assignment, SiteChannel, Step
 from medfed.transport.protobuf import Kind
@@ -36,13 +36,17 @@ def _raw_channel(kits: Path, site: str, port: int) -> grpc.Channel:
 
 
 def _site(kits: Path, site: str, port: int) -> SiteChannel:
-    return SiteChannel(f"127.0.0.1:{port}", site=site, tls=_tls(kits, site), server_name="localhost", timeout_s=20)
+    return SiteChannel(
+        f"127.0.0.1:{port}", site=site, tls=_tls(kits, site), server_name="localhost", timeout_s=20
+    )
 
 
 def _start(group: Processes, tmp_path: Path, sites: list[str]) -> tuple[Path, int]:
     port = free_port()
     kits = make_kits(tmp_path, port, sites=sites)
-    job = write_job(tmp_path / "job.yaml", sites=sites, federation={"rounds": 1, "min_sites": 1, "evaluate_every": 0})
+    job = write_job(
+        tmp_path / "job.yaml", sites=sites, federation={"rounds": 1, "min_sites": 1, "evaluate_every": 0}
+    )
     group.start("server", *server_args(kits, job, tmp_path / "state", port))
     wait_for(lambda: "listening" in group.log("server"), timeout=90, what="server start")
     return kits, port
@@ -72,7 +76,10 @@ def test_undecodable_messages_leave_the_server_free_to_exit(tmp_path: Path) -> N
             submit = raw.stream_unary(SUBMIT, request_serializer=identity, response_deserializer=identity)
             get_task = raw.unary_stream(GET_TASK, request_serializer=identity, response_deserializer=identity)
             refusals = []
-            for call in (lambda: submit(iter([b"\xff\xff\xff"]), timeout=10), lambda: list(get_task(b"\xff\xff", timeout=10))):
+            for call in (
+                lambda: submit(iter([b"\xff\xff\xff"]), timeout=10),
+                lambda: list(get_task(b"\xff\xff", timeout=10)),
+            ):
                 try:
                     call()
                 except grpc.RpcError as error:
@@ -81,11 +88,15 @@ def test_undecodable_messages_leave_the_server_free_to_exit(tmp_path: Path) -> N
                 _answer(channel, "hospital_a")
                 wait_for(lambda: _decline_steps(channel) is Kind.DONE, timeout=30, what="the job's end")
             assert group.running[0].wait(timeout=30) == 0, group.log("server")
-        assert refusals == [grpc.StatusCode.INVALID_ARGUMENT]  # the bad request; the bad chunk got a refusing reply
+        assert refusals == [
+            grpc.StatusCode.INVALID_ARGUMENT
+        ]  # the bad request; the bad chunk got a refusing reply
 
 
 def _stalled_upload(release: threading.Event) -> Iterator[bytes]:
-    header = pb.Header(schema_version=1, kind=pb.KIND_RESULT, round=1, task_id="x", total_bytes=10, sha256=digest(b"0" * 10))
+    header = pb.Header(
+        schema_version=1, kind=pb.KIND_RESULT, round=1, task_id="x", total_bytes=10, sha256=digest(b"0" * 10)
+    )
     yield pb.Chunk(header=header).SerializeToString()
     release.wait(60)
 

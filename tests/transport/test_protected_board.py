@@ -31,7 +31,9 @@ TASK = TrainTask(round=1, weights={"w": torch.zeros(3), "b": torch.zeros(1)})
 Forge = Callable[[bytes], bytes]
 
 
-def _site(board: RoundBoard, name: str, *, silent_from: str | None = None, forge: Forge | None = None) -> None:
+def _site(
+    board: RoundBoard, name: str, *, silent_from: str | None = None, forge: Forge | None = None
+) -> None:
     """Answers the board's postings for ``name`` until it is told to stop or falls silent."""
     protected = None
     while True:

@@ -43,8 +43,13 @@ TRAINING = {"local_epochs": 1, "batch_size": 4, "lr": 0.01, "optimizer": "sgd"}
 def _plain_reference(job_path: Path, data: dict[str, Path]) -> Weights:
     """The same job in process and in the clear (plain FedAvg, no protection)."""
     job = load_job(job_path)
-    site_job = job.site_job().model_copy(update={"privacy": job.privacy.model_copy(update={"secure_aggregation": None, "encryption": None})})
-    train = {name: holdout_split(load_site(name, path), DEFAULT_HOLDOUT, job.seed)[0] for name, path in data.items()}
+    site_job = job.site_job().model_copy(
+        update={"privacy": job.privacy.model_copy(update={"secure_aggregation": None, "encryption": None})}
+    )
+    train = {
+        name: holdout_split(load_site(name, path), DEFAULT_HOLDOUT, job.seed)[0]
+        for name, path in data.items()
+    }
     sites = {name: build_local_site(cases, site_job) for name, cases in train.items()}
     strategy = STRATEGIES.create(job.strategy.name, **job.strategy.params)
     state = strategy.init(cpu_weights(build_model(job.model.name, job.model.params, seed=job.seed)))
@@ -52,13 +57,26 @@ def _plain_reference(job_path: Path, data: dict[str, Path]) -> Weights:
     return run_rounds(strategy, state, plan, InMemoryGrid(sites)).weights
 
 
-def _run(tmp_path: Path, privacy: dict[str, Any], *, encryption: str | None = None, client_extra: dict[str, list[str]] | None = None) -> tuple[Path, Any]:
+def _run(
+    tmp_path: Path,
+    privacy: dict[str, Any],
+    *,
+    encryption: str | None = None,
+    client_extra: dict[str, list[str]] | None = None,
+) -> tuple[Path, Any]:
     port = free_port()
-    project = ProjectConfig(name="test", server={"host": "localhost", "port": port}, sites=SITES, encryption=encryption)
+    project = ProjectConfig(
+        name="test", server={"host": "localhost", "port": port}, sites=SITES, encryption=encryption
+    )
     provision(project, tmp_path / "kits")
     kits = tmp_path / "kits"
     data = make_data(tmp_path, {"hospital_a": 6, "hospital_b": 5, "hospital_c": 4})
-    job = write_job(tmp_path / "job.yaml", training=TRAINING, federation={"rounds": ROUNDS, "min_sites": 2}, privacy=privacy)
+    job = write_job(
+        tmp_path / "job.yaml",
+        training=TRAINING,
+        federation={"rounds": ROUNDS, "min_sites": 2},
+        privacy=privacy,
+    )
     state = tmp_path / "state"
     with processes(tmp_path / "logs") as group:
         server = group.start("server", *server_args(kits, job, state, port))
@@ -67,7 +85,7 @@ def _run(tmp_path: Path, privacy: dict[str, Any], *, encryption: str | None = No
             for site in SITES
         ]
         assert server.wait(timeout=240) == 0, group.log("server")
-        for site, client in zip(SITES, clients):
+        for site, client in zip(SITES, clients, strict=False):
             assert client.wait(timeout=30) == 0, group.log(site)
     final = load_checkpoint(checkpoint_path(state / "checkpoints", ROUNDS)).server
     return job, (final, data, group)
@@ -80,7 +98,9 @@ def _assert_same_model(protected: Weights, plain: Weights, *, atol: float, rtol:
             torch.testing.assert_close(protected[name], tensor, atol=atol, rtol=rtol, msg=name)
 
 
-def test_secure_aggregation_over_mtls_gives_plain_fedavg_and_the_server_sees_only_the_sum(tmp_path: Path) -> None:
+def test_secure_aggregation_over_mtls_gives_plain_fedavg_and_the_server_sees_only_the_sum(
+    tmp_path: Path,
+) -> None:
     job, (final, data, group) = _run(tmp_path, {"secure_aggregation": {"threshold_fraction": 0.5}})
     _assert_same_model(final.weights, _plain_reference(job, data), atol=1e-4, rtol=0)
     log = group.log("server")
@@ -104,7 +124,9 @@ def test_ckks_over_mtls_gives_plain_fedavg_from_ciphertexts_summed_without_a_key
     assert "no site decrypted" not in group.log("server")
 
 
-def test_dp_sgd_sites_decline_once_their_own_budget_is_spent_and_client_dp_is_accounted(tmp_path: Path) -> None:
+def test_dp_sgd_sites_decline_once_their_own_budget_is_spent_and_client_dp_is_accounted(
+    tmp_path: Path,
+) -> None:
     privacy = {
         "epsilon": 50.0,
         "dp_sgd": {"noise": "fixed", "noise_multiplier": 1.0},
@@ -120,9 +142,18 @@ def test_dp_sgd_sites_decline_once_their_own_budget_is_spent_and_client_dp_is_ac
     assert all(len(load_ledger(ledgers(site)[0]).releases) == ROUNDS for site in ("hospital_a", "hospital_b"))
     assert all(not load_ledger(path).releases for path in ledgers("hospital_c"))  # declined: never charged
     with sqlite3.connect(tmp_path / "state" / "metrics.sqlite") as db:
-        spent = db.execute("SELECT site, round, value FROM metrics WHERE metric = 'epsilon' ORDER BY site, round").fetchall()
-        server = db.execute("SELECT value FROM metrics WHERE site = 'server' AND metric = 'client_epsilon' ORDER BY round").fetchall()
-    assert [(site, round) for site, round, _ in spent] == [("hospital_a", 1), ("hospital_a", 2), ("hospital_b", 1), ("hospital_b", 2)]
+        spent = db.execute(
+            "SELECT site, round, value FROM metrics WHERE metric = 'epsilon' ORDER BY site, round"
+        ).fetchall()
+        server = db.execute(
+            "SELECT value FROM metrics WHERE site = 'server' AND metric = 'client_epsilon' ORDER BY round"
+        ).fetchall()
+    assert [(site, round) for site, round, _ in spent] == [
+        ("hospital_a", 1),
+        ("hospital_a", 2),
+        ("hospital_b", 1),
+        ("hospital_b", 2),
+    ]
     assert all(0 < value <= 50 for _, _, value in spent) and spent[0][2] < spent[1][2]
     assert len(server) == ROUNDS and 0 < server[0][0] < server[1][0] < float("inf")  # client-level DP
     report = (tmp_path / "state" / "report.html").read_text()

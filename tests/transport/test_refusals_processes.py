@@ -43,11 +43,19 @@ class Federation:
         return TlsFiles(folder / "site.crt", folder / "site.key", folder / "ca.crt")
 
     def channel(self, site: str, tls: TlsFiles | None = None) -> SiteChannel:
-        return SiteChannel(f"127.0.0.1:{self.port}", site=site, tls=tls or self.tls(site), server_name="localhost", timeout_s=20)
+        return SiteChannel(
+            f"127.0.0.1:{self.port}",
+            site=site,
+            tls=tls or self.tls(site),
+            server_name="localhost",
+            timeout_s=20,
+        )
 
     def stub(self, site: str) -> tuple[grpc.Channel, pb_grpc.FederationStub]:
         options = [("grpc.ssl_target_name_override", "localhost")]
-        channel = grpc.secure_channel(f"127.0.0.1:{self.port}", channel_credentials(self.tls(site)), options=options)
+        channel = grpc.secure_channel(
+            f"127.0.0.1:{self.port}", channel_credentials(self.tls(site)), options=options
+        )
         return channel, pb_grpc.FederationStub(channel)
 
 
@@ -57,7 +65,12 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     port = free_port()
     kits = make_kits(root, port, sites=[*JOB_SITES, "hospital_d"])
     # evaluate_every 0: no evaluation step between the rounds these hand-driven sites expect.
-    job = write_job(root / "job.yaml", sites=JOB_SITES, federation={"rounds": 3, "min_sites": 1, "evaluate_every": 0}, round_timeout_s=90)
+    job = write_job(
+        root / "job.yaml",
+        sites=JOB_SITES,
+        federation={"rounds": 3, "min_sites": 1, "evaluate_every": 0},
+        round_timeout_s=90,
+    )
     group = Processes(root / "logs")
     try:
         group.start("server", *server_args(kits, job, root / "state", port))
@@ -80,10 +93,16 @@ def _raw_submit(federation: Federation, site: str, messages: list[pb.Chunk]) -> 
         return stub.SubmitResult(iter(messages), timeout=20)
 
 
-def _result_stream(task_id: str, payload: bytes, *, round: int = 1, total: int | None = None, sha: bytes | None = None) -> list[pb.Chunk]:
+def _result_stream(
+    task_id: str, payload: bytes, *, round: int = 1, total: int | None = None, sha: bytes | None = None
+) -> list[pb.Chunk]:
     header = pb.Header(
-        schema_version=1, kind=pb.KIND_RESULT, round=round, task_id=task_id,
-        total_bytes=len(payload) if total is None else total, sha256=digest(payload) if sha is None else sha,
+        schema_version=1,
+        kind=pb.KIND_RESULT,
+        round=round,
+        task_id=task_id,
+        total_bytes=len(payload) if total is None else total,
+        sha256=digest(payload) if sha is None else sha,
     )
     return [pb.Chunk(header=header), pb.Chunk(data=payload)]
 
@@ -144,14 +163,18 @@ def test_foreign_expired_and_revoked_certificates_are_refused(federation: Federa
     foreign_ca = create_ca("intruder", days=10)
     foreign = issue(foreign_ca, "hospital_a", role="client", days=10)
     write_identity(foreign, tmp_path / "foreign.crt", tmp_path / "foreign.key")
-    error = _refused(federation, TlsFiles(tmp_path / "foreign.crt", tmp_path / "foreign.key", ca_dir / "ca.crt"))
+    error = _refused(
+        federation, TlsFiles(tmp_path / "foreign.crt", tmp_path / "foreign.key", ca_dir / "ca.crt")
+    )
     assert error.code() is grpc.StatusCode.UNAVAILABLE  # the TLS handshake fails
 
     project_ca = read_identity(ca_dir / "ca.crt", ca_dir / "ca.key")
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
     expired = issue(project_ca, "hospital_a", role="client", days=1, not_before=start)
     write_identity(expired, tmp_path / "expired.crt", tmp_path / "expired.key")
-    error = _refused(federation, TlsFiles(tmp_path / "expired.crt", tmp_path / "expired.key", ca_dir / "ca.crt"))
+    error = _refused(
+        federation, TlsFiles(tmp_path / "expired.crt", tmp_path / "expired.key", ca_dir / "ca.crt")
+    )
     assert error.code() is grpc.StatusCode.UNAVAILABLE
 
     # hospital_d has a valid certificate but is not part of the job; once revoked it is refused

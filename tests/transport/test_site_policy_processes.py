@@ -6,18 +6,29 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from deploy_procs import (
+    SITES,
+    client_args,
+    free_port,
+    make_data,
+    make_kits,
+    processes,
+    server_args,
+    site_state_dir,
+    write_job,
+)
 
 from medfed.deployment.status import read_status
 from medfed.orchestration.checkpoint import checkpoint_path, load_checkpoint
-
-from deploy_procs import SITES, client_args, free_port, make_data, make_kits, processes, server_args, site_state_dir, write_job
 
 NO_DP_SGD = "site policy: job has no DP-SGD but this site requires it"
 NO_SECURE_SUM = "site policy: job sends this site's update to the server in the clear"
 
 
 @pytest.mark.integration
-def test_sites_decline_a_plain_job_weaker_than_their_policy_and_send_the_server_nothing(tmp_path: Path) -> None:
+def test_sites_decline_a_plain_job_weaker_than_their_policy_and_send_the_server_nothing(
+    tmp_path: Path,
+) -> None:
     port = free_port()
     kits = make_kits(tmp_path, port)
     (kits / "hospital_b" / "site_policy.yaml").write_text("require_secure_aggregation: true\n")

@@ -8,8 +8,17 @@ import shutil
 from pathlib import Path
 
 import pytest
+from deploy_procs import (
+    free_port,
+    make_data,
+    make_kits,
+    processes,
+    server_args,
+    site_state_dir,
+    wait_for,
+    write_job,
+)
 
-from deploy_procs import free_port, make_data, make_kits, processes, server_args, site_state_dir, wait_for, write_job
 from medfed.provision import ProjectConfig, provision, revoke
 from medfed.provision.certs import issue, read_identity, write_identity
 
@@ -18,15 +27,28 @@ pytestmark = pytest.mark.integration
 
 def _client(kit: Path, data: Path, port: int) -> list[str]:
     """A site's command with the default --max-failures (and short delays between tries)."""
-    return ["client", "--kit", str(kit), "--data", str(data), "--server", f"127.0.0.1:{port}",
-            "--max-backoff", "0.2", "--state-dir", str(site_state_dir(kit.parent, kit.name))]
+    return [
+        "client",
+        "--kit",
+        str(kit),
+        "--data",
+        str(data),
+        "--server",
+        f"127.0.0.1:{port}",
+        "--max-backoff",
+        "0.2",
+        "--state-dir",
+        str(site_state_dir(kit.parent, kit.name)),
+    ]
 
 
 def _expired_kit(kits: Path, site: str, into: Path) -> Path:
     shutil.copytree(kits / site, into)
     ca = read_identity(kits / "ca" / "ca.crt", kits / "ca" / "ca.key")
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)
-    write_identity(issue(ca, site, role="client", days=1, not_before=start), into / "site.crt", into / "site.key")
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
+    write_identity(
+        issue(ca, site, role="client", days=1, not_before=start), into / "site.crt", into / "site.key"
+    )
     return into
 
 
@@ -34,7 +56,9 @@ def test_refused_sites_stop_with_the_likely_cause(tmp_path: Path) -> None:
     port = free_port()
     kits = make_kits(tmp_path, port, sites=["hospital_a", "hospital_b"])
     other = tmp_path / "other"
-    provision(ProjectConfig(name="other", server={"host": "localhost", "port": port}, sites=["hospital_a"]), other)
+    provision(
+        ProjectConfig(name="other", server={"host": "localhost", "port": port}, sites=["hospital_a"]), other
+    )
     data = make_data(tmp_path, {"hospital_a": 4, "hospital_b": 4})
     job = write_job(tmp_path / "job.yaml", sites=["hospital_a", "hospital_b"])
     revoke(kits, "hospital_b")
@@ -42,7 +66,11 @@ def test_refused_sites_stop_with_the_likely_cause(tmp_path: Path) -> None:
         group.start("server", *server_args(kits, job, tmp_path / "state", port))
         wait_for(lambda: "listening" in group.log("server"), timeout=90, what="server start")
         sites = {
-            "expired": _client(_expired_kit(kits, "hospital_a", tmp_path / "expired" / "hospital_a"), data["hospital_a"], port),
+            "expired": _client(
+                _expired_kit(kits, "hospital_a", tmp_path / "expired" / "hospital_a"),
+                data["hospital_a"],
+                port,
+            ),
             "other_project": _client(other / "hospital_a", data["hospital_a"], port),
             "revoked": _client(kits / "hospital_b", data["hospital_b"], port),
         }
@@ -51,5 +79,8 @@ def test_refused_sites_stop_with_the_likely_cause(tmp_path: Path) -> None:
     said = {name: " ".join(group.log(name).split()) for name in sites}
     assert codes == {"expired": 2, "other_project": 2, "revoked": 2}, said
     assert "expired or not yet valid" in said["expired"] and "new startup kit" in said["expired"]
-    assert "giving up after 10 failed calls in a row: this site does not trust the server's certificate" in said["other_project"]
+    assert (
+        "giving up after 10 failed calls in a row: this site does not trust the server's certificate"
+        in said["other_project"]
+    )
     assert "revoked" in said["revoked"]

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from deploy_procs import free_port
+
 from medfed.deployment.client import check_certificate
 from medfed.provision import ProjectConfig, provision
 from medfed.provision.certs import create_ca, issue, read_identity, write_identity
@@ -27,8 +27,12 @@ def kits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_identity(foreign, root / "foreign-ca.crt", root / "foreign-ca.key")
     write_identity(issue(foreign, "a", role="client", days=5), root / "foreign.crt", root / "foreign.key")
     project = read_identity(root / "kits" / "ca" / "ca.crt", root / "kits" / "ca" / "ca.key")
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)
-    write_identity(issue(project, "a", role="client", days=1, not_before=start), root / "expired.crt", root / "expired.key")
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
+    write_identity(
+        issue(project, "a", role="client", days=1, not_before=start),
+        root / "expired.crt",
+        root / "expired.key",
+    )
     return root
 
 

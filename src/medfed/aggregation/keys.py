@@ -47,7 +47,9 @@ def check_compatible(reference: Weights, candidate: Weights, label: str) -> None
             raise ValueError(f"{label}: key '{key}' {problem}")
 
 
-def key_differences(reference: Mapping[str, object], candidate: Mapping[str, object]) -> tuple[list[str], list[str]]:
+def key_differences(
+    reference: Mapping[str, object], candidate: Mapping[str, object]
+) -> tuple[list[str], list[str]]:
     """The keys of ``reference`` that ``candidate`` lacks and those it adds, each sorted."""
     return sorted(reference.keys() - candidate.keys()), sorted(candidate.keys() - reference.keys())
 

@@ -156,7 +156,8 @@ def geometric_median(
 
 def update_norms(updates: Sequence[Weights]) -> torch.Tensor:
     """The L2 norm of each update (all its tensors as one vector), float64 ``(n,)``."""
-    return torch.linalg.vector_norm(stack_updates(updates), dim=1)
+    norms: torch.Tensor = torch.linalg.vector_norm(stack_updates(updates), dim=1)
+    return norms
 
 
 def norm_bounded(updates: Sequence[Weights], bound: float | None = None) -> list[Weights]:

@@ -32,9 +32,7 @@ class SiteBatch:
     labels: torch.Tensor
 
 
-def synthetic_batches(
-    *, num_sites: int, batch_size: int, image_size: int, seed: int
-) -> list[SiteBatch]:
+def synthetic_batches(*, num_sites: int, batch_size: int, image_size: int, seed: int) -> list[SiteBatch]:
     """One batch per site, from ``DEFAULT_SITES`` in order (cycled, renamed beyond four sites).
 
     Args:

@@ -245,14 +245,10 @@ def attack_scenario(
     return ScenarioResult(scenario, match, inversion.loss, correct, seconds)
 
 
-def observe(
-    updates: Sequence[Gradients], scenario: Scenario, *, clip_norm: float, seed: int
-) -> Gradients:
+def observe(updates: Sequence[Gradients], scenario: Scenario, *, clip_norm: float, seed: int) -> Gradients:
     """What the attacker sees of the first ``scenario.num_sites`` updates under ``scenario``."""
     if scenario.num_sites > len(updates):
-        raise ConfigError(
-            f"scenario {scenario.name} needs {scenario.num_sites} updates, got {len(updates)}"
-        )
+        raise ConfigError(f"scenario {scenario.name} needs {scenario.num_sites} updates, got {len(updates)}")
     seen = [list(u) for u in updates[: scenario.num_sites]]
     sigma = scenario.noise_multiplier
     if sigma is not None:

@@ -89,9 +89,7 @@ def model_gradients(
     return list(torch.autograd.grad(loss, params, create_graph=create_graph))
 
 
-def cosine_distance(
-    candidate: Sequence[torch.Tensor], target: Sequence[torch.Tensor]
-) -> torch.Tensor:
+def cosine_distance(candidate: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> torch.Tensor:
     """``1 - cos(candidate, target)`` of the two gradients seen as single flat vectors.
 
     Returns:

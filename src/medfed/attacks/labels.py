@@ -14,9 +14,7 @@ import torch
 from torch import nn
 
 
-def last_linear_weight_gradient(
-    model: nn.Module, gradients: Sequence[torch.Tensor]
-) -> torch.Tensor:
+def last_linear_weight_gradient(model: nn.Module, gradients: Sequence[torch.Tensor]) -> torch.Tensor:
     """The entry of ``gradients`` that belongs to the weight of ``model``'s last ``nn.Linear``.
 
     Args:

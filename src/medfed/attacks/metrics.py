@@ -76,9 +76,7 @@ def match_reconstructions(reconstructions: torch.Tensor, targets: torch.Tensor) 
     # Identical images have infinite PSNR, which the assignment solver rejects.
     rows, cols = linear_sum_assignment(scores.clamp(max=_MAX_PSNR).numpy(), maximize=True)
     pairs = zip(rows.tolist(), cols.tolist(), strict=True)
-    matched = torch.cat(
-        [to_unit_range(reconstructions[c : c + 1], targets[r : r + 1]) for r, c in pairs]
-    )
+    matched = torch.cat([to_unit_range(reconstructions[c : c + 1], targets[r : r + 1]) for r, c in pairs])
     unit_targets = to_unit_range(targets, targets)
     return Match(unit_targets, matched, psnr(matched, unit_targets), ssim(matched, unit_targets))
 

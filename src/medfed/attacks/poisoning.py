@@ -111,9 +111,17 @@ class UpdateAttack:
                 out.append(result)
                 continue
             task = tasks[result.site]
-            attacked = self._attacked(updates[result.site], benign, len(results), len(malicious), task.round, result.site)
-            weights = {k: task.weights[k] + attacked[k] if k in attacked else v for k, v in result.weights.items()}
-            out.append(TrainResult(result.site, result.round, weights, result.num_samples, result.metrics, result.extra))
+            attacked = self._attacked(
+                updates[result.site], benign, len(results), len(malicious), task.round, result.site
+            )
+            weights = {
+                k: task.weights[k] + attacked[k] if k in attacked else v for k, v in result.weights.items()
+            }
+            out.append(
+                TrainResult(
+                    result.site, result.round, weights, result.num_samples, result.metrics, result.extra
+                )
+            )
         return out
 
     def _attacked(
@@ -158,7 +166,9 @@ class PoisonedDataset(Dataset[Sample]):
         seed: Chooses the backdoored cases.
     """
 
-    def __init__(self, inner: Dataset[Sample], attack: PoisoningConfig, *, num_classes: int, seed: int) -> None:
+    def __init__(
+        self, inner: Dataset[Sample], attack: PoisoningConfig, *, num_classes: int, seed: int
+    ) -> None:
         if attack.kind not in DATA_ATTACKS:
             raise ValueError(f"PoisonedDataset runs {sorted(DATA_ATTACKS)}, got '{attack.kind}'")
         if attack.kind == "backdoor" and attack.target >= num_classes:

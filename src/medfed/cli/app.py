@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -61,7 +61,8 @@ def _show_version(value: bool) -> None:
 def _root(
     context: typer.Context,
     version: Annotated[
-        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
     ] = False,
 ) -> None:
     """medfed: federated learning on multi-institutional medical imaging."""
@@ -72,37 +73,44 @@ def _root(
 @app.command(epilog=_epilog("simulate"))
 def simulate(
     config: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--config", "-c", help="YAML configuration; the built-in demo when omitted."),
     ] = None,
     resume: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(help="Continue the run in this directory after its last completed round."),
     ] = None,
     output: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             "--output", "-o", "--output-dir", help="Run directory (overrides the config's output_dir)."
         ),
     ] = None,
     overrides: Annotated[
-        Optional[list[str]],
-        typer.Option("--set", help="Override a setting: KEY=VALUE, a dotted path into the YAML (repeatable)."),
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a setting: KEY=VALUE, a dotted path into the YAML (repeatable)."
+        ),
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Check the configuration and the data, print the resolved YAML; train nothing.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Check the configuration and the data, print the resolved YAML; train nothing."
+        ),
     ] = False,
 ) -> None:
     """Simulate several hospitals in one process: federated strategies, the centralized baseline
     and local-only training, evaluated per site and on an unseen site."""
+    from medfed.cli.progress import simulation_progress
     from medfed.config.loading import load_config
     from medfed.orchestration.run_dir import resume_run
-    from medfed.cli.progress import simulation_progress
     from medfed.simulate import dry_run as check_only
     from medfed.simulate import run_simulation
 
     if resume is not None and (config is not None or output is not None or overrides or dry_run):
-        raise typer.BadParameter("--resume takes the run's own config; drop --config/--output/--set/--dry-run")
+        raise typer.BadParameter(
+            "--resume takes the run's own config; drop --config/--output/--set/--dry-run"
+        )
     settings = resume_run(resume) if resume is not None else load_config(config, overrides or [])
     if output is not None:
         settings = settings.model_copy(update={"output_dir": output})
@@ -128,13 +136,15 @@ for _command in (provision, revoke, server, client, status, report):
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory of medfed simulate.")],
     format: Annotated[ExportFormat, typer.Option("--format", "-f", help="What to write.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The file (a folder for monai-bundle) to create.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The file (a folder for monai-bundle) to create.")
+    ],
     experiment: Annotated[
-        Optional[str], typer.Option(help="Experiment (checkpoint folder); default: the first strategy.")
+        str | None, typer.Option(help="Experiment (checkpoint folder); default: the first strategy.")
     ] = None,
-    round: Annotated[Optional[int], typer.Option(min=1, help="Round; default: the last one kept.")] = None,
+    round: Annotated[int | None, typer.Option(min=1, help="Round; default: the last one kept.")] = None,
     site: Annotated[
-        Optional[str], typer.Option(help="A site's personalised model (e.g. FedBN's own norm layers).")
+        str | None, typer.Option(help="A site's personalised model (e.g. FedBN's own norm layers).")
     ] = None,
 ) -> None:
     """Export a trained model for use without medfed: a safetensors state dict, TorchScript, or a
@@ -153,7 +163,7 @@ def generate(
         str, typer.Option(help="brain_lesion, skin_lesion, kidney_ct or brain_tumour_mpmri.")
     ] = "brain_lesion",
     image_size: Annotated[int, typer.Option(min=16, help="Pixels per side.")] = 64,
-    dims: Annotated[Optional[int], typer.Option(min=2, max=3, help="2 or 3 (default: the family's).")] = None,
+    dims: Annotated[int | None, typer.Option(min=2, max=3, help="2 or 3 (default: the family's).")] = None,
     cases_scale: Annotated[float, typer.Option(help="Multiplies every site's cases.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the generator.")] = 0,
 ) -> None:

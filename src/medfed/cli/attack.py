@@ -48,9 +48,7 @@ def gradient_inversion(
         list[float], typer.Option(help="DP noise multiplier sigma to measure (repeat the option).")
     ] = [0.001, 0.01, 0.1],  # noqa: B006 - typer needs a list default
     clip_norm: Annotated[float, typer.Option(help="DP clipping bound C on the update norm.")] = 1.0,
-    secagg_sites: Annotated[
-        int, typer.Option(help="Sites summed by secure aggregation (0 = skip).")
-    ] = 4,
+    secagg_sites: Annotated[int, typer.Option(help="Sites summed by secure aggregation (0 = skip).")] = 4,
     labels: Annotated[
         LabelChoice, typer.Option(help="known: given to the attacker; idlg: inferred (batch 1).")
     ] = LabelChoice.known,
@@ -59,7 +57,10 @@ def gradient_inversion(
         int, typer.Option(help="torch CPU threads; the tensors are tiny, so 1 is fast and robust.")
     ] = 1,
     output_dir: Annotated[
-        Path, typer.Option("--output", "-o", "--output-dir", help="Where the PNGs, results.json and report.html go.")
+        Path,
+        typer.Option(
+            "--output", "-o", "--output-dir", help="Where the PNGs, results.json and report.html go."
+        ),
     ] = Path("runs/attack"),
 ) -> None:
     """Reconstruct a site's training images from its update (Geiping et al. 2020) with no

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -26,8 +26,12 @@ err_console = Console(stderr=True)
 
 
 def provision(
-    project: Annotated[Path, typer.Argument(help="Project YAML: name, server host/port, sites[, encryption: ckks].")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder of the startup kits.")] = Path("kits"),
+    project: Annotated[
+        Path, typer.Argument(help="Project YAML: name, server host/port, sites[, encryption: ckks].")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder of the startup kits.")] = Path(
+        "kits"
+    ),
 ) -> None:
     """Create the project CA, the server kit and one startup kit per site (re-run to add sites;
     existing certificates stay valid)."""
@@ -58,11 +62,11 @@ def revoke(
 def server(
     job: Annotated[Path, typer.Option(help="Job YAML: model, strategy, training, rounds.")],
     state_dir: Annotated[Path, typer.Option(help="Checkpoints, metrics and status.json.")],
-    kit: Annotated[Optional[Path], typer.Option(help="The server's startup kit.")] = None,
+    kit: Annotated[Path | None, typer.Option(help="The server's startup kit.")] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "0.0.0.0",
-    port: Annotated[Optional[int], typer.Option(help="Port (default: the kit's).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: the kit's).")] = None,
     insecure: Annotated[bool, typer.Option(help="Plain text, no certificates: testing only.")] = False,
-    sites: Annotated[Optional[str], typer.Option(help="Comma-separated sites (--insecure without kit).")] = None,
+    sites: Annotated[str | None, typer.Option(help="Comma-separated sites (--insecure without kit).")] = None,
     gzip: Annotated[bool, typer.Option(help="gzip-compress messages.")] = False,
 ) -> None:
     """Run a federated job: rounds over gRPC with mutual TLS, resuming after its last
@@ -87,7 +91,9 @@ def server(
         address=f"{host}:{listen_port}",
         sites=site_names,
         tls=None if insecure or server_kit is None else server_kit.tls,
-        authenticate=None if insecure or server_kit is None else CertificateGate(server_kit.tls.ca_certificate, server_kit.crl),
+        authenticate=None
+        if insecure or server_kit is None
+        else CertificateGate(server_kit.tls.ca_certificate, server_kit.crl),
         gzip=gzip,
         ckks_context=_server_ckks_context(settings_job, server_kit),
     )
@@ -97,21 +103,57 @@ def server(
 
 def client(
     data: Annotated[Path, typer.Option(help="This site's data (folder or .npz).")],
-    kit: Annotated[Optional[Path], typer.Option(help="This site's startup kit.")] = None,
-    format: Annotated[Optional[str], typer.Option(help="msd, dicom, png or npz (default: detect).")] = None,
-    server: Annotated[Optional[str], typer.Option(help="host:port (default: the kit's).")] = None,
+    kit: Annotated[Path | None, typer.Option(help="This site's startup kit.")] = None,
+    format: Annotated[str | None, typer.Option(help="msd, dicom, png or npz (default: detect).")] = None,
+    server: Annotated[str | None, typer.Option(help="host:port (default: the kit's).")] = None,
     insecure: Annotated[bool, typer.Option(help="Plain text, no certificates: testing only.")] = False,
-    site: Annotated[Optional[str], typer.Option(help="Site name (--insecure without kit).")] = None,
+    site: Annotated[str | None, typer.Option(help="Site name (--insecure without kit).")] = None,
     gzip: Annotated[bool, typer.Option(help="gzip-compress messages.")] = False,
-    max_failures: Annotated[int, typer.Option(min=0, help="Give up after this many failed calls in a row, naming the likely cause (0: never).")] = DEFAULT_MAX_FAILURES,
-    max_backoff: Annotated[float, typer.Option(help="Longest wait between reconnection attempts, in seconds.")] = 30.0,
-    state_dir: Annotated[Optional[Path], typer.Option(help="The site's own files: privacy ledger, strategy state (default: medfed-site-<site>).")] = None,
-    policy: Annotated[Optional[Path], typer.Option(help="This site's privacy policy (YAML, see docs/site-policy.md); the kit's site_policy.yaml and the flags below apply too, the strictest value winning.")] = None,
-    epsilon: Annotated[Optional[float], typer.Option(help="This site's DP-SGD budget epsilon (a smaller job budget applies instead); implies --require-dp-sgd.")] = None,
-    delta: Annotated[Optional[float], typer.Option(help="This site's largest DP-SGD delta (with --epsilon).")] = None,
+    max_failures: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Give up after this many failed calls in a row, naming the likely cause (0: never)."
+        ),
+    ] = DEFAULT_MAX_FAILURES,
+    max_backoff: Annotated[
+        float, typer.Option(help="Longest wait between reconnection attempts, in seconds.")
+    ] = 30.0,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="The site's own files: privacy ledger, strategy state (default: medfed-site-<site>)."
+        ),
+    ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="This site's privacy policy (YAML, see docs/site-policy.md); the kit's site_policy.yaml and the flags below apply too, the strictest value winning."
+        ),
+    ] = None,
+    epsilon: Annotated[
+        float | None,
+        typer.Option(
+            help="This site's DP-SGD budget epsilon (a smaller job budget applies instead); implies --require-dp-sgd."
+        ),
+    ] = None,
+    delta: Annotated[
+        float | None, typer.Option(help="This site's largest DP-SGD delta (with --epsilon).")
+    ] = None,
     require_dp_sgd: Annotated[bool, typer.Option(help="Decline jobs without DP-SGD at the sites.")] = False,
-    require_secure_aggregation: Annotated[bool, typer.Option(help="Decline jobs in which the server sees this site's update (neither secure aggregation nor CKKS).")] = False,
-    holdout: Annotated[float, typer.Option(min=0.0, max=0.95, help="Fraction of the cases kept out of training to evaluate the global model on (0: train on all, evaluate nothing).")] = 0.2,
+    require_secure_aggregation: Annotated[
+        bool,
+        typer.Option(
+            help="Decline jobs in which the server sees this site's update (neither secure aggregation nor CKKS)."
+        ),
+    ] = False,
+    holdout: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.95,
+            help="Fraction of the cases kept out of training to evaluate the global model on (0: train on all, evaluate nothing).",
+        ),
+    ] = 0.2,
 ) -> None:
     """Take part in a federated job as one site: pull tasks, train locally, send updates, and
     evaluate each new global model on held-out cases. The data never leave the site; a job
@@ -139,13 +181,19 @@ def client(
         raise typer.BadParameter("--delta goes with --epsilon")
     if tls is not None:
         check_certificate(tls)
-    flags: dict[str, object] = {"epsilon": epsilon, "delta": delta, "require_secure_aggregation": require_secure_aggregation}
+    flags: dict[str, object] = {
+        "epsilon": epsilon,
+        "delta": delta,
+        "require_secure_aggregation": require_secure_aggregation,
+    }
     if require_dp_sgd:  # unset, it follows from --epsilon
         flags["require_dp_sgd"] = True
     options = SiteOptions(
         state_dir=state_dir or Path(f"medfed-site-{name}"),
         policy=_site_policy(client_kit, policy, flags),
-        ckks_context=load_site_context(client_kit.ckks_context) if client_kit and client_kit.ckks_context else None,
+        ckks_context=load_site_context(client_kit.ckks_context)
+        if client_kit and client_kit.ckks_context
+        else None,
         identity=None if insecure or client_kit is None else ProvisionedIdentity(client_kit.tls),
         holdout=holdout,
     )
@@ -171,8 +219,12 @@ def status(
         return
     now = read_status(state_dir)
     state = "finished" if now.finished else f"round {now.running_round or '-'} running"
-    console.print(f"job [bold]{now.job}[/bold] on port {now.port}: {now.completed_rounds}/{now.total_rounds} rounds done, {state}")
-    console.print(f"connected: {', '.join(now.connected) or '-'}; waiting for: {', '.join(now.waiting_for) or '-'}")
+    console.print(
+        f"job [bold]{now.job}[/bold] on port {now.port}: {now.completed_rounds}/{now.total_rounds} rounds done, {state}"
+    )
+    console.print(
+        f"connected: {', '.join(now.connected) or '-'}; waiting for: {', '.join(now.waiting_for) or '-'}"
+    )
     for site, reason in sorted(now.declined.items()):
         console.print(f"declined by {site}: {reason}", markup=False, emoji=False)
     table = Table(title="Recent rounds")
@@ -180,7 +232,9 @@ def status(
     for column in ("round", "sites", *names):
         table.add_column(column)
     for row in now.history[-10:]:
-        table.add_row(str(row.round), ", ".join(row.sites), *(f"{row.metrics.get(n, float('nan')):.4g}" for n in names))
+        table.add_row(
+            str(row.round), ", ".join(row.sites), *(f"{row.metrics.get(n, float('nan')):.4g}" for n in names)
+        )
     console.print(table)
 
 
@@ -193,9 +247,15 @@ def _site_privacy(state_dir: Path) -> None:
     for name, ledger in site_ledgers(state_dir).items():
         latest = ledger.releases[-1] if ledger.releases else None
         table.add_row(
-            name.removesuffix(".jsonl"), str(len(ledger.releases)), str(len({release.job for release in ledger.releases})),
-            f"{ledger.epsilon():.4g}", *(("-", "-", "-") if latest is None else (
-                f"{latest.budget.epsilon:.4g}", f"{latest.budget.delta:.2g}", latest.accountant.value)),
+            name.removesuffix(".jsonl"),
+            str(len(ledger.releases)),
+            str(len({release.job for release in ledger.releases})),
+            f"{ledger.epsilon():.4g}",
+            *(
+                ("-", "-", "-")
+                if latest is None
+                else (f"{latest.budget.epsilon:.4g}", f"{latest.budget.delta:.2g}", latest.accountant.value)
+            ),
         )
     console.print(table)
 

@@ -52,7 +52,9 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     key, separator, text = override.partition("=")
     parts = key.strip().split(".")
     if not separator or not all(parts):
-        raise ConfigError(f"--set '{override}': expected KEY=VALUE with a dotted KEY, e.g. federation.rounds=3")
+        raise ConfigError(
+            f"--set '{override}': expected KEY=VALUE with a dotted KEY, e.g. federation.rounds=3"
+        )
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -12,9 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from medfed.config.strict import StrictModel
 from medfed.data.families import FAMILIES, Family
 from medfed.errors import UnknownNameError
-
-_MAX_3D_SIZE = 128
-
 from medfed.privacy.plan import (
     CkksSettings,
     ClientDPSettings,
@@ -24,6 +21,7 @@ from medfed.privacy.plan import (
 )
 
 _SITE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_MAX_3D_SIZE = 128
 
 
 class SyntheticDataConfig(StrictModel):
@@ -273,7 +271,10 @@ class PrivacyConfig(StrictModel):
     """Differential privacy, secure aggregation and encryption; each off unless its section is
     given."""
 
-    accountant: Literal["rdp", "prv"] = Field("prv", description="Privacy accountant: prv (tight, the default) or rdp (looser, 8-15 % higher epsilon).")
+    accountant: Literal["rdp", "prv"] = Field(
+        "prv",
+        description="Privacy accountant: prv (tight, the default) or rdp (looser, 8-15 % higher epsilon).",
+    )
     epsilon: float = Field(8.0, gt=0, description="Every site's budget unless 'sites' says otherwise.")
     delta: float = Field(1e-5, gt=0, lt=1)
     sites: dict[str, SiteBudgetConfig] = Field(default_factory=dict)
@@ -308,13 +309,19 @@ class PrivacyConfig(StrictModel):
             epsilon=self.epsilon,
             delta=self.delta,
             site_budgets={site: self.site_budget(site) for site in self.sites},
-            dp_sgd=None if dp is None else DPSGDSettings(
+            dp_sgd=None
+            if dp is None
+            else DPSGDSettings(
                 noise_multiplier=dp.noise_multiplier,
                 max_grad_norm=dp.max_grad_norm,
-                adaptive=(dp.target_quantile, dp.clip_lr, dp.count_budget_fraction) if dp.clipping == "adaptive" else None,
+                adaptive=(dp.target_quantile, dp.clip_lr, dp.count_budget_fraction)
+                if dp.clipping == "adaptive"
+                else None,
                 secure_mode=dp.secure_mode,
             ),
-            client_dp=None if client is None else ClientDPSettings(
+            client_dp=None
+            if client is None
+            else ClientDPSettings(
                 noise_multiplier=client.noise_multiplier,
                 clip=client.clip,
                 target_quantile=client.target_quantile if client.adaptive else None,
@@ -362,15 +369,25 @@ class PoisoningConfig(StrictModel):
     sites: list[str] = Field(min_length=1, description="The malicious training sites.")
     kind: AttackKind
     factor: float = Field(
-        10.0, gt=0, le=1e6, description="sign_flip sends -factor x its update; scale sends factor x its update."
+        10.0,
+        gt=0,
+        le=1e6,
+        description="sign_flip sends -factor x its update; scale sends factor x its update.",
     )
-    noise_std: float = Field(0.5, gt=0, le=1e6, description="gaussian: the update is N(0, noise_std^2) noise.")
+    noise_std: float = Field(
+        0.5, gt=0, le=1e6, description="gaussian: the update is N(0, noise_std^2) noise."
+    )
     z: float | None = Field(
-        None, gt=0, le=100, description="alie: deviations in benign standard deviations (default: Baruch et al.'s z_max)."
+        None,
+        gt=0,
+        le=100,
+        description="alie: deviations in benign standard deviations (default: Baruch et al.'s z_max).",
     )
     target: int = Field(0, ge=0, description="backdoor: the class triggered images are labelled with.")
     patch: int = Field(3, ge=1, le=64, description="backdoor: side of the square trigger patch, in voxels.")
-    poison_fraction: float = Field(0.5, gt=0, le=1, description="backdoor: fraction of the site's cases stamped.")
+    poison_fraction: float = Field(
+        0.5, gt=0, le=1, description="backdoor: fraction of the site's cases stamped."
+    )
     clean_runs: bool = True
 
     @field_validator("sites")

@@ -55,7 +55,7 @@ class Phantom:
 
     @property
     def lesion(self) -> np.ndarray:
-        """bool array ``(H, W[, D])`` marking lesion voxels."""
+        """Bool array ``(H, W[, D])`` marking lesion voxels."""
         return self.tissue == Tissue.LESION
 
 

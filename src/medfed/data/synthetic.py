@@ -89,9 +89,7 @@ def generate_site(
     """
     family = FAMILIES.create(site.family)
     if dims not in family.dims:
-        raise ValueError(
-            f"dims must be one of {family.dims} for family '{family.name}', got {dims}"
-        )
+        raise ValueError(f"dims must be one of {family.dims} for family '{family.name}', got {dims}")
     if image_size < 16:
         raise ValueError(f"image_size must be >= 16, got {image_size}")
     folder = Path(out_dir) / site.name
@@ -132,9 +130,7 @@ def generate_federation(
     if len(set(names)) != len(names):
         raise ValueError(f"site names must be distinct, got {names}")
     return {
-        s.name: generate_site(
-            s, out_dir, image_size=image_size, dims=dims, seed=seed, binary=binary
-        )
+        s.name: generate_site(s, out_dir, image_size=image_size, dims=dims, seed=seed, binary=binary)
         for s in sites
     }
 

@@ -36,9 +36,7 @@ def checked_image(site: str, path: Path, image: np.ndarray) -> np.ndarray:
     return image
 
 
-def checked_mask(
-    site: str, path: Path, mask: np.ndarray, spatial_shape: tuple[int, ...]
-) -> np.ndarray:
+def checked_mask(site: str, path: Path, mask: np.ndarray, spatial_shape: tuple[int, ...]) -> np.ndarray:
     """Validates a segmentation mask against its image and returns it as int64 ``(1, H, W[, D])``.
 
     Args:
@@ -127,9 +125,7 @@ def _check_like(site: str, first: Case, case: Case) -> None:
     """Raises ``DataError`` naming ``case`` if it differs in kind from ``first``."""
     if (case.mask is None) != (first.mask is None):
         has, lacks = (first, case) if case.mask is None else (case, first)
-        raise DataError(
-            site, lacks.source, f"case '{lacks.case_id}' has no mask but '{has.case_id}' has one"
-        )
+        raise DataError(site, lacks.source, f"case '{lacks.case_id}' has no mask but '{has.case_id}' has one")
     if (case.label is None) != (first.label is None):
         has, lacks = (first, case) if case.label is None else (case, first)
         raise DataError(

@@ -150,7 +150,9 @@ class _Worker:
             self.evaluate(channel, step)
             return
         if self.protected is None:
-            channel.decline(step.task_id, step.round, f"no protected round in progress for step '{step.step}'")
+            channel.decline(
+                step.task_id, step.round, f"no protected round in progress for step '{step.step}'"
+            )
             return
         try:
             kind = self.protected.requests.get(step.step)
@@ -198,7 +200,7 @@ def send_when_admitted(
         try:
             return send()
         except grpc.RpcError as error:
-            if error.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED or tries >= attempts:  # type: ignore[attr-defined]
+            if error.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED or tries >= attempts:
                 raise
         delay = backoff.next_delay()
         logger.info("the server is busy receiving other uploads; sending again in %.1f s", delay)
@@ -214,8 +216,8 @@ def _unusable(task: TrainTask) -> str:
 
 def _check_failure(channel: SiteChannel, error: Exception, failures: int, max_failures: int) -> str:
     """The likely cause of a failed call; raises when the site should give up."""
-    if isinstance(error, grpc.RpcError) and error.code() in _FATAL:  # type: ignore[attr-defined]
-        raise AuthenticationError(f"the server refused this site: {error.details()}")  # type: ignore[attr-defined]
+    if isinstance(error, grpc.RpcError) and error.code() in _FATAL:
+        raise AuthenticationError(f"the server refused this site: {error.details()}")
     problem = _describe(channel, error)
     if 0 < max_failures <= failures:
         raise TransportError(f"giving up after {failures} failed calls in a row: {problem}")
@@ -228,8 +230,8 @@ def _describe(channel: SiteChannel, error: Exception) -> str:
     handshake of its own, tell them apart."""
     if not isinstance(error, grpc.RpcError):
         return str(error)
-    if error.code() is not grpc.StatusCode.UNAVAILABLE or channel.tls is None:  # type: ignore[attr-defined]
-        return f"{error.code().name}: {error.details()}"  # type: ignore[attr-defined]
+    if error.code() is not grpc.StatusCode.UNAVAILABLE or channel.tls is None:
+        return f"{error.code().name}: {error.details()}"
     check_certificate(channel.tls)
     return probe_tls(channel.target, channel.tls, server_name=channel.server_name)
 

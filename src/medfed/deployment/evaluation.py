@@ -179,7 +179,9 @@ class HeldOutEvaluator:
     def __init__(self, held_out: SiteData, job: SiteJob) -> None:
         self.site, self.job = held_out.name, job
         self.num_cases = len(held_out.cases)
-        self.dataset = build_dataset(held_out.cases, task=job.task, augment=False, seed=job.seed, site=held_out.name)
+        self.dataset = build_dataset(
+            held_out.cases, task=job.task, augment=False, seed=job.seed, site=held_out.name
+        )
         self._model: nn.Module | None = None
 
     def evaluate(self, weights: Weights, round: int) -> dict[str, float]:
@@ -190,7 +192,9 @@ class HeldOutEvaluator:
             DataError: No case is held out, or no metric is defined on them.
         """
         if self.num_cases == 0:
-            raise DataError(self.site, None, "no held-out cases to evaluate on (--holdout 0, or fewer than 2 cases)")
+            raise DataError(
+                self.site, None, "no held-out cases to evaluate on (--holdout 0, or fewer than 2 cases)"
+            )
         model = self.model()
         model.load_state_dict(weights)
         with torch.random.fork_rng(devices=[]):
@@ -203,12 +207,18 @@ class HeldOutEvaluator:
             )
         defined = {name: value for name, value in metrics.items() if math.isfinite(value)}
         if not defined:
-            raise DataError(self.site, None, f"no metric is defined on the {self.num_cases} held-out cases (e.g. no lesion)")
+            raise DataError(
+                self.site,
+                None,
+                f"no metric is defined on the {self.num_cases} held-out cases (e.g. no lesion)",
+            )
         return defined
 
     def model(self) -> nn.Module:
         """The evaluation model, apart from the one the site trains."""
         if self._model is None:
             job = self.job
-            self._model = prepare_model(job.privacy.plan(), build_model(job.model.name, job.model.params, seed=job.seed))
+            self._model = prepare_model(
+                job.privacy.plan(), build_model(job.model.name, job.model.params, seed=job.seed)
+            )
         return self._model

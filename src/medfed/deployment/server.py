@@ -82,7 +82,9 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
     strategy, collect = protect(
         job.privacy.plan(),
         build_strategy(job.strategy),
-        expected_sites=expected_sites(len(sites), fraction=federation.fraction, min_sites=federation.min_sites),
+        expected_sites=expected_sites(
+            len(sites), fraction=federation.fraction, min_sites=federation.min_sites
+        ),
         seed=job.seed,
         ckks_context=settings.ckks_context,
     )
@@ -96,8 +98,12 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
     )
     credentials = None if settings.tls is None else server_credentials(settings.tls)
     return_freed_memory()  # the memory of a burst of uploads goes back to the OS after it
-    server, port = start_server(servicer, address=settings.address, credentials=credentials, gzip=settings.gzip)
-    logger.info("medfed server listening on port %d (round %d of %d done)", port, state.round, job.federation.rounds)
+    server, port = start_server(
+        servicer, address=settings.address, credentials=credentials, gzip=settings.gzip
+    )
+    logger.info(
+        "medfed server listening on port %d (round %d of %d done)", port, state.round, job.federation.rounds
+    )
     reporter = _StatusReporter(settings.state_dir, job, port, board, state.round)
     reporter.start()
     try:
@@ -122,7 +128,9 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
     finally:
         reporter.stop()
         if not server.stop(grace=STOP_GRACE_S).wait(timeout=STOP_WAIT_S):
-            logger.warning("gRPC server still stopping after %.0f s; exiting anyway", STOP_GRACE_S + STOP_WAIT_S)
+            logger.warning(
+                "gRPC server still stopping after %.0f s; exiting anyway", STOP_GRACE_S + STOP_WAIT_S
+            )
     return state
 
 
@@ -131,7 +139,9 @@ def initial_state(job: JobConfig, strategy: Strategy, state_dir: Path, metrics: 
     latest = latest_checkpoint(state_dir / "checkpoints")
     if latest is None:
         metrics.discard_after(job.name, 0)
-        model = prepare_model(job.privacy.plan(), build_model(job.model.name, job.model.params, seed=job.seed))
+        model = prepare_model(
+            job.privacy.plan(), build_model(job.model.name, job.model.params, seed=job.seed)
+        )
         return strategy.init(cpu_weights(model))
     state = load_checkpoint(latest).server
     metrics.discard_after(job.name, state.round)
@@ -170,7 +180,10 @@ class _RoundRecorder:
             from medfed.privacy.dp.config import privacy_metrics  # imports Opacus: only when on
 
             spent = privacy_metrics(self.job.privacy.plan(), {}, self.strategy, state)
-            rows += [MetricRow(self.job.name, state.round, site, "privacy", name, value) for site, name, value in spent]
+            rows += [
+                MetricRow(self.job.name, state.round, site, "privacy", name, value)
+                for site, name, value in spent
+            ]
         self.metrics.record_round(self.job.name, state.round, rows)
         metadata = {
             "job": self.job.name,
@@ -204,7 +217,9 @@ class _StatusReporter:
     def __init__(self, state_dir: Path, job: JobConfig, port: int, board: RoundBoard, round: int) -> None:
         self.state_dir, self.board = state_dir, board
         self.poll_s = job.poll_s
-        self.status = ServerStatus(job=job.name, port=port, completed_rounds=round, total_rounds=job.federation.rounds)
+        self.status = ServerStatus(
+            job=job.name, port=port, completed_rounds=round, total_rounds=job.federation.rounds
+        )
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="status", daemon=True)

@@ -145,10 +145,14 @@ class SiteBuilder:
         if self.options.holdout > 0 and not held_out.cases:
             logger.warning(
                 "site '%s' has %d case(s), too few to hold any out: it trains on all of them and "
-                "evaluates nothing", self.data.name, len(self.data.cases),
+                "evaluates nothing",
+                self.data.name,
+                len(self.data.cases),
             )
         else:
-            logger.info("training on %d cases, %d held out for evaluation", len(train.cases), len(held_out.cases))
+            logger.info(
+                "training on %d cases, %d held out for evaluation", len(train.cases), len(held_out.cases)
+            )
         return train, held_out
 
     def save_state(self) -> None:
@@ -178,7 +182,10 @@ class SiteBuilder:
         """
         privacy = parse_site_job(assignment.job_json).privacy.plan()
         open_protocol = site_protocol(
-            privacy, site=self.data.name, ckks_context=self.options.ckks_context, identity=self.options.identity
+            privacy,
+            site=self.data.name,
+            ckks_context=self.options.ckks_context,
+            identity=self.options.identity,
         )
         if open_protocol is None:
             return None
@@ -194,7 +201,9 @@ def build_local_site(
     its cases: ``data`` by default) when the job asks for it."""
     cases = build_dataset(data.cases, task=job.task, augment=job.augment, seed=job.seed, site=data.name)
     inner = LocalTrainer(task=job.task, settings=TrainSettings(**job.training.model_dump()))
-    trainer: Trainer = inner if job.privacy.dp_sgd is None else _dp_trainer(dataset or data, job, inner, options)
+    trainer: Trainer = (
+        inner if job.privacy.dp_sgd is None else _dp_trainer(dataset or data, job, inner, options)
+    )
     return LocalSite(
         data.name,
         cases,

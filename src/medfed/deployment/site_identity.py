@@ -58,5 +58,3 @@ class ProvisionedIdentity:
         except (AuthenticationError, InvalidSignature, ValueError) as error:
             reason = str(error) or "the signature does not verify"
             raise SecureAggregationError(f"participant '{name}' is not authenticated: {reason}") from None
-
-

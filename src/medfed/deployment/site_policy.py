@@ -73,7 +73,9 @@ class SitePolicy:
         if self.delta is not None and not 0.0 < self.delta < 1.0:
             raise ValueError(f"delta must lie in (0, 1), got {self.delta}")
         if not self.accountants or not self.accountants <= ACCOUNTANTS:
-            raise ValueError(f"accountants must be a non-empty subset of {sorted(ACCOUNTANTS)}, got {sorted(self.accountants)}")
+            raise ValueError(
+                f"accountants must be a non-empty subset of {sorted(ACCOUNTANTS)}, got {sorted(self.accountants)}"
+            )
         bounds = [name for name in _DP_SGD_BOUNDS if getattr(self, name) is not None]
         if bounds and not self.require_dp_sgd:
             raise ValueError(f"{', '.join(bounds)} bound DP-SGD: they need require_dp_sgd")
@@ -85,7 +87,11 @@ def check_job(policy: SitePolicy, privacy: PrivacyConfig) -> list[str]:
     weaknesses = []
     if policy.require_dp_sgd and privacy.dp_sgd is None:
         weaknesses.append("job has no DP-SGD but this site requires it")
-    if policy.require_secure_aggregation and privacy.secure_aggregation is None and privacy.encryption is None:
+    if (
+        policy.require_secure_aggregation
+        and privacy.secure_aggregation is None
+        and privacy.encryption is None
+    ):
         weaknesses.append(
             "job sends this site's update to the server in the clear (no secure aggregation or "
             "encryption) but this site requires a secure sum"
@@ -103,14 +109,20 @@ def _dp_sgd_weaknesses(policy: SitePolicy, dp: DPSGDConfig) -> list[str]:
     weaknesses = []
     floor = policy.min_noise_multiplier
     if floor is not None and dp.noise_multiplier is None:
-        weaknesses.append(f"job calibrates its DP-SGD noise multiplier but this site requires a fixed one >= {floor:g}")
+        weaknesses.append(
+            f"job calibrates its DP-SGD noise multiplier but this site requires a fixed one >= {floor:g}"
+        )
     elif floor is not None and dp.noise_multiplier is not None and dp.noise_multiplier < floor:
-        weaknesses.append(f"job's DP-SGD noise multiplier {dp.noise_multiplier:g} is below this site's minimum {floor:g}")
+        weaknesses.append(
+            f"job's DP-SGD noise multiplier {dp.noise_multiplier:g} is below this site's minimum {floor:g}"
+        )
     cap = policy.max_grad_norm
     if cap is not None and dp.clipping == "adaptive":
         weaknesses.append(f"job clips adaptively (the norm may grow) but this site caps it at {cap:g}")
     elif cap is not None and dp.max_grad_norm > cap:
-        weaknesses.append(f"job clips per-sample gradients at {dp.max_grad_norm:g}, above this site's maximum {cap:g}")
+        weaknesses.append(
+            f"job clips per-sample gradients at {dp.max_grad_norm:g}, above this site's maximum {cap:g}"
+        )
     return weaknesses
 
 
@@ -145,7 +157,9 @@ def stricter(first: SitePolicy, second: SitePolicy) -> SitePolicy:
     )
 
 
-def _optional(pick: Callable[[float, float], float], first: float | None, second: float | None) -> float | None:
+def _optional(
+    pick: Callable[[float, float], float], first: float | None, second: float | None
+) -> float | None:
     """``pick(first, second)``, or whichever of the two is given (``None`` when neither)."""
     if first is None or second is None:
         return second if first is None else first

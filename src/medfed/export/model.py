@@ -80,16 +80,22 @@ def load_trained_model(
         CheckpointError: ``run_dir`` is neither, or has no such checkpoint.
         ConfigError: No such experiment, or the site has no personalised model.
     """
-    run = _deployed_run(run_dir, experiment) if (run_dir / JOB_FILE).is_file() else _simulated_run(run_dir, experiment)
+    run = (
+        _deployed_run(run_dir, experiment)
+        if (run_dir / JOB_FILE).is_file()
+        else _simulated_run(run_dir, experiment)
+    )
     checkpoint = load_checkpoint(_checkpoint_file(run, round))
     model_name, params = read_model_metadata(checkpoint)
     weights = checkpoint.server.weights
     if site is not None:
         weights = _site_weights(run, checkpoint, site)
-    network = prepare_model(run.privacy, build_model(model_name, params, seed=run.seed))
+    network = prepare_model(run.privacy.plan(), build_model(model_name, params, seed=run.seed))
     _load(network, weights, "the trained network")
     shape = checkpoint.metadata.get("image_shape")
-    label = f"'{run.name}' after round {checkpoint.server.round}" + (f", personalised for site '{site}'" if site else "")
+    label = f"'{run.name}' after round {checkpoint.server.round}" + (
+        f", personalised for site '{site}'" if site else ""
+    )
     return TrainedModel(
         spec=network_spec(model_name, params),
         weights=weights,
@@ -130,9 +136,15 @@ def export_model(model: TrainedModel, format: ExportFormat, output: Path) -> Pat
     if format is ExportFormat.TORCHSCRIPT:
         _write_torchscript(model.network, output)
         return output
-    _load(model.spec.build(), model.weights, f"MONAI's {model.spec.network.__name__} (use --format torchscript)")
+    _load(
+        model.spec.build(), model.weights, f"MONAI's {model.spec.network.__name__} (use --format torchscript)"
+    )
     if format is ExportFormat.STATE_DICT:
-        metadata = {"network": model.spec.target, "args": json.dumps(model.spec.args), "description": model.description}
+        metadata = {
+            "network": model.spec.target,
+            "args": json.dumps(model.spec.args),
+            "description": model.description,
+        }
         atomic_write(output, save_bytes(_plain(model.weights), metadata=metadata))
     else:
         write_bundle(model, output)
@@ -236,7 +248,12 @@ def _inferer(model: TrainedModel) -> dict[str, Any]:
     """Sliding windows of the training size for a segmentation network, else the whole image."""
     if model.spec.task != "segmentation" or model.image_shape is None:
         return {"_target_": "SimpleInferer"}
-    return {"_target_": "SlidingWindowInferer", "roi_size": list(model.image_shape), "sw_batch_size": 4, "overlap": 0.25}
+    return {
+        "_target_": "SlidingWindowInferer",
+        "roi_size": list(model.image_shape),
+        "sw_batch_size": 4,
+        "overlap": 0.25,
+    }
 
 
 def _spatial_shape(model: TrainedModel) -> list[Any]:
@@ -271,7 +288,9 @@ def _checkpoint_file(run: _Run, round: int | None) -> Path:
         raise CheckpointError(f"export: '{run.name}' has no completed round yet")
     chosen = max(rounds) if round is None else round
     if chosen not in rounds:
-        raise ConfigError(f"export: no checkpoint of round {chosen} for '{run.name}'; kept rounds: {sorted(rounds)}")
+        raise ConfigError(
+            f"export: no checkpoint of round {chosen} for '{run.name}'; kept rounds: {sorted(rounds)}"
+        )
     return rounds[chosen]
 
 
@@ -298,7 +317,9 @@ def _write_torchscript(network: nn.Module, output: Path) -> None:
     try:
         scripted = torch.jit.script(network)
     except Exception as error:  # TorchScript raises many unrelated types for unscriptable code
-        raise ConfigError(f"export: {type(network).__name__} cannot be compiled to TorchScript: {error}") from None
+        raise ConfigError(
+            f"export: {type(network).__name__} cannot be compiled to TorchScript: {error}"
+        ) from None
     output.parent.mkdir(parents=True, exist_ok=True)
     scripted.save(str(output))
 

@@ -97,7 +97,9 @@ def read_model_metadata(checkpoint: Checkpoint) -> tuple[str, dict[str, Any]]:
     try:
         return checkpoint.metadata["model"], json.loads(checkpoint.metadata["model_params"])
     except (KeyError, ValueError) as error:
-        raise CheckpointError(f"the checkpoint does not name its network ({error}); re-run to export it") from None
+        raise CheckpointError(
+            f"the checkpoint does not name its network ({error}); re-run to export it"
+        ) from None
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:

@@ -58,7 +58,9 @@ def plan_experiments(config: SimulationConfig, data: FederationData) -> list[Exp
             Experiment(name, "federated", build_strategy(strategy), data.train, attacked=attack is not None)
         )
         if attack is not None and attack.clean_runs:
-            experiments.append(Experiment(f"{name}{CLEAN_SUFFIX}", "federated", build_strategy(strategy), data.train))
+            experiments.append(
+                Experiment(f"{name}{CLEAN_SUFFIX}", "federated", build_strategy(strategy), data.train)
+            )
     if config.baselines.centralized:
         pooled = tuple(case for site in data.train.values() for case in site.cases)
         experiments.append(

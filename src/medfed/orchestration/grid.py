@@ -187,7 +187,9 @@ class InMemoryGrid:
 def _checked(site: str, answer: object, reply: Reply) -> object | None:
     """``answer`` if it is a ``reply.kind`` that ``reply.check`` passes, else ``None`` (logged)."""
     if not isinstance(answer, reply.kind):
-        logger.warning("site '%s' answered with a %s, expected %s", site, type(answer).__name__, reply.kind.__name__)
+        logger.warning(
+            "site '%s' answered with a %s, expected %s", site, type(answer).__name__, reply.kind.__name__
+        )
         return None
     if reply.check is not None:
         try:

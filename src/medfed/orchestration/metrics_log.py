@@ -49,9 +49,7 @@ class MetricsLog:
         """Replaces the rows of ``(experiment, round)`` with ``rows`` in one transaction, so a
         round replayed after a crash is never counted twice."""
         with self._connect() as connection:
-            connection.execute(
-                "DELETE FROM metrics WHERE experiment = ? AND round = ?", (experiment, round)
-            )
+            connection.execute("DELETE FROM metrics WHERE experiment = ? AND round = ?", (experiment, round))
             connection.executemany(
                 "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", [astuple(row) for row in rows]
             )
@@ -60,9 +58,7 @@ class MetricsLog:
     def discard_after(self, experiment: str, round: int) -> None:
         """Drops rows of ``experiment`` newer than ``round`` (left by a run killed mid-round)."""
         with self._connect() as connection:
-            connection.execute(
-                "DELETE FROM metrics WHERE experiment = ? AND round > ?", (experiment, round)
-            )
+            connection.execute("DELETE FROM metrics WHERE experiment = ? AND round > ?", (experiment, round))
         self._write_csv()
 
     def rows(self, experiment: str | None = None) -> list[MetricRow]:

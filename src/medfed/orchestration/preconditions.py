@@ -72,10 +72,9 @@ def check_local_norm_layers(config: SimulationConfig) -> None:
     (``norm_layer_keys``) for the sites to keep."""
     dims = {} if config.data.synthetic is None else {"spatial_dims": config.data.synthetic.dims}
     model = build_model(config.model.name, {**dims, **config.model.params}, seed=config.seed)
-    if not norm_layer_keys(prepare_model(config.privacy, model)):
+    if not norm_layer_keys(prepare_model(config.privacy.plan(), model)):
         raise ConfigError(
             f"strategy 'fedbn' keeps each site's normalisation layers, but model '{config.model.name}' "
             "has none with parameters or running statistics, so FedBN would be FedAvg; "
             "use model.params.norm: batch (U-Net) or an affine norm layer"
         )
-

@@ -43,4 +43,4 @@ def resume_run(run_dir: Path) -> SimulationConfig:
 
 def config_yaml(config: SimulationConfig) -> str:
     """``config`` with every default filled in, as YAML."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return str(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -130,7 +130,10 @@ class ExperimentRunner:
                 self.callbacks.on_round(new_state.round)
 
         grid = InMemoryGrid(
-            sites, open_protocol=open_protocol, on_site_done=self.callbacks.on_site, tamper=self._attack(experiment)
+            sites,
+            open_protocol=open_protocol,
+            on_site_done=self.callbacks.on_site,
+            tamper=self._attack(experiment),
         )
         final = run_rounds(experiment.strategy, state, plan, grid, on_round=finish_round, collect=collect)
         return ExperimentResult(experiment, final, {name: site.state for name, site in sites.items()})
@@ -141,7 +144,9 @@ class ExperimentRunner:
         model = model_metadata(self.config.model.name, self.model_params, self.data.image_shape())
         metadata = {"experiment": experiment.name, **model}
         checkpoint = Checkpoint(
-            result.state, {name: state for name, state in private.items() if state.weights or state.extra}, metadata
+            result.state,
+            {name: state for name, state in private.items() if state.weights or state.extra},
+            metadata,
         )
         save_round(directory, checkpoint, keep_last=self.config.federation.keep_last)
 
@@ -212,9 +217,15 @@ class ExperimentRunner:
             from medfed.privacy.ckks import new_key_pair  # imports TenSEAL: only when used
 
             site_context, server_context = new_key_pair()
-        expected = expected_sites(len(experiment.sites), fraction=federation.fraction, min_sites=federation.min_sites)
+        expected = expected_sites(
+            len(experiment.sites), fraction=federation.fraction, min_sites=federation.min_sites
+        )
         strategy, collect = protect(
-            privacy, experiment.strategy, expected_sites=expected, seed=self.config.seed, ckks_context=server_context
+            privacy,
+            experiment.strategy,
+            expected_sites=expected,
+            seed=self.config.seed,
+            ckks_context=server_context,
         )
         open_protocol = site_protocol(privacy, site="simulated", ckks_context=site_context)
         return replace(experiment, strategy=strategy), collect, open_protocol
@@ -228,8 +239,12 @@ class ExperimentRunner:
 
         check_site_names(self.privacy, [*self.data.train, *experiment.sites])
         return site_trainer(
-            self.privacy, self.trainer, data, planned_rounds=self.config.federation.rounds,
-            ledger_dir=self.run_dir / "privacy" / experiment.name, job=experiment.name,
+            self.privacy,
+            self.trainer,
+            data,
+            planned_rounds=self.config.federation.rounds,
+            ledger_dir=self.run_dir / "privacy" / experiment.name,
+            job=experiment.name,
             noise=simulated_noise(self.privacy),
         )
 
@@ -242,7 +257,10 @@ class ExperimentRunner:
 
         trainers = {name: site.trainer for name, site in sites.items()}
         metrics = privacy_metrics(self.privacy, trainers, experiment.strategy, state)
-        return [MetricRow(experiment.name, state.round, site, "privacy", metric, value) for site, metric, value in metrics]
+        return [
+            MetricRow(experiment.name, state.round, site, "privacy", metric, value)
+            for site, metric, value in metrics
+        ]
 
     def _evaluation_rows(self, result: ExperimentResult, model: nn.Module) -> list[MetricRow]:
         """Each evaluation set scored with the model its site would use; the unseen site also
@@ -275,7 +293,9 @@ class ExperimentRunner:
             for metric, value in metrics.items()
         ]
 
-    def _backdoor_metrics(self, experiment: Experiment, model: nn.Module, dataset: Dataset) -> dict[str, float]:
+    def _backdoor_metrics(
+        self, experiment: Experiment, model: nn.Module, dataset: Dataset
+    ) -> dict[str, float]:
         """``{"backdoor_success": rate}`` for federated experiments under a backdoor attack;
         nothing when no held-out case is eligible (the metrics log cannot store NaN)."""
         attack = self.config.attack
@@ -284,7 +304,11 @@ class ExperimentRunner:
         from medfed.attacks.poisoning import BACKDOOR_METRIC, backdoor_success
 
         rate = backdoor_success(
-            model, dataset, task=self.config.task, target=attack.target, patch=attack.patch,
+            model,
+            dataset,
+            task=self.config.task,
+            target=attack.target,
+            patch=attack.patch,
             batch_size=self.config.training.batch_size,
         )
         return {} if math.isnan(rate) else {BACKDOOR_METRIC: rate}
@@ -296,4 +320,3 @@ def _training_rows(experiment: str, round: int, results: list[TrainResult]) -> l
         for result in results
         for metric, value in result.metrics.items()
     ]
-

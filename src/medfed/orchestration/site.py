@@ -79,7 +79,12 @@ class LocalSite:
         else:
             num_samples, metrics = self.num_samples, {"loss": report.loss, "steps": float(report.steps)}
         return TrainResult(
-            site=self.name, round=task.round, weights=trained, num_samples=num_samples, metrics=metrics, extra=extra
+            site=self.name,
+            round=task.round,
+            weights=trained,
+            num_samples=num_samples,
+            metrics=metrics,
+            extra=extra,
         )
 
 

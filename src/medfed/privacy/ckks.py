@@ -216,9 +216,7 @@ def require_public(context: ts.Context) -> None:
         )
 
 
-def encrypt_vector(
-    context: ts.Context, values: np.ndarray, params: CkksParameters
-) -> EncryptedVector:
+def encrypt_vector(context: ts.Context, values: np.ndarray, params: CkksParameters) -> EncryptedVector:
     """Encrypts a real vector, shape ``(d,)``, in ``ceil(d / slots)`` ciphertexts.
 
     Raises:

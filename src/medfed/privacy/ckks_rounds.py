@@ -114,8 +114,9 @@ class EncryptedAggregationRound:
         def check(site: str, upload: EncryptedVector) -> None:
             if (upload.length, len(upload.chunks)) != (length, chunks):
                 raise UpdateRejected(
-                    site, f"encrypted update of {upload.length} values in {len(upload.chunks)} "
-                    f"ciphertexts, expected {length} in {chunks}"
+                    site,
+                    f"encrypted update of {upload.length} values in {len(upload.chunks)} "
+                    f"ciphertexts, expected {length} in {chunks}",
                 )
 
         return check

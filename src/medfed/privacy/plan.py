@@ -109,11 +109,15 @@ def refuse_robust_with(privacy: ProtectionPlan, rule: str) -> None:
     """
     reasons = []
     if isinstance(privacy.secure_sum, SecureSumSettings):
-        reasons.append(("secure_aggregation", "secure aggregation shows the server only the sum of the updates"))
+        reasons.append(
+            ("secure_aggregation", "secure aggregation shows the server only the sum of the updates")
+        )
     if isinstance(privacy.secure_sum, CkksSettings):
         reasons.append(("encryption", "CKKS encryption shows the server only the sum of the updates"))
     if privacy.client_dp is not None:
-        reasons.append(("client_dp", "client-level DP's noise is calibrated to the plain sum of clipped updates"))
+        reasons.append(
+            ("client_dp", "client-level DP's noise is calibrated to the plain sum of clipped updates")
+        )
     if reasons:
         section, reason = reasons[0]
         raise ConfigError(

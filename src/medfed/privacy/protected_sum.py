@@ -17,9 +17,7 @@ from medfed.errors import MedfedError
 from medfed.strategies.base import Strategy, WrappedStrategy
 from medfed.types import AGGREGATE_SITE, AGGREGATE_SITES_METRIC, ServerState, TrainResult, Weights
 
-SAMPLE_WEIGHTED_STRATEGIES = frozenset(
-    {"fedavg", "fedprox", "fedbn", "fedadam", "fedyogi", "fedadagrad"}
-)
+SAMPLE_WEIGHTED_STRATEGIES = frozenset({"fedavg", "fedprox", "fedbn", "fedadam", "fedyogi", "fedadagrad"})
 """Strategies whose ``aggregate`` needs only the sample-weighted mean of the sites' models."""
 
 
@@ -61,15 +59,11 @@ class ProtectedAggregation(WrappedStrategy):
 
     def __init__(self, inner: Strategy) -> None:
         if inner.name not in SAMPLE_WEIGHTED_STRATEGIES:
-            raise ValueError(
-                f"{self.kind} supports {sorted(SAMPLE_WEIGHTED_STRATEGIES)}, got '{inner.name}'"
-            )
+            raise ValueError(f"{self.kind} supports {sorted(SAMPLE_WEIGHTED_STRATEGIES)}, got '{inner.name}'")
         super().__init__(inner)
         self.name = f"{self.prefix}+{inner.name}"
 
-    def aggregate(
-        self, state: ServerState, results: Sequence[TrainResult], num_sites: int
-    ) -> ServerState:
+    def aggregate(self, state: ServerState, results: Sequence[TrainResult], num_sites: int) -> ServerState:
         """The inner strategy's step on the protected mean.
 
         Raises:

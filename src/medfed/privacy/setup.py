@@ -124,7 +124,9 @@ def site_trainer(
         return inner
     from medfed.privacy.dp.config import dp_trainer  # imports Opacus: only when DP is on
 
-    return dp_trainer(privacy, inner, data, planned_rounds=planned_rounds, ledger_dir=ledger_dir, job=job, noise=noise)
+    return dp_trainer(
+        privacy, inner, data, planned_rounds=planned_rounds, ledger_dir=ledger_dir, job=job, noise=noise
+    )
 
 
 def privacy_warning(privacy: ProtectionPlan) -> str | None:

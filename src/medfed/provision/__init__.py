@@ -2,7 +2,14 @@
 revocation."""
 
 from medfed.provision.gate import CertificateGate
-from medfed.provision.kits import ClientKit, ProvisionReport, ServerKit, load_client_kit, load_server_kit, provision
+from medfed.provision.kits import (
+    ClientKit,
+    ProvisionReport,
+    ServerKit,
+    load_client_kit,
+    load_server_kit,
+    provision,
+)
 from medfed.provision.project import ProjectConfig, load_project
 from medfed.provision.revocation import revoke
 

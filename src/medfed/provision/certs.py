@@ -29,7 +29,7 @@ class Identity:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def create_ca(name: str, *, days: int) -> Identity:

@@ -72,7 +72,7 @@ def certified(pem: bytes, ca: x509.Certificate, *, client: bool = False) -> x509
         certificate.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature):
         raise AuthenticationError("certificate not issued by the project CA") from None
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
         raise AuthenticationError("certificate expired or not yet valid")
     if client:

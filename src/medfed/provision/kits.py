@@ -84,13 +84,30 @@ def provision(project: ProjectConfig, out_dir: Path) -> ProvisionReport:
     created: list[str] = []
     ca = _ca(project, out_dir / CA_DIR, created)
     hosts = sorted({project.server.host, "localhost", "127.0.0.1"})
-    _kit(ca, out_dir / SERVER_DIR, "server", role="server", hosts=hosts, days=project.validity_days, created=created)
+    _kit(
+        ca,
+        out_dir / SERVER_DIR,
+        "server",
+        role="server",
+        hosts=hosts,
+        days=project.validity_days,
+        created=created,
+    )
     server_config = {"host": project.server.host, "port": project.server.port, "sites": project.sites}
     write_file(out_dir / SERVER_DIR / "server.yaml", yaml.safe_dump(server_config).encode(), mode=0o644)
     shutil.copyfile(out_dir / CA_DIR / "crl.pem", out_dir / SERVER_DIR / "crl.pem")
     for site in project.sites:
         folder = out_dir / site
-        _kit(ca, folder, "site", role="client", hosts=(), days=project.validity_days, created=created, name=site)
+        _kit(
+            ca,
+            folder,
+            "site",
+            role="client",
+            hosts=(),
+            days=project.validity_days,
+            created=created,
+            name=site,
+        )
         client_config = {
             "site": site,
             "server": f"{project.server.host}:{project.server.port}",

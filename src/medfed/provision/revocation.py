@@ -16,7 +16,7 @@ from medfed.provision.errors import ProvisionError
 
 def write_crl(ca: Identity, serials: Iterable[int], path: Path, *, days: int = 3650) -> None:
     """Writes a CRL signed by ``ca`` listing ``serials`` to ``path``."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.certificate.subject)
@@ -44,7 +44,9 @@ def revoke(kits_dir: Path, site: str) -> list[int]:
     ca = read_identity(ca_dir / "ca.crt", ca_dir / "ca.key")
     issued = json.loads((ca_dir / "issued.json").read_text())
     if site not in issued or site == "server":
-        raise ProvisionError(f"no certificate was issued to site '{site}'; sites: {sorted(set(issued) - {'server'})}")
+        raise ProvisionError(
+            f"no certificate was issued to site '{site}'; sites: {sorted(set(issued) - {'server'})}"
+        )
     revoked = set(revoked_serials(ca_dir / "crl.pem")) | {int(serial) for serial in issued[site]}
     write_crl(ca, revoked, ca_dir / "crl.pem")
     server_dir = Path(kits_dir) / "server"

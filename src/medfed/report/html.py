@@ -51,7 +51,10 @@ def write_report(
         *(_image(site_curves(rows, experiment=name, metric=metric)) for name in federated),
     ]
     if attacks:
-        sections += ["<h2>Under attack: clean vs attacked vs defended</h2>", _attack_table(attacks, metric=metric)]
+        sections += [
+            "<h2>Under attack: clean vs attacked vs defended</h2>",
+            _attack_table(attacks, metric=metric),
+        ]
     privacy = _privacy_table(rows)
     if privacy:
         sections += ["<h2>Privacy spent (epsilon at the last round)</h2>", privacy]
@@ -73,7 +76,10 @@ def write_deployment_report(
             _image(site_curves(rows, experiment=job, metric=metric)),
         ]
     if any(row.split == "train" and row.metric == "loss" for row in rows):
-        sections += ["<h2>Training loss per site</h2>", _image(site_curves(rows, experiment=job, metric="loss", training=True))]
+        sections += [
+            "<h2>Training loss per site</h2>",
+            _image(site_curves(rows, experiment=job, metric="loss", training=True)),
+        ]
     privacy = _privacy_table(rows)
     if privacy:
         sections += ["<h2>Privacy spent (epsilon at the last round)</h2>", privacy]

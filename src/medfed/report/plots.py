@@ -32,7 +32,11 @@ def learning_curves(rows: Sequence[MetricRow], *, metric: str, unseen_site: str 
     for axis, unseen in zip(axes[0], (False, True), strict=True):
         curves: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for row in rows:
-            if row.metric == metric and (row.site == unseen_site) == unseen and row.split in ("test", "unseen"):
+            if (
+                row.metric == metric
+                and (row.site == unseen_site) == unseen
+                and row.split in ("test", "unseen")
+            ):
                 curves[row.experiment][row.round].append(row.value)
         for experiment, by_round in curves.items():
             rounds = sorted(by_round)

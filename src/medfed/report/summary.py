@@ -51,13 +51,17 @@ def summarize(
         per_site = {
             row.site: row.value
             for row in rows
-            if row.experiment == experiment and row.round == last and row.metric == metric
+            if row.experiment == experiment
+            and row.round == last
+            and row.metric == metric
             and row.split in ("test", "unseen")
         }
         adabn = [
             row.value
             for row in rows
-            if row.experiment == experiment and row.round == last and row.metric == metric
+            if row.experiment == experiment
+            and row.round == last
+            and row.metric == metric
             and row.split == "unseen-adabn"
         ]
         own = [v for site, v in per_site.items() if site != unseen_site]
@@ -114,7 +118,8 @@ def attack_summary(
     for experiment, role in roles.items():
         last = max((row.round for row in rows if row.experiment == experiment), default=0)
         rates = [
-            row.value for row in rows
+            row.value
+            for row in rows
             if row.experiment == experiment and row.round == last and row.metric == backdoor_metric
         ]
         out.append(AttackRow(experiment, role, own.get(experiment, math.nan), _mean(rates)))
@@ -125,9 +130,7 @@ def write_summary(path: Path, summary: Sequence[SummaryRow], *, metric: str) -> 
     """Writes the summary as JSON (``nan`` as ``null``)."""
     payload = {
         "metric": metric,
-        "experiments": [
-            {key: _jsonable(value) for key, value in asdict(row).items()} for row in summary
-        ],
+        "experiments": [{key: _jsonable(value) for key, value in asdict(row).items()} for row in summary],
     }
     atomic_write(path, json.dumps(payload, indent=2).encode())
 

@@ -42,9 +42,7 @@ class Strategy(ABC):
         return TrainTask(round=round, weights=state.weights, config=dict(config))
 
     @abstractmethod
-    def aggregate(
-        self, state: ServerState, results: Sequence[TrainResult], num_sites: int
-    ) -> ServerState:
+    def aggregate(self, state: ServerState, results: Sequence[TrainResult], num_sites: int) -> ServerState:
         """Combines the round's results into the next server state.
 
         Args:
@@ -120,9 +118,7 @@ class WrappedStrategy(Strategy):
     def configure(self, state: ServerState, round: int, config: Mapping[str, Scalar]) -> TrainTask:
         return self.inner.configure(state, round, config)
 
-    def aggregate(
-        self, state: ServerState, results: Sequence[TrainResult], num_sites: int
-    ) -> ServerState:
+    def aggregate(self, state: ServerState, results: Sequence[TrainResult], num_sites: int) -> ServerState:
         return self.inner.aggregate(state, results, num_sites)
 
     def result_extras(self, reference: Weights) -> dict[str, Weights]:

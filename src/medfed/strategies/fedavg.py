@@ -23,9 +23,7 @@ class FedAvg(Strategy):
 
     name = "fedavg"
 
-    def aggregate(
-        self, state: ServerState, results: Sequence[TrainResult], num_sites: int
-    ) -> ServerState:
+    def aggregate(self, state: ServerState, results: Sequence[TrainResult], num_sites: int) -> ServerState:
         """The sample-weighted mean of ``results``' weights as the next global model."""
         check_results(state.weights, results)
         return ServerState(round=state.round + 1, weights=weighted_mean(sample_weighted(results)))

@@ -73,9 +73,7 @@ class FedOpt(Strategy):
         v = {k: torch.full_like(weights[k], self.tau**2) for k in keys}
         return ServerState(round=0, weights=clone_weights(weights), extra={"m": m, "v": v})
 
-    def aggregate(
-        self, state: ServerState, results: Sequence[TrainResult], num_sites: int
-    ) -> ServerState:
+    def aggregate(self, state: ServerState, results: Sequence[TrainResult], num_sites: int) -> ServerState:
         """One adaptive server step along the pseudo-gradient of ``results``."""
         check_results(state.weights, results)
         mean = weighted_mean(sample_weighted(results))

@@ -48,8 +48,7 @@ class ProximalHooks(LocalHooks):
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         """The proximal term (a scalar tensor), or ``None`` for a model without parameters."""
         terms = [
-            (param - self._anchor.like(name, param)).pow(2).sum()
-            for name, param in model.named_parameters()
+            (param - self._anchor.like(name, param)).pow(2).sum() for name, param in model.named_parameters()
         ]
         if not terms:
             return None

@@ -184,9 +184,7 @@ class RobustAggregation(WrappedStrategy):
         self.rule = rule
         self.name = inner.name
 
-    def aggregate(
-        self, state: ServerState, results: Sequence[TrainResult], num_sites: int
-    ) -> ServerState:
+    def aggregate(self, state: ServerState, results: Sequence[TrainResult], num_sites: int) -> ServerState:
         """``inner``'s aggregate of one pseudo-result: the global model plus the robust update."""
         check_results(state.weights, results)
         if any(result.extra for result in results):

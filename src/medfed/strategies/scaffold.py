@@ -75,9 +75,7 @@ class Scaffold(Strategy):
         """``delta_control``: one tensor like the model's for each controlled entry."""
         return {"delta_control": {key: reference[key] for key in steppable_keys(reference)}}
 
-    def aggregate(
-        self, state: ServerState, results: Sequence[TrainResult], num_sites: int
-    ) -> ServerState:
+    def aggregate(self, state: ServerState, results: Sequence[TrainResult], num_sites: int) -> ServerState:
         """Steps the model and the server control variate by the sites' uniform means."""
         check_results(state.weights, results)
         if num_sites < len(results):

@@ -31,7 +31,9 @@ class TrainSettings:
         for name, (low, high) in _INTEGER_RANGES.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ConfigError(f"training setting {name} must be an integer in [{low}, {high}], got {value!r}")
+                raise ConfigError(
+                    f"training setting {name} must be an integer in [{low}, {high}], got {value!r}"
+                )
         if isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or not 0 < self.lr <= MAX_LR:
             raise ConfigError(f"training setting lr must be a number in (0, {MAX_LR}], got {self.lr!r}")
         if self.optimizer not in ("adam", "sgd"):

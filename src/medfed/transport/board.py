@@ -113,9 +113,7 @@ class RoundBoard:
             reply_limit: Largest answer in bytes (default: see ``max_update_bytes``).
         """
         encoded: dict[int, bytes] = {}
-        payloads = {
-            site: encoded.setdefault(id(task), encode_task(task)) for site, task in tasks.items()
-        }
+        payloads = {site: encoded.setdefault(id(task), encode_task(task)) for site, task in tasks.items()}
         accept = accept or accept_train_result(round, {site: task.weights for site, task in tasks.items()})
         self._open(_Posting(round, _new_id(), "", payloads, dict(protocol or {}), accept, reply_limit))
 
@@ -217,7 +215,9 @@ class RoundBoard:
             raise
         except Exception as error:  # whatever a site's bytes raise, it is this site's bad answer
             failure = printable(f"{type(error).__name__}: {error}", MAX_REASON_CHARS)
-            logger.warning("round %d: reading the answer of site '%s' failed: %s", posting.round, site, failure)
+            logger.warning(
+                "round %d: reading the answer of site '%s' failed: %s", posting.round, site, failure
+            )
             self._answer(posting, site, None)
             raise UpdateRejected(site, f"unreadable answer ({type(error).__name__})") from None
         self._answer(posting, site, value)

@@ -46,7 +46,9 @@ class GrpcGrid:
         if not tasks:
             return {}
         protocol = {site: encode_payload(invitation) for site, invitation in invitations.items()}
-        self.board.post(_round_of(tasks), tasks, protocol=protocol, accept=_accept(reply), reply_limit=reply.limit)
+        self.board.post(
+            _round_of(tasks), tasks, protocol=protocol, accept=_accept(reply), reply_limit=reply.limit
+        )
         return self.board.collect(self.round_timeout_s)
 
     def step(self, round: int, step: str, messages: Mapping[str, object], reply: Reply) -> dict[str, object]:

@@ -91,7 +91,10 @@ class Admission:
         with self._lock:
             if self._uploads[site] >= self.limits.uploads_per_site:
                 raise ServerBusy(f"site '{site}' already has {self._uploads[site]} uploads running")
-            fits = lambda: self._bytes == 0 or self._bytes + size <= self.limits.upload_bytes
+
+            def fits() -> bool:
+                return self._bytes == 0 or self._bytes + size <= self.limits.upload_bytes
+
             if not self._lock.wait_for(fits, timeout=self.limits.read_timeout_s / 2):
                 raise ServerBusy(f"{self._bytes} bytes of uploads are being received; try again later")
             self._uploads[site] += 1
@@ -148,7 +151,9 @@ class Watchdog:
             time.sleep(self.tick_s)
             now = time.monotonic()
             with self._lock:
-                expired = {key: cancel for key, (deadline, cancel) in self._deadlines.items() if deadline < now}
+                expired = {
+                    key: cancel for key, (deadline, cancel) in self._deadlines.items() if deadline < now
+                }
                 for key in expired:
                     del self._deadlines[key]
                 running = bool(self._deadlines)

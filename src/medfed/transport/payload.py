@@ -176,7 +176,6 @@ def _json_field(metadata: Mapping[str, str], key: str, kind: type) -> Any:
 
 
 def _plain(tensor: torch.Tensor, copy: bool) -> torch.Tensor:
-    """safetensors wants contiguous CPU tensors (that share no memory)."""
+    """Safetensors wants contiguous CPU tensors (that share no memory)."""
     plain = tensor.detach().to("cpu").contiguous()
     return plain.clone() if copy else plain
-

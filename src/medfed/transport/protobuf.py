@@ -338,7 +338,7 @@ def _proto_class(kind: type) -> type[ProtoMessage]:
     proto = getattr(pb, kind.__name__, None)
     if proto is None or not dataclasses.is_dataclass(kind):
         raise TypeError(f"{kind.__name__} has no protobuf twin in proto/medfed.proto")
-    return proto  # type: ignore[no-any-return]
+    return proto
 
 
 @cache

@@ -99,11 +99,16 @@ class FederationServicer(pb_grpc.FederationServicer):
                     yield message
                     renew()  # gRPC asks for the next message once the site took this one
 
-    def SubmitResult(self, request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> pb.SubmitReply:
+    def SubmitResult(
+        self, request_iterator: Iterator[bytes], context: grpc.ServicerContext
+    ) -> pb.SubmitReply:
         """Reads one answer (a result, a step's reply or a decline), has the board decode, check
         and file it; answers whether it was accepted."""
         site = self._identify(context)
-        with self._guard(site, context), self.watchdog.watch(functools.partial(self._cancel, site, context)) as renew:
+        with (
+            self._guard(site, context),
+            self.watchdog.watch(functools.partial(self._cancel, site, context)) as renew,
+        ):
             messages = (_heard(renew, raw) for raw in request_iterator)
             try:
                 header = read_header(messages)
@@ -154,7 +159,9 @@ class FederationServicer(pb_grpc.FederationServicer):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
 
     def _cancel(self, site: str, context: grpc.ServicerContext) -> None:
-        logger.warning("site '%s' silent for %.0f s in a call; cancelling it", site, self.limits.read_timeout_s)
+        logger.warning(
+            "site '%s' silent for %.0f s in a call; cancelling it", site, self.limits.read_timeout_s
+        )
         context.cancel()
 
     def _identify(self, context: grpc.ServicerContext) -> str:

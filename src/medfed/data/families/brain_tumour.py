@@ -81,20 +81,14 @@ class TumourSite:
     def __post_init__(self) -> None:
         if self.num_cases < 1 or not 0.3 <= self.tissue_contrast <= 2.0:
             raise ValueError("num_cases must be >= 1 and tissue_contrast in [0.3, 2]")
-        if len(self.sequence_gamma) != len(CHANNELS) or not all(
-            0.3 <= g <= 3 for g in self.sequence_gamma
-        ):
+        if len(self.sequence_gamma) != len(CHANNELS) or not all(0.3 <= g <= 3 for g in self.sequence_gamma):
             raise ValueError(
                 f"sequence_gamma needs {len(CHANNELS)} values in [0.3, 3], got {self.sequence_gamma}"
             )
         if not 0 <= self.high_grade_fraction <= 1:
-            raise ValueError(
-                f"high_grade_fraction must be in [0, 1], got {self.high_grade_fraction}"
-            )
+            raise ValueError(f"high_grade_fraction must be in [0, 1], got {self.high_grade_fraction}")
         if not 0 < self.tumour_radius[0] <= self.tumour_radius[1] < 0.25:
-            raise ValueError(
-                f"tumour_radius must satisfy 0 < min <= max < 0.25, got {self.tumour_radius}"
-            )
+            raise ValueError(f"tumour_radius must satisfy 0 < min <= max < 0.25, got {self.tumour_radius}")
 
     @property
     def description(self) -> str:
@@ -132,9 +126,7 @@ def _with_tumour(
     distance = np.sqrt(sum((c - c[tuple(centre)]) ** 2 for c in coords))
     core = distance / core_radius * (1 + 0.2 * smooth_noise(rng, shape, shape[0] / 16))
     edema = (
-        distance
-        / (core_radius * rng.uniform(1.5, 2.3))
-        * (1 + 0.3 * smooth_noise(rng, shape, shape[0] / 10))
+        distance / (core_radius * rng.uniform(1.5, 2.3)) * (1 + 0.3 * smooth_noise(rng, shape, shape[0] / 10))
     )
     brain = np.isin(phantom.tissue, [Tissue.GREY_MATTER, Tissue.WHITE_MATTER, Tissue.VENTRICLE])
     tissue = phantom.tissue.copy()

@@ -116,9 +116,7 @@ class KidneySite:
         hu = np.stack([gaussian_blur(hu[..., k], sigma) for k in range(shape[2])], axis=-1)
         hu = hu + protocol.noise_hu * smooth_noise(rng, shape, 0.5)
         image = np.clip(hu, -1024.0, 3071.0).astype(np.float32)[None]
-        return SyntheticCase(
-            image, labels.astype(np.uint8), int(patient.tumour is not None), spacing
-        )
+        return SyntheticCase(image, labels.astype(np.uint8), int(patient.tumour is not None), spacing)
 
 
 @dataclass(frozen=True)
@@ -193,9 +191,7 @@ def _render(
     hu[vertebra < 15] = MARROW
     hu[np.hypot(x + 10, y - 25) < 11] = protocol.cortex_hu + 60  # aorta, arterial contrast
     for index, side in enumerate((1, -1)):  # left (x > 0) then right
-        _add_kidney(
-            hu, labels, (x - side * 75, y - 45, z - patient.kidney_z[index]), side, protocol
-        )
+        _add_kidney(hu, labels, (x - side * 75, y - 45, z - patient.kidney_z[index]), side, protocol)
     if patient.tumour is not None:
         _add_tumour(hu, labels, (x, y, z), patient.tumour, patient)
     return hu, labels
@@ -229,9 +225,7 @@ def _add_tumour(
     patient: _Patient,
 ) -> None:
     """Paints the tumour: heterogeneous enhancement, a necrotic centre when large; label 2."""
-    distance = (
-        np.sqrt(sum((c - t) ** 2 for c, t in zip(xyz, tumour.centre, strict=True))) / tumour.radius
-    )
+    distance = np.sqrt(sum((c - t) ** 2 for c, t in zip(xyz, tumour.centre, strict=True))) / tumour.radius
     inside = (distance < 1 + 0.15 * patient.wobble) & (hu > AIR)
     hu[inside] = (75.0 + 15.0 * patient.tumour_texture)[inside]
     if tumour.radius > 25:
@@ -239,9 +233,7 @@ def _add_tumour(
     labels[inside] = 2
 
 
-def _ellipsoid(
-    x: np.ndarray, y: np.ndarray, z: np.ndarray, axes: tuple[float, float, float]
-) -> np.ndarray:
+def _ellipsoid(x: np.ndarray, y: np.ndarray, z: np.ndarray, axes: tuple[float, float, float]) -> np.ndarray:
     """Inside the axis-aligned ellipsoid with semi-axes ``axes`` (mm) centred at 0."""
     return (x / axes[0]) ** 2 + (y / axes[1]) ** 2 + (z / axes[2]) ** 2 < 1
 

@@ -94,13 +94,9 @@ class SkinSite:
         if not 0 <= self.skin_tone[0] <= self.skin_tone[1] <= 1:
             raise ValueError(f"skin_tone must satisfy 0 <= min <= max <= 1, got {self.skin_tone}")
         if not 0 <= self.melanoma_prevalence <= 1:
-            raise ValueError(
-                f"melanoma_prevalence must be in [0, 1], got {self.melanoma_prevalence}"
-            )
+            raise ValueError(f"melanoma_prevalence must be in [0, 1], got {self.melanoma_prevalence}")
         if not 0 < self.lesion_radius[0] <= self.lesion_radius[1] < 0.4:
-            raise ValueError(
-                f"lesion_radius must satisfy 0 < min <= max < 0.4, got {self.lesion_radius}"
-            )
+            raise ValueError(f"lesion_radius must satisfy 0 < min <= max < 0.4, got {self.lesion_radius}")
 
     @property
     def description(self) -> str:
@@ -135,9 +131,7 @@ def _lesion_shape(
     irregularity = 0.12 if melanoma else 0.04
     border = np.ones_like(angle)
     for k in range(2, 7):
-        border += rng.normal(0.0, irregularity / k * 2) * np.cos(
-            k * angle + rng.uniform(0, 2 * np.pi)
-        )
+        border += rng.normal(0.0, irregularity / k * 2) * np.cos(k * angle + rng.uniform(0, 2 * np.pi))
     if melanoma:
         border += 0.06 * smooth_noise(rng, angle.shape, angle.shape[0] / 16)
     edge = 2.0 * rng.uniform(*radius) * np.clip(border, 0.5, 1.5)
@@ -145,9 +139,7 @@ def _lesion_shape(
     return distance < edge, coverage
 
 
-def _skin(
-    rng: np.random.Generator, shape: tuple[int, ...], tone_range: tuple[float, float]
-) -> np.ndarray:
+def _skin(rng: np.random.Generator, shape: tuple[int, ...], tone_range: tuple[float, float]) -> np.ndarray:
     """Skin reflectance ``(3, H, W)``: a tone between light and dark skin, mild texture."""
     tone = rng.uniform(*tone_range)
     colour = (1 - tone) * _LIGHT_SKIN + tone * _DARK_SKIN
@@ -161,9 +153,7 @@ def _transmission(rng: np.random.Generator, coverage: np.ndarray, melanoma: bool
     density = coverage * rng.uniform(0.6, 1.0)
     deep = np.zeros_like(coverage)
     if melanoma:  # variegated pigment with blue-grey dermal patches
-        density = density * np.clip(
-            1 + 0.45 * smooth_noise(rng, coverage.shape, size / 12), 0.3, None
-        )
+        density = density * np.clip(1 + 0.45 * smooth_noise(rng, coverage.shape, size / 12), 0.3, None)
         deep = coverage * 0.6 * np.clip(smooth_noise(rng, coverage.shape, size / 10), 0, None)
     else:  # an even pigment network
         density = density * (1 + 0.1 * smooth_noise(rng, coverage.shape, size / 32))
@@ -182,9 +172,7 @@ def _with_hair(
         t = np.linspace(0.0, 1.0, 48)[:, None]
         curve = (1 - t) ** 2 * ends[0] + 2 * (1 - t) * t * control + t**2 * ends[1]
         distance = np.sqrt(((points[:, None, :] - curve[None]) ** 2).sum(-1)).min(axis=1)
-        alpha = 0.9 * np.clip(1 - distance / rng.uniform(0.015, 0.03), 0, 1).reshape(
-            coords[0].shape
-        )
+        alpha = 0.9 * np.clip(1 - distance / rng.uniform(0.015, 0.03), 0, 1).reshape(coords[0].shape)
         reflectance = reflectance * (1 - alpha) + _HAIR[:, None, None] * alpha
     return reflectance
 

@@ -82,9 +82,7 @@ def read_oriented(site: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
     return oriented(read_nifti(site, path))
 
 
-def read_labels_csv(
-    site: str, path: Path, key_column: str, known: Collection[str]
-) -> dict[str, int]:
+def read_labels_csv(site: str, path: Path, key_column: str, known: Collection[str]) -> dict[str, int]:
     """Reads a CSV of case-level integer labels (UTF-8, with or without the BOM Excel writes).
 
     Args:
@@ -117,15 +115,11 @@ def read_labels_csv(
         try:
             labels[key] = int(row["label"])
         except (TypeError, ValueError):
-            raise DataError(
-                site, path, f"line {line}: label '{row['label']}' is not an integer"
-            ) from None
+            raise DataError(site, path, f"line {line}: label '{row['label']}' is not an integer") from None
     return labels
 
 
-def lookup_label(
-    site: str, labels: dict[str, int] | None, key: str, csv_path: Path
-) -> int | None:
+def lookup_label(site: str, labels: dict[str, int] | None, key: str, csv_path: Path) -> int | None:
     """The label of ``key``; ``None`` without a labels file; ``DataError`` if ``key`` lacks one."""
     if labels is None:
         return None

@@ -81,13 +81,10 @@ def load(site: str, path: Path) -> SiteData:
     folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     csv_path = path / LABELS_FILE
     labels = (
-        read_labels_csv(site, csv_path, "case_id", {f.name for f in folders})
-        if csv_path.is_file()
-        else None
+        read_labels_csv(site, csv_path, "case_id", {f.name for f in folders}) if csv_path.is_file() else None
     )
     cases = [
-        _load_case(site, folder, lookup_label(site, labels, folder.name, csv_path))
-        for folder in folders
+        _load_case(site, folder, lookup_label(site, labels, folder.name, csv_path)) for folder in folders
     ]
     return checked_site(site, path, cases)
 
@@ -133,9 +130,7 @@ def _read_mask(
     return rtstruct_mask(site, path, ds, frame, volume)
 
 
-def _read_folder(
-    site: str, folder: Path
-) -> tuple[list[_Slice], list[tuple[Path, FileDataset | None]]]:
+def _read_folder(site: str, folder: Path) -> tuple[list[_Slice], list[tuple[Path, FileDataset | None]]]:
     """The image files and the SEG/RTSTRUCT files of a case folder, read; other files are
     ignored."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -222,9 +217,7 @@ def _pixels(site: str, path: Path, ds: FileDataset) -> np.ndarray:
         )
         raise DataError(site, path, reason)
     if _number(site, path, ds, "NumberOfFrames", 1) != 1:
-        raise DataError(
-            site, path, "multi-frame images are not supported; export one slice per file"
-        )
+        raise DataError(site, path, "multi-frame images are not supported; export one slice per file")
     try:
         stored = np.asarray(ds.pixel_array, dtype=np.float64)
     except Exception as exc:  # pydicom and its decoder plugins raise many unrelated types
@@ -255,9 +248,7 @@ def _number(site: str, path: Path, ds: FileDataset, keyword: str, default: float
 
 def _has_geometry(ds: FileDataset) -> bool:
     """Whether a slice has ImagePositionPatient and ImageOrientationPatient."""
-    return (
-        ds.get("ImagePositionPatient") is not None and ds.get("ImageOrientationPatient") is not None
-    )
+    return ds.get("ImagePositionPatient") is not None and ds.get("ImageOrientationPatient") is not None
 
 
 def _normal(ds: FileDataset) -> np.ndarray:
@@ -271,16 +262,12 @@ def _sorted_slices(site: str, slices: list[_Slice]) -> list[_Slice]:
     with_geometry = [_has_geometry(ds) for _, ds in slices]
     if any(with_geometry) and not all(with_geometry):
         path = slices[with_geometry.index(not with_geometry[0])][0]
-        reason = (
-            "some slices of the series have ImagePositionPatient/ImageOrientationPatient, some not"
-        )
+        reason = "some slices of the series have ImagePositionPatient/ImageOrientationPatient, some not"
         raise DataError(site, path, reason)
     if all(with_geometry):
         _check_orientation(site, slices)
         normal = _normal(slices[0][1])
-        ordered = sorted(
-            slices, key=lambda s: float(normal @ np.asarray(s[1].ImagePositionPatient, float))
-        )
+        ordered = sorted(slices, key=lambda s: float(normal @ np.asarray(s[1].ImagePositionPatient, float)))
         _check_spacing(site, ordered, normal)
         return ordered
     return _by_instance_number(site, slices)
@@ -377,9 +364,7 @@ def _lps_affine(ordered: Sequence[_Slice]) -> np.ndarray:
     row_spacing, column_spacing = (float(v) for v in first.get("PixelSpacing", [1.0, 1.0]))
     origin = np.asarray(first.ImagePositionPatient, float)
     if len(ordered) > 1:
-        step = (np.asarray(ordered[-1][1].ImagePositionPatient, float) - origin) / (
-            len(ordered) - 1
-        )
+        step = (np.asarray(ordered[-1][1].ImagePositionPatient, float) - origin) / (len(ordered) - 1)
     else:
         step = _normal(first) * float(first.get("SliceThickness", 1.0) or 1.0)
     affine = np.eye(4)

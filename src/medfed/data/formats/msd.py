@@ -161,9 +161,7 @@ def _v1_entries(site: str, root: Path, meta: dict[str, Any]) -> list[_Entry]:
         case_id = _split_ending(image.name)[0]
         label = item.get("class")
         if label is not None and not isinstance(label, int):
-            raise DataError(
-                site, index, f"'class' of case '{case_id}' must be an integer: {label!r}"
-            )
+            raise DataError(site, index, f"'class' of case '{case_id}' must be an integer: {label!r}")
         mask = None if item.get("label") is None else _inside(site, root, item["label"], index)
         entries.append(_Entry(case_id, image, _v1_images(site, image), mask, label))
     return entries
@@ -285,9 +283,7 @@ def _load_case(site: str, entry: _Entry, classes: dict[int, str] | None) -> Case
     if entry.mask is not None:
         require_file(site, entry.mask, f"label file of case '{entry.case_id}'")
         mask, mask_affine = read_oriented(site, entry.mask)
-        check_same_grid(
-            site, entry.mask, mask_affine, first_affine, f"image '{entry.images[0].name}'"
-        )
+        check_same_grid(site, entry.mask, mask_affine, first_affine, f"image '{entry.images[0].name}'")
     case = checked_case(site, entry.case_id, image, mask, entry.label, entry.source, entry.mask)
     _check_declared(site, entry.mask, case.mask, classes)
     return case

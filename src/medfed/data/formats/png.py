@@ -46,13 +46,14 @@ def load(site: str, path: Path) -> SiteData:
     files = sorted(images_dir.glob("*.png"))
     csv_path = path / LABELS_FILE
     labels = (
-        read_labels_csv(site, csv_path, "filename", {f.name for f in files})
-        if csv_path.is_file() else None
+        read_labels_csv(site, csv_path, "filename", {f.name for f in files}) if csv_path.is_file() else None
     )
     masks_dir = path / MASKS_DIR
     cases = [
         _load_case(
-            site, file, masks_dir if masks_dir.is_dir() else None,
+            site,
+            file,
+            masks_dir if masks_dir.is_dir() else None,
             lookup_label(site, labels, file.name, csv_path),
         )
         for file in files

@@ -157,13 +157,19 @@ def calibrate_noise(
         raise ValueError(too_little)
 
     def epsilon(z: float) -> float:
-        return epsilon_spent([*earlier, Mechanism(z, sample_rate, steps)], delta=budget.delta, accountant=accountant)
+        return epsilon_spent(
+            [*earlier, Mechanism(z, sample_rate, steps)], delta=budget.delta, accountant=accountant
+        )
 
     low, high = 0.0, 1.0
     if Accountant(accountant) is not Accountant.RDP:
         with contextlib.suppress(ValueError):  # RDP may see no room where PRV still sees some
             high = calibrate_noise(
-                budget, sample_rate=sample_rate, steps=steps, accountant=Accountant.RDP, spent=earlier,
+                budget,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant=Accountant.RDP,
+                spent=earlier,
                 tolerance=tolerance,
             )
             low = high / 2

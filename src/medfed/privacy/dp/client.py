@@ -106,9 +106,7 @@ class ClientDP(WrappedStrategy):
         """The inner strategy's task (it never sees the DP state)."""
         return self.inner.configure(_inner(state), round, config)
 
-    def aggregate(
-        self, state: ServerState, results: Sequence[TrainResult], num_sites: int
-    ) -> ServerState:
+    def aggregate(self, state: ServerState, results: Sequence[TrainResult], num_sites: int) -> ServerState:
         """Clips, sums, noises and averages the updates; ``inner`` aggregates the private mean."""
         check_results(state.weights, results)
         _refuse_extras(results)
@@ -128,7 +126,9 @@ class ClientDP(WrappedStrategy):
         new_inner = self.inner.aggregate(_inner(state), [pseudo], num_sites)
         new_clip = self._next_clip(clip, torch.tensor(norms), expected, source)
         rounds = int(state.extra.get(GROUP, {}).get("rounds", torch.tensor(0))) + 1
-        return _with_group(new_inner, _group(new_clip, rounds=rounds, sample_rate=min(1.0, expected / num_sites)))
+        return _with_group(
+            new_inner, _group(new_clip, rounds=rounds, sample_rate=min(1.0, expected / num_sites))
+        )
 
     def clip(self, state: ServerState) -> float:
         """The clipping norm ``C`` the next round will use."""
@@ -159,7 +159,6 @@ class ClientDP(WrappedStrategy):
         return geometric_update(
             clip, fraction, target_quantile=self.target_quantile, lr=self.clip_lr, bounds=(1e-12, 1e12)
         )
-
 
 
 def _group(clip: float, *, rounds: int, sample_rate: float) -> Weights:

@@ -97,10 +97,17 @@ class PrivacyLedger:
     def with_entry(self, entry: Mapping[str, Any]) -> PrivacyLedger:
         """This ledger with ``entry`` (a ``release_entry`` or ``clip_entry``) appended."""
         if entry["kind"] == "release":
-            mechanism = Mechanism(float(entry["noise_multiplier"]), float(entry["sample_rate"]), int(entry["steps"]))
+            mechanism = Mechanism(
+                float(entry["noise_multiplier"]), float(entry["sample_rate"]), int(entry["steps"])
+            )
             release = Release(
-                str(entry["id"]), float(entry["time"]), str(entry["job"]), int(entry["seed"]), mechanism,
-                float(entry["clip"]), Budget(float(entry["epsilon_budget"]), float(entry["delta"])),
+                str(entry["id"]),
+                float(entry["time"]),
+                str(entry["job"]),
+                int(entry["seed"]),
+                mechanism,
+                float(entry["clip"]),
+                Budget(float(entry["epsilon_budget"]), float(entry["delta"])),
                 Accountant(entry["accountant"]),
             )
             return replace(self, releases=(*self.releases, release))
@@ -114,17 +121,32 @@ def release_entry(
 ) -> dict[str, Any]:
     """A new ``release`` entry with a fresh unique id."""
     return {
-        "version": LEDGER_VERSION, "kind": "release", "id": uuid.uuid4().hex, "time": time.time(), "job": job,
-        "seed": seed, "noise_multiplier": mechanism.noise_multiplier, "sample_rate": mechanism.sample_rate,
-        "steps": mechanism.steps, "clip": clip, "epsilon_budget": budget.epsilon, "delta": budget.delta,
+        "version": LEDGER_VERSION,
+        "kind": "release",
+        "id": uuid.uuid4().hex,
+        "time": time.time(),
+        "job": job,
+        "seed": seed,
+        "noise_multiplier": mechanism.noise_multiplier,
+        "sample_rate": mechanism.sample_rate,
+        "steps": mechanism.steps,
+        "clip": clip,
+        "epsilon_budget": budget.epsilon,
+        "delta": budget.delta,
         "accountant": accountant.value,
     }
 
 
 def clip_entry(*, job: str, clip: float) -> dict[str, Any]:
     """A new ``clip`` entry: ``job``'s threshold for its next round."""
-    return {"version": LEDGER_VERSION, "kind": "clip", "id": uuid.uuid4().hex, "time": time.time(), "job": job,
-            "clip": clip}
+    return {
+        "version": LEDGER_VERSION,
+        "kind": "clip",
+        "id": uuid.uuid4().hex,
+        "time": time.time(),
+        "job": job,
+        "clip": clip,
+    }
 
 
 def parse_ledger(text: str, *, source: str = "privacy ledger") -> PrivacyLedger:

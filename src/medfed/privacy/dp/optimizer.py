@@ -82,14 +82,14 @@ class QuantileCountingDPOptimizer(SourcedDPOptimizer):
         self._centred = 0.0
 
     def clip_and_accumulate(self) -> None:
-        norms = torch.stack(
-            [g.flatten(start_dim=1).norm(2, dim=-1) for g in self.grad_samples], dim=1
-        ).norm(2, dim=1)
+        norms = torch.stack([g.flatten(start_dim=1).norm(2, dim=-1) for g in self.grad_samples], dim=1).norm(
+            2, dim=1
+        )
         self._centred = centred_count(norms, self.max_grad_norm)
         super().clip_and_accumulate()
 
     def add_noise(self) -> None:
-        total = self.noise_multiplier
+        total: float = self.noise_multiplier  # type: ignore[has-type]  # Opacus leaves it unannotated
         self.noise_multiplier = self.sum_noise_multiplier
         try:
             super().add_noise()

@@ -48,7 +48,14 @@ from medfed.privacy.dp.accounting import (
     calibrate_noise,
     epsilon_spent,
 )
-from medfed.privacy.dp.ledger import PrivacyLedger, append_entry, clip_entry, load_ledger, locked, release_entry
+from medfed.privacy.dp.ledger import (
+    PrivacyLedger,
+    append_entry,
+    clip_entry,
+    load_ledger,
+    locked,
+    release_entry,
+)
 from medfed.privacy.dp.models import dp_incompatibilities
 from medfed.privacy.dp.noise import NoiseMode, NoiseSource, PoissonSampler, noise_source
 from medfed.privacy.dp.optimizer import QuantileCountingDPOptimizer, SourcedDPOptimizer
@@ -160,14 +167,17 @@ def poisson_loader(dataset: Dataset, plan: PoissonPlan, source: NoiseSource) -> 
     """A loader of ``plan.steps_per_epoch`` Poisson batches at ``plan.sample_rate``, drawn with
     ``source``; an empty batch is the dataset's dictionary with zero-length tensors."""
     sampler = PoissonSampler(
-        len(dataset), plan.sample_rate, source, steps=plan.steps_per_epoch  # type: ignore[arg-type]
+        len(dataset),  # type: ignore[arg-type]
+        plan.sample_rate,
+        source,
+        steps=plan.steps_per_epoch,
     )
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=functools.partial(_collate, dataset))
 
 
 def _collate(dataset: Dataset, batch: list[Mapping[str, torch.Tensor]]) -> Mapping[str, torch.Tensor]:
     if batch:
-        return default_collate(batch)  # type: ignore[no-any-return]
+        return default_collate(batch)
     example = dataset[0]
     return {key: torch.empty((0, *value.shape), dtype=value.dtype) for key, value in example.items()}
 
@@ -256,7 +266,11 @@ class DPTrainer:
             self._check_budget(planned)
             clip = self.ledger.clip(self.job) or self.policy.max_grad_norm
             entry = release_entry(
-                job=self.job, seed=seed, mechanism=planned, clip=clip, budget=self.policy.budget,
+                job=self.job,
+                seed=seed,
+                mechanism=planned,
+                clip=clip,
+                budget=self.policy.budget,
                 accountant=self.policy.accountant,
             )
             self._append(entry)
@@ -301,12 +315,18 @@ class DPTrainer:
         except ValueError:
             spent = self._epsilon(self.ledger.history())
             raise self._declined(spent, math.inf) from None
-        logger.info("site '%s': noise multiplier %.4f spends what is left of its budget in %d rounds",
-                    self.site, z, self.policy.planned_rounds)
+        logger.info(
+            "site '%s': noise multiplier %.4f spends what is left of its budget in %d rounds",
+            self.site,
+            z,
+            self.policy.planned_rounds,
+        )
         return z
 
     def _declined(self, spent: float, would_spend: float) -> PrivacyBudgetExceeded:
-        error = PrivacyBudgetExceeded(self.site, spent=spent, would_spend=would_spend, budget=self.policy.budget.epsilon)
+        error = PrivacyBudgetExceeded(
+            self.site, spent=spent, would_spend=would_spend, budget=self.policy.budget.epsilon
+        )
         logger.warning("%s", error)
         return error
 
@@ -334,9 +354,13 @@ class DPTrainer:
             # Opacus's own secure mode needs torchcsprng; ``source`` draws the noise instead.
             engine = PrivacyEngine(accountant=self.policy.accountant.value, secure_mode=False)
             grad_hooks, optimizer, _ = engine.make_private(
-                module=model, optimizer=make_optimizer(model, settings), data_loader=loader,
-                noise_multiplier=planned.noise_multiplier, max_grad_norm=clip,
-                poisson_sampling=False, wrap_model=False,  # ``loader`` already samples
+                module=model,
+                optimizer=make_optimizer(model, settings),
+                data_loader=loader,
+                noise_multiplier=planned.noise_multiplier,
+                max_grad_norm=clip,
+                poisson_sampling=False,
+                wrap_model=False,  # ``loader`` already samples
             )
         grad_hooks.forbid_grad_accumulation()
         # Opacus's int(N * (1 / S)) is 0 at N = S = 49 (0.999...): the mean of the noisy sum over 0
@@ -387,7 +411,9 @@ class DPTrainer:
         new = geometric_update(
             clip, fraction, target_quantile=adaptive.target_quantile, lr=adaptive.lr, bounds=adaptive.bounds
         )
-        logger.info("site '%s': private unclipped fraction %.3f, clip %.4g -> %.4g", self.site, fraction, clip, new)
+        logger.info(
+            "site '%s': private unclipped fraction %.3f, clip %.4g -> %.4g", self.site, fraction, clip, new
+        )
         return new
 
     def _epochs(

@@ -42,7 +42,9 @@ class KeyAuthenticator(Protocol):
 
 def signed_keys(advert: AdvertiseKeys) -> bytes:
     """The bytes a client signs: context, session, sender and both public keys."""
-    return b"".join((_KEYS_CONTEXT, advert.session, struct.pack(">I", advert.sender), advert.c_public, advert.s_public))
+    return b"".join(
+        (_KEYS_CONTEXT, advert.session, struct.pack(">I", advert.sender), advert.c_public, advert.s_public)
+    )
 
 
 def signed_survivors(session: bytes, survivors: tuple[int, ...]) -> bytes:

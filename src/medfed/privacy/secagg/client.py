@@ -153,9 +153,7 @@ class SecAggClient:
         require_quorum("masked input", [self.client_id, *peers], self.config.threshold)
         values = np.asarray(values)
         if values.shape != (self.config.vector_length,):
-            raise ValueError(
-                f"values must have shape ({self.config.vector_length},), got {values.shape}"
-            )
+            raise ValueError(f"values must have shape ({self.config.vector_length},), got {values.shape}")
         code = code_of(self.config)
         masked = encode(values, code, summands=len(self.config.client_ids))
         masked += crypto.prg(self._seed, len(masked), code.dtype)

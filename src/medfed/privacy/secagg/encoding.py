@@ -47,9 +47,7 @@ class FixedPoint:
         if self.ring_bits not in _RING_DTYPES:
             raise ValueError(f"ring_bits must be 32 or 64, got {self.ring_bits}")
         if not 0 <= self.fraction_bits < self.ring_bits - 1:
-            raise ValueError(
-                f"fraction_bits must lie in [0, {self.ring_bits - 2}], got {self.fraction_bits}"
-            )
+            raise ValueError(f"fraction_bits must lie in [0, {self.ring_bits - 2}], got {self.fraction_bits}")
 
     @property
     def dtype(self) -> np.dtype[np.unsignedinteger[Any]]:

@@ -241,7 +241,10 @@ class SecureAggregationSite:
             raise SecureAggregationError(f"unexpected {type(message).__name__} in step '{step}'")
         reply = self.participant.answer(message)
         if isinstance(message, KeyDirectory) and self.authenticated:
-            logger.info("secure aggregation: the keys of all %d participants are signed by their sites", len(message.keys))
+            logger.info(
+                "secure aggregation: the keys of all %d participants are signed by their sites",
+                len(message.keys),
+            )
         return reply
 
 

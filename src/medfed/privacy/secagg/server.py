@@ -197,9 +197,7 @@ class SecAggServer:
         secret = shamir.reconstruct_secret(shares[: self.config.threshold])
         seed = _secret_bytes(secret, owner, "self-mask seed")
         if crypto.commit(self.config.session, seed) != self._commitments[owner]:
-            raise SecureAggregationError(
-                f"reconstructed seed of client {owner} fails its commitment"
-            )
+            raise SecureAggregationError(f"reconstructed seed of client {owner} fails its commitment")
         return seed
 
     def _reconstruct_key(self, owner: int, shares: list[shamir.Share]) -> X25519PrivateKey:

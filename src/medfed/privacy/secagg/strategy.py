@@ -24,6 +24,7 @@ NUM_SITES_METRIC = AGGREGATE_SITES_METRIC
 """Metric of the secure result: how many sites' updates are in the mean (the round loop counts
 them towards ``min_sites``)."""
 
+
 def threshold_for(num_sites: int, fraction: float) -> int:
     """Shamir threshold for ``num_sites``: ``floor(fraction * n) + 1``, at most ``n``.
 

@@ -31,9 +31,7 @@ Layout = tuple[Entry, ...]
 
 def layout_of(weights: Weights) -> Layout:
     """The layout of ``weights``: entries sorted by key."""
-    return tuple(
-        Entry(key, tuple(weights[key].shape), weights[key].dtype) for key in sorted(weights)
-    )
+    return tuple(Entry(key, tuple(weights[key].shape), weights[key].dtype) for key in sorted(weights))
 
 
 def size_of(layout: Layout) -> int:
@@ -53,9 +51,7 @@ def flatten(weights: Weights, layout: Layout) -> np.ndarray:
     for entry in layout:
         tensor = weights[entry.key].detach().cpu()
         if tuple(tensor.shape) != entry.shape:
-            raise ValueError(
-                f"'{entry.key}' has shape {tuple(tensor.shape)}, expected {entry.shape}"
-            )
+            raise ValueError(f"'{entry.key}' has shape {tuple(tensor.shape)}, expected {entry.shape}")
         parts.append(tensor.to(torch.float64).reshape(-1).numpy())
     return np.concatenate(parts) if parts else np.zeros(0)
 
