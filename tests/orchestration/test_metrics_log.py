@@ -1,4 +1,5 @@
 import csv
+import math
 import sqlite3
 from pathlib import Path
 
@@ -30,3 +31,10 @@ def test_replayed_round_replaces_instead_of_duplicating(tmp_path: Path) -> None:
     log.discard_after("fedavg", 1)  # a crash after round 2's metrics but before its checkpoint
     log.record_round("fedavg", 2, _rows(2, 0.6))
     assert [row.round for row in MetricsLog(tmp_path).rows("fedavg")] == [1, 2]
+
+
+def test_a_nan_value_comes_back_as_nan_not_none(tmp_path: Path) -> None:
+    log = MetricsLog(tmp_path)
+    log.record_round("fedavg", 1, [MetricRow("fedavg", 1, "a", "test", "hd95", math.nan)])
+    (row,) = log.rows()
+    assert isinstance(row.value, float) and math.isnan(row.value)

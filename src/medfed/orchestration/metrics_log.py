@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -62,7 +63,8 @@ class MetricsLog:
         self._write_csv()
 
     def rows(self, experiment: str | None = None) -> list[MetricRow]:
-        """All rows, or those of one experiment, ordered by experiment, round and site."""
+        """All rows, or those of one experiment, ordered by experiment, round and site. A NaN
+        value (e.g. HD95 when no case has a lesion) comes back as NaN: SQLite stores it as NULL."""
         query = "SELECT * FROM metrics"
         arguments: tuple[str, ...] = ()
         if experiment is not None:
@@ -70,7 +72,7 @@ class MetricsLog:
             arguments = (experiment,)
         with self._connect() as connection:
             found = connection.execute(query + " ORDER BY experiment, round, site, split, metric", arguments)
-            return [MetricRow(*row) for row in found]
+            return [MetricRow(*fields, math.nan if value is None else value) for *fields, value in found]
 
     def _write_csv(self) -> None:
         buffer = io.StringIO()
