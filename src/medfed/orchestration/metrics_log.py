@@ -72,7 +72,10 @@ class MetricsLog:
             arguments = (experiment,)
         with self._connect() as connection:
             found = connection.execute(query + " ORDER BY experiment, round, site, split, metric", arguments)
-            return [MetricRow(*fields, math.nan if value is None else value) for *fields, value in found]
+            return [
+                MetricRow(experiment, round, site, split, metric, math.nan if value is None else value)
+                for experiment, round, site, split, metric, value in found
+            ]
 
     def _write_csv(self) -> None:
         buffer = io.StringIO()
