@@ -13,16 +13,8 @@ from __future__ import annotations
 
 import math
 
-from medfed.privacy.protected_sum import ProtectedAggregation, is_protected_aggregate
+from medfed.privacy.protected_sum import ProtectedAggregation
 from medfed.privacy.secagg.errors import SecureAggregationError
-from medfed.types import AGGREGATE_SITE, AGGREGATE_SITES_METRIC
-
-SECURE_AGGREGATE_SITE = AGGREGATE_SITE
-"""The ``site`` of the one result a secure round produces."""
-
-NUM_SITES_METRIC = AGGREGATE_SITES_METRIC
-"""Metric of the secure result: how many sites' updates are in the mean (the round loop counts
-them towards ``min_sites``)."""
 
 
 def threshold_for(num_sites: int, fraction: float) -> int:
@@ -33,10 +25,6 @@ def threshold_for(num_sites: int, fraction: float) -> int:
     if not 0.5 <= fraction < 1.0:
         raise ValueError(f"threshold fraction must lie in [0.5, 1), got {fraction}")
     return min(num_sites, math.floor(fraction * num_sites) + 1)
-
-
-is_secure_aggregate = is_protected_aggregate
-"""Whether a result is the output of a secure round rather than one site's update."""
 
 
 class SecureAggregation(ProtectedAggregation):
