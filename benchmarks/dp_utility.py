@@ -1,0 +1,405 @@
+"""The privacy-utility curve: Dice of DP federated training vs epsilon, per data family.
+
+``python -m benchmarks dp_utility [--families ...] [--epsilons ...] [--seeds ...] [--rounds N]
+[--size small|full] [--out DIR]`` runs, for every family, seed and epsilon (delta 1e-5, PRV
+accountant, epsilon per training case):
+
+* ``nonprivate``: FedAvg without DP (one cell per family and seed; it has no epsilon);
+* ``fixed``: DP-SGD at every site, noise calibrated to the budget, fixed clipping threshold;
+* ``adaptive``: medfed's adaptive DP (calibrated noise + private quantile clipping, ADP-FL);
+* ``paper``: the ADP-FL paper's mechanism as stated (``benchmarks/dp_paper.py``): clipping at
+  the 50th percentile of each batch's norms, Laplace noise scaled to it. Its real epsilon is
+  reported: ``inf`` (data-dependent threshold), and the PLD epsilon of its Laplace noise if the
+  threshold were public.
+
+Every finished cell is one JSON file under ``--out/cells``; a rerun skips the cells already
+there, so an interrupted run resumes one finished cell at a time. At the end the table is
+printed and written with the plot (Dice vs epsilon per method, own sites and unseen site) to
+``--out/dp_utility.json`` and ``--out/dp_utility.png``.
+
+The DP recipe (``Recipe``) is the same for ``fixed``, ``adaptive`` and ``paper``; its fields are
+the ablation flags (``--dp-batch``, ``--dp-epochs``, ``--dp-lr``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medfed.config.schema import SimulationConfig
+from medfed.files import atomic_write
+from medfed.orchestration.experiments import plan_experiments
+from medfed.orchestration.federation_data import FederationData, prepare_data
+from medfed.orchestration.preconditions import check_config, check_data
+from medfed.orchestration.simulation import ExperimentRunner
+from medfed.privacy.dp.accounting import Accountant, epsilon_spent
+from medfed.report.summary import summarize
+from medfed.training.trainer import Trainer
+
+METHODS = ("nonprivate", "fixed", "adaptive", "paper")
+FAMILIES = ("brain_lesion", "skin_lesion", "kidney_ct", "brain_tumour_mpmri")
+EPSILONS = (1.0, 2.0, 4.0, 8.0, 16.0)
+DELTA = 1e-5
+PAPER_PERCENTILE = 50.0
+
+
+@dataclass(frozen=True)
+class Size:
+    """How big each cell is.
+
+    Attributes:
+        image_size: Side of the 2D images (3D families: ``image_size_3d``).
+        image_size_3d: Side of the 3D volumes.
+        cases_scale: Multiplies every site's number of cases.
+        rounds: Federated rounds.
+        channels: U-Net channels per level.
+    """
+
+    image_size: int
+    image_size_3d: int
+    cases_scale: float
+    rounds: int
+    channels: tuple[int, ...]
+
+
+SIZES = {
+    "small": Size(image_size=16, image_size_3d=16, cases_scale=0.04, rounds=2, channels=(4, 8)),
+    "full": Size(image_size=32, image_size_3d=16, cases_scale=0.5, rounds=6, channels=(8, 16, 32)),
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Local training of the runs: non-private, and DP (shared by fixed, adaptive and paper).
+
+    Attributes:
+        batch_size: Non-private batch.
+        local_epochs: Non-private local epochs per round.
+        lr: Non-private Adam learning rate.
+        dp_batch: DP expected (Poisson) batch: large batches cut the noise per sample.
+        dp_epochs: DP local epochs per round (fewer steps: less noise per step for the budget).
+        dp_lr: DP Adam learning rate.
+        max_grad_norm: Fixed clip (the initial one for adaptive clipping).
+        target_quantile: Adaptive clipping's quantile.
+        clip_lr: Adaptive clipping's geometric learning rate.
+    """
+
+    batch_size: int = 16
+    local_epochs: int = 1
+    lr: float = 3e-3
+    dp_batch: int = 64
+    dp_epochs: int = 1
+    dp_lr: float = 3e-3
+    max_grad_norm: float = 1.0
+    target_quantile: float = 0.5
+    clip_lr: float = 0.2
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the benchmark; ``epsilon`` is ``None`` for ``nonprivate``."""
+
+    family: str
+    method: str
+    epsilon: float | None
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """The cell's file name (without ``.json``)."""
+        budget = "none" if self.epsilon is None else f"eps{self.epsilon:g}"
+        return f"{self.family}-{self.method}-{budget}-seed{self.seed}"
+
+
+def plan_cells(families: Sequence[str], epsilons: Sequence[float], seeds: Sequence[int]) -> list[Cell]:
+    """Every cell, non-private first (one per family and seed), then each DP method per epsilon."""
+    cells = []
+    for family in families:
+        for seed in seeds:
+            cells.append(Cell(family, "nonprivate", None, seed))
+            cells += [Cell(family, m, e, seed) for e in epsilons for m in METHODS[1:]]
+    return cells
+
+
+def cell_config(cell: Cell, size: Size, recipe: Recipe, run_dir: Path) -> SimulationConfig:
+    """The simulation configuration of ``cell``."""
+    three_d = cell.family == "kidney_ct"
+    dp = cell.method != "nonprivate"
+    privacy: dict[str, Any] = {}
+    if dp:
+        clipping = "adaptive" if cell.method == "adaptive" else "fixed"
+        privacy = {
+            "epsilon": cell.epsilon,
+            "delta": DELTA,
+            "accountant": "prv",
+            "dp_sgd": {
+                "max_grad_norm": recipe.max_grad_norm,
+                "clipping": clipping,
+                "target_quantile": recipe.target_quantile,
+                "clip_lr": recipe.clip_lr,
+                "secure_mode": False,  # torch's generator from OS entropy: same maths, faster
+            },
+        }
+    return SimulationConfig.model_validate(
+        {
+            "seed": cell.seed,
+            "output_dir": str(run_dir),
+            "data": {
+                "synthetic": {
+                    "family": cell.family,
+                    "image_size": size.image_size_3d if three_d else size.image_size,
+                    "cases_scale": size.cases_scale,
+                    "binary": True,
+                },
+                "augment": False,
+            },
+            "model": {
+                "name": "unet",
+                "params": {"channels": list(size.channels), "strides": [2] * (len(size.channels) - 1)},
+            },
+            "training": {
+                "batch_size": recipe.dp_batch if dp else recipe.batch_size,
+                "local_epochs": recipe.dp_epochs if dp else recipe.local_epochs,
+                "lr": recipe.dp_lr if dp else recipe.lr,
+            },
+            "federation": {"rounds": size.rounds, "evaluate_every": 0, "keep_last": 1},
+            "strategies": [{"name": "fedavg"}],
+            "baselines": {"centralized": False, "local": False},
+            "privacy": privacy,
+        }
+    )
+
+
+class _PaperRunner(ExperimentRunner):
+    """Runs the paper's mechanism: every DP site trains with ``PercentileLaplaceTrainer``."""
+
+    def _trainer_for(self, experiment: Any, data: Any) -> Trainer:
+        from benchmarks.dp_paper import PercentileLaplaceTrainer
+
+        trainer = super()._trainer_for(experiment, data)
+        return PercentileLaplaceTrainer(
+            trainer.inner,  # type: ignore[attr-defined]
+            site=trainer.site,  # type: ignore[attr-defined]
+            policy=trainer.policy,  # type: ignore[attr-defined]
+            ledger_path=trainer.ledger_path,  # type: ignore[attr-defined]
+            job=trainer.job,  # type: ignore[attr-defined]
+            percentile=PAPER_PERCENTILE,
+        )
+
+
+def run_cell(cell: Cell, size: Size, recipe: Recipe, run_dir: Path, data: FederationData) -> dict[str, Any]:
+    """Runs ``cell`` in ``run_dir`` and returns its result (Dice, epsilons, steps, seconds)."""
+    config = cell_config(cell, size, recipe, run_dir)
+    check_config(config)
+    check_data(config, data)
+    start = time.perf_counter()
+    runner = (_PaperRunner if cell.method == "paper" else ExperimentRunner)(config, data, run_dir)
+    experiment = plan_experiments(config, data)[0]
+    result = runner.run(experiment)
+    seconds = time.perf_counter() - start
+    rows = runner.metrics.rows()
+    row = summarize(rows, {experiment.name: "federated"}, task="segmentation", unseen_site=config.data.unseen_site)[0]
+    steps = {r.site: r.value for r in rows if r.metric == "steps"}
+    epsilons = {r.site: r.value for r in rows if r.metric == "epsilon" and r.round == config.federation.rounds}
+    outcome: dict[str, Any] = {
+        **asdict(cell),
+        "dice_own": row.own_sites,
+        "dice_unseen": row.unseen,
+        "per_site": row.per_site,
+        "epsilon_spent": epsilons,
+        "seconds": seconds,
+        "rounds": result.state.round,
+        "steps_logged": steps,
+    }
+    if cell.method == "paper":
+        outcome.update(_paper_epsilons(runner, config))
+    return outcome
+
+
+def _paper_epsilons(runner: ExperimentRunner, config: SimulationConfig) -> dict[str, Any]:
+    """The paper mechanism's real epsilon (``inf``) and its Laplace PLD epsilon per site with
+    the threshold treated as public, from each site's ledger (z, q, steps)."""
+    from benchmarks.dp_paper import REAL_EPSILON, laplace_epsilon, trainable_dimensions
+    from medfed.privacy.dp.ledger import load_ledger
+
+    dimensions = trainable_dimensions(runner.new_model())
+    laplace = {}
+    for ledger in sorted((runner.run_dir / "privacy").rglob("*.jsonl")):
+        history = load_ledger(ledger).history()
+        z, q = history[0].noise_multiplier, history[0].sample_rate
+        steps = sum(m.steps for m in history)
+        gaussian = epsilon_spent(history, delta=DELTA, accountant=Accountant.PRV)
+        laplace[ledger.stem] = {
+            "claimed_gaussian_epsilon": gaussian,
+            "laplace_public_threshold_epsilon": laplace_epsilon(
+                dimensions=dimensions, noise_multiplier=z, sample_rate=q, steps=steps, delta=DELTA
+            ),
+        }
+    return {"real_epsilon": REAL_EPSILON, "paper_epsilons": laplace, "dimensions": dimensions}
+
+
+def run_cells(
+    cells: Sequence[Cell], size: Size, recipe: Recipe, out: Path, *, log: bool = True
+) -> list[dict[str, Any]]:
+    """Runs the cells whose JSON is not under ``out/cells`` yet; returns every cell's result."""
+    folder = out / "cells"
+    folder.mkdir(parents=True, exist_ok=True)
+    data: dict[tuple[str, int], FederationData] = {}
+    results = []
+    for cell in cells:
+        path = folder / f"{cell.key}.json"
+        if path.exists():
+            results.append(json.loads(path.read_text()))
+            continue
+        key = (cell.family, cell.seed)
+        if key not in data:
+            config = cell_config(cell, size, recipe, out / "runs" / "data")
+            data[key] = prepare_data(config.data, out / "data" / f"{cell.family}-seed{cell.seed}", seed=cell.seed)
+        outcome = run_cell(cell, size, recipe, out / "runs" / cell.key, data[key])
+        atomic_write(path, json.dumps(outcome, indent=1, default=_json).encode())
+        if log:
+            print(f"  {cell.key}: Dice own {outcome['dice_own']:.3f}, unseen {outcome['dice_unseen']:.3f}, "
+                  f"{outcome['seconds']:.0f} s", flush=True)
+        results.append(outcome)
+    return results
+
+
+def _json(value: object) -> object:
+    return str(value)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def table(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (family, method, epsilon): Dice own/unseen (mean over seeds), the ratio to
+    the family's non-private Dice, epsilon spent (max over sites) and seconds per cell."""
+    groups: dict[tuple[str, str, float | None], list[dict[str, Any]]] = {}
+    for result in results:
+        groups.setdefault((result["family"], result["method"], result["epsilon"]), []).append(result)
+    baseline = {
+        family: (_mean([r["dice_own"] for r in rs]), _mean([r["dice_unseen"] for r in rs]))
+        for (family, method, _), rs in groups.items()
+        if method == "nonprivate"
+    }
+    rows = []
+    for (family, method, epsilon), rs in groups.items():
+        own, unseen = _mean([r["dice_own"] for r in rs]), _mean([r["dice_unseen"] for r in rs])
+        base = baseline.get(family, (math.nan, math.nan))
+        spent = [max(r["epsilon_spent"].values()) for r in rs if r["epsilon_spent"]]
+        rows.append(
+            {
+                "family": family,
+                "method": method,
+                "epsilon": epsilon,
+                "seeds": len(rs),
+                "dice_own": own,
+                "dice_unseen": unseen,
+                "ratio_own": own / base[0] if base[0] else math.nan,
+                "ratio_unseen": unseen / base[1] if base[1] else math.nan,
+                "epsilon_spent": max(spent) if spent else None,
+                "real_epsilon": rs[0].get("real_epsilon", max(spent) if spent else None),
+                "seconds": _mean([r["seconds"] for r in rs]),
+            }
+        )
+    return rows
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as a Markdown table."""
+    lines = [
+        "| family | method | epsilon | Dice own | Dice unseen | x non-private own | x unseen | eps spent | real eps | s/cell |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        eps = "-" if r["epsilon"] is None else f"{r['epsilon']:g}"
+        spent = "-" if r["epsilon_spent"] is None else f"{r['epsilon_spent']:.2f}"
+        real = "-" if r["real_epsilon"] is None else f"{r['real_epsilon']:.2f}"
+        lines.append(
+            f"| {r['family']} | {r['method']} | {eps} | {r['dice_own']:.3f} | {r['dice_unseen']:.3f} | "
+            f"{r['ratio_own']:.2f} | {r['ratio_unseen']:.2f} | {spent} | {real} | {r['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Dice vs epsilon per method (the non-private Dice as a dashed line), one column per
+    family, own sites on top and the unseen site below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    families = sorted({r["family"] for r in rows})
+    figure, axes = plt.subplots(2, len(families), figsize=(4 * len(families), 6.5), squeeze=False)
+    for column, family in enumerate(families):
+        for line, (metric, label) in enumerate((("dice_own", "own sites"), ("dice_unseen", "unseen site"))):
+            axis = axes[line][column]
+            for method in METHODS:
+                points = sorted((r["epsilon"], r[metric]) for r in rows if r["family"] == family and r["method"] == method)
+                if method == "nonprivate" and points:
+                    axis.axhline(points[0][1], linestyle="--", color="black", label="non-private")
+                elif points:
+                    axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
+            axis.set_xscale("log", base=2)
+            axis.set_title(f"{family}: {label}")
+            axis.set_xlabel("epsilon (delta 1e-5, per case)")
+            axis.set_ylabel("Dice")
+            axis.set_ylim(0, 1)
+    axes[0][0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks dp_utility", description=__doc__.splitlines()[0])
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    parser.add_argument("--epsilons", nargs="+", type=float, default=list(EPSILONS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--rounds", type=int, help="override the size's rounds")
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--out", type=Path, default=Path("runs/dp_utility"))
+    parser.add_argument("--dp-batch", type=int, default=Recipe.dp_batch)
+    parser.add_argument("--dp-epochs", type=int, default=Recipe.dp_epochs)
+    parser.add_argument("--dp-lr", type=float, default=Recipe.dp_lr)
+    parser.add_argument("--target-quantile", type=float, default=Recipe.target_quantile)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (2 cores assumed)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Runs the benchmark; returns the table's rows."""
+    args = parse(argv)
+    size = SIZES[args.size] if args.rounds is None else replace(SIZES[args.size], rounds=args.rounds)
+    recipe = Recipe(dp_batch=args.dp_batch, dp_epochs=args.dp_epochs, dp_lr=args.dp_lr, target_quantile=args.target_quantile)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("medfed").setLevel(logging.ERROR)
+    cells = plan_cells(args.families, args.epsilons, args.seeds)
+    print(f"dp_utility: {len(cells)} cells, size {args.size} {size}, {recipe}", flush=True)
+    results = run_cells(cells, size, recipe, args.out)
+    rows = table(results)
+    text = format_table(rows)
+    print(text)
+    summary = {"size": asdict(size), "recipe": asdict(recipe), "rows": rows}
+    atomic_write(args.out / "dp_utility.json", json.dumps(summary, indent=1, default=_json).encode())
+    (args.out / "dp_utility.md").write_text(text + "\n")
+    plot(rows, args.out / "dp_utility.png")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
