@@ -20,6 +20,7 @@ BENCHMARKS = (
     "secure_aggregation",
     "protected_rounds",
     "dp",
+    "dp_utility",
     "transfer",
     "robustness",
 )

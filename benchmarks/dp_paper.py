@@ -49,7 +49,9 @@ def percentile_threshold(norms: torch.Tensor, percentile: float) -> float:
     return max(float(torch.quantile(norms.double(), percentile / 100.0)), 1e-12)
 
 
-def laplace_epsilon(*, dimensions: int, noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
+def laplace_epsilon(
+    *, dimensions: int, noise_multiplier: float, sample_rate: float, steps: int, delta: float
+) -> float:
     """Epsilon at ``delta`` of ``steps`` Poisson-subsampled (rate ``sample_rate``) Laplace
     mechanisms of L1 sensitivity ``sqrt(dimensions) C`` and scale ``noise_multiplier C / sqrt 2``,
     with the threshold ``C`` treated as public (see the module docstring)."""
@@ -73,7 +75,9 @@ class PercentileLaplaceOptimizer(SourcedDPOptimizer):
         kwargs: ``SourcedDPOptimizer`` arguments.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, *, percentile: float, seed: int, **kwargs: Any) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, *, percentile: float, seed: int, **kwargs: Any
+    ) -> None:
         super().__init__(optimizer, **kwargs)
         self.percentile = percentile
         self.generator = torch.Generator().manual_seed(seed)

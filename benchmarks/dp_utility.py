@@ -13,9 +13,15 @@ accountant, epsilon per training case):
   threshold were public.
 
 Every finished cell is one JSON file under ``--out/cells``; a rerun skips the cells already
-there, so an interrupted run resumes one finished cell at a time. At the end the table is
-printed and written with the plot (Dice vs epsilon per method, own sites and unseen site) to
-``--out/dp_utility.json`` and ``--out/dp_utility.png``.
+there, so an interrupted run resumes one finished cell at a time. At the end the table of every
+cell under ``--out`` is printed and written with the plot (Dice vs epsilon per method, own sites
+and unseen site) to ``--out/dp_utility.json``, ``.md`` and ``.png``. One ``--out`` per recipe:
+cells are keyed by family, method, epsilon, seed and start, not by the recipe.
+
+``--pretrained`` starts every method (the non-private baseline too) from one model trained
+without privacy on public generator data (``medfed.data.synthetic.public_sites``: scanner
+profiles no private site uses); run it into the same ``--out`` to get DP from scratch and DP
+after pretraining side by side.
 
 The DP recipe (``Recipe``) is the same for ``fixed``, ``adaptive`` and ``paper``; its fields are
 the ablation flags (``--dp-batch``, ``--dp-epochs``, ``--dp-lr``).
@@ -35,8 +41,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
 
 from medfed.config.schema import SimulationConfig
+from medfed.data import build_dataset, generate_federation, load_site
+from medfed.data.synthetic import public_sites
 from medfed.files import atomic_write
 from medfed.orchestration.experiments import plan_experiments
 from medfed.orchestration.federation_data import FederationData, prepare_data
@@ -44,13 +54,15 @@ from medfed.orchestration.preconditions import check_config, check_data
 from medfed.orchestration.simulation import ExperimentRunner
 from medfed.privacy.dp.accounting import Accountant, epsilon_spent
 from medfed.report.summary import summarize
-from medfed.training.trainer import Trainer
+from medfed.training.trainer import LocalTrainer, Trainer, TrainSettings
+from medfed.types import Weights
 
 METHODS = ("nonprivate", "fixed", "adaptive", "paper")
 FAMILIES = ("brain_lesion", "skin_lesion", "kidney_ct", "brain_tumour_mpmri")
 EPSILONS = (1.0, 2.0, 4.0, 8.0, 16.0)
 DELTA = 1e-5
 PAPER_PERCENTILE = 50.0
+PRETRAIN_EPOCHS = 5
 
 
 @dataclass(frozen=True)
@@ -113,21 +125,32 @@ class Cell:
     method: str
     epsilon: float | None
     seed: int
+    pretrained: bool = False
 
     @property
     def key(self) -> str:
         """The cell's file name (without ``.json``)."""
         budget = "none" if self.epsilon is None else f"eps{self.epsilon:g}"
-        return f"{self.family}-{self.method}-{budget}-seed{self.seed}"
+        start = "-pretrained" if self.pretrained else ""
+        return f"{self.family}-{self.method}-{budget}-seed{self.seed}{start}"
 
 
-def plan_cells(families: Sequence[str], epsilons: Sequence[float], seeds: Sequence[int]) -> list[Cell]:
+def plan_cells(
+    families: Sequence[str],
+    epsilons: Sequence[float],
+    seeds: Sequence[int],
+    *,
+    methods: Sequence[str] = METHODS,
+    pretrained: bool = False,
+) -> list[Cell]:
     """Every cell, non-private first (one per family and seed), then each DP method per epsilon."""
     cells = []
     for family in families:
         for seed in seeds:
-            cells.append(Cell(family, "nonprivate", None, seed))
-            cells += [Cell(family, m, e, seed) for e in epsilons for m in METHODS[1:]]
+            if "nonprivate" in methods:
+                cells.append(Cell(family, "nonprivate", None, seed, pretrained))
+            dp = [method for method in methods if method != "nonprivate"]
+            cells += [Cell(family, m, e, seed, pretrained) for e in epsilons for m in dp]
     return cells
 
 
@@ -180,13 +203,27 @@ def cell_config(cell: Cell, size: Size, recipe: Recipe, run_dir: Path) -> Simula
     )
 
 
-class _PaperRunner(ExperimentRunner):
-    """Runs the paper's mechanism: every DP site trains with ``PercentileLaplaceTrainer``."""
+class _CellRunner(ExperimentRunner):
+    """The simulation's runner, starting from ``initial`` weights when given (pretraining) and,
+    with ``paper``, training every DP site with ``PercentileLaplaceTrainer``."""
+
+    def __init__(self, *args: Any, initial: Weights | None, paper: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial = initial
+        self.paper = paper
+
+    def new_model(self) -> nn.Module:
+        model = super().new_model()
+        if self.initial is not None:
+            model.load_state_dict(self.initial)
+        return model
 
     def _trainer_for(self, experiment: Any, data: Any) -> Trainer:
         from benchmarks.dp_paper import PercentileLaplaceTrainer
 
         trainer = super()._trainer_for(experiment, data)
+        if not self.paper:
+            return trainer
         return PercentileLaplaceTrainer(
             trainer.inner,  # type: ignore[attr-defined]
             site=trainer.site,  # type: ignore[attr-defined]
@@ -197,20 +234,32 @@ class _PaperRunner(ExperimentRunner):
         )
 
 
-def run_cell(cell: Cell, size: Size, recipe: Recipe, run_dir: Path, data: FederationData) -> dict[str, Any]:
-    """Runs ``cell`` in ``run_dir`` and returns its result (Dice, epsilons, steps, seconds)."""
+def run_cell(
+    cell: Cell,
+    size: Size,
+    recipe: Recipe,
+    run_dir: Path,
+    data: FederationData,
+    initial: Weights | None = None,
+) -> dict[str, Any]:
+    """Runs ``cell`` in ``run_dir`` from ``initial`` weights (``None``: the run's seeded
+    initialisation) and returns its result (Dice, epsilons, steps, seconds)."""
     config = cell_config(cell, size, recipe, run_dir)
     check_config(config)
     check_data(config, data)
     start = time.perf_counter()
-    runner = (_PaperRunner if cell.method == "paper" else ExperimentRunner)(config, data, run_dir)
+    runner = _CellRunner(config, data, run_dir, initial=initial, paper=cell.method == "paper")
     experiment = plan_experiments(config, data)[0]
     result = runner.run(experiment)
     seconds = time.perf_counter() - start
     rows = runner.metrics.rows()
-    row = summarize(rows, {experiment.name: "federated"}, task="segmentation", unseen_site=config.data.unseen_site)[0]
+    row = summarize(
+        rows, {experiment.name: "federated"}, task="segmentation", unseen_site=config.data.unseen_site
+    )[0]
     steps = {r.site: r.value for r in rows if r.metric == "steps"}
-    epsilons = {r.site: r.value for r in rows if r.metric == "epsilon" and r.round == config.federation.rounds}
+    epsilons = {
+        r.site: r.value for r in rows if r.metric == "epsilon" and r.round == config.federation.rounds
+    }
     outcome: dict[str, Any] = {
         **asdict(cell),
         "dice_own": row.own_sites,
@@ -262,16 +311,55 @@ def run_cells(
             results.append(json.loads(path.read_text()))
             continue
         key = (cell.family, cell.seed)
+        config = cell_config(cell, size, recipe, out / "runs" / "data")
         if key not in data:
-            config = cell_config(cell, size, recipe, out / "runs" / "data")
-            data[key] = prepare_data(config.data, out / "data" / f"{cell.family}-seed{cell.seed}", seed=cell.seed)
-        outcome = run_cell(cell, size, recipe, out / "runs" / cell.key, data[key])
+            data[key] = prepare_data(
+                config.data, out / "data" / f"{cell.family}-seed{cell.seed}", seed=cell.seed
+            )
+        initial = (
+            pretrained_weights(config, data[key], out / "pretrained", recipe) if cell.pretrained else None
+        )
+        outcome = run_cell(cell, size, recipe, out / "runs" / cell.key, data[key], initial)
         atomic_write(path, json.dumps(outcome, indent=1, default=_json).encode())
         if log:
-            print(f"  {cell.key}: Dice own {outcome['dice_own']:.3f}, unseen {outcome['dice_unseen']:.3f}, "
-                  f"{outcome['seconds']:.0f} s", flush=True)
+            print(
+                f"  {cell.key}: Dice own {outcome['dice_own']:.3f}, unseen {outcome['dice_unseen']:.3f}, "
+                f"{outcome['seconds']:.0f} s",
+                flush=True,
+            )
         results.append(outcome)
     return results
+
+
+def pretrained_weights(
+    config: SimulationConfig, data: FederationData, folder: Path, recipe: Recipe
+) -> Weights:
+    """The model of ``config`` trained without privacy on public generator data: the family's
+    ``public_sites`` (scanner profiles no private site uses; no patient data, no privacy cost),
+    ``PRETRAIN_EPOCHS`` epochs pooled. Cached in ``folder`` per family and seed."""
+    synthetic = config.data.synthetic
+    assert synthetic is not None
+    path = folder / f"{synthetic.family}-seed{config.seed}.safetensors"
+    if path.exists():
+        return load_file(path)
+    sites = generate_federation(
+        public_sites(synthetic.family, config.data.synthetic.cases_scale),  # type: ignore[union-attr]
+        folder / f"{synthetic.family}-seed{config.seed}-data",
+        image_size=synthetic.image_size,
+        dims=synthetic.dims,
+        seed=config.seed + 1000,
+        binary=synthetic.binary,
+    )
+    cases = [case for name, site in sites.items() for case in load_site(name, site).cases]
+    runner = ExperimentRunner(config, data, folder / "run")
+    model = runner.new_model()
+    dataset = build_dataset(cases, task="segmentation", augment=False, seed=config.seed)
+    settings = TrainSettings(batch_size=recipe.batch_size, lr=recipe.lr, local_epochs=PRETRAIN_EPOCHS)
+    LocalTrainer(task="segmentation", settings=settings).fit(model, dataset, seed=config.seed)
+    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(path))
+    return weights
 
 
 def _json(value: object) -> object:
@@ -285,22 +373,24 @@ def _mean(values: Sequence[float]) -> float:
 def table(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (family, method, epsilon): Dice own/unseen (mean over seeds), the ratio to
     the family's non-private Dice, epsilon spent (max over sites) and seconds per cell."""
-    groups: dict[tuple[str, str, float | None], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, bool, str, float | None], list[dict[str, Any]]] = {}
     for result in results:
-        groups.setdefault((result["family"], result["method"], result["epsilon"]), []).append(result)
+        key = (result["family"], result.get("pretrained", False), result["method"], result["epsilon"])
+        groups.setdefault(key, []).append(result)
     baseline = {
-        family: (_mean([r["dice_own"] for r in rs]), _mean([r["dice_unseen"] for r in rs]))
-        for (family, method, _), rs in groups.items()
+        (family, pretrained): (_mean([r["dice_own"] for r in rs]), _mean([r["dice_unseen"] for r in rs]))
+        for (family, pretrained, method, _), rs in groups.items()
         if method == "nonprivate"
     }
     rows = []
-    for (family, method, epsilon), rs in groups.items():
+    for (family, pretrained, method, epsilon), rs in sorted(groups.items(), key=_order):
         own, unseen = _mean([r["dice_own"] for r in rs]), _mean([r["dice_unseen"] for r in rs])
-        base = baseline.get(family, (math.nan, math.nan))
+        base = baseline.get((family, pretrained), (math.nan, math.nan))
         spent = [max(r["epsilon_spent"].values()) for r in rs if r["epsilon_spent"]]
         rows.append(
             {
                 "family": family,
+                "start": "pretrained" if pretrained else "scratch",
                 "method": method,
                 "epsilon": epsilon,
                 "seeds": len(rs),
@@ -316,18 +406,23 @@ def table(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _order(item: tuple[tuple[str, bool, str, float | None], object]) -> tuple[object, ...]:
+    family, pretrained, method, epsilon = item[0]
+    return family, pretrained, METHODS.index(method), -1.0 if epsilon is None else epsilon
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as a Markdown table."""
     lines = [
-        "| family | method | epsilon | Dice own | Dice unseen | x non-private own | x unseen | eps spent | real eps | s/cell |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| family | start | method | epsilon | Dice own | Dice unseen | x non-private own | x unseen | eps spent | real eps | s/cell |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         eps = "-" if r["epsilon"] is None else f"{r['epsilon']:g}"
         spent = "-" if r["epsilon_spent"] is None else f"{r['epsilon_spent']:.2f}"
         real = "-" if r["real_epsilon"] is None else f"{r['real_epsilon']:.2f}"
         lines.append(
-            f"| {r['family']} | {r['method']} | {eps} | {r['dice_own']:.3f} | {r['dice_unseen']:.3f} | "
+            f"| {r['family']} | {r['start']} | {r['method']} | {eps} | {r['dice_own']:.3f} | {r['dice_unseen']:.3f} | "
             f"{r['ratio_own']:.2f} | {r['ratio_unseen']:.2f} | {spent} | {real} | {r['seconds']:.0f} |"
         )
     return "\n".join(lines)
@@ -346,12 +441,24 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     for column, family in enumerate(families):
         for line, (metric, label) in enumerate((("dice_own", "own sites"), ("dice_unseen", "unseen site"))):
             axis = axes[line][column]
-            for method in METHODS:
-                points = sorted((r["epsilon"], r[metric]) for r in rows if r["family"] == family and r["method"] == method)
-                if method == "nonprivate" and points:
-                    axis.axhline(points[0][1], linestyle="--", color="black", label="non-private")
-                elif points:
-                    axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
+            for start, style in (("scratch", "-"), ("pretrained", ":")):
+                for colour, method in enumerate(METHODS):
+                    points = sorted(
+                        (r["epsilon"], r[metric])
+                        for r in rows
+                        if r["family"] == family and r["method"] == method and r["start"] == start
+                    )
+                    label = method if start == "scratch" else f"{method}, pretrained"
+                    if method == "nonprivate" and points:
+                        axis.axhline(
+                            points[0][1],
+                            linestyle="--" if start == "scratch" else ":",
+                            color="black",
+                            label=label,
+                        )
+                    elif points:
+                        xs, ys = [p[0] for p in points], [p[1] for p in points]
+                        axis.plot(xs, ys, style, marker="o", color=f"C{colour}", label=label)
             axis.set_xscale("log", base=2)
             axis.set_title(f"{family}: {label}")
             axis.set_xlabel("epsilon (delta 1e-5, per case)")
@@ -365,7 +472,9 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks dp_utility", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks dp_utility", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     parser.add_argument("--epsilons", nargs="+", type=float, default=list(EPSILONS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
@@ -376,6 +485,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dp-epochs", type=int, default=Recipe.dp_epochs)
     parser.add_argument("--dp-lr", type=float, default=Recipe.dp_lr)
     parser.add_argument("--target-quantile", type=float, default=Recipe.target_quantile)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="start every method from a model pretrained on public generator data",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2 cores assumed)")
     return parser.parse_args(argv)
 
@@ -384,13 +499,21 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Runs the benchmark; returns the table's rows."""
     args = parse(argv)
     size = SIZES[args.size] if args.rounds is None else replace(SIZES[args.size], rounds=args.rounds)
-    recipe = Recipe(dp_batch=args.dp_batch, dp_epochs=args.dp_epochs, dp_lr=args.dp_lr, target_quantile=args.target_quantile)
+    recipe = Recipe(
+        dp_batch=args.dp_batch,
+        dp_epochs=args.dp_epochs,
+        dp_lr=args.dp_lr,
+        target_quantile=args.target_quantile,
+    )
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     logging.getLogger("medfed").setLevel(logging.ERROR)
-    cells = plan_cells(args.families, args.epsilons, args.seeds)
+    cells = plan_cells(
+        args.families, args.epsilons, args.seeds, methods=args.methods, pretrained=args.pretrained
+    )
     print(f"dp_utility: {len(cells)} cells, size {args.size} {size}, {recipe}", flush=True)
-    results = run_cells(cells, size, recipe, args.out)
+    run_cells(cells, size, recipe, args.out)
+    results = [json.loads(path.read_text()) for path in sorted((args.out / "cells").glob("*.json"))]
     rows = table(results)
     text = format_table(rows)
     print(text)

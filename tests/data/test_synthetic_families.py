@@ -22,6 +22,7 @@ from medfed.data import (
     generate_site,
     load_site,
 )
+from medfed.data.synthetic import public_sites
 from medfed.errors import UnknownNameError
 
 # family -> (dims, image size, channels, label values)
@@ -171,3 +172,21 @@ def test_mpmri_sites_differ_measurably(tmp_path: Path) -> None:
     assert max(edema) - min(edema) > 0.4  # measured 1.32 (hospital_c) to 1.97 (hospital_e)
     scale = [np.mean([c.image[c.image > 0].mean() for c in s.cases]) for s in sites]
     assert max(scale) > 5 * min(scale)
+
+
+@pytest.mark.parametrize("name", ["brain_lesion", "skin_lesion", "kidney_ct", "brain_tumour_mpmri"])
+def test_public_sites_use_scanners_no_default_site_uses(name: str) -> None:
+    family = FAMILIES.create(name)
+    public = public_sites(name)
+    assert public and all(site.name.startswith("public_") for site in public)
+    anonymous = [replace(site, name="", num_cases=1) for site in family.sites]  # type: ignore[type-var]
+    for site in public:
+        assert replace(site, name="", num_cases=1) not in anonymous  # type: ignore[type-var]
+        assert type(site).family == name
+
+
+def test_public_site_is_the_midpoint_of_two_training_sites() -> None:
+    first = public_sites("brain_lesion")[0]
+    a, b = (site.scanner for site in FAMILIES.create("brain_lesion").sites[:2])  # type: ignore[attr-defined]
+    assert first.scanner.intensity_scale == (a.intensity_scale + b.intensity_scale) / 2  # type: ignore[attr-defined]
+    assert first.scanner.contrast == a.contrast  # type: ignore[attr-defined]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ __all__ = [
     "family_sites",
     "generate_federation",
     "generate_site",
+    "public_sites",
 ]
 
 
@@ -58,6 +59,38 @@ def family_sites(name: str, cases_scale: float = 1.0) -> tuple[SiteSpec, ...]:
         replace(site, num_cases=max(2, round(site.num_cases * cases_scale)))  # type: ignore[type-var]
         for site in sites
     )
+
+
+def public_sites(name: str, cases_scale: float = 1.0) -> tuple[SiteSpec, ...]:
+    """Sites of family ``name`` whose scanners no default site uses, for public pretraining.
+
+    ``public_k`` blends the scanner/camera profile and population of the default training sites
+    ``k`` and ``k + 1`` (every number the midpoint of the two, every flag and name from the
+    first); the family's unseen site is never blended in. Each has the cases of the first site of
+    its pair, scaled by ``cases_scale``.
+
+    Raises:
+        UnknownNameError: ``name`` is not a registered family.
+    """
+    family = FAMILIES.create(name)
+    training = [site for site in family_sites(name, cases_scale) if site.name != family.unseen_site]
+    return tuple(
+        replace(_blend(first, second), name=f"public_{index + 1}")  # type: ignore[type-var]
+        for index, (first, second) in enumerate(zip(training, training[1:], strict=False))
+    )
+
+
+def _blend(first: Any, second: Any) -> Any:
+    """The midpoint of two values of the same shape: floats averaged, tuples and dataclasses
+    field by field, everything else (names, counts, flags) from ``first``."""
+    if is_dataclass(first) and not isinstance(first, type):
+        changes = {f.name: _blend(getattr(first, f.name), getattr(second, f.name)) for f in fields(first)}
+        return replace(first, **changes)
+    if isinstance(first, tuple):
+        return tuple(_blend(a, b) for a, b in zip(first, second, strict=True))
+    if isinstance(first, float) and not isinstance(first, bool):
+        return (first + second) / 2.0
+    return first
 
 
 def generate_site(

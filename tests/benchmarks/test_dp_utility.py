@@ -1,0 +1,77 @@
+"""``python -m benchmarks dp_utility`` at its small size: cells, resume, table, plot, epsilons."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmarks import dp_utility
+from benchmarks.dp_paper import laplace_epsilon, percentile_threshold
+from medfed.privacy.dp.accounting import Accountant, epsilon_spent
+from medfed.privacy.dp.ledger import load_ledger
+
+ARGS = ["--size", "small", "--families", "brain_lesion", "--epsilons", "8", "--seeds", "0", "--rounds", "1"]
+
+
+def test_small_run_writes_cells_table_plot_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = dp_utility.main([*ARGS, "--out", str(tmp_path)])
+
+    cells = sorted(path.stem for path in (tmp_path / "cells").glob("*.json"))
+    assert cells == sorted(cell.key for cell in dp_utility.plan_cells(["brain_lesion"], [8.0], [0]))
+    assert {row["method"] for row in rows} == set(dp_utility.METHODS)
+    summary = json.loads((tmp_path / "dp_utility.json").read_text())
+    assert len(summary["rows"]) == 4
+    assert (tmp_path / "dp_utility.png").read_bytes()[:4] == b"\x89PNG"
+
+    # the epsilon each DP cell reports is what the accountant says of the site's ledger
+    for method in ("fixed", "adaptive"):
+        result = json.loads((tmp_path / "cells" / f"brain_lesion-{method}-eps8-seed0.json").read_text())
+        ledgers = sorted((tmp_path / "runs" / result_key(method) / "privacy").rglob("*.jsonl"))
+        assert ledgers
+        for ledger in ledgers:
+            history = load_ledger(ledger).history()
+            expected = epsilon_spent(history, delta=dp_utility.DELTA, accountant=Accountant.PRV)
+            site = next(site for site in result["epsilon_spent"] if site in ledger.stem)
+            assert result["epsilon_spent"][site] == pytest.approx(expected)
+            assert expected <= 8.0
+    paper = json.loads((tmp_path / "cells" / "brain_lesion-paper-eps8-seed0.json").read_text())
+    assert math.isinf(paper["real_epsilon"])
+    for site in paper["paper_epsilons"].values():
+        assert site["laplace_public_threshold_epsilon"] > site["claimed_gaussian_epsilon"]
+
+    # a rerun finds every cell finished and trains nothing
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished cell was run again")
+
+    monkeypatch.setattr(dp_utility, "run_cell", fail)
+    assert dp_utility.main([*ARGS, "--out", str(tmp_path)]) == rows
+
+
+def result_key(method: str) -> str:
+    return dp_utility.Cell("brain_lesion", method, 8.0, 0).key
+
+
+def test_laplace_epsilon_of_one_dimension_matches_pure_dp() -> None:
+    # one step, no subsampling: a Laplace mechanism with sensitivity/scale = sqrt(2)/z is pure DP
+    epsilon = laplace_epsilon(dimensions=1, noise_multiplier=1.0, sample_rate=1.0, steps=1, delta=1e-5)
+    assert epsilon == pytest.approx(math.sqrt(2.0), rel=1e-2)
+
+
+def test_laplace_epsilon_grows_with_dimensions() -> None:
+    small, large = (
+        laplace_epsilon(dimensions=d, noise_multiplier=2.0, sample_rate=0.1, steps=50, delta=1e-5)
+        for d in (1, 1000)
+    )
+    assert large > 10 * small
+
+
+def test_percentile_threshold() -> None:
+    import torch
+
+    assert percentile_threshold(torch.tensor([1.0, 2.0, 3.0]), 50.0) == pytest.approx(2.0)
+    assert percentile_threshold(torch.empty(0), 50.0) == 1.0
