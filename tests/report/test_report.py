@@ -111,3 +111,32 @@ def test_attack_table_shows_clean_attacked_and_defended(tmp_path: Path) -> None:
     page = path.read_text()
     assert "clean vs attacked vs defended" in page
     assert "<td>krum</td><td>defended</td><td>0.780</td><td>0.100</td>" in page
+
+
+def test_privacy_utility_curve_when_sites_spent_different_epsilons(tmp_path: Path) -> None:
+    from medfed.report.plots import privacy_utility
+
+    one_budget = _rows()
+    assert privacy_utility(one_budget, metric="dice") is None  # one site, one epsilon: no curve
+    two_budgets = [*one_budget, MetricRow("fedavg", 2, "b", "privacy", "epsilon", 8.0)]
+    assert (
+        privacy_utility(
+            two_budgets,
+            metric="dice",
+        )
+        is not None
+    )
+    summary = summarize(two_budgets, KINDS, task="segmentation", unseen_site="d")
+    path = tmp_path / "report.html"
+    write_report(
+        path,
+        title="t",
+        rows=two_budgets,
+        summary=summary,
+        metric="dice",
+        unseen_site="d",
+        samples=[],
+        config_yaml="",
+    )
+    page = path.read_text()
+    assert "Privacy-utility curve" in page and page.count("data:image/png;base64,") == 3

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from medfed.files import atomic_write
 from medfed.orchestration.metrics_log import MetricRow
-from medfed.report.plots import SampleImage, learning_curves, sample_grid, site_curves
+from medfed.report.plots import SampleImage, learning_curves, privacy_utility, sample_grid, site_curves
 from medfed.report.summary import AttackRow, SummaryRow
 
 _STYLE = """
@@ -58,6 +58,9 @@ def write_report(
     privacy = _privacy_table(rows)
     if privacy:
         sections += ["<h2>Privacy spent (epsilon at the last round)</h2>", privacy]
+        curve = privacy_utility(rows, metric=metric)
+        if curve is not None:
+            sections += ["<h2>Privacy-utility curve</h2>", _image(curve)]
     if samples:
         sections += ["<h2>Sample predictions on held-out cases</h2>", _image(sample_grid(samples))]
     sections += ["<h2>Configuration</h2>", f"<pre>{html.escape(config_yaml)}</pre>"]
@@ -83,6 +86,9 @@ def write_deployment_report(
     privacy = _privacy_table(rows)
     if privacy:
         sections += ["<h2>Privacy spent (epsilon at the last round)</h2>", privacy]
+        curve = privacy_utility(rows, metric=metric)
+        if curve is not None:
+            sections += ["<h2>Privacy-utility curve</h2>", _image(curve)]
     sections += ["<h2>Job</h2>", f"<pre>{html.escape(job_yaml)}</pre>"]
     _write_page(path, job, sections)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +66,43 @@ def site_curves(rows: Sequence[MetricRow], *, experiment: str, metric: str, trai
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     return _png(figure)
+
+
+def privacy_utility(rows: Sequence[MetricRow], *, metric: str) -> bytes | None:
+    """Each DP site's final held-out ``metric`` against the epsilon it spent, one line per
+    experiment: the privacy-utility curve of a run whose sites have different budgets
+    (``privacy.sites``). ``None`` when fewer than two distinct epsilons were spent."""
+    epsilon = _last_values(rows, lambda row: row.split == "privacy" and row.metric == "epsilon")
+    score = _last_values(rows, lambda row: row.split == "test" and row.metric == metric)
+    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for (experiment, site), spent in epsilon.items():
+        if (experiment, site) in score:
+            points[experiment].append((spent, score[experiment, site]))
+    if len({round(spent, 3) for curve in points.values() for spent, _ in curve}) < 2:
+        return None
+    figure = Figure(figsize=(5.5, 4))
+    axis = figure.subplots()
+    for experiment, curve in sorted(points.items()):
+        curve.sort()
+        axis.plot([p[0] for p in curve], [p[1] for p in curve], marker="o", label=experiment)
+    axis.set_title(f"privacy-utility: {metric} per site vs its epsilon")
+    axis.set_xlabel("epsilon spent")
+    axis.set_ylabel(f"{metric} (site's held-out cases)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    return _png(figure)
+
+
+def _last_values(
+    rows: Sequence[MetricRow], keep: Callable[[MetricRow], bool]
+) -> dict[tuple[str, str], float]:
+    """``(experiment, site) -> value`` at the last round of the rows ``keep`` accepts."""
+    last: dict[tuple[str, str], tuple[int, float]] = {}
+    for row in rows:
+        key = (row.experiment, row.site)
+        if keep(row) and row.round >= last.get(key, (-1, 0.0))[0]:
+            last[key] = (row.round, row.value)
+    return {key: value for key, (_, value) in last.items()}
 
 
 def sample_grid(samples: Sequence[SampleImage]) -> bytes:
