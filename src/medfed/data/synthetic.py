@@ -75,7 +75,7 @@ def public_sites(name: str, cases_scale: float = 1.0) -> tuple[SiteSpec, ...]:
     family = FAMILIES.create(name)
     training = [site for site in family_sites(name, cases_scale) if site.name != family.unseen_site]
     return tuple(
-        replace(_blend(first, second), name=f"public_{index + 1}")  # type: ignore[type-var]
+        replace(_blend(first, second), name=f"public_{index + 1}")
         for index, (first, second) in enumerate(zip(training, training[1:], strict=False))
     )
 
