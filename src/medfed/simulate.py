@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from medfed.config.schema import SimulationConfig
+from medfed.orchestration.data_checks import check_study
 from medfed.orchestration.experiments import plan_experiments
-from medfed.orchestration.federation_data import FederationData, prepare_data
+from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.metrics_log import MetricRow
-from medfed.orchestration.preconditions import check_config, check_data
+from medfed.orchestration.preconditions import check_config
 from medfed.orchestration.run_dir import check_new_run, config_yaml, start_run
 from medfed.orchestration.simulation import Callbacks, ExperimentResult, ExperimentRunner
 from medfed.privacy.setup import privacy_warning
@@ -102,14 +103,18 @@ def _attack_rows(
 
 
 def checked_data(config: SimulationConfig, data_dir: Path, *, resume: bool = False) -> FederationData:
-    """The run's data, loaded and checked, with the preconditions of ``config`` checked before
-    anything is written (``data_dir`` receives the built-in data when configured)."""
+    """The run's data, loaded and checked (``check_study``), with the preconditions of
+    ``config`` checked before anything is written (``data_dir`` receives the built-in data
+    when configured).
+
+    Raises:
+        ConfigError: A precondition fails.
+        MedfedError: The data have one problem (``DataProblems``: several, one line each).
+    """
     check_config(config)
     if not resume:
         check_new_run(config.output_dir)
-    data = prepare_data(config.data, data_dir, seed=config.seed)
-    check_data(config, data)
-    return data
+    return check_study(config, data_dir).passed()
 
 
 def dry_run(config: SimulationConfig) -> str:
