@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from medfed.data.cases import Case
 from medfed.data.preprocessing import (
+    DEFAULT_PREPROCESSING,
     Preprocessing,
     as_meta,
     case_transforms,
@@ -87,7 +88,7 @@ def build_dataset(
     augment: bool,
     seed: int,
     site: str = "unnamed",
-    preprocessing: Preprocessing = Preprocessing(),
+    preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
     training: bool = False,
     num_classes: int | None = None,
 ) -> CaseDataset:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import EllipsisType
 from typing import Any, Literal
 
 import numpy as np
@@ -71,6 +72,10 @@ class Preprocessing:
             raise ValueError(f"patch_size must be positive, got {self.patch_size}")
         if self.divisible_by < 1:
             raise ValueError(f"divisible_by must be >= 1, got {self.divisible_by}")
+
+
+DEFAULT_PREPROCESSING = Preprocessing()
+"""Today's behaviour: z-score over the foreground, whole images, no padding."""
 
 
 def case_transforms(settings: Preprocessing, spatial_keys: Sequence[str]) -> list[MapTransform]:
@@ -144,7 +149,8 @@ class PaddedInferer(Inferer):
         spatial = inputs.shape[2:]
         extra = [(-size) % self.divisible_by for size in spatial]
         padded = pad(inputs, [side for amount in reversed(extra) for side in (0, amount)])
-        return network(padded, *args, **kwargs)[(..., *(slice(0, size) for size in spatial))]
+        crop: tuple[EllipsisType | slice, ...] = (..., *(slice(0, size) for size in spatial))
+        return network(padded, *args, **kwargs)[crop]
 
 
 def as_meta(image: np.ndarray, spacing: Sequence[float] | None) -> MetaTensor:
