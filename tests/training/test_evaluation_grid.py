@@ -87,3 +87,12 @@ def test_sliding_window_equals_whole_image_when_the_patch_covers_it() -> None:
     )
     cpu = torch.device("cpu")
     assert evaluate(model, whole, task="segmentation", device=cpu) == evaluate(model, windows, task="segmentation", device=cpu)
+
+
+def test_adabn_runs_on_mixed_non_divisible_sizes() -> None:
+    from medfed.training.adaptation import adapt_norm_statistics
+
+    cases = _cases([(13, 18), (21, 11)], seed=3)
+    dataset = build_dataset(cases, task="segmentation", augment=False, seed=0, preprocessing=Preprocessing(divisible_by=4))
+    model = build_model("unet", {"channels": [4, 8, 16], "strides": [2, 2], "norm": "batch"}, seed=0)
+    assert adapt_norm_statistics(model, dataset, device=torch.device("cpu")) > 0

@@ -18,6 +18,11 @@ from medfed.device import default_device
 from medfed.types import Task
 
 
+def whole_image_inferer(dataset: Dataset) -> Inferer | None:
+    """The inferer a ``CaseDataset`` carries (sliding windows or padding), else ``None``."""
+    return dataset.inferer if isinstance(dataset, CaseDataset) else None
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -56,15 +61,14 @@ def evaluate(
     Consecutive images of one size are batched together; images of other sizes start a new
     batch.
     """
-    loader = DataLoader(dataset, batch_sampler=_same_size_batches(dataset, batch_size))
+    loader = DataLoader(dataset, batch_sampler=same_size_batches(dataset, batch_size))
     if task == "segmentation":
-        inferer = dataset.inferer if isinstance(dataset, CaseDataset) else None
-        return _segmentation_metrics(model, loader, device, surface_distance, inferer)
+        return _segmentation_metrics(model, loader, device, surface_distance, whole_image_inferer(dataset))
     return _classification_metrics(model, loader, device)
 
 
-def _same_size_batches(dataset: Dataset, batch_size: int) -> list[list[int]]:
-    """Consecutive indices in batches of at most ``batch_size`` images of one shape (any
+def same_size_batches(dataset: Dataset, batch_size: int) -> list[list[int]]:
+    """For a ``DataLoader``'s ``batch_sampler``: consecutive indices in batches of at most ``batch_size`` images of one shape (any
     dataset other than a ``CaseDataset`` is taken to hold images of one shape)."""
     count = len(dataset)  # type: ignore[arg-type]
     shapes = [image.shape for image in dataset.images] if isinstance(dataset, CaseDataset) else [None] * count
