@@ -13,7 +13,7 @@ from medfed.config.schema import SimulationConfig
 from medfed.orchestration.experiments import plan_experiments
 from medfed.orchestration.federation_data import FederationData, prepare_data
 from medfed.orchestration.metrics_log import MetricRow
-from medfed.orchestration.preconditions import check_config, check_data
+from medfed.orchestration.preconditions import check_config
 from medfed.orchestration.run_dir import check_new_run, config_yaml, start_run
 from medfed.orchestration.simulation import Callbacks, ExperimentResult, ExperimentRunner
 from medfed.privacy.setup import privacy_warning
@@ -108,7 +108,6 @@ def checked_data(config: SimulationConfig, data_dir: Path, *, resume: bool = Fal
     if not resume:
         check_new_run(config.output_dir)
     data = prepare_data(config.data, data_dir, seed=config.seed)
-    check_data(config, data)
     return data
 
 

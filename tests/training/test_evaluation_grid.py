@@ -47,7 +47,9 @@ def test_mixed_and_non_divisible_sizes_train_and_evaluate(
 ) -> None:
     cases = _cases(shapes, seed=0)
     dims = len(shapes[0])
-    train = build_dataset(cases, task="segmentation", augment=True, seed=0, preprocessing=settings, training=True)
+    train = build_dataset(
+        cases, task="segmentation", augment=True, seed=0, preprocessing=settings, training=True
+    )
     model = _unet(dims)
     trainer = LocalTrainer(task="segmentation", settings=TrainSettings(local_epochs=1, batch_size=2, lr=0.01))
     report = trainer.fit(model, train, seed=0)
@@ -81,18 +83,28 @@ def test_sliding_window_equals_whole_image_when_the_patch_covers_it() -> None:
     settings = TrainSettings(local_epochs=1, batch_size=3, lr=0.05)
     train = build_dataset(cases, task="segmentation", augment=False, seed=0, training=True)
     LocalTrainer(task="segmentation", settings=settings).fit(model, train, seed=0)
-    whole = build_dataset(cases, task="segmentation", augment=False, seed=0, preprocessing=Preprocessing(divisible_by=4))
+    whole = build_dataset(
+        cases, task="segmentation", augment=False, seed=0, preprocessing=Preprocessing(divisible_by=4)
+    )
     windows = build_dataset(
-        cases, task="segmentation", augment=False, seed=0, preprocessing=Preprocessing(patch_size=(16, 16), divisible_by=4)
+        cases,
+        task="segmentation",
+        augment=False,
+        seed=0,
+        preprocessing=Preprocessing(patch_size=(16, 16), divisible_by=4),
     )
     cpu = torch.device("cpu")
-    assert evaluate(model, whole, task="segmentation", device=cpu) == evaluate(model, windows, task="segmentation", device=cpu)
+    assert evaluate(model, whole, task="segmentation", device=cpu) == evaluate(
+        model, windows, task="segmentation", device=cpu
+    )
 
 
 def test_adabn_runs_on_mixed_non_divisible_sizes() -> None:
     from medfed.training.adaptation import adapt_norm_statistics
 
     cases = _cases([(13, 18), (21, 11)], seed=3)
-    dataset = build_dataset(cases, task="segmentation", augment=False, seed=0, preprocessing=Preprocessing(divisible_by=4))
+    dataset = build_dataset(
+        cases, task="segmentation", augment=False, seed=0, preprocessing=Preprocessing(divisible_by=4)
+    )
     model = build_model("unet", {"channels": [4, 8, 16], "strides": [2, 2], "norm": "batch"}, seed=0)
     assert adapt_norm_statistics(model, dataset, device=torch.device("cpu")) > 0

@@ -3,7 +3,6 @@ the field named; every default gives the built-in demo."""
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -14,6 +13,7 @@ from medfed.config.strict import StrictModel
 from medfed.data.families import FAMILIES, Family
 from medfed.data.preprocessing import Preprocessing
 from medfed.errors import ConfigError, UnknownNameError
+from medfed.models import network_spec
 from medfed.privacy.plan import (
     CkksSettings,
     ClientDPSettings,
@@ -161,9 +161,16 @@ class PreprocessingConfig(StrictModel):
         """The constructor arguments of the preprocessing for ``model``.
 
         Raises:
-            ConfigError: If a patch side is not a multiple of ``divisible_by``.
+            ConfigError: If ``divisible_by`` is not a multiple of the network's total stride
+                (``size_multiple``), or a patch side not a multiple of the divisor.
         """
-        divisor = self.divisible_by or _total_stride(model)
+        multiple = network_spec(model.name, model.params).size_multiple
+        divisor = self.divisible_by or multiple
+        if divisor % multiple:
+            raise ConfigError(
+                f"preprocessing.divisible_by {divisor} must be a multiple of {multiple}, the "
+                f"product of model.params.strides"
+            )
         patch = None if self.patch_size is None else tuple(self.patch_size)
         if patch is not None and any(side % divisor for side in patch):
             raise ConfigError(
@@ -178,13 +185,6 @@ class PreprocessingConfig(StrictModel):
             patch_size=patch,
             divisible_by=divisor,
         )
-
-
-def _total_stride(model: ModelConfig) -> int:
-    """How much a U-Net downsamples (the product of its strides); 1 for other networks."""
-    if model.name != "unet":
-        return 1
-    return math.prod(int(stride) for stride in model.params.get("strides", (2, 2, 2)))
 
 
 class ModelConfig(StrictModel):

@@ -169,7 +169,7 @@ def _prepared(
         label: torch.Tensor = MetaTensor(target, affine=image.affine.clone())
     else:
         label = target
-    return prepare({"image": image, "label": label})  # type: ignore[no-any-return]
+    return prepare({"image": image, "label": label})
 
 
 def _target(site: str, case: Case, task: Task) -> torch.Tensor:
