@@ -12,7 +12,7 @@ from monai.transforms import NormalizeIntensity
 
 from medfed.config.schema import ModelConfig, PreprocessingConfig
 from medfed.data import Case, build_dataset, load_site
-from medfed.data.preprocessing import PaddedInferer, Preprocessing
+from medfed.data.preprocessing import Normalisation, PaddedInferer, Preprocessing
 from medfed.data.synthetic import DEFAULT_SITES, generate_site
 from medfed.errors import ConfigError, DataError
 
@@ -37,11 +37,37 @@ def test_default_pipeline_is_bit_identical_to_the_old_normalisation(tmp_path: Pa
 def test_ct_window_clips_and_scales_hounsfield_units() -> None:
     hu = np.array([[[-2000.0, -1000.0, 0.0, 500.0, 1000.0, 3000.0]]], dtype=np.float32)
     case = Case("ct", hu, np.zeros((1, 1, 6), dtype=np.int64), None, Path("ct"))
-    settings = Preprocessing(intensity="ct_window", window=(-1000.0, 1000.0))
+    settings = Preprocessing(intensity=(Normalisation("ct_window", (-1000.0, 1000.0)),))
     image = build_dataset([case], task="segmentation", augment=False, seed=0, preprocessing=settings)[0][
         "image"
     ]
     assert image.flatten().tolist() == [0.0, 0.0, 0.5, 0.75, 1.0, 1.0]
+
+
+def test_each_channel_has_its_own_normalisation() -> None:
+    hu = np.array([-2000.0, 0.0, 500.0, 3000.0], dtype=np.float32)
+    pet = np.array([0.0, 2.0, 4.0, 6.0], dtype=np.float32)
+    case = Case("ct_pet", np.stack([hu, pet])[:, None, :], np.zeros((1, 1, 4), np.int64), None, Path("c"))
+    settings = Preprocessing(intensity=(Normalisation("ct_window", (-1000.0, 1000.0)), Normalisation()))
+    image = build_dataset([case], task="segmentation", augment=False, seed=0, preprocessing=settings)[0][
+        "image"
+    ]
+    assert image[0].flatten().tolist() == [0.0, 0.5, 0.75, 1.0]
+    # z-score over the non-zero voxels 2, 4, 6 (mean 4, population std sqrt(8/3)); zero stays zero
+    assert image[1].flatten().tolist() == pytest.approx([0.0, *(np.array([-2.0, 0.0, 2.0]) / np.sqrt(8 / 3))])
+
+
+def test_a_per_channel_normalisation_must_match_the_channels() -> None:
+    settings = PreprocessingConfig.model_validate({"intensity": [{"mode": "ct_window"}, {}, {}]}).settings(
+        ModelConfig()
+    )
+    assert len(settings.intensity) == 3 and settings.intensity[0].mode == "ct_window"
+    with pytest.raises(
+        DataError, match="site 'h3'.*case 'c' has 1 channels, preprocessing.intensity 3 entries"
+    ):
+        build_dataset(
+            [_case((8, 8), 0)], task="segmentation", augment=False, seed=0, site="h3", preprocessing=settings
+        )
 
 
 def test_mixed_sizes_are_padded_to_the_largest_and_to_the_stride() -> None:
@@ -92,7 +118,7 @@ def test_spacing_resamples_to_the_target_grid() -> None:
         task="segmentation",
         augment=False,
         seed=0,
-        preprocessing=Preprocessing(spacing=(1.0, 1.0), intensity="ct_window", window=(0, 2)),
+        preprocessing=Preprocessing(spacing=(1.0, 1.0), intensity=(Normalisation("ct_window", (0, 2)),)),
     )
     assert dataset[0]["image"].shape[1:] == dataset[0]["label"].shape[1:] == (15, 8)
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from medfed.config.strict import StrictModel
 from medfed.data.families import FAMILIES, Family
-from medfed.data.preprocessing import Preprocessing
+from medfed.data.preprocessing import Normalisation, Preprocessing
 from medfed.errors import ConfigError, UnknownNameError
 from medfed.models import network_spec
 from medfed.privacy.plan import (
@@ -127,7 +127,7 @@ class DataConfig(StrictModel):
 
 
 class IntensityConfig(StrictModel):
-    """Intensity normalisation of every channel (docs/data.md, Preprocessing)."""
+    """Intensity normalisation of one channel, or of every channel (docs/data.md, Preprocessing)."""
 
     mode: Literal["zscore_foreground", "ct_window"] = Field(
         "zscore_foreground",
@@ -141,6 +141,10 @@ class IntensityConfig(StrictModel):
             raise ValueError(f"window must be [lo, hi] with lo < hi, got {list(self.window)}")
         return self
 
+    def normalisation(self) -> Normalisation:
+        """The constructor arguments of this channel's normalisation."""
+        return Normalisation(mode=self.mode, window=self.window)
+
 
 class PreprocessingConfig(StrictModel):
     """Bringing every site's cases to a common grid (docs/data.md, Preprocessing)."""
@@ -148,7 +152,10 @@ class PreprocessingConfig(StrictModel):
     spacing: list[Annotated[float, Field(gt=0, le=100)]] | None = Field(
         None, min_length=2, max_length=3, description="Target voxel spacing in mm; null keeps it."
     )
-    intensity: IntensityConfig = IntensityConfig()
+    intensity: IntensityConfig | Annotated[list[IntensityConfig], Field(min_length=1, max_length=16)] = Field(
+        IntensityConfig(),
+        description="One normalisation for every channel, or a list: one per channel (modality).",
+    )
     crop_foreground: bool = False
     patch_size: list[Annotated[int, Field(ge=4, le=512)]] | None = Field(
         None, min_length=2, max_length=3, description="Training patch and sliding-window size."
@@ -179,12 +186,14 @@ class PreprocessingConfig(StrictModel):
             )
         return Preprocessing(
             spacing=None if self.spacing is None else tuple(self.spacing),
-            intensity=self.intensity.mode,
-            window=self.intensity.window,
+            intensity=tuple(entry.normalisation() for entry in self._intensities()),
             crop_foreground=self.crop_foreground,
             patch_size=patch,
             divisible_by=divisor,
         )
+
+    def _intensities(self) -> list[IntensityConfig]:
+        return self.intensity if isinstance(self.intensity, list) else [self.intensity]
 
 
 class ModelConfig(StrictModel):

@@ -150,13 +150,7 @@ def _prepared(
     num_classes: int | None,
 ) -> dict[str, torch.Tensor]:
     """One case after the once-per-case transforms, as ``{"image", "label"}``."""
-    for name, sizes in (("spacing", preprocessing.spacing), ("patch_size", preprocessing.patch_size)):
-        if sizes is not None and len(sizes) != case.image.ndim - 1:
-            reason = f"case '{case.case_id}' has {case.image.ndim - 1} spatial axes, preprocessing.{name} {len(sizes)}"
-            raise DataError(site, case.source, reason)
-    if preprocessing.spacing is not None and case.spacing is None:
-        reason = f"case '{case.case_id}' has no known voxel spacing, so it cannot be resampled"
-        raise DataError(site, case.source, reason)
+    _check_fits(site, case, preprocessing)
     target = _target(site, case, task)
     if task == "segmentation" and num_classes is not None and int(target.max()) >= num_classes:
         reason = (
@@ -170,6 +164,25 @@ def _prepared(
     else:
         label = target
     return prepare({"image": image, "label": label})
+
+
+def _check_fits(site: str, case: Case, preprocessing: Preprocessing) -> None:
+    """Raises ``DataError`` unless ``case`` has the axes, channels and spacing ``preprocessing``
+    needs."""
+    axes, channels = case.image.ndim - 1, case.image.shape[0]
+    for name, sizes in (("spacing", preprocessing.spacing), ("patch_size", preprocessing.patch_size)):
+        if sizes is not None and len(sizes) != axes:
+            reason = f"case '{case.case_id}' has {axes} spatial axes, preprocessing.{name} {len(sizes)}"
+            raise DataError(site, case.source, reason)
+    if len(preprocessing.intensity) not in (1, channels):
+        reason = (
+            f"case '{case.case_id}' has {channels} channels, preprocessing.intensity "
+            f"{len(preprocessing.intensity)} entries (give one, or one per channel)"
+        )
+        raise DataError(site, case.source, reason)
+    if preprocessing.spacing is not None and case.spacing is None:
+        reason = f"case '{case.case_id}' has no known voxel spacing, so it cannot be resampled"
+        raise DataError(site, case.source, reason)
 
 
 def _target(site: str, case: Case, task: Task) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """Preprocessing to a common grid, as MONAI dictionary transforms over ``{"image", "label"}``.
 
 Cases arrive in RAS closest-canonical order (the loaders reorient NIfTI and DICOM). Once per
-case: optional resampling to a target spacing (``Spacingd``), intensity normalisation (z-score
-over the foreground, ``NormalizeIntensityd``, or a CT window, ``ScaleIntensityRanged``) and an
-optional crop to the foreground (``CropForegroundd``). Training then sees fixed-size random
+case: optional resampling to a target spacing (``Spacingd``), intensity normalisation of every
+channel alike or of each channel on its own (z-score over the foreground,
+``NormalizeIntensityd``, or a CT window, ``ScaleIntensityRanged``; ``SplitDimd`` and
+``ConcatItemsd`` per channel) and an optional crop to the foreground (``CropForegroundd``). Training then sees fixed-size random
 patches (``SpatialPadd`` + ``RandSpatialCropd``) or, without a patch size, every case padded to
 the site's largest size and to a multiple of the network's total stride (``SpatialPadd`` +
 ``DivisiblePadd``). Evaluation runs whole images through ``SlidingWindowInferer`` (patch size
@@ -22,7 +23,9 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer, SlidingWindowInferer
 from monai.transforms import (
+    ConcatItemsd,
     CropForegroundd,
+    DeleteItemsd,
     DivisiblePadd,
     MapTransform,
     NormalizeIntensityd,
@@ -30,10 +33,31 @@ from monai.transforms import (
     ScaleIntensityRanged,
     Spacingd,
     SpatialPadd,
+    SplitDimd,
 )
 from torch.nn.functional import pad
 
 IntensityMode = Literal["zscore_foreground", "ct_window"]
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Intensity normalisation of one channel (or of every channel alike).
+
+    Attributes:
+        mode: ``"zscore_foreground"`` (zero mean, unit variance over the channel's non-zero
+            voxels; MRI) or ``"ct_window"`` (clip to ``window`` and scale it to ``[0, 1]``; CT).
+        window: ``(lo, hi)`` of the CT window, in the image's units (HU).
+    """
+
+    mode: IntensityMode = "zscore_foreground"
+    window: tuple[float, float] = (-1000.0, 1000.0)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("zscore_foreground", "ct_window"):
+            raise ValueError(f"intensity mode must be 'zscore_foreground' or 'ct_window', got {self.mode!r}")
+        if not self.window[0] < self.window[1]:
+            raise ValueError(f"window must be (lo, hi) with lo < hi, got {self.window}")
 
 
 @dataclass(frozen=True)
@@ -43,9 +67,8 @@ class Preprocessing:
     Attributes:
         spacing: Target voxel spacing in mm, one value per spatial axis, or ``None`` to keep
             each case's grid.
-        intensity: ``"zscore_foreground"`` (zero mean, unit variance per channel over non-zero
-            voxels) or ``"ct_window"`` (clip to ``window`` and scale to ``[0, 1]``).
-        window: ``(lo, hi)`` of the CT window, in the image's units (HU).
+        intensity: One ``Normalisation`` for every channel, or one per channel (per modality,
+            e.g. a CT window for a CT channel and a z-score for a PET channel).
         crop_foreground: Crop each case to the bounding box of its non-zero voxels after
             normalisation.
         patch_size: Training patch size (voxels per spatial axis), also the sliding-window size
@@ -55,17 +78,14 @@ class Preprocessing:
     """
 
     spacing: tuple[float, ...] | None = None
-    intensity: IntensityMode = "zscore_foreground"
-    window: tuple[float, float] = (-1000.0, 1000.0)
+    intensity: tuple[Normalisation, ...] = (Normalisation(),)
     crop_foreground: bool = False
     patch_size: tuple[int, ...] | None = None
     divisible_by: int = 1
 
     def __post_init__(self) -> None:
-        if self.intensity not in ("zscore_foreground", "ct_window"):
-            raise ValueError(f"intensity must be 'zscore_foreground' or 'ct_window', got {self.intensity!r}")
-        if not self.window[0] < self.window[1]:
-            raise ValueError(f"window must be (lo, hi) with lo < hi, got {self.window}")
+        if not self.intensity:
+            raise ValueError("intensity needs at least one Normalisation")
         if self.spacing is not None and not all(s > 0 for s in self.spacing):
             raise ValueError(f"spacing must be positive, got {self.spacing}")
         if self.patch_size is not None and not all(s >= 1 for s in self.patch_size):
@@ -91,7 +111,7 @@ def case_transforms(settings: Preprocessing, spatial_keys: Sequence[str]) -> lis
     if settings.spacing is not None:
         modes = ["bilinear" if key == "image" else "nearest" for key in keys]
         transforms.append(Spacingd(keys, pixdim=settings.spacing, mode=modes))
-    transforms.append(_intensity(settings))
+    transforms += _intensity(settings.intensity)
     if settings.crop_foreground:
         transforms.append(CropForegroundd(keys, source_key="image", select_fn=_nonzero, allow_smaller=True))
     return transforms
@@ -162,11 +182,26 @@ def as_meta(image: np.ndarray, spacing: Sequence[float] | None) -> MetaTensor:
     return MetaTensor(torch.from_numpy(np.array(image, dtype=np.float32)), affine=affine)
 
 
-def _intensity(settings: Preprocessing) -> MapTransform:
-    if settings.intensity == "ct_window":
-        lo, hi = settings.window
-        return ScaleIntensityRanged("image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)
-    return NormalizeIntensityd("image", nonzero=True, channel_wise=True)
+def _intensity(normalisations: Sequence[Normalisation]) -> list[MapTransform]:
+    """One normalisation of the whole image, or each channel split off, normalised on its own
+    and concatenated back (``SplitDimd``, ``ConcatItemsd``)."""
+    if len(normalisations) == 1:
+        return [_normalise("image", normalisations[0])]
+    keys = [f"image_{index}" for index in range(len(normalisations))]
+    postfixes = [str(index) for index in range(len(normalisations))]
+    return [
+        SplitDimd("image", output_postfixes=postfixes, dim=0, keepdim=True),
+        *(_normalise(key, normalisation) for key, normalisation in zip(keys, normalisations, strict=True)),
+        ConcatItemsd(keys, "image", dim=0),
+        DeleteItemsd(keys),
+    ]
+
+
+def _normalise(key: str, normalisation: Normalisation) -> MapTransform:
+    if normalisation.mode == "ct_window":
+        lo, hi = normalisation.window
+        return ScaleIntensityRanged(key, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)
+    return NormalizeIntensityd(key, nonzero=True, channel_wise=True)
 
 
 def _nonzero(image: torch.Tensor) -> torch.Tensor:
