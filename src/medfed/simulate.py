@@ -147,16 +147,18 @@ def sample_predictions(
         if case.mask is None:
             continue
         model.load_state_dict(result.weights_for(site))
-        item = runner.evaluation_sets[site][site_data.cases.index(case)]
-        probabilities = predict(model, item["image"][None])[0]
+        dataset = runner.evaluation_sets[site]
+        item = dataset[site_data.cases.index(case)]
+        probabilities = predict(model, item["image"][None], inferer=dataset.inferer)[0]
         prediction = probabilities.argmax(dim=0).numpy()
-        index = _largest_slice(case.mask[0])
+        mask = item["label"][0].numpy()  # on the preprocessed grid, like the image
+        index = _largest_slice(mask)
         samples.append(
             SampleImage(
                 site=site,
                 case_id=case.case_id,
                 image=_slice(item["image"][0].numpy(), index),
-                truth=_slice(case.mask[0], index),
+                truth=_slice(mask, index),
                 prediction=_slice(prediction, index),
                 model=result.experiment.name,
             )

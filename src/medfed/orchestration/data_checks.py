@@ -11,7 +11,6 @@ from medfed.data.consistency import ModelInputs, held_out_problem, study_problem
 from medfed.data.summary import SiteSummary, summarize_site
 from medfed.errors import ConfigError, MedfedError, raise_problems
 from medfed.orchestration.federation_data import FederationData, load_sites, split_sites
-from medfed.orchestration.preconditions import check_data
 
 ONE_CASE_REMEDY = "or make it the unseen site (data.unseen_site)"
 
@@ -60,7 +59,6 @@ def check_study(config: SimulationConfig, data_dir: Path) -> DataCheck:
         return DataCheck(summaries, problems, None)
     try:
         data = split_sites(config.data, sites, seed=config.seed)
-        check_data(config, data)
     except ConfigError as error:
         return DataCheck(summaries, [error], None)
     return DataCheck(summaries, [], data)
