@@ -97,3 +97,14 @@ def test_simulate_reports_every_problem_and_creates_no_run_directory_until_fixed
         "every site needs the same",
     ]
     assert not (tmp_path / "run").exists()
+
+
+def test_each_bad_case_of_a_site_is_its_own_line(tmp_path: Path) -> None:
+    a, b = _msd_site(tmp_path, "a"), _msd_site(tmp_path, "b")
+    for case in ("b_000", "b_002"):
+        (b / "labelsTr" / f"{case}.nii.gz").unlink()
+    found = check_study(_config(tmp_path, {"a": a, "b": b}), tmp_path)
+    assert [(p.site, p.path) for p in found.problems if isinstance(p, DataError)] == [
+        ("b", b / "labelsTr" / "b_000.nii.gz"),
+        ("b", b / "labelsTr" / "b_002.nii.gz"),
+    ]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from medfed.config.schema import DataConfig
 from medfed.data import SiteData, family_sites, generate_federation, load_site, split_cases
-from medfed.errors import ConfigError, DataError, raise_problems
+from medfed.errors import ConfigError, DataError, DataProblems, MedfedError, raise_problems
 from medfed.types import Task
 
 MAX_CLASSES = 256
@@ -81,16 +81,19 @@ def prepare_data(config: DataConfig, data_dir: Path, *, seed: int) -> Federation
 
 def load_sites(
     config: DataConfig, data_dir: Path, *, seed: int
-) -> tuple[dict[str, SiteData], list[DataError]]:
+) -> tuple[dict[str, SiteData], list[MedfedError]]:
     """Every site that loads (the built-in data generated first when configured), and the
-    error of each site that does not, so that one check reports every site's problem."""
+    errors of each site that does not (one per bad case where the loader can tell), so that
+    one check reports every problem."""
     paths = _site_paths(config, data_dir, seed=seed)
     formats = {site.name: site.format for site in config.sites}
     sites: dict[str, SiteData] = {}
-    problems: list[DataError] = []
+    problems: list[MedfedError] = []
     for name, path in paths.items():
         try:
             sites[name] = load_site(name, path, formats.get(name))
+        except DataProblems as errors:
+            problems += errors.problems
         except DataError as error:
             problems.append(error)
     return sites, problems

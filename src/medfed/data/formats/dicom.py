@@ -44,7 +44,7 @@ from medfed.data.cases import Case, SiteData
 from medfed.data.formats.common import lookup_label, read_case_csv, read_labels_csv
 from medfed.data.formats.dicom_masks import nifti_mask, rtstruct_mask, seg_mask
 from medfed.data.formats.geometry import LPS_TO_RAS, Volume, oriented, voxel_spacing
-from medfed.data.validation import checked_case, checked_site
+from medfed.data.validation import checked_case, checked_site, loaded_cases
 from medfed.errors import DataError
 
 MASK_FILE = "mask.nii.gz"
@@ -94,10 +94,12 @@ def load(site: str, path: Path) -> SiteData:
         if series_path.is_file()
         else {}
     )
-    cases = [
-        _load_case(site, folder, lookup_label(site, labels, folder.name, csv_path), chosen.get(folder.name))
-        for folder in folders
-    ]
+    cases = loaded_cases(
+        folders,
+        lambda folder: _load_case(
+            site, folder, lookup_label(site, labels, folder.name, csv_path), chosen.get(folder.name)
+        ),
+    )
     return checked_site(site, path, cases)
 
 

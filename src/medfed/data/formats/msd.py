@@ -36,7 +36,7 @@ from medfed.data.formats.common import (
     require_file,
 )
 from medfed.data.formats.geometry import check_same_grid, voxel_spacing
-from medfed.data.validation import checked_case, checked_site
+from medfed.data.validation import checked_case, checked_site, loaded_cases
 from medfed.errors import DataError
 
 INDEX_FILE = "dataset.json"
@@ -77,7 +77,7 @@ def load(site: str, path: Path) -> SiteData:
     else:
         entries = _v1_entries(site, path, meta)
     classes = _declared_classes(site, index, meta)
-    cases = [_load_case(site, entry, classes) for entry in entries]
+    cases = loaded_cases(entries, lambda entry: _load_case(site, entry, classes))
     if channels is not None and cases and cases[0].image.shape[0] != channels:
         found = cases[0].image.shape[0]
         reason = f"images have {found} channels, {INDEX_FILE} declares {channels}"
