@@ -82,11 +82,14 @@ def test_a_one_case_site_has_nothing_held_out() -> None:
 
 def test_summary_counts_sizes_and_class_balance() -> None:
     first = _case("a1", (1, 4, 2), 1)  # 8 voxels, one of class 1
-    second = Case("a2", np.ones((1, 2, 4), np.float32), np.full((1, 2, 4), 2), None, Path("a2"), (1.0, 2.5))
+    second = Case(
+        "a2", np.ones((1, 2, 4), np.float32), np.full((1, 2, 4), 2), None, Path("a2"), (1.0, 2.5), "LPS"
+    )
     summary = summarize_site(_site("a", first, second), "segmentation")
     assert (summary.cases, summary.channels, summary.dims) == (2, 1, 2)
     assert (summary.smallest, summary.largest) == ((2, 2), (4, 4))
     assert summary.spacings == ((1.0, 2.5),)
+    assert summary.orientations == ("LPS",)
     assert summary.classes == {0: 7 / 16, 1: 1 / 16, 2: 8 / 16}
 
 

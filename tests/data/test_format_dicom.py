@@ -36,6 +36,7 @@ def test_series_sorted_rescaled_and_reoriented_to_ras(tmp_path: Path) -> None:
     assert case.case_id == "case1" and case.image.dtype == np.float32
     np.testing.assert_array_equal(case.image[0], to_ras(expected))
     assert case.mask is None and case.label is None
+    assert case.orientation == "".join(nib.aff2axcodes(RAS_AFFINE))  # the stored grid's
 
 
 def test_dicom_and_nifti_of_the_same_scan_give_the_same_array(tmp_path: Path) -> None:

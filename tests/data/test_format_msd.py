@@ -165,6 +165,7 @@ def test_a_scan_stored_las_or_ras_gives_the_same_array(tmp_path: Path) -> None:
     np.testing.assert_array_equal(las.image, ras.image)
     np.testing.assert_array_equal(las.mask, ras.mask)
     np.testing.assert_array_equal(ras.image[0], volume)
+    assert (ras.orientation, las.orientation) == ("RAS", "LAS")  # as stored, shown by check-data
 
 
 def test_label_on_another_grid_is_refused(tmp_path: Path) -> None:

@@ -115,6 +115,7 @@ def site_table(summaries: Sequence[SiteSummary]) -> Table:
             f"{summary.dims}D",
             _sizes(summary.smallest, summary.largest),
             _spacings(summary.spacings),
+            ", ".join(summary.orientations) or "-",
             ", ".join(f"{value}: {fraction:.1%}" for value, fraction in summary.classes.items()) or "-",
         )
         table.add_row(*(Text(cell) for cell in cells))

@@ -24,6 +24,8 @@ class SiteSummary:
         smallest: Smallest size along each spatial axis, over the cases.
         largest: Largest size along each spatial axis, over the cases.
         spacings: The distinct voxel spacings (mm per axis) of the cases that know theirs.
+        orientations: The distinct stored orientations (e.g. ``"LAS"``) of the cases that
+            know theirs (every case is reoriented to RAS when loaded).
         classes: Fraction of each class value: of mask voxels (segmentation) or of cases
             (classification); empty when the site has no masks (labels).
     """
@@ -35,6 +37,7 @@ class SiteSummary:
     smallest: tuple[int, ...]
     largest: tuple[int, ...]
     spacings: tuple[tuple[float, ...], ...]
+    orientations: tuple[str, ...]
     classes: dict[int, float]
 
 
@@ -56,6 +59,7 @@ def summarize_site(site: SiteData, task: Task) -> SiteSummary:
         smallest=tuple(int(v) for v in shapes.min(axis=0)),
         largest=tuple(int(v) for v in shapes.max(axis=0)),
         spacings=tuple(sorted(spacings)),
+        orientations=tuple(sorted({case.orientation for case in site.cases if case.orientation})),
         classes=_class_balance(site, task),
     )
 

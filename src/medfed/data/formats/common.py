@@ -10,7 +10,7 @@ from typing import TypeVar
 import nibabel as nib
 import numpy as np
 
-from medfed.data.formats.geometry import Volume, oriented
+from medfed.data.formats.geometry import Volume
 from medfed.errors import DataError
 
 T = TypeVar("T")
@@ -30,6 +30,9 @@ def require_file(site: str, path: Path, what: str) -> None:
 
 def read_nifti(site: str, path: Path) -> Volume:
     """Reads a NIfTI file as stored (no reorientation); a 2D file becomes ``(X, Y, 1)``.
+
+    A 4D file holds channels along its fourth axis (the MSD convention), never time. Pass the
+    result to ``geometry.oriented`` for the RAS closest-canonical, channel-first array.
 
     Args:
         site: Site name, for error messages.
@@ -64,25 +67,6 @@ def read_nifti(site: str, path: Path) -> Volume:
         reason = f"expected a 2D, 3D or 4D (channels last) NIfTI array, got shape {array.shape}"
         raise DataError(site, path, reason)
     return Volume(array, affine)
-
-
-def read_oriented(site: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Reads a NIfTI file in the RAS closest-canonical axis order, channels first.
-
-    A 4D file holds channels along its fourth axis (the MSD convention), never time. A file
-    whose third axis has length 1 is one 2D slice.
-
-    Args:
-        site: Site name, for error messages.
-        path: A ``.nii`` or ``.nii.gz`` file.
-
-    Returns:
-        The array ``(C, X, Y[, Z])`` and the affine of its canonical voxel grid.
-
-    Raises:
-        DataError: If the file cannot be read (see ``read_nifti``).
-    """
-    return oriented(read_nifti(site, path))
 
 
 def read_labels_csv(site: str, path: Path, key_column: str, known: Collection[str]) -> dict[str, int]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ from pydicom.uid import (
 from medfed.data.cases import Case, SiteData
 from medfed.data.formats.common import lookup_label, read_case_csv, read_labels_csv
 from medfed.data.formats.dicom_masks import nifti_mask, rtstruct_mask, seg_mask
-from medfed.data.formats.geometry import LPS_TO_RAS, Volume, oriented, voxel_spacing
+from medfed.data.formats.geometry import LPS_TO_RAS, Volume, axis_codes, oriented, voxel_spacing
 from medfed.data.validation import checked_case, checked_site, loaded_cases
 from medfed.errors import DataError
 
@@ -123,11 +124,12 @@ def _load_case(site: str, folder: Path, label: int | None, series: str | None) -
     if len(masks) > 1:
         names = ", ".join(path.name for path, _ in masks)
         raise DataError(site, folder, f"case has {len(masks)} masks ({names}); keep one")
-    if not masks:
-        return checked_case(site, folder.name, image, None, label, folder, spacing=spacing)
-    mask_path, ds = masks[0]
-    mask = _read_mask(site, mask_path, ds, slices, volume, affine if has_geometry else None)
-    return checked_case(site, folder.name, image, mask, label, folder, mask_path, spacing)
+    mask_path, mask = None, None
+    if masks:
+        mask_path, ds = masks[0]
+        mask = _read_mask(site, mask_path, ds, slices, volume, affine if has_geometry else None)
+    case = checked_case(site, folder.name, image, mask, label, folder, mask_path, spacing)
+    return replace(case, orientation=axis_codes(volume.affine) if has_geometry else None)
 
 
 def _read_mask(
