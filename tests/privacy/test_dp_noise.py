@@ -19,7 +19,7 @@ from medfed.errors import ConfigError
 from medfed.models import build_model
 from medfed.orchestration.site import DP_WEIGHT, LocalSite, cpu_weights
 from medfed.privacy.dp import Budget, DPTrainer, SitePrivacy
-from medfed.privacy.dp.client import ClientDP
+from medfed.privacy.dp.client_level import ClientDP
 from medfed.privacy.dp.config import simulated_noise
 from medfed.privacy.dp.noise import (
     NOT_PRIVATE,
