@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -111,12 +111,43 @@ def _uid(text: str) -> str:
     return text
 
 
-def _load_case(site: str, folder: Path, label: int | None, series: str | None) -> Case:
-    """Reads one case folder: its series (the one named ``series``, when given) and optional
+@dataclass(frozen=True)
+class Series:
+    """One DICOM image series, read and checked.
+
+    Attributes:
+        slices: The image files and their datasets, in slice order.
+        volume: ``(rows, columns, slices)`` in modality units, with its RAS affine (identity
+            without geometry).
+        has_geometry: Whether every slice has ImagePositionPatient and ImageOrientationPatient.
+    """
+
+    slices: tuple[tuple[Path, FileDataset], ...]
+    volume: Volume
+    has_geometry: bool
+
+
+def read_series(site: str, folder: Path) -> Series:
+    """Reads the one image series of ``folder`` (its masks are ignored).
+
+    Raises:
+        DataError: As ``load`` does for a case folder's series.
+    """
+    return _series(site, folder, _read_folder(site, folder)[0], None)
+
+
+def _series(site: str, folder: Path, images: list[_Slice], chosen: str | None) -> Series:
+    slices = _sorted_slices(site, _one_series(site, folder, images, chosen))
+    volume, has_geometry = _volume(site, slices)
+    return Series(tuple(slices), volume, has_geometry)
+
+
+def _load_case(site: str, folder: Path, label: int | None, chosen: str | None) -> Case:
+    """Reads one case folder: its series (the one named ``chosen``, when given) and optional
     mask (NIfTI, SEG or RTSTRUCT)."""
     images, masks = _read_folder(site, folder)
-    slices = _sorted_slices(site, _one_series(site, folder, images, series))
-    volume, has_geometry = _volume(site, slices)
+    series = _series(site, folder, images, chosen)
+    slices, volume, has_geometry = list(series.slices), series.volume, series.has_geometry
     image, affine = oriented(volume)
     spacing = voxel_spacing(image, affine) if has_geometry else None
     if (folder / MASK_FILE).is_file():
