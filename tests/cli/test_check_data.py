@@ -35,7 +35,16 @@ def test_a_sound_study_is_tabled_and_passes(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["check-data", "--config", str(_study(tmp_path, sites))])
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if line.startswith("│ a ") or line.startswith("│ b ")]
-    assert len(rows) == 2 and "│ 3 " in rows[0] and "16x16" in rows[0]
+    assert len(rows) == 2
+    assert [cell.strip() for cell in rows[0].split("│")[1:-1]][:7] == [
+        "a",
+        "3",
+        "1",
+        "2D",
+        "16x16",
+        "-",
+        "RAS",
+    ]
     assert result.output.rstrip().endswith("no problems found")
 
 

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 console = Console()
 
+COLUMNS = ("site", "cases", "channels", "dims", "size", "spacing (mm)", "stored as", "classes (fraction)")
+
 SHOWN_SPACINGS = 3
 """Distinct spacings listed per site before the rest is counted."""
 
@@ -97,15 +99,7 @@ def _check_site(
 def site_table(summaries: Sequence[SiteSummary]) -> Table:
     """One row per site; every cell plain text (no rich markup from names or values)."""
     table = Table(title="Data per site")
-    for column in (
-        "site",
-        "cases",
-        "channels",
-        "dims",
-        "size (voxels)",
-        "spacing (mm)",
-        "classes (fraction)",
-    ):
+    for column in COLUMNS:
         table.add_column(column)
     for summary in summaries:
         cells = (
