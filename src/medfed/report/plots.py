@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from medfed.orchestration.metrics_log import MetricRow
+from medfed.orchestration.metrics_log import HELD_OUT, MetricRow, Split
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,7 @@ def learning_curves(rows: Sequence[MetricRow], *, metric: str, unseen_site: str 
     for axis, unseen in zip(axes[0], (False, True), strict=True):
         curves: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for row in rows:
-            if (
-                row.metric == metric
-                and (row.site == unseen_site) == unseen
-                and row.split in ("test", "unseen")
-            ):
+            if row.metric == metric and (row.site == unseen_site) == unseen and row.split in HELD_OUT:
                 curves[row.experiment][row.round].append(row.value)
         for experiment, by_round in curves.items():
             rounds = sorted(by_round)
@@ -49,14 +45,15 @@ def learning_curves(rows: Sequence[MetricRow], *, metric: str, unseen_site: str 
     return _png(figure)
 
 
-def site_curves(rows: Sequence[MetricRow], *, experiment: str, metric: str, training: bool = False) -> bytes:
-    """``metric`` per round at each site for one experiment: held-out rows, or the training
-    rows when ``training``."""
+def site_curves(
+    rows: Sequence[MetricRow], *, experiment: str, metric: str, splits: Collection[Split]
+) -> bytes:
+    """``metric`` per round at each site for one experiment, from the rows of ``splits``."""
     figure = Figure(figsize=(5.5, 4))
     axis = figure.subplots()
     by_site: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for row in rows:
-        if row.experiment == experiment and row.metric == metric and (row.split == "train") == training:
+        if row.experiment == experiment and row.metric == metric and row.split in splits:
             by_site[row.site].append((row.round, row.value))
     for site, points in sorted(by_site.items()):
         points.sort()
@@ -68,12 +65,17 @@ def site_curves(rows: Sequence[MetricRow], *, experiment: str, metric: str, trai
     return _png(figure)
 
 
+_OWN_HELD_OUT = frozenset({Split.TEST, Split.EVAL})
+"""A training site's own held-out cases, simulated or deployed."""
+
+
 def privacy_utility(rows: Sequence[MetricRow], *, metric: str) -> bytes | None:
-    """Each DP site's final held-out ``metric`` against the epsilon it spent, one line per
-    experiment: the privacy-utility curve of a run whose sites have different budgets
-    (``privacy.sites``). ``None`` when fewer than two distinct epsilons were spent."""
-    epsilon = _last_values(rows, lambda row: row.split == "privacy" and row.metric == "epsilon")
-    score = _last_values(rows, lambda row: row.split == "test" and row.metric == metric)
+    """Each DP site's final ``metric`` on its own held-out cases (simulated ``test`` or deployed
+    ``eval``) against the epsilon it spent, one line per experiment: the privacy-utility curve
+    of a run whose sites have different budgets (``privacy.sites``). ``None`` when fewer than two
+    distinct epsilons were spent."""
+    epsilon = _last_values(rows, lambda row: row.split == Split.PRIVACY and row.metric == "epsilon")
+    score = _last_values(rows, lambda row: row.split in _OWN_HELD_OUT and row.metric == metric)
     points: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for (experiment, site), spent in epsilon.items():
         if (experiment, site) in score:
