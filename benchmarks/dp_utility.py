@@ -48,9 +48,10 @@ from medfed.config.schema import SimulationConfig
 from medfed.data import build_dataset, generate_federation, load_site
 from medfed.data.synthetic import public_sites
 from medfed.files import atomic_write
+from medfed.orchestration.data_checks import check_study
 from medfed.orchestration.experiments import plan_experiments
-from medfed.orchestration.federation_data import FederationData, prepare_data
-from medfed.orchestration.preconditions import check_config, check_data
+from medfed.orchestration.federation_data import FederationData
+from medfed.orchestration.preconditions import check_config
 from medfed.orchestration.simulation import ExperimentRunner
 from medfed.privacy.dp.accounting import Accountant, epsilon_spent
 from medfed.report.summary import summarize
@@ -86,7 +87,7 @@ class Size:
 
 SIZES = {
     "small": Size(image_size=16, image_size_3d=16, cases_scale=0.04, rounds=2, channels=(4, 8)),
-    "full": Size(image_size=32, image_size_3d=16, cases_scale=0.5, rounds=6, channels=(8, 16, 32)),
+    "full": Size(image_size=32, image_size_3d=16, cases_scale=0.5, rounds=4, channels=(8, 16, 32)),
 }
 
 
@@ -113,7 +114,7 @@ class Recipe:
     lr: float = 3e-3
     dp_batch: int = 64
     dp_epochs: int = 1
-    dp_lr: float = 3e-3
+    dp_lr: float = 1e-2
     max_grad_norm: float = 1.0
     target_quantile: float = 0.5
     clip_lr: float = 0.2
@@ -253,7 +254,6 @@ def run_cell(
     initialisation) and returns its result (Dice, epsilons, steps, seconds)."""
     config = cell_config(cell, size, recipe, run_dir)
     check_config(config)
-    check_data(config, data)
     start, cpu = time.perf_counter(), time.process_time()
     runner = _CellRunner(config, data, run_dir, initial=initial, paper=cell.method == "paper")
     experiment = plan_experiments(config, data)[0]
@@ -321,9 +321,7 @@ def run_cells(
         key = (cell.family, cell.seed)
         config = cell_config(cell, size, recipe, out / "runs" / "data")
         if key not in data:
-            data[key] = prepare_data(
-                config.data, out / "data" / f"{cell.family}-seed{cell.seed}", seed=cell.seed
-            )
+            data[key] = check_study(config, out / "data" / f"{cell.family}-seed{cell.seed}").passed()
         initial = (
             pretrained_weights(config, data[key], out / "pretrained", recipe) if cell.pretrained else None
         )
