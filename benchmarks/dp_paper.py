@@ -31,8 +31,12 @@ from typing import Any
 
 import torch
 from dp_accounting.pld import privacy_loss_distribution as pld
+from opacus import PrivacyEngine
+from opacus.optimizers import DPOptimizer
 from torch import nn
 
+from medfed.privacy.dp.accounting import Mechanism
+from medfed.privacy.dp.noise import NoiseSource
 from medfed.privacy.dp.optimizer import SourcedDPOptimizer
 from medfed.privacy.dp.trainer import DPTrainer
 from medfed.seeding import derive_seed
@@ -116,7 +120,9 @@ class PercentileLaplaceTrainer(DPTrainer):
         self.percentile = percentile
         self.calls = 0
 
-    def _sourced(self, optimizer: Any, engine: Any, planned: Any, source: Any) -> Any:
+    def _sourced(
+        self, optimizer: DPOptimizer, engine: PrivacyEngine, planned: Mechanism, source: NoiseSource
+    ) -> DPOptimizer:
         self.calls += 1
         paper = PercentileLaplaceOptimizer(
             optimizer.original_optimizer,

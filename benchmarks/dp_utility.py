@@ -45,11 +45,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medfed.config.schema import SimulationConfig
-from medfed.data import build_dataset, generate_federation, load_site
+from medfed.data import SiteData, build_dataset, generate_federation, load_site
 from medfed.data.synthetic import public_sites
 from medfed.files import atomic_write
 from medfed.orchestration.data_checks import check_study
-from medfed.orchestration.experiments import plan_experiments
+from medfed.orchestration.experiments import Experiment, plan_experiments
 from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.preconditions import check_config
 from medfed.orchestration.simulation import ExperimentRunner
@@ -226,18 +226,19 @@ class _CellRunner(ExperimentRunner):
             model.load_state_dict(self.initial)
         return model
 
-    def _trainer_for(self, experiment: Any, data: Any) -> Trainer:
+    def _trainer_for(self, experiment: Experiment, data: SiteData) -> Trainer:
         from benchmarks.dp_paper import PercentileLaplaceTrainer
+        from medfed.privacy.dp import DPTrainer
 
         trainer = super()._trainer_for(experiment, data)
-        if not self.paper:
+        if not self.paper or not isinstance(trainer, DPTrainer):
             return trainer
         return PercentileLaplaceTrainer(
-            trainer.inner,  # type: ignore[attr-defined]
-            site=trainer.site,  # type: ignore[attr-defined]
-            policy=trainer.policy,  # type: ignore[attr-defined]
-            ledger_path=trainer.ledger_path,  # type: ignore[attr-defined]
-            job=trainer.job,  # type: ignore[attr-defined]
+            trainer.inner,
+            site=trainer.site,
+            policy=trainer.policy,
+            ledger_path=trainer.ledger_path,
+            job=trainer.job,
             percentile=PAPER_PERCENTILE,
         )
 
@@ -263,7 +264,7 @@ def run_cell(
     row = summarize(
         rows, {experiment.name: "federated"}, task="segmentation", unseen_site=config.data.unseen_site
     )[0]
-    steps = {r.site: r.value for r in rows if r.metric == "steps"}
+    steps = {r.site: r.value for r in rows if r.metric == "steps" and r.round == config.federation.rounds}
     epsilons = {
         r.site: r.value for r in rows if r.metric == "epsilon" and r.round == config.federation.rounds
     }
@@ -276,7 +277,7 @@ def run_cell(
         "seconds": seconds,
         "cpu_seconds": cpu,
         "rounds": result.state.round,
-        "steps_logged": steps,
+        "local_steps_last_round": steps,
     }
     if cell.method == "paper":
         outcome.update(_paper_epsilons(runner, config))
