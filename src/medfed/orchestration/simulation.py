@@ -26,9 +26,11 @@ from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.grid import Collect, InMemoryGrid, OpenProtocol, Tamper, train_in_clear
 from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog
+from medfed.orchestration.recording import SERVER, LedgerRecorder, privacy_spent, run_keys
 from medfed.orchestration.site import LocalSite, cpu_weights
 from medfed.privacy.plan import CkksSettings
 from medfed.privacy.setup import expected_sites, prepare_model, protect, site_protocol, site_trainer
+from medfed.provenance.verify import PROVENANCE_DIR
 from medfed.training import LocalTrainer, TrainSettings, adapt_norm_statistics, evaluate
 from medfed.training.trainer import Trainer
 from medfed.types import ServerState, SiteState, TrainResult, Weights
@@ -107,6 +109,9 @@ class ExperimentRunner:
             name: self._site(name, data, model, experiment, site_states.get(name))
             for name, data in experiment.sites.items()
         }
+        recorder = self._recorder(experiment)
+        if recorder is not None and open_protocol is not None:
+            open_protocol = recorder.protocol(open_protocol)
         plan = RoundPlan(
             rounds=self.config.federation.rounds,
             sites=sorted(sites),
@@ -123,7 +128,10 @@ class ExperimentRunner:
             rows = _training_rows(experiment.name, new_state.round, results)
             if self.config.federation.evaluates_after(new_state.round):
                 rows += self._evaluation_rows(result, model)
-            rows += self._privacy_rows(experiment, new_state, sites)
+            privacy = self._privacy_rows(experiment, new_state, sites)
+            rows += privacy
+            if recorder is not None:
+                recorder.record_round(new_state, results, privacy_spent(privacy))
             self.metrics.record_round(experiment.name, new_state.round, rows)
             self._checkpoint(directory, experiment, result)
             if self.callbacks.on_round is not None:
@@ -137,6 +145,14 @@ class ExperimentRunner:
         )
         final = run_rounds(experiment.strategy, state, plan, grid, on_round=finish_round, collect=collect)
         return ExperimentResult(experiment, final, {name: site.state for name, site in sites.items()})
+
+    def _recorder(self, experiment: Experiment) -> LedgerRecorder | None:
+        """The provenance ledger of a federated experiment and its sites' copies."""
+        if experiment.kind != "federated":
+            return None
+        keys, signers = run_keys(self.run_dir, [*sorted(experiment.sites), SERVER])
+        folder = self.run_dir / PROVENANCE_DIR / experiment.name
+        return LedgerRecorder(folder, keys, signers, sorted(experiment.sites))
 
     def _checkpoint(self, directory: Path, experiment: Experiment, result: ExperimentResult) -> None:
         """Saves the round with each site's private state (sites without any are left out)."""
