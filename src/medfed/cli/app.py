@@ -15,6 +15,7 @@ from rich.text import Text
 from medfed import __version__
 from medfed.cli.attack import attack_app
 from medfed.cli.deploy import client, provision, report, revoke, server, status
+from medfed.cli.ledger import ledger_app
 from medfed.errors import ConfigError, MedfedError
 from medfed.export import ExportFormat
 
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 console = Console()
 app.add_typer(attack_app, name="attack")
+app.add_typer(ledger_app, name="ledger")
 
 EXAMPLES = {
     "simulate": """medfed simulate                                   # the built-in demo
