@@ -17,6 +17,7 @@ from medfed.orchestration.preconditions import check_config, check_data
 from medfed.orchestration.run_dir import check_new_run, config_yaml, start_run
 from medfed.orchestration.simulation import Callbacks, ExperimentResult, ExperimentRunner
 from medfed.privacy.setup import privacy_warning
+from medfed.provenance.history import run_contributions
 from medfed.report.html import write_report
 from medfed.report.plots import SampleImage
 from medfed.report.summary import (
@@ -75,6 +76,7 @@ def run_simulation(
         config_yaml=config_yaml(config),
         warning=warning,
         attacks=attacks,
+        contributions=run_contributions(run_dir),
     )
     return SimulationOutcome(run_dir=run_dir, report=report, summary=summary, attacks=attacks)
 

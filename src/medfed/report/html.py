@@ -10,6 +10,7 @@ from pathlib import Path
 
 from medfed.files import atomic_write
 from medfed.orchestration.metrics_log import MetricRow
+from medfed.provenance.history import Contribution
 from medfed.report.plots import SampleImage, learning_curves, sample_grid, site_curves
 from medfed.report.summary import AttackRow, SummaryRow
 
@@ -36,9 +37,10 @@ def write_report(
     config_yaml: str,
     warning: str | None = None,
     attacks: Sequence[AttackRow] = (),
+    contributions: Sequence[Contribution] = (),
 ) -> None:
     """Writes the HTML report to ``path`` atomically; ``warning`` (e.g. "NOT PRIVATE") is shown
-    under the title."""
+    under the title; ``contributions`` come from the run's verified provenance ledgers."""
     federated = [row.experiment for row in summary if row.kind == "federated"]
     sections = [
         f"<h1>{html.escape(title)}</h1>",
@@ -58,6 +60,11 @@ def write_report(
     privacy = _privacy_table(rows)
     if privacy:
         sections += ["<h2>Privacy spent (epsilon at the last round)</h2>", privacy]
+    if contributions:
+        sections += [
+            "<h2>Contributions (provenance ledger, verified)</h2>",
+            _contribution_table(contributions),
+        ]
     if samples:
         sections += ["<h2>Sample predictions on held-out cases</h2>", _image(sample_grid(samples))]
     sections += ["<h2>Configuration</h2>", f"<pre>{html.escape(config_yaml)}</pre>"]
@@ -85,6 +92,16 @@ def write_deployment_report(
         sections += ["<h2>Privacy spent (epsilon at the last round)</h2>", privacy]
     sections += ["<h2>Job</h2>", f"<pre>{html.escape(job_yaml)}</pre>"]
     _write_page(path, job, sections)
+
+
+def _contribution_table(contributions: Sequence[Contribution]) -> str:
+    header = ["experiment", "site", "rounds contributed", "samples (summed)", "epsilon at last update"]
+    lines = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr>"]
+    for row in contributions:
+        rounds = ", ".join(str(round) for round in row.rounds)
+        cells = [html.escape(row.experiment), html.escape(row.site), rounds, str(row.samples)]
+        lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in [*cells, _number(row.epsilon)]) + "</tr>")
+    return "".join(lines) + "</table>"
 
 
 def _write_page(path: Path, title: str, sections: Sequence[str]) -> None:
