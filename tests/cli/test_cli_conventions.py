@@ -23,6 +23,8 @@ COMMANDS = [
     ["status"],
     ["report"],
     ["attack", "gradient-inversion"],
+    ["ledger", "verify"],
+    ["ledger", "show"],
 ]
 TINY = [
     "--set",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -75,23 +76,25 @@ def show(target: Target, signers: SignersOption = None, crl: CrlOption = None) -
 
     for path in ledger_files(target):
         ledger = load_set(path, signers=signers, crl=crl).ledger
-        table = Table(title=ledger.name)
-        for column in ("#", "round", "kind", "signer", "digest", "samples", "metrics", "privacy", "inputs"):
-            table.add_column(column)
+        table = Table(title=ledger.name, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        for column in ("#", "round", "signer", "kind", "digest", "samples"):
+            table.add_column(column, no_wrap=True)
+        for column in ("privacy", "metrics"):
+            table.add_column(column, overflow="fold")
         for entry in ledger.entries:
+            kind = f"aggregate ({len(entry.inputs)})" if entry.kind == "aggregate" else entry.kind
             table.add_row(
                 str(entry.index),
                 str(entry.round),
-                entry.kind,
                 entry.signer,
-                entry.digest[:10],
+                kind,
+                entry.digest[:8],
                 str(entry.num_samples),
-                _numbers(entry.metrics),
                 _numbers(entry.privacy),
-                str(len(entry.inputs)) if entry.kind == "aggregate" else "",
+                _numbers(entry.metrics),
             )
         console.print(table)
 
 
 def _numbers(values: Mapping[str, float]) -> str:
-    return ", ".join(f"{name}={value:.3g}" for name, value in sorted(values.items()))
+    return "\n".join(f"{name}={value:.3g}" for name, value in sorted(values.items()))
