@@ -1,9 +1,13 @@
 """Ledger entries: what one party did in one round, chained by hash and signed.
 
-An entry is a line of canonical JSON (sorted keys, no spaces). Its ``previous`` field is the
-SHA-256 of the previous entry's line (``GENESIS`` for the first), so removing, inserting or
-reordering an entry breaks the chain; its ``signature`` is its signer's Ed25519 signature over
-the entry without the signature, so changing a field breaks the signature.
+An entry is a line of canonical JSON (sorted keys, no spaces). Its ``signature`` is its
+signer's Ed25519 signature over everything else (``signed_bytes``), so changing a field breaks
+the signature. Its ``previous`` field is the SHA-256 of the previous entry's signed bytes
+(``GENESIS`` for the first), so removing, inserting or reordering an entry breaks the chain, and
+renumbering and relinking the rest breaks their signatures. The chain covers the signed content,
+not the signatures themselves: the entries of one round can be chained first and then signed by
+their sites in parallel (a signature can only be valid or not, so leaving it out of the hash
+hides nothing).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ class Entry:
 
     Attributes:
         index: Position in the ledger, from 0.
-        previous: Hex SHA-256 of the previous entry's line (``GENESIS`` for entry 0).
+        previous: ``entry_hash`` of the previous entry (``GENESIS`` for entry 0).
         kind: ``update`` or ``aggregate``.
         round: The federated round (or peer-to-peer step) the entry belongs to.
         signer: The party that signed it: a site, or ``server`` for the server's aggregates.
@@ -76,8 +80,8 @@ def entry_line(entry: Entry) -> bytes:
 
 
 def entry_hash(entry: Entry) -> str:
-    """Hex SHA-256 of the entry's line: the next entry's ``previous``."""
-    return hashlib.sha256(entry_line(entry)).hexdigest()
+    """Hex SHA-256 of the entry's signed bytes: the next entry's ``previous``."""
+    return hashlib.sha256(signed_bytes(entry)).hexdigest()
 
 
 def parse_entry(line: bytes) -> Entry:
