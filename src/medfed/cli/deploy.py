@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import tenseal as ts
 
     from medfed.deployment.job import JobConfig
+    from medfed.deployment.provenance import LedgerKeys
     from medfed.deployment.site_policy import SitePolicy
     from medfed.provision import ClientKit, ServerKit
 
@@ -96,6 +97,7 @@ def server(
         else CertificateGate(server_kit.tls.ca_certificate, server_kit.crl),
         gzip=gzip,
         ckks_context=_server_ckks_context(settings_job, server_kit),
+        ledger=_ledger_keys(server_kit),
     )
     final = run_server(settings_job, settings)
     console.print(f"job '{settings_job.name}' finished after round {final.round}; state in {state_dir}")
@@ -160,6 +162,7 @@ def client(
     weaker than the site's privacy policy is declined."""
     from medfed.data import load_site
     from medfed.deployment.client import check_certificate, run_client
+    from medfed.deployment.provenance import SiteLedger
     from medfed.deployment.site_builder import SiteBuilder, SiteOptions
     from medfed.deployment.site_identity import ProvisionedIdentity
     from medfed.privacy.ckks import load_site_context
@@ -203,8 +206,19 @@ def client(
         return SiteChannel(target, site=name, tls=tls, server_name=server_name, gzip=gzip)
 
     backoff = Backoff(initial=min(0.5, max_backoff), maximum=max_backoff)
-    rounds = run_client(connect, builder, backoff=backoff, max_failures=max_failures)
+    keys = _ledger_keys(client_kit)
+    ledger = None if keys is None else SiteLedger(name, keys, options.state_dir)
+    rounds = run_client(connect, builder, backoff=backoff, max_failures=max_failures, ledger=ledger)
     console.print(f"site '{name}': job finished, {rounds} rounds trained here")
+
+
+def _ledger_keys(kit: ServerKit | ClientKit | None) -> LedgerKeys | None:
+    """The kit's provenance-ledger key and signer list (``None`` without them)."""
+    from medfed.deployment.provenance import LedgerKeys
+
+    if kit is None or kit.ledger_key is None or kit.signers is None:
+        return None
+    return LedgerKeys(kit.ledger_key, kit.signers)
 
 
 def status(

@@ -20,6 +20,7 @@ import tenseal as ts
 from medfed.config.loading import build_strategy
 from medfed.deployment.evaluation import SiteEvaluation, SiteMetrics
 from medfed.deployment.job import JobConfig, site_job_json
+from medfed.deployment.provenance import LedgerKeys, ServerLedger, keep_signers, ledger_folder
 from medfed.deployment.report import keep_job, write_job_report
 from medfed.deployment.status import HISTORY_LENGTH, RoundSummary, ServerStatus, summarise, write_status
 from medfed.models import build_model
@@ -62,6 +63,7 @@ class ServerSettings:
         authenticate: Client-certificate check (required with ``tls``).
         gzip: Compress outgoing messages.
         ckks_context: The keyless CKKS context of the server's kit (jobs with encryption).
+        ledger: The server's provenance-ledger key and the signer list (``None``: no ledger).
     """
 
     state_dir: Path
@@ -71,6 +73,7 @@ class ServerSettings:
     authenticate: Authenticator | None
     gzip: bool = False
     ckks_context: ts.Context | None = None
+    ledger: LedgerKeys | None = None
 
 
 def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
@@ -117,7 +120,8 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
         evaluation = SiteEvaluation(
             board, sites=sites, task=job.task, timeout_s=job.step_timeout_s, seen_within_s=2 * job.poll_s + 1
         )
-        recorder = _RoundRecorder(job, strategy, settings.state_dir, metrics, reporter, evaluation)
+        ledger = _server_ledger(job, settings, board, evaluation.reachable)
+        recorder = _RoundRecorder(job, strategy, settings.state_dir, metrics, reporter, evaluation, ledger)
         state = run_rounds(
             strategy, state, plan, grid, recorder, max_attempts=job.max_round_attempts, collect=collect
         )
@@ -132,6 +136,18 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
                 "gRPC server still stopping after %.0f s; exiting anyway", STOP_GRACE_S + STOP_WAIT_S
             )
     return state
+
+
+def _server_ledger(
+    job: JobConfig, settings: ServerSettings, board: RoundBoard, reachable: Callable[[], list[str]]
+) -> ServerLedger | None:
+    """The job's provenance ledger (``None`` without ledger keys, e.g. ``--insecure``)."""
+    if settings.ledger is None:
+        logger.warning("no ledger key in the server's kit: this job keeps no provenance ledger")
+        return None
+    keep_signers(settings.state_dir, settings.ledger)
+    folder = ledger_folder(settings.state_dir, job.name)
+    return ServerLedger(board, folder, settings.ledger, timeout_s=job.step_timeout_s, reachable=reachable)
 
 
 def initial_state(job: JobConfig, strategy: Strategy, state_dir: Path, metrics: MetricsLog) -> ServerState:
@@ -152,7 +168,7 @@ def initial_state(job: JobConfig, strategy: Strategy, state_dir: Path, metrics: 
 class _RoundRecorder:
     """After each round: the sites' evaluation when due, then metrics, then the checkpoint (a
     crash in between replays the round, and ``record_round`` replaces its rows), then the
-    status. Training rows hold each result's metrics and ``num_samples``; evaluation rows have
+    status. The provenance ledger (when kept) records the round first. Training rows hold each result's metrics and ``num_samples``; evaluation rows have
     kind ``eval``. Under client-level DP the server's ``client_epsilon`` joins the metrics
     (site ``server``, kind ``privacy``)."""
 
@@ -164,11 +180,15 @@ class _RoundRecorder:
         metrics: MetricsLog,
         reporter: _StatusReporter,
         evaluate: Callable[[ServerState], SiteMetrics],
+        ledger: ServerLedger | None = None,
     ) -> None:
         self.job, self.strategy, self.state_dir = job, strategy, state_dir
         self.metrics, self.reporter, self.evaluate = metrics, reporter, evaluate
+        self.ledger = ledger
 
     def __call__(self, state: ServerState, results: list[TrainResult]) -> None:
+        if self.ledger is not None:
+            self.ledger.record(state, results)
         evaluated = self.evaluate(state) if self.job.federation.evaluates_after(state.round) else {}
         rows = _training_rows(self.job.name, state.round, results)
         rows += [
