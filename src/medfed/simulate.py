@@ -18,7 +18,7 @@ from medfed.orchestration.run_dir import check_new_run, config_yaml, start_run
 from medfed.orchestration.simulation import Callbacks, ExperimentResult, ExperimentRunner
 from medfed.privacy.setup import privacy_warning
 from medfed.provenance.history import run_contributions
-from medfed.report.html import write_report
+from medfed.report.html import SimulationRun, write_report
 from medfed.report.plots import SampleImage
 from medfed.report.summary import (
     PRIMARY_METRIC,
@@ -65,12 +65,9 @@ def run_simulation(
     attacks = _attack_rows(config, results, rows, summary)
     samples = sample_predictions(runner, results[0], data) if config.task == "segmentation" else []
     report = run_dir / "report.html"
-    write_report(
-        report,
+    run = SimulationRun(
         title=f"medfed simulation: {run_dir.name}",
-        rows=rows,
         summary=summary,
-        metric=metric,
         unseen_site=config.data.unseen_site,
         samples=samples,
         config_yaml=config_yaml(config),
@@ -78,6 +75,7 @@ def run_simulation(
         attacks=attacks,
         contributions=run_contributions(run_dir),
     )
+    write_report(report, rows=rows, metric=metric, run=run)
     return SimulationOutcome(run_dir=run_dir, report=report, summary=summary, attacks=attacks)
 
 

@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from medfed.errors import UpdateRejected
 from medfed.files import atomic_write
+from medfed.orchestration.driver import RowSource
+from medfed.orchestration.metrics_log import MetricRow
 from medfed.provenance import Entry, Ledger, LedgerError, Signers, load_signers, sign, weights_digest
 from medfed.provenance.entries import MAX_LINE_BYTES, entry_hash, entry_line, finite_numbers, parse_entry
 from medfed.provenance.signers import load_key
@@ -96,6 +98,16 @@ class ServerLedger:
         self.ledger = Ledger(folder / LEDGER_FILE, signers)
         self.board, self.timeout_s, self.reachable = board, timeout_s, reachable
         self._known: dict[str, int] = {}
+
+    def recording(self, source: RowSource) -> RowSource:
+        """``source``, after the round is recorded in the ledger (before the checkpoint, so every
+        checkpointed model is in the ledger; a round replayed after a crash is recorded again)."""
+
+        def rows(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
+            self.record(state, results)
+            return source(state, results)
+
+        return rows
 
     def record(self, state: ServerState, results: list[TrainResult]) -> None:
         """Records the round (signed updates, then the aggregate) and shares the new entries."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from medfed.orchestration.driver import RowSource
 from medfed.orchestration.grid import OpenProtocol, SiteProtocol
 from medfed.orchestration.metrics_log import MetricRow
 from medfed.provenance import (
@@ -100,6 +101,18 @@ class LedgerRecorder:
             return _Recorded(open_protocol(task, invitation, result), sent.messages)
 
         return opened
+
+    def recording(self, privacy: RowSource) -> RowSource:
+        """The ``privacy`` row source, recording each round in the ledger with the privacy its
+        rows state (before the checkpoint, so every checkpointed model is in the ledger; a round
+        replayed after a crash is recorded again)."""
+
+        def rows(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
+            spent = privacy(state, results)
+            self.record_round(state, results, privacy_spent(spent))
+            return spent
+
+        return rows
 
     def record_round(
         self, state: ServerState, results: list[TrainResult], privacy: Mapping[str, Mapping[str, float]]
