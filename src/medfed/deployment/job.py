@@ -73,6 +73,8 @@ class JobConfig(SiteJob):
         poll_s: How long a site's request for work waits before it is told to ask again.
         max_round_attempts: Tries of a round that fails (missed quorum, or an aggregate refused
             as not finite) before the server gives up.
+        provenance: Keep the provenance ledger (two short steps after each round, see
+            docs/provenance.md) when the server's kit holds a ledger key.
     """
 
     name: str = "job"
@@ -81,6 +83,7 @@ class JobConfig(SiteJob):
     step_timeout_s: float = Field(60.0, gt=0)
     poll_s: float = Field(10.0, gt=0)
     max_round_attempts: int = Field(10, ge=1)
+    provenance: bool = True
 
     def site_job(self) -> SiteJob:
         """The part of the job that sites receive."""

@@ -144,7 +144,10 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
 def _server_ledger(
     job: JobConfig, settings: ServerSettings, board: RoundBoard, reachable: Callable[[], list[str]]
 ) -> ServerLedger | None:
-    """The job's provenance ledger (``None`` without ledger keys, e.g. ``--insecure``)."""
+    """The job's provenance ledger (``None`` when the job keeps none, or without ledger keys,
+    e.g. ``--insecure``)."""
+    if not job.provenance:
+        return None
     if settings.ledger is None:
         logger.warning("no ledger key in the server's kit: this job keeps no provenance ledger")
         return None
