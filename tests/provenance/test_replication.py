@@ -49,6 +49,9 @@ def test_an_entry_off_the_chain_or_citing_unknown_inputs_is_refused(recorded: Re
     invented = _next(ledger, kind="aggregate", signer=SERVER, num_samples=0, inputs=("cd" * 32,))
     with pytest.raises(LedgerError, match="is not an update in this ledger"):
         ledger.append(sign(invented, recorded.keys[SERVER]))
+    citing = _next(ledger, inputs=(ledger.entries[0].digest,))
+    with pytest.raises(LedgerError, match="an update cites inputs"):
+        ledger.append(sign(citing, recorded.keys["hospital_b"]))
     assert len(ledger) == 6
 
 

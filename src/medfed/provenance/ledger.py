@@ -95,6 +95,8 @@ class Ledger:
             if entry.previous != self._head:
                 raise ValueError("does not link to the entry before it: the chain is broken")
             self.signers.check(entry)
+            if entry.kind == "update" and entry.inputs:
+                raise ValueError("an update cites inputs (only an aggregate has any)")
             missing = [digest for digest in entry.inputs if digest not in self._updates]
             if entry.kind == "aggregate" and missing:
                 raise ValueError(f"input {missing[0][:16]}... is not an update in this ledger")
