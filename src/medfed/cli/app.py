@@ -14,6 +14,7 @@ from rich.text import Text
 
 from medfed import __version__
 from medfed.cli.attack import attack_app
+from medfed.cli.check_data import check_data
 from medfed.cli.deploy import client, provision, report, revoke, server, status
 from medfed.errors import ConfigError, MedfedError
 from medfed.export import ExportFormat
@@ -42,6 +43,8 @@ medfed predict -m runs/fedbn --site hospital_a -i scans/ -o predictions/""",
     "deid": """medfed deid raw/ -o site_data/ --table private/pseudonyms.csv
 medfed deid raw/ -o site_data/ --table private/pseudonyms.csv --audit private/audit.csv""",
     "generate": "medfed generate data/ --image-size 64 --dims 2",
+    "check-data": """medfed check-data -c my.yaml                      # every site of a study
+medfed check-data --data /data/hospital_a          # one site, as medfed client reads it""",
     "provision": "medfed provision project.yaml -o kits",
     "revoke": "medfed revoke hospital_b --kits kits",
     "server": "medfed server --kit kits/server --job job.yaml --state-dir state",
@@ -135,6 +138,7 @@ def simulate(
 
 for _command in (provision, revoke, server, client, status, report):
     app.command(epilog=_epilog(_command.__name__))(_command)
+app.command(name="check-data", epilog=_epilog("check-data"))(check_data)
 
 
 @app.command(epilog=_epilog("export"))
