@@ -16,23 +16,25 @@ from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
 from medfed.cli.app import app
+from medfed.config.schema import DataConfig, SiteSourceConfig
 from medfed.data.formats import dicom
+from medfed.data.formats.identifiers import identifying_attributes
 from medfed.deid.dicom import deidentify, write_audit
-from medfed.deid.identifiers import identifying_attributes
 from medfed.errors import ConfigError
+from medfed.orchestration.federation_data import load_sites
 
 
 def _raw(folder: Path) -> Path:
     """Patient P1 (Doe^Jane): one 3-slice MR series with a comment and a private attribute;
     patient P2: one ultrasound image without BurnedInAnnotation; a text file."""
-    write_series(folder / "jane", depth=3)
+    write_series(folder / "jane", depth=3, identified=True)
     for path in (folder / "jane").iterdir():
         ds = pydicom.dcmread(path)
         ds.ImageComments = "Jane Doe, follow-up after fall"
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.add_new(0x00291010, "LO", "SITE PRIVATE jane.doe@hospital")
         ds.save_as(path)
-    ultrasound = slice_dataset(np.ones((6, 5)), 0.0, 1, series=generate_uid())
+    ultrasound = slice_dataset(np.ones((6, 5)), 0.0, 1, series=generate_uid(), identified=True)
     ultrasound.PatientName, ultrasound.PatientID, ultrasound.Modality = "Roe^Richard", "P2", "US"
     write_slice(folder / "richard" / "us.dcm", ultrasound)
     (folder / "notes.txt").write_text("Jane Doe: MRN P1")
@@ -110,7 +112,7 @@ def test_audit_names_attributes_never_values(tmp_path: Path) -> None:
 
 
 def test_identified_data_is_recognised() -> None:
-    ds = slice_dataset(np.ones((2, 2)), 0.0, 1, series=generate_uid())
+    ds = slice_dataset(np.ones((2, 2)), 0.0, 1, series=generate_uid(), identified=True)
     assert "PatientName" in identifying_attributes(ds) and "PatientID" in identifying_attributes(ds)
 
 
@@ -121,3 +123,16 @@ def test_deid_command(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "4 DICOM files of 2 patient(s)" in result.output and "burned-in" in result.output
     assert (tmp_path / "audit.csv").is_file()
+
+
+def test_a_study_opts_out_per_site(tmp_path: Path) -> None:
+    write_series(tmp_path / "site" / "case1", depth=2, identified=True)
+
+    def problems(allow: bool) -> list[str]:
+        source = SiteSourceConfig(name="a", path=tmp_path / "site", format="dicom", allow_identified=allow)
+        config = DataConfig(synthetic=None, sites=[source], unseen_site=None)
+        return [str(error) for error in load_sites(config, tmp_path / "data", seed=0)[1]]
+
+    (refused,) = problems(False)
+    assert "still identifies its patient (PatientName, PatientID)" in refused
+    assert problems(True) == []
