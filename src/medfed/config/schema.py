@@ -74,6 +74,9 @@ class SiteSourceConfig(StrictModel):
     name: str
     path: Path
     format: Literal["msd", "dicom", "png", "npz"] | None = None
+    allow_identified: bool = Field(
+        False, description="Accept DICOM that still names its patients (default: refused; run 'medfed deid')."
+    )
 
     @field_validator("name")
     @classmethod
