@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from medfed.config.schema import SimulationConfig
+from medfed.orchestration.data_checks import check_study
 from medfed.orchestration.experiments import plan_experiments
-from medfed.orchestration.federation_data import FederationData, prepare_data
+from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.metrics_log import MetricRow
 from medfed.orchestration.preconditions import check_config
 from medfed.orchestration.run_dir import check_new_run, config_yaml, start_run
@@ -100,13 +101,18 @@ def _attack_rows(
 
 
 def checked_data(config: SimulationConfig, data_dir: Path, *, resume: bool = False) -> FederationData:
-    """The run's data, loaded and checked, with the preconditions of ``config`` checked before
-    anything is written (``data_dir`` receives the built-in data when configured)."""
+    """The run's data, loaded and checked (``check_study``), with the preconditions of
+    ``config`` checked before anything is written (``data_dir`` receives the built-in data
+    when configured).
+
+    Raises:
+        ConfigError: A precondition fails.
+        MedfedError: The data have one problem (``DataProblems``: several, one line each).
+    """
     check_config(config)
     if not resume:
         check_new_run(config.output_dir)
-    data = prepare_data(config.data, data_dir, seed=config.seed)
-    return data
+    return check_study(config, data_dir).passed()
 
 
 def dry_run(config: SimulationConfig) -> str:

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from medfed import __version__
 from medfed.cli.attack import attack_app
+from medfed.cli.check_data import check_data
 from medfed.cli.deploy import client, provision, report, revoke, server, status
 from medfed.errors import ConfigError, MedfedError
 from medfed.export import ExportFormat
@@ -40,6 +41,8 @@ medfed export runs/fedbn --site hospital_a --format torchscript -o hospital_a.ts
 medfed predict -m runs/demo -i dicom/series_dir -o predictions/     # NIfTI and DICOM SEG
 medfed predict -m runs/fedbn --site hospital_a -i scans/ -o predictions/""",
     "generate": "medfed generate data/ --image-size 64 --dims 2",
+    "check-data": """medfed check-data -c my.yaml                      # every site of a study
+medfed check-data --data /data/hospital_a          # one site, as medfed client reads it""",
     "provision": "medfed provision project.yaml -o kits",
     "revoke": "medfed revoke hospital_b --kits kits",
     "server": "medfed server --kit kits/server --job job.yaml --state-dir state",
@@ -133,6 +136,7 @@ def simulate(
 
 for _command in (provision, revoke, server, client, status, report):
     app.command(epilog=_epilog(_command.__name__))(_command)
+app.command(name="check-data", epilog=_epilog("check-data"))(check_data)
 
 
 # Which trained model ``export`` and ``predict`` load (``load_trained_model``).
