@@ -141,6 +141,16 @@ for _command in (provision, revoke, server, client, status, report):
 app.command(name="check-data", epilog=_epilog("check-data"))(check_data)
 
 
+# Which trained model ``export`` and ``predict`` load (``load_trained_model``).
+ExperimentOption = Annotated[
+    str | None, typer.Option(help="Experiment (checkpoint folder); default: the first strategy.")
+]
+RoundOption = Annotated[int | None, typer.Option(min=1, help="Round; default: the last one kept.")]
+SiteModelOption = Annotated[
+    str | None, typer.Option(help="A site's personalised model (e.g. FedBN's own norm layers).")
+]
+
+
 @app.command(epilog=_epilog("export"))
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory of medfed simulate.")],
@@ -148,13 +158,9 @@ def export(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="The file (a folder for monai-bundle) to create.")
     ],
-    experiment: Annotated[
-        str | None, typer.Option(help="Experiment (checkpoint folder); default: the first strategy.")
-    ] = None,
-    round: Annotated[int | None, typer.Option(min=1, help="Round; default: the last one kept.")] = None,
-    site: Annotated[
-        str | None, typer.Option(help="A site's personalised model (e.g. FedBN's own norm layers).")
-    ] = None,
+    experiment: ExperimentOption = None,
+    round: RoundOption = None,
+    site: SiteModelOption = None,
 ) -> None:
     """Export a trained model for use without medfed: a safetensors state dict, TorchScript, or a
     MONAI bundle (configs/metadata.json, configs/inference.json, models/model.pt)."""
@@ -178,13 +184,9 @@ def predict(
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write the predictions to.")],
-    experiment: Annotated[
-        str | None, typer.Option(help="Experiment (checkpoint folder); default: the first strategy.")
-    ] = None,
-    round: Annotated[int | None, typer.Option(min=1, help="Round; default: the last one kept.")] = None,
-    site: Annotated[
-        str | None, typer.Option(help="A site's personalised model (e.g. FedBN's own norm layers).")
-    ] = None,
+    experiment: ExperimentOption = None,
+    round: RoundOption = None,
+    site: SiteModelOption = None,
 ) -> None:
     """Segment or classify new scans with a trained model: the run's preprocessing, sliding-window
     inference, and each segmentation written in its scan's own geometry (NIfTI with the scan's
