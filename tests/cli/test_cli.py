@@ -16,6 +16,7 @@ from medfed.cli.app import app
         ["generate", "--help"],
         ["server", "--help"],
         ["client", "--help"],
+        ["check-data", "--help"],
         ["provision", "--help"],
         ["status", "--help"],
         ["report", "--help"],

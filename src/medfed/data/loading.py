@@ -70,20 +70,3 @@ def detect_format(site: str, path: Path) -> str:
         f"(msd: {msd.INDEX_FILE}; npz: a .npz file; png: {png.IMAGES_DIR}/ folder; "
         f"dicom: one sub-folder of DICOM files per case, optional {dicom.MASK_FILE})",
     )
-
-
-def declared_classes(site: str, path: Path, format: str | None = None) -> dict[int, str] | None:
-    """The segmentation classes a site declares, e.g. to size a model's output channels.
-
-    Args:
-        site: The site's name.
-        path: The site's folder or file.
-        format: As in ``load_site``.
-
-    Returns:
-        Class name by mask value (``0`` = background) from ``dataset.json``'s ``labels``;
-        ``None`` when the site declares none (formats other than ``msd`` never do).
-    """
-    path = Path(path)
-    name = format if format is not None else detect_format(site, path)
-    return msd.read_classes(site, path) if name == "msd" else None
