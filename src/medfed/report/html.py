@@ -36,9 +36,10 @@ def write_report(
     config_yaml: str,
     warning: str | None = None,
     attacks: Sequence[AttackRow] = (),
+    plan: Sequence[tuple[str, str]] = (),
 ) -> None:
     """Writes the HTML report to ``path`` atomically; ``warning`` (e.g. "NOT PRIVATE") is shown
-    under the title."""
+    under the title; ``plan`` holds the study plan's ``(what, value)`` lines."""
     federated = [row.experiment for row in summary if row.kind == "federated"]
     sections = [
         f"<h1>{html.escape(title)}</h1>",
@@ -60,6 +61,8 @@ def write_report(
         sections += ["<h2>Privacy spent (epsilon at the last round)</h2>", privacy]
     if samples:
         sections += ["<h2>Sample predictions on held-out cases</h2>", _image(sample_grid(samples))]
+    if plan:
+        sections += ["<h2>Study plan (from the sites' fingerprints)</h2>", _pairs_table(plan)]
     sections += ["<h2>Configuration</h2>", f"<pre>{html.escape(config_yaml)}</pre>"]
     _write_page(path, title, sections)
 
@@ -135,6 +138,13 @@ def _privacy_table(rows: Sequence[MetricRow]) -> str:
         cells = [html.escape(experiment), html.escape(site), html.escape(metric), str(round), _number(value)]
         lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return "".join(lines) + "</table>"
+
+
+def _pairs_table(pairs: Sequence[tuple[str, str]]) -> str:
+    cells = "".join(
+        f"<tr><th>{html.escape(what)}</th><td>{html.escape(value)}</td></tr>" for what, value in pairs
+    )
+    return f"<table>{cells}</table>"
 
 
 def _number(value: float) -> str:
