@@ -131,7 +131,7 @@ def _plan_rows(config: SimulationConfig, plan: StudyPlan) -> list[tuple[str, str
     applied = (
         "yes (preprocessing.plan: auto; explicit preprocessing keys override it)"
         if config.preprocessing.plan == "auto"
-        else "no (preprocessing.plan: off; the preprocessing section applies)"
+        else "no (preprocessing.plan: manual; the preprocessing section applies)"
     )
     return [("applied", applied), *plan.rows()]
 

@@ -118,7 +118,7 @@ def test_explicit_keys_override_the_plan_and_plan_json_is_written(tmp_path: Path
     explicit = PreprocessingConfig.model_validate({"plan": "auto", "spacing": None, "patch_size": [24, 24]})
     kept = explicit.planned(plan).settings(ModelConfig())
     assert kept.spacing is None and kept.patch_size == (24, 24) and kept.intensity == planned.intensity
-    assert PreprocessingConfig().planned(plan) == PreprocessingConfig()  # plan: off
+    assert PreprocessingConfig().planned(plan) == PreprocessingConfig()  # plan: manual
     saved = json.loads(save_plan(plan, tmp_path).read_text())
     assert saved["patch_size"] == [16, 16] and saved["intensity"] == [
         {"mode": "ct_window", "window": [-100.0, 100.0]}

@@ -153,8 +153,8 @@ class PreprocessingConfig(StrictModel):
     ``preprocessing: auto`` is short for ``preprocessing: {plan: auto}``.
     """
 
-    plan: Literal["off", "auto"] = Field(
-        "off",
+    plan: Literal["manual", "auto"] = Field(
+        "manual",
         description="auto: spacing, patch_size and intensity not given here come from the study plan",
     )
     modalities: list[Annotated[str, Field(min_length=1, max_length=32)]] | None = Field(
