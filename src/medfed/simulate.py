@@ -11,15 +11,16 @@ import numpy as np
 
 from medfed.config.schema import SimulationConfig
 from medfed.data.study_plan import StudyPlan, save_plan
+from medfed.orchestration.data_checks import check_study
 from medfed.orchestration.experiments import plan_experiments
-from medfed.orchestration.federation_data import FederationData, prepare_data
+from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.metrics_log import MetricRow
 from medfed.orchestration.planning import study_plan
 from medfed.orchestration.preconditions import check_config
 from medfed.orchestration.run_dir import check_new_run, config_yaml, start_run
 from medfed.orchestration.simulation import Callbacks, ExperimentResult, ExperimentRunner
 from medfed.privacy.setup import privacy_warning
-from medfed.report.html import write_report
+from medfed.report.html import SimulationRun, write_report
 from medfed.report.plots import SampleImage
 from medfed.report.summary import (
     PRIMARY_METRIC,
@@ -67,12 +68,9 @@ def run_simulation(
     attacks = _attack_rows(config, results, rows, summary)
     samples = sample_predictions(runner, results[0], data) if config.task == "segmentation" else []
     report = run_dir / "report.html"
-    write_report(
-        report,
+    run = SimulationRun(
         title=f"medfed simulation: {run_dir.name}",
-        rows=rows,
         summary=summary,
-        metric=metric,
         unseen_site=config.data.unseen_site,
         samples=samples,
         config_yaml=config_yaml(config),
@@ -80,6 +78,7 @@ def run_simulation(
         attacks=attacks,
         plan=_plan_rows(config, plan),
     )
+    write_report(report, rows=rows, metric=metric, run=run)
     return SimulationOutcome(run_dir=run_dir, report=report, summary=summary, attacks=attacks)
 
 
@@ -109,17 +108,18 @@ def checked_data(
     config: SimulationConfig, data_dir: Path, *, resume: bool = False
 ) -> tuple[SimulationConfig, FederationData, StudyPlan]:
     """The run's data, loaded and checked, its study plan, and ``config`` with the plan applied
-    (``preprocessing.plan: auto``), all before anything is written (``data_dir`` receives the
-    built-in data when configured).
+    (``preprocessing.plan: auto``), all before anything is written (``check_study``;
+    ``data_dir`` receives the built-in data when configured).
 
     Raises:
         ConfigError: A precondition fails.
-        DataError: A site's data cannot be used, or sites disagree in channels or dimensionality.
+        MedfedError: The data have one problem (``DataProblems``: several, one line each), or
+            sites disagree in channels or dimensionality.
     """
     check_config(config)
     if not resume:
         check_new_run(config.output_dir)
-    data = prepare_data(config.data, data_dir, seed=config.seed)
+    data = check_study(config, data_dir).passed()
     plan = study_plan(config, data)
     planned = config.model_copy(update={"preprocessing": config.preprocessing.planned(plan)})
     planned.preprocessing.settings(planned.model)

@@ -14,7 +14,7 @@ from medfed.data import Case, SiteData
 from medfed.deployment.job import JobConfig
 from medfed.deployment.planning import FINGERPRINT, accept_fingerprint, planned_job, site_fingerprint
 from medfed.errors import ConfigError, DataError, UpdateRejected
-from medfed.transport.board import Offer, RoundBoard
+from medfed.transport.board import PostedTask, RoundBoard
 
 
 def _site(name: str, shape: tuple[int, ...], spacing: float, channels: int = 1) -> SiteData:
@@ -36,8 +36,8 @@ JOB = JobConfig.model_validate(
 def _answer(board: RoundBoard, replies: dict[str, bytes]) -> threading.Thread:
     def answer() -> None:
         for site, payload in replies.items():
-            offer = board.offer(site, timeout_s=5)
-            assert isinstance(offer, Offer) and offer.step == FINGERPRINT and offer.round == 0
+            offer = board.task_for(site, timeout_s=5)
+            assert isinstance(offer, PostedTask) and offer.step == FINGERPRINT and offer.round == 0
             try:
                 board.receive(site, offer.task_id, payload)
             except UpdateRejected:

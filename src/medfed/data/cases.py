@@ -19,6 +19,8 @@ class Case:
         label: Case-level class (e.g. 1 = lesion present), or ``None`` when unknown.
         source: The file or folder the case was read from (for error messages).
         spacing: Voxel spacing in mm along each spatial axis, or ``None`` when unknown.
+        orientation: Where the stored grid's axes pointed before the image was reoriented to
+            RAS (e.g. ``"LAS"``), or ``None`` when unknown (PNG, npz, DICOM without geometry).
     """
 
     case_id: str
@@ -27,6 +29,7 @@ class Case:
     label: int | None
     source: Path
     spacing: tuple[float, ...] | None = None
+    orientation: str | None = None
 
 
 @dataclass(frozen=True)
