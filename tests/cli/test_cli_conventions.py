@@ -85,9 +85,9 @@ def test_dry_run_prints_the_resolved_config_and_creates_nothing(tmp_path: Path, 
 @pytest.mark.integration
 def test_dry_run_reports_a_failed_precondition(tmp_path: Path) -> None:
     result = _medfed(
-        "simulate", "--dry-run", "--set", "task=classification", "-o", str(tmp_path / "run")
+        "simulate", "--dry-run", "--set", "preprocessing.divisible_by=4", "-o", str(tmp_path / "run")
     )
     output = " ".join(result.stdout.split())
     assert result.returncode == 2
-    assert "model 'unet' is a segmentation network but task is 'classification'" in output
+    assert "preprocessing.divisible_by 4 must be a multiple of 8" in output
     assert not (tmp_path / "run").exists()

@@ -7,11 +7,9 @@ from pathlib import Path
 
 from medfed.config.schema import DataConfig
 from medfed.data import SiteData, family_sites, generate_federation, load_site, split_cases
+from medfed.data.fingerprint import MAX_CLASSES
 from medfed.errors import ConfigError, DataError, DataProblems, MedfedError, raise_problems
 from medfed.types import Task
-
-MAX_CLASSES = 256
-"""The most classes ``FederationData.num_classes`` derives from the data."""
 
 
 @dataclass(frozen=True)
