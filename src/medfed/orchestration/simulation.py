@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 from torch.utils.data import Dataset
@@ -29,9 +31,13 @@ from medfed.orchestration.metrics_log import MetricRow, MetricsLog
 from medfed.orchestration.site import LocalSite, cpu_weights
 from medfed.privacy.plan import CkksSettings
 from medfed.privacy.setup import expected_sites, prepare_model, protect, site_protocol, site_trainer
+from medfed.strategies.base import Strategy
 from medfed.training import LocalTrainer, TrainSettings, adapt_norm_statistics, evaluate
 from medfed.training.trainer import Trainer
 from medfed.types import ServerState, SiteState, TrainResult, Weights
+
+if TYPE_CHECKING:
+    from medfed.orchestration.ray_grid import RayGrid
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ class ExperimentRunner:
         self.model_params = {"spatial_dims": dims, "in_channels": channels, **config.model.params}
         if "out_channels" not in self.model_params:
             self.model_params["out_channels"] = data.num_classes(config.task)
-        self.trainer = LocalTrainer(task=config.task, settings=TrainSettings(**config.training.model_dump()))
+        self.trainer = local_trainer(config)
         self.evaluation_sets = {
             name: build_dataset(site.cases, task=config.task, augment=False, seed=config.seed)
             for name, site in data.evaluation_sets.items()
@@ -94,58 +100,86 @@ class ExperimentRunner:
 
     def new_model(self) -> nn.Module:
         """The run's initial model (identical for every experiment; DP-compatible under DP-SGD)."""
-        model = build_model(self.config.model.name, self.model_params, seed=self.config.seed)
-        return prepare_model(self.privacy, model)
+        return new_model(self.config, self.model_params)
 
     def run(self, experiment: Experiment) -> ExperimentResult:
         """Runs ``experiment`` from its last checkpoint (or from scratch) to the last round."""
-        experiment, collect, open_protocol = self._protected(experiment)
+        experiment, collect, recipe = self._protected(experiment)
         directory = self.run_dir / "checkpoints" / experiment.name
         model = self.new_model()
         state, site_states = self._start(experiment, model, directory)
-        sites = {
-            name: self._site(name, data, model, experiment, site_states.get(name))
-            for name, data in experiment.sites.items()
-        }
         plan = RoundPlan(
             rounds=self.config.federation.rounds,
-            sites=sorted(sites),
+            sites=sorted(experiment.sites),
             fraction=self.config.federation.fraction,
-            min_sites=min(self.config.federation.min_sites, len(sites)),
+            min_sites=min(self.config.federation.min_sites, len(experiment.sites)),
             seed=self.config.seed,
         )
         if self.callbacks.on_experiment is not None:
             self.callbacks.on_experiment(experiment, state.round)
+        with self._grid(experiment, recipe, model, site_states) as grid:
 
-        def finish_round(new_state: ServerState, results: list[TrainResult]) -> None:
-            site_now = {name: site.state for name, site in sites.items()}
-            result = ExperimentResult(experiment, new_state, site_now)
-            rows = _training_rows(experiment.name, new_state.round, results)
-            if self.config.federation.evaluates_after(new_state.round):
-                rows += self._evaluation_rows(result, model)
-            rows += self._privacy_rows(experiment, new_state, sites)
-            self.metrics.record_round(experiment.name, new_state.round, rows)
-            self._checkpoint(directory, experiment, result)
-            if self.callbacks.on_round is not None:
-                self.callbacks.on_round(new_state.round)
+            def finish_round(new_state: ServerState, results: list[TrainResult]) -> None:
+                result = ExperimentResult(experiment, new_state, grid.site_states())
+                rows = _training_rows(experiment.name, new_state.round, results)
+                if self.config.federation.evaluates_after(new_state.round):
+                    rows += self._evaluation_rows(result, model)
+                rows += self._privacy_rows(experiment, new_state, grid)
+                self.metrics.record_round(experiment.name, new_state.round, rows)
+                self._checkpoint(directory, experiment, result)
+                if self.callbacks.on_round is not None:
+                    self.callbacks.on_round(new_state.round)
 
-        grid = InMemoryGrid(
-            sites,
-            open_protocol=open_protocol,
-            on_site_done=self.callbacks.on_site,
-            tamper=self._attack(experiment),
+            final = run_rounds(experiment.strategy, state, plan, grid, on_round=finish_round, collect=collect)
+            return ExperimentResult(experiment, final, grid.site_states())
+
+    def _grid(
+        self, experiment: Experiment, recipe: SiteRecipe, model: nn.Module, states: Mapping[str, SiteState]
+    ) -> AbstractContextManager[InMemoryGrid | RayGrid]:
+        """The experiment's sites, in this process or as Ray actors (``federation.engine``): the
+        one place the engine is chosen."""
+        tamper = self._attack(experiment)
+        if self.config.federation.engine == "ray":
+            from medfed.orchestration.ray_grid import RayGrid, RayPlacement
+
+            settings = self.config.ray
+            placement = RayPlacement(
+                address=settings.address,
+                cpus_per_site=settings.num_cpus_per_site,
+                gpus_per_site=settings.num_gpus_per_site,
+                max_actors=settings.max_actors,
+            )
+            grid = RayGrid(
+                recipe,
+                experiment.sites,
+                states,
+                placement=placement,
+                on_site_done=self.callbacks.on_site,
+                tamper=tamper,
+            )
+            return closing(grid)
+        sites = {
+            name: recipe.site(
+                name, data, model=model, trainer=self._trainer_for(experiment, data), state=states.get(name)
+            )
+            for name, data in experiment.sites.items()
+        }
+        return nullcontext(
+            InMemoryGrid(
+                sites,
+                open_protocol=recipe.open_protocol(),
+                on_site_done=self.callbacks.on_site,
+                tamper=tamper,
+            )
         )
-        final = run_rounds(experiment.strategy, state, plan, grid, on_round=finish_round, collect=collect)
-        return ExperimentResult(experiment, final, {name: site.state for name, site in sites.items()})
 
     def _checkpoint(self, directory: Path, experiment: Experiment, result: ExperimentResult) -> None:
         """Saves the round with each site's private state (sites without any are left out)."""
-        private = {name: experiment.strategy.private_state(state) for name, state in result.sites.items()}
         model = model_metadata(self.config.model.name, self.model_params, self.data.image_shape())
         metadata = {"experiment": experiment.name, **model}
         checkpoint = Checkpoint(
             result.state,
-            {name: state for name, state in private.items() if state.weights or state.extra},
+            {name: state for name, state in result.sites.items() if state.weights or state.extra},
             metadata,
         )
         save_round(directory, checkpoint, keep_last=self.config.federation.keep_last)
@@ -161,38 +195,6 @@ class ExperimentRunner:
         self.metrics.discard_after(experiment.name, checkpoint.server.round)
         return checkpoint.server, checkpoint.sites
 
-    def _site(
-        self,
-        name: str,
-        data: SiteData,
-        model: nn.Module,
-        experiment: Experiment,
-        state: SiteState | None,
-    ) -> LocalSite:
-        dataset: Dataset = build_dataset(
-            data.cases, task=self.config.task, augment=self.config.data.augment, seed=self.config.seed
-        )
-        attack = self.config.attack
-        if experiment.attacked and attack is not None and name in attack.sites:
-            from medfed.attacks.poisoning import (
-                DATA_ATTACKS,
-                PoisonedDataset,
-                num_output_classes,
-            )
-
-            if attack.kind in DATA_ATTACKS:
-                classes = num_output_classes(model, dataset[0])
-                dataset = PoisonedDataset(dataset, attack, num_classes=classes, seed=self.config.seed)
-        return LocalSite(
-            name,
-            dataset,
-            model=model,
-            trainer=self._trainer_for(experiment, data),
-            strategy=experiment.strategy,
-            seed=self.config.seed,
-            state=state,
-        )
-
     def _attack(self, experiment: Experiment) -> Tamper | None:
         """In an attacked experiment, what replaces malicious sites' updates before they are
         aggregated (securely or not); ``None`` otherwise or for data attacks."""
@@ -203,20 +205,22 @@ class ExperimentRunner:
 
         return UpdateAttack(attack, seed=self.config.seed) if attack.kind in UPDATE_ATTACKS else None
 
-    def _protected(self, experiment: Experiment) -> tuple[Experiment, Collect, OpenProtocol | None]:
+    def _protected(self, experiment: Experiment) -> tuple[Experiment, Collect, SiteRecipe]:
         """A federated ``experiment`` with its strategy wrapped as the ``privacy:`` section says,
-        how its rounds are gathered and how its sites open a protected round (``protect`` and
-        ``site_protocol``, as in a deployment). A secure or encrypted round hands the loop one
-        result, the aggregate, which counts towards ``min_sites`` as the number of sites in its
-        sum. CKKS gets a fresh key pair per experiment."""
+        how its rounds are gathered and how its sites are built, protected rounds included
+        (``protect`` and ``site_protocol``, as in a deployment). A secure or encrypted round hands
+        the loop one result, the aggregate, which counts towards ``min_sites`` as the number of
+        sites in its sum. CKKS gets a fresh key pair per experiment."""
+        recipe = SiteRecipe(self.config, self.model_params, experiment.strategy, attacked=experiment.attacked)
         if experiment.kind != "federated":
-            return experiment, train_in_clear, None
+            return experiment, train_in_clear, recipe
         privacy, federation = self.privacy, self.config.federation
         site_context, server_context = None, None
         if isinstance(privacy.secure_sum, CkksSettings):
-            from medfed.privacy.ckks import new_key_pair  # imports TenSEAL: only when used
+            from medfed.privacy.ckks import new_key_pair, serialize_context  # imports TenSEAL
 
-            site_context, server_context = new_key_pair()
+            sites_key, server_context = new_key_pair()
+            site_context = serialize_context(sites_key, include_secret_key=True)
         expected = expected_sites(
             len(experiment.sites), fraction=federation.fraction, min_sites=federation.min_sites
         )
@@ -227,8 +231,8 @@ class ExperimentRunner:
             seed=self.config.seed,
             ckks_context=server_context,
         )
-        open_protocol = site_protocol(privacy, site="simulated", ckks_context=site_context)
-        return replace(experiment, strategy=strategy), collect, open_protocol
+        recipe = replace(recipe, strategy=strategy, protected=True, ckks_context=site_context)
+        return replace(experiment, strategy=strategy), collect, recipe
 
     def _trainer_for(self, experiment: Experiment, data: SiteData) -> Trainer:
         """The site's trainer (``site_trainer``): DP-SGD with the site's own budget and ledger
@@ -249,12 +253,14 @@ class ExperimentRunner:
         )
 
     def _privacy_rows(
-        self, experiment: Experiment, state: ServerState, sites: Mapping[str, LocalSite]
+        self, experiment: Experiment, state: ServerState, grid: InMemoryGrid | RayGrid
     ) -> list[MetricRow]:
         if self.privacy.dp_sgd is None and self.privacy.client_dp is None:
             return []
         from medfed.privacy.dp.config import privacy_metrics
 
+        # DP-SGD (whose trainers report epsilon) runs in memory only: Ray sites report none
+        sites = grid.sites if isinstance(grid, InMemoryGrid) else {}
         trainers = {name: site.trainer for name, site in sites.items()}
         metrics = privacy_metrics(self.privacy, trainers, experiment.strategy, state)
         return [
@@ -312,6 +318,78 @@ class ExperimentRunner:
             batch_size=self.config.training.batch_size,
         )
         return {} if math.isnan(rate) else {BACKDOOR_METRIC: rate}
+
+
+@dataclass(frozen=True)
+class SiteRecipe:
+    """How an experiment's simulated sites are built; it pickles, so that Ray actors build
+    their sites from it (``medfed.orchestration.ray_grid.GridRecipe``).
+
+    Attributes:
+        config: The validated configuration.
+        model_params: The model's constructor arguments (input shape included).
+        strategy: The experiment's strategy, protected as configured (its site half runs here).
+        attacked: Whether the configured attack applies to this experiment.
+        protected: Whether the sites take part in secure aggregation or CKKS rounds.
+        ckks_context: The sites' serialized secret-key CKKS context (CKKS rounds only).
+    """
+
+    config: SimulationConfig
+    model_params: Mapping[str, Any]
+    strategy: Strategy
+    attacked: bool = False
+    protected: bool = False
+    ckks_context: bytes | None = None
+
+    def site(
+        self, name: str, data: SiteData, *, model: nn.Module, trainer: Trainer, state: SiteState | None
+    ) -> LocalSite:
+        """Site ``name`` training ``model`` on its ``data`` (poisoned under a data attack)."""
+        config = self.config
+        dataset: Dataset = build_dataset(
+            data.cases, task=config.task, augment=config.data.augment, seed=config.seed
+        )
+        attack = config.attack
+        if self.attacked and attack is not None and name in attack.sites:
+            from medfed.attacks.poisoning import DATA_ATTACKS, PoisonedDataset, num_output_classes
+
+            if attack.kind in DATA_ATTACKS:
+                classes = num_output_classes(model, dataset[0])
+                dataset = PoisonedDataset(dataset, attack, num_classes=classes, seed=config.seed)
+        return LocalSite(
+            name, dataset, model=model, trainer=trainer, strategy=self.strategy, seed=config.seed, state=state
+        )
+
+    def open_protocol(self) -> OpenProtocol | None:
+        """How a site opens its half of a protected round (``site_protocol``); ``None``: plain."""
+        if not self.protected:
+            return None
+        context = None
+        if self.ckks_context is not None:
+            from medfed.privacy.ckks import deserialize_context  # imports TenSEAL: only when used
+
+            context = deserialize_context(self.ckks_context)
+        return site_protocol(self.config.privacy.plan(), site="simulated", ckks_context=context)
+
+    def grid(self, sites: Mapping[str, SiteData], states: Mapping[str, SiteState]) -> InMemoryGrid:
+        """``sites`` in one ``InMemoryGrid`` sharing one model and trainer (a Ray actor's sites)."""
+        model, trainer = new_model(self.config, self.model_params), local_trainer(self.config)
+        built = {
+            name: self.site(name, data, model=model, trainer=trainer, state=states.get(name))
+            for name, data in sites.items()
+        }
+        return InMemoryGrid(built, open_protocol=self.open_protocol())
+
+
+def new_model(config: SimulationConfig, params: Mapping[str, Any]) -> nn.Module:
+    """The run's initial model (identical for every experiment; DP-compatible under DP-SGD)."""
+    model = build_model(config.model.name, dict(params), seed=config.seed)
+    return prepare_model(config.privacy.plan(), model)
+
+
+def local_trainer(config: SimulationConfig) -> LocalTrainer:
+    """The local trainer of a simulated site, without DP-SGD."""
+    return LocalTrainer(task=config.task, settings=TrainSettings(**config.training.model_dump()))
 
 
 def _training_rows(experiment: str, round: int, results: list[TrainResult]) -> list[MetricRow]:
