@@ -27,10 +27,10 @@ from typing import Any, Protocol
 
 import ray
 import torch
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 
 from medfed.data import SiteData
-from medfed.errors import ConfigError
+from medfed.errors import ConfigError, MedfedError
 from medfed.orchestration.grid import InMemoryGrid, Reply, Tamper, checked_answer
 from medfed.transport.payload import (
     decode_result,
@@ -281,10 +281,16 @@ def _fits(available: float, per_actor: float) -> int:
 
 
 def _answers(call: Any, names: list[str], what: str) -> dict[str, Any]:
-    """``ray.get(call)``; nothing when the actor of ``names`` died (its sites dropped out)."""
+    """``ray.get(call)``; nothing when the actor of ``names`` died (its sites dropped out). A
+    site's ``MedfedError`` is raised here as it was raised there (one clear line, as in memory);
+    any other error arrives with the actor's traceback."""
     try:
         answers: dict[str, Any] = ray.get(call)
     except RayActorError as lost:
         logger.warning("%s: sites %s lost their Ray actor: %s", what, names, lost)
         return {}
+    except RayTaskError as failed:
+        if isinstance(failed.cause, MedfedError):
+            raise failed.cause from None
+        raise
     return answers
