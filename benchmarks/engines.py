@@ -46,7 +46,6 @@ from medfed.config.schema import SimulationConfig
 from medfed.data import (
     DEFAULT_SITES,
     SiteData,
-    build_dataset,
     generate_federation,
     load_site,
 )
@@ -54,7 +53,7 @@ from medfed.data.cases import Case
 from medfed.orchestration.grid import Grid
 from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.ray_grid import RayGrid, RayPlacement
-from medfed.orchestration.simulation import SiteRecipe, new_model
+from medfed.orchestration.simulation import SiteRecipe, new_model, site_dataset
 from medfed.orchestration.site import cpu_weights
 from medfed.strategies.registry import STRATEGIES
 from medfed.types import TrainTask, Weights
@@ -69,7 +68,7 @@ def tiny_config() -> SimulationConfig:
     """One local step of batch 2 per site, no augmentation, one CPU per site on Ray."""
     return SimulationConfig(
         seed=SEED,
-        model={"name": "unet", "params": {}},
+        model={"name": "unet", "params": {"channels": [4, 8], "strides": [2]}},
         training={"local_epochs": 1, "batch_size": 2},
         data={"augment": False},
     )
@@ -195,14 +194,15 @@ def w1_rows(sites: Mapping[str, SiteData]) -> list[str]:
     """Wall times of the W1-like run: bare PyTorch, medfed in memory, medfed on Ray."""
     config = SimulationConfig(
         seed=SEED,
+        model={
+            "name": "unet",
+            "params": {"channels": list(UNET["channels"]), "strides": list(UNET["strides"])},
+        },
         data={"augment": False},
         training={"local_epochs": 1, "batch_size": BATCH, "lr": LR, "optimizer": "adam"},
     )
     recipe = SiteRecipe(config, UNET, STRATEGIES.create("fedavg"))
-    datasets = {
-        name: build_dataset(site.cases, task="segmentation", augment=False, seed=SEED)
-        for name, site in sites.items()
-    }
+    datasets = {name: site_dataset(config, UNET, site, training=True) for name, site in sites.items()}
     start = time.perf_counter()
     bare = run_bare(datasets, new_model(config, UNET), torch.device("cpu"), rounds=W1_ROUNDS)
     bare_s = time.perf_counter() - start

@@ -15,19 +15,15 @@ from torch.utils.data import Dataset
 
 from medfed.config.schema import SimulationConfig
 from medfed.data import SiteData, build_dataset
+from medfed.data.dataset import CaseDataset
 from medfed.models import build_model
-from medfed.orchestration.checkpoint import (
-    Checkpoint,
-    latest_checkpoint,
-    load_checkpoint,
-    model_metadata,
-    save_round,
-)
+from medfed.orchestration.checkpoint import model_metadata
+from medfed.orchestration.driver import RoundRecorder, RunRecords, privacy_rows
 from medfed.orchestration.experiments import Experiment
 from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.grid import Collect, InMemoryGrid, OpenProtocol, Tamper, train_in_clear
 from medfed.orchestration.loop import RoundPlan, run_rounds
-from medfed.orchestration.metrics_log import MetricRow, MetricsLog
+from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split
 from medfed.orchestration.site import LocalSite, cpu_weights
 from medfed.privacy.plan import CkksSettings
 from medfed.privacy.setup import expected_sites, prepare_model, protect, site_protocol, site_trainer
@@ -94,7 +90,7 @@ class ExperimentRunner:
             self.model_params["out_channels"] = data.num_classes(config.task)
         self.trainer = local_trainer(config)
         self.evaluation_sets = {
-            name: build_dataset(site.cases, task=config.task, augment=False, seed=config.seed)
+            name: site_dataset(config, self.model_params, site, training=False)
             for name, site in data.evaluation_sets.items()
         }
 
@@ -105,9 +101,18 @@ class ExperimentRunner:
     def run(self, experiment: Experiment) -> ExperimentResult:
         """Runs ``experiment`` from its last checkpoint (or from scratch) to the last round."""
         experiment, collect, recipe = self._protected(experiment)
-        directory = self.run_dir / "checkpoints" / experiment.name
+        model_entries = model_metadata(self.config.model.name, self.model_params, self.data.image_shape())
+        records = RunRecords(
+            experiment.name,
+            self.metrics,
+            self.run_dir / "checkpoints" / experiment.name,
+            metadata={"experiment": experiment.name, **model_entries},
+            keep_last=self.config.federation.keep_last,
+        )
         model = self.new_model()
-        state, site_states = self._start(experiment, model, directory)
+        resumed = records.resume()
+        state = experiment.strategy.init(cpu_weights(model)) if resumed is None else resumed.server
+        site_states = {} if resumed is None else resumed.sites
         plan = RoundPlan(
             rounds=self.config.federation.rounds,
             sites=sorted(experiment.sites),
@@ -118,20 +123,37 @@ class ExperimentRunner:
         if self.callbacks.on_experiment is not None:
             self.callbacks.on_experiment(experiment, state.round)
         with self._grid(experiment, recipe, model, site_states) as grid:
-
-            def finish_round(new_state: ServerState, results: list[TrainResult]) -> None:
-                result = ExperimentResult(experiment, new_state, grid.site_states())
-                rows = _training_rows(experiment.name, new_state.round, results)
-                if self.config.federation.evaluates_after(new_state.round):
-                    rows += self._evaluation_rows(result, model)
-                rows += self._privacy_rows(experiment, new_state, grid)
-                self.metrics.record_round(experiment.name, new_state.round, rows)
-                self._checkpoint(directory, experiment, result)
-                if self.callbacks.on_round is not None:
-                    self.callbacks.on_round(new_state.round)
-
-            final = run_rounds(experiment.strategy, state, plan, grid, on_round=finish_round, collect=collect)
+            recorder = self.recorder(records, experiment, grid, model)
+            final = run_rounds(experiment.strategy, state, plan, grid, on_round=recorder, collect=collect)
             return ExperimentResult(experiment, final, grid.site_states())
+
+    def recorder(
+        self, records: RunRecords, experiment: Experiment, grid: InMemoryGrid | RayGrid, model: nn.Module
+    ) -> RoundRecorder:
+        """Records each round with the sites' private states (sites without any left out); its
+        held-out rows scored here, in process."""
+
+        def evaluation_rows(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
+            if not self.config.federation.evaluates_after(state.round):
+                return []
+            return self._evaluation_rows(ExperimentResult(experiment, state, grid.site_states()), model)
+
+        def private_states() -> dict[str, SiteState]:
+            return {name: state for name, state in grid.site_states().items() if state.weights or state.extra}
+
+        def progress(state: ServerState, results: list[TrainResult], rows: list[MetricRow]) -> None:
+            if self.callbacks.on_round is not None:
+                self.callbacks.on_round(state.round)
+
+        def trainers() -> dict[str, Trainer]:
+            # DP-SGD (whose trainers report epsilon) runs in memory only: Ray sites report none
+            sites = grid.sites if isinstance(grid, InMemoryGrid) else {}
+            return {name: site.trainer for name, site in sites.items()}
+
+        privacy = privacy_rows(experiment.name, self.privacy, experiment.strategy, trainers)
+        return RoundRecorder(
+            records, sources=[evaluation_rows, privacy], sites=private_states, after=[progress]
+        )
 
     def _grid(
         self, experiment: Experiment, recipe: SiteRecipe, model: nn.Module, states: Mapping[str, SiteState]
@@ -172,28 +194,6 @@ class ExperimentRunner:
                 tamper=tamper,
             )
         )
-
-    def _checkpoint(self, directory: Path, experiment: Experiment, result: ExperimentResult) -> None:
-        """Saves the round with each site's private state (sites without any are left out)."""
-        model = model_metadata(self.config.model.name, self.model_params, self.data.image_shape())
-        metadata = {"experiment": experiment.name, **model}
-        checkpoint = Checkpoint(
-            result.state,
-            {name: state for name, state in result.sites.items() if state.weights or state.extra},
-            metadata,
-        )
-        save_round(directory, checkpoint, keep_last=self.config.federation.keep_last)
-
-    def _start(
-        self, experiment: Experiment, model: nn.Module, directory: Path
-    ) -> tuple[ServerState, Mapping[str, SiteState]]:
-        latest = latest_checkpoint(directory)
-        if latest is None:
-            self.metrics.discard_after(experiment.name, 0)
-            return experiment.strategy.init(cpu_weights(model)), {}
-        checkpoint = load_checkpoint(latest)
-        self.metrics.discard_after(experiment.name, checkpoint.server.round)
-        return checkpoint.server, checkpoint.sites
 
     def _attack(self, experiment: Experiment) -> Tamper | None:
         """In an attacked experiment, what replaces malicious sites' updates before they are
@@ -252,22 +252,6 @@ class ExperimentRunner:
             noise=simulated_noise(self.privacy),
         )
 
-    def _privacy_rows(
-        self, experiment: Experiment, state: ServerState, grid: InMemoryGrid | RayGrid
-    ) -> list[MetricRow]:
-        if self.privacy.dp_sgd is None and self.privacy.client_dp is None:
-            return []
-        from medfed.privacy.dp.config import privacy_metrics
-
-        # DP-SGD (whose trainers report epsilon) runs in memory only: Ray sites report none
-        sites = grid.sites if isinstance(grid, InMemoryGrid) else {}
-        trainers = {name: site.trainer for name, site in sites.items()}
-        metrics = privacy_metrics(self.privacy, trainers, experiment.strategy, state)
-        return [
-            MetricRow(experiment.name, state.round, site, "privacy", metric, value)
-            for site, metric, value in metrics
-        ]
-
     def _evaluation_rows(self, result: ExperimentResult, model: nn.Module) -> list[MetricRow]:
         """Each evaluation set scored with the model its site would use; the unseen site also
         after AdaBN (split ``unseen-adabn``) when ``data.unseen_site_adabn`` is set."""
@@ -275,14 +259,14 @@ class ExperimentRunner:
         for site, dataset in self.evaluation_sets.items():
             unseen = site == self.config.data.unseen_site
             model.load_state_dict(result.weights_for(site))
-            rows += self._scored(result, model, site, "unseen" if unseen else "test", backdoor=True)
+            rows += self._scored(result, model, site, Split.UNSEEN if unseen else Split.TEST, backdoor=True)
             if unseen and self.config.data.unseen_site_adabn:
                 adapt_norm_statistics(model, dataset, batch_size=self.config.training.batch_size)
-                rows += self._scored(result, model, site, "unseen-adabn")
+                rows += self._scored(result, model, site, Split.UNSEEN_ADABN)
         return rows
 
     def _scored(
-        self, result: ExperimentResult, model: nn.Module, site: str, split: str, *, backdoor: bool = False
+        self, result: ExperimentResult, model: nn.Module, site: str, split: Split, *, backdoor: bool = False
     ) -> list[MetricRow]:
         dataset = self.evaluation_sets[site]
         metrics = evaluate(
@@ -346,9 +330,7 @@ class SiteRecipe:
     ) -> LocalSite:
         """Site ``name`` training ``model`` on its ``data`` (poisoned under a data attack)."""
         config = self.config
-        dataset: Dataset = build_dataset(
-            data.cases, task=config.task, augment=config.data.augment, seed=config.seed
-        )
+        dataset: Dataset = site_dataset(config, self.model_params, data, training=True)
         attack = config.attack
         if self.attacked and attack is not None and name in attack.sites:
             from medfed.attacks.poisoning import DATA_ATTACKS, PoisonedDataset, num_output_classes
@@ -381,6 +363,22 @@ class SiteRecipe:
         return InMemoryGrid(built, open_protocol=self.open_protocol())
 
 
+def site_dataset(
+    config: SimulationConfig, model_params: Mapping[str, Any], site: SiteData, *, training: bool
+) -> CaseDataset:
+    """The site's cases, preprocessed; augmented when training and configured."""
+    return build_dataset(
+        site.cases,
+        task=config.task,
+        augment=training and config.data.augment,
+        seed=config.seed,
+        site=site.name,
+        preprocessing=config.preprocessing.settings(config.model),
+        training=training,
+        num_classes=int(model_params["out_channels"]) if config.task == "segmentation" else None,
+    )
+
+
 def new_model(config: SimulationConfig, params: Mapping[str, Any]) -> nn.Module:
     """The run's initial model (identical for every experiment; DP-compatible under DP-SGD)."""
     model = build_model(config.model.name, dict(params), seed=config.seed)
@@ -390,11 +388,3 @@ def new_model(config: SimulationConfig, params: Mapping[str, Any]) -> nn.Module:
 def local_trainer(config: SimulationConfig) -> LocalTrainer:
     """The local trainer of a simulated site, without DP-SGD."""
     return LocalTrainer(task=config.task, settings=TrainSettings(**config.training.model_dump()))
-
-
-def _training_rows(experiment: str, round: int, results: list[TrainResult]) -> list[MetricRow]:
-    return [
-        MetricRow(experiment, round, result.site, "train", metric, value)
-        for result in results
-        for metric, value in result.metrics.items()
-    ]
