@@ -212,3 +212,15 @@ def test_ray_refuses_dp_sgd_and_a_deployed_job_refuses_ray() -> None:
         parse_config({**TINY, "federation": {"engine": "ray"}, "privacy": {"dp_sgd": {}}})
     with pytest.raises(ValueError, match="is for 'medfed simulate'"):
         JobConfig.model_validate({"federation": {"engine": "ray"}})
+
+
+def test_the_ray_engine_without_ray_installed_is_one_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(tmp_path, "ray", "fedavg")
+    data = prepare_data(config.data, tmp_path / "data", seed=config.seed)
+    (experiment,) = plan_experiments(config, data)
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    monkeypatch.delitem(sys.modules, "medfed.orchestration.ray_grid")
+    with pytest.raises(ConfigError, match=r"needs Ray: pip install 'medfed\[ray\]'"):
+        ExperimentRunner(config, data, tmp_path).run(experiment)

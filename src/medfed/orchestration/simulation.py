@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from medfed.config.schema import SimulationConfig
 from medfed.data import SiteData, build_dataset
 from medfed.data.dataset import CaseDataset
+from medfed.errors import ConfigError
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import model_metadata
 from medfed.orchestration.driver import RoundRecorder, RunRecords, privacy_rows
@@ -162,7 +163,12 @@ class ExperimentRunner:
         one place the engine is chosen."""
         tamper = self._attack(experiment)
         if self.config.federation.engine == "ray":
-            from medfed.orchestration.ray_grid import RayGrid, RayPlacement
+            try:
+                from medfed.orchestration.ray_grid import RayGrid, RayPlacement
+            except ImportError as missing:
+                raise ConfigError(
+                    f"federation.engine 'ray' needs Ray: pip install 'medfed[ray]' ({missing})"
+                ) from None
 
             settings = self.config.ray
             placement = RayPlacement(
