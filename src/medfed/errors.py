@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,23 @@ class DataError(MedfedError):
         self.reason = reason
         where = ([f"site '{site}'"] if site else []) + ([f"file '{path}'"] if path is not None else [])
         super().__init__(f"{', '.join(where)}: {reason}")
+
+
+class DataProblems(MedfedError):
+    """Several problems with a study's data, one line each (see ``raise_problems``)."""
+
+    def __init__(self, problems: Sequence[MedfedError]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(str(problem) for problem in self.problems)
+        super().__init__(f"{len(self.problems)} problems with the data:\n{lines}")
+
+
+def raise_problems(problems: Sequence[MedfedError]) -> None:
+    """Raises the one problem itself, several as ``DataProblems``; nothing when there are none."""
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise DataProblems(problems)
 
 
 class UnknownNameError(MedfedError, KeyError):
