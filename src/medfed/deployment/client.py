@@ -21,6 +21,7 @@ from collections.abc import Callable
 import grpc
 
 from medfed.deployment.evaluation import EVALUATE, encode_metrics
+from medfed.deployment.planning import FINGERPRINT
 from medfed.deployment.provenance import SIGN as LEDGER_SIGN
 from medfed.deployment.provenance import SYNC as LEDGER_SYNC
 from medfed.deployment.provenance import SiteLedger, job_fingerprint
@@ -161,6 +162,9 @@ class _Worker:
         if step.step in (LEDGER_SIGN, LEDGER_SYNC):
             self.record(channel, step)
             return
+        if step.step == FINGERPRINT:  # before round 1, for the study plan
+            self.fingerprint(channel, step)
+            return
         if self.protected is None:
             channel.decline(
                 step.task_id, step.round, f"no protected round in progress for step '{step.step}'"
@@ -179,6 +183,19 @@ class _Worker:
         outcome = channel.answer(step.task_id, step.round, reply)
         if not outcome.accepted:
             logger.warning("round %d: reply to '%s' refused: %s", step.round, step.step, outcome.reason)
+
+    def fingerprint(self, channel: SiteChannel, step: FetchedStep) -> None:
+        try:
+            payload = self.builder.fingerprint(step.job_json)
+        except MedfedError as error:
+            logger.warning("not sending a fingerprint: %s", error)
+            channel.decline(step.task_id, step.round, str(error))
+            return
+        outcome = channel.answer(step.task_id, step.round, payload)
+        if outcome.accepted:
+            logger.info("sent this site's fingerprint for the study plan (%d bytes)", len(payload))
+        else:
+            logger.warning("fingerprint refused: %s", outcome.reason)
 
     def record(self, channel: SiteChannel, step: FetchedStep) -> None:
         """Signs this site's ledger entry, or checks and appends new entries to its copy."""
