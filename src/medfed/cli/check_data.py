@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from medfed.cli.lines import print_error
+
 if TYPE_CHECKING:
     from medfed.data.summary import SiteSummary
     from medfed.errors import MedfedError
@@ -54,7 +56,7 @@ def check_data(
     if summaries:
         console.print(site_table(summaries))
     for problem in problems:
-        console.print(Text.assemble(("error:", "red"), f" {problem}"), soft_wrap=True, highlight=False)
+        print_error(console, str(problem))
     if problems:
         console.print(f"{len(problems)} problem(s) found", highlight=False)
         raise typer.Exit(1)
