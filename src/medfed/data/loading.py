@@ -9,7 +9,9 @@ from medfed.data.formats import FORMATS, dicom, msd, png
 from medfed.errors import DataError, UnknownNameError
 
 
-def load_site(site: str, path: Path, format: str | None = None) -> SiteData:
+def load_site(
+    site: str, path: Path, format: str | None = None, *, allow_identified: bool = False
+) -> SiteData:
     """Loads one site's data.
 
     Args:
@@ -17,6 +19,8 @@ def load_site(site: str, path: Path, format: str | None = None) -> SiteData:
         path: The site's folder, or its ``.npz`` file.
         format: A name in ``FORMATS`` (``"msd"``, ``"dicom"``, ``"png"``, ``"npz"``), or
             ``None`` to detect it from the folder's content.
+        allow_identified: Accept DICOM files that still name their patient (see
+            ``medfed.data.formats.dicom.load``).
 
     Returns:
         The site's validated cases.
@@ -29,6 +33,8 @@ def load_site(site: str, path: Path, format: str | None = None) -> SiteData:
     if not path.exists():
         raise DataError(site, path, "site path does not exist")
     name = format if format is not None else detect_format(site, path)
+    if name == "dicom":
+        return dicom.load(site, path, allow_identified=allow_identified)
     try:
         loader = FORMATS.get(name)
     except UnknownNameError as exc:

@@ -18,6 +18,7 @@ from medfed.data import SiteData, build_dataset
 from medfed.data.consistency import ModelInputs, study_problems
 from medfed.deployment.evaluation import DEFAULT_HOLDOUT, HeldOutEvaluator, holdout_split
 from medfed.deployment.job import SiteJob, parse_site_job
+from medfed.deployment.planning import site_fingerprint
 from medfed.deployment.site_policy import SitePolicy, check_job, site_privacy
 from medfed.errors import ConfigError, PolicyRefusal, raise_problems
 from medfed.models import build_model, network_spec
@@ -98,10 +99,7 @@ class SiteBuilder:
             DataError: The site's data do not fit the job's model (``check_data_fits``).
         """
         if self._site is None or job_json != self._job_json:
-            job = parse_site_job(job_json)
-            weaknesses = check_job(self.options.policy, job.privacy)
-            if weaknesses:
-                raise PolicyRefusal(self.data.name, weaknesses)
+            job = self._allowed_job(job_json)
             check_data_fits(self.data, job)
             train, held_out = self._split(job)
             site = build_local_site(train, job, self.options, dataset=self.data)
@@ -142,6 +140,25 @@ class SiteBuilder:
         site = self.site_for(job_json)
         assert self._evaluator is not None  # built with the site
         return self._evaluator.evaluate(site.strategy.site_model(task.weights, site.state), task.round)
+
+    def fingerprint(self, job_json: str) -> bytes:
+        """This site's fingerprint over its training cases, for the study plan (JSON).
+
+        Raises:
+            PolicyRefusal: The job is weaker than the site's policy.
+            ConfigError: The job is invalid.
+        """
+        job = self._allowed_job(job_json)
+        train, _ = holdout_split(self.data, self.options.holdout, job.seed)
+        return site_fingerprint(train, job)
+
+    def _allowed_job(self, job_json: str) -> SiteJob:
+        """The job in ``job_json``, unless it is weaker than the site's policy (``PolicyRefusal``)."""
+        job = parse_site_job(job_json)
+        weaknesses = check_job(self.options.policy, job.privacy)
+        if weaknesses:
+            raise PolicyRefusal(self.data.name, weaknesses)
+        return job
 
     def _split(self, job: SiteJob) -> tuple[SiteData, SiteData]:
         train, held_out = holdout_split(self.data, self.options.holdout, job.seed)
