@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
 from medfed.cli.app import app
@@ -106,3 +108,18 @@ def test_simulate_prints_each_problem_as_an_error_line_and_creates_no_run(tmp_pa
         for name, path in zip("bc", missing, strict=True)
     ]
     assert not (tmp_path / "run").exists()
+
+
+def test_one_dicom_site_that_still_names_its_patient(tmp_path: Path) -> None:
+    for case in ("p1", "p2"):
+        (tmp_path / "site" / case).mkdir(parents=True)
+        shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "site" / case / "IM1")  # names Jane Doe
+    result = CliRunner().invoke(app, ["check-data", "--data", str(tmp_path / "site")])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert [line.split("'")[3] for line in errors] == [
+        str(tmp_path / "site" / case / "IM1") for case in ("p1", "p2")
+    ]
+    allowed = CliRunner().invoke(app, ["check-data", "--data", str(tmp_path / "site"), "--allow-identified"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "│ site " in allowed.output and "no problems found" in allowed.output
