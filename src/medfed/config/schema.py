@@ -268,6 +268,11 @@ class FederationConfig(StrictModel):
     keep_last: int | None = Field(
         3, ge=1, description="Round checkpoints kept per experiment (the newest); null keeps all."
     )
+    engine: Literal["in_memory", "ray"] = Field(
+        "in_memory",
+        description="Where simulated sites run: in this process, or as Ray actors (see 'ray'); "
+        "simulations only.",
+    )
 
     def evaluates_after(self, round: int) -> bool:
         """Whether held-out cases are evaluated after ``round``: every ``evaluate_every``
@@ -514,6 +519,22 @@ class PoisoningConfig(StrictModel):
         return sites
 
 
+class RayConfig(StrictModel):
+    """Where and with what resources simulated sites run when ``federation.engine`` is ``ray``."""
+
+    address: str | None = Field(
+        None, description="Ray cluster to join ('auto', 'ray://head:10001'); null starts a local Ray."
+    )
+    num_cpus_per_site: float = Field(1.0, gt=0, le=1024, description="CPUs each site trains with.")
+    num_gpus_per_site: float = Field(0.0, ge=0, le=64, description="GPUs each site trains with.")
+    max_actors: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Most site actors (each hosts several sites); null: as many as the cluster holds.",
+    )
+
+
 class SimulationConfig(StrictModel):
     """Everything ``medfed simulate`` needs; all defaults together are the built-in demo."""
 
@@ -531,6 +552,16 @@ class SimulationConfig(StrictModel):
     privacy: PrivacyConfig = PrivacyConfig()
     attack: PoisoningConfig | None = None
     preprocessing: PreprocessingConfig = PreprocessingConfig()
+    ray: RayConfig = RayConfig()
+
+    @model_validator(mode="after")
+    def _ray_without_dp_sgd(self) -> SimulationConfig:
+        if self.federation.engine == "ray" and self.privacy.dp_sgd is not None:
+            raise ValueError(
+                "federation.engine 'ray' does not run privacy.dp_sgd (each site's privacy ledger "
+                "lives in the run directory of the driver): use engine 'in_memory'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_experiments(self) -> SimulationConfig:
