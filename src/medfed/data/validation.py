@@ -100,7 +100,7 @@ def checked_case(
 
 
 def loaded_cases(items: Iterable[T], load: Callable[[T], Case]) -> list[Case]:
-    """Loads every case, so that one pass reports every bad case, not only the first.
+    """Loads (or checks) every case, so that one pass reports every bad case, not only the first.
 
     Args:
         items: What identifies each case (an index entry, a folder, a file).
@@ -143,7 +143,7 @@ def checked_site(site: str, path: Path, cases: Sequence[Case]) -> SiteData:
     """
     if not cases:
         raise DataError(site, path, "site has no cases; check the folder and its index files")
-    first, seen = cases[0], set()
+    first, seen = cases[0], set[str]()
 
     def check(case: Case) -> Case:
         if case.case_id in seen:
