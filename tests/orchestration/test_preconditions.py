@@ -12,7 +12,7 @@ from medfed.data.cases import Case
 from medfed.errors import ConfigError
 from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.preconditions import check_config, check_data
-from medfed.simulate import run_simulation
+from medfed.simulator import run_simulation
 
 
 @pytest.mark.parametrize(

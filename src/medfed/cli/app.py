@@ -104,8 +104,8 @@ def simulate(
     from medfed.cli.progress import simulation_progress
     from medfed.config.loading import load_config
     from medfed.orchestration.run_dir import resume_run
-    from medfed.simulate import dry_run as check_only
-    from medfed.simulate import run_simulation
+    from medfed.simulator import dry_run as check_only
+    from medfed.simulator import run_simulation
 
     if resume is not None and (config is not None or output is not None or overrides or dry_run):
         raise typer.BadParameter(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from monai.transforms import (
     RandAdjustContrastd,
     RandFlipd,
     RandGaussianNoised,
+    Randomizable,
     RandScaleIntensityd,
     RandShiftIntensityd,
 )
@@ -24,6 +26,10 @@ from medfed.errors import DataError
 
 Task = Literal["segmentation", "classification"]
 Sample = dict[str, torch.Tensor]
+
+Transform = Callable[[Sample], dict[str, Any]]
+"""A dictionary transform of a training sample ``{"image": (C, H, W[, D]), "label": ...}``, e.g. a
+MONAI ``Compose`` of ``*d`` transforms; a ``Randomizable`` one is reseeded for reproducibility."""
 
 
 class CaseDataset(Dataset[Sample]):
@@ -36,7 +42,7 @@ class CaseDataset(Dataset[Sample]):
     """
 
     def __init__(
-        self, images: list[torch.Tensor], targets: list[torch.Tensor], augment: Compose | None
+        self, images: list[torch.Tensor], targets: list[torch.Tensor], augment: Transform | None
     ) -> None:
         self.images, self.targets, self.augment = images, targets, augment
 
@@ -46,7 +52,7 @@ class CaseDataset(Dataset[Sample]):
     def reseed(self, seed: int) -> None:
         """Restarts the augmentation's random sequence from ``seed`` (no-op without one), so a
         round replayed after a resume sees the same augmented samples."""
-        if self.augment is not None:
+        if isinstance(self.augment, Randomizable):
             self.augment.set_random_state(seed=seed)
 
     def __getitem__(self, index: int) -> Sample:
@@ -71,6 +77,7 @@ def build_dataset(
     augment: bool,
     seed: int,
     site: str = "unnamed",
+    transform: Transform | None = None,
 ) -> CaseDataset:
     """Builds a dataset yielding ``{"image", "label"}`` dicts for training or evaluation.
 
@@ -86,6 +93,8 @@ def build_dataset(
         augment: Whether to augment on the fly (for training).
         seed: Seed of the augmentation's random state.
         site: The cases' site, named in error messages.
+        transform: With ``augment``, applied at each access in place of the built-in
+            augmentation (reseeded from ``seed`` when ``Randomizable``).
 
     Returns:
         The dataset.
@@ -98,8 +107,12 @@ def build_dataset(
         raise ValueError(f"task must be 'segmentation' or 'classification', got {task!r}")
     targets = [_target(site, case, task) for case in cases]
     images = [_normalised(case.image) for case in cases]
-    transform = _augmentation(task, seed) if augment else None
-    return CaseDataset(images, targets, transform)
+    augmentation = None
+    if augment:  # a copy per dataset: each keeps its own random state
+        augmentation = _augmentation(task) if transform is None else copy.deepcopy(transform)
+    if isinstance(augmentation, Randomizable):
+        augmentation.set_random_state(seed=seed)
+    return CaseDataset(images, targets, augmentation)
 
 
 def _target(site: str, case: Case, task: Task) -> torch.Tensor:
@@ -122,10 +135,10 @@ def _normalised(image: np.ndarray) -> torch.Tensor:
     return _plain(normalise(torch.from_numpy(np.array(image, dtype=np.float32))))
 
 
-def _augmentation(task: Task, seed: int) -> Compose:
+def _augmentation(task: Task) -> Compose:
     """Random flips (image and mask together) and intensity changes (image only)."""
     spatial_keys = ["image", "label"] if task == "segmentation" else ["image"]
-    transform = Compose(
+    return Compose(
         [
             RandFlipd(spatial_keys, prob=0.5, spatial_axis=0),
             RandFlipd(spatial_keys, prob=0.5, spatial_axis=1),
@@ -135,8 +148,6 @@ def _augmentation(task: Task, seed: int) -> Compose:
             RandGaussianNoised("image", std=0.05, prob=0.3),
         ]
     )
-    transform.set_random_state(seed=seed)
-    return transform
 
 
 def _plain(tensor: torch.Tensor | np.ndarray) -> torch.Tensor:

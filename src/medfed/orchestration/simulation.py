@@ -24,6 +24,7 @@ from medfed.orchestration.checkpoint import (
 from medfed.orchestration.experiments import Experiment
 from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.grid import Collect, InMemoryGrid, OpenProtocol, Tamper, train_in_clear
+from medfed.orchestration.hooks import CUSTOM_MODEL, ModelContext, SimulationHooks
 from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog
 from medfed.orchestration.site import LocalSite, cpu_weights
@@ -67,6 +68,7 @@ class ExperimentRunner:
         data: The prepared data of every site.
         run_dir: The run directory.
         callbacks: Progress hooks.
+        hooks: The researcher's own model, loss, augmentation or training step.
     """
 
     def __init__(
@@ -75,8 +77,10 @@ class ExperimentRunner:
         data: FederationData,
         run_dir: Path,
         callbacks: Callbacks | None = None,
+        hooks: SimulationHooks | None = None,
     ) -> None:
         self.config = config
+        self.hooks = hooks or SimulationHooks()
         self.data = data
         self.run_dir = run_dir
         self.callbacks = callbacks or Callbacks()
@@ -86,7 +90,12 @@ class ExperimentRunner:
         self.model_params = {"spatial_dims": dims, "in_channels": channels, **config.model.params}
         if "out_channels" not in self.model_params:
             self.model_params["out_channels"] = data.num_classes(config.task)
-        self.trainer = LocalTrainer(task=config.task, settings=TrainSettings(**config.training.model_dump()))
+        self.trainer = LocalTrainer(
+            task=config.task,
+            settings=TrainSettings(**config.training.model_dump()),
+            loss=self.hooks.loss_fn,
+            step=self.hooks.train_step,
+        )
         self.evaluation_sets = {
             name: build_dataset(site.cases, task=config.task, augment=False, seed=config.seed)
             for name, site in data.evaluation_sets.items()
@@ -94,7 +103,17 @@ class ExperimentRunner:
 
     def new_model(self) -> nn.Module:
         """The run's initial model (identical for every experiment; DP-compatible under DP-SGD)."""
-        model = build_model(self.config.model.name, self.model_params, seed=self.config.seed)
+        if self.hooks.model_fn is None:
+            model = build_model(self.config.model.name, self.model_params, seed=self.config.seed)
+        else:
+            context = ModelContext(
+                self.config.task,
+                self.model_params["spatial_dims"],
+                self.model_params["in_channels"],
+                self.model_params["out_channels"],
+                self.data.image_shape(),
+            )
+            model = self.hooks.build_model(context, seed=self.config.seed)
         return prepare_model(self.privacy, model)
 
     def run(self, experiment: Experiment) -> ExperimentResult:
@@ -141,7 +160,8 @@ class ExperimentRunner:
     def _checkpoint(self, directory: Path, experiment: Experiment, result: ExperimentResult) -> None:
         """Saves the round with each site's private state (sites without any are left out)."""
         private = {name: experiment.strategy.private_state(state) for name, state in result.sites.items()}
-        model = model_metadata(self.config.model.name, self.model_params, self.data.image_shape())
+        name = self.config.model.name if self.hooks.model_fn is None else CUSTOM_MODEL
+        model = model_metadata(name, self.model_params, self.data.image_shape())
         metadata = {"experiment": experiment.name, **model}
         checkpoint = Checkpoint(
             result.state,
@@ -170,7 +190,11 @@ class ExperimentRunner:
         state: SiteState | None,
     ) -> LocalSite:
         dataset: Dataset = build_dataset(
-            data.cases, task=self.config.task, augment=self.config.data.augment, seed=self.config.seed
+            data.cases,
+            task=self.config.task,
+            augment=self.config.data.augment or self.hooks.transform is not None,
+            seed=self.config.seed,
+            transform=self.hooks.transform,
         )
         attack = self.config.attack
         if experiment.attacked and attack is not None and name in attack.sites:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from medfed.config.schema import SimulationConfig
 from medfed.orchestration.experiments import plan_experiments
 from medfed.orchestration.federation_data import FederationData, prepare_data
+from medfed.orchestration.hooks import SimulationHooks
 from medfed.orchestration.metrics_log import MetricRow
 from medfed.orchestration.preconditions import check_config, check_data
 from medfed.orchestration.run_dir import check_new_run, config_yaml, start_run
@@ -36,25 +39,46 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SimulationOutcome:
-    """Where a finished simulation left its results."""
+    """Where a finished simulation left its results.
+
+    Attributes:
+        run_dir: The run directory.
+        report: The HTML report.
+        summary: The last round's primary metric per experiment.
+        attacks: Clean vs attacked vs defended, with an ``attack:`` section.
+        rows: Every metric recorded.
+        experiments: Each experiment's final state.
+        new_model: Builds the run's network (untrained), to load an experiment's weights into.
+    """
 
     run_dir: Path
     report: Path
     summary: list[SummaryRow]
     attacks: list[AttackRow]
+    rows: list[MetricRow]
+    experiments: list[ExperimentResult]
+    new_model: Callable[[], nn.Module]
 
 
 def run_simulation(
-    config: SimulationConfig, *, resume: bool = False, callbacks: Callbacks | None = None
+    config: SimulationConfig,
+    *,
+    resume: bool = False,
+    callbacks: Callbacks | None = None,
+    hooks: SimulationHooks | None = None,
 ) -> SimulationOutcome:
     """Runs (or, with ``resume``, continues) every experiment of ``config`` and writes the
-    summary and the HTML report into ``config.output_dir``."""
+    summary and the HTML report into ``config.output_dir``; ``hooks`` replace the model, loss,
+    augmentation or training step."""
     warning = privacy_warning(config.privacy.plan())
     if warning is not None:
         logger.warning("%s", warning)
-    data = checked_data(config, config.output_dir / "data", resume=resume)
+    hooks = hooks or SimulationHooks()
+    data = checked_data(
+        config, config.output_dir / "data", resume=resume, own_model=hooks.model_fn is not None
+    )
     run_dir = config.output_dir if resume else start_run(config)
-    runner = ExperimentRunner(config, data, run_dir, callbacks)
+    runner = ExperimentRunner(config, data, run_dir, callbacks, hooks)
     results = [runner.run(experiment) for experiment in plan_experiments(config, data)]
     kinds = {result.experiment.name: result.experiment.kind for result in results}
     metric = PRIMARY_METRIC[config.task]
@@ -76,7 +100,15 @@ def run_simulation(
         warning=warning,
         attacks=attacks,
     )
-    return SimulationOutcome(run_dir=run_dir, report=report, summary=summary, attacks=attacks)
+    return SimulationOutcome(
+        run_dir=run_dir,
+        report=report,
+        summary=summary,
+        attacks=attacks,
+        rows=rows,
+        experiments=results,
+        new_model=runner.new_model,
+    )
 
 
 def _attack_rows(
@@ -101,14 +133,19 @@ def _attack_rows(
     return attack_summary(rows, summary, roles, backdoor_metric=BACKDOOR_METRIC)
 
 
-def checked_data(config: SimulationConfig, data_dir: Path, *, resume: bool = False) -> FederationData:
+def checked_data(
+    config: SimulationConfig, data_dir: Path, *, resume: bool = False, own_model: bool = False
+) -> FederationData:
     """The run's data, loaded and checked, with the preconditions of ``config`` checked before
-    anything is written (``data_dir`` receives the built-in data when configured)."""
-    check_config(config)
+    anything is written (``data_dir`` receives the built-in data when configured); with
+    ``own_model`` (a ``model_fn``) the checks of the configured network are skipped."""
+    if not own_model:
+        check_config(config)
     if not resume:
         check_new_run(config.output_dir)
     data = prepare_data(config.data, data_dir, seed=config.seed)
-    check_data(config, data)
+    if not own_model:
+        check_data(config, data)
     return data
 
 
