@@ -12,13 +12,14 @@ import numpy as np
 from torch import nn
 
 from medfed.config.schema import SimulationConfig
-from medfed.orchestration.experiments import plan_experiments
+from medfed.orchestration.experiments import Experiment, plan_experiments
 from medfed.orchestration.federation_data import FederationData, prepare_data
 from medfed.orchestration.hooks import SimulationHooks
 from medfed.orchestration.metrics_log import MetricRow
 from medfed.orchestration.preconditions import check_config, check_data
+from medfed.orchestration.round_log import RoundLog
 from medfed.orchestration.run_dir import check_new_run, config_yaml, start_run
-from medfed.orchestration.simulation import Callbacks, ExperimentResult, ExperimentRunner
+from medfed.orchestration.simulation import Callbacks, ExperimentResult, ExperimentRunner, combine
 from medfed.privacy.setup import privacy_warning
 from medfed.report.html import write_report
 from medfed.report.plots import SampleImage
@@ -32,6 +33,7 @@ from medfed.report.summary import (
     write_summary,
 )
 from medfed.strategies.robust import RobustAggregation
+from medfed.tracking.trackers import check_trackers, flat_settings, open_trackers
 from medfed.training import predict
 
 logger = logging.getLogger(__name__)
@@ -78,10 +80,20 @@ def run_simulation(
         config, config.output_dir / "data", resume=resume, own_model=hooks.model_fn is not None
     )
     run_dir = config.output_dir if resume else start_run(config)
-    runner = ExperimentRunner(config, data, run_dir, callbacks, hooks)
-    results = [runner.run(experiment) for experiment in plan_experiments(config, data)]
-    kinds = {result.experiment.name: result.experiment.kind for result in results}
     metric = PRIMARY_METRIC[config.task]
+    trackers = open_trackers(config.tracking, run_dir, flat_settings(config.model_dump(mode="json")))
+    told = combine(
+        callbacks or Callbacks(),
+        RoundLog(metric, config.federation.rounds).callbacks(),
+        *[tracker.callbacks() for tracker in trackers],
+    )
+    runner = ExperimentRunner(config, data, run_dir, told, hooks)
+    try:
+        results = run_experiments(runner, plan_experiments(config, data), told)
+    finally:
+        for tracker in trackers:
+            tracker.close()
+    kinds = {result.experiment.name: result.experiment.kind for result in results}
     rows = runner.metrics.rows()
     summary = summarize(rows, kinds, task=config.task, unseen_site=config.data.unseen_site)
     write_summary(run_dir / "results.json", summary, metric=metric)
@@ -109,6 +121,20 @@ def run_simulation(
         experiments=results,
         new_model=runner.new_model,
     )
+
+
+def run_experiments(
+    runner: ExperimentRunner, experiments: list[Experiment], callbacks: Callbacks
+) -> list[ExperimentResult]:
+    """Runs ``experiments`` in order, telling ``callbacks`` of the plan and of each end."""
+    if callbacks.on_plan is not None:
+        callbacks.on_plan(experiments)
+    results = []
+    for experiment in experiments:
+        results.append(runner.run(experiment))
+        if callbacks.on_experiment_end is not None:
+            callbacks.on_experiment_end(experiment)
+    return results
 
 
 def _attack_rows(
@@ -141,6 +167,7 @@ def checked_data(
     ``own_model`` (a ``model_fn``) the checks of the configured network are skipped."""
     if not own_model:
         check_config(config)
+    check_trackers(config.tracking)
     if not resume:
         check_new_run(config.output_dir)
     data = prepare_data(config.data, data_dir, seed=config.seed)

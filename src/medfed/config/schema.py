@@ -398,6 +398,17 @@ class PoisoningConfig(StrictModel):
         return sites
 
 
+class TrackingConfig(StrictModel):
+    """Experiment trackers written next to the run (``tensorboard/``, ``mlflow/``); off by default."""
+
+    tensorboard: bool = Field(
+        False, description="TensorBoard event files (pip install 'medfed[tensorboard]')."
+    )
+    mlflow: bool = Field(
+        False, description="A local MLflow file store, no server (pip install 'medfed[mlflow]')."
+    )
+
+
 class SimulationConfig(StrictModel):
     """Everything ``medfed simulate`` needs; all defaults together are the built-in demo."""
 
@@ -414,6 +425,7 @@ class SimulationConfig(StrictModel):
     baselines: BaselinesConfig = BaselinesConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     attack: PoisoningConfig | None = None
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
     def _unique_experiments(self) -> SimulationConfig:

@@ -4,9 +4,10 @@ that a resumed run ends with the weights of an uninterrupted one."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 from torch.utils.data import Dataset
@@ -53,11 +54,40 @@ class ExperimentResult:
 
 @dataclass(frozen=True)
 class Callbacks:
-    """Progress hooks of a simulation (e.g. rich progress bars); all optional."""
+    """Progress hooks of a simulation (progress bars, log lines, trackers); all optional.
 
+    Attributes:
+        on_plan: Before the first experiment, with every experiment of the run in order.
+        on_experiment: An experiment starts, with the rounds it has already done (resumed).
+        on_round: A round is recorded, with its number.
+        on_site: A site finished its local training.
+        on_recorded: A round is recorded: the experiment's name, the round and its metric rows.
+        on_experiment_end: An experiment finished its last round.
+    """
+
+    on_plan: Callable[[Sequence[Experiment]], None] | None = None
     on_experiment: Callable[[Experiment, int], None] | None = None
     on_round: Callable[[int], None] | None = None
     on_site: Callable[[str], None] | None = None
+    on_recorded: Callable[[str, int, Sequence[MetricRow]], None] | None = None
+    on_experiment_end: Callable[[Experiment], None] | None = None
+
+
+def combine(*callbacks: Callbacks) -> Callbacks:
+    """Callbacks that call each of ``callbacks``' hooks in turn."""
+
+    def each(name: str) -> Callable[..., None] | None:
+        hooks = [getattr(one, name) for one in callbacks if getattr(one, name) is not None]
+        if not hooks:
+            return None
+
+        def call(*args: Any) -> None:
+            for hook in hooks:
+                hook(*args)
+
+        return call
+
+    return Callbacks(**{field.name: each(field.name) for field in fields(Callbacks)})
 
 
 class ExperimentRunner:
@@ -147,6 +177,8 @@ class ExperimentRunner:
             self._checkpoint(directory, experiment, result)
             if self.callbacks.on_round is not None:
                 self.callbacks.on_round(new_state.round)
+            if self.callbacks.on_recorded is not None:
+                self.callbacks.on_recorded(experiment.name, new_state.round, rows)
 
         grid = InMemoryGrid(
             sites,
