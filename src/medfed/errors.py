@@ -19,7 +19,8 @@ class DataError(MedfedError):
     """A site's data cannot be used.
 
     Args:
-        site: The site whose data is wrong.
+        site: The site whose data is wrong (``""`` for a file of no site, e.g. a scan given to
+            ``medfed predict``).
         path: The file or folder at fault (``None`` when the whole site is at fault).
         reason: What is wrong and, where possible, how to fix it.
     """
@@ -28,8 +29,8 @@ class DataError(MedfedError):
         self.site = site
         self.path = None if path is None else Path(path)
         self.reason = reason
-        where = f"site '{site}'" + (f", file '{path}'" if path is not None else "")
-        super().__init__(f"{where}: {reason}")
+        where = ([f"site '{site}'"] if site else []) + ([f"file '{path}'"] if path is not None else [])
+        super().__init__(f"{', '.join(where)}: {reason}")
 
 
 class UnknownNameError(MedfedError, KeyError):

@@ -16,12 +16,12 @@ from medfed.orchestration.experiments import Experiment, plan_experiments
 from medfed.orchestration.federation_data import FederationData, prepare_data
 from medfed.orchestration.hooks import SimulationHooks
 from medfed.orchestration.metrics_log import MetricRow
-from medfed.orchestration.preconditions import check_config, check_data
+from medfed.orchestration.preconditions import check_config
 from medfed.orchestration.round_log import RoundLog
 from medfed.orchestration.run_dir import check_new_run, config_yaml, start_run
 from medfed.orchestration.simulation import Callbacks, ExperimentResult, ExperimentRunner, combine
 from medfed.privacy.setup import privacy_warning
-from medfed.report.html import write_report
+from medfed.report.html import SimulationRun, write_report
 from medfed.report.plots import SampleImage
 from medfed.report.summary import (
     PRIMARY_METRIC,
@@ -100,18 +100,16 @@ def run_simulation(
     attacks = _attack_rows(config, results, rows, summary)
     samples = sample_predictions(runner, results[0], data) if config.task == "segmentation" else []
     report = run_dir / "report.html"
-    write_report(
-        report,
+    run = SimulationRun(
         title=f"medfed simulation: {run_dir.name}",
-        rows=rows,
         summary=summary,
-        metric=metric,
         unseen_site=config.data.unseen_site,
         samples=samples,
         config_yaml=config_yaml(config),
         warning=warning,
         attacks=attacks,
     )
+    write_report(report, rows=rows, metric=metric, run=run)
     return SimulationOutcome(
         run_dir=run_dir,
         report=report,
@@ -171,8 +169,6 @@ def checked_data(
     if not resume:
         check_new_run(config.output_dir)
     data = prepare_data(config.data, data_dir, seed=config.seed)
-    if not own_model:
-        check_data(config, data)
     return data
 
 
@@ -206,16 +202,18 @@ def sample_predictions(
         if case.mask is None:
             continue
         model.load_state_dict(result.weights_for(site))
-        item = runner.evaluation_sets[site][site_data.cases.index(case)]
-        probabilities = predict(model, item["image"][None])[0]
+        dataset = runner.evaluation_sets[site]
+        item = dataset[site_data.cases.index(case)]
+        probabilities = predict(model, item["image"][None], inferer=dataset.inferer)[0]
         prediction = probabilities.argmax(dim=0).numpy()
-        index = _largest_slice(case.mask[0])
+        mask = item["label"][0].numpy()  # on the preprocessed grid, like the image
+        index = _largest_slice(mask)
         samples.append(
             SampleImage(
                 site=site,
                 case_id=case.case_id,
                 image=_slice(item["image"][0].numpy(), index),
-                truth=_slice(case.mask[0], index),
+                truth=_slice(mask, index),
                 prediction=_slice(prediction, index),
                 model=result.experiment.name,
             )

@@ -29,8 +29,8 @@ from medfed.errors import DataError, UpdateRejected
 from medfed.models import build_model
 from medfed.orchestration.site import cpu_weights
 from medfed.training import evaluate
-from medfed.transport.board import Offer, RoundBoard
-from medfed.transport.client import Step
+from medfed.transport.board import PostedTask, RoundBoard
+from medfed.transport.client import FetchedStep
 from medfed.transport.errors import PayloadError
 from medfed.transport.payload import decode_task, encode_task
 from medfed.transport.protobuf import Kind, SubmitOutcome
@@ -111,7 +111,7 @@ def test_malformed_metrics_are_refused(payload: bytes, reason: str) -> None:
 def test_the_board_keeps_good_metrics_and_a_refused_reply_counts_as_the_sites_answer() -> None:
     board = RoundBoard()
     for site in ("a", "b", "c"):
-        assert board.offer(site, timeout_s=0) is None  # heard from: reachable
+        assert board.task_for(site, timeout_s=0) is None  # heard from: reachable
     evaluation = SiteEvaluation(
         board, sites=["a", "b", "c", "z"], task="segmentation", timeout_s=5, seen_within_s=60
     )
@@ -121,18 +121,18 @@ def test_the_board_keeps_good_metrics_and_a_refused_reply_counts_as_the_sites_an
 
     def answer() -> None:
         for site, payload in answers.items():
-            offer = board.offer(site, timeout_s=5)
-            assert isinstance(offer, Offer) and offer.step == EVALUATE and offer.round == 4
-            assert torch.equal(decode_task(offer.payload).weights["w"], weights["w"])
+            posted = board.task_for(site, timeout_s=5)
+            assert isinstance(posted, PostedTask) and posted.step == EVALUATE and posted.round == 4
+            assert torch.equal(decode_task(posted.payload).weights["w"], weights["w"])
             if site == "b":
                 with pytest.raises(UpdateRejected, match="outside"):
-                    board.receive(site, offer.task_id, payload)
-                assert board.offer(site, timeout_s=0) is None  # refused, and not asked again
+                    board.receive(site, posted.task_id, payload)
+                assert board.task_for(site, timeout_s=0) is None  # refused, and not asked again
             else:
-                board.receive(site, offer.task_id, payload)
-        offer = board.offer("c", timeout_s=5)
-        assert isinstance(offer, Offer)
-        board.decline("c", offer.task_id, "nothing held out")
+                board.receive(site, posted.task_id, payload)
+        posted = board.task_for("c", timeout_s=5)
+        assert isinstance(posted, PostedTask)
+        board.decline("c", posted.task_id, "nothing held out")
 
     thread = threading.Thread(target=answer)
     thread.start()
@@ -180,12 +180,12 @@ def test_held_out_cases_do_not_train_and_a_site_with_too_few_evaluates_nothing(t
 class _Channel:
     """Plays the server for ``run_client``: hands out ``steps``, then says the job is done."""
 
-    def __init__(self, steps: list[Step]) -> None:
+    def __init__(self, steps: list[FetchedStep]) -> None:
         self.steps = steps
         self.answers: dict[str, bytes] = {}
         self.declined: dict[str, str] = {}
 
-    def fetch(self) -> Step | Kind:
+    def fetch(self) -> FetchedStep | Kind:
         return self.steps.pop(0) if self.steps else Kind.DONE
 
     def answer(self, task_id: str, round: int, payload: bytes) -> SubmitOutcome:
@@ -214,9 +214,9 @@ def test_a_site_answers_an_evaluation_step_with_its_fedbn_model_and_training_is_
     }
     message = encode_task(TrainTask(round=1, weights=global_model))
     steps = [
-        Step("t1", 1, EVALUATE, message, job),
-        Step("t2", 1, EVALUATE, b"garbage", job),
-        Step("t3", 2, EVALUATE, message, job),  # the round of the step and of the model differ
+        FetchedStep("t1", 1, EVALUATE, message, job),
+        FetchedStep("t2", 1, EVALUATE, b"garbage", job),
+        FetchedStep("t3", 2, EVALUATE, message, job),  # the round of the step and of the model differ
     ]
     channel = _Channel(steps)
     state_before = {name: tensor.clone() for name, tensor in local.state.weights.items()}

@@ -36,6 +36,9 @@ medfed simulate --resume runs/demo""",
     "export": """medfed export runs/demo --format monai-bundle -o bundles/fedavg
 medfed export runs/demo --experiment fedprox --round 6 --format state_dict -o fedprox.safetensors
 medfed export runs/fedbn --site hospital_a --format torchscript -o hospital_a.ts""",
+    "predict": """medfed predict -m runs/demo -i patient.nii.gz -o predictions/
+medfed predict -m runs/demo -i dicom/series_dir -o predictions/     # NIfTI and DICOM SEG
+medfed predict -m runs/fedbn --site hospital_a -i scans/ -o predictions/""",
     "generate": "medfed generate data/ --image-size 64 --dims 2",
     "provision": "medfed provision project.yaml -o kits",
     "revoke": "medfed revoke hospital_b --kits kits",
@@ -154,6 +157,38 @@ def export(
     model = load_trained_model(run_dir, experiment=experiment, round=round, site=site)
     written = export_model(model, format, output)
     console.print(f"{model.description}: [bold]{written}[/bold]")
+
+
+@app.command(epilog=_epilog("predict"))
+def predict(
+    model: Annotated[
+        Path,
+        typer.Option("--model", "-m", help="A run directory of medfed simulate, or a server's --state-dir."),
+    ],
+    input: Annotated[
+        Path,
+        typer.Option(
+            "--input", "-i", help="A NIfTI or PNG file, a DICOM series folder, or a folder of them."
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write the predictions to.")],
+    experiment: Annotated[
+        str | None, typer.Option(help="Experiment (checkpoint folder); default: the first strategy.")
+    ] = None,
+    round: Annotated[int | None, typer.Option(min=1, help="Round; default: the last one kept.")] = None,
+    site: Annotated[
+        str | None, typer.Option(help="A site's personalised model (e.g. FedBN's own norm layers).")
+    ] = None,
+) -> None:
+    """Segment or classify new scans with a trained model: the run's preprocessing, sliding-window
+    inference, and each segmentation written in its scan's own geometry (NIfTI with the scan's
+    affine; DICOM SEG referencing the source series; PNG); classes and probabilities as CSV."""
+    from medfed.export.model import load_trained_model
+    from medfed.inference.run import predict_path
+
+    trained = load_trained_model(model, experiment=experiment, round=round, site=site)
+    for written in predict_path(trained, input, output):
+        console.print(Text(f"{written.scan}: {', '.join(str(file) for file in written.files)}"))
 
 
 @app.command(epilog=_epilog("generate"))

@@ -29,7 +29,7 @@ from medfed.privacy.setup import prepare_model, site_protocol, site_trainer
 from medfed.strategies.registry import STRATEGIES
 from medfed.training import LocalTrainer, TrainSettings
 from medfed.training.trainer import Trainer
-from medfed.transport.client import Assignment
+from medfed.transport.client import FetchedTask
 from medfed.transport.protobuf import decode_message
 from medfed.types import SiteState, TrainResult, TrainTask
 
@@ -172,7 +172,7 @@ class SiteBuilder:
         logger.info("resuming with the site state saved in '%s'", path)
         return state
 
-    def protected_round(self, assignment: Assignment, result: TrainResult) -> SiteProtocol | None:
+    def protected_round(self, fetched: FetchedTask, result: TrainResult) -> SiteProtocol | None:
         """The site's half of a secure or encrypted round (``None`` for a plain round), opened
         by the same ``site_protocol`` as a simulated site's.
 
@@ -180,7 +180,7 @@ class SiteBuilder:
             ConfigError: The job uses CKKS but this site has no CKKS context.
             PayloadError: The invitation that came with the task is malformed.
         """
-        privacy = parse_site_job(assignment.job_json).privacy.plan()
+        privacy = parse_site_job(fetched.job_json).privacy.plan()
         open_protocol = site_protocol(
             privacy,
             site=self.data.name,
@@ -189,8 +189,8 @@ class SiteBuilder:
         )
         if open_protocol is None:
             return None
-        invitation = decode_message(SecAggInvitation, assignment.protocol) if assignment.protocol else None
-        return open_protocol(assignment.task, invitation, result)
+        invitation = decode_message(SecAggInvitation, fetched.protocol) if fetched.protocol else None
+        return open_protocol(fetched.task, invitation, result)
 
 
 def build_local_site(
@@ -199,7 +199,16 @@ def build_local_site(
     """A ``LocalSite`` training ``job``'s model with ``job``'s strategy on ``data``; with DP-SGD
     (under the stricter of the site's and the job's budget, with the ledger of ``dataset``, all
     its cases: ``data`` by default) when the job asks for it."""
-    cases = build_dataset(data.cases, task=job.task, augment=job.augment, seed=job.seed, site=data.name)
+    preprocessing = job.preprocessing.settings(job.model)
+    cases = build_dataset(
+        data.cases,
+        task=job.task,
+        augment=job.augment,
+        seed=job.seed,
+        site=data.name,
+        preprocessing=preprocessing,
+        training=True,
+    )
     inner = LocalTrainer(task=job.task, settings=TrainSettings(**job.training.model_dump()))
     trainer: Trainer = (
         inner if job.privacy.dp_sgd is None else _dp_trainer(dataset or data, job, inner, options)

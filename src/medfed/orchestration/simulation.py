@@ -14,20 +14,16 @@ from torch.utils.data import Dataset
 
 from medfed.config.schema import SimulationConfig
 from medfed.data import SiteData, build_dataset
+from medfed.data.dataset import CaseDataset
 from medfed.models import build_model
-from medfed.orchestration.checkpoint import (
-    Checkpoint,
-    latest_checkpoint,
-    load_checkpoint,
-    model_metadata,
-    save_round,
-)
+from medfed.orchestration.checkpoint import model_metadata
+from medfed.orchestration.driver import RoundRecorder, RunRecords, privacy_rows
 from medfed.orchestration.experiments import Experiment
 from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.grid import Collect, InMemoryGrid, OpenProtocol, Tamper, train_in_clear
 from medfed.orchestration.hooks import CUSTOM_MODEL, ModelContext, SimulationHooks
 from medfed.orchestration.loop import RoundPlan, run_rounds
-from medfed.orchestration.metrics_log import MetricRow, MetricsLog
+from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split
 from medfed.orchestration.site import LocalSite, cpu_weights
 from medfed.privacy.plan import CkksSettings
 from medfed.privacy.setup import expected_sites, prepare_model, protect, site_protocol, site_trainer
@@ -126,9 +122,9 @@ class ExperimentRunner:
             loss=self.hooks.loss_fn,
             step=self.hooks.train_step,
         )
+        self.preprocessing = config.preprocessing.settings(config.model)
         self.evaluation_sets = {
-            name: build_dataset(site.cases, task=config.task, augment=False, seed=config.seed)
-            for name, site in data.evaluation_sets.items()
+            name: self._dataset(site, training=False) for name, site in data.evaluation_sets.items()
         }
 
     def new_model(self) -> nn.Module:
@@ -149,9 +145,19 @@ class ExperimentRunner:
     def run(self, experiment: Experiment) -> ExperimentResult:
         """Runs ``experiment`` from its last checkpoint (or from scratch) to the last round."""
         experiment, collect, open_protocol = self._protected(experiment)
-        directory = self.run_dir / "checkpoints" / experiment.name
+        network = self.config.model.name if self.hooks.model_fn is None else CUSTOM_MODEL
+        model_entries = model_metadata(network, self.model_params, self.data.image_shape())
+        records = RunRecords(
+            experiment.name,
+            self.metrics,
+            self.run_dir / "checkpoints" / experiment.name,
+            metadata={"experiment": experiment.name, **model_entries},
+            keep_last=self.config.federation.keep_last,
+        )
         model = self.new_model()
-        state, site_states = self._start(experiment, model, directory)
+        resumed = records.resume()
+        state = experiment.strategy.init(cpu_weights(model)) if resumed is None else resumed.server
+        site_states = {} if resumed is None else resumed.sites
         sites = {
             name: self._site(name, data, model, experiment, site_states.get(name))
             for name, data in experiment.sites.items()
@@ -166,52 +172,44 @@ class ExperimentRunner:
         if self.callbacks.on_experiment is not None:
             self.callbacks.on_experiment(experiment, state.round)
 
-        def finish_round(new_state: ServerState, results: list[TrainResult]) -> None:
-            site_now = {name: site.state for name, site in sites.items()}
-            result = ExperimentResult(experiment, new_state, site_now)
-            rows = _training_rows(experiment.name, new_state.round, results)
-            if self.config.federation.evaluates_after(new_state.round):
-                rows += self._evaluation_rows(result, model)
-            rows += self._privacy_rows(experiment, new_state, sites)
-            self.metrics.record_round(experiment.name, new_state.round, rows)
-            self._checkpoint(directory, experiment, result)
-            if self.callbacks.on_round is not None:
-                self.callbacks.on_round(new_state.round)
-            if self.callbacks.on_recorded is not None:
-                self.callbacks.on_recorded(experiment.name, new_state.round, rows)
-
         grid = InMemoryGrid(
             sites,
             open_protocol=open_protocol,
             on_site_done=self.callbacks.on_site,
             tamper=self._attack(experiment),
         )
-        final = run_rounds(experiment.strategy, state, plan, grid, on_round=finish_round, collect=collect)
-        return ExperimentResult(experiment, final, {name: site.state for name, site in sites.items()})
+        recorder = self.recorder(records, experiment, sites, model)
+        final = run_rounds(experiment.strategy, state, plan, grid, on_round=recorder, collect=collect)
+        return ExperimentResult(experiment, final, _site_states(sites))
 
-    def _checkpoint(self, directory: Path, experiment: Experiment, result: ExperimentResult) -> None:
-        """Saves the round with each site's private state (sites without any are left out)."""
-        private = {name: experiment.strategy.private_state(state) for name, state in result.sites.items()}
-        name = self.config.model.name if self.hooks.model_fn is None else CUSTOM_MODEL
-        model = model_metadata(name, self.model_params, self.data.image_shape())
-        metadata = {"experiment": experiment.name, **model}
-        checkpoint = Checkpoint(
-            result.state,
-            {name: state for name, state in private.items() if state.weights or state.extra},
-            metadata,
+    def recorder(
+        self, records: RunRecords, experiment: Experiment, sites: Mapping[str, LocalSite], model: nn.Module
+    ) -> RoundRecorder:
+        """Records each round with the sites' private states (sites without any left out); its
+        held-out rows scored here, in process."""
+
+        def evaluation_rows(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
+            if not self.config.federation.evaluates_after(state.round):
+                return []
+            return self._evaluation_rows(ExperimentResult(experiment, state, _site_states(sites)), model)
+
+        def private_states() -> dict[str, SiteState]:
+            private = {name: experiment.strategy.private_state(site.state) for name, site in sites.items()}
+            return {name: state for name, state in private.items() if state.weights or state.extra}
+
+        def progress(state: ServerState, results: list[TrainResult], rows: list[MetricRow]) -> None:
+            if self.callbacks.on_round is not None:
+                self.callbacks.on_round(state.round)
+            if self.callbacks.on_recorded is not None:
+                self.callbacks.on_recorded(experiment.name, state.round, rows)
+
+        def trainers() -> dict[str, Trainer]:
+            return {name: site.trainer for name, site in sites.items()}
+
+        privacy = privacy_rows(experiment.name, self.privacy, experiment.strategy, trainers)
+        return RoundRecorder(
+            records, sources=[evaluation_rows, privacy], sites=private_states, after=[progress]
         )
-        save_round(directory, checkpoint, keep_last=self.config.federation.keep_last)
-
-    def _start(
-        self, experiment: Experiment, model: nn.Module, directory: Path
-    ) -> tuple[ServerState, Mapping[str, SiteState]]:
-        latest = latest_checkpoint(directory)
-        if latest is None:
-            self.metrics.discard_after(experiment.name, 0)
-            return experiment.strategy.init(cpu_weights(model)), {}
-        checkpoint = load_checkpoint(latest)
-        self.metrics.discard_after(experiment.name, checkpoint.server.round)
-        return checkpoint.server, checkpoint.sites
 
     def _site(
         self,
@@ -221,13 +219,7 @@ class ExperimentRunner:
         experiment: Experiment,
         state: SiteState | None,
     ) -> LocalSite:
-        dataset: Dataset = build_dataset(
-            data.cases,
-            task=self.config.task,
-            augment=self.config.data.augment or self.hooks.transform is not None,
-            seed=self.config.seed,
-            transform=self.hooks.transform,
-        )
+        dataset: Dataset = self._dataset(data, training=True)
         attack = self.config.attack
         if experiment.attacked and attack is not None and name in attack.sites:
             from medfed.attacks.poisoning import (
@@ -247,6 +239,22 @@ class ExperimentRunner:
             strategy=experiment.strategy,
             seed=self.config.seed,
             state=state,
+        )
+
+    def _dataset(self, site: SiteData, *, training: bool) -> CaseDataset:
+        """The site's cases, preprocessed; augmented when training and configured."""
+        return build_dataset(
+            site.cases,
+            task=self.config.task,
+            augment=training and (self.config.data.augment or self.hooks.transform is not None),
+            seed=self.config.seed,
+            site=site.name,
+            preprocessing=self.preprocessing,
+            training=training,
+            num_classes=int(self.model_params["out_channels"])
+            if self.config.task == "segmentation"
+            else None,
+            transform=self.hooks.transform,
         )
 
     def _attack(self, experiment: Experiment) -> Tamper | None:
@@ -304,20 +312,6 @@ class ExperimentRunner:
             noise=simulated_noise(self.privacy),
         )
 
-    def _privacy_rows(
-        self, experiment: Experiment, state: ServerState, sites: Mapping[str, LocalSite]
-    ) -> list[MetricRow]:
-        if self.privacy.dp_sgd is None and self.privacy.client_dp is None:
-            return []
-        from medfed.privacy.dp.config import privacy_metrics
-
-        trainers = {name: site.trainer for name, site in sites.items()}
-        metrics = privacy_metrics(self.privacy, trainers, experiment.strategy, state)
-        return [
-            MetricRow(experiment.name, state.round, site, "privacy", metric, value)
-            for site, metric, value in metrics
-        ]
-
     def _evaluation_rows(self, result: ExperimentResult, model: nn.Module) -> list[MetricRow]:
         """Each evaluation set scored with the model its site would use; the unseen site also
         after AdaBN (split ``unseen-adabn``) when ``data.unseen_site_adabn`` is set."""
@@ -325,14 +319,14 @@ class ExperimentRunner:
         for site, dataset in self.evaluation_sets.items():
             unseen = site == self.config.data.unseen_site
             model.load_state_dict(result.weights_for(site))
-            rows += self._scored(result, model, site, "unseen" if unseen else "test", backdoor=True)
+            rows += self._scored(result, model, site, Split.UNSEEN if unseen else Split.TEST, backdoor=True)
             if unseen and self.config.data.unseen_site_adabn:
                 adapt_norm_statistics(model, dataset, batch_size=self.config.training.batch_size)
-                rows += self._scored(result, model, site, "unseen-adabn")
+                rows += self._scored(result, model, site, Split.UNSEEN_ADABN)
         return rows
 
     def _scored(
-        self, result: ExperimentResult, model: nn.Module, site: str, split: str, *, backdoor: bool = False
+        self, result: ExperimentResult, model: nn.Module, site: str, split: Split, *, backdoor: bool = False
     ) -> list[MetricRow]:
         dataset = self.evaluation_sets[site]
         metrics = evaluate(
@@ -370,9 +364,5 @@ class ExperimentRunner:
         return {} if math.isnan(rate) else {BACKDOOR_METRIC: rate}
 
 
-def _training_rows(experiment: str, round: int, results: list[TrainResult]) -> list[MetricRow]:
-    return [
-        MetricRow(experiment, round, result.site, "train", metric, value)
-        for result in results
-        for metric, value in result.metrics.items()
-    ]
+def _site_states(sites: Mapping[str, LocalSite]) -> dict[str, SiteState]:
+    return {name: site.state for name, site in sites.items()}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ from pydicom.uid import (
 from medfed.data.cases import Case, SiteData
 from medfed.data.formats.common import lookup_label, read_labels_csv
 from medfed.data.formats.dicom_masks import nifti_mask, rtstruct_mask, seg_mask
-from medfed.data.formats.geometry import LPS_TO_RAS, Volume, oriented
+from medfed.data.formats.geometry import LPS_TO_RAS, Volume, oriented, voxel_spacing
 from medfed.data.validation import checked_case, checked_site
 from medfed.errors import DataError
 
@@ -89,22 +90,54 @@ def load(site: str, path: Path) -> SiteData:
     return checked_site(site, path, cases)
 
 
+@dataclass(frozen=True)
+class Series:
+    """One DICOM image series, read and checked.
+
+    Attributes:
+        slices: The image files and their datasets, in slice order.
+        volume: ``(rows, columns, slices)`` in modality units, with its RAS affine (identity
+            without geometry).
+        has_geometry: Whether every slice has ImagePositionPatient and ImageOrientationPatient.
+    """
+
+    slices: tuple[tuple[Path, FileDataset], ...]
+    volume: Volume
+    has_geometry: bool
+
+
+def read_series(site: str, folder: Path) -> Series:
+    """Reads the one image series of ``folder`` (its masks are ignored).
+
+    Raises:
+        DataError: As ``load`` does for a case folder's series.
+    """
+    return _series(site, folder, _read_folder(site, folder)[0])
+
+
+def _series(site: str, folder: Path, images: list[_Slice]) -> Series:
+    slices = _sorted_slices(site, _one_series(site, folder, images))
+    volume, has_geometry = _volume(site, slices)
+    return Series(tuple(slices), volume, has_geometry)
+
+
 def _load_case(site: str, folder: Path, label: int | None) -> Case:
     """Reads one case folder: its series and optional mask (NIfTI, SEG or RTSTRUCT)."""
     images, masks = _read_folder(site, folder)
-    slices = _sorted_slices(site, _one_series(site, folder, images))
-    volume, has_geometry = _volume(site, slices)
+    series = _series(site, folder, images)
+    slices, volume, has_geometry = list(series.slices), series.volume, series.has_geometry
     image, affine = oriented(volume)
+    spacing = voxel_spacing(image, affine) if has_geometry else None
     if (folder / MASK_FILE).is_file():
         masks.insert(0, (folder / MASK_FILE, None))
     if len(masks) > 1:
         names = ", ".join(path.name for path, _ in masks)
         raise DataError(site, folder, f"case has {len(masks)} masks ({names}); keep one")
     if not masks:
-        return checked_case(site, folder.name, image, None, label, folder)
+        return checked_case(site, folder.name, image, None, label, folder, spacing=spacing)
     mask_path, ds = masks[0]
     mask = _read_mask(site, mask_path, ds, slices, volume, affine if has_geometry else None)
-    return checked_case(site, folder.name, image, mask, label, folder, mask_path)
+    return checked_case(site, folder.name, image, mask, label, folder, mask_path, spacing)
 
 
 def _read_mask(

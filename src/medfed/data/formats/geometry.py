@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
+from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
 from medfed.errors import DataError
 
@@ -75,6 +75,26 @@ def oriented(volume: Volume) -> tuple[np.ndarray, np.ndarray]:
     reoriented, slice_axis = canonical(volume)
     array = channel_first(reoriented, slice_axis, volume.array.shape[2] == 1)
     return array, reoriented.affine
+
+
+def stored_order(array: np.ndarray, stored: Volume) -> np.ndarray:
+    """The inverse of ``oriented`` for one map on its grid: ``array`` ``(X, Y[, Z])`` in the
+    canonical order of ``stored`` back in ``stored``'s own axis order ``(X, Y, Z)`` (a 2D map
+    regains its slice axis), so that it lies voxel for voxel on the stored scan.
+    """
+    ornt = io_orientation(stored.affine)
+    if array.ndim == 2:
+        array = np.expand_dims(array, int(ornt[2, 0]))
+    return apply_orientation(array, ornt_transform(axcodes2ornt(("R", "A", "S")), ornt))
+
+
+def voxel_spacing(array: np.ndarray, affine: np.ndarray) -> tuple[float, ...] | None:
+    """Voxel spacing in mm along each spatial axis of a canonical ``(C, X, Y, Z)`` array (the
+    lengths of the affine's columns); ``None`` for a 2D slice, whose kept axes the affine
+    does not name."""
+    if array.ndim != 4:
+        return None
+    return tuple(float(norm) for norm in np.linalg.norm(affine[:3, :3], axis=0))
 
 
 def check_same_grid(

@@ -8,7 +8,7 @@ from pathlib import Path
 from medfed.data.cases import SiteData
 from medfed.errors import ConfigError
 from medfed.privacy.dp.accounting import Accountant, Budget
-from medfed.privacy.dp.client import ClientDP
+from medfed.privacy.dp.client_level import ClientDP
 from medfed.privacy.dp.ledger import ledger_file
 from medfed.privacy.dp.noise import NoiseMode
 from medfed.privacy.dp.trainer import AdaptiveClipping, DPTrainer, SitePrivacy
