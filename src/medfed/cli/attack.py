@@ -97,21 +97,15 @@ def gradient_inversion(
 
 def _run(config: AttackConfig, *, threads: int) -> AttackOutcome:
     """Runs the attack on ``threads`` torch threads, with a status line naming the scenario."""
-    import torch
-
     from medfed.attacks import Scenario, run_attack
+    from medfed.device import torch_threads
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with console.status("preparing the sites' updates") as status:
+    with torch_threads(threads), console.status("preparing the sites' updates") as status:
 
-            def show(scenario: Scenario) -> None:
-                status.update(f"attacking: {scenario.name} ({scenario.description})")
+        def show(scenario: Scenario) -> None:
+            status.update(f"attacking: {scenario.name} ({scenario.description})")
 
-            return run_attack(config, on_scenario=show)
-    finally:
-        torch.set_num_threads(previous)
+        return run_attack(config, on_scenario=show)
 
 
 def results_table(outcome: AttackOutcome) -> Table:

@@ -68,6 +68,12 @@ def server(
     insecure: Annotated[bool, typer.Option(help="Plain text, no certificates: testing only.")] = False,
     sites: Annotated[str | None, typer.Option(help="Comma-separated sites (--insecure without kit).")] = None,
     gzip: Annotated[bool, typer.Option(help="gzip-compress messages.")] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a job setting: KEY=VALUE, a dotted path into the YAML (repeatable)."
+        ),
+    ] = None,
 ) -> None:
     """Run a federated job: rounds over gRPC with mutual TLS, resuming after its last
     checkpointed round when restarted with the same command."""
@@ -76,7 +82,7 @@ def server(
     from medfed.provision import CertificateGate, load_server_kit
 
     _verbose()
-    settings_job = load_job(job)
+    settings_job = load_job(job, overrides or [])
     server_kit = load_server_kit(kit) if kit is not None else None
     if server_kit is None and not insecure:
         raise typer.BadParameter("give --kit (mutual TLS), or --insecure for a plain-text test run")
