@@ -112,3 +112,30 @@ def test_simulate_into_a_file_logs_every_round_and_names_its_metric(tmp_path: Pa
 def test_simulate_refuses_zero_threads() -> None:
     result = CliRunner().invoke(app, ["simulate", "--threads", "0"])
     assert result.exit_code == 2 and "Invalid value for '--threads'" in result.output
+
+
+def test_server_dry_run_prints_the_job_with_its_overrides_and_starts_nothing(tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text("name: j\nfederation: {rounds: 2}\n")
+    state = tmp_path / "state"
+    args = [
+        "server",
+        "--job",
+        str(job),
+        "--state-dir",
+        str(state),
+        "--set",
+        "federation.rounds=7",
+        "--dry-run",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    resolved = yaml.safe_load(result.output)
+    assert resolved["name"] == "j" and resolved["federation"]["rounds"] == 7
+    assert not state.exists()
+
+
+@pytest.mark.parametrize("command", [["simulate"], ["attack", "gradient-inversion"]])
+def test_the_old_output_dir_spelling_works_but_is_hidden(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "-h"])
+    assert "--output" in result.output and "--output-dir" not in result.output

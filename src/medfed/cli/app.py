@@ -44,7 +44,8 @@ medfed predict -m runs/fedbn --site hospital_a -i scans/ -o predictions/""",
     "provision": "medfed provision project.yaml -o kits",
     "revoke": "medfed revoke hospital_b --kits kits",
     "server": """medfed server --kit kits/server --job job.yaml --state-dir state
-medfed server --kit kits/server --job job.yaml --state-dir state --set federation.rounds=30""",
+medfed server --kit kits/server --job job.yaml --state-dir state --set federation.rounds=30
+medfed server --job job.yaml --state-dir state --set strategy.name=fedprox --dry-run""",
     "client": "medfed client --kit kits/hospital_a --data data/hospital_a --epsilon 8",
     "status": "medfed status --state-dir state",
     "report": "medfed report --state-dir state",
@@ -91,10 +92,9 @@ def simulate(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option(
-            "--output", "-o", "--output-dir", help="Run directory (overrides the config's output_dir)."
-        ),
+        typer.Option("--output", "-o", help="Run directory (overrides the config's output_dir)."),
     ] = None,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", hidden=True)] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option(
@@ -122,6 +122,7 @@ def simulate(
     from medfed.simulator import dry_run as check_only
     from medfed.simulator import run_simulation
 
+    output = output or output_dir  # --output-dir: the old spelling, kept hidden
     if resume is not None and (config is not None or output is not None or overrides or dry_run):
         raise typer.BadParameter(
             "--resume takes the run's own config; drop --config/--output/--set/--dry-run"
