@@ -83,6 +83,9 @@ def test_simulate_returns_metrics_and_models_and_a_rerun_needs_overwrite(tmp_pat
 
     with pytest.raises(CheckpointError, match="already holds a run"):
         medfed.simulate(settings)
+    with pytest.raises(ConfigError, match="is a segmentation network"):  # checked before deleting
+        medfed.simulate(settings, overwrite=True, overrides=["task=classification"])
+    assert (tmp_path / "run" / "checkpoints" / "fedbn").is_dir()
     (tmp_path / "run" / "notes.txt").write_text("mine")
     again = medfed.simulate(settings, overwrite=True, overrides=["strategies=[{name: fedavg}]"])
     assert set(again.metrics["experiment"]) == {"fedavg"}

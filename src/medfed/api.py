@@ -19,7 +19,6 @@ from medfed.data.dataset import Transform
 from medfed.errors import ConfigError
 from medfed.orchestration.hooks import ModelFn, SimulationHooks
 from medfed.orchestration.metrics_log import MetricRow
-from medfed.orchestration.run_dir import clear_run
 from medfed.orchestration.simulation import Callbacks, ExperimentResult
 from medfed.report.summary import PRIMARY_METRIC
 from medfed.simulator import SimulationOutcome, run_simulation
@@ -96,16 +95,15 @@ def simulate(
         The metrics, summary and models of the run.
 
     Raises:
-        ConfigError: A setting is invalid, or ``output_dir`` holds a run and not ``overwrite``.
+        ConfigError: A setting or precondition is invalid (the previous run is then kept).
+        CheckpointError: The output directory holds a run and ``overwrite`` is false.
         DataError: A site's data cannot be used.
     """
     settings = resolve_config(config, overrides)
     if output_dir is not None:
         settings = settings.model_copy(update={"output_dir": Path(output_dir)})
-    if overwrite:
-        clear_run(settings.output_dir)
     hooks = SimulationHooks(model_fn=model_fn, loss_fn=loss_fn, transform=transform, train_step=train_step)
-    outcome = run_simulation(settings, callbacks=callbacks, hooks=hooks)
+    outcome = run_simulation(settings, overwrite=overwrite, callbacks=callbacks, hooks=hooks)
     return _results(settings, outcome)
 
 

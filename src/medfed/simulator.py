@@ -18,7 +18,7 @@ from medfed.orchestration.hooks import SimulationHooks
 from medfed.orchestration.metrics_log import MetricRow
 from medfed.orchestration.preconditions import check_config
 from medfed.orchestration.round_log import RoundLog
-from medfed.orchestration.run_dir import check_new_run, config_yaml, start_run
+from medfed.orchestration.run_dir import check_new_run, clear_run, config_yaml, start_run
 from medfed.orchestration.simulation import Callbacks, ExperimentResult, ExperimentRunner, combine
 from medfed.privacy.setup import privacy_warning
 from medfed.report.html import SimulationRun, write_report
@@ -66,18 +66,24 @@ def run_simulation(
     config: SimulationConfig,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     callbacks: Callbacks | None = None,
     hooks: SimulationHooks | None = None,
 ) -> SimulationOutcome:
     """Runs (or, with ``resume``, continues) every experiment of ``config`` and writes the
-    summary and the HTML report into ``config.output_dir``; ``hooks`` replace the model, loss,
-    augmentation or training step."""
+    summary and the HTML report into ``config.output_dir`` (replacing a run there, once the
+    preconditions hold, with ``overwrite``); ``hooks`` replace the model, loss, augmentation or
+    training step."""
     warning = privacy_warning(config.privacy.plan())
     if warning is not None:
         logger.warning("%s", warning)
     hooks = hooks or SimulationHooks()
     data = checked_data(
-        config, config.output_dir / "data", resume=resume, own_model=hooks.model_fn is not None
+        config,
+        config.output_dir / "data",
+        resume=resume,
+        overwrite=overwrite,
+        own_model=hooks.model_fn is not None,
     )
     run_dir = config.output_dir if resume else start_run(config)
     metric = PRIMARY_METRIC[config.task]
@@ -158,15 +164,23 @@ def _attack_rows(
 
 
 def checked_data(
-    config: SimulationConfig, data_dir: Path, *, resume: bool = False, own_model: bool = False
+    config: SimulationConfig,
+    data_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    own_model: bool = False,
 ) -> FederationData:
     """The run's data, loaded and checked, with the preconditions of ``config`` checked before
-    anything is written (``data_dir`` receives the built-in data when configured); with
-    ``own_model`` (a ``model_fn``) the checks of the configured network are skipped."""
+    anything is written (``data_dir`` receives the built-in data when configured); a run already
+    in the output directory is refused, or deleted with ``overwrite``. With ``own_model`` (a
+    ``model_fn``) the checks of the configured network are skipped."""
     if not own_model:
         check_config(config)
     check_trackers(config.tracking)
-    if not resume:
+    if overwrite:
+        clear_run(config.output_dir)
+    elif not resume:
         check_new_run(config.output_dir)
     data = prepare_data(config.data, data_dir, seed=config.seed)
     return data
