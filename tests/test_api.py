@@ -133,7 +133,7 @@ def test_the_hooks_replace_model_loss_augmentation_and_step(tmp_path: Path) -> N
     )
     model = results.models["fedavg"]
     assert isinstance(model, TinyNet)
-    assert contexts[0] == medfed.ModelContext("segmentation", 2, 1, 2, (16, 16))
+    assert contexts[0] == medfed.ModelContext("segmentation", 2, 1, 2)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(results.config.seed)
         initial = TinyNet(1, 2)

@@ -82,8 +82,8 @@ def simulate(
             else in the folder stays); without it such a run is refused.
         output_dir: The run directory, in place of the config's ``output_dir``.
         overrides: ``KEY=VALUE`` settings applied on top, as ``medfed simulate --set``.
-        model_fn: Builds your network from a ``ModelContext`` (task, dims, channels, classes,
-            image shape); called once per experiment under the run's seed.
+        model_fn: Builds your network from a ``ModelContext`` (task, dims, channels, classes);
+            called once per experiment under the run's seed.
         loss_fn: Your training loss ``(logits, labels) -> scalar``.
         transform: Your training augmentation, a dict transform over ``{"image", "label"}``
             (e.g. a MONAI ``Compose`` of ``*d`` transforms).

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from medfed.text import printable
 
 
 class MedfedError(Exception):
     """Base class of every error medfed raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickles without calling ``__init__`` (whose arguments differ between subclasses), so
+        that an error raised in another process (a Ray actor) arrives whole."""
+        return _rebuilt, (type(self), self.args, self.__dict__)
 
 
 class ConfigError(MedfedError):
@@ -31,6 +38,23 @@ class DataError(MedfedError):
         self.reason = reason
         where = ([f"site '{site}'"] if site else []) + ([f"file '{path}'"] if path is not None else [])
         super().__init__(f"{', '.join(where)}: {reason}")
+
+
+class DataProblems(MedfedError):
+    """Several problems with a study's data, one line each (see ``raise_problems``)."""
+
+    def __init__(self, problems: Sequence[MedfedError]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(str(problem) for problem in self.problems)
+        super().__init__(f"{len(self.problems)} problems with the data:\n{lines}")
+
+
+def raise_problems(problems: Sequence[MedfedError]) -> None:
+    """Raises the one problem itself, several as ``DataProblems``; nothing when there are none."""
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise DataProblems(problems)
 
 
 class UnknownNameError(MedfedError, KeyError):
@@ -90,3 +114,10 @@ class PolicyRefusal(MedfedError):
     def __init__(self, site: str, reasons: list[str]) -> None:
         self.site, self.reasons = site, reasons
         super().__init__(f"site policy: {'; '.join(reasons)}")
+
+
+def _rebuilt(kind: type[MedfedError], args: tuple[Any, ...], state: dict[str, Any]) -> MedfedError:
+    error = Exception.__new__(kind)
+    error.args = args
+    error.__dict__.update(state)
+    return error

@@ -12,10 +12,13 @@ import numpy as np
 from torch import nn
 
 from medfed.config.schema import SimulationConfig
+from medfed.data.study_plan import StudyPlan, save_plan
+from medfed.orchestration.data_checks import check_study
 from medfed.orchestration.experiments import Experiment, plan_experiments
-from medfed.orchestration.federation_data import FederationData, prepare_data
+from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.hooks import SimulationHooks
 from medfed.orchestration.metrics_log import MetricRow
+from medfed.orchestration.planning import study_plan
 from medfed.orchestration.preconditions import check_config
 from medfed.orchestration.round_log import RoundLog
 from medfed.orchestration.run_dir import check_new_run, clear_run, config_yaml, start_run
@@ -78,7 +81,7 @@ def run_simulation(
     if warning is not None:
         logger.warning("%s", warning)
     hooks = hooks or SimulationHooks()
-    data = checked_data(
+    config, data, plan = checked_data(
         config,
         config.output_dir / "data",
         resume=resume,
@@ -86,6 +89,7 @@ def run_simulation(
         own_model=hooks.model_fn is not None,
     )
     run_dir = config.output_dir if resume else start_run(config)
+    save_plan(plan, run_dir)
     metric = PRIMARY_METRIC[config.task]
     trackers = open_trackers(config.tracking, run_dir, flat_settings(config.model_dump(mode="json")))
     told = combine(
@@ -114,6 +118,7 @@ def run_simulation(
         config_yaml=config_yaml(config),
         warning=warning,
         attacks=attacks,
+        plan=_plan_rows(config, plan),
     )
     write_report(report, rows=rows, metric=metric, run=run)
     return SimulationOutcome(
@@ -170,11 +175,18 @@ def checked_data(
     resume: bool = False,
     overwrite: bool = False,
     own_model: bool = False,
-) -> FederationData:
-    """The run's data, loaded and checked, with the preconditions of ``config`` checked before
-    anything is written (``data_dir`` receives the built-in data when configured); a run already
-    in the output directory is refused, or deleted with ``overwrite``. With ``own_model`` (a
-    ``model_fn``) the checks of the configured network are skipped."""
+) -> tuple[SimulationConfig, FederationData, StudyPlan]:
+    """The run's data, loaded and checked, its study plan, and ``config`` with the plan applied
+    (``preprocessing.plan: auto``), all before anything is written (``check_study``;
+    ``data_dir`` receives the built-in data when configured). A run already in the output
+    directory is refused, or deleted with ``overwrite``; with ``own_model`` (a ``model_fn``) the
+    checks of the configured network are skipped.
+
+    Raises:
+        ConfigError: A precondition fails.
+        MedfedError: The data have one problem (``DataProblems``: several, one line each), or
+            sites disagree in channels or dimensionality.
+    """
     if not own_model:
         check_config(config)
     check_trackers(config.tracking)
@@ -182,8 +194,21 @@ def checked_data(
         clear_run(config.output_dir)
     elif not resume:
         check_new_run(config.output_dir)
-    data = prepare_data(config.data, data_dir, seed=config.seed)
-    return data
+    data = check_study(config, data_dir).passed()
+    plan = study_plan(config, data)
+    planned = config.model_copy(update={"preprocessing": config.preprocessing.planned(plan)})
+    planned.preprocessing.settings(planned.model)
+    return planned, data, plan
+
+
+def _plan_rows(config: SimulationConfig, plan: StudyPlan) -> list[tuple[str, str]]:
+    """The plan's report lines, and whether it was applied."""
+    applied = (
+        "yes (preprocessing.plan: auto; explicit preprocessing keys override it)"
+        if config.preprocessing.plan == "auto"
+        else "no (preprocessing.plan: manual; the preprocessing section applies)"
+    )
+    return [("applied", applied), *plan.rows()]
 
 
 def dry_run(config: SimulationConfig) -> str:
@@ -196,12 +221,13 @@ def dry_run(config: SimulationConfig) -> str:
         DataError: A site's data cannot be used.
     """
     with tempfile.TemporaryDirectory(prefix="medfed-dry-run-") as folder:
-        data = checked_data(config, Path(folder))
+        config, data, plan = checked_data(config, Path(folder))
     lines = [f"# {name}: {len(site.cases)} training cases" for name, site in data.train.items()]
     lines += [f"# {name}: {len(site.cases)} held-out cases" for name, site in data.evaluation_sets.items()]
     channels, dims = data.spatial_shape()
     lines.append(f"# images: {channels} channel(s), {dims}D, first {list(data.image_shape())}")
     lines.append(f"# experiments: {[experiment.name for experiment in plan_experiments(config, data)]}")
+    lines += [f"# study plan, {what}: {value}" for what, value in _plan_rows(config, plan)]
     return "\n".join([*lines, config_yaml(config)])
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import grpc
 
 from medfed.deployment.evaluation import EVALUATE, encode_metrics
+from medfed.deployment.planning import FINGERPRINT
 from medfed.deployment.site_builder import SiteBuilder
 from medfed.errors import MedfedError, PolicyRefusal, PrivacyBudgetExceeded
 from medfed.orchestration.grid import SiteProtocol
@@ -149,6 +150,9 @@ class _Worker:
         if step.step == EVALUATE:  # after the round: outside any protected round's protocol
             self.evaluate(channel, step)
             return
+        if step.step == FINGERPRINT:  # before round 1, for the study plan
+            self.fingerprint(channel, step)
+            return
         if self.protected is None:
             channel.decline(
                 step.task_id, step.round, f"no protected round in progress for step '{step.step}'"
@@ -167,6 +171,19 @@ class _Worker:
         outcome = channel.answer(step.task_id, step.round, reply)
         if not outcome.accepted:
             logger.warning("round %d: reply to '%s' refused: %s", step.round, step.step, outcome.reason)
+
+    def fingerprint(self, channel: SiteChannel, step: FetchedStep) -> None:
+        try:
+            payload = self.builder.fingerprint(step.job_json)
+        except MedfedError as error:
+            logger.warning("not sending a fingerprint: %s", error)
+            channel.decline(step.task_id, step.round, str(error))
+            return
+        outcome = channel.answer(step.task_id, step.round, payload)
+        if outcome.accepted:
+            logger.info("sent this site's fingerprint for the study plan (%d bytes)", len(payload))
+        else:
+            logger.warning("fingerprint refused: %s", outcome.reason)
 
     def evaluate(self, channel: SiteChannel, step: FetchedStep) -> None:
         try:

@@ -18,8 +18,10 @@ from pathlib import Path
 import tenseal as ts
 
 from medfed.config.loading import build_strategy
+from medfed.data.study_plan import save_plan
 from medfed.deployment.evaluation import SiteEvaluation, SiteMetrics
 from medfed.deployment.job import JobConfig, site_job_json
+from medfed.deployment.planning import planned_job
 from medfed.deployment.report import keep_job, write_job_report
 from medfed.deployment.status import HISTORY_LENGTH, RoundSummary, ServerStatus, summarise, write_status
 from medfed.models import build_model
@@ -85,15 +87,6 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
     )
     board = RoundBoard()
     grid = GrpcGrid(board, round_timeout_s=job.round_timeout_s, step_timeout_s=job.step_timeout_s)
-    records = RunRecords(
-        job.name,
-        MetricsLog(settings.state_dir),
-        settings.state_dir / "checkpoints",
-        metadata={"job": job.name, **model_metadata(job.model.name, job.model.params)},
-        keep_last=job.federation.keep_last,
-    )
-    keep_job(settings.state_dir, job)
-    state = initial_state(job, strategy, records)
     servicer = FederationServicer(
         board, sites=sites, job_json=site_job_json(job), authenticate=settings.authenticate, poll_s=job.poll_s
     )
@@ -102,6 +95,25 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
     server, port = start_server(
         servicer, address=settings.address, credentials=credentials, gzip=settings.gzip
     )
+    study = None
+    if job.preprocessing.plan == "auto":
+        try:
+            job, study = planned_job(job, board, sites, timeout_s=job.round_timeout_s)
+        except BaseException:
+            server.stop(grace=0)
+            raise
+        servicer.job_json = site_job_json(job)
+    keep_job(settings.state_dir, job)
+    if study is not None:
+        save_plan(study, settings.state_dir)
+    records = RunRecords(
+        job.name,
+        MetricsLog(settings.state_dir),
+        settings.state_dir / "checkpoints",
+        metadata={"job": job.name, **model_metadata(job.model.name, job.model.params)},
+        keep_last=job.federation.keep_last,
+    )
+    state = initial_state(job, strategy, records)
     logger.info(
         "medfed server listening on port %d (round %d of %d done)", port, state.round, job.federation.rounds
     )

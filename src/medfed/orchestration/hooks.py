@@ -29,14 +29,12 @@ class ModelContext:
         spatial_dims: 2 or 3.
         in_channels: Channels of an input image.
         out_channels: Classes: labels in the masks (background included), or image classes.
-        image_shape: Spatial shape of the first training image (HW[D]).
     """
 
     task: Task
     spatial_dims: int
     in_channels: int
     out_channels: int
-    image_shape: tuple[int, ...]
 
 
 ModelFn = Callable[[ModelContext], nn.Module]

@@ -42,6 +42,7 @@ class SimulationRun:
         config_yaml: The resolved configuration.
         warning: Shown under the title (e.g. "NOT PRIVATE").
         attacks: Clean vs attacked vs defended, under an ``attack:`` section.
+        plan: The study plan's ``(what, value)`` lines.
     """
 
     title: str
@@ -51,6 +52,7 @@ class SimulationRun:
     config_yaml: str
     warning: str | None = None
     attacks: Sequence[AttackRow] = ()
+    plan: Sequence[tuple[str, str]] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ def _simulation(rows: Sequence[MetricRow], metric: str, run: SimulationRun) -> l
     sections += _privacy_section(rows)
     if run.samples:
         sections += ["<h2>Sample predictions on held-out cases</h2>", _image(sample_grid(run.samples))]
+    if run.plan:
+        sections += ["<h2>Study plan (from the sites' fingerprints)</h2>", _pairs_table(run.plan)]
     return sections + _settings_section("Configuration", run.config_yaml)
 
 
@@ -191,6 +195,13 @@ def _privacy_table(rows: Sequence[MetricRow]) -> str:
         cells = [html.escape(experiment), html.escape(site), html.escape(metric), str(round), _number(value)]
         lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return "".join(lines) + "</table>"
+
+
+def _pairs_table(pairs: Sequence[tuple[str, str]]) -> str:
+    cells = "".join(
+        f"<tr><th>{html.escape(what)}</th><td>{html.escape(value)}</td></tr>" for what, value in pairs
+    )
+    return f"<table>{cells}</table>"
 
 
 def _number(value: float) -> str:

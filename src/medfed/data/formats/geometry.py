@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+from nibabel.orientations import (
+    aff2axcodes,
+    apply_orientation,
+    axcodes2ornt,
+    inv_ornt_aff,
+    io_orientation,
+    ornt_transform,
+)
 
 from medfed.errors import DataError
 
@@ -95,6 +102,11 @@ def voxel_spacing(array: np.ndarray, affine: np.ndarray) -> tuple[float, ...] | 
     if array.ndim != 4:
         return None
     return tuple(float(norm) for norm in np.linalg.norm(affine[:3, :3], axis=0))
+
+
+def axis_codes(affine: np.ndarray) -> str:
+    """Where a stored grid's axes point, e.g. ``"LAS"`` (nibabel ``aff2axcodes``)."""
+    return "".join(str(code) for code in aff2axcodes(affine))
 
 
 def check_same_grid(

@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from medfed.data.cases import Case, SiteData
 from medfed.data.formats.common import lookup_label, read_labels_csv
-from medfed.data.validation import checked_case, checked_site
+from medfed.data.validation import checked_case, checked_site, loaded_cases
 from medfed.errors import DataError
 
 IMAGES_DIR = "images"
@@ -48,16 +48,10 @@ def load(site: str, path: Path) -> SiteData:
     labels = (
         read_labels_csv(site, csv_path, "filename", {f.name for f in files}) if csv_path.is_file() else None
     )
-    masks_dir = path / MASKS_DIR
-    cases = [
-        _load_case(
-            site,
-            file,
-            masks_dir if masks_dir.is_dir() else None,
-            lookup_label(site, labels, file.name, csv_path),
-        )
-        for file in files
-    ]
+    masks_dir = path / MASKS_DIR if (path / MASKS_DIR).is_dir() else None
+    cases = loaded_cases(
+        files, lambda file: _load_case(site, file, masks_dir, lookup_label(site, labels, file.name, csv_path))
+    )
     return checked_site(site, path, cases)
 
 
