@@ -23,6 +23,7 @@ BENCHMARKS = (
     "dp_utility",
     "transfer",
     "robustness",
+    "engines",
 )
 
 

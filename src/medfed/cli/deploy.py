@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from medfed.data import SiteData
     from medfed.deployment.job import JobConfig
+    from medfed.deployment.provenance import LedgerKeys
     from medfed.deployment.site_policy import SitePolicy
     from medfed.provision import ClientKit, ServerKit
 
@@ -69,15 +70,29 @@ def server(
     insecure: Annotated[bool, typer.Option(help="Plain text, no certificates: testing only.")] = False,
     sites: Annotated[str | None, typer.Option(help="Comma-separated sites (--insecure without kit).")] = None,
     gzip: Annotated[bool, typer.Option(help="gzip-compress messages.")] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a job setting: KEY=VALUE, a dotted path into the YAML (repeatable)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check the job and print it resolved; start nothing.")
+    ] = False,
 ) -> None:
     """Run a federated job: rounds over gRPC with mutual TLS, resuming after its last
     checkpointed round when restarted with the same command."""
+    import yaml
+
     from medfed.deployment.job import load_job
     from medfed.deployment.server import ServerSettings, run_server
     from medfed.provision import CertificateGate, load_server_kit
 
+    settings_job = load_job(job, overrides or [])
+    if dry_run:
+        print(yaml.safe_dump(settings_job.model_dump(mode="json"), sort_keys=False), end="")
+        return
     _verbose()
-    settings_job = load_job(job)
     server_kit = load_server_kit(kit) if kit is not None else None
     if server_kit is None and not insecure:
         raise typer.BadParameter("give --kit (mutual TLS), or --insecure for a plain-text test run")
@@ -97,6 +112,7 @@ def server(
         else CertificateGate(server_kit.tls.ca_certificate, server_kit.crl),
         gzip=gzip,
         ckks_context=_server_ckks_context(settings_job, server_kit),
+        ledger=_ledger_keys(server_kit),
     )
     final = run_server(settings_job, settings)
     console.print(f"job '{settings_job.name}' finished after round {final.round}; state in {state_dir}")
@@ -155,11 +171,18 @@ def client(
             help="Fraction of the cases kept out of training to evaluate the global model on (0: train on all, evaluate nothing).",
         ),
     ] = 0.2,
+    allow_identified: Annotated[
+        bool,
+        typer.Option(
+            help="Accept DICOM that still names its patients (by default refused: run 'medfed deid' first)."
+        ),
+    ] = False,
 ) -> None:
     """Take part in a federated job as one site: pull tasks, train locally, send updates, and
     evaluate each new global model on held-out cases. The data never leave the site; a job
     weaker than the site's privacy policy is declined."""
     from medfed.deployment.client import check_certificate, run_client
+    from medfed.deployment.provenance import SiteLedger
     from medfed.deployment.site_builder import SiteBuilder, SiteOptions
     from medfed.deployment.site_identity import ProvisionedIdentity
     from medfed.privacy.ckks import load_site_context
@@ -197,25 +220,38 @@ def client(
         identity=None if insecure or client_kit is None else ProvisionedIdentity(client_kit.tls),
         holdout=holdout,
     )
-    builder = SiteBuilder(_checked_site(name, data, format, holdout), options)
+    builder = SiteBuilder(_checked_site(name, data, format, holdout, allow_identified), options)
 
     def connect() -> SiteChannel:
         return SiteChannel(target, site=name, tls=tls, server_name=server_name, gzip=gzip)
 
     backoff = Backoff(initial=min(0.5, max_backoff), maximum=max_backoff)
-    rounds = run_client(connect, builder, backoff=backoff, max_failures=max_failures)
+    keys = _ledger_keys(client_kit)
+    ledger = None if keys is None else SiteLedger(name, keys, options.state_dir)
+    rounds = run_client(connect, builder, backoff=backoff, max_failures=max_failures, ledger=ledger)
     console.print(f"site '{name}': job finished, {rounds} rounds trained here")
 
 
-def _checked_site(name: str, data: Path, format: str | None, holdout: float) -> SiteData:
+def _checked_site(
+    name: str, data: Path, format: str | None, holdout: float, allow_identified: bool
+) -> SiteData:
     """The site's data, loaded and checked as ``medfed check-data --data`` checks them."""
     from medfed.data import load_site
     from medfed.data.consistency import client_problems
     from medfed.errors import raise_problems
 
-    site = load_site(name, data, format)
+    site = load_site(name, data, format, allow_identified=allow_identified)
     raise_problems(client_problems(site, holdout))
     return site
+
+
+def _ledger_keys(kit: ServerKit | ClientKit | None) -> LedgerKeys | None:
+    """The kit's provenance-ledger key and signer list (``None`` without them)."""
+    from medfed.deployment.provenance import LedgerKeys
+
+    if kit is None or kit.ledger_key is None or kit.signers is None:
+        return None
+    return LedgerKeys(kit.ledger_key, kit.signers)
 
 
 def status(

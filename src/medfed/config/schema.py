@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from medfed.config.strict import StrictModel
 from medfed.data.families import FAMILIES, Family
 from medfed.data.preprocessing import Normalisation, Preprocessing
+from medfed.data.study_plan import StudyPlan
 from medfed.errors import ConfigError, UnknownNameError
 from medfed.models import network_spec
 from medfed.privacy.plan import (
@@ -37,6 +38,11 @@ class SyntheticDataConfig(StrictModel):
     dims: Literal[2, 3] = Field(2, description="2 or 3; defaults to the family's first.")
     cases_scale: float = Field(1.0, gt=0, description="Multiplies every site's number of cases.")
     binary: bool = Field(False, description="Merge every foreground label into label 1.")
+    realistic: bool = Field(
+        False,
+        description="Store each site in its own size, spacing, orientation and format (NIfTI RAS/LAS, "
+        "DICOM series, RLE-compressed DICOM), as hospitals hand data over (medfed.data.realistic).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -55,6 +61,11 @@ class SyntheticDataConfig(StrictModel):
             raise ValueError(str(error)) from None
         if self.dims not in family.dims:
             raise ValueError(f"family '{self.family}' supports dims {list(family.dims)}, not {self.dims}")
+        if self.realistic and len(family.channels) > 1:
+            raise ValueError(
+                f"realistic stores sites as DICOM series, one channel each; family '{self.family}' has "
+                f"{len(family.channels)}"
+            )
         if self.dims == 3 and self.image_size > _MAX_3D_SIZE:
             raise ValueError(f"image_size must be <= {_MAX_3D_SIZE} for 3D data, got {self.image_size}")
         return self
@@ -74,6 +85,9 @@ class SiteSourceConfig(StrictModel):
     name: str
     path: Path
     format: Literal["msd", "dicom", "png", "npz"] | None = None
+    allow_identified: bool = Field(
+        False, description="Accept DICOM that still names its patients (default: refused; run 'medfed deid')."
+    )
 
     @field_validator("name")
     @classmethod
@@ -147,8 +161,25 @@ class IntensityConfig(StrictModel):
 
 
 class PreprocessingConfig(StrictModel):
-    """Bringing every site's cases to a common grid (docs/data.md, Preprocessing)."""
+    """Bringing every site's cases to a common grid (docs/data.md, Preprocessing and Study plan).
 
+    ``preprocessing: auto`` is short for ``preprocessing: {plan: auto}``.
+    """
+
+    plan: Literal["manual", "auto"] = Field(
+        "manual",
+        description="auto: spacing, patch_size and intensity not given here come from the study plan",
+    )
+    modalities: list[Annotated[str, Field(min_length=1, max_length=32)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=16,
+        description="One name per channel for the study plan (CT gets a CT window); null: the "
+        "synthetic family's channel names, else none is CT",
+    )
+    max_patch_voxels: int | None = Field(
+        None, ge=64, le=512**3, description="Voxel budget of a planned patch; null: 512^2 (2D), 128^3 (3D)"
+    )
     spacing: list[Annotated[float, Field(gt=0, le=100)]] | None = Field(
         None, min_length=2, max_length=3, description="Target voxel spacing in mm; null keeps it."
     )
@@ -192,6 +223,24 @@ class PreprocessingConfig(StrictModel):
             divisible_by=divisor,
         )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _auto(cls, data: Any) -> Any:
+        return {"plan": "auto"} if data == "auto" else data
+
+    def planned(self, plan: StudyPlan) -> PreprocessingConfig:
+        """This section with ``spacing``, ``patch_size`` and ``intensity`` taken from ``plan``
+        where not given explicitly (with ``plan: auto``; unchanged otherwise)."""
+        if self.plan != "auto":
+            return self
+        values = {
+            "spacing": None if plan.spacing is None else list(plan.spacing),
+            "patch_size": None if plan.patch_size is None else list(plan.patch_size),
+            "intensity": [IntensityConfig(mode=n.mode, window=n.window) for n in plan.intensity],
+        }
+        update = {key: value for key, value in values.items() if key not in self.model_fields_set}
+        return self.model_validate({**self.model_dump(exclude_unset=True), **update})
+
     def _intensities(self) -> list[IntensityConfig]:
         return self.intensity if isinstance(self.intensity, list) else [self.intensity]
 
@@ -223,6 +272,11 @@ class FederationConfig(StrictModel):
     )
     keep_last: int | None = Field(
         3, ge=1, description="Round checkpoints kept per experiment (the newest); null keeps all."
+    )
+    engine: Literal["in_memory", "ray"] = Field(
+        "in_memory",
+        description="Where simulated sites run: in this process, or as Ray actors (see 'ray'); "
+        "simulations only.",
     )
 
     def evaluates_after(self, round: int) -> bool:
@@ -470,6 +524,33 @@ class PoisoningConfig(StrictModel):
         return sites
 
 
+class RayConfig(StrictModel):
+    """Where and with what resources simulated sites run when ``federation.engine`` is ``ray``."""
+
+    address: str | None = Field(
+        None, description="Ray cluster to join ('auto', 'ray://head:10001'); null starts a local Ray."
+    )
+    num_cpus_per_site: float = Field(1.0, gt=0, le=1024, description="CPUs each site trains with.")
+    num_gpus_per_site: float = Field(0.0, ge=0, le=64, description="GPUs each site trains with.")
+    max_actors: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Most site actors (each hosts several sites); null: as many as the cluster holds.",
+    )
+
+
+class TrackingConfig(StrictModel):
+    """Experiment trackers written next to the run (``tensorboard/``, ``mlflow/``); off by default."""
+
+    tensorboard: bool = Field(
+        False, description="TensorBoard event files (pip install 'medfed[tensorboard]')."
+    )
+    mlflow: bool = Field(
+        False, description="A local MLflow file store, no server (pip install 'medfed[mlflow]')."
+    )
+
+
 class SimulationConfig(StrictModel):
     """Everything ``medfed simulate`` needs; all defaults together are the built-in demo."""
 
@@ -487,6 +568,17 @@ class SimulationConfig(StrictModel):
     privacy: PrivacyConfig = PrivacyConfig()
     attack: PoisoningConfig | None = None
     preprocessing: PreprocessingConfig = PreprocessingConfig()
+    ray: RayConfig = RayConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _ray_without_dp_sgd(self) -> SimulationConfig:
+        if self.federation.engine == "ray" and self.privacy.dp_sgd is not None:
+            raise ValueError(
+                "federation.engine 'ray' does not run privacy.dp_sgd (each site's privacy ledger "
+                "lives in the run directory of the driver): use engine 'in_memory'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_experiments(self) -> SimulationConfig:

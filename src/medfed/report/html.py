@@ -13,6 +13,7 @@ from pathlib import Path
 
 from medfed.files import atomic_write
 from medfed.orchestration.metrics_log import MetricRow, Split
+from medfed.provenance.history import Contribution
 from medfed.report.plots import SampleImage, learning_curves, privacy_utility, sample_grid, site_curves
 from medfed.report.summary import AttackRow, SummaryRow
 
@@ -42,6 +43,8 @@ class SimulationRun:
         config_yaml: The resolved configuration.
         warning: Shown under the title (e.g. "NOT PRIVATE").
         attacks: Clean vs attacked vs defended, under an ``attack:`` section.
+        plan: The study plan's ``(what, value)`` lines.
+        contributions: Each site's contributions, from the run's verified provenance ledgers.
     """
 
     title: str
@@ -51,6 +54,8 @@ class SimulationRun:
     config_yaml: str
     warning: str | None = None
     attacks: Sequence[AttackRow] = ()
+    plan: Sequence[tuple[str, str]] = ()
+    contributions: Sequence[Contribution] = ()
 
 
 @dataclass(frozen=True)
@@ -103,8 +108,15 @@ def _simulation(rows: Sequence[MetricRow], metric: str, run: SimulationRun) -> l
             _attack_table(run.attacks, metric=metric),
         ]
     sections += _privacy_section(rows, metric)
+    if run.contributions:
+        sections += [
+            "<h2>Contributions (provenance ledger, verified)</h2>",
+            _contribution_table(run.contributions),
+        ]
     if run.samples:
         sections += ["<h2>Sample predictions on held-out cases</h2>", _image(sample_grid(run.samples))]
+    if run.plan:
+        sections += ["<h2>Study plan (from the sites' fingerprints)</h2>", _pairs_table(run.plan)]
     return sections + _settings_section("Configuration", run.config_yaml)
 
 
@@ -146,6 +158,16 @@ def _declines_section(declines: Mapping[str, str]) -> list[str]:
 
 def _settings_section(heading: str, text: str) -> list[str]:
     return [f"<h2>{heading}</h2>", f"<pre>{html.escape(text)}</pre>"]
+
+
+def _contribution_table(contributions: Sequence[Contribution]) -> str:
+    header = ["experiment", "site", "rounds contributed", "samples (summed)", "epsilon at last update"]
+    lines = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr>"]
+    for row in contributions:
+        rounds = ", ".join(str(round) for round in row.rounds)
+        cells = [html.escape(row.experiment), html.escape(row.site), rounds, str(row.samples)]
+        lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in [*cells, _number(row.epsilon)]) + "</tr>")
+    return "".join(lines) + "</table>"
 
 
 def _write_page(path: Path, title: str, sections: Sequence[str]) -> None:
@@ -196,6 +218,13 @@ def _privacy_table(rows: Sequence[MetricRow]) -> str:
         cells = [html.escape(experiment), html.escape(site), html.escape(metric), str(round), _number(value)]
         lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return "".join(lines) + "</table>"
+
+
+def _pairs_table(pairs: Sequence[tuple[str, str]]) -> str:
+    cells = "".join(
+        f"<tr><th>{html.escape(what)}</th><td>{html.escape(value)}</td></tr>" for what, value in pairs
+    )
+    return f"<table>{cells}</table>"
 
 
 def _number(value: float) -> str:
