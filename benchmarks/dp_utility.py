@@ -446,7 +446,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     families = sorted({r["family"] for r in rows})
     figure, axes = plt.subplots(2, len(families), figsize=(4 * len(families), 6.5), squeeze=False)
     for column, family in enumerate(families):
-        for line, (metric, label) in enumerate((("dice_own", "own sites"), ("dice_unseen", "unseen site"))):
+        for line, (metric, where) in enumerate((("dice_own", "own sites"), ("dice_unseen", "unseen site"))):
             axis = axes[line][column]
             for start, style in (("scratch", "-"), ("pretrained", ":")):
                 for colour, method in enumerate(METHODS):
@@ -467,7 +467,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
                         xs, ys = [p[0] for p in points], [p[1] for p in points]
                         axis.plot(xs, ys, style, marker="o", color=f"C{colour}", label=label)
             axis.set_xscale("log", base=2)
-            axis.set_title(f"{family}: {label}")
+            axis.set_title(f"{family}: {where}")
             axis.set_xlabel("epsilon (delta 1e-5, per case)")
             axis.set_ylabel("Dice")
             axis.set_ylim(0, 1)
