@@ -29,6 +29,11 @@ class MetricRow:
 _COLUMNS = [field.name for field in fields(MetricRow)]
 
 
+def model_split(split: str, model: str) -> str:
+    """The split of a row scoring site ``model``'s own model (peer-to-peer) on ``split``."""
+    return f"{split}@{model}"
+
+
 class MetricsLog:
     """Appends metric rows to ``metrics.sqlite`` and mirrors them to ``metrics.csv``.
 

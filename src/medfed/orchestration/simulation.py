@@ -11,6 +11,7 @@ from pathlib import Path
 from torch import nn
 from torch.utils.data import Dataset
 
+from medfed.aggregation import consensus
 from medfed.config.schema import SimulationConfig
 from medfed.data import SiteData, build_dataset
 from medfed.models import build_model
@@ -25,10 +26,13 @@ from medfed.orchestration.experiments import Experiment
 from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.grid import Collect, InMemoryGrid, OpenProtocol, Tamper, train_in_clear
 from medfed.orchestration.loop import RoundPlan, run_rounds
-from medfed.orchestration.metrics_log import MetricRow, MetricsLog
+from medfed.orchestration.metrics_log import MetricRow, MetricsLog, model_split
 from medfed.orchestration.site import LocalSite, cpu_weights
+from medfed.orchestration.topologies import build_topology
+from medfed.orchestration.traffic import MeteredGrid, transfer_rows
 from medfed.privacy.plan import CkksSettings
 from medfed.privacy.setup import expected_sites, prepare_model, protect, site_protocol, site_trainer
+from medfed.topology.peers import PeerRound, PeerState, run_topology
 from medfed.training import LocalTrainer, TrainSettings, adapt_norm_statistics, evaluate
 from medfed.training.trainer import Trainer
 from medfed.types import ServerState, SiteState, TrainResult, Weights
@@ -99,6 +103,8 @@ class ExperimentRunner:
 
     def run(self, experiment: Experiment) -> ExperimentResult:
         """Runs ``experiment`` from its last checkpoint (or from scratch) to the last round."""
+        if experiment.kind == "federated" and self.config.federation.topology.peer_to_peer:
+            return self._run_peers(experiment)
         experiment, collect, open_protocol = self._protected(experiment)
         directory = self.run_dir / "checkpoints" / experiment.name
         model = self.new_model()
@@ -121,6 +127,7 @@ class ExperimentRunner:
             site_now = {name: site.state for name, site in sites.items()}
             result = ExperimentResult(experiment, new_state, site_now)
             rows = _training_rows(experiment.name, new_state.round, results)
+            rows += grid.take_rows(experiment.name, new_state.round)
             if self.config.federation.evaluates_after(new_state.round):
                 rows += self._evaluation_rows(result, model)
             rows += self._privacy_rows(experiment, new_state, sites)
@@ -129,14 +136,59 @@ class ExperimentRunner:
             if self.callbacks.on_round is not None:
                 self.callbacks.on_round(new_state.round)
 
-        grid = InMemoryGrid(
-            sites,
-            open_protocol=open_protocol,
-            on_site_done=self.callbacks.on_site,
-            tamper=self._attack(experiment),
+        grid = MeteredGrid(
+            InMemoryGrid(
+                sites,
+                open_protocol=open_protocol,
+                on_site_done=self.callbacks.on_site,
+                tamper=self._attack(experiment),
+            )
         )
         final = run_rounds(experiment.strategy, state, plan, grid, on_round=finish_round, collect=collect)
         return ExperimentResult(experiment, final, {name: site.state for name, site in sites.items()})
+
+    def _run_peers(self, experiment: Experiment) -> ExperimentResult:
+        """A peer-to-peer experiment (``federation.topology``), always from round 0: it keeps no
+        checkpoints. Its model is the consensus (plain average) of the sites' models; each
+        site's own model is scored too (splits ``test@<site>``, ``unseen@<site>``)."""
+        self.metrics.discard_after(experiment.name, 0)
+        model = self.new_model()
+        sites = {
+            name: self._site(name, data, model, experiment, None) for name, data in experiment.sites.items()
+        }
+        topology = build_topology(self.config.federation.topology, sorted(sites), seed=self.config.seed)
+        if self.callbacks.on_experiment is not None:
+            self.callbacks.on_experiment(experiment, 0)
+
+        def finish_round(record: PeerRound) -> None:
+            round, latest = record.state.round, {result.site: result for result in record.results}
+            rows = _training_rows(experiment.name, round, list(latest.values()))
+            rows += transfer_rows(experiment.name, round, record.transfers)
+            if self.config.federation.evaluates_after(round):
+                rows += self._peer_evaluation_rows(experiment, record.state, model)
+            rows += self._privacy_rows(experiment, _consensus_state(record.state), sites)
+            self.metrics.record_round(experiment.name, round, rows)
+            if self.callbacks.on_round is not None:
+                self.callbacks.on_round(round)
+
+        grid = InMemoryGrid(sites, on_site_done=self.callbacks.on_site)
+        start = PeerState.start(cpu_weights(model), sorted(sites))
+        final = run_topology(
+            topology, start, grid, rounds=self.config.federation.rounds, on_round=finish_round
+        )
+        return ExperimentResult(experiment, _consensus_state(final), {})
+
+    def _peer_evaluation_rows(
+        self, experiment: Experiment, state: PeerState, model: nn.Module
+    ) -> list[MetricRow]:
+        """The consensus scored as the experiment's model, then each site's own model."""
+        rows = self._evaluation_rows(ExperimentResult(experiment, _consensus_state(state), {}), model)
+        for site, weights in sorted(state.models.items()):
+            own = ExperimentResult(experiment, ServerState(state.round, weights), {})
+            rows += [
+                replace(row, split=model_split(row.split, site)) for row in self._evaluation_rows(own, model)
+            ]
+        return rows
 
     def _checkpoint(self, directory: Path, experiment: Experiment, result: ExperimentResult) -> None:
         """Saves the round with each site's private state (sites without any are left out)."""
@@ -312,6 +364,11 @@ class ExperimentRunner:
             batch_size=self.config.training.batch_size,
         )
         return {} if math.isnan(rate) else {BACKDOOR_METRIC: rate}
+
+
+def _consensus_state(state: PeerState) -> ServerState:
+    """A peer-to-peer federation's shared model (the sites' consensus) as a server state."""
+    return ServerState(state.round, consensus(state.models.values()))
 
 
 def _training_rows(experiment: str, round: int, results: list[TrainResult]) -> list[MetricRow]:
