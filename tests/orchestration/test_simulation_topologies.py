@@ -1,0 +1,78 @@
+"""``federation.topology`` in ``medfed simulate``: each peer-to-peer topology trains on tiny data
+and beats the initial model; its rows (consensus, each site's model, bytes) share the metrics log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+import pytest
+
+from medfed.config.loading import parse_config
+from medfed.errors import ConfigError
+from medfed.orchestration.experiments import plan_experiments
+from medfed.orchestration.federation_data import prepare_data
+from medfed.orchestration.simulation import ExperimentRunner
+from medfed.training import evaluate
+
+TINY: dict[str, Any] = {
+    "data": {"synthetic": {"image_size": 16, "cases_scale": 0.2}},
+    "model": {"params": {"channels": [4, 8], "strides": [2]}},
+    "training": {"local_epochs": 1, "batch_size": 4, "lr": 0.01},
+    "federation": {"rounds": 2, "evaluate_every": 0},
+    "strategies": [{"name": "fedavg"}],
+    "baselines": {"centralized": False, "local": False},
+}
+
+
+def _runner(tmp_path: Path, topology: object, **federation: object) -> ExperimentRunner:
+    raw = {**TINY, "output_dir": str(tmp_path)}
+    raw["federation"] = {**TINY["federation"], "topology": topology, **federation}
+    config = parse_config(raw)
+    return ExperimentRunner(config, prepare_data(config.data, tmp_path / "data", seed=0), tmp_path)
+
+
+@pytest.mark.parametrize("topology", ["braintorrent", "cyclic", "gossip"])
+def test_each_topology_improves_dice_over_the_initial_model(tmp_path: Path, topology: str) -> None:
+    runner = _runner(tmp_path, topology)
+    model = runner.new_model()
+    initial = fmean(
+        evaluate(model, data, task="segmentation", batch_size=4)["dice"]
+        for data in runner.evaluation_sets.values()
+    )
+    (experiment,) = plan_experiments(runner.config, runner.data)
+    assert experiment.name == f"{topology}-fedavg"
+    runner.run(experiment)
+    rows = runner.metrics.rows(experiment.name)
+    consensus = [row.value for row in rows if row.metric == "dice" and row.split in ("test", "unseen")]
+    assert len(consensus) == 4 and fmean(consensus) > initial
+    own_models = {row.split for row in rows if row.metric == "dice" and "@" in row.split}
+    assert own_models == {f"{split}@hospital_{s}" for split in ("test", "unseen") for s in "abc"}
+    sent = {row.site: row.value for row in rows if row.split == "traffic" and row.metric == "bytes_sent"}
+    assert sent and all(value >= 0 for value in sent.values()) and sum(sent.values()) > 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"strategies": [{"name": "scaffold"}]}, "runs only strategies"),
+        ({"privacy": {"secure_aggregation": {}}}, "no server for privacy"),
+        (
+            {"federation": {"topology": {"name": "gossip", "order": "random"}}},
+            "do not apply to topology 'gossip'",
+        ),
+        ({"federation": {"topology": "gossip", "fraction": 0.5}}, "federation.fraction"),
+    ],
+)
+def test_what_a_peer_to_peer_run_cannot_do_is_refused(change: dict[str, Any], message: str) -> None:
+    raw = {**TINY, "federation": {"topology": "cyclic"}, **change}
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)
+
+
+def test_an_impossible_gossip_graph_is_one_config_error(tmp_path: Path) -> None:
+    runner = _runner(tmp_path, {"name": "gossip", "graph": "random_regular", "degree": 5})
+    (experiment,) = plan_experiments(runner.config, runner.data)
+    with pytest.raises(ConfigError, match="federation.topology: no 5-regular graph on 3 sites"):
+        runner.run(experiment)
