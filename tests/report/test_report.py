@@ -111,3 +111,31 @@ def test_attack_table_shows_clean_attacked_and_defended(tmp_path: Path) -> None:
     page = path.read_text()
     assert "clean vs attacked vs defended" in page
     assert "<td>krum</td><td>defended</td><td>0.780</td><td>0.100</td>" in page
+
+
+def test_peer_to_peer_rows_get_a_table_of_each_sites_model_and_of_bytes(tmp_path: Path) -> None:
+    rows = [
+        *_rows(),
+        MetricRow("fedavg", 2, "a", "test@b", "dice", 0.125),
+        MetricRow("fedavg", 1, "a", "test@b", "dice", 0.875),
+        MetricRow("fedavg", 1, "a", "traffic", "bytes_sent", 1_500_000.0),
+        MetricRow("fedavg", 2, "a", "traffic", "bytes_sent", 500_000.0),
+    ]
+    path = tmp_path / "report.html"
+    summary = summarize(rows, KINDS, task="segmentation", unseen_site="d")
+    write_report(
+        path,
+        title="t",
+        rows=rows,
+        summary=summary,
+        metric="dice",
+        unseen_site="d",
+        samples=[],
+        config_yaml="",
+    )
+    page = path.read_text()
+    assert "each site's own model" in page and "<td>0.125</td>" in page and "0.875" not in page
+    assert "<td>2.000</td><td>0.000</td>" in page  # 2 MB sent by a over both rounds, none received
+    assert {row.experiment: row.per_site for row in summary}["fedavg"] == next(
+        row.per_site for row in summarize(_rows(), KINDS, task="segmentation", unseen_site="d")
+    )

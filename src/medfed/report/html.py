@@ -55,6 +55,12 @@ def write_report(
             "<h2>Under attack: clean vs attacked vs defended</h2>",
             _attack_table(attacks, metric=metric),
         ]
+    own_models = _site_models_table(rows, metric=metric)
+    if own_models:
+        sections += ["<h2>Peer-to-peer: each site's own model at the last round</h2>", own_models]
+    traffic = _traffic_table(rows)
+    if traffic:
+        sections += ["<h2>Bytes sent and received per site (all rounds)</h2>", traffic]
     privacy = _privacy_table(rows)
     if privacy:
         sections += ["<h2>Privacy spent (epsilon at the last round)</h2>", privacy]
@@ -133,6 +139,47 @@ def _privacy_table(rows: Sequence[MetricRow]) -> str:
     lines = ["<table><tr><th>experiment</th><th>site</th><th>metric</th><th>round</th><th>value</th></tr>"]
     for (experiment, site, metric), (round, value) in sorted(last.items()):
         cells = [html.escape(experiment), html.escape(site), html.escape(metric), str(round), _number(value)]
+        lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "".join(lines) + "</table>"
+
+
+def _site_models_table(rows: Sequence[MetricRow], *, metric: str) -> str:
+    """``metric`` of each site's own model (splits ``<split>@<site>``) on each held-out set at
+    its experiment's last round, or ``""`` when no run is peer-to-peer."""
+    own = [row for row in rows if row.metric == metric and "@" in row.split]
+    last: dict[str, int] = {}
+    for row in own:
+        last[row.experiment] = max(last.get(row.experiment, 0), row.round)
+    scores = {
+        (row.experiment, row.split.split("@", 1)[1], row.site): row.value
+        for row in own
+        if row.round == last[row.experiment]
+    }
+    if not scores:
+        return ""
+    held_out = sorted({site for _, _, site in scores})
+    header = ["experiment", "model of", *held_out]
+    lines = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    for experiment, model in sorted({(e, m) for e, m, _ in scores}):
+        cells = [html.escape(experiment), html.escape(model)]
+        cells += [_number(scores.get((experiment, model, site), math.nan)) for site in held_out]
+        lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "".join(lines) + "</table>"
+
+
+def _traffic_table(rows: Sequence[MetricRow]) -> str:
+    """Bytes each site sent and received in each experiment, summed over rounds, or ``""``."""
+    totals: dict[tuple[str, str], dict[str, float]] = {}
+    for row in rows:
+        if row.split == "traffic":
+            counts = totals.setdefault((row.experiment, row.site), {})
+            counts[row.metric] = counts.get(row.metric, 0.0) + row.value
+    if not totals:
+        return ""
+    lines = ["<table><tr><th>experiment</th><th>site</th><th>MB sent</th><th>MB received</th></tr>"]
+    for (experiment, site), counts in sorted(totals.items()):
+        sent, received = (counts.get(key, 0.0) / 1e6 for key in ("bytes_sent", "bytes_received"))
+        cells = [html.escape(experiment), html.escape(site), f"{sent:.3f}", f"{received:.3f}"]
         lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return "".join(lines) + "</table>"
 

@@ -50,13 +50,14 @@ def learning_curves(rows: Sequence[MetricRow], *, metric: str, unseen_site: str 
 
 
 def site_curves(rows: Sequence[MetricRow], *, experiment: str, metric: str, training: bool = False) -> bytes:
-    """``metric`` per round at each site for one experiment: held-out rows, or the training
-    rows when ``training``."""
+    """``metric`` per round at each site for one experiment: held-out rows of the experiment's
+    model, or the training rows when ``training``."""
     figure = Figure(figsize=(5.5, 4))
     axis = figure.subplots()
     by_site: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for row in rows:
-        if row.experiment == experiment and row.metric == metric and (row.split == "train") == training:
+        split = row.split == "train" if training else row.split in ("test", "unseen", "eval")
+        if row.experiment == experiment and row.metric == metric and split:
             by_site[row.site].append((row.round, row.value))
     for site, points in sorted(by_site.items()):
         points.sort()
