@@ -13,7 +13,7 @@ from medfed.config.schema import SimulationConfig
 from medfed.orchestration.experiments import plan_experiments
 from medfed.orchestration.federation_data import FederationData, prepare_data
 from medfed.orchestration.metrics_log import MetricRow
-from medfed.orchestration.preconditions import check_config, check_data
+from medfed.orchestration.preconditions import check_config
 from medfed.orchestration.run_dir import check_new_run, config_yaml, start_run
 from medfed.orchestration.simulation import Callbacks, ExperimentResult, ExperimentRunner
 from medfed.privacy.setup import privacy_warning
@@ -108,7 +108,6 @@ def checked_data(config: SimulationConfig, data_dir: Path, *, resume: bool = Fal
     if not resume:
         check_new_run(config.output_dir)
     data = prepare_data(config.data, data_dir, seed=config.seed)
-    check_data(config, data)
     return data
 
 
@@ -142,16 +141,18 @@ def sample_predictions(
         if case.mask is None:
             continue
         model.load_state_dict(result.weights_for(site))
-        item = runner.evaluation_sets[site][site_data.cases.index(case)]
-        probabilities = predict(model, item["image"][None])[0]
+        dataset = runner.evaluation_sets[site]
+        item = dataset[site_data.cases.index(case)]
+        probabilities = predict(model, item["image"][None], inferer=dataset.inferer)[0]
         prediction = probabilities.argmax(dim=0).numpy()
-        index = _largest_slice(case.mask[0])
+        mask = item["label"][0].numpy()  # on the preprocessed grid, like the image
+        index = _largest_slice(mask)
         samples.append(
             SampleImage(
                 site=site,
                 case_id=case.case_id,
                 image=_slice(item["image"][0].numpy(), index),
-                truth=_slice(case.mask[0], index),
+                truth=_slice(mask, index),
                 prediction=_slice(prediction, index),
                 model=result.experiment.name,
             )

@@ -35,7 +35,7 @@ from medfed.config.schema import PoisoningConfig
 from medfed.data.dataset import Sample
 from medfed.orchestration.site import Reseedable
 from medfed.seeding import derive_seed
-from medfed.training.evaluation import predict
+from medfed.training.evaluation import predict, same_size_batches, whole_image_inferer
 from medfed.types import Task, TrainResult, TrainTask, Weights
 
 UPDATE_ATTACKS = frozenset({"sign_flip", "scale", "gaussian", "alie"})
@@ -220,11 +220,15 @@ def backdoor_success(
         The rate in [0, 1], or ``nan`` when no case is eligible.
     """
     successes, eligible = 0, 0
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+    inferer = whole_image_inferer(dataset)
+    for batch in DataLoader(dataset, batch_sampler=same_size_batches(dataset, batch_size)):
         labels = batch["label"]
         triggered = torch.stack([stamp_trigger(image, patch) for image in batch["image"]])
-        clean_hit = _outputs_target(predict(model, batch["image"]).argmax(dim=1), labels, target, task)
-        trigger_hit = _outputs_target(predict(model, triggered).argmax(dim=1), labels, target, task)
+        clean = predict(model, batch["image"], inferer=inferer).argmax(dim=1)
+        clean_hit = _outputs_target(clean, labels, target, task)
+        trigger_hit = _outputs_target(
+            predict(model, triggered, inferer=inferer).argmax(dim=1), labels, target, task
+        )
         keep = _not_target(labels, target, task) & ~clean_hit
         successes += int((trigger_hit & keep).sum())
         eligible += int(keep.sum())

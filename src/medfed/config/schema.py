@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medfed.config.strict import StrictModel
 from medfed.data.families import FAMILIES, Family
-from medfed.errors import UnknownNameError
+from medfed.data.preprocessing import Normalisation, Preprocessing
+from medfed.errors import ConfigError, UnknownNameError
+from medfed.models import network_spec
 from medfed.privacy.plan import (
     CkksSettings,
     ClientDPSettings,
@@ -122,6 +124,76 @@ class DataConfig(StrictModel):
         if self.unseen_site_adabn and self.unseen_site is None:
             raise ValueError("unseen_site_adabn needs an unseen_site")
         return self
+
+
+class IntensityConfig(StrictModel):
+    """Intensity normalisation of one channel, or of every channel (docs/data.md, Preprocessing)."""
+
+    mode: Literal["zscore_foreground", "ct_window"] = Field(
+        "zscore_foreground",
+        description="zscore_foreground (MRI, default) | ct_window (clip to window, scale to [0, 1])",
+    )
+    window: tuple[float, float] = Field((-1000.0, 1000.0), description="[lo, hi] of ct_window (HU)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntensityConfig:
+        if not self.window[0] < self.window[1]:
+            raise ValueError(f"window must be [lo, hi] with lo < hi, got {list(self.window)}")
+        return self
+
+    def normalisation(self) -> Normalisation:
+        """The constructor arguments of this channel's normalisation."""
+        return Normalisation(mode=self.mode, window=self.window)
+
+
+class PreprocessingConfig(StrictModel):
+    """Bringing every site's cases to a common grid (docs/data.md, Preprocessing)."""
+
+    spacing: list[Annotated[float, Field(gt=0, le=100)]] | None = Field(
+        None, min_length=2, max_length=3, description="Target voxel spacing in mm; null keeps it."
+    )
+    intensity: IntensityConfig | Annotated[list[IntensityConfig], Field(min_length=1, max_length=16)] = Field(
+        IntensityConfig(),
+        description="One normalisation for every channel, or a list: one per channel (modality).",
+    )
+    crop_foreground: bool = False
+    patch_size: list[Annotated[int, Field(ge=4, le=512)]] | None = Field(
+        None, min_length=2, max_length=3, description="Training patch and sliding-window size."
+    )
+    divisible_by: int | None = Field(
+        None, ge=1, le=256, description="Pad whole images to a multiple; null: the U-Net's total stride."
+    )
+
+    def settings(self, model: ModelConfig) -> Preprocessing:
+        """The constructor arguments of the preprocessing for ``model``.
+
+        Raises:
+            ConfigError: If ``divisible_by`` is not a multiple of the network's total stride
+                (``size_multiple``), or a patch side not a multiple of the divisor.
+        """
+        multiple = network_spec(model.name, model.params).size_multiple
+        divisor = self.divisible_by or multiple
+        if divisor % multiple:
+            raise ConfigError(
+                f"preprocessing.divisible_by {divisor} must be a multiple of {multiple}, the "
+                f"product of model.params.strides"
+            )
+        patch = None if self.patch_size is None else tuple(self.patch_size)
+        if patch is not None and any(side % divisor for side in patch):
+            raise ConfigError(
+                f"preprocessing.patch_size {list(patch)} must be a multiple of {divisor} (the "
+                "network's total stride, or preprocessing.divisible_by) along every axis"
+            )
+        return Preprocessing(
+            spacing=None if self.spacing is None else tuple(self.spacing),
+            intensity=tuple(entry.normalisation() for entry in self._intensities()),
+            crop_foreground=self.crop_foreground,
+            patch_size=patch,
+            divisible_by=divisor,
+        )
+
+    def _intensities(self) -> list[IntensityConfig]:
+        return self.intensity if isinstance(self.intensity, list) else [self.intensity]
 
 
 class ModelConfig(StrictModel):
@@ -460,6 +532,7 @@ class SimulationConfig(StrictModel):
     baselines: BaselinesConfig = BaselinesConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     attack: PoisoningConfig | None = None
+    preprocessing: PreprocessingConfig = PreprocessingConfig()
 
     @model_validator(mode="after")
     def _unique_experiments(self) -> SimulationConfig:

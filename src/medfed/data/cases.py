@@ -18,6 +18,7 @@ class Case:
         mask: int64 array ``(1, H, W[, D])`` with values ``0..K`` (0 = background), or ``None``.
         label: Case-level class (e.g. 1 = lesion present), or ``None`` when unknown.
         source: The file or folder the case was read from (for error messages).
+        spacing: Voxel spacing in mm along each spatial axis, or ``None`` when unknown.
     """
 
     case_id: str
@@ -25,6 +26,7 @@ class Case:
     mask: np.ndarray | None
     label: int | None
     source: Path
+    spacing: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)

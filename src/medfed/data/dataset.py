@@ -1,4 +1,4 @@
-"""Torch datasets over cases: intensity normalisation once, MONAI augmentation on the fly."""
+"""Torch datasets over cases: preprocessing once, patches and MONAI augmentation on the fly."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Literal
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from monai.inferers import Inferer
 from monai.transforms import (
     Compose,
-    NormalizeIntensity,
+    MapTransform,
     RandAdjustContrastd,
     RandFlipd,
     RandGaussianNoised,
@@ -20,6 +21,15 @@ from monai.transforms import (
 from torch.utils.data import Dataset
 
 from medfed.data.cases import Case
+from medfed.data.preprocessing import (
+    DEFAULT_PREPROCESSING,
+    Preprocessing,
+    as_meta,
+    case_transforms,
+    inferer,
+    training_crop,
+    training_padding,
+)
 from medfed.errors import DataError
 
 Task = Literal["segmentation", "classification"]
@@ -33,12 +43,19 @@ class CaseDataset(Dataset[Sample]):
         images: float32 tensors ``(C, H, W[, D])``, already normalised.
         targets: Masks ``(1, H, W[, D])`` (int64) or 0-dim int64 class tensors.
         augment: Random dict transform over ``{"image", "label"}``, or ``None``.
+        inferer: Whole-image inference for evaluation (logits on the image's own grid).
     """
 
     def __init__(
-        self, images: list[torch.Tensor], targets: list[torch.Tensor], augment: Compose | None
+        self,
+        images: list[torch.Tensor],
+        targets: list[torch.Tensor],
+        augment: Compose | None,
+        *,
+        inferer: Inferer,
     ) -> None:
         self.images, self.targets, self.augment = images, targets, augment
+        self.inferer = inferer
 
     def __len__(self) -> int:
         return len(self.images)
@@ -71,11 +88,18 @@ def build_dataset(
     augment: bool,
     seed: int,
     site: str = "unnamed",
+    preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
+    training: bool = False,
+    num_classes: int | None = None,
 ) -> CaseDataset:
     """Builds a dataset yielding ``{"image", "label"}`` dicts for training or evaluation.
 
-    Images are normalised once, up front, to zero mean and unit variance per channel over
-    their non-zero voxels (MONAI ``NormalizeIntensity(nonzero=True, channel_wise=True)``).
+    Each case is preprocessed once, up front (``medfed.data.preprocessing``; by default:
+    zero mean and unit variance per channel over non-zero voxels, MONAI
+    ``NormalizeIntensityd(nonzero=True, channel_wise=True)``). A training dataset then yields
+    random patches of ``preprocessing.patch_size`` or, without one, whole images padded to the
+    site's largest size and to a multiple of ``preprocessing.divisible_by``; an evaluation
+    dataset yields whole images and carries the ``inferer`` that returns logits on their grid.
     With ``augment``, each access applies random flips, intensity scale and shift, gamma-like
     contrast change and light Gaussian noise; the random sequence is fixed by ``seed``.
 
@@ -84,22 +108,81 @@ def build_dataset(
         task: ``"segmentation"`` (label = mask ``(1, H, W[, D])``) or ``"classification"``
             (label = 0-dim class tensor).
         augment: Whether to augment on the fly (for training).
-        seed: Seed of the augmentation's random state.
+        seed: Seed of the random state of patches and augmentation.
         site: The cases' site, named in error messages.
+        preprocessing: How cases are brought to a common grid.
+        training: Whether the dataset feeds training (patches or padding to one shape).
+        num_classes: Classes the model outputs; a mask value at or above it is an error.
 
     Returns:
         The dataset.
 
     Raises:
         ValueError: If ``task`` is unknown.
-        DataError: If a case lacks the mask (segmentation) or label (classification).
+        DataError: If a case lacks the mask (segmentation) or label (classification), has a
+            mask value the model cannot output, or has no spacing while one is asked for.
     """
     if task not in ("segmentation", "classification"):
         raise ValueError(f"task must be 'segmentation' or 'classification', got {task!r}")
-    targets = [_target(site, case, task) for case in cases]
-    images = [_normalised(case.image) for case in cases]
-    transform = _augmentation(task, seed) if augment else None
-    return CaseDataset(images, targets, transform)
+    keys = ["image", "label"] if task == "segmentation" else ["image"]
+    prepare = Compose(case_transforms(preprocessing, keys))
+    samples = [_prepared(site, case, task, prepare, preprocessing, num_classes) for case in cases]
+    if training and preprocessing.patch_size is None and samples:
+        largest = np.max([sample["image"].shape[1:] for sample in samples], axis=0).tolist()
+        pad = Compose(training_padding(preprocessing, keys, largest))
+        samples = [pad(sample) for sample in samples]
+    random = training_crop(preprocessing, keys) if training else []
+    random += _augmentation(task) if augment else []
+    transform = Compose(random) if random else None
+    if transform is not None:
+        transform.set_random_state(seed=seed)
+    images = [_plain(sample["image"]).to(torch.float32) for sample in samples]
+    targets = [_plain(sample["label"]).to(torch.int64) for sample in samples]
+    return CaseDataset(images, targets, transform, inferer=inferer(preprocessing))
+
+
+def _prepared(
+    site: str,
+    case: Case,
+    task: Task,
+    prepare: Compose,
+    preprocessing: Preprocessing,
+    num_classes: int | None,
+) -> dict[str, torch.Tensor]:
+    """One case after the once-per-case transforms, as ``{"image", "label"}``."""
+    _check_fits(site, case, preprocessing)
+    target = _target(site, case, task)
+    if task == "segmentation" and num_classes is not None and int(target.max()) >= num_classes:
+        reason = (
+            f"case '{case.case_id}' has mask value {int(target.max())}, but the model outputs "
+            f"{num_classes} classes (0..{num_classes - 1}); set model.params.out_channels"
+        )
+        raise DataError(site, case.source, reason)
+    image = as_meta(case.image, case.spacing)
+    if task == "segmentation":
+        label: torch.Tensor = MetaTensor(target, affine=image.affine.clone())
+    else:
+        label = target
+    return prepare({"image": image, "label": label})
+
+
+def _check_fits(site: str, case: Case, preprocessing: Preprocessing) -> None:
+    """Raises ``DataError`` unless ``case`` has the axes, channels and spacing ``preprocessing``
+    needs."""
+    axes, channels = case.image.ndim - 1, case.image.shape[0]
+    for name, sizes in (("spacing", preprocessing.spacing), ("patch_size", preprocessing.patch_size)):
+        if sizes is not None and len(sizes) != axes:
+            reason = f"case '{case.case_id}' has {axes} spatial axes, preprocessing.{name} {len(sizes)}"
+            raise DataError(site, case.source, reason)
+    if len(preprocessing.intensity) not in (1, channels):
+        reason = (
+            f"case '{case.case_id}' has {channels} channels, preprocessing.intensity "
+            f"{len(preprocessing.intensity)} entries (give one, or one per channel)"
+        )
+        raise DataError(site, case.source, reason)
+    if preprocessing.spacing is not None and case.spacing is None:
+        reason = f"case '{case.case_id}' has no known voxel spacing, so it cannot be resampled"
+        raise DataError(site, case.source, reason)
 
 
 def _target(site: str, case: Case, task: Task) -> torch.Tensor:
@@ -115,28 +198,17 @@ def _target(site: str, case: Case, task: Task) -> torch.Tensor:
     return torch.tensor(case.label, dtype=torch.int64)
 
 
-def _normalised(image: np.ndarray) -> torch.Tensor:
-    """Zero mean, unit variance per channel over non-zero voxels; float32 ``(C, H, W[, D])``."""
-    normalise = NormalizeIntensity(nonzero=True, channel_wise=True)
-    # a copy: NormalizeIntensity works in place and must not change the site's Case
-    return _plain(normalise(torch.from_numpy(np.array(image, dtype=np.float32))))
-
-
-def _augmentation(task: Task, seed: int) -> Compose:
+def _augmentation(task: Task) -> list[MapTransform]:
     """Random flips (image and mask together) and intensity changes (image only)."""
     spatial_keys = ["image", "label"] if task == "segmentation" else ["image"]
-    transform = Compose(
-        [
-            RandFlipd(spatial_keys, prob=0.5, spatial_axis=0),
-            RandFlipd(spatial_keys, prob=0.5, spatial_axis=1),
-            RandScaleIntensityd("image", factors=0.1, prob=0.5),
-            RandShiftIntensityd("image", offsets=0.1, prob=0.5),
-            RandAdjustContrastd("image", gamma=(0.8, 1.25), prob=0.3, retain_stats=True),
-            RandGaussianNoised("image", std=0.05, prob=0.3),
-        ]
-    )
-    transform.set_random_state(seed=seed)
-    return transform
+    return [
+        RandFlipd(spatial_keys, prob=0.5, spatial_axis=0),
+        RandFlipd(spatial_keys, prob=0.5, spatial_axis=1),
+        RandScaleIntensityd("image", factors=0.1, prob=0.5),
+        RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+        RandAdjustContrastd("image", gamma=(0.8, 1.25), prob=0.3, retain_stats=True),
+        RandGaussianNoised("image", std=0.05, prob=0.3),
+    ]
 
 
 def _plain(tensor: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -73,6 +73,7 @@ def checked_case(
     label: int | None,
     source: Path,
     mask_path: Path | None = None,
+    spacing: tuple[float, ...] | None = None,
 ) -> Case:
     """Builds a validated ``Case`` (see ``checked_image`` and ``checked_mask``).
 
@@ -84,6 +85,7 @@ def checked_case(
         label: Case-level class, or ``None``.
         source: File or folder of the image.
         mask_path: File of the mask, for error messages (defaults to ``source``).
+        spacing: Voxel spacing in mm per spatial axis, when known.
 
     Returns:
         The validated case.
@@ -91,7 +93,7 @@ def checked_case(
     image = checked_image(site, source, image)
     if mask is not None:
         mask = checked_mask(site, mask_path or source, mask, image.shape[1:])
-    return Case(case_id=case_id, image=image, mask=mask, label=label, source=source)
+    return Case(case_id=case_id, image=image, mask=mask, label=label, source=source, spacing=spacing)
 
 
 def checked_site(site: str, path: Path, cases: Sequence[Case]) -> SiteData:

@@ -180,7 +180,12 @@ class HeldOutEvaluator:
         self.site, self.job = held_out.name, job
         self.num_cases = len(held_out.cases)
         self.dataset = build_dataset(
-            held_out.cases, task=job.task, augment=False, seed=job.seed, site=held_out.name
+            held_out.cases,
+            task=job.task,
+            augment=False,
+            seed=job.seed,
+            site=held_out.name,
+            preprocessing=job.preprocessing.settings(job.model),
         )
         self._model: nn.Module | None = None
 

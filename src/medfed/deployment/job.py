@@ -15,7 +15,14 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from medfed.config.loading import check_strategy
-from medfed.config.schema import FederationConfig, ModelConfig, PrivacyConfig, StrategyConfig, TrainingConfig
+from medfed.config.schema import (
+    FederationConfig,
+    ModelConfig,
+    PreprocessingConfig,
+    PrivacyConfig,
+    StrategyConfig,
+    TrainingConfig,
+)
 from medfed.config.strict import StrictModel
 from medfed.errors import ConfigError
 
@@ -35,6 +42,7 @@ class SiteJob(StrictModel):
     augment: bool = False
     federation: FederationConfig = FederationConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    preprocessing: PreprocessingConfig = PreprocessingConfig()
 
     @model_validator(mode="after")
     def _no_reproducible_noise(self) -> SiteJob:

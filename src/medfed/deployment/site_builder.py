@@ -199,7 +199,16 @@ def build_local_site(
     """A ``LocalSite`` training ``job``'s model with ``job``'s strategy on ``data``; with DP-SGD
     (under the stricter of the site's and the job's budget, with the ledger of ``dataset``, all
     its cases: ``data`` by default) when the job asks for it."""
-    cases = build_dataset(data.cases, task=job.task, augment=job.augment, seed=job.seed, site=data.name)
+    preprocessing = job.preprocessing.settings(job.model)
+    cases = build_dataset(
+        data.cases,
+        task=job.task,
+        augment=job.augment,
+        seed=job.seed,
+        site=data.name,
+        preprocessing=preprocessing,
+        training=True,
+    )
     inner = LocalTrainer(task=job.task, settings=TrainSettings(**job.training.model_dump()))
     trainer: Trainer = (
         inner if job.privacy.dp_sgd is None else _dp_trainer(dataset or data, job, inner, options)

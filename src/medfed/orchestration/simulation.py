@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from medfed.aggregation import consensus
 from medfed.config.schema import SimulationConfig
 from medfed.data import SiteData, build_dataset
+from medfed.data.dataset import CaseDataset
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import (
     Checkpoint,
@@ -91,9 +92,9 @@ class ExperimentRunner:
         if "out_channels" not in self.model_params:
             self.model_params["out_channels"] = data.num_classes(config.task)
         self.trainer = LocalTrainer(task=config.task, settings=TrainSettings(**config.training.model_dump()))
+        self.preprocessing = config.preprocessing.settings(config.model)
         self.evaluation_sets = {
-            name: build_dataset(site.cases, task=config.task, augment=False, seed=config.seed)
-            for name, site in data.evaluation_sets.items()
+            name: self._dataset(site, training=False) for name, site in data.evaluation_sets.items()
         }
 
     def new_model(self) -> nn.Module:
@@ -221,9 +222,7 @@ class ExperimentRunner:
         experiment: Experiment,
         state: SiteState | None,
     ) -> LocalSite:
-        dataset: Dataset = build_dataset(
-            data.cases, task=self.config.task, augment=self.config.data.augment, seed=self.config.seed
-        )
+        dataset: Dataset = self._dataset(data, training=True)
         attack = self.config.attack
         if experiment.attacked and attack is not None and name in attack.sites:
             from medfed.attacks.poisoning import (
@@ -243,6 +242,21 @@ class ExperimentRunner:
             strategy=experiment.strategy,
             seed=self.config.seed,
             state=state,
+        )
+
+    def _dataset(self, site: SiteData, *, training: bool) -> CaseDataset:
+        """The site's cases, preprocessed; augmented when training and configured."""
+        return build_dataset(
+            site.cases,
+            task=self.config.task,
+            augment=training and self.config.data.augment,
+            seed=self.config.seed,
+            site=site.name,
+            preprocessing=self.preprocessing,
+            training=training,
+            num_classes=int(self.model_params["out_channels"])
+            if self.config.task == "segmentation"
+            else None,
         )
 
     def _attack(self, experiment: Experiment) -> Tamper | None:

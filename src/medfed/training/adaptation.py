@@ -13,6 +13,7 @@ from torch.nn.modules.batchnorm import _NormBase
 from torch.utils.data import DataLoader, Dataset
 
 from medfed.device import default_device
+from medfed.training.evaluation import same_size_batches, whole_image_inferer
 
 
 @torch.no_grad()
@@ -27,7 +28,8 @@ def adapt_norm_statistics(
 
     Args:
         model: The network to adapt.
-        dataset: Cases with an ``"image"`` (CHW[D]); labels are ignored.
+        dataset: Cases with an ``"image"`` (CHW[D]); labels are ignored. Images of one size
+            are batched together, through the dataset's whole-image inferer when it has one.
         batch_size: Cases per forward pass.
         device: Where to run; ``default_device()`` when ``None``.
 
@@ -45,8 +47,13 @@ def adapt_norm_statistics(
         layer.momentum = None
         layer.train()
     try:
-        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            model(batch["image"].to(device))
+        inferer = whole_image_inferer(dataset)
+        for batch in DataLoader(dataset, batch_sampler=same_size_batches(dataset, batch_size)):
+            images = batch["image"].to(device)
+            if inferer is None:
+                model(images)
+            else:
+                inferer(images, model)
     finally:
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum

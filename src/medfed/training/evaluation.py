@@ -7,21 +7,39 @@ import math
 import warnings
 
 import torch
+from monai.inferers import Inferer
 from monai.metrics import ConfusionMatrixMetric, DiceMetric, HausdorffDistanceMetric, ROCAUCMetric
 from torch import nn
 from torch.nn.functional import one_hot
 from torch.utils.data import DataLoader, Dataset
 
+from medfed.data.dataset import CaseDataset
 from medfed.device import default_device
 from medfed.types import Task
 
 
+def whole_image_inferer(dataset: Dataset) -> Inferer | None:
+    """The inferer a ``CaseDataset`` carries (sliding windows or padding), else ``None``."""
+    return dataset.inferer if isinstance(dataset, CaseDataset) else None
+
+
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
-    """Class probabilities (softmax) of ``model`` for ``images`` (BCHW[D]), returned on the CPU."""
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device | None = None,
+    inferer: Inferer | None = None,
+) -> torch.Tensor:
+    """Class probabilities (softmax) of ``model`` for ``images`` (BCHW[D]), returned on the CPU.
+
+    With an ``inferer`` (e.g. MONAI ``SlidingWindowInferer``) the model runs through it; the
+    probabilities then have the spatial size the inferer returns (the images' own).
+    """
     device = device or default_device()
     model.to(device).eval()
-    return torch.softmax(model(images.to(device)), dim=1).cpu()
+    inputs = images.to(device)
+    logits = model(inputs) if inferer is None else inferer(inputs, model)
+    return torch.softmax(logits, dim=1).cpu()
 
 
 def evaluate(
@@ -38,20 +56,41 @@ def evaluate(
     For segmentation, Dice and HD95 (in voxels, skipped when ``surface_distance`` is false) are
     averaged over the cases that have a lesion, as MONAI does by default (``ignore_empty``).
     For classification: accuracy, AUC, sensitivity and specificity of the positive classes.
+    Masks are predicted through the dataset's ``inferer`` when it has one (a ``CaseDataset``:
+    sliding windows or padding, cropped back), so metrics are on each image's own grid.
+    Consecutive images of one size are batched together; images of other sizes start a new
+    batch.
     """
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    loader = DataLoader(dataset, batch_sampler=same_size_batches(dataset, batch_size))
     if task == "segmentation":
-        return _segmentation_metrics(model, loader, device, surface_distance)
+        return _segmentation_metrics(model, loader, device, surface_distance, whole_image_inferer(dataset))
     return _classification_metrics(model, loader, device)
 
 
+def same_size_batches(dataset: Dataset, batch_size: int) -> list[list[int]]:
+    """For a ``DataLoader``'s ``batch_sampler``: consecutive indices in batches of at most ``batch_size`` images of one shape (any
+    dataset other than a ``CaseDataset`` is taken to hold images of one shape)."""
+    count = len(dataset)  # type: ignore[arg-type]
+    shapes = [image.shape for image in dataset.images] if isinstance(dataset, CaseDataset) else [None] * count
+    batches: list[list[int]] = []
+    for index, shape in enumerate(shapes):
+        if index == 0 or shape != shapes[index - 1] or len(batches[-1]) == batch_size:
+            batches.append([])
+        batches[-1].append(index)
+    return batches
+
+
 def _segmentation_metrics(
-    model: nn.Module, loader: DataLoader, device: torch.device | None, surface_distance: bool
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device | None,
+    surface_distance: bool,
+    inferer: Inferer | None,
 ) -> dict[str, float]:
     dice = DiceMetric(include_background=False)
     hd95 = HausdorffDistanceMetric(include_background=False, percentile=95.0)
     for batch in loader:
-        probabilities = predict(model, batch["image"], device)
+        probabilities = predict(model, batch["image"], device, inferer)
         num_classes = probabilities.shape[1]
         predicted = _one_hot(probabilities.argmax(dim=1), num_classes)
         truth = _one_hot(batch["label"][:, 0].long(), num_classes)

@@ -40,7 +40,7 @@ from pydicom.uid import (
 from medfed.data.cases import Case, SiteData
 from medfed.data.formats.common import lookup_label, read_labels_csv
 from medfed.data.formats.dicom_masks import nifti_mask, rtstruct_mask, seg_mask
-from medfed.data.formats.geometry import LPS_TO_RAS, Volume, oriented
+from medfed.data.formats.geometry import LPS_TO_RAS, Volume, oriented, voxel_spacing
 from medfed.data.validation import checked_case, checked_site
 from medfed.errors import DataError
 
@@ -95,16 +95,17 @@ def _load_case(site: str, folder: Path, label: int | None) -> Case:
     slices = _sorted_slices(site, _one_series(site, folder, images))
     volume, has_geometry = _volume(site, slices)
     image, affine = oriented(volume)
+    spacing = voxel_spacing(image, affine) if has_geometry else None
     if (folder / MASK_FILE).is_file():
         masks.insert(0, (folder / MASK_FILE, None))
     if len(masks) > 1:
         names = ", ".join(path.name for path, _ in masks)
         raise DataError(site, folder, f"case has {len(masks)} masks ({names}); keep one")
     if not masks:
-        return checked_case(site, folder.name, image, None, label, folder)
+        return checked_case(site, folder.name, image, None, label, folder, spacing=spacing)
     mask_path, ds = masks[0]
     mask = _read_mask(site, mask_path, ds, slices, volume, affine if has_geometry else None)
-    return checked_case(site, folder.name, image, mask, label, folder, mask_path)
+    return checked_case(site, folder.name, image, mask, label, folder, mask_path, spacing)
 
 
 def _read_mask(

@@ -77,6 +77,15 @@ def oriented(volume: Volume) -> tuple[np.ndarray, np.ndarray]:
     return array, reoriented.affine
 
 
+def voxel_spacing(array: np.ndarray, affine: np.ndarray) -> tuple[float, ...] | None:
+    """Voxel spacing in mm along each spatial axis of a canonical ``(C, X, Y, Z)`` array (the
+    lengths of the affine's columns); ``None`` for a 2D slice, whose kept axes the affine
+    does not name."""
+    if array.ndim != 4:
+        return None
+    return tuple(float(norm) for norm in np.linalg.norm(affine[:3, :3], axis=0))
+
+
 def check_same_grid(
     site: str, path: Path, affine: np.ndarray, reference: np.ndarray, reference_name: str
 ) -> None:

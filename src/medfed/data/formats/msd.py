@@ -35,7 +35,7 @@ from medfed.data.formats.common import (
     read_oriented,
     require_file,
 )
-from medfed.data.formats.geometry import check_same_grid
+from medfed.data.formats.geometry import check_same_grid, voxel_spacing
 from medfed.data.validation import checked_case, checked_site
 from medfed.errors import DataError
 
@@ -284,7 +284,8 @@ def _load_case(site: str, entry: _Entry, classes: dict[int, str] | None) -> Case
         require_file(site, entry.mask, f"label file of case '{entry.case_id}'")
         mask, mask_affine = read_oriented(site, entry.mask)
         check_same_grid(site, entry.mask, mask_affine, first_affine, f"image '{entry.images[0].name}'")
-    case = checked_case(site, entry.case_id, image, mask, entry.label, entry.source, entry.mask)
+    spacing = voxel_spacing(image, first_affine)
+    case = checked_case(site, entry.case_id, image, mask, entry.label, entry.source, entry.mask, spacing)
     _check_declared(site, entry.mask, case.mask, classes)
     return case
 

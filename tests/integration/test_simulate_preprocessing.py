@@ -1,0 +1,88 @@
+"""`medfed simulate` on real-layout sites whose images differ in size within and across sites,
+with sizes the U-Net strides do not divide, and with a mask class the model cannot output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medfed.config.loading import parse_config
+from medfed.data import load_site
+from medfed.errors import DataError
+from medfed.simulate import run_simulation
+
+
+def _write_site(folder: Path, shapes: list[tuple[int, ...]], seed: int, classes: int = 2) -> Path:
+    """An MSD site of one-channel NIfTI cases, ``classes`` labels, 1.5 x 1 x 2 mm voxels."""
+    rng = np.random.default_rng(seed)
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    affine = np.diag([1.5, 1.0, 2.0, 1.0])
+    entries = []
+    for index, shape in enumerate(shapes):
+        mask = np.zeros(shape, dtype=np.uint8)
+        mask[tuple(slice(s // 4, s // 2 + 1) for s in shape)] = 1
+        mask[(0,) * len(shape)] = classes - 1
+        image = (rng.normal(0.0, 0.2, shape) + 1.0 + 2.0 * mask).astype(np.float32)
+        name = f"case{index}.nii.gz"
+        nib.save(nib.Nifti1Image(image, affine), folder / "imagesTr" / name)
+        nib.save(nib.Nifti1Image(mask, affine), folder / "labelsTr" / name)
+        entries.append({"image": f"imagesTr/{name}", "label": f"labelsTr/{name}"})
+    labels = {str(k): f"class{k}" for k in range(classes)}
+    (folder / "dataset.json").write_text(json.dumps({"labels": labels, "training": entries}))
+    return folder
+
+
+def _config(tmp_path: Path, sites: dict[str, Path], **overrides: Any) -> Any:
+    return parse_config(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "data": {
+                "synthetic": None,
+                "unseen_site": None,
+                "augment": False,
+                "sites": [{"name": name, "path": str(path)} for name, path in sites.items()],
+            },
+            "model": {"params": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}},
+            "training": {"local_epochs": 1, "batch_size": 2},
+            "federation": {"rounds": 1},
+            "strategies": [{"name": "fedavg"}],
+            "baselines": {"centralized": False, "local": False},
+            **overrides,
+        }
+    )
+
+
+@pytest.mark.integration
+def test_sites_of_mixed_non_divisible_3d_sizes_train_and_evaluate(tmp_path: Path) -> None:
+    sites = {
+        "a": _write_site(tmp_path / "a", [(10, 13, 6), (14, 9, 7), (10, 13, 6), (9, 11, 5)], seed=0),
+        "b": _write_site(tmp_path / "b", [(17, 12, 9), (15, 15, 6), (11, 10, 7), (12, 12, 8)], seed=1),
+    }
+    assert load_site("a", sites["a"]).cases[0].spacing == (1.5, 1.0, 2.0)
+    for preprocessing in ({}, {"spacing": [2.0, 2.0, 2.0], "crop_foreground": True, "patch_size": [8, 8, 8]}):
+        outcome = run_simulation(
+            _config(tmp_path / str(len(preprocessing)), sites, preprocessing=preprocessing)
+        )
+        fedavg = next(row for row in outcome.summary if row.experiment == "fedavg")
+        assert 0.0 <= fedavg.own_sites <= 1.0
+
+
+@pytest.mark.integration
+def test_a_mask_class_beyond_out_channels_stops_before_training(tmp_path: Path) -> None:
+    sites = {
+        "a": _write_site(tmp_path / "a", [(8, 8, 1)] * 3, seed=0),
+        "b": _write_site(tmp_path / "b", [(8, 8, 1)] * 3, seed=1, classes=3),
+    }
+    config = _config(
+        tmp_path, sites, model={"params": {"out_channels": 2, "channels": [4, 8], "strides": [2]}}
+    )
+    with pytest.raises(DataError, match="site 'b'.*mask value 2, but the model outputs 2 classes") as error:
+        run_simulation(config)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()
