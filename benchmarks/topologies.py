@@ -7,8 +7,8 @@ Topologies: ``client_server`` (FedAvg), ``braintorrent`` (one pull per site and 
 data, seed, initial model, trainer and number of rounds; each round trains every site once on
 average. Bytes are the safetensors payloads a deployment would send (``medfed.orchestration.traffic``).
 
-Run: ``python -m benchmarks topologies`` or ``python benchmarks/topologies.py [--rounds N]
-[--image-size S] [--cases-scale F]``.
+Run: ``python -m benchmarks topologies`` or ``python -m benchmarks.topologies [--rounds N]
+[--image-size S] [--cases-scale F] [--local-epochs E] [--lr LR]``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def run_topology(topology: str, folder: Path, args: argparse.Namespace) -> dict[
             "output_dir": str(folder),
             "data": {"synthetic": {"image_size": args.image_size, "cases_scale": args.cases_scale}},
             "model": {"params": {"channels": [8, 16], "strides": [2]}},
-            "training": {"local_epochs": 1, "batch_size": 4, "lr": 3e-3},
+            "training": {"local_epochs": args.local_epochs, "batch_size": 4, "lr": args.lr},
             "federation": {"rounds": args.rounds, "evaluate_every": 0, "topology": topology},
             "strategies": [{"name": "fedavg"}],
             "baselines": {"centralized": False, "local": False},
@@ -73,14 +73,16 @@ def run_topology(topology: str, folder: Path, args: argparse.Namespace) -> dict[
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--cases-scale", type=float, default=0.3)
+    parser.add_argument("--local-epochs", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     print(
         f"{args.rounds} rounds, {args.image_size}x{args.image_size} images, cases_scale {args.cases_scale}, "
-        f"U-Net channels [8, 16], 1 local epoch, seed {args.seed}"
+        f"U-Net channels [8, 16], {args.local_epochs} local epochs, lr {args.lr}, seed {args.seed}"
     )
     print(
         f"{'topology':<14}{'Dice own':>10}{'Dice unseen':>13}{'MB sent/site':>14}{'MB recv/site':>14}{'s':>8}"

@@ -8,12 +8,15 @@ from statistics import fmean
 from typing import Any
 
 import pytest
+import yaml
 
 from medfed.config.loading import parse_config
 from medfed.errors import ConfigError
 from medfed.orchestration.experiments import plan_experiments
 from medfed.orchestration.federation_data import prepare_data
+from medfed.orchestration.run_dir import config_yaml
 from medfed.orchestration.simulation import ExperimentRunner
+from medfed.privacy.dp.ledger import load_ledger
 from medfed.training import evaluate
 
 TINY: dict[str, Any] = {
@@ -76,3 +79,28 @@ def test_an_impossible_gossip_graph_is_one_config_error(tmp_path: Path) -> None:
     (experiment,) = plan_experiments(runner.config, runner.data)
     with pytest.raises(ConfigError, match="federation.topology: no 5-regular graph on 3 sites"):
         runner.run(experiment)
+
+
+def test_a_site_drawn_past_its_planned_trainings_is_refused_by_its_own_ledger(tmp_path: Path) -> None:
+    raw = {
+        **TINY,
+        "model": {"params": {"channels": [4, 8], "strides": [2], "norm": "instance"}},
+        "federation": {"rounds": 1, "topology": {"name": "braintorrent", "pulls_per_round": 4}},
+        "privacy": {"accountant": "rdp", "epsilon": 50.0, "dp_sgd": {"noise": "calibrated"}},
+        "output_dir": str(tmp_path),
+    }
+    config = parse_config(raw)
+    runner = ExperimentRunner(config, prepare_data(config.data, tmp_path / "data", seed=0), tmp_path)
+    (experiment,) = plan_experiments(config, runner.data)
+    runner.run(experiment)
+    ledgers = [load_ledger(path) for path in (tmp_path / "privacy" / experiment.name).glob("*.jsonl")]
+    # calibrated for one training per site: 4 pulls over 3 sites draw one site twice, and its
+    # ledger refuses the second training
+    assert ledgers and all(len(ledger.releases) <= 1 and ledger.epsilon() <= 50.0 for ledger in ledgers)
+    assert sum(len(ledger.releases) for ledger in ledgers) <= 3
+
+
+def test_the_resolved_configuration_reads_back(tmp_path: Path) -> None:
+    config = parse_config({**TINY, "federation": {"topology": {"name": "cyclic", "order": "random"}}})
+    again = parse_config(yaml.safe_load(config_yaml(config)))
+    assert again.federation.topology == config.federation.topology

@@ -241,7 +241,11 @@ class TopologyConfig(StrictModel):
     @model_validator(mode="after")
     def _settings_of_the_topology(self) -> TopologyConfig:
         own = _TOPOLOGY_SETTINGS.get(self.name, ())
-        foreign = sorted(key for key in self.model_fields_set - {"name"} if key not in own)
+        foreign = sorted(
+            key
+            for key, field in type(self).model_fields.items()
+            if key not in (*own, "name") and getattr(self, key) != field.default
+        )
         if foreign:
             raise ValueError(f"{foreign} do not apply to topology '{self.name}' (its settings: {list(own)})")
         return self
