@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from medfed.text import printable
@@ -19,7 +20,8 @@ class DataError(MedfedError):
     """A site's data cannot be used.
 
     Args:
-        site: The site whose data is wrong.
+        site: The site whose data is wrong (``""`` for a file of no site, e.g. a scan given to
+            ``medfed predict``).
         path: The file or folder at fault (``None`` when the whole site is at fault).
         reason: What is wrong and, where possible, how to fix it.
     """
@@ -28,8 +30,25 @@ class DataError(MedfedError):
         self.site = site
         self.path = None if path is None else Path(path)
         self.reason = reason
-        where = f"site '{site}'" + (f", file '{path}'" if path is not None else "")
-        super().__init__(f"{where}: {reason}")
+        where = ([f"site '{site}'"] if site else []) + ([f"file '{path}'"] if path is not None else [])
+        super().__init__(f"{', '.join(where)}: {reason}")
+
+
+class DataProblems(MedfedError):
+    """Several problems with a study's data, one line each (see ``raise_problems``)."""
+
+    def __init__(self, problems: Sequence[MedfedError]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(str(problem) for problem in self.problems)
+        super().__init__(f"{len(self.problems)} problems with the data:\n{lines}")
+
+
+def raise_problems(problems: Sequence[MedfedError]) -> None:
+    """Raises the one problem itself, several as ``DataProblems``; nothing when there are none."""
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise DataProblems(problems)
 
 
 class UnknownNameError(MedfedError, KeyError):

@@ -10,14 +10,17 @@ from pathlib import Path
 import numpy as np
 
 from medfed.config.schema import SimulationConfig
+from medfed.data.study_plan import StudyPlan, save_plan
+from medfed.orchestration.data_checks import check_study
 from medfed.orchestration.experiments import plan_experiments
-from medfed.orchestration.federation_data import FederationData, prepare_data
+from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.metrics_log import MetricRow
+from medfed.orchestration.planning import study_plan
 from medfed.orchestration.preconditions import check_config
 from medfed.orchestration.run_dir import check_new_run, config_yaml, start_run
 from medfed.orchestration.simulation import Callbacks, ExperimentResult, ExperimentRunner
 from medfed.privacy.setup import privacy_warning
-from medfed.report.html import write_report
+from medfed.report.html import SimulationRun, write_report
 from medfed.report.plots import SampleImage
 from medfed.report.summary import (
     PRIMARY_METRIC,
@@ -52,8 +55,9 @@ def run_simulation(
     warning = privacy_warning(config.privacy.plan())
     if warning is not None:
         logger.warning("%s", warning)
-    data = checked_data(config, config.output_dir / "data", resume=resume)
+    config, data, plan = checked_data(config, config.output_dir / "data", resume=resume)
     run_dir = config.output_dir if resume else start_run(config)
+    save_plan(plan, run_dir)
     runner = ExperimentRunner(config, data, run_dir, callbacks)
     results = [runner.run(experiment) for experiment in plan_experiments(config, data)]
     kinds = {result.experiment.name: result.experiment.kind for result in results}
@@ -64,18 +68,17 @@ def run_simulation(
     attacks = _attack_rows(config, results, rows, summary)
     samples = sample_predictions(runner, results[0], data) if config.task == "segmentation" else []
     report = run_dir / "report.html"
-    write_report(
-        report,
+    run = SimulationRun(
         title=f"medfed simulation: {run_dir.name}",
-        rows=rows,
         summary=summary,
-        metric=metric,
         unseen_site=config.data.unseen_site,
         samples=samples,
         config_yaml=config_yaml(config),
         warning=warning,
         attacks=attacks,
+        plan=_plan_rows(config, plan),
     )
+    write_report(report, rows=rows, metric=metric, run=run)
     return SimulationOutcome(run_dir=run_dir, report=report, summary=summary, attacks=attacks)
 
 
@@ -101,14 +104,36 @@ def _attack_rows(
     return attack_summary(rows, summary, roles, backdoor_metric=BACKDOOR_METRIC)
 
 
-def checked_data(config: SimulationConfig, data_dir: Path, *, resume: bool = False) -> FederationData:
-    """The run's data, loaded and checked, with the preconditions of ``config`` checked before
-    anything is written (``data_dir`` receives the built-in data when configured)."""
+def checked_data(
+    config: SimulationConfig, data_dir: Path, *, resume: bool = False
+) -> tuple[SimulationConfig, FederationData, StudyPlan]:
+    """The run's data, loaded and checked, its study plan, and ``config`` with the plan applied
+    (``preprocessing.plan: auto``), all before anything is written (``check_study``;
+    ``data_dir`` receives the built-in data when configured).
+
+    Raises:
+        ConfigError: A precondition fails.
+        MedfedError: The data have one problem (``DataProblems``: several, one line each), or
+            sites disagree in channels or dimensionality.
+    """
     check_config(config)
     if not resume:
         check_new_run(config.output_dir)
-    data = prepare_data(config.data, data_dir, seed=config.seed)
-    return data
+    data = check_study(config, data_dir).passed()
+    plan = study_plan(config, data)
+    planned = config.model_copy(update={"preprocessing": config.preprocessing.planned(plan)})
+    planned.preprocessing.settings(planned.model)
+    return planned, data, plan
+
+
+def _plan_rows(config: SimulationConfig, plan: StudyPlan) -> list[tuple[str, str]]:
+    """The plan's report lines, and whether it was applied."""
+    applied = (
+        "yes (preprocessing.plan: auto; explicit preprocessing keys override it)"
+        if config.preprocessing.plan == "auto"
+        else "no (preprocessing.plan: manual; the preprocessing section applies)"
+    )
+    return [("applied", applied), *plan.rows()]
 
 
 def dry_run(config: SimulationConfig) -> str:
@@ -121,12 +146,13 @@ def dry_run(config: SimulationConfig) -> str:
         DataError: A site's data cannot be used.
     """
     with tempfile.TemporaryDirectory(prefix="medfed-dry-run-") as folder:
-        data = checked_data(config, Path(folder))
+        config, data, plan = checked_data(config, Path(folder))
     lines = [f"# {name}: {len(site.cases)} training cases" for name, site in data.train.items()]
     lines += [f"# {name}: {len(site.cases)} held-out cases" for name, site in data.evaluation_sets.items()]
     channels, dims = data.spatial_shape()
     lines.append(f"# images: {channels} channel(s), {dims}D, first {list(data.image_shape())}")
     lines.append(f"# experiments: {[experiment.name for experiment in plan_experiments(config, data)]}")
+    lines += [f"# study plan, {what}: {value}" for what, value in _plan_rows(config, plan)]
     return "\n".join([*lines, config_yaml(config)])
 
 

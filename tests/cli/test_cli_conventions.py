@@ -85,9 +85,9 @@ def test_dry_run_prints_the_resolved_config_and_creates_nothing(tmp_path: Path, 
 @pytest.mark.integration
 def test_dry_run_reports_a_failed_precondition(tmp_path: Path) -> None:
     result = _medfed(
-        "simulate", "--dry-run", "--set", "data.synthetic.image_size=20", "-o", str(tmp_path / "run")
+        "simulate", "--dry-run", "--set", "preprocessing.divisible_by=4", "-o", str(tmp_path / "run")
     )
     output = " ".join(result.stdout.split())
     assert result.returncode == 2
-    assert "image size [20, 20] is not a multiple of 8" in output
+    assert "preprocessing.divisible_by 4 must be a multiple of 8" in output
     assert not (tmp_path / "run").exists()

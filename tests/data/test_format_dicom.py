@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -35,6 +36,7 @@ def test_series_sorted_rescaled_and_reoriented_to_ras(tmp_path: Path) -> None:
     assert case.case_id == "case1" and case.image.dtype == np.float32
     np.testing.assert_array_equal(case.image[0], to_ras(expected))
     assert case.mask is None and case.label is None
+    assert case.orientation == "".join(nib.aff2axcodes(RAS_AFFINE))  # the stored grid's
 
 
 def test_dicom_and_nifti_of_the_same_scan_give_the_same_array(tmp_path: Path) -> None:
@@ -290,13 +292,55 @@ def test_monochrome1_is_inverted(tmp_path: Path) -> None:
 # --- series consistency ---------------------------------------------------------------------
 
 
-def test_two_series_in_one_folder_are_refused(tmp_path: Path) -> None:
-    write_series(tmp_path / "a", depth=2, series="1.2.3.1")
-    write_series(tmp_path / "b", depth=2, series="1.2.3.2")
-    (tmp_path / "b" / "000.dcm").rename(tmp_path / "a" / "other.dcm")
-    with pytest.raises(DataError, match=r"2 series \(SeriesInstanceUID 1.2.3.1, 1.2.3.2\)") as info:
+def _two_series(root: Path) -> np.ndarray:
+    """Case 'a' with series 1.2.3.1 (3 slices) and one slice of series 1.2.3.2; the first's volume."""
+    expected = write_series(root / "a", depth=3, series="1.2.3.1")
+    write_series(root / "b", depth=2, series="1.2.3.2")
+    (root / "b" / "000.dcm").rename(root / "a" / "other.dcm")
+    shutil.rmtree(root / "b")
+    return expected
+
+
+def test_two_series_in_one_folder_are_refused_with_a_list_to_choose_from(tmp_path: Path) -> None:
+    _two_series(tmp_path)
+    with pytest.raises(DataError) as info:
         load("s", tmp_path)
+    assert info.value.reason == (
+        "case folder holds 2 series (SeriesInstanceUID 1.2.3.1 (3 files, ''), 1.2.3.2 (1 files, '')); "
+        "keep one, or name the one to read in series.csv (case_id,series_instance_uid)"
+    )
     assert_names(info.value, "s", tmp_path / "a")
+
+
+def test_series_csv_chooses_the_series_of_a_case(tmp_path: Path) -> None:
+    expected = _two_series(tmp_path)
+    (tmp_path / "series.csv").write_text("\ufeffcase_id,series_instance_uid\na,1.2.3.1\n", encoding="utf-8")
+    [case] = load("s", tmp_path).cases
+    np.testing.assert_array_equal(case.image[0], to_ras(expected))
+
+
+@pytest.mark.parametrize(
+    ("rows", "where", "reason"),
+    [
+        (
+            "a,1.2.3.9\n",
+            "a",
+            "series.csv names series 1.2.3.9, which is not in the case folder (SeriesInstanceUID 1.2.3.1",
+        ),
+        ("a,1.2.x\n", "series.csv", "line 2: series_instance_uid '1.2.x' is not a valid UID"),
+        ("a,1.2.3.1\nz,1.2.3.1\n", "series.csv", "line 3: 'z' is not a case of this site"),
+        ("a,1.2.3.1\na,1.2.3.2\n", "series.csv", "line 3: 'a' already has a series_instance_uid"),
+    ],
+)
+def test_series_csv_errors_name_the_line_or_the_case(
+    tmp_path: Path, rows: str, where: str, reason: str
+) -> None:
+    _two_series(tmp_path)
+    (tmp_path / "series.csv").write_text("case_id,series_instance_uid\n" + rows)
+    with pytest.raises(DataError) as info:
+        load("s", tmp_path)
+    assert info.value.reason.startswith(reason)
+    assert_names(info.value, "s", tmp_path / where)
 
 
 def test_mixed_modalities_are_refused(tmp_path: Path) -> None:
@@ -402,7 +446,7 @@ def test_pydicom_files_load_rescaled(tmp_path: Path, name: str) -> None:
     ds = pydicom.dcmread(pydicom_file(name))
     stored = ds.pixel_array * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
     volume = nib.Nifti1Image(stored[..., None].astype(np.float32), np.eye(4))
-    (case,) = load("s", tmp_path).cases
+    (case,) = load("s", tmp_path, allow_identified=True).cases
     assert case.image.shape == (1, *stored.shape[::-1])
     assert sorted(case.image.ravel()) == sorted(np.asarray(volume.dataobj).ravel())
 
@@ -413,7 +457,7 @@ def test_pydicom_files_load_rescaled(tmp_path: Path, name: str) -> None:
 def test_lossless_compressed_files_equal_their_uncompressed_twin(tmp_path: Path, name: str) -> None:
     copy_pydicom_file("MR_small.dcm", tmp_path / "plain")
     copy_pydicom_file(name, tmp_path / "compressed")
-    (plain, compressed) = load("s", tmp_path).cases
+    (plain, compressed) = load("s", tmp_path, allow_identified=True).cases
     np.testing.assert_array_equal(compressed.image, plain.image)
 
 
@@ -423,7 +467,7 @@ def test_lossless_compressed_files_equal_their_uncompressed_twin(tmp_path: Path,
 )
 def test_lossy_compressed_greyscale_files_decode(tmp_path: Path, name: str) -> None:
     copy_pydicom_file(name, tmp_path / "a")
-    (case,) = load("s", tmp_path).cases
+    (case,) = load("s", tmp_path, allow_identified=True).cases
     assert case.image.ndim == 3 and case.image.std() > 0
 
 
@@ -449,3 +493,12 @@ def test_compressed_transfer_syntaxes_decode_out_of_the_box(compressed: str, max
     expected = pydicom.dcmread(pydicom_file("SC_rgb_rle.dcm")).pixel_array.astype(int)
     assert decoded.shape == expected.shape
     assert np.abs(decoded - expected).max() <= max_error
+
+
+def test_a_file_that_still_names_its_patient_is_refused_unless_allowed(tmp_path: Path) -> None:
+    copy_pydicom_file("CT_small.dcm", tmp_path / "case1")
+    with pytest.raises(
+        DataError, match=r"CT_small\.dcm': still identifies its patient \(PatientName, PatientID"
+    ):
+        load("s", tmp_path)
+    assert load("s", tmp_path, allow_identified=True).cases[0].case_id == "case1"

@@ -11,8 +11,7 @@ import pytest
 from data_helpers import SMALL_SITE, assert_names
 
 from medfed.data import FORMATS
-from medfed.data.formats.msd import read_classes
-from medfed.errors import DataError
+from medfed.errors import DataError, DataProblems
 
 load = FORMATS.get("msd")
 
@@ -165,6 +164,7 @@ def test_a_scan_stored_las_or_ras_gives_the_same_array(tmp_path: Path) -> None:
     np.testing.assert_array_equal(las.image, ras.image)
     np.testing.assert_array_equal(las.mask, ras.mask)
     np.testing.assert_array_equal(ras.image[0], volume)
+    assert (ras.orientation, las.orientation) == ("RAS", "LAS")  # as stored, shown by check-data
 
 
 def test_label_on_another_grid_is_refused(tmp_path: Path) -> None:
@@ -265,8 +265,8 @@ def test_modality_fixes_the_number_of_channels(msd_site: Path) -> None:
     assert_names(info.value, "small", msd_site / "imagesTr" / "small_000.nii.gz")
 
 
-def test_read_classes_of_an_msd_site(msd_site: Path) -> None:
-    assert read_classes("small", msd_site) == {0: "background", 1: "lesion"}
+def test_the_site_carries_its_declared_classes(msd_site: Path) -> None:
+    assert load("small", msd_site).classes == {0: "background", 1: "lesion"}
 
 
 def test_a_sagittal_slice_stays_2d(tmp_path: Path) -> None:
@@ -278,3 +278,20 @@ def test_a_sagittal_slice_stays_2d(tmp_path: Path) -> None:
     write_index(tmp_path, [{"image": "imagesTr/a.nii.gz"}])
     (case,) = load("s", tmp_path).cases
     np.testing.assert_array_equal(case.image[0], image[..., 0])  # (y, z) is already canonical
+
+
+def test_every_bad_case_is_reported_in_one_pass(msd_site: Path) -> None:
+    missing = msd_site / "labelsTr" / "small_002.nii.gz"
+    missing.unlink()
+    shifted = msd_site / "labelsTr" / "small_004.nii.gz"
+    save(np.zeros((30, 32, 1), np.uint8), shifted)
+    with pytest.raises(DataProblems) as info:
+        load("small", msd_site)
+    assert [(p.site, p.path) for p in info.value.problems if isinstance(p, DataError)] == [
+        ("small", missing),
+        ("small", shifted),
+    ]
+    lines = str(info.value).splitlines()
+    assert lines[0] == "2 problems with the data:"
+    assert lines[1].startswith(f"site 'small', file '{missing}': label file of case 'small_002' not found")
+    assert lines[2].startswith(f"site 'small', file '{shifted}': mask shape (1, 30, 32) does not match")

@@ -6,20 +6,20 @@ from __future__ import annotations
 import torch
 
 from medfed.deployment.client import run_client
-from medfed.transport.client import Assignment
+from medfed.transport.client import FetchedTask
 from medfed.transport.protobuf import Kind, SubmitOutcome
 from medfed.types import TrainTask
 
 
 class _Channel:
-    """Plays the server: hands out ``assignments``, then says the job is done."""
+    """Plays the server: hands out ``fetched_tasks``, then says the job is done."""
 
-    def __init__(self, assignments: list[Assignment]) -> None:
-        self.assignments = assignments
+    def __init__(self, fetched_tasks: list[FetchedTask]) -> None:
+        self.fetched_tasks = fetched_tasks
         self.declined: dict[str, str] = {}
 
-    def fetch(self) -> Assignment | Kind:
-        return self.assignments.pop(0) if self.assignments else Kind.DONE
+    def fetch(self) -> FetchedTask | Kind:
+        return self.fetched_tasks.pop(0) if self.fetched_tasks else Kind.DONE
 
     def decline(self, task_id: str, round: int, reason: str) -> SubmitOutcome:
         self.declined[task_id] = reason
@@ -55,9 +55,9 @@ def test_a_non_finite_model_is_declined_untrained_and_divergence_is_declined() -
     )
     channel = _Channel(
         [
-            Assignment("t1", "{}", TrainTask(round=1, weights=poisoned)),
-            Assignment("t2", "{}", scaffold_task),
-            Assignment("t3", "{}", TrainTask(round=3, weights={"w": torch.ones(2)})),
+            FetchedTask("t1", "{}", TrainTask(round=1, weights=poisoned)),
+            FetchedTask("t2", "{}", scaffold_task),
+            FetchedTask("t3", "{}", TrainTask(round=3, weights={"w": torch.ones(2)})),
         ]
     )
     builder = _Builder()

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from site_helpers import tiny_job, tiny_site
 
 from medfed.config.schema import FederationConfig
-from medfed.data import DEFAULT_SITES, SiteData, build_dataset, generate_federation, load_site
+from medfed.data import build_dataset
 from medfed.deployment.client import run_client
 from medfed.deployment.evaluation import (
     EVALUATE,
@@ -23,14 +24,14 @@ from medfed.deployment.evaluation import (
     encode_metrics,
     holdout_split,
 )
-from medfed.deployment.job import SiteJob, parse_site_job
+from medfed.deployment.job import parse_site_job
 from medfed.deployment.site_builder import SiteBuilder, SiteOptions
 from medfed.errors import DataError, UpdateRejected
 from medfed.models import build_model
 from medfed.orchestration.site import cpu_weights
 from medfed.training import evaluate
-from medfed.transport.board import Offer, RoundBoard
-from medfed.transport.client import Step
+from medfed.transport.board import PostedTask, RoundBoard
+from medfed.transport.client import FetchedStep
 from medfed.transport.errors import PayloadError
 from medfed.transport.payload import decode_task, encode_task
 from medfed.transport.protobuf import Kind, SubmitOutcome
@@ -39,31 +40,14 @@ from medfed.types import ServerState, TrainTask
 SEED = 3
 
 
-def _site(tmp_path: Path, num_cases: int) -> SiteData:
-    site = replace(DEFAULT_SITES[0], num_cases=num_cases)
-    path = generate_federation([site], tmp_path / "data", image_size=16, dims=2, seed=0)[site.name]
-    return load_site(site.name, path)
-
-
 def _job(strategy: str = "fedavg", **federation: int) -> str:
-    job = SiteJob(
-        seed=SEED,
-        model={
-            "name": "unet",
-            "params": {
-                "spatial_dims": 2,
-                "in_channels": 1,
-                "channels": [4, 8],
-                "strides": [2],
-                "num_res_units": 0,
-                "norm": "batch",
-            },
-        },
-        training={"local_epochs": 1, "batch_size": 4, "optimizer": "sgd", "lr": 0.05},
+    return tiny_job(
+        SEED,
+        model={"norm": "batch"},
+        training={"optimizer": "sgd", "lr": 0.05},
         strategy={"name": strategy},
         federation={"rounds": 2, **federation},
     )
-    return json.dumps(job.model_dump(mode="json"), sort_keys=True)
 
 
 # ----- the metrics payload ---------------------------------------------------------------------
@@ -111,7 +95,7 @@ def test_malformed_metrics_are_refused(payload: bytes, reason: str) -> None:
 def test_the_board_keeps_good_metrics_and_a_refused_reply_counts_as_the_sites_answer() -> None:
     board = RoundBoard()
     for site in ("a", "b", "c"):
-        assert board.offer(site, timeout_s=0) is None  # heard from: reachable
+        assert board.task_for(site, timeout_s=0) is None  # heard from: reachable
     evaluation = SiteEvaluation(
         board, sites=["a", "b", "c", "z"], task="segmentation", timeout_s=5, seen_within_s=60
     )
@@ -121,18 +105,18 @@ def test_the_board_keeps_good_metrics_and_a_refused_reply_counts_as_the_sites_an
 
     def answer() -> None:
         for site, payload in answers.items():
-            offer = board.offer(site, timeout_s=5)
-            assert isinstance(offer, Offer) and offer.step == EVALUATE and offer.round == 4
-            assert torch.equal(decode_task(offer.payload).weights["w"], weights["w"])
+            posted = board.task_for(site, timeout_s=5)
+            assert isinstance(posted, PostedTask) and posted.step == EVALUATE and posted.round == 4
+            assert torch.equal(decode_task(posted.payload).weights["w"], weights["w"])
             if site == "b":
                 with pytest.raises(UpdateRejected, match="outside"):
-                    board.receive(site, offer.task_id, payload)
-                assert board.offer(site, timeout_s=0) is None  # refused, and not asked again
+                    board.receive(site, posted.task_id, payload)
+                assert board.task_for(site, timeout_s=0) is None  # refused, and not asked again
             else:
-                board.receive(site, offer.task_id, payload)
-        offer = board.offer("c", timeout_s=5)
-        assert isinstance(offer, Offer)
-        board.decline("c", offer.task_id, "nothing held out")
+                board.receive(site, posted.task_id, payload)
+        posted = board.task_for("c", timeout_s=5)
+        assert isinstance(posted, PostedTask)
+        board.decline("c", posted.task_id, "nothing held out")
 
     thread = threading.Thread(target=answer)
     thread.start()
@@ -149,7 +133,7 @@ def test_evaluation_follows_simulations_rule() -> None:
 
 # ----- the site's split ------------------------------------------------------------------------
 def test_holdout_split_is_deterministic_disjoint_and_complete(tmp_path: Path) -> None:
-    site = _site(tmp_path, 10)
+    site = tiny_site(tmp_path, 10)
     train, held_out = holdout_split(site, 0.2, SEED)
     assert (len(train.cases), len(held_out.cases)) == (8, 2)
     ids = lambda data: [case.case_id for case in data.cases]  # noqa: E731
@@ -167,7 +151,7 @@ def test_holdout_split_is_deterministic_disjoint_and_complete(tmp_path: Path) ->
 
 
 def test_held_out_cases_do_not_train_and_a_site_with_too_few_evaluates_nothing(tmp_path: Path) -> None:
-    site = _site(tmp_path, 10)
+    site = tiny_site(tmp_path, 10)
     assert SiteBuilder(site, SiteOptions(tmp_path / "s1")).site_for(_job()).num_samples == 8
     assert SiteBuilder(site, SiteOptions(tmp_path / "s2", holdout=0.0)).site_for(_job()).num_samples == 10
     lonely = SiteBuilder(replace(site, cases=site.cases[:1]), SiteOptions(tmp_path / "s3"))
@@ -180,12 +164,12 @@ def test_held_out_cases_do_not_train_and_a_site_with_too_few_evaluates_nothing(t
 class _Channel:
     """Plays the server for ``run_client``: hands out ``steps``, then says the job is done."""
 
-    def __init__(self, steps: list[Step]) -> None:
+    def __init__(self, steps: list[FetchedStep]) -> None:
         self.steps = steps
         self.answers: dict[str, bytes] = {}
         self.declined: dict[str, str] = {}
 
-    def fetch(self) -> Step | Kind:
+    def fetch(self) -> FetchedStep | Kind:
         return self.steps.pop(0) if self.steps else Kind.DONE
 
     def answer(self, task_id: str, round: int, payload: bytes) -> SubmitOutcome:
@@ -203,7 +187,7 @@ class _Channel:
 def test_a_site_answers_an_evaluation_step_with_its_fedbn_model_and_training_is_unchanged(
     tmp_path: Path,
 ) -> None:
-    site = _site(tmp_path, 10)
+    site = tiny_site(tmp_path, 10)
     job = _job("fedbn")
     builder = SiteBuilder(site, SiteOptions(tmp_path / "state"))
     local = builder.site_for(job)
@@ -214,9 +198,9 @@ def test_a_site_answers_an_evaluation_step_with_its_fedbn_model_and_training_is_
     }
     message = encode_task(TrainTask(round=1, weights=global_model))
     steps = [
-        Step("t1", 1, EVALUATE, message, job),
-        Step("t2", 1, EVALUATE, b"garbage", job),
-        Step("t3", 2, EVALUATE, message, job),  # the round of the step and of the model differ
+        FetchedStep("t1", 1, EVALUATE, message, job),
+        FetchedStep("t2", 1, EVALUATE, b"garbage", job),
+        FetchedStep("t3", 2, EVALUATE, message, job),  # the round of the step and of the model differ
     ]
     channel = _Channel(steps)
     state_before = {name: tensor.clone() for name, tensor in local.state.weights.items()}

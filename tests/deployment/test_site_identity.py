@@ -14,10 +14,10 @@ import pytest
 from medfed.deployment.site_identity import ProvisionedIdentity
 from medfed.privacy.secagg import SecAggServer, SecureAggregationError, new_config
 from medfed.privacy.secagg.authentication import KeyAuthenticator
-from medfed.privacy.secagg.client import SecAggClient
 from medfed.privacy.secagg.encoding import DEFAULT_CODE
 from medfed.privacy.secagg.messages import AdvertiseKeys, SecAggInvitation, SignedSurvivors
 from medfed.privacy.secagg.rounds import UNMASK_SIGNED, Participant, serve_aggregation
+from medfed.privacy.secagg.site_machine import SecAggClient
 from medfed.provision.certs import Identity, create_ca, issue, write_identity
 from medfed.transport.tls import TlsFiles
 

@@ -50,8 +50,14 @@ def test_each_topology_improves_dice_over_the_initial_model(tmp_path: Path, topo
     rows = runner.metrics.rows(experiment.name)
     consensus = [row.value for row in rows if row.metric == "dice" and row.split in ("test", "unseen")]
     assert len(consensus) == 4 and fmean(consensus) > initial
-    own_models = {row.split for row in rows if row.metric == "dice" and "@" in row.split}
-    assert own_models == {f"{split}@hospital_{s}" for split in ("test", "unseen") for s in "abc"}
+    own_models = {
+        (row.experiment, row.split)
+        for row in runner.metrics.rows()
+        if row.metric == "dice" and row.experiment != experiment.name
+    }
+    assert own_models == {
+        (f"{experiment.name}@hospital_{s}", split) for s in "abc" for split in ("test", "unseen")
+    }
     sent = {row.site: row.value for row in rows if row.split == "traffic" and row.metric == "bytes_sent"}
     assert sent and all(value >= 0 for value in sent.values()) and sum(sent.values()) > 0
 

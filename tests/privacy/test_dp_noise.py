@@ -19,7 +19,7 @@ from medfed.errors import ConfigError
 from medfed.models import build_model
 from medfed.orchestration.site import DP_WEIGHT, LocalSite, cpu_weights
 from medfed.privacy.dp import Budget, DPTrainer, SitePrivacy
-from medfed.privacy.dp.client import ClientDP
+from medfed.privacy.dp.client_level import ClientDP
 from medfed.privacy.dp.config import simulated_noise
 from medfed.privacy.dp.noise import (
     NOT_PRIVATE,
@@ -30,7 +30,7 @@ from medfed.privacy.dp.noise import (
     noise_source,
 )
 from medfed.privacy.setup import privacy_warning
-from medfed.report.html import write_report
+from medfed.report.html import SimulationRun, write_report
 from medfed.strategies import FedAvg
 from medfed.training import LocalTrainer, TrainSettings
 from medfed.types import TrainResult, TrainTask, Weights
@@ -186,17 +186,10 @@ def test_only_the_explicit_opt_in_makes_simulated_noise_reproducible() -> None:
 
 def test_the_report_of_a_reproducible_run_says_not_private(tmp_path: Path) -> None:
     path = tmp_path / "report.html"
-    write_report(
-        path,
-        title="t",
-        rows=[],
-        summary=[],
-        metric="dice",
-        unseen_site=None,
-        samples=[],
-        config_yaml="",
-        warning=NOT_PRIVATE,
+    run = SimulationRun(
+        title="t", summary=[], unseen_site=None, samples=[], config_yaml="", warning=NOT_PRIVATE
     )
+    write_report(path, rows=[], metric="dice", run=run)
     assert "NOT PRIVATE" in path.read_text()
 
 

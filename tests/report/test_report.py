@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medfed.orchestration.metrics_log import MetricRow
-from medfed.report.html import write_report
+from medfed.orchestration.metrics_log import MetricRow, Split
+from medfed.report.html import DeploymentRun, SimulationRun, write_report
 from medfed.report.plots import SampleImage
 from medfed.report.summary import AttackRole, attack_summary, summarize, write_summary
 
@@ -20,7 +20,7 @@ def _rows() -> list[MetricRow]:
     }.items():
         for round in (1, 2):
             for site, value in zip(("a", "b", "d"), scores, strict=True):
-                split = "unseen" if site == "d" else "test"
+                split = Split.UNSEEN if site == "d" else Split.TEST
                 rows.append(MetricRow(experiment, round, site, split, "dice", value * round / 2))
     rows.append(MetricRow("fedavg", 2, "a", "privacy", "epsilon", 3.5))
     return rows
@@ -42,16 +42,8 @@ def test_report_is_one_self_contained_html_file(tmp_path: Path) -> None:
     summary = summarize(_rows(), KINDS, task="segmentation", unseen_site="d")
     sample = SampleImage("a", "case_0", np.zeros((8, 8)), np.eye(8), np.eye(8), "fedavg")
     path = tmp_path / "report.html"
-    write_report(
-        path,
-        title="t",
-        rows=_rows(),
-        summary=summary,
-        metric="dice",
-        unseen_site="d",
-        samples=[sample],
-        config_yaml="seed: 0",
-    )
+    run = SimulationRun(title="t", summary=summary, unseen_site="d", samples=[sample], config_yaml="seed: 0")
+    write_report(path, rows=_rows(), metric="dice", run=run)
     page = path.read_text()
     assert page.count("data:image/png;base64,") == 3  # curves, one per-site plot, samples
     assert "src='http" not in page and "<link" not in page
@@ -61,28 +53,22 @@ def test_report_is_one_self_contained_html_file(tmp_path: Path) -> None:
 
 
 def test_adabn_scores_of_the_unseen_site_get_their_own_column(tmp_path: Path) -> None:
-    rows = [*_rows(), MetricRow("fedavg", 2, "d", "unseen-adabn", "dice", 0.5)]
+    rows = [*_rows(), MetricRow("fedavg", 2, "d", Split.UNSEEN_ADABN, "dice", 0.5)]
     summary = {row.experiment: row for row in summarize(rows, KINDS, task="segmentation", unseen_site="d")}
     assert math.isclose(summary["fedavg"].unseen_adabn, 0.5)
     assert math.isclose(summary["fedavg"].unseen, 0.7)  # the plain score is unchanged
     assert math.isnan(summary["centralized"].unseen_adabn)
     path = tmp_path / "report.html"
-    write_report(
-        path,
-        title="t",
-        rows=rows,
-        summary=list(summary.values()),
-        metric="dice",
-        unseen_site="d",
-        samples=[],
-        config_yaml="seed: 0",
+    run = SimulationRun(
+        title="t", summary=list(summary.values()), unseen_site="d", samples=[], config_yaml="seed: 0"
     )
+    write_report(path, rows=rows, metric="dice", run=run)
     assert "dice on unseen site after AdaBN" in path.read_text()
 
 
 def test_attack_table_shows_clean_attacked_and_defended(tmp_path: Path) -> None:
     rows = [
-        MetricRow(name, 2, site, "test", metric, value)
+        MetricRow(name, 2, site, Split.TEST, metric, value)
         for name, dice, rate in (("fedavg-clean", 0.8, 0.0), ("fedavg", 0.3, 0.9), ("krum", 0.78, 0.1))
         for site in ("a", "b")
         for metric, value in (("dice", dice), ("backdoor_success", rate))
@@ -97,45 +83,56 @@ def test_attack_table_shows_clean_attacked_and_defended(tmp_path: Path) -> None:
         ("defended", 0.78, 0.1),
     ]
     path = tmp_path / "report.html"
-    write_report(
-        path,
-        title="t",
-        rows=rows,
-        summary=summary,
-        metric="dice",
-        unseen_site=None,
-        samples=[],
-        config_yaml="seed: 0",
-        attacks=attacks,
+    run = SimulationRun(
+        title="t", summary=summary, unseen_site=None, samples=[], config_yaml="seed: 0", attacks=attacks
     )
+    write_report(path, rows=rows, metric="dice", run=run)
     page = path.read_text()
     assert "clean vs attacked vs defended" in page
     assert "<td>krum</td><td>defended</td><td>0.780</td><td>0.100</td>" in page
 
 
+def test_one_writer_renders_a_deployed_job_with_its_declines(tmp_path: Path) -> None:
+    rows = [
+        MetricRow("job", round, site, split, metric, value)
+        for round in (1, 2)
+        for site in ("a", "b")
+        for split, metric, value in ((Split.EVAL, "dice", 0.3 * round), (Split.TRAIN, "loss", 1 / round))
+    ]
+    rows.append(MetricRow("job", 2, "a", Split.PRIVACY, "epsilon", 1.25))
+    path = tmp_path / "report.html"
+    declines = {"c": "round 2: policy <script>alert(1)</script> refuses the job"}
+    write_report(
+        path, rows=rows, metric="dice", run=DeploymentRun(job="job", job_yaml="name: job", declines=declines)
+    )
+    page = path.read_text()
+    assert page.count("data:image/png;base64,") == 2  # held-out dice per site, training loss per site
+    assert "held-out cases" in page and "Training loss per site" in page and "1.250" in page
+    assert "Declined by sites" in page and "&lt;script&gt;" in page and "<script>" not in page
+    assert "name: job" in page and "Federated vs centralized" not in page
+
+
+def test_a_job_without_scores_declines_or_privacy_shows_only_what_it_has(tmp_path: Path) -> None:
+    path = tmp_path / "report.html"
+    write_report(path, rows=[], metric="dice", run=DeploymentRun(job="job", job_yaml="name: job"))
+    page = path.read_text()
+    assert "data:image" not in page and "Declined" not in page and "Privacy spent" not in page
+
+
 def test_peer_to_peer_rows_get_a_table_of_each_sites_model_and_of_bytes(tmp_path: Path) -> None:
     rows = [
         *_rows(),
-        MetricRow("fedavg", 2, "a", "test@b", "dice", 0.125),
-        MetricRow("fedavg", 1, "a", "test@b", "dice", 0.875),
-        MetricRow("fedavg", 1, "a", "traffic", "bytes_sent", 1_500_000.0),
-        MetricRow("fedavg", 2, "a", "traffic", "bytes_sent", 500_000.0),
+        MetricRow("fedavg@b", 2, "a", Split.TEST, "dice", 0.125),
+        MetricRow("fedavg@b", 1, "a", Split.TEST, "dice", 0.875),
+        MetricRow("fedavg", 1, "a", Split.TRAFFIC, "bytes_sent", 1_500_000.0),
+        MetricRow("fedavg", 2, "a", Split.TRAFFIC, "bytes_sent", 500_000.0),
     ]
-    path = tmp_path / "report.html"
     summary = summarize(rows, KINDS, task="segmentation", unseen_site="d")
-    write_report(
-        path,
-        title="t",
-        rows=rows,
-        summary=summary,
-        metric="dice",
-        unseen_site="d",
-        samples=[],
-        config_yaml="",
-    )
+    assert summary == summarize(_rows(), KINDS, task="segmentation", unseen_site="d")
+    path = tmp_path / "report.html"
+    run = SimulationRun(title="t", summary=summary, unseen_site="d", samples=[], config_yaml="")
+    write_report(path, rows=rows, metric="dice", run=run)
     page = path.read_text()
-    assert "each site's own model" in page and "<td>0.125</td>" in page and "0.875" not in page
+    assert "each site's own model" in page and "<td>fedavg</td><td>b</td><td>0.125</td>" in page
+    assert "0.875" not in page
     assert "<td>2.000</td><td>0.000</td>" in page  # 2 MB sent by a over both rounds, none received
-    assert {row.experiment: row.per_site for row in summary}["fedavg"] == next(
-        row.per_site for row in summarize(_rows(), KINDS, task="segmentation", unseen_site="d")
-    )

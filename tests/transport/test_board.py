@@ -9,7 +9,7 @@ import torch
 
 from medfed.errors import UpdateRejected
 from medfed.orchestration.validation import CheckedResult
-from medfed.transport.board import DONE, MAX_REASON_CHARS, Offer, RoundBoard
+from medfed.transport.board import DONE, MAX_REASON_CHARS, PostedTask, RoundBoard
 from medfed.transport.grid import GrpcGrid
 from medfed.transport.payload import decode_task, encode_result
 from medfed.types import TrainResult, TrainTask
@@ -36,40 +36,40 @@ def _collect(board: RoundBoard, timeout_s: float) -> list[TrainResult]:
     return list(board.collect(timeout_s).values())
 
 
-def _offer(board: RoundBoard, site: str) -> Offer:
-    offer = board.offer(site, timeout_s=0.1)
-    assert isinstance(offer, Offer)
-    return offer
+def _task_for(board: RoundBoard, site: str) -> PostedTask:
+    posted = board.task_for(site, timeout_s=0.1)
+    assert isinstance(posted, PostedTask)
+    return posted
 
 
 def test_offer_carries_the_encoded_task_only_for_asked_sites() -> None:
     board = _posted(["a", "b"])
-    offer = _offer(board, "a")
-    assert offer.round == 1 and torch.equal(decode_task(offer.payload).weights["w"], WEIGHTS["w"])
-    assert board.offer("z", timeout_s=0.05) is None
+    posted = _task_for(board, "a")
+    assert posted.round == 1 and torch.equal(decode_task(posted.payload).weights["w"], WEIGHTS["w"])
+    assert board.task_for("z", timeout_s=0.05) is None
 
 
 def test_results_are_collected_in_task_order_and_once() -> None:
     board = _posted(["a", "b"])
-    task_id = _offer(board, "a").task_id
+    task_id = _task_for(board, "a").task_id
     _submit(board, task_id, _result("b", value=2.0))
     _submit(board, task_id, _result("a"))
     with pytest.raises(UpdateRejected, match="no open task"):
         _submit(board, task_id, _result("a"))
-    assert board.offer("a", timeout_s=0.05) is None  # answered: nothing more this round
+    assert board.task_for("a", timeout_s=0.05) is None  # answered: nothing more this round
     assert [r.site for r in _collect(board, 1)] == ["a", "b"]
 
 
 def test_accepted_results_are_marked_checked_for_the_round_loop() -> None:
     board = _posted(["a"])
-    _submit(board, _offer(board, "a").task_id, _result("a"))
+    _submit(board, _task_for(board, "a").task_id, _result("a"))
     (result,) = _collect(board, 1)
     assert isinstance(result, CheckedResult) and result.site == "a" and result.num_samples == 2
 
 
 def test_invalid_update_counts_as_answer_and_is_left_out() -> None:
     board = _posted(["a", "b"])
-    task_id = _offer(board, "a").task_id
+    task_id = _task_for(board, "a").task_id
     with pytest.raises(UpdateRejected, match="NaN"):
         _submit(board, task_id, _result("a", value=float("nan")))
     _submit(board, task_id, _result("b"))
@@ -78,7 +78,7 @@ def test_invalid_update_counts_as_answer_and_is_left_out() -> None:
 
 def test_deadline_closes_the_round_and_late_or_stale_results_are_refused() -> None:
     board = _posted(["a", "b"])
-    task_id = _offer(board, "a").task_id
+    task_id = _task_for(board, "a").task_id
     _submit(board, task_id, _result("a"))
     assert [r.site for r in _collect(board, 0.1)] == ["a"]
     with pytest.raises(UpdateRejected, match="stale"):
@@ -90,7 +90,7 @@ def test_deadline_closes_the_round_and_late_or_stale_results_are_refused() -> No
 
 def test_wrong_round_is_rejected_by_validation() -> None:
     board = _posted(["a"], round=3)
-    task_id = _offer(board, "a").task_id
+    task_id = _task_for(board, "a").task_id
     with pytest.raises(UpdateRejected, match="round"):
         _submit(board, task_id, _result("a", round=2))
 
@@ -98,13 +98,13 @@ def test_wrong_round_is_rejected_by_validation() -> None:
 def test_poller_wakes_up_on_post_and_on_finish() -> None:
     board = RoundBoard()
     answers: list[object] = []
-    poller = threading.Thread(target=lambda: answers.append(board.offer("a", timeout_s=5)))
+    poller = threading.Thread(target=lambda: answers.append(board.task_for("a", timeout_s=5)))
     poller.start()
     board.post(1, {"a": TrainTask(round=1, weights=WEIGHTS)})
     poller.join(timeout=5)
-    assert isinstance(answers[0], Offer)
+    assert isinstance(answers[0], PostedTask)
     board.finish()
-    assert board.offer("a", timeout_s=5) == DONE
+    assert board.task_for("a", timeout_s=5) == DONE
     assert board.wait_told_done(["a"], timeout_s=0.1)
     assert not board.wait_told_done(["a", "b"], timeout_s=0.05)
 
@@ -114,9 +114,9 @@ def test_grid_returns_results_that_arrive_before_the_deadline() -> None:
     connector = GrpcGrid(board, round_timeout_s=5, step_timeout_s=5)
 
     def site() -> None:
-        offer = board.offer("a", timeout_s=5)
-        assert isinstance(offer, Offer)
-        _submit(board, offer.task_id, _result("a"))
+        posted = board.task_for("a", timeout_s=5)
+        assert isinstance(posted, PostedTask)
+        _submit(board, posted.task_id, _result("a"))
 
     worker = threading.Thread(target=site)
     worker.start()
@@ -130,12 +130,12 @@ def test_grid_returns_results_that_arrive_before_the_deadline() -> None:
 
 def test_a_decline_reason_is_kept_as_one_short_escaped_line_per_site() -> None:
     board = _posted(["a", "b"], round=3)
-    task_id = _offer(board, "a").task_id
+    task_id = _task_for(board, "a").task_id
     sent = "site policy: no DP-SGD\nINFO forged line \x1b[31m" + "x" * 10_000
     board.decline("a", task_id, sent)
     reason = board.declines()["a"]
     assert reason.startswith("round 3: site policy: no DP-SGD\\nINFO forged line \\x1b[31m")
     assert len(reason) <= len("round 3: ") + MAX_REASON_CHARS + 30 and reason.isprintable()
     assert reason.endswith(f"... ({len(sent)} characters)")
-    assert board.offer("a", timeout_s=0.05) is None  # answered for the round: not asked again
+    assert board.task_for("a", timeout_s=0.05) is None  # answered for the round: not asked again
     assert "b" not in board.declines()

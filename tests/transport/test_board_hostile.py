@@ -21,8 +21,8 @@ WEIGHTS = {"w": torch.zeros(2, 2)}
 def _board(sites: list[str]) -> tuple[RoundBoard, str]:
     board = RoundBoard()
     board.post(1, {site: TrainTask(round=1, weights=WEIGHTS) for site in sites})
-    offer = board.offer(sites[0], timeout_s=0.1)
-    return board, offer.task_id  # type: ignore[union-attr]
+    posted = board.task_for(sites[0], timeout_s=0.1)
+    return board, posted.task_id  # type: ignore[union-attr]
 
 
 def _payload(num_samples: str, metrics: str) -> bytes:
@@ -72,7 +72,7 @@ def test_an_answer_that_raises_anything_while_read_is_refused(caplog: pytest.Log
         raise OverflowError("int too large\nINFO round 99 done")
 
     board.post(1, {"a": TrainTask(round=1, weights=WEIGHTS)}, accept=accept)
-    task_id = board.offer("a", timeout_s=0.1).task_id  # type: ignore[union-attr]
+    task_id = board.task_for("a", timeout_s=0.1).task_id  # type: ignore[union-attr]
     with pytest.raises(UpdateRejected, match="unreadable answer \\(OverflowError\\)"):
         board.receive("a", task_id, b"anything")
     assert board.collect(0.1) == {}

@@ -15,7 +15,7 @@ from safetensors.torch import save
 
 from medfed.orchestration.checkpoint import checkpoint_path, load_checkpoint
 from medfed.orchestration.validation import non_finite_keys
-from medfed.transport.client import Assignment, SiteChannel, Step
+from medfed.transport.client import FetchedStep, FetchedTask, SiteChannel
 from medfed.transport.protobuf import Kind
 from medfed.transport.tls import TlsFiles
 from medfed.types import TrainResult
@@ -29,12 +29,12 @@ def _channel(kits: Path, site: str, port: int) -> SiteChannel:
     return SiteChannel(f"127.0.0.1:{port}", site=site, tls=tls, server_name="localhost", timeout_s=20)
 
 
-def _task(channel: SiteChannel) -> Assignment:
+def _task(channel: SiteChannel) -> FetchedTask:
     """The next task, asking again while the server says ``WAIT``."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         answer = channel.fetch()
-        if isinstance(answer, Assignment):
+        if isinstance(answer, FetchedTask):
             return answer
         assert answer is Kind.WAIT, answer
     raise AssertionError("no task within 60 s")
@@ -47,18 +47,18 @@ def _until_done(channels: list[SiteChannel]) -> None:
         assert time.monotonic() < deadline, "the job did not end within 60 s"
         answers = {channel: channel.fetch() for channel in channels}
         for channel, answer in answers.items():
-            if isinstance(answer, Step):
+            if isinstance(answer, FetchedStep):
                 channel.decline(answer.task_id, answer.round, "no held-out cases")
         channels = [channel for channel, answer in answers.items() if answer is not Kind.DONE]
 
 
-def _honest(task: Assignment, site: str, **changes: object) -> TrainResult:
+def _honest(task: FetchedTask, site: str, **changes: object) -> TrainResult:
     weights = {name: tensor.clone() for name, tensor in task.task.weights.items()}
     fields: dict[str, object] = {"weights": weights, "num_samples": 3, "metrics": {"loss": 0.5}, **changes}
     return TrainResult(site=site, round=task.task.round, **fields)  # type: ignore[arg-type]
 
 
-def _huge_metric(task: Assignment) -> bytes:
+def _huge_metric(task: FetchedTask) -> bytes:
     """A result whose ``loss`` is a 401-digit integer (``encode_result`` could not even write it)."""
     tensors = {f"weights/{name}": tensor.contiguous() for name, tensor in task.task.weights.items()}
     metadata = {

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medfed.transport.board import RoundBoard
-from medfed.transport.client import Assignment, SiteChannel
+from medfed.transport.client import FetchedTask, SiteChannel
 from medfed.transport.protobuf import Kind
 from medfed.transport.server import FederationServicer, start_server
 from medfed.types import TrainResult, TrainTask
@@ -22,7 +22,7 @@ def test_insecure_gzip_round_trip_and_unknown_site_refused() -> None:
         board.post(1, {"a": TrainTask(round=1, weights=weights, config={"lr": 0.5})})
         with SiteChannel(f"127.0.0.1:{port}", site="a", tls=None, gzip=True) as channel:
             got = channel.fetch()
-            assert isinstance(got, Assignment) and got.job_json == '{"seed": 1}'
+            assert isinstance(got, FetchedTask) and got.job_json == '{"seed": 1}'
             assert torch.equal(got.task.weights["w"], weights["w"]) and got.task.config == {"lr": 0.5}
             result = TrainResult(site="ignored", round=1, weights={"w": weights["w"] + 1}, num_samples=2)
             assert channel.submit(got.task_id, result).accepted

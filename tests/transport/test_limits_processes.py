@@ -13,7 +13,7 @@ import pytest
 from deploy_procs import Processes, free_port, make_kits, processes, server_args, wait_for, write_job
 
 from medfed.transport.chunking import digest
-from medfed.transport.client import Assignment, SiteChannel, Step
+from medfed.transport.client import FetchedStep, FetchedTask, SiteChannel
 from medfed.transport.protobuf import Kind
 from medfed.transport.tls import TlsFiles, channel_credentials
 from medfed.transport.wire import medfed_pb2 as pb
@@ -55,7 +55,7 @@ def _start(group: Processes, tmp_path: Path, sites: list[str]) -> tuple[Path, in
 def _answer(channel: SiteChannel, site: str) -> None:
     """Fetches the site's task and answers it with the task's own weights."""
     task = channel.fetch()
-    assert isinstance(task, Assignment), task
+    assert isinstance(task, FetchedTask), task
     weights = {name: tensor.clone() for name, tensor in task.task.weights.items()}
     assert channel.submit(task.task_id, TrainResult(site, task.task.round, weights, 3)).accepted
 
@@ -63,7 +63,7 @@ def _answer(channel: SiteChannel, site: str) -> None:
 def _decline_steps(channel: SiteChannel) -> object:
     """The server's answer to a fetch; a protocol step (the final evaluation) is declined."""
     answer = channel.fetch()
-    if isinstance(answer, Step):
+    if isinstance(answer, FetchedStep):
         channel.decline(answer.task_id, answer.round, "not evaluating in this test")
     return answer
 
@@ -106,7 +106,7 @@ def test_a_stalling_site_does_not_delay_the_others(tmp_path: Path) -> None:
         kits, port = _start(group, tmp_path, ["hospital_a", "hospital_b"])
         with _site(kits, "hospital_a", port) as honest:
             started = time.monotonic()
-            assert isinstance(honest.fetch(), Assignment)
+            assert isinstance(honest.fetch(), FetchedTask)
             baseline = time.monotonic() - started
             release = threading.Event()
             identity = lambda raw: raw
@@ -117,7 +117,7 @@ def test_a_stalling_site_does_not_delay_the_others(tmp_path: Path) -> None:
                 while sum(call.done() for call in stalled) < STALLED - 4 and time.monotonic() < deadline:
                     time.sleep(0.05)
                 started = time.monotonic()
-                assert isinstance(honest.fetch(), Assignment)
+                assert isinstance(honest.fetch(), FetchedTask)
                 latency = time.monotonic() - started
                 refused = [call for call in stalled if call.done()]
                 release.set()

@@ -21,7 +21,7 @@ from deploy_procs import (
 from medfed.provision import revoke
 from medfed.provision.certs import create_ca, issue, read_identity, write_identity
 from medfed.transport.chunking import digest
-from medfed.transport.client import Assignment, SiteChannel
+from medfed.transport.client import FetchedTask, SiteChannel
 from medfed.transport.payload import encode_result
 from medfed.transport.protobuf import Kind
 from medfed.transport.tls import TlsFiles, channel_credentials
@@ -80,10 +80,10 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         group.kill_all()
 
 
-def _fetch(federation: Federation, site: str) -> Assignment:
+def _fetch(federation: Federation, site: str) -> FetchedTask:
     with federation.channel(site) as channel:
         answer = channel.fetch()
-    assert isinstance(answer, Assignment), answer
+    assert isinstance(answer, FetchedTask), answer
     return answer
 
 
@@ -107,9 +107,9 @@ def _result_stream(
     return [pb.Chunk(header=header), pb.Chunk(data=payload)]
 
 
-def _result(assignment: Assignment, site: str, **changes: object) -> TrainResult:
-    weights = {name: tensor.clone() for name, tensor in assignment.task.weights.items()}
-    return TrainResult(site=site, round=assignment.task.round, weights=weights, num_samples=3, **changes)  # type: ignore[arg-type]
+def _result(fetched: FetchedTask, site: str, **changes: object) -> TrainResult:
+    weights = {name: tensor.clone() for name, tensor in fetched.task.weights.items()}
+    return TrainResult(site=site, round=fetched.task.round, weights=weights, num_samples=3, **changes)  # type: ignore[arg-type]
 
 
 def test_bad_updates_are_rejected_and_the_others_served(federation: Federation) -> None:

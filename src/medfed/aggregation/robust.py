@@ -154,12 +154,6 @@ def geometric_median(
     return unstack(median, updates[0])
 
 
-def update_norms(updates: Sequence[Weights]) -> torch.Tensor:
-    """The L2 norm of each update (all its tensors as one vector), float64 ``(n,)``."""
-    norms: torch.Tensor = torch.linalg.vector_norm(stack_updates(updates), dim=1)
-    return norms
-
-
 def norm_bounded(updates: Sequence[Weights], bound: float | None = None) -> list[Weights]:
     """Each update scaled by ``min(1, bound / norm)``.
 

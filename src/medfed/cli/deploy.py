@@ -16,6 +16,7 @@ from medfed.transport.backoff import DEFAULT_MAX_FAILURES
 if TYPE_CHECKING:
     import tenseal as ts
 
+    from medfed.data import SiteData
     from medfed.deployment.job import JobConfig
     from medfed.deployment.site_policy import SitePolicy
     from medfed.provision import ClientKit, ServerKit
@@ -154,11 +155,16 @@ def client(
             help="Fraction of the cases kept out of training to evaluate the global model on (0: train on all, evaluate nothing).",
         ),
     ] = 0.2,
+    allow_identified: Annotated[
+        bool,
+        typer.Option(
+            help="Accept DICOM that still names its patients (by default refused: run 'medfed deid' first)."
+        ),
+    ] = False,
 ) -> None:
     """Take part in a federated job as one site: pull tasks, train locally, send updates, and
     evaluate each new global model on held-out cases. The data never leave the site; a job
     weaker than the site's privacy policy is declined."""
-    from medfed.data import load_site
     from medfed.deployment.client import check_certificate, run_client
     from medfed.deployment.site_builder import SiteBuilder, SiteOptions
     from medfed.deployment.site_identity import ProvisionedIdentity
@@ -197,7 +203,7 @@ def client(
         identity=None if insecure or client_kit is None else ProvisionedIdentity(client_kit.tls),
         holdout=holdout,
     )
-    builder = SiteBuilder(load_site(name, data, format), options)
+    builder = SiteBuilder(_checked_site(name, data, format, holdout, allow_identified), options)
 
     def connect() -> SiteChannel:
         return SiteChannel(target, site=name, tls=tls, server_name=server_name, gzip=gzip)
@@ -205,6 +211,19 @@ def client(
     backoff = Backoff(initial=min(0.5, max_backoff), maximum=max_backoff)
     rounds = run_client(connect, builder, backoff=backoff, max_failures=max_failures)
     console.print(f"site '{name}': job finished, {rounds} rounds trained here")
+
+
+def _checked_site(
+    name: str, data: Path, format: str | None, holdout: float, allow_identified: bool
+) -> SiteData:
+    """The site's data, loaded and checked as ``medfed check-data --data`` checks them."""
+    from medfed.data import load_site
+    from medfed.data.consistency import client_problems
+    from medfed.errors import raise_problems
+
+    site = load_site(name, data, format, allow_identified=allow_identified)
+    raise_problems(client_problems(site, holdout))
+    return site
 
 
 def status(

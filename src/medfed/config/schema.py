@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from medfed.config.strict import StrictModel
 from medfed.data.families import FAMILIES, Family
 from medfed.data.preprocessing import Normalisation, Preprocessing
+from medfed.data.study_plan import StudyPlan
 from medfed.errors import ConfigError, UnknownNameError
 from medfed.models import network_spec
 from medfed.privacy.plan import (
@@ -74,6 +75,9 @@ class SiteSourceConfig(StrictModel):
     name: str
     path: Path
     format: Literal["msd", "dicom", "png", "npz"] | None = None
+    allow_identified: bool = Field(
+        False, description="Accept DICOM that still names its patients (default: refused; run 'medfed deid')."
+    )
 
     @field_validator("name")
     @classmethod
@@ -147,8 +151,25 @@ class IntensityConfig(StrictModel):
 
 
 class PreprocessingConfig(StrictModel):
-    """Bringing every site's cases to a common grid (docs/data.md, Preprocessing)."""
+    """Bringing every site's cases to a common grid (docs/data.md, Preprocessing and Study plan).
 
+    ``preprocessing: auto`` is short for ``preprocessing: {plan: auto}``.
+    """
+
+    plan: Literal["manual", "auto"] = Field(
+        "manual",
+        description="auto: spacing, patch_size and intensity not given here come from the study plan",
+    )
+    modalities: list[Annotated[str, Field(min_length=1, max_length=32)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=16,
+        description="One name per channel for the study plan (CT gets a CT window); null: the "
+        "synthetic family's channel names, else none is CT",
+    )
+    max_patch_voxels: int | None = Field(
+        None, ge=64, le=512**3, description="Voxel budget of a planned patch; null: 512^2 (2D), 128^3 (3D)"
+    )
     spacing: list[Annotated[float, Field(gt=0, le=100)]] | None = Field(
         None, min_length=2, max_length=3, description="Target voxel spacing in mm; null keeps it."
     )
@@ -191,6 +212,24 @@ class PreprocessingConfig(StrictModel):
             patch_size=patch,
             divisible_by=divisor,
         )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto(cls, data: Any) -> Any:
+        return {"plan": "auto"} if data == "auto" else data
+
+    def planned(self, plan: StudyPlan) -> PreprocessingConfig:
+        """This section with ``spacing``, ``patch_size`` and ``intensity`` taken from ``plan``
+        where not given explicitly (with ``plan: auto``; unchanged otherwise)."""
+        if self.plan != "auto":
+            return self
+        values = {
+            "spacing": None if plan.spacing is None else list(plan.spacing),
+            "patch_size": None if plan.patch_size is None else list(plan.patch_size),
+            "intensity": [IntensityConfig(mode=n.mode, window=n.window) for n in plan.intensity],
+        }
+        update = {key: value for key, value in values.items() if key not in self.model_fields_set}
+        return self.model_validate({**self.model_dump(exclude_unset=True), **update})
 
     def _intensities(self) -> list[IntensityConfig]:
         return self.intensity if isinstance(self.intensity, list) else [self.intensity]

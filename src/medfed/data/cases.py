@@ -19,6 +19,8 @@ class Case:
         label: Case-level class (e.g. 1 = lesion present), or ``None`` when unknown.
         source: The file or folder the case was read from (for error messages).
         spacing: Voxel spacing in mm along each spatial axis, or ``None`` when unknown.
+        orientation: Where the stored grid's axes pointed before the image was reoriented to
+            RAS (e.g. ``"LAS"``), or ``None`` when unknown (PNG, npz, DICOM without geometry).
     """
 
     case_id: str
@@ -27,6 +29,7 @@ class Case:
     label: int | None
     source: Path
     spacing: tuple[float, ...] | None = None
+    orientation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -36,10 +39,13 @@ class SiteData:
     Attributes:
         name: The site's name.
         cases: The site's cases, in a stable order.
+        classes: Class name by mask value as the site declares them (``dataset.json``
+            ``labels``; ``0`` is background), or ``None`` when it declares none.
     """
 
     name: str
     cases: tuple[Case, ...]
+    classes: dict[int, str] | None = None
 
 
 def split_cases(site: SiteData, test_fraction: float, seed: int) -> tuple[SiteData, SiteData]:

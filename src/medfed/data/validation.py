@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from medfed.data.cases import Case, SiteData
-from medfed.errors import DataError
+from medfed.errors import DataError, MedfedError, raise_problems
+
+T = TypeVar("T")
 
 
 def checked_image(site: str, path: Path, image: np.ndarray) -> np.ndarray:
@@ -94,6 +97,31 @@ def checked_case(
     if mask is not None:
         mask = checked_mask(site, mask_path or source, mask, image.shape[1:])
     return Case(case_id=case_id, image=image, mask=mask, label=label, source=source, spacing=spacing)
+
+
+def loaded_cases(items: Iterable[T], load: Callable[[T], Case]) -> list[Case]:
+    """Loads every case, so that one pass reports every bad case, not only the first.
+
+    Args:
+        items: What identifies each case (an index entry, a folder, a file).
+        load: Reads one case; raises ``DataError`` naming the site and the file.
+
+    Returns:
+        The cases, in the order of ``items``.
+
+    Raises:
+        DataError: The one case that could not be loaded.
+        DataProblems: Several, one line each.
+    """
+    cases: list[Case] = []
+    problems: list[MedfedError] = []
+    for item in items:
+        try:
+            cases.append(load(item))
+        except DataError as error:
+            problems.append(error)
+    raise_problems(problems)
+    return cases
 
 
 def checked_site(site: str, path: Path, cases: Sequence[Case]) -> SiteData:

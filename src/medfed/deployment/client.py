@@ -21,6 +21,7 @@ from collections.abc import Callable
 import grpc
 
 from medfed.deployment.evaluation import EVALUATE, encode_metrics
+from medfed.deployment.planning import FINGERPRINT
 from medfed.deployment.site_builder import SiteBuilder
 from medfed.errors import MedfedError, PolicyRefusal, PrivacyBudgetExceeded
 from medfed.orchestration.grid import SiteProtocol
@@ -29,7 +30,7 @@ from medfed.provision.certs import read_certificate
 from medfed.provision.errors import ProvisionError
 from medfed.provision.gate import certified
 from medfed.transport.backoff import DEFAULT_MAX_FAILURES, Backoff
-from medfed.transport.client import Assignment, SiteChannel, Step
+from medfed.transport.client import FetchedStep, FetchedTask, SiteChannel
 from medfed.transport.errors import AuthenticationError, PayloadError, TransportError
 from medfed.transport.grid import decode_payload, encode_payload
 from medfed.transport.payload import decode_task
@@ -81,9 +82,9 @@ def run_client(
                 if answer is Kind.DONE:
                     logger.info("the server says the job is done; %d rounds trained here", worker.trained)
                     return worker.trained
-                if isinstance(answer, Assignment):
+                if isinstance(answer, FetchedTask):
                     worker.train(channel, answer)
-                elif isinstance(answer, Step):
+                elif isinstance(answer, FetchedStep):
                     worker.step(channel, answer)
                 failures = 0
                 backoff.reset()
@@ -108,8 +109,8 @@ class _Worker:
         self.trained = 0
         self.protected: SiteProtocol | None = None
 
-    def train(self, channel: SiteChannel, assignment: Assignment) -> None:
-        task, task_id = assignment.task, assignment.task_id
+    def train(self, channel: SiteChannel, fetched: FetchedTask) -> None:
+        task, task_id = fetched.task, fetched.task_id
         self.protected = None
         unusable = _unusable(task)
         if unusable:
@@ -118,7 +119,7 @@ class _Worker:
             return
         logger.info("round %d: training", task.round)
         try:
-            result = self.builder.train(assignment.job_json, task)
+            result = self.builder.train(fetched.job_json, task)
         except (PolicyRefusal, PrivacyBudgetExceeded) as refusal:  # the site's own decision
             logger.warning("round %d: declining: %s", task.round, refusal)
             channel.decline(task_id, task.round, str(refusal))
@@ -128,7 +129,7 @@ class _Worker:
             channel.decline(task_id, task.round, str(diverged))
             return
         try:
-            self.protected = self.builder.protected_round(assignment, result)
+            self.protected = self.builder.protected_round(fetched, result)
             upload = None if self.protected is None else encode_payload(self.protected.upload())
         except (MedfedError, PayloadError) as error:
             logger.error("round %d: cannot take part in the protected round: %s", task.round, error)
@@ -145,9 +146,12 @@ class _Worker:
         else:
             logger.warning("round %d: update refused: %s", task.round, outcome.reason)
 
-    def step(self, channel: SiteChannel, step: Step) -> None:
+    def step(self, channel: SiteChannel, step: FetchedStep) -> None:
         if step.step == EVALUATE:  # after the round: outside any protected round's protocol
             self.evaluate(channel, step)
+            return
+        if step.step == FINGERPRINT:  # before round 1, for the study plan
+            self.fingerprint(channel, step)
             return
         if self.protected is None:
             channel.decline(
@@ -168,7 +172,20 @@ class _Worker:
         if not outcome.accepted:
             logger.warning("round %d: reply to '%s' refused: %s", step.round, step.step, outcome.reason)
 
-    def evaluate(self, channel: SiteChannel, step: Step) -> None:
+    def fingerprint(self, channel: SiteChannel, step: FetchedStep) -> None:
+        try:
+            payload = self.builder.fingerprint(step.job_json)
+        except MedfedError as error:
+            logger.warning("not sending a fingerprint: %s", error)
+            channel.decline(step.task_id, step.round, str(error))
+            return
+        outcome = channel.answer(step.task_id, step.round, payload)
+        if outcome.accepted:
+            logger.info("sent this site's fingerprint for the study plan (%d bytes)", len(payload))
+        else:
+            logger.warning("fingerprint refused: %s", outcome.reason)
+
+    def evaluate(self, channel: SiteChannel, step: FetchedStep) -> None:
         try:
             task = decode_task(step.message)
             if task.round != step.round:

@@ -11,10 +11,11 @@ from pathlib import Path
 import yaml
 
 from medfed.deployment.job import JobConfig, load_job
+from medfed.deployment.status import STATUS_FILE, read_status
 from medfed.errors import ConfigError
 from medfed.files import atomic_write
 from medfed.orchestration.metrics_log import MetricsLog
-from medfed.report.html import write_deployment_report
+from medfed.report.html import DeploymentRun, write_report
 from medfed.report.summary import PRIMARY_METRIC
 
 JOB_FILE, REPORT_FILE = "job.yaml", "report.html"
@@ -27,7 +28,8 @@ def keep_job(state_dir: Path, job: JobConfig) -> None:
 
 
 def write_job_report(state_dir: Path) -> Path:
-    """Writes ``state_dir/report.html`` from the kept job and the metrics; returns its path.
+    """Writes ``state_dir/report.html`` from the kept job, the metrics and the sites' latest
+    declines in ``status.json`` (when there is one); returns its path.
 
     Raises:
         ConfigError: ``state_dir`` holds no job kept by ``medfed server``.
@@ -36,11 +38,7 @@ def write_job_report(state_dir: Path) -> Path:
         raise ConfigError(f"'{state_dir}' is not the state dir of a medfed server (no {JOB_FILE})")
     job = load_job(state_dir / JOB_FILE)
     path = state_dir / REPORT_FILE
-    write_deployment_report(
-        path,
-        job=job.name,
-        rows=MetricsLog(state_dir).rows(job.name),
-        metric=PRIMARY_METRIC[job.task],
-        job_yaml=(state_dir / JOB_FILE).read_text(),
-    )
+    declines = read_status(state_dir).declined if (state_dir / STATUS_FILE).is_file() else {}
+    run = DeploymentRun(job=job.name, job_yaml=(state_dir / JOB_FILE).read_text(), declines=declines)
+    write_report(path, rows=MetricsLog(state_dir).rows(job.name), metric=PRIMARY_METRIC[job.task], run=run)
     return path

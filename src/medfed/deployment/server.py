@@ -11,27 +11,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import tenseal as ts
 
 from medfed.config.loading import build_strategy
+from medfed.data.study_plan import save_plan
 from medfed.deployment.evaluation import SiteEvaluation, SiteMetrics
 from medfed.deployment.job import JobConfig, site_job_json
+from medfed.deployment.planning import planned_job
 from medfed.deployment.report import keep_job, write_job_report
 from medfed.deployment.status import HISTORY_LENGTH, RoundSummary, ServerStatus, summarise, write_status
 from medfed.models import build_model
-from medfed.orchestration.checkpoint import (
-    Checkpoint,
-    latest_checkpoint,
-    load_checkpoint,
-    model_metadata,
-    save_round,
-)
+from medfed.orchestration.checkpoint import model_metadata
+from medfed.orchestration.driver import RecordedCallback, RoundRecorder, RowSource, RunRecords, privacy_rows
 from medfed.orchestration.loop import RoundPlan, run_rounds
-from medfed.orchestration.metrics_log import MetricRow, MetricsLog
+from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split
 from medfed.orchestration.site import cpu_weights
 from medfed.privacy.setup import expected_sites, prepare_model, protect
 from medfed.strategies.base import Strategy
@@ -90,9 +87,6 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
     )
     board = RoundBoard()
     grid = GrpcGrid(board, round_timeout_s=job.round_timeout_s, step_timeout_s=job.step_timeout_s)
-    metrics = MetricsLog(settings.state_dir)
-    keep_job(settings.state_dir, job)
-    state = initial_state(job, strategy, settings.state_dir, metrics)
     servicer = FederationServicer(
         board, sites=sites, job_json=site_job_json(job), authenticate=settings.authenticate, poll_s=job.poll_s
     )
@@ -101,6 +95,25 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
     server, port = start_server(
         servicer, address=settings.address, credentials=credentials, gzip=settings.gzip
     )
+    study = None
+    if job.preprocessing.plan == "auto":
+        try:
+            job, study = planned_job(job, board, sites, timeout_s=job.round_timeout_s)
+        except BaseException:
+            server.stop(grace=0)
+            raise
+        servicer.job_json = site_job_json(job)
+    keep_job(settings.state_dir, job)
+    if study is not None:
+        save_plan(study, settings.state_dir)
+    records = RunRecords(
+        job.name,
+        MetricsLog(settings.state_dir),
+        settings.state_dir / "checkpoints",
+        metadata={"job": job.name, **model_metadata(job.model.name, job.model.params)},
+        keep_last=job.federation.keep_last,
+    )
+    state = initial_state(job, strategy, records)
     logger.info(
         "medfed server listening on port %d (round %d of %d done)", port, state.round, job.federation.rounds
     )
@@ -117,7 +130,7 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
         evaluation = SiteEvaluation(
             board, sites=sites, task=job.task, timeout_s=job.step_timeout_s, seen_within_s=2 * job.poll_s + 1
         )
-        recorder = _RoundRecorder(job, strategy, settings.state_dir, metrics, reporter, evaluation)
+        recorder = round_recorder(job, strategy, records, evaluation, after=[reporter.completed])
         state = run_rounds(
             strategy, state, plan, grid, recorder, max_attempts=job.max_round_attempts, collect=collect
         )
@@ -134,77 +147,42 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
     return state
 
 
-def initial_state(job: JobConfig, strategy: Strategy, state_dir: Path, metrics: MetricsLog) -> ServerState:
-    """The last checkpointed state in ``state_dir``, or the strategy's initial state."""
-    latest = latest_checkpoint(state_dir / "checkpoints")
-    if latest is None:
-        metrics.discard_after(job.name, 0)
-        model = prepare_model(
-            job.privacy.plan(), build_model(job.model.name, job.model.params, seed=job.seed)
-        )
-        return strategy.init(cpu_weights(model))
-    state = load_checkpoint(latest).server
-    metrics.discard_after(job.name, state.round)
-    logger.info("resuming after round %d from %s", state.round, latest)
-    return state
+def initial_state(job: JobConfig, strategy: Strategy, records: RunRecords) -> ServerState:
+    """The state ``records`` resume from, or the strategy's initial state."""
+    resumed = records.resume()
+    if resumed is not None:
+        return resumed.server
+    model = prepare_model(job.privacy.plan(), build_model(job.model.name, job.model.params, seed=job.seed))
+    return strategy.init(cpu_weights(model))
 
 
-class _RoundRecorder:
-    """After each round: the sites' evaluation when due, then metrics, then the checkpoint (a
-    crash in between replays the round, and ``record_round`` replaces its rows), then the
-    status. Training rows hold each result's metrics and ``num_samples``; evaluation rows have
-    kind ``eval``. Under client-level DP the server's ``client_epsilon`` joins the metrics
-    (site ``server``, kind ``privacy``)."""
+def round_recorder(
+    job: JobConfig,
+    strategy: Strategy,
+    records: RunRecords,
+    evaluate: Callable[[ServerState], SiteMetrics],
+    after: Sequence[RecordedCallback] = (),
+) -> RoundRecorder:
+    """Records each round of ``job``: its training rows, the sites' held-out scores when
+    ``federation.evaluate_every`` says so (``evaluate`` asks them), the server's
+    ``client_epsilon`` under client-level DP; then the checkpoint; then ``after``."""
+    sources = [_evaluation_rows(job, evaluate), privacy_rows(job.name, job.privacy.plan(), strategy)]
+    return RoundRecorder(records, sources=sources, after=after)
 
-    def __init__(
-        self,
-        job: JobConfig,
-        strategy: Strategy,
-        state_dir: Path,
-        metrics: MetricsLog,
-        reporter: _StatusReporter,
-        evaluate: Callable[[ServerState], SiteMetrics],
-    ) -> None:
-        self.job, self.strategy, self.state_dir = job, strategy, state_dir
-        self.metrics, self.reporter, self.evaluate = metrics, reporter, evaluate
 
-    def __call__(self, state: ServerState, results: list[TrainResult]) -> None:
-        evaluated = self.evaluate(state) if self.job.federation.evaluates_after(state.round) else {}
-        rows = _training_rows(self.job.name, state.round, results)
-        rows += [
-            MetricRow(self.job.name, state.round, site, "eval", name, value)
-            for site, metrics in evaluated.items()
+def _evaluation_rows(job: JobConfig, evaluate: Callable[[ServerState], SiteMetrics]) -> RowSource:
+    """The sites' scores of a round's global model on their held-out cases (``Split.EVAL``)."""
+
+    def rows(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
+        if not job.federation.evaluates_after(state.round):
+            return []
+        return [
+            MetricRow(job.name, state.round, site, Split.EVAL, name, value)
+            for site, metrics in evaluate(state).items()
             for name, value in metrics.items()
         ]
-        if self.job.privacy.client_dp is not None:
-            from medfed.privacy.dp.config import privacy_metrics  # imports Opacus: only when on
 
-            spent = privacy_metrics(self.job.privacy.plan(), {}, self.strategy, state)
-            rows += [
-                MetricRow(self.job.name, state.round, site, "privacy", name, value)
-                for site, name, value in spent
-            ]
-        self.metrics.record_round(self.job.name, state.round, rows)
-        metadata = {
-            "job": self.job.name,
-            "participants": ",".join(r.site for r in results),
-            **model_metadata(self.job.model.name, self.job.model.params),
-        }
-        checkpoint = Checkpoint(state, metadata=metadata)
-        save_round(self.state_dir / "checkpoints", checkpoint, keep_last=self.job.federation.keep_last)
-        logger.info("round %d done with %s", state.round, [result.site for result in results])
-        summary = summarise(state.round, [r.site for r in results], [r.metrics for r in results])
-        means = summarise(state.round, list(evaluated), list(evaluated.values())).metrics
-        self.reporter.completed(replace(summary, metrics={**summary.metrics, **_prefixed("eval_", means)}))
-
-
-def _training_rows(job: str, round: int, results: list[TrainResult]) -> list[MetricRow]:
-    """Each result's metrics and ``num_samples``; a DP site's ``epsilon`` has kind ``privacy``."""
-    return [
-        MetricRow(job, round, result.site, "privacy" if name == "epsilon" else "train", name, value)
-        for result in results
-        for name, value in {**result.metrics, "num_samples": float(result.num_samples)}.items()
-    ]
+    return rows
 
 
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
@@ -228,7 +206,19 @@ class _StatusReporter:
         self.write()
         self._thread.start()
 
-    def completed(self, summary: RoundSummary) -> None:
+    def completed(self, state: ServerState, results: list[TrainResult], rows: list[MetricRow]) -> None:
+        """A recorded round: the mean training metrics of its results and the mean of the
+        sites' held-out scores (``eval_<metric>``) join the history."""
+        logger.info("round %d done with %s", state.round, [result.site for result in results])
+        evaluated: dict[str, dict[str, float]] = {}
+        for row in rows:
+            if row.split == Split.EVAL:
+                evaluated.setdefault(row.site, {})[row.metric] = row.value
+        summary = summarise(state.round, [r.site for r in results], [r.metrics for r in results])
+        means = summarise(state.round, list(evaluated), list(evaluated.values())).metrics
+        self._add(replace(summary, metrics={**summary.metrics, **_prefixed("eval_", means)}))
+
+    def _add(self, summary: RoundSummary) -> None:
         with self._lock:
             history = [*self.status.history, summary][-HISTORY_LENGTH:]
             self.status = replace(self.status, completed_rounds=summary.round, history=history)

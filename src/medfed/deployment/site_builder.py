@@ -15,11 +15,13 @@ from pathlib import Path
 import tenseal as ts
 
 from medfed.data import SiteData, build_dataset
+from medfed.data.consistency import ModelInputs, study_problems
 from medfed.deployment.evaluation import DEFAULT_HOLDOUT, HeldOutEvaluator, holdout_split
 from medfed.deployment.job import SiteJob, parse_site_job
+from medfed.deployment.planning import site_fingerprint
 from medfed.deployment.site_policy import SitePolicy, check_job, site_privacy
-from medfed.errors import ConfigError, PolicyRefusal
-from medfed.models import build_model
+from medfed.errors import ConfigError, PolicyRefusal, raise_problems
+from medfed.models import build_model, network_spec
 from medfed.orchestration.checkpoint import load_site_state, save_site_state
 from medfed.orchestration.grid import SiteProtocol
 from medfed.orchestration.site import LocalSite
@@ -29,7 +31,7 @@ from medfed.privacy.setup import prepare_model, site_protocol, site_trainer
 from medfed.strategies.registry import STRATEGIES
 from medfed.training import LocalTrainer, TrainSettings
 from medfed.training.trainer import Trainer
-from medfed.transport.client import Assignment
+from medfed.transport.client import FetchedTask
 from medfed.transport.protobuf import decode_message
 from medfed.types import SiteState, TrainResult, TrainTask
 
@@ -94,12 +96,11 @@ class SiteBuilder:
         Raises:
             PolicyRefusal: The job is weaker than the site's policy (nothing is built).
             ConfigError: The job is invalid.
+            DataError: The site's data do not fit the job's model (``check_data_fits``).
         """
         if self._site is None or job_json != self._job_json:
-            job = parse_site_job(job_json)
-            weaknesses = check_job(self.options.policy, job.privacy)
-            if weaknesses:
-                raise PolicyRefusal(self.data.name, weaknesses)
+            job = self._allowed_job(job_json)
+            check_data_fits(self.data, job)
             train, held_out = self._split(job)
             site = build_local_site(train, job, self.options, dataset=self.data)
             site.state = self._saved_state(job_json) or site.state
@@ -140,6 +141,25 @@ class SiteBuilder:
         assert self._evaluator is not None  # built with the site
         return self._evaluator.evaluate(site.strategy.site_model(task.weights, site.state), task.round)
 
+    def fingerprint(self, job_json: str) -> bytes:
+        """This site's fingerprint over its training cases, for the study plan (JSON).
+
+        Raises:
+            PolicyRefusal: The job is weaker than the site's policy.
+            ConfigError: The job is invalid.
+        """
+        job = self._allowed_job(job_json)
+        train, _ = holdout_split(self.data, self.options.holdout, job.seed)
+        return site_fingerprint(train, job)
+
+    def _allowed_job(self, job_json: str) -> SiteJob:
+        """The job in ``job_json``, unless it is weaker than the site's policy (``PolicyRefusal``)."""
+        job = parse_site_job(job_json)
+        weaknesses = check_job(self.options.policy, job.privacy)
+        if weaknesses:
+            raise PolicyRefusal(self.data.name, weaknesses)
+        return job
+
     def _split(self, job: SiteJob) -> tuple[SiteData, SiteData]:
         train, held_out = holdout_split(self.data, self.options.holdout, job.seed)
         if self.options.holdout > 0 and not held_out.cases:
@@ -172,7 +192,7 @@ class SiteBuilder:
         logger.info("resuming with the site state saved in '%s'", path)
         return state
 
-    def protected_round(self, assignment: Assignment, result: TrainResult) -> SiteProtocol | None:
+    def protected_round(self, fetched: FetchedTask, result: TrainResult) -> SiteProtocol | None:
         """The site's half of a secure or encrypted round (``None`` for a plain round), opened
         by the same ``site_protocol`` as a simulated site's.
 
@@ -180,7 +200,7 @@ class SiteBuilder:
             ConfigError: The job uses CKKS but this site has no CKKS context.
             PayloadError: The invitation that came with the task is malformed.
         """
-        privacy = parse_site_job(assignment.job_json).privacy.plan()
+        privacy = parse_site_job(fetched.job_json).privacy.plan()
         open_protocol = site_protocol(
             privacy,
             site=self.data.name,
@@ -189,8 +209,19 @@ class SiteBuilder:
         )
         if open_protocol is None:
             return None
-        invitation = decode_message(SecAggInvitation, assignment.protocol) if assignment.protocol else None
-        return open_protocol(assignment.task, invitation, result)
+        invitation = decode_message(SecAggInvitation, fetched.protocol) if fetched.protocol else None
+        return open_protocol(fetched.task, invitation, result)
+
+
+def check_data_fits(data: SiteData, job: SiteJob) -> None:
+    """Raises ``DataError`` (``DataProblems`` for several) where the site's images or classes do
+    not fit the job's model: dimensionality, channels, a mask value or label beyond its classes.
+    """
+    spec = network_spec(job.model.name, job.model.params)
+    model = ModelInputs(
+        in_channels=spec.in_channels, spatial_dims=spec.spatial_dims, classes=spec.out_channels
+    )
+    raise_problems(study_problems({data.name: data}, task=job.task, model=model))
 
 
 def build_local_site(

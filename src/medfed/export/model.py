@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import save as save_bytes
 from torch import nn
 
-from medfed.config.schema import PrivacyConfig, StrategyConfig
+from medfed.config.schema import ModelConfig, PreprocessingConfig, PrivacyConfig, StrategyConfig
+from medfed.data.preprocessing import DEFAULT_PREPROCESSING, Preprocessing
 from medfed.deployment.job import load_job
 from medfed.deployment.report import JOB_FILE
 from medfed.errors import CheckpointError, ConfigError
@@ -35,7 +36,7 @@ from medfed.orchestration.checkpoint import (
 from medfed.orchestration.run_dir import resume_run
 from medfed.privacy.setup import prepare_model
 from medfed.strategies.registry import STRATEGIES
-from medfed.types import Weights
+from medfed.types import Task, Weights
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class TrainedModel:
         network: The network as trained, weights loaded (DP-compatible under DP-SGD).
         image_shape: Spatial shape of the training images, when the checkpoint records it.
         description: Experiment, round and site, for humans.
+        task: ``"segmentation"`` or ``"classification"``.
+        preprocessing: How the run brought its cases to a common grid (applied again before
+            inference by ``medfed predict``).
     """
 
     spec: NetworkSpec
@@ -55,6 +59,8 @@ class TrainedModel:
     network: nn.Module
     image_shape: tuple[int, ...] | None
     description: str
+    task: Task = "segmentation"
+    preprocessing: Preprocessing = DEFAULT_PREPROCESSING
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,9 @@ class _Run:
     strategy: StrategyConfig
     privacy: PrivacyConfig
     seed: int
+    task: Task
+    preprocessing: PreprocessingConfig
+    model: ModelConfig
 
 
 def load_trained_model(
@@ -102,6 +111,8 @@ def load_trained_model(
         network=network.eval(),
         image_shape=tuple(json.loads(shape)) if shape else None,
         description=f"{model_name} trained by medfed: experiment {label}",
+        task=run.task,
+        preprocessing=run.preprocessing.settings(run.model),
     )
 
 
@@ -114,14 +125,32 @@ def _simulated_run(run_dir: Path, experiment: str | None) -> _Run:
         raise ConfigError(f"export: no checkpoints of experiment '{name}'; experiments: {experiments}")
     by_label = {strategy.display_name: strategy for strategy in config.strategies}
     strategy = by_label.get(name, StrategyConfig(name="fedavg"))  # the baselines are FedAvg
-    return _Run(name, folder / name, strategy, config.privacy, config.seed)
+    return _Run(
+        name,
+        folder / name,
+        strategy,
+        config.privacy,
+        config.seed,
+        config.task,
+        config.preprocessing,
+        config.model,
+    )
 
 
 def _deployed_run(state_dir: Path, experiment: str | None) -> _Run:
     job = load_job(state_dir / JOB_FILE)
     if experiment not in (None, job.name):
         raise ConfigError(f"export: '{state_dir}' holds the one job '{job.name}', not '{experiment}'")
-    return _Run(job.name, state_dir / "checkpoints", job.strategy, job.privacy, job.seed)
+    return _Run(
+        job.name,
+        state_dir / "checkpoints",
+        job.strategy,
+        job.privacy,
+        job.seed,
+        job.task,
+        job.preprocessing,
+        job.model,
+    )
 
 
 def export_model(model: TrainedModel, format: ExportFormat, output: Path) -> Path:

@@ -7,11 +7,9 @@ from pathlib import Path
 
 from medfed.config.schema import DataConfig
 from medfed.data import SiteData, family_sites, generate_federation, load_site, split_cases
-from medfed.errors import ConfigError
+from medfed.data.fingerprint import MAX_CLASSES
+from medfed.errors import ConfigError, DataError, DataProblems, MedfedError, raise_problems
 from medfed.types import Task
-
-MAX_CLASSES = 256
-"""The most classes ``FederationData.num_classes`` derives from the data."""
 
 
 @dataclass(frozen=True)
@@ -67,20 +65,58 @@ class FederationData:
 
 
 def prepare_data(config: DataConfig, data_dir: Path, *, seed: int) -> FederationData:
-    """Loads (generating the built-in data first when configured) and splits every site."""
+    """Loads (generating the built-in data first when configured) and splits every site.
+
+    Raises:
+        DataError: The one site that cannot be loaded.
+        DataProblems: Several sites that cannot be loaded, one line each.
+        ConfigError: The unseen site is unknown or is the only site.
+    """
+    sites, problems = load_sites(config, data_dir, seed=seed)
+    raise_problems(problems)
+    return split_sites(config, sites, seed=seed)
+
+
+def load_sites(
+    config: DataConfig, data_dir: Path, *, seed: int
+) -> tuple[dict[str, SiteData], list[MedfedError]]:
+    """Every site that loads (the built-in data generated first when configured), and the
+    errors of each site that does not (one per bad case where the loader can tell), so that
+    one check reports every problem."""
     paths = _site_paths(config, data_dir, seed=seed)
-    formats = {site.name: site.format for site in config.sites}
-    if config.unseen_site is not None and config.unseen_site not in paths:
-        raise ConfigError(f"data.unseen_site '{config.unseen_site}' is not one of {sorted(paths)}")
-    train, test, unseen = {}, {}, None
+    sources = {site.name: site for site in config.sites}
+    sites: dict[str, SiteData] = {}
+    problems: list[MedfedError] = []
     for name, path in paths.items():
-        site = load_site(name, path, formats.get(name))
-        if name == config.unseen_site:
-            unseen = site
-            continue
-        train[name], test[name] = split_cases(site, config.test_fraction, seed)
+        try:
+            source = sources.get(name)
+            sites[name] = (
+                load_site(name, path, source.format, allow_identified=source.allow_identified)
+                if source is not None
+                else load_site(name, path)
+            )
+        except DataProblems as errors:
+            problems += errors.problems
+        except DataError as error:
+            problems.append(error)
+    return sites, problems
+
+
+def split_sites(config: DataConfig, sites: dict[str, SiteData], *, seed: int) -> FederationData:
+    """Each training site split into train and test cases; the unseen site kept whole.
+
+    Raises:
+        ConfigError: The unseen site is unknown or is the only site.
+    """
+    if config.unseen_site is not None and config.unseen_site not in sites:
+        raise ConfigError(f"data.unseen_site '{config.unseen_site}' is not one of {sorted(sites)}")
+    train, test = {}, {}
+    for name, site in sites.items():
+        if name != config.unseen_site:
+            train[name], test[name] = split_cases(site, config.test_fraction, seed)
     if not train:
         raise ConfigError("data: every site is the unseen site; at least one must train")
+    unseen = None if config.unseen_site is None else sites[config.unseen_site]
     return FederationData(train=train, test=test, unseen=unseen)
 
 

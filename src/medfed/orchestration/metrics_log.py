@@ -9,9 +9,37 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass, fields
+from enum import StrEnum
 from pathlib import Path
 
+from medfed.errors import CheckpointError
 from medfed.files import atomic_write
+
+
+class Split(StrEnum):
+    """What a metric row measures; its value is what ``metrics.sqlite`` and ``metrics.csv`` hold.
+
+    Attributes:
+        TRAIN: A site's local training (``loss``, ``steps``, ``num_samples``...).
+        TEST: A simulated training site's held-out cases, scored by the model it would use.
+        UNSEEN: The simulation's unseen site (``data.unseen_site``).
+        UNSEEN_ADABN: The unseen site after AdaBN (``data.unseen_site_adabn``).
+        EVAL: A deployed site's held-out cases, scored by the site (federated evaluation).
+        PRIVACY: Privacy spent: a site's ``epsilon``, the server's ``client_epsilon``.
+        TRAFFIC: Bytes a site sent and received in the round (``bytes_sent``, ``bytes_received``).
+    """
+
+    TRAIN = "train"
+    TEST = "test"
+    UNSEEN = "unseen"
+    UNSEEN_ADABN = "unseen-adabn"
+    EVAL = "eval"
+    PRIVACY = "privacy"
+    TRAFFIC = "traffic"
+
+
+HELD_OUT = frozenset({Split.TEST, Split.UNSEEN})
+"""The splits a simulation compares experiments on (the unseen site without AdaBN included)."""
 
 
 @dataclass(frozen=True)
@@ -21,7 +49,7 @@ class MetricRow:
     experiment: str
     round: int
     site: str
-    split: str
+    split: Split
     metric: str
     value: float
 
@@ -29,9 +57,14 @@ class MetricRow:
 _COLUMNS = [field.name for field in fields(MetricRow)]
 
 
-def model_split(split: str, model: str) -> str:
-    """The split of a row scoring site ``model``'s own model (peer-to-peer) on ``split``."""
-    return f"{split}@{model}"
+SITE_MODEL_MARK = "@"
+"""Joins a peer-to-peer experiment's name and a site's: the run of that site's own model."""
+
+
+def site_model_run(experiment: str, site: str) -> str:
+    """The ``experiment`` column of rows scoring ``site``'s own model in a peer-to-peer
+    ``experiment`` (the experiment's own rows score the sites' consensus)."""
+    return f"{experiment}{SITE_MODEL_MARK}{site}"
 
 
 class MetricsLog:
@@ -77,10 +110,7 @@ class MetricsLog:
             arguments = (experiment,)
         with self._connect() as connection:
             found = connection.execute(query + " ORDER BY experiment, round, site, split, metric", arguments)
-            return [
-                MetricRow(experiment, round, site, split, metric, math.nan if value is None else value)
-                for experiment, round, site, split, metric, value in found
-            ]
+            return [_row(*row) for row in found]
 
     def _write_csv(self) -> None:
         buffer = io.StringIO()
@@ -97,3 +127,18 @@ class MetricsLog:
                 yield connection
         finally:
             connection.close()
+
+
+def _row(experiment: str, round: int, site: str, split: str, metric: str, value: float | None) -> MetricRow:
+    """A stored row; its split read back as a ``Split``, a NULL value (NaN is stored as NULL) as NaN.
+
+    Raises:
+        CheckpointError: The table holds a split this medfed does not know.
+    """
+    try:
+        known = Split(split)
+    except ValueError:
+        raise CheckpointError(
+            f"metrics row with unknown split '{split}'; known: {[s.value for s in Split]}"
+        ) from None
+    return MetricRow(experiment, round, site, known, metric, math.nan if value is None else value)

@@ -16,18 +16,13 @@ from medfed.config.schema import SimulationConfig
 from medfed.data import SiteData, build_dataset
 from medfed.data.dataset import CaseDataset
 from medfed.models import build_model
-from medfed.orchestration.checkpoint import (
-    Checkpoint,
-    latest_checkpoint,
-    load_checkpoint,
-    model_metadata,
-    save_round,
-)
+from medfed.orchestration.checkpoint import model_metadata
+from medfed.orchestration.driver import RoundRecorder, RowSource, RunRecords, privacy_rows, training_rows
 from medfed.orchestration.experiments import Experiment
 from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.grid import Collect, InMemoryGrid, OpenProtocol, Tamper, train_in_clear
 from medfed.orchestration.loop import RoundPlan, run_rounds
-from medfed.orchestration.metrics_log import MetricRow, MetricsLog, model_split
+from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split, site_model_run
 from medfed.orchestration.site import LocalSite, cpu_weights
 from medfed.orchestration.topologies import build_topology
 from medfed.orchestration.traffic import MeteredGrid, transfer_rows
@@ -107,9 +102,11 @@ class ExperimentRunner:
         if experiment.kind == "federated" and self.config.federation.topology.peer_to_peer:
             return self._run_peers(experiment)
         experiment, collect, open_protocol = self._protected(experiment)
-        directory = self.run_dir / "checkpoints" / experiment.name
+        records = self._records(experiment)
         model = self.new_model()
-        state, site_states = self._start(experiment, model, directory)
+        resumed = records.resume()
+        state = experiment.strategy.init(cpu_weights(model)) if resumed is None else resumed.server
+        site_states = {} if resumed is None else resumed.sites
         sites = {
             name: self._site(name, data, model, experiment, site_states.get(name))
             for name, data in experiment.sites.items()
@@ -124,19 +121,6 @@ class ExperimentRunner:
         if self.callbacks.on_experiment is not None:
             self.callbacks.on_experiment(experiment, state.round)
 
-        def finish_round(new_state: ServerState, results: list[TrainResult]) -> None:
-            site_now = {name: site.state for name, site in sites.items()}
-            result = ExperimentResult(experiment, new_state, site_now)
-            rows = _training_rows(experiment.name, new_state.round, results)
-            rows += grid.take_rows(experiment.name, new_state.round)
-            if self.config.federation.evaluates_after(new_state.round):
-                rows += self._evaluation_rows(result, model)
-            rows += self._privacy_rows(experiment, new_state, sites)
-            self.metrics.record_round(experiment.name, new_state.round, rows)
-            self._checkpoint(directory, experiment, result)
-            if self.callbacks.on_round is not None:
-                self.callbacks.on_round(new_state.round)
-
         grid = MeteredGrid(
             InMemoryGrid(
                 sites,
@@ -145,30 +129,87 @@ class ExperimentRunner:
                 tamper=self._attack(experiment),
             )
         )
-        final = run_rounds(experiment.strategy, state, plan, grid, on_round=finish_round, collect=collect)
-        return ExperimentResult(experiment, final, {name: site.state for name, site in sites.items()})
+
+        def traffic(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
+            return grid.take_rows(experiment.name, state.round)
+
+        recorder = self.recorder(records, experiment, sites, model, traffic=traffic)
+        final = run_rounds(experiment.strategy, state, plan, grid, on_round=recorder, collect=collect)
+        return ExperimentResult(experiment, final, _site_states(sites))
+
+    def _records(self, experiment: Experiment) -> RunRecords:
+        model_entries = model_metadata(self.config.model.name, self.model_params, self.data.image_shape())
+        return RunRecords(
+            experiment.name,
+            self.metrics,
+            self.run_dir / "checkpoints" / experiment.name,
+            metadata={"experiment": experiment.name, **model_entries},
+            keep_last=self.config.federation.keep_last,
+        )
+
+    def recorder(
+        self,
+        records: RunRecords,
+        experiment: Experiment,
+        sites: Mapping[str, LocalSite],
+        model: nn.Module,
+        *,
+        traffic: RowSource | None = None,
+    ) -> RoundRecorder:
+        """Records each round with the sites' private states (sites without any left out); its
+        held-out rows scored here, in process; ``traffic``'s rows (bytes per site) too."""
+
+        def evaluation_rows(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
+            if not self.config.federation.evaluates_after(state.round):
+                return []
+            return self._evaluation_rows(ExperimentResult(experiment, state, _site_states(sites)), model)
+
+        def private_states() -> dict[str, SiteState]:
+            private = {name: experiment.strategy.private_state(site.state) for name, site in sites.items()}
+            return {name: state for name, state in private.items() if state.weights or state.extra}
+
+        def progress(state: ServerState, results: list[TrainResult], rows: list[MetricRow]) -> None:
+            if self.callbacks.on_round is not None:
+                self.callbacks.on_round(state.round)
+
+        def trainers() -> dict[str, Trainer]:
+            return {name: site.trainer for name, site in sites.items()}
+
+        privacy = privacy_rows(experiment.name, self.privacy, experiment.strategy, trainers)
+        sources = [evaluation_rows, privacy, *([] if traffic is None else [traffic])]
+        return RoundRecorder(records, sources=sources, sites=private_states, after=[progress])
 
     def _run_peers(self, experiment: Experiment) -> ExperimentResult:
-        """A peer-to-peer experiment (``federation.topology``), always from round 0: it keeps no
-        checkpoints. Its model is the consensus (plain average) of the sites' models; each
-        site's own model is scored too (splits ``test@<site>``, ``unseen@<site>``)."""
+        """A peer-to-peer experiment (``federation.topology``), always from round 0: its
+        checkpoints hold the consensus (for ``medfed export``), not the sites' models. Its model
+        is the consensus (plain average) of the sites' models; each site's own model is scored
+        too, as run ``<experiment>@<site>`` (``site_model_run``)."""
+        records = self._records(experiment)
         self.metrics.discard_after(experiment.name, 0)
         model = self.new_model()
         sites = {
             name: self._site(name, data, model, experiment, None) for name, data in experiment.sites.items()
         }
+        for site in sites:
+            self.metrics.discard_after(site_model_run(experiment.name, site), 0)
         topology = build_topology(self.config.federation.topology, sorted(sites), seed=self.config.seed)
+        privacy = privacy_rows(
+            experiment.name,
+            self.privacy,
+            experiment.strategy,
+            lambda: {name: site.trainer for name, site in sites.items()},
+        )
         if self.callbacks.on_experiment is not None:
             self.callbacks.on_experiment(experiment, 0)
 
         def finish_round(record: PeerRound) -> None:
-            round, latest = record.state.round, {result.site: result for result in record.results}
-            rows = _training_rows(experiment.name, round, list(latest.values()))
-            rows += transfer_rows(experiment.name, round, record.transfers)
+            state, round = _consensus_state(record.state), record.state.round
+            latest = list({result.site: result for result in record.results}.values())
+            rows = training_rows(experiment.name, round, latest)
+            rows += transfer_rows(experiment.name, round, record.transfers) + privacy(state, latest)
             if self.config.federation.evaluates_after(round):
                 rows += self._peer_evaluation_rows(experiment, record.state, model)
-            rows += self._privacy_rows(experiment, _consensus_state(record.state), sites)
-            self.metrics.record_round(experiment.name, round, rows)
+            records.record(state, latest, rows, {})
             if self.callbacks.on_round is not None:
                 self.callbacks.on_round(round)
 
@@ -182,37 +223,15 @@ class ExperimentRunner:
     def _peer_evaluation_rows(
         self, experiment: Experiment, state: PeerState, model: nn.Module
     ) -> list[MetricRow]:
-        """The consensus scored as the experiment's model, then each site's own model."""
+        """The consensus scored as the experiment's model; each site's own model scored into
+        the metrics log under its own run name (recorded here, with the round)."""
         rows = self._evaluation_rows(ExperimentResult(experiment, _consensus_state(state), {}), model)
         for site, weights in sorted(state.models.items()):
             own = ExperimentResult(experiment, ServerState(state.round, weights), {})
-            rows += [
-                replace(row, split=model_split(row.split, site)) for row in self._evaluation_rows(own, model)
-            ]
+            run = site_model_run(experiment.name, site)
+            scored = [replace(row, experiment=run) for row in self._evaluation_rows(own, model)]
+            self.metrics.record_round(run, state.round, scored)
         return rows
-
-    def _checkpoint(self, directory: Path, experiment: Experiment, result: ExperimentResult) -> None:
-        """Saves the round with each site's private state (sites without any are left out)."""
-        private = {name: experiment.strategy.private_state(state) for name, state in result.sites.items()}
-        model = model_metadata(self.config.model.name, self.model_params, self.data.image_shape())
-        metadata = {"experiment": experiment.name, **model}
-        checkpoint = Checkpoint(
-            result.state,
-            {name: state for name, state in private.items() if state.weights or state.extra},
-            metadata,
-        )
-        save_round(directory, checkpoint, keep_last=self.config.federation.keep_last)
-
-    def _start(
-        self, experiment: Experiment, model: nn.Module, directory: Path
-    ) -> tuple[ServerState, Mapping[str, SiteState]]:
-        latest = latest_checkpoint(directory)
-        if latest is None:
-            self.metrics.discard_after(experiment.name, 0)
-            return experiment.strategy.init(cpu_weights(model)), {}
-        checkpoint = load_checkpoint(latest)
-        self.metrics.discard_after(experiment.name, checkpoint.server.round)
-        return checkpoint.server, checkpoint.sites
 
     def _site(
         self,
@@ -314,20 +333,6 @@ class ExperimentRunner:
             noise=simulated_noise(self.privacy),
         )
 
-    def _privacy_rows(
-        self, experiment: Experiment, state: ServerState, sites: Mapping[str, LocalSite]
-    ) -> list[MetricRow]:
-        if self.privacy.dp_sgd is None and self.privacy.client_dp is None:
-            return []
-        from medfed.privacy.dp.config import privacy_metrics
-
-        trainers = {name: site.trainer for name, site in sites.items()}
-        metrics = privacy_metrics(self.privacy, trainers, experiment.strategy, state)
-        return [
-            MetricRow(experiment.name, state.round, site, "privacy", metric, value)
-            for site, metric, value in metrics
-        ]
-
     def _evaluation_rows(self, result: ExperimentResult, model: nn.Module) -> list[MetricRow]:
         """Each evaluation set scored with the model its site would use; the unseen site also
         after AdaBN (split ``unseen-adabn``) when ``data.unseen_site_adabn`` is set."""
@@ -335,14 +340,14 @@ class ExperimentRunner:
         for site, dataset in self.evaluation_sets.items():
             unseen = site == self.config.data.unseen_site
             model.load_state_dict(result.weights_for(site))
-            rows += self._scored(result, model, site, "unseen" if unseen else "test", backdoor=True)
+            rows += self._scored(result, model, site, Split.UNSEEN if unseen else Split.TEST, backdoor=True)
             if unseen and self.config.data.unseen_site_adabn:
                 adapt_norm_statistics(model, dataset, batch_size=self.config.training.batch_size)
-                rows += self._scored(result, model, site, "unseen-adabn")
+                rows += self._scored(result, model, site, Split.UNSEEN_ADABN)
         return rows
 
     def _scored(
-        self, result: ExperimentResult, model: nn.Module, site: str, split: str, *, backdoor: bool = False
+        self, result: ExperimentResult, model: nn.Module, site: str, split: Split, *, backdoor: bool = False
     ) -> list[MetricRow]:
         dataset = self.evaluation_sets[site]
         metrics = evaluate(
@@ -385,9 +390,5 @@ def _consensus_state(state: PeerState) -> ServerState:
     return ServerState(state.round, consensus(state.models.values()))
 
 
-def _training_rows(experiment: str, round: int, results: list[TrainResult]) -> list[MetricRow]:
-    return [
-        MetricRow(experiment, round, result.site, "train", metric, value)
-        for result in results
-        for metric, value in result.metrics.items()
-    ]
+def _site_states(sites: Mapping[str, LocalSite]) -> dict[str, SiteState]:
+    return {name: site.state for name, site in sites.items()}

@@ -1,5 +1,5 @@
 """Bytes each site sends and receives, measured as the safetensors payloads a deployment puts on
-the wire (``medfed.transport.payload``), recorded as metric rows of split ``traffic``.
+the wire (``medfed.transport.payload``), recorded as metric rows of split ``Split.TRAFFIC``.
 
 Client-server rounds are metered where the grid delivers tasks and gathers results
 (``MeteredGrid``: a site receives its task and sends its result); peer-to-peer rounds list their
@@ -13,12 +13,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from medfed.orchestration.grid import Grid, Reply
-from medfed.orchestration.metrics_log import MetricRow
+from medfed.orchestration.metrics_log import MetricRow, Split
 from medfed.topology.peers import Transfer
 from medfed.transport.payload import encode_result, encode_task
 from medfed.types import TrainResult, TrainTask
 
-TRAFFIC_SPLIT = "traffic"
 SENT, RECEIVED = "bytes_sent", "bytes_received"
 
 
@@ -70,7 +69,7 @@ def transfer_rows(experiment: str, round: int, transfers: Iterable[Transfer]) ->
 
 def _rows(experiment: str, round: int, sent: Counter[str], received: Counter[str]) -> list[MetricRow]:
     return [
-        MetricRow(experiment, round, site, TRAFFIC_SPLIT, metric, float(counts[site]))
+        MetricRow(experiment, round, site, Split.TRAFFIC, metric, float(counts[site]))
         for metric, counts in ((SENT, sent), (RECEIVED, received))
         for site in sorted(set(sent) | set(received))
     ]

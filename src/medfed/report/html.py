@@ -1,15 +1,18 @@
-"""The run's report: one self-contained HTML file (figures embedded as base64 PNG)."""
+"""The report of a run, simulated or deployed: one self-contained HTML file (figures embedded as
+base64 PNG), built from the run's metric rows and a short description of the run. Each part of
+the page is a small function returning its HTML pieces (none when its rows are absent)."""
 
 from __future__ import annotations
 
 import base64
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from medfed.files import atomic_write
-from medfed.orchestration.metrics_log import MetricRow
+from medfed.orchestration.metrics_log import MetricRow, Split, site_model_run
 from medfed.report.plots import SampleImage, learning_curves, sample_grid, site_curves
 from medfed.report.summary import AttackRow, SummaryRow
 
@@ -23,74 +26,169 @@ img { max-width: 100%; }
 p.warning { background: #fde2e1; border: 1px solid #c0392b; padding: 0.5em 1em; }
 """
 
+_SCORED = frozenset({Split.TEST, Split.UNSEEN, Split.UNSEEN_ADABN})
+"""The splits of a simulated experiment's per-site curves: every held-out score."""
+
+
+@dataclass(frozen=True)
+class SimulationRun:
+    """A simulation, as its report describes it besides the metric rows.
+
+    Attributes:
+        title: The page's title.
+        summary: The final-round comparison of the experiments (``summarize``).
+        unseen_site: The site no experiment trained on, if any.
+        samples: Held-out cases with a model's prediction.
+        config_yaml: The resolved configuration.
+        warning: Shown under the title (e.g. "NOT PRIVATE").
+        attacks: Clean vs attacked vs defended, under an ``attack:`` section.
+        plan: The study plan's ``(what, value)`` lines.
+    """
+
+    title: str
+    summary: Sequence[SummaryRow]
+    unseen_site: str | None
+    samples: Sequence[SampleImage]
+    config_yaml: str
+    warning: str | None = None
+    attacks: Sequence[AttackRow] = ()
+    plan: Sequence[tuple[str, str]] = ()
+
+
+@dataclass(frozen=True)
+class DeploymentRun:
+    """A deployed job, as its report describes it besides the metric rows.
+
+    Attributes:
+        job: The job's name (the ``experiment`` of its rows, and the page's title).
+        job_yaml: The job the server ran.
+        declines: Each site's latest decline (``"round <r>: <reason>"``), from ``status.json``.
+    """
+
+    job: str
+    job_yaml: str
+    declines: Mapping[str, str] = field(default_factory=dict)
+
 
 def write_report(
-    path: Path,
-    *,
-    title: str,
-    rows: Sequence[MetricRow],
-    summary: Sequence[SummaryRow],
-    metric: str,
-    unseen_site: str | None,
-    samples: Sequence[SampleImage],
-    config_yaml: str,
-    warning: str | None = None,
-    attacks: Sequence[AttackRow] = (),
+    path: Path, *, rows: Sequence[MetricRow], metric: str, run: SimulationRun | DeploymentRun
 ) -> None:
-    """Writes the HTML report to ``path`` atomically; ``warning`` (e.g. "NOT PRIVATE") is shown
-    under the title."""
-    federated = [row.experiment for row in summary if row.kind == "federated"]
-    sections = [
-        f"<h1>{html.escape(title)}</h1>",
-        *([f"<p class='warning'><strong>Warning:</strong> {html.escape(warning)}</p>"] if warning else []),
+    """Writes the HTML report of ``run`` to ``path`` atomically. A simulation shows the summary
+    table, learning curves, each federated experiment per site, clean vs attacked vs defended
+    under an attack, the privacy spent and sample predictions; a deployed job each site's held-out score of the global model, its training
+    loss, the privacy spent and the sites' declines. Both end with their configuration."""
+    if isinstance(run, SimulationRun):
+        title, sections = run.title, _simulation(rows, metric, run)
+    else:
+        title, sections = run.job, _deployment(rows, metric, run)
+    _write_page(path, title, [f"<h1>{html.escape(title)}</h1>", *sections])
+
+
+def _simulation(rows: Sequence[MetricRow], metric: str, run: SimulationRun) -> list[str]:
+    federated = [row.experiment for row in run.summary if row.kind == "federated"]
+    experiments = {row.experiment for row in run.summary}
+    compared = [row for row in rows if row.experiment in experiments]  # not a site's own model
+    sections = (
+        [f"<p class='warning'><strong>Warning:</strong> {html.escape(run.warning)}</p>"]
+        if run.warning
+        else []
+    )
+    sections += [
         "<h2>Federated vs centralized vs local-only</h2>",
-        _summary_table(summary, metric=metric, unseen_site=unseen_site),
+        _summary_table(run.summary, metric=metric, unseen_site=run.unseen_site),
         "<h2>Learning curves</h2>",
-        _image(learning_curves(rows, metric=metric, unseen_site=unseen_site)),
+        _image(learning_curves(compared, metric=metric, unseen_site=run.unseen_site)),
         "<h2>Per site</h2>",
-        *(_image(site_curves(rows, experiment=name, metric=metric)) for name in federated),
+        *(_image(site_curves(rows, experiment=name, metric=metric, splits=_SCORED)) for name in federated),
     ]
-    if attacks:
+    if run.attacks:
         sections += [
             "<h2>Under attack: clean vs attacked vs defended</h2>",
-            _attack_table(attacks, metric=metric),
+            _attack_table(run.attacks, metric=metric),
         ]
-    own_models = _site_models_table(rows, metric=metric)
-    if own_models:
-        sections += ["<h2>Peer-to-peer: each site's own model at the last round</h2>", own_models]
-    traffic = _traffic_table(rows)
-    if traffic:
-        sections += ["<h2>Bytes sent and received per site (all rounds)</h2>", traffic]
-    privacy = _privacy_table(rows)
-    if privacy:
-        sections += ["<h2>Privacy spent (epsilon at the last round)</h2>", privacy]
-    if samples:
-        sections += ["<h2>Sample predictions on held-out cases</h2>", _image(sample_grid(samples))]
-    sections += ["<h2>Configuration</h2>", f"<pre>{html.escape(config_yaml)}</pre>"]
-    _write_page(path, title, sections)
+    sections += _site_models_section(rows, federated, metric) + _traffic_section(compared)
+    sections += _privacy_section(compared)
+    if run.samples:
+        sections += ["<h2>Sample predictions on held-out cases</h2>", _image(sample_grid(run.samples))]
+    if run.plan:
+        sections += ["<h2>Study plan (from the sites' fingerprints)</h2>", _pairs_table(run.plan)]
+    return sections + _settings_section("Configuration", run.config_yaml)
 
 
-def write_deployment_report(
-    path: Path, *, job: str, rows: Sequence[MetricRow], metric: str, job_yaml: str
-) -> None:
-    """Writes the HTML report of a deployed job to ``path`` atomically: each site's score of
-    the global model on its held-out cases, its training loss, the privacy spent and the job."""
-    sections = [f"<h1>{html.escape(job)}</h1>"]
-    if any(row.split == "eval" and row.metric == metric for row in rows):
+def _deployment(rows: Sequence[MetricRow], metric: str, run: DeploymentRun) -> list[str]:
+    sections = []
+    if any(row.split == Split.EVAL and row.metric == metric for row in rows):
         sections += [
             f"<h2>Global model, {html.escape(metric)} on each site's held-out cases</h2>",
-            _image(site_curves(rows, experiment=job, metric=metric)),
+            _image(site_curves(rows, experiment=run.job, metric=metric, splits={Split.EVAL})),
         ]
-    if any(row.split == "train" and row.metric == "loss" for row in rows):
-        sections += [
-            "<h2>Training loss per site</h2>",
-            _image(site_curves(rows, experiment=job, metric="loss", training=True)),
-        ]
-    privacy = _privacy_table(rows)
-    if privacy:
-        sections += ["<h2>Privacy spent (epsilon at the last round)</h2>", privacy]
-    sections += ["<h2>Job</h2>", f"<pre>{html.escape(job_yaml)}</pre>"]
-    _write_page(path, job, sections)
+    if any(row.split == Split.TRAIN and row.metric == "loss" for row in rows):
+        curves = site_curves(rows, experiment=run.job, metric="loss", splits={Split.TRAIN})
+        sections += ["<h2>Training loss per site</h2>", _image(curves)]
+    sections += _privacy_section(rows) + _declines_section(run.declines)
+    return sections + _settings_section("Job", run.job_yaml)
+
+
+def _site_models_section(rows: Sequence[MetricRow], experiments: Sequence[str], metric: str) -> list[str]:
+    """``metric`` of each site's own model in each peer-to-peer experiment (``site_model_run``)
+    on each held-out set, at its last round; none without such rows."""
+    runs = {
+        row.experiment: (experiment, row.experiment[len(site_model_run(experiment, "")) :])
+        for row in rows
+        for experiment in experiments
+        if row.experiment.startswith(site_model_run(experiment, ""))
+    }
+    own = [row for row in rows if row.experiment in runs and row.metric == metric]
+    if not own:
+        return []
+    last = {run: max(row.round for row in own if row.experiment == run) for run in runs}
+    scores = {(row.experiment, row.site): row.value for row in own if row.round == last[row.experiment]}
+    held_out = sorted({site for _, site in scores})
+    header = ["experiment", "model of", *held_out]
+    lines = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    for run, (experiment, site) in sorted(runs.items()):
+        cells = [html.escape(experiment), html.escape(site)]
+        cells += [_number(scores.get((run, other), math.nan)) for other in held_out]
+        lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return ["<h2>Peer-to-peer: each site's own model at the last round</h2>", "".join(lines) + "</table>"]
+
+
+def _traffic_section(rows: Sequence[MetricRow]) -> list[str]:
+    """Megabytes each site sent and received in each experiment, over all rounds."""
+    totals: dict[tuple[str, str], dict[str, float]] = {}
+    for row in rows:
+        if row.split == Split.TRAFFIC:
+            counts = totals.setdefault((row.experiment, row.site), {})
+            counts[row.metric] = counts.get(row.metric, 0.0) + row.value
+    if not totals:
+        return []
+    lines = ["<table><tr><th>experiment</th><th>site</th><th>MB sent</th><th>MB received</th></tr>"]
+    for (experiment, site), counts in sorted(totals.items()):
+        sent, received = (counts.get(key, 0.0) / 1e6 for key in ("bytes_sent", "bytes_received"))
+        cells = [html.escape(experiment), html.escape(site), f"{sent:.3f}", f"{received:.3f}"]
+        lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return ["<h2>Bytes sent and received per site (all rounds)</h2>", "".join(lines) + "</table>"]
+
+
+def _privacy_section(rows: Sequence[MetricRow]) -> list[str]:
+    table = _privacy_table(rows)
+    return ["<h2>Privacy spent (epsilon at the last round)</h2>", table] if table else []
+
+
+def _declines_section(declines: Mapping[str, str]) -> list[str]:
+    """Each site's latest decline; a site's reason is its own text, so it is escaped."""
+    if not declines:
+        return []
+    lines = ["<table><tr><th>site</th><th>latest decline</th></tr>"]
+    lines += [
+        f"<tr><td>{html.escape(site)}</td><td>{html.escape(reason)}</td></tr>"
+        for site, reason in sorted(declines.items())
+    ]
+    return ["<h2>Declined by sites</h2>", "".join(lines) + "</table>"]
+
+
+def _settings_section(heading: str, text: str) -> list[str]:
+    return [f"<h2>{heading}</h2>", f"<pre>{html.escape(text)}</pre>"]
 
 
 def _write_page(path: Path, title: str, sections: Sequence[str]) -> None:
@@ -130,7 +228,7 @@ def _privacy_table(rows: Sequence[MetricRow]) -> str:
     """Epsilon spent by each site (and client-level epsilon) in each experiment, or ``""``."""
     last: dict[tuple[str, str, str], tuple[int, float]] = {}
     for row in rows:
-        if row.split == "privacy":
+        if row.split == Split.PRIVACY:
             key = (row.experiment, row.site, row.metric)
             if row.round >= last.get(key, (-1, 0.0))[0]:
                 last[key] = (row.round, row.value)
@@ -143,45 +241,11 @@ def _privacy_table(rows: Sequence[MetricRow]) -> str:
     return "".join(lines) + "</table>"
 
 
-def _site_models_table(rows: Sequence[MetricRow], *, metric: str) -> str:
-    """``metric`` of each site's own model (splits ``<split>@<site>``) on each held-out set at
-    its experiment's last round, or ``""`` when no run is peer-to-peer."""
-    own = [row for row in rows if row.metric == metric and "@" in row.split]
-    last: dict[str, int] = {}
-    for row in own:
-        last[row.experiment] = max(last.get(row.experiment, 0), row.round)
-    scores = {
-        (row.experiment, row.split.split("@", 1)[1], row.site): row.value
-        for row in own
-        if row.round == last[row.experiment]
-    }
-    if not scores:
-        return ""
-    held_out = sorted({site for _, _, site in scores})
-    header = ["experiment", "model of", *held_out]
-    lines = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
-    for experiment, model in sorted({(e, m) for e, m, _ in scores}):
-        cells = [html.escape(experiment), html.escape(model)]
-        cells += [_number(scores.get((experiment, model, site), math.nan)) for site in held_out]
-        lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return "".join(lines) + "</table>"
-
-
-def _traffic_table(rows: Sequence[MetricRow]) -> str:
-    """Bytes each site sent and received in each experiment, summed over rounds, or ``""``."""
-    totals: dict[tuple[str, str], dict[str, float]] = {}
-    for row in rows:
-        if row.split == "traffic":
-            counts = totals.setdefault((row.experiment, row.site), {})
-            counts[row.metric] = counts.get(row.metric, 0.0) + row.value
-    if not totals:
-        return ""
-    lines = ["<table><tr><th>experiment</th><th>site</th><th>MB sent</th><th>MB received</th></tr>"]
-    for (experiment, site), counts in sorted(totals.items()):
-        sent, received = (counts.get(key, 0.0) / 1e6 for key in ("bytes_sent", "bytes_received"))
-        cells = [html.escape(experiment), html.escape(site), f"{sent:.3f}", f"{received:.3f}"]
-        lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return "".join(lines) + "</table>"
+def _pairs_table(pairs: Sequence[tuple[str, str]]) -> str:
+    cells = "".join(
+        f"<tr><th>{html.escape(what)}</th><td>{html.escape(value)}</td></tr>" for what, value in pairs
+    )
+    return f"<table>{cells}</table>"
 
 
 def _number(value: float) -> str:

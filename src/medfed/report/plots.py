@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from medfed.orchestration.metrics_log import MetricRow
+from medfed.orchestration.metrics_log import HELD_OUT, MetricRow, Split
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,7 @@ def learning_curves(rows: Sequence[MetricRow], *, metric: str, unseen_site: str 
     for axis, unseen in zip(axes[0], (False, True), strict=True):
         curves: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for row in rows:
-            if (
-                row.metric == metric
-                and (row.site == unseen_site) == unseen
-                and row.split in ("test", "unseen")
-            ):
+            if row.metric == metric and (row.site == unseen_site) == unseen and row.split in HELD_OUT:
                 curves[row.experiment][row.round].append(row.value)
         for experiment, by_round in curves.items():
             rounds = sorted(by_round)
@@ -49,15 +45,15 @@ def learning_curves(rows: Sequence[MetricRow], *, metric: str, unseen_site: str 
     return _png(figure)
 
 
-def site_curves(rows: Sequence[MetricRow], *, experiment: str, metric: str, training: bool = False) -> bytes:
-    """``metric`` per round at each site for one experiment: held-out rows of the experiment's
-    model, or the training rows when ``training``."""
+def site_curves(
+    rows: Sequence[MetricRow], *, experiment: str, metric: str, splits: Collection[Split]
+) -> bytes:
+    """``metric`` per round at each site for one experiment, from the rows of ``splits``."""
     figure = Figure(figsize=(5.5, 4))
     axis = figure.subplots()
     by_site: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for row in rows:
-        split = row.split == "train" if training else row.split in ("test", "unseen", "eval")
-        if row.experiment == experiment and row.metric == metric and split:
+        if row.experiment == experiment and row.metric == metric and row.split in splits:
             by_site[row.site].append((row.round, row.value))
     for site, points in sorted(by_site.items()):
         points.sort()

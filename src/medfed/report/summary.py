@@ -11,7 +11,7 @@ from statistics import fmean
 from typing import Literal
 
 from medfed.files import atomic_write
-from medfed.orchestration.metrics_log import MetricRow
+from medfed.orchestration.metrics_log import HELD_OUT, MetricRow, Split
 from medfed.types import Task
 
 PRIMARY_METRIC: dict[str, str] = {"segmentation": "dice", "classification": "auc"}
@@ -54,7 +54,7 @@ def summarize(
             if row.experiment == experiment
             and row.round == last
             and row.metric == metric
-            and row.split in ("test", "unseen")
+            and row.split in HELD_OUT
         }
         adabn = [
             row.value
@@ -62,7 +62,7 @@ def summarize(
             if row.experiment == experiment
             and row.round == last
             and row.metric == metric
-            and row.split == "unseen-adabn"
+            and row.split == Split.UNSEEN_ADABN
         ]
         own = [v for site, v in per_site.items() if site != unseen_site]
         if kind == "local":

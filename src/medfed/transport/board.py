@@ -29,8 +29,9 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Offer:
-    """Work ready for one site.
+class PostedTask:
+    """One site's task as the board hands it out: an encoded ``TrainTask``, or a protocol
+    step's message.
 
     Attributes:
         round: The round.
@@ -52,14 +53,16 @@ Accept = Callable[[str, bytes], Any]
 raises ``PayloadError`` or ``UpdateRejected`` to refuse it."""
 
 DONE = "done"
-"""Returned by ``RoundBoard.offer`` once the run has finished."""
+"""Returned by ``RoundBoard.task_for`` once the run has finished."""
 
 MAX_REASON_CHARS = 200
 """Longest decline reason the board keeps and logs (a site's text is cut to one short line)."""
 
 
 @dataclass
-class _Posting:
+class _PostedTasks:
+    """The open posting: each asked site's encoded task (or step message) and the answers."""
+
     round: int
     task_id: str
     step: str
@@ -86,7 +89,7 @@ class RoundBoard:
     def __init__(self, *, max_update_bytes: int | None = None) -> None:
         self.max_update_bytes = max_update_bytes
         self._lock = threading.Condition()
-        self._posting: _Posting | None = None
+        self._posting: _PostedTasks | None = None
         self._finished = False
         self._last_seen: dict[str, float] = {}
         self._told_done: set[str] = set()
@@ -115,7 +118,7 @@ class RoundBoard:
         encoded: dict[int, bytes] = {}
         payloads = {site: encoded.setdefault(id(task), encode_task(task)) for site, task in tasks.items()}
         accept = accept or accept_train_result(round, {site: task.weights for site, task in tasks.items()})
-        self._open(_Posting(round, _new_id(), "", payloads, dict(protocol or {}), accept, reply_limit))
+        self._open(_PostedTasks(round, _new_id(), "", payloads, dict(protocol or {}), accept, reply_limit))
 
     def post_step(
         self, round: int, step: str, messages: Mapping[str, bytes], *, accept: Accept, reply_limit: int
@@ -123,7 +126,7 @@ class RoundBoard:
         """Opens a protocol ``step`` of ``round``: one encoded message per site, one reply each."""
         if not step:
             raise ValueError("a protocol step needs a name")
-        self._open(_Posting(round, _new_id(), step, dict(messages), {}, accept, reply_limit))
+        self._open(_PostedTasks(round, _new_id(), step, dict(messages), {}, accept, reply_limit))
 
     def collect(self, timeout_s: float) -> dict[str, Any]:
         """Waits until every asked site answered or ``timeout_s`` passed, then closes the posting.
@@ -157,7 +160,7 @@ class RoundBoard:
             return self._lock.wait_for(lambda: expected <= self._told_done, timeout=timeout_s)
 
     # ----- servicer side ---------------------------------------------------------------------
-    def offer(self, site: str, timeout_s: float) -> Offer | str | None:
+    def task_for(self, site: str, timeout_s: float) -> PostedTask | str | None:
         """Waits up to ``timeout_s`` for work for ``site``.
 
         Returns:
@@ -173,7 +176,7 @@ class RoundBoard:
             posting = self._posting
             if posting is None or not self._open_for(site):
                 return None
-            return Offer(
+            return PostedTask(
                 posting.round,
                 posting.task_id,
                 posting.payloads[site],
@@ -253,12 +256,12 @@ class RoundBoard:
                 "last_seen": dict(self._last_seen),
             }
 
-    def _open(self, posting: _Posting) -> None:
+    def _open(self, posting: _PostedTasks) -> None:
         with self._lock:
             self._posting = posting
             self._lock.notify_all()
 
-    def _open_posting(self, site: str, task_id: str) -> _Posting:
+    def _open_posting(self, site: str, task_id: str) -> _PostedTasks:
         with self._lock:
             self._last_seen[site] = time.time()
             posting = self._posting
@@ -268,7 +271,7 @@ class RoundBoard:
                 raise UpdateRejected(site, f"no open task for this site in round {posting.round}")
             return posting
 
-    def _answer(self, posting: _Posting, site: str, value: Any) -> None:
+    def _answer(self, posting: _PostedTasks, site: str, value: Any) -> None:
         with self._lock:
             if self._posting is not posting:
                 raise UpdateRejected(site, f"arrived after round {posting.round} closed")

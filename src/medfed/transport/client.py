@@ -28,8 +28,8 @@ MAX_TASK_BYTES = 1 << 40
 
 
 @dataclass(frozen=True)
-class Assignment:
-    """A task received from the server, with the job it belongs to.
+class FetchedTask:
+    """A ``TrainTask`` a site fetched from the server, with the job it belongs to.
 
     Attributes:
         task_id: The posting's id, echoed by the answer.
@@ -46,9 +46,9 @@ class Assignment:
 
 
 @dataclass(frozen=True)
-class Step:
-    """A protocol step of the running round (e.g. ``"secagg/unmask"``) and its message, with
-    the job it belongs to."""
+class FetchedStep:
+    """A protocol step of the running round (e.g. ``"secagg/unmask"``) a site fetched from the
+    server, with its message and the job it belongs to; answered like a task, by ``task_id``."""
 
     task_id: str
     round: int
@@ -93,7 +93,7 @@ class SiteChannel:
         self.target, self.tls, self.server_name = target, tls, server_name
         self.timeout_s = timeout_s
 
-    def fetch(self) -> Assignment | Step | Kind:
+    def fetch(self) -> FetchedTask | FetchedStep | Kind:
         """This site's task or protocol step for the running round, or ``Kind.WAIT`` or ``Kind.DONE``.
 
         Raises:
@@ -103,13 +103,13 @@ class SiteChannel:
         stream = self._calls.get_task(task_request(), metadata=self._metadata, timeout=self.timeout_s)
         header, payload = read_stream(stream, limit=MAX_TASK_BYTES)
         if header.kind is Kind.STEP:
-            return Step(header.task_id, header.round, header.step, payload, header.job_json)
+            return FetchedStep(header.task_id, header.round, header.step, payload, header.job_json)
         if header.kind is not Kind.TASK:
             return header.kind
         task = decode_task(payload)
         if task.round != header.round:
             raise PayloadError(f"header round {header.round} differs from task round {task.round}")
-        return Assignment(header.task_id, header.job_json, task, header.protocol)
+        return FetchedTask(header.task_id, header.job_json, task, header.protocol)
 
     def submit(self, task_id: str, result: TrainResult) -> SubmitOutcome:
         """Sends ``result`` as the answer to the task ``task_id``; the server's verdict."""

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import grpc
 
 from medfed.errors import UpdateRejected
-from medfed.transport.board import DONE, Offer, RoundBoard
+from medfed.transport.board import DONE, PostedTask, RoundBoard
 from medfed.transport.chunking import CHUNK_BYTES
 from medfed.transport.errors import AuthenticationError, PayloadError, ServerBusy
 from medfed.transport.limits import Admission, ServerLimits, Watchdog
@@ -93,7 +93,7 @@ class FederationServicer(pb_grpc.FederationServicer):
                 parse_task_request(request)
             except PayloadError as error:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-            stream = self._task_stream(site, self.board.offer(site, self.poll_s))
+            stream = self._task_stream(site, self.board.task_for(site, self.poll_s))
             with self.watchdog.watch(functools.partial(self._cancel, site, context)) as renew:
                 for message in stream:
                     yield message
@@ -121,20 +121,20 @@ class FederationServicer(pb_grpc.FederationServicer):
                 logger.warning("answer from site '%s' rejected: %s", site, reason)
                 return submit_reply(SubmitOutcome(accepted=False, reason=reason))
 
-    def _task_stream(self, site: str, offer: Offer | str | None) -> Iterator[Message]:
-        if offer == DONE:
+    def _task_stream(self, site: str, posted: PostedTask | str | None) -> Iterator[Message]:
+        if posted == DONE:
             return signal_stream(Kind.DONE)
-        if offer is None or isinstance(offer, str):
+        if posted is None or isinstance(posted, str):
             return signal_stream(Kind.WAIT)
-        logger.info("round %d: sending %s to %s", offer.round, offer.step or "task", site)
+        logger.info("round %d: sending %s to %s", posted.round, posted.step or "task", site)
         return payload_stream(
-            Kind.STEP if offer.step else Kind.TASK,
-            offer.payload,
-            round=offer.round,
-            task_id=offer.task_id,
+            Kind.STEP if posted.step else Kind.TASK,
+            posted.payload,
+            round=posted.round,
+            task_id=posted.task_id,
             job_json=self.job_json,
-            step=offer.step,
-            protocol=offer.protocol,
+            step=posted.step,
+            protocol=posted.protocol,
         )
 
     def _file(self, site: str, header: StreamHeader, payload: bytes) -> pb.SubmitReply:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import TypeVar
 
 import nibabel as nib
 import numpy as np
 
-from medfed.data.formats.geometry import Volume, oriented
+from medfed.data.formats.geometry import Volume
 from medfed.errors import DataError
+
+T = TypeVar("T")
 
 
 def require_file(site: str, path: Path, what: str) -> None:
@@ -27,6 +30,9 @@ def require_file(site: str, path: Path, what: str) -> None:
 
 def read_nifti(site: str, path: Path) -> Volume:
     """Reads a NIfTI file as stored (no reorientation); a 2D file becomes ``(X, Y, 1)``.
+
+    A 4D file holds channels along its fourth axis (the MSD convention), never time. Pass the
+    result to ``geometry.oriented`` for the RAS closest-canonical, channel-first array.
 
     Args:
         site: Site name, for error messages.
@@ -63,27 +69,8 @@ def read_nifti(site: str, path: Path) -> Volume:
     return Volume(array, affine)
 
 
-def read_oriented(site: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Reads a NIfTI file in the RAS closest-canonical axis order, channels first.
-
-    A 4D file holds channels along its fourth axis (the MSD convention), never time. A file
-    whose third axis has length 1 is one 2D slice.
-
-    Args:
-        site: Site name, for error messages.
-        path: A ``.nii`` or ``.nii.gz`` file.
-
-    Returns:
-        The array ``(C, X, Y[, Z])`` and the affine of its canonical voxel grid.
-
-    Raises:
-        DataError: If the file cannot be read (see ``read_nifti``).
-    """
-    return oriented(read_nifti(site, path))
-
-
 def read_labels_csv(site: str, path: Path, key_column: str, known: Collection[str]) -> dict[str, int]:
-    """Reads a CSV of case-level integer labels (UTF-8, with or without the BOM Excel writes).
+    """Reads a CSV of case-level integer labels (see ``read_case_csv``).
 
     Args:
         site: Site name, for error messages.
@@ -95,28 +82,58 @@ def read_labels_csv(site: str, path: Path, key_column: str, known: Collection[st
         Label by key.
 
     Raises:
-        DataError: If the file cannot be read, lacks the columns, a label is not an integer,
-            or a key repeats or names no case of the site.
+        DataError: See ``read_case_csv``; also if a label is not an integer.
+    """
+    return read_case_csv(site, path, key_column, "label", known, (int, "an integer"))
+
+
+def read_case_csv(
+    site: str,
+    path: Path,
+    key_column: str,
+    value_column: str,
+    known: Collection[str],
+    parse: tuple[Callable[[str], T], str],
+) -> dict[str, T]:
+    """Reads a CSV with one value per case (UTF-8, with or without the BOM Excel writes).
+
+    Args:
+        site: Site name, for error messages.
+        path: CSV file with a header holding ``key_column`` and ``value_column``.
+        key_column: Column identifying the case.
+        value_column: Column of the values.
+        known: The keys of the site's cases; every row must name one of them.
+        parse: A function turning a cell into a value (``ValueError`` or ``TypeError``
+            means a bad cell), and what a good cell is (e.g. ``"an integer"``).
+
+    Returns:
+        Value by key.
+
+    Raises:
+        DataError: If the file cannot be read, lacks the columns, a value does not parse, or a
+            key repeats or names no case of the site (each naming the line).
     """
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(site, path, f"cannot read labels CSV: {exc}") from exc
-    if rows and not {key_column, "label"} <= rows[0].keys():
-        raise DataError(site, path, f"labels CSV needs the columns '{key_column}' and 'label'")
-    labels: dict[str, int] = {}
+        raise DataError(site, path, f"cannot read CSV: {exc}") from exc
+    if rows and not {key_column, value_column} <= rows[0].keys():
+        raise DataError(site, path, f"CSV needs the columns '{key_column}' and '{value_column}'")
+    values: dict[str, T] = {}
     for line, row in enumerate(rows, start=2):
         key = (row[key_column] or "").strip()
-        if key in labels:
-            raise DataError(site, path, f"line {line}: '{key}' already has a label")
+        if key in values:
+            raise DataError(site, path, f"line {line}: '{key}' already has a {value_column}")
         if key not in known:
             raise DataError(site, path, f"line {line}: '{key}' is not a case of this site")
+        convert, expected = parse
         try:
-            labels[key] = int(row["label"])
+            values[key] = convert((row[value_column] or "").strip())
         except (TypeError, ValueError):
-            raise DataError(site, path, f"line {line}: label '{row['label']}' is not an integer") from None
-    return labels
+            reason = f"line {line}: {value_column} '{row[value_column]}' is not {expected}"
+            raise DataError(site, path, reason) from None
+    return values
 
 
 def lookup_label(site: str, labels: dict[str, int] | None, key: str, csv_path: Path) -> int | None:

@@ -3,6 +3,8 @@
 Layout::
 
     <site>/labels.csv             optional, columns case_id,label
+    <site>/series.csv             optional, columns case_id,series_instance_uid: the series to
+                                  read where a case folder holds several (else refused)
     <site>/<case_id>/<any name>   one image series; a file is DICOM when it has 'DICM' at byte
                                   128 (any extension or none); other files are ignored
     <site>/<case_id>/mask.nii.gz  optional mask, or one DICOM SEG or RTSTRUCT in the folder
@@ -25,7 +27,9 @@ that axis order. A one-slice series is a 2D case.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,14 +42,19 @@ from pydicom.uid import (
 )
 
 from medfed.data.cases import Case, SiteData
-from medfed.data.formats.common import lookup_label, read_labels_csv
+from medfed.data.formats.common import lookup_label, read_case_csv, read_labels_csv
 from medfed.data.formats.dicom_masks import nifti_mask, rtstruct_mask, seg_mask
-from medfed.data.formats.geometry import LPS_TO_RAS, Volume, oriented, voxel_spacing
-from medfed.data.validation import checked_case, checked_site
+from medfed.data.formats.geometry import LPS_TO_RAS, Volume, axis_codes, oriented, voxel_spacing
+from medfed.data.formats.identifiers import identifying_attributes
+from medfed.data.validation import checked_case, checked_site, loaded_cases
 from medfed.errors import DataError
 
 MASK_FILE = "mask.nii.gz"
 LABELS_FILE = "labels.csv"
+SERIES_FILE = "series.csv"
+SERIES_COLUMN = "series_instance_uid"
+MAX_UID_LENGTH = 64
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 ORIENTATION_TOLERANCE = 1e-4
 """Largest difference between direction cosines of slices of one series."""
 SPACING_TOLERANCE_MM = 0.01
@@ -64,12 +73,14 @@ def is_dicom(path: Path) -> bool:
         return False
 
 
-def load(site: str, path: Path) -> SiteData:
+def load(site: str, path: Path, *, allow_identified: bool = False) -> SiteData:
     """Loads a DICOM site folder.
 
     Args:
         site: The site's name.
         path: Folder with one sub-folder per case.
+        allow_identified: Accept image files that still carry direct identifiers (by default
+            they are refused: de-identify the site with ``medfed deid`` first).
 
     Returns:
         The site's cases, sorted by case id (folder name).
@@ -79,21 +90,75 @@ def load(site: str, path: Path) -> SiteData:
             or a label or mask is missing while other cases have one.
     """
     folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    csv_path = path / LABELS_FILE
-    labels = (
-        read_labels_csv(site, csv_path, "case_id", {f.name for f in folders}) if csv_path.is_file() else None
+    names = {folder.name for folder in folders}
+    csv_path, series_path = path / LABELS_FILE, path / SERIES_FILE
+    labels = read_labels_csv(site, csv_path, "case_id", names) if csv_path.is_file() else None
+    chosen = (
+        read_case_csv(site, series_path, "case_id", SERIES_COLUMN, names, (_uid, "a valid UID"))
+        if series_path.is_file()
+        else {}
     )
-    cases = [
-        _load_case(site, folder, lookup_label(site, labels, folder.name, csv_path)) for folder in folders
-    ]
+    cases = loaded_cases(
+        folders,
+        lambda folder: _load_case(
+            site,
+            folder,
+            lookup_label(site, labels, folder.name, csv_path),
+            chosen.get(folder.name),
+            allow_identified,
+        ),
+    )
     return checked_site(site, path, cases)
 
 
-def _load_case(site: str, folder: Path, label: int | None) -> Case:
-    """Reads one case folder: its series and optional mask (NIfTI, SEG or RTSTRUCT)."""
-    images, masks = _read_folder(site, folder)
-    slices = _sorted_slices(site, _one_series(site, folder, images))
+def _uid(text: str) -> str:
+    """``text`` if it is a valid DICOM UID (dot-separated numbers without leading zeros)."""
+    if len(text) > MAX_UID_LENGTH or not _UID.fullmatch(text):
+        raise ValueError(text)
+    return text
+
+
+@dataclass(frozen=True)
+class Series:
+    """One DICOM image series, read and checked.
+
+    Attributes:
+        slices: The image files and their datasets, in slice order.
+        volume: ``(rows, columns, slices)`` in modality units, with its RAS affine (identity
+            without geometry).
+        has_geometry: Whether every slice has ImagePositionPatient and ImageOrientationPatient.
+    """
+
+    slices: tuple[tuple[Path, FileDataset], ...]
+    volume: Volume
+    has_geometry: bool
+
+
+def read_series(site: str, folder: Path) -> Series:
+    """Reads the one image series of ``folder`` (its masks are ignored).
+
+    Raises:
+        DataError: As ``load`` does for a case folder's series.
+    """
+    return _series(site, folder, _read_folder(site, folder)[0], None)
+
+
+def _series(site: str, folder: Path, images: list[_Slice], chosen: str | None) -> Series:
+    slices = _sorted_slices(site, _one_series(site, folder, images, chosen))
     volume, has_geometry = _volume(site, slices)
+    return Series(tuple(slices), volume, has_geometry)
+
+
+def _load_case(
+    site: str, folder: Path, label: int | None, chosen: str | None, allow_identified: bool
+) -> Case:
+    """Reads one case folder: its series (the one named ``chosen``, when given) and optional
+    mask (NIfTI, SEG or RTSTRUCT)."""
+    images, masks = _read_folder(site, folder)
+    series = _series(site, folder, images, chosen)
+    if not allow_identified:
+        _refuse_identified(site, series.slices)
+    slices, volume, has_geometry = list(series.slices), series.volume, series.has_geometry
     image, affine = oriented(volume)
     spacing = voxel_spacing(image, affine) if has_geometry else None
     if (folder / MASK_FILE).is_file():
@@ -101,11 +166,12 @@ def _load_case(site: str, folder: Path, label: int | None) -> Case:
     if len(masks) > 1:
         names = ", ".join(path.name for path, _ in masks)
         raise DataError(site, folder, f"case has {len(masks)} masks ({names}); keep one")
-    if not masks:
-        return checked_case(site, folder.name, image, None, label, folder, spacing=spacing)
-    mask_path, ds = masks[0]
-    mask = _read_mask(site, mask_path, ds, slices, volume, affine if has_geometry else None)
-    return checked_case(site, folder.name, image, mask, label, folder, mask_path, spacing)
+    mask_path, mask = None, None
+    if masks:
+        mask_path, ds = masks[0]
+        mask = _read_mask(site, mask_path, ds, slices, volume, affine if has_geometry else None)
+    case = checked_case(site, folder.name, image, mask, label, folder, mask_path, spacing)
+    return replace(case, orientation=axis_codes(volume.affine) if has_geometry else None)
 
 
 def _read_mask(
@@ -129,6 +195,18 @@ def _read_mask(
         return seg_mask(site, path, [str(s.SOPInstanceUID) for _, s in slices], volume)
     frame = str(slices[0][1].get("FrameOfReferenceUID", ""))
     return rtstruct_mask(site, path, ds, frame, volume)
+
+
+def _refuse_identified(site: str, slices: Sequence[_Slice]) -> None:
+    """Raises ``DataError`` for the first image file that still names its patient."""
+    for path, ds in slices:
+        found = identifying_attributes(ds)
+        if found:
+            reason = (
+                f"still identifies its patient ({', '.join(found)}); de-identify the site with "
+                "'medfed deid', or set allow_identified: true for this site"
+            )
+            raise DataError(site, path, reason)
 
 
 def _read_folder(site: str, folder: Path) -> tuple[list[_Slice], list[tuple[Path, FileDataset | None]]]:
@@ -177,19 +255,36 @@ def _sop_class(ds: FileDataset) -> pydicom.uid.UID:
     return pydicom.uid.UID(str(ds.get("SOPClassUID", "")))
 
 
-def _one_series(site: str, folder: Path, images: list[_Slice]) -> list[_Slice]:
-    """The images, checked to form one series of one modality."""
-    series = sorted({str(ds.get("SeriesInstanceUID", "")) for _, ds in images})
-    if len(series) > 1:
+def _one_series(site: str, folder: Path, images: list[_Slice], chosen: str | None) -> list[_Slice]:
+    """The images of series ``chosen`` (``None``: the only series), checked to have one modality."""
+    by_series: dict[str, list[_Slice]] = {}
+    for path, ds in images:
+        by_series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((path, ds))
+    if chosen is not None and chosen not in by_series:
         reason = (
-            f"case folder holds {len(series)} series (SeriesInstanceUID {', '.join(series)}); "
-            "keep one series per case folder"
+            f"{SERIES_FILE} names series {chosen}, which is not in the case folder ({_listed(by_series)})"
         )
         raise DataError(site, folder, reason)
+    if chosen is None and len(by_series) > 1:
+        reason = (
+            f"case folder holds {len(by_series)} series ({_listed(by_series)}); keep one, or name "
+            f"the one to read in {SERIES_FILE} (case_id,{SERIES_COLUMN})"
+        )
+        raise DataError(site, folder, reason)
+    images = by_series[chosen] if chosen is not None else images
     modalities = sorted({str(ds.get("Modality", "")) for _, ds in images})
     if len(modalities) > 1:
         raise DataError(site, folder, f"series mixes modalities {modalities}")
     return images
+
+
+def _listed(by_series: dict[str, list[_Slice]]) -> str:
+    """``SeriesInstanceUID a (3 files, 'T1 axial'), b (...)``: each series, to choose from."""
+    described = [
+        f"{uid} ({len(files)} files, '{files[0][1].get('SeriesDescription', '')}')"
+        for uid, files in sorted(by_series.items())
+    ]
+    return "SeriesInstanceUID " + ", ".join(described)
 
 
 def _volume(site: str, slices: list[_Slice]) -> tuple[Volume, bool]:

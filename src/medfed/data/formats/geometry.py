@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
+from nibabel.orientations import (
+    aff2axcodes,
+    apply_orientation,
+    axcodes2ornt,
+    inv_ornt_aff,
+    io_orientation,
+    ornt_transform,
+)
 
 from medfed.errors import DataError
 
@@ -77,6 +84,17 @@ def oriented(volume: Volume) -> tuple[np.ndarray, np.ndarray]:
     return array, reoriented.affine
 
 
+def stored_order(array: np.ndarray, stored: Volume) -> np.ndarray:
+    """The inverse of ``oriented`` for one map on its grid: ``array`` ``(X, Y[, Z])`` in the
+    canonical order of ``stored`` back in ``stored``'s own axis order ``(X, Y, Z)`` (a 2D map
+    regains its slice axis), so that it lies voxel for voxel on the stored scan.
+    """
+    ornt = io_orientation(stored.affine)
+    if array.ndim == 2:
+        array = np.expand_dims(array, int(ornt[2, 0]))
+    return apply_orientation(array, ornt_transform(axcodes2ornt(("R", "A", "S")), ornt))
+
+
 def voxel_spacing(array: np.ndarray, affine: np.ndarray) -> tuple[float, ...] | None:
     """Voxel spacing in mm along each spatial axis of a canonical ``(C, X, Y, Z)`` array (the
     lengths of the affine's columns); ``None`` for a 2D slice, whose kept axes the affine
@@ -84,6 +102,11 @@ def voxel_spacing(array: np.ndarray, affine: np.ndarray) -> tuple[float, ...] | 
     if array.ndim != 4:
         return None
     return tuple(float(norm) for norm in np.linalg.norm(affine[:3, :3], axis=0))
+
+
+def axis_codes(affine: np.ndarray) -> str:
+    """Where a stored grid's axes point, e.g. ``"LAS"`` (nibabel ``aff2axcodes``)."""
+    return "".join(str(code) for code in aff2axcodes(affine))
 
 
 def check_same_grid(

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,11 @@ from medfed.data.cases import Case, SiteData
 from medfed.data.formats.common import (
     lookup_label,
     read_labels_csv,
-    read_oriented,
+    read_nifti,
     require_file,
 )
-from medfed.data.formats.geometry import check_same_grid, voxel_spacing
-from medfed.data.validation import checked_case, checked_site
+from medfed.data.formats.geometry import axis_codes, check_same_grid, oriented, voxel_spacing
+from medfed.data.validation import checked_case, checked_site, loaded_cases
 from medfed.errors import DataError
 
 INDEX_FILE = "dataset.json"
@@ -63,7 +63,8 @@ def load(site: str, path: Path) -> SiteData:
         path: Folder holding ``dataset.json``.
 
     Returns:
-        The site's cases, in ``dataset.json`` order (v1) or sorted by case id (v2).
+        The site's cases, in ``dataset.json`` order (v1) or sorted by case id (v2), and the
+        classes ``labels`` declares.
 
     Raises:
         DataError: If the index or a file it references is missing, invalid, outside the site
@@ -77,29 +78,12 @@ def load(site: str, path: Path) -> SiteData:
     else:
         entries = _v1_entries(site, path, meta)
     classes = _declared_classes(site, index, meta)
-    cases = [_load_case(site, entry, classes) for entry in entries]
+    cases = loaded_cases(entries, lambda entry: _load_case(site, entry, classes))
     if channels is not None and cases and cases[0].image.shape[0] != channels:
         found = cases[0].image.shape[0]
         reason = f"images have {found} channels, {INDEX_FILE} declares {channels}"
         raise DataError(site, cases[0].source, reason)
-    return checked_site(site, path, cases)
-
-
-def read_classes(site: str, path: Path) -> dict[int, str] | None:
-    """The segmentation classes a site's ``dataset.json`` declares (e.g. to size a model).
-
-    Args:
-        site: The site's name.
-        path: Folder holding ``dataset.json``.
-
-    Returns:
-        Class name by mask value (``0`` is background), or ``None`` when ``labels`` is absent.
-
-    Raises:
-        DataError: If the index is unreadable or ``labels`` is malformed.
-    """
-    index = path / INDEX_FILE
-    return _declared_classes(site, index, _read_index(site, index))
+    return replace(checked_site(site, path, cases), classes=classes)
 
 
 def is_nnunet_v2(meta: dict[str, Any]) -> bool:
@@ -271,7 +255,8 @@ def _load_case(site: str, entry: _Entry, classes: dict[int, str] | None) -> Case
     """Reads one case's channels and mask, checking they share one voxel grid."""
     for file in entry.images:
         require_file(site, file, f"image of case '{entry.case_id}'")
-    volumes = [read_oriented(site, file) for file in entry.images]
+    stored = [read_nifti(site, file) for file in entry.images]
+    volumes = [oriented(volume) for volume in stored]
     first, first_affine = volumes[0]
     for file, (array, affine) in zip(entry.images[1:], volumes[1:], strict=True):
         if array.shape[1:] != first.shape[1:]:
@@ -282,10 +267,11 @@ def _load_case(site: str, entry: _Entry, classes: dict[int, str] | None) -> Case
     mask = None
     if entry.mask is not None:
         require_file(site, entry.mask, f"label file of case '{entry.case_id}'")
-        mask, mask_affine = read_oriented(site, entry.mask)
+        mask, mask_affine = oriented(read_nifti(site, entry.mask))
         check_same_grid(site, entry.mask, mask_affine, first_affine, f"image '{entry.images[0].name}'")
     spacing = voxel_spacing(image, first_affine)
     case = checked_case(site, entry.case_id, image, mask, entry.label, entry.source, entry.mask, spacing)
+    case = replace(case, orientation=axis_codes(stored[0].affine))
     _check_declared(site, entry.mask, case.mask, classes)
     return case
 

@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from medfed.data.cases import Case, SiteData
 from medfed.data.formats.common import lookup_label, read_labels_csv
-from medfed.data.validation import checked_case, checked_site
+from medfed.data.validation import checked_case, checked_site, loaded_cases
 from medfed.errors import DataError
 
 IMAGES_DIR = "images"
@@ -48,22 +48,16 @@ def load(site: str, path: Path) -> SiteData:
     labels = (
         read_labels_csv(site, csv_path, "filename", {f.name for f in files}) if csv_path.is_file() else None
     )
-    masks_dir = path / MASKS_DIR
-    cases = [
-        _load_case(
-            site,
-            file,
-            masks_dir if masks_dir.is_dir() else None,
-            lookup_label(site, labels, file.name, csv_path),
-        )
-        for file in files
-    ]
+    masks_dir = path / MASKS_DIR if (path / MASKS_DIR).is_dir() else None
+    cases = loaded_cases(
+        files, lambda file: _load_case(site, file, masks_dir, lookup_label(site, labels, file.name, csv_path))
+    )
     return checked_site(site, path, cases)
 
 
 def _load_case(site: str, file: Path, masks_dir: Path | None, label: int | None) -> Case:
     """Reads one image, and its mask when the site has a masks folder."""
-    image = _read_png(site, file)
+    image = read_png(site, file)
     image = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
     mask, mask_path = None, None
     if masks_dir is not None:
@@ -71,14 +65,14 @@ def _load_case(site: str, file: Path, masks_dir: Path | None, label: int | None)
         if not mask_path.is_file():
             reason = f"mask of image '{file.name}' not found in {MASKS_DIR}/"
             raise DataError(site, mask_path, reason)
-        mask = _read_png(site, mask_path)
+        mask = read_png(site, mask_path)
         if mask.ndim != 2:
             reason = f"mask must be a greyscale PNG, got shape {mask.shape}"
             raise DataError(site, mask_path, reason)
     return checked_case(site, file.stem, image, mask, label, file, mask_path)
 
 
-def _read_png(site: str, path: Path) -> np.ndarray:
+def read_png(site: str, path: Path) -> np.ndarray:
     """Reads a PNG as ``(H, W)`` (greyscale) or ``(H, W, 3)`` (colour)."""
     try:
         with Image.open(path) as stored:

@@ -7,7 +7,6 @@ driver (``secure_sum``, ``secure_weighted_mean``) and the round-loop integration
 (``SecureAggregationRound``, ``SecureAggregationSite``, ``SecureAggregation``).
 """
 
-from medfed.privacy.secagg.client import SecAggClient
 from medfed.privacy.secagg.config import new_config
 from medfed.privacy.secagg.driver import (
     SecureSum,
@@ -17,7 +16,8 @@ from medfed.privacy.secagg.driver import (
 from medfed.privacy.secagg.encoding import FixedPoint
 from medfed.privacy.secagg.errors import SecureAggregationError
 from medfed.privacy.secagg.rounds import SecureAggregationRound, SecureAggregationSite
-from medfed.privacy.secagg.server import SecAggServer
+from medfed.privacy.secagg.server_machine import SecAggServer
+from medfed.privacy.secagg.site_machine import SecAggClient
 from medfed.privacy.secagg.strategy import SecureAggregation, threshold_for
 
 __all__ = [

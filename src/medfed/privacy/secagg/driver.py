@@ -20,7 +20,7 @@ from medfed.privacy.secagg.encoding import DEFAULT_CODE, FixedPoint
 from medfed.privacy.secagg.errors import SecureAggregationError
 from medfed.privacy.secagg.messages import SecAggInvitation
 from medfed.privacy.secagg.rounds import MASKED_INPUT, SHARE_KEYS, UNMASK, Participant, serve_aggregation
-from medfed.privacy.secagg.server import SecAggServer
+from medfed.privacy.secagg.server_machine import SecAggServer
 from medfed.privacy.secagg.vectors import layout_of, mean_of_weighted_sum, weighted_vector
 from medfed.types import Weights
 

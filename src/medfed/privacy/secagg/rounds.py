@@ -25,7 +25,6 @@ from medfed.errors import UpdateRejected
 from medfed.orchestration.grid import Grid, Reply
 from medfed.privacy.protected_sum import aggregate_result
 from medfed.privacy.secagg.authentication import KeyAuthenticator
-from medfed.privacy.secagg.client import SecAggClient
 from medfed.privacy.secagg.config import new_config
 from medfed.privacy.secagg.encoding import DEFAULT_CODE, FixedPoint
 from medfed.privacy.secagg.errors import SecureAggregationError
@@ -42,7 +41,8 @@ from medfed.privacy.secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from medfed.privacy.secagg.server import SecAggServer
+from medfed.privacy.secagg.server_machine import SecAggServer
+from medfed.privacy.secagg.site_machine import SecAggClient
 from medfed.privacy.secagg.strategy import threshold_for
 from medfed.privacy.secagg.vectors import layout_of, mean_of_weighted_sum, size_of, weighted_vector
 from medfed.types import TrainResult, TrainTask

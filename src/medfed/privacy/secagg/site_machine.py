@@ -1,4 +1,5 @@
-"""The client (site) half of secure aggregation (Bonawitz et al. 2017, figure 4).
+"""The site's protocol state machine of secure aggregation (Bonawitz et al. 2017, figure 4;
+the paper's "client"). No I/O: a grid carries its messages (``rounds.SecureAggregationSite``).
 
 The client holds its input and its secrets; what leaves it are the messages of
 ``medfed.privacy.secagg.messages``. Its stage guard makes each round answerable once and in

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medfed.privacy.dp.accounting import Mechanism, epsilon_spent
-from medfed.privacy.dp.client import GROUP, ClientDP
+from medfed.privacy.dp.client_level import GROUP, ClientDP
 from medfed.privacy.dp.noise import NoiseMode
 from medfed.strategies import FedAvg
 from medfed.strategies.registry import STRATEGIES

@@ -1,4 +1,5 @@
-"""The server half of secure aggregation (Bonawitz et al. 2017, figure 4).
+"""The server's protocol state machine of secure aggregation (Bonawitz et al. 2017, figure 4).
+No I/O: a grid carries its messages (``rounds.SecureAggregationRound``).
 
 The server routes messages and, in round 3, reconstructs the self-mask seeds of the survivors
 and the mask keys of the drop-outs to strip the masks off the sum. It sees masked inputs and

@@ -1,0 +1,151 @@
+"""Checks across the sites of a study, and of the sites against the model: every problem is one
+``DataError`` naming the site and a file, collected rather than raised, so that one check
+reports them all. (Each site's own cases were checked against each other when it was loaded.)"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from medfed.data.cases import Case, SiteData
+from medfed.errors import DataError
+from medfed.types import Task
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What the model takes and gives, where the configuration fixes it (``None``: from the data).
+
+    Attributes:
+        in_channels: Image channels.
+        spatial_dims: 2 or 3.
+        classes: Output classes (segmentation: mask values ``0..classes-1``).
+    """
+
+    in_channels: int | None = None
+    spatial_dims: int | None = None
+    classes: int | None = None
+
+
+def study_problems(sites: Mapping[str, SiteData], *, task: Task, model: ModelInputs) -> list[DataError]:
+    """Every disagreement between sites, or between a site and the model: mixed 2D and 3D,
+    different channels, one class value declared under different names, class values the
+    model cannot output.
+
+    Args:
+        sites: The loaded sites by name; the first is the reference for channels and
+            dimensionality, the first that declares classes for their names.
+        task: Which target is checked against ``model.classes``: masks or case labels.
+        model: What the configuration fixes about the model.
+
+    Returns:
+        The problems, at most one per site and kind.
+    """
+    problems: list[DataError] = []
+    reference = next(iter(sites.values()), None)
+    named = next((site for site in sites.values() if site.classes is not None), None)
+    for site in sites.values():
+        for check in (_dims, _channels):
+            problem = check(site, reference, model)
+            if problem is not None:
+                problems.append(problem)
+        problem = _class_names(site, named)
+        if problem is not None:
+            problems.append(problem)
+        problem = class_problem(site, task, model.classes)
+        if problem is not None:
+            problems.append(problem)
+    return problems
+
+
+def held_out_problem(site: SiteData, remedy: str) -> DataError | None:
+    """A site with one case has nothing to hold out for testing.
+
+    Args:
+        site: A site that trains and is evaluated on its held-out cases.
+        remedy: How to fix it in the caller's terms (e.g. ``"or set --holdout 0"``).
+    """
+    if len(site.cases) != 1:
+        return None
+    case = site.cases[0]
+    reason = f"site has only 1 case ('{case.case_id}'), so none is held out to test on; add cases {remedy}"
+    return DataError(site.name, case.source, reason)
+
+
+def client_problems(site: SiteData, holdout: float) -> list[DataError]:
+    """What ``medfed client`` checks of its site's data once loaded (as ``medfed check-data
+    --data`` does): with a ``holdout`` fraction above 0, a case to hold out."""
+    problem = held_out_problem(site, "or set medfed client --holdout 0") if holdout > 0 else None
+    return [] if problem is None else [problem]
+
+
+def class_problem(site: SiteData, task: Task, classes: int | None) -> DataError | None:
+    """The first case whose mask value (segmentation) or label (classification) the model
+    cannot output, with the count of such cases."""
+    if classes is None:
+        return None
+    beyond = [case for case in site.cases if _largest_class(case, task) >= classes]
+    if not beyond:
+        return None
+    case, what = beyond[0], "mask value" if task == "segmentation" else "label"
+    more = f" (and {len(beyond) - 1} more cases)" if len(beyond) > 1 else ""
+    reason = (
+        f"case '{case.case_id}' has {what} {_largest_class(case, task)}{more}, but the model outputs "
+        f"{classes} classes (0..{classes - 1}); fix the data or set model.params.out_channels"
+    )
+    return DataError(site.name, case.source, reason)
+
+
+def _largest_class(case: Case, task: Task) -> int:
+    """The largest mask value or the label of a case; -1 without one."""
+    if task == "segmentation":
+        return -1 if case.mask is None else int(case.mask.max())
+    return -1 if case.label is None else case.label
+
+
+def _class_names(site: SiteData, reference: SiteData | None) -> DataError | None:
+    """A class value that ``site`` declares under another name than ``reference`` does."""
+    if site.classes is None or reference is None or reference.classes is None:
+        return None
+    theirs = reference.classes
+    for value, name in sorted(site.classes.items()):
+        if value in theirs and name.strip().lower() != theirs[value].strip().lower():
+            reason = (
+                f"dataset.json 'labels' call value {value} '{name}', site '{reference.name}' calls it "
+                f"'{theirs[value]}'; one value must mean one class at every site (relabel the masks)"
+            )
+            return DataError(site.name, None, reason)
+    return None
+
+
+def _dims(site: SiteData, reference: SiteData | None, model: ModelInputs) -> DataError | None:
+    """Mixed 2D and 3D images, between sites or against ``model.spatial_dims``."""
+    case, dims = site.cases[0], site.cases[0].image.ndim - 1
+    if model.spatial_dims is not None and dims != model.spatial_dims:
+        reason = f"images are {dims}D, model.params.spatial_dims is {model.spatial_dims}"
+        return DataError(site.name, case.source, reason)
+    if model.spatial_dims is None and reference is not None:
+        expected = reference.cases[0].image.ndim - 1
+        if dims != expected:
+            reason = (
+                f"images are {dims}D, those of site '{reference.name}' {expected}D; every site needs the same"
+            )
+            return DataError(site.name, case.source, reason)
+    return None
+
+
+def _channels(site: SiteData, reference: SiteData | None, model: ModelInputs) -> DataError | None:
+    """Different numbers of image channels, between sites or against ``model.in_channels``."""
+    case, channels = site.cases[0], site.cases[0].image.shape[0]
+    if model.in_channels is not None and channels != model.in_channels:
+        reason = f"images have {channels} channels, model.params.in_channels is {model.in_channels}"
+        return DataError(site.name, case.source, reason)
+    if model.in_channels is None and reference is not None:
+        expected = reference.cases[0].image.shape[0]
+        if channels != expected:
+            reason = (
+                f"images have {channels} channels, those of site '{reference.name}' {expected}; "
+                "every site needs the same channels in the same order"
+            )
+            return DataError(site.name, case.source, reason)
+    return None

@@ -1,0 +1,87 @@
+"""``medfed check-data``: a table per site, each problem one plain line, exit 1 on problems."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import yaml
+from typer.testing import CliRunner
+
+from medfed.cli.app import app
+from medfed.data import SyntheticSite, generate_site
+from medfed.data.scanner import Acquisition, ScannerProfile
+from medfed.errors import DataError
+
+SITE = SyntheticSite(
+    name="x",
+    scanner=ScannerProfile("t1", Acquisition(100.0, 1.0, 0.1, 0.02, 0.5)),
+    num_cases=3,
+    lesion_prevalence=0.5,
+    lesion_radius=(0.1, 0.2),
+)
+
+
+def _study(tmp_path: Path, sites: dict[str, Path]) -> Path:
+    config = tmp_path / "study.yaml"
+    listed = [{"name": name, "path": str(path)} for name, path in sites.items()]
+    config.write_text(yaml.safe_dump({"data": {"synthetic": None, "sites": listed, "unseen_site": None}}))
+    return config
+
+
+def test_a_sound_study_is_tabled_and_passes(tmp_path: Path) -> None:
+    sites = {name: generate_site(replace(SITE, name=name), tmp_path, image_size=16, seed=0) for name in "ab"}
+    result = CliRunner().invoke(app, ["check-data", "--config", str(_study(tmp_path, sites))])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("│ a ") or line.startswith("│ b ")]
+    assert len(rows) == 2
+    assert [cell.strip() for cell in rows[0].split("│")[1:-1]][:7] == [
+        "a",
+        "3",
+        "1",
+        "2D",
+        "16x16",
+        "-",
+        "RAS",
+    ]
+    assert result.output.rstrip().endswith("no problems found")
+
+
+def test_every_problem_is_one_plain_line_and_the_exit_code_is_1(tmp_path: Path) -> None:
+    good = generate_site(replace(SITE, name="a"), tmp_path, image_size=16, seed=0)
+    odd = generate_site(replace(SITE, name="[red]b"), tmp_path, image_size=16, dims=3, seed=0)
+    missing = tmp_path / "[bold]c"
+    result = CliRunner().invoke(
+        app, ["check-data", "-c", str(_study(tmp_path, {"a": good, "b": odd, "c": missing}))]
+    )
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: site 'c', file '{missing}': site path does not exist",
+        f"error: site 'b', file '{odd / 'imagesTr' / '[red]b_000.nii.gz'}': images are 3D, those of "
+        "site 'a' 2D; every site needs the same",
+    ]
+    assert "2 problem(s) found" in result.output
+
+
+def test_one_site_folder_as_the_client_reads_it(tmp_path: Path) -> None:
+    archive = tmp_path / "one.npz"
+    np.savez(archive, train_images=np.zeros((1, 8, 8), np.uint8), train_labels=np.zeros(1, np.int64))
+    result = CliRunner().invoke(app, ["check-data", "--data", str(archive)])
+    assert result.exit_code == 1, result.output
+    assert (
+        "site has only 1 case ('train_00000'), so none is held out to test on; add cases or set "
+        in result.output
+    )
+    assert CliRunner().invoke(app, ["check-data", "--data", str(archive), "--holdout", "0"]).exit_code == 0
+
+
+def test_the_client_refuses_a_one_case_site_before_connecting(tmp_path: Path) -> None:
+    archive = tmp_path / "one.npz"
+    np.savez(archive, train_images=np.zeros((1, 8, 8), np.uint8), train_labels=np.zeros(1, np.int64))
+    command = ["client", "--insecure", "--site", "a", "--server", "127.0.0.1:1", "--data", str(archive)]
+    result = CliRunner().invoke(app, [*command, "--state-dir", str(tmp_path / "state")])
+    assert isinstance(result.exception, DataError), result.output
+    assert "site has only 1 case ('train_00000')" in str(result.exception)
+    assert not (tmp_path / "state").exists()
