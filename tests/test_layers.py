@@ -40,6 +40,16 @@ def _imports_of(package: str) -> dict[str, set[str]]:
         ),
         ("orchestration/validation", ("medfed.privacy", "medfed.transport", "medfed.config")),
         ("config", ("medfed.orchestration", "medfed.deployment", "medfed.transport")),
+        (
+            "topology",
+            (
+                "medfed.config",
+                "medfed.transport",
+                "medfed.privacy",
+                "medfed.deployment",
+                "medfed.orchestration.loop",
+            ),
+        ),
     ],
 )
 def test_no_package_imports_what_depends_on_it(package: str, forbidden: tuple[str, ...]) -> None:
