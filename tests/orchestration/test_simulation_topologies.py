@@ -8,6 +8,7 @@ from statistics import fmean
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from medfed.config.loading import parse_config
@@ -15,7 +16,7 @@ from medfed.errors import ConfigError
 from medfed.orchestration.experiments import plan_experiments
 from medfed.orchestration.federation_data import prepare_data
 from medfed.orchestration.run_dir import config_yaml
-from medfed.orchestration.simulation import ExperimentRunner
+from medfed.orchestration.simulation import Callbacks, ExperimentRunner
 from medfed.privacy.dp.ledger import load_ledger
 from medfed.training import evaluate
 
@@ -110,3 +111,20 @@ def test_the_resolved_configuration_reads_back(tmp_path: Path) -> None:
     config = parse_config({**TINY, "federation": {"topology": {"name": "cyclic", "order": "random"}}})
     again = parse_config(yaml.safe_load(config_yaml(config)))
     assert again.federation.topology == config.federation.topology
+
+
+def test_a_resumed_braintorrent_run_ends_as_an_uninterrupted_one(tmp_path: Path) -> None:
+    topology = {"name": "braintorrent", "pulls_per_round": 2}
+
+    def run(folder: str, rounds: int) -> tuple[dict[str, torch.Tensor], list[str]]:
+        trained: list[str] = []
+        runner = _runner(tmp_path / folder, topology, rounds=rounds)
+        runner.callbacks = Callbacks(on_site=trained.append)
+        (experiment,) = plan_experiments(runner.config, runner.data)
+        return runner.run(experiment).state.weights, trained
+
+    whole, _ = run("whole", 2)
+    run("resumed", 1)
+    resumed, trained = run("resumed", 2)
+    assert len(trained) == 2  # only round 2's pulls: round 1 came from its checkpoint
+    assert all(torch.equal(whole[key], resumed[key]) for key in whole)

@@ -15,6 +15,7 @@ from medfed.aggregation import consensus
 from medfed.config.schema import SimulationConfig
 from medfed.data import SiteData, build_dataset
 from medfed.data.dataset import CaseDataset
+from medfed.errors import CheckpointError
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import model_metadata
 from medfed.orchestration.driver import RoundRecorder, RowSource, RunRecords, privacy_rows, training_rows
@@ -28,7 +29,7 @@ from medfed.orchestration.topologies import build_topology
 from medfed.orchestration.traffic import MeteredGrid, transfer_rows
 from medfed.privacy.plan import CkksSettings
 from medfed.privacy.setup import expected_sites, prepare_model, protect, site_protocol, site_trainer
-from medfed.topology.peers import PeerRound, PeerState, run_topology
+from medfed.topology.peers import PeerRound, PeerState, restored_state, run_topology, saved_states
 from medfed.training import LocalTrainer, TrainSettings, adapt_norm_statistics, evaluate
 from medfed.training.trainer import Trainer
 from medfed.types import ServerState, SiteState, TrainResult, Weights
@@ -180,18 +181,23 @@ class ExperimentRunner:
         return RoundRecorder(records, sources=sources, sites=private_states, after=[progress])
 
     def _run_peers(self, experiment: Experiment) -> ExperimentResult:
-        """A peer-to-peer experiment (``federation.topology``), always from round 0: its
-        checkpoints hold the consensus (for ``medfed export``), not the sites' models. Its model
+        """A peer-to-peer experiment (``federation.topology``) from its last checkpoint (the
+        sites' ``PeerState``, and the consensus for ``medfed export``) or from scratch. Its model
         is the consensus (plain average) of the sites' models; each site's own model is scored
         too, as run ``<experiment>@<site>`` (``site_model_run``)."""
         records = self._records(experiment)
-        self.metrics.discard_after(experiment.name, 0)
         model = self.new_model()
+        resumed = records.resume()
         sites = {
             name: self._site(name, data, model, experiment, None) for name, data in experiment.sites.items()
         }
+        start = PeerState.start(cpu_weights(model), sorted(sites))
+        if resumed is not None:
+            start = restored_state(resumed.server, resumed.sites)
+            if set(start.models) != set(sites):
+                raise CheckpointError(f"{experiment.name}: checkpoint of sites {sorted(start.models)}")
         for site in sites:
-            self.metrics.discard_after(site_model_run(experiment.name, site), 0)
+            self.metrics.discard_after(site_model_run(experiment.name, site), start.round)
         topology = build_topology(self.config.federation.topology, sorted(sites), seed=self.config.seed)
         privacy = privacy_rows(
             experiment.name,
@@ -200,21 +206,21 @@ class ExperimentRunner:
             lambda: {name: site.trainer for name, site in sites.items()},
         )
         if self.callbacks.on_experiment is not None:
-            self.callbacks.on_experiment(experiment, 0)
+            self.callbacks.on_experiment(experiment, start.round)
 
         def finish_round(record: PeerRound) -> None:
-            state, round = _consensus_state(record.state), record.state.round
+            state, sites_saved = saved_states(record.state, consensus(record.state.models.values()))
+            round = record.state.round
             latest = list({result.site: result for result in record.results}.values())
             rows = training_rows(experiment.name, round, latest)
             rows += transfer_rows(experiment.name, round, record.transfers) + privacy(state, latest)
             if self.config.federation.evaluates_after(round):
                 rows += self._peer_evaluation_rows(experiment, record.state, model)
-            records.record(state, latest, rows, {})
+            records.record(state, latest, rows, sites_saved)
             if self.callbacks.on_round is not None:
                 self.callbacks.on_round(round)
 
         grid = InMemoryGrid(sites, on_site_done=self.callbacks.on_site)
-        start = PeerState.start(cpu_weights(model), sorted(sites))
         final = run_topology(
             topology, start, grid, rounds=self.config.federation.rounds, on_round=finish_round
         )

@@ -14,10 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from medfed.errors import UpdateRejected
+import torch
+
+from medfed.errors import CheckpointError, UpdateRejected
 from medfed.orchestration.grid import Grid
 from medfed.orchestration.validation import validate_result
-from medfed.types import TrainResult, TrainTask, Weights
+from medfed.types import ServerState, SiteState, TrainResult, TrainTask, Weights
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,56 @@ class PeerState:
             samples={**self.samples, site: result.num_samples},
             versions={**self.versions, site: self.versions[site] + 1},
         )
+
+
+PEER_GROUP = "peer"
+"""The ``extra`` group of a checkpoint's site and server states that holds a ``PeerState``."""
+
+
+def saved_states(state: PeerState, shared: Weights) -> tuple[ServerState, dict[str, SiteState]]:
+    """``state`` as a checkpoint's server state (``shared``, the consensus, and the trainings
+    count) and one state per site (its model, sample count, version, version vector in sorted
+    site order, and whether it holds the travelling model)."""
+    sites = sorted(state.models)
+    server = ServerState(state.round, shared, {PEER_GROUP: {"trainings": torch.tensor([state.trainings])}})
+    return server, {
+        site: SiteState(
+            weights=state.models[site],
+            extra={
+                PEER_GROUP: {
+                    "samples": torch.tensor([state.samples[site]]),
+                    "version": torch.tensor([state.versions[site]]),
+                    "seen": torch.tensor([state.seen[site][peer] for peer in sites]),
+                    "holder": torch.tensor([int(state.holder == site)]),
+                }
+            },
+        )
+        for site in sites
+    }
+
+
+def restored_state(server: ServerState, sites: Mapping[str, SiteState]) -> PeerState:
+    """The ``PeerState`` that ``saved_states`` wrote.
+
+    Raises:
+        CheckpointError: The states are not those of a peer-to-peer run.
+    """
+    names = sorted(sites)
+    try:
+        groups = {site: sites[site].extra[PEER_GROUP] for site in names}
+        seen = {site: dict(zip(names, groups[site]["seen"].tolist(), strict=True)) for site in names}
+        holders = [site for site in names if int(groups[site]["holder"][0])]
+        return PeerState(
+            round=server.round,
+            trainings=int(server.extra[PEER_GROUP]["trainings"][0]),
+            models={site: sites[site].weights for site in names},
+            samples={site: int(groups[site]["samples"][0]) for site in names},
+            versions={site: int(groups[site]["version"][0]) for site in names},
+            seen=seen,
+            holder=holders[0] if holders else None,
+        )
+    except (KeyError, IndexError, ValueError) as error:
+        raise CheckpointError(f"not the checkpoint of a peer-to-peer run: {error}") from None
 
 
 @dataclass(frozen=True)
