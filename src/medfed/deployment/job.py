@@ -91,6 +91,15 @@ class JobConfig(SiteJob):
     poll_s: float = Field(10.0, gt=0)
     max_round_attempts: int = Field(10, ge=1)
 
+    @model_validator(mode="after")
+    def _sites_over_grpc(self) -> JobConfig:
+        if self.federation.engine != "in_memory":
+            raise ValueError(
+                f"federation.engine '{self.federation.engine}' is for 'medfed simulate': a deployed "
+                "job reaches its sites over gRPC"
+            )
+        return self
+
     def site_job(self) -> SiteJob:
         """The part of the job that sites receive."""
         return SiteJob.model_validate(self.model_dump(include=set(SiteJob.model_fields)))

@@ -8,6 +8,7 @@ from pathlib import Path
 from medfed.config.schema import DataConfig
 from medfed.data import SiteData, family_sites, generate_federation, load_site, split_cases
 from medfed.data.fingerprint import MAX_CLASSES
+from medfed.data.realistic import generate_realistic_federation
 from medfed.errors import ConfigError, DataError, DataProblems, MedfedError, raise_problems
 from medfed.types import Task
 
@@ -124,7 +125,8 @@ def _site_paths(config: DataConfig, data_dir: Path, *, seed: int) -> dict[str, P
     if config.synthetic is None:
         return {site.name: site.path for site in config.sites}
     synthetic = config.synthetic
-    return generate_federation(
+    generate = generate_realistic_federation if synthetic.realistic else generate_federation
+    return generate(
         family_sites(synthetic.family, synthetic.cases_scale),
         data_dir,
         image_size=synthetic.image_size,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 from torch.utils.data import Dataset
@@ -15,7 +17,7 @@ from medfed.aggregation import consensus
 from medfed.config.schema import SimulationConfig
 from medfed.data import SiteData, build_dataset
 from medfed.data.dataset import CaseDataset
-from medfed.errors import CheckpointError
+from medfed.errors import CheckpointError, ConfigError
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import model_metadata
 from medfed.orchestration.driver import RoundRecorder, RowSource, RunRecords, privacy_rows, training_rows
@@ -29,10 +31,14 @@ from medfed.orchestration.topologies import build_topology
 from medfed.orchestration.traffic import MeteredGrid, transfer_rows
 from medfed.privacy.plan import CkksSettings
 from medfed.privacy.setup import expected_sites, prepare_model, protect, site_protocol, site_trainer
+from medfed.strategies.base import Strategy
 from medfed.topology.peers import PeerRound, PeerState, restored_state, run_topology, saved_states
 from medfed.training import LocalTrainer, TrainSettings, adapt_norm_statistics, evaluate
 from medfed.training.trainer import Trainer
 from medfed.types import ServerState, SiteState, TrainResult, Weights
+
+if TYPE_CHECKING:
+    from medfed.orchestration.ray_grid import RayGrid
 
 
 @dataclass(frozen=True)
@@ -87,56 +93,44 @@ class ExperimentRunner:
         self.model_params = {"spatial_dims": dims, "in_channels": channels, **config.model.params}
         if "out_channels" not in self.model_params:
             self.model_params["out_channels"] = data.num_classes(config.task)
-        self.trainer = LocalTrainer(task=config.task, settings=TrainSettings(**config.training.model_dump()))
-        self.preprocessing = config.preprocessing.settings(config.model)
+        self.trainer = local_trainer(config)
         self.evaluation_sets = {
-            name: self._dataset(site, training=False) for name, site in data.evaluation_sets.items()
+            name: site_dataset(config, self.model_params, site, training=False)
+            for name, site in data.evaluation_sets.items()
         }
 
     def new_model(self) -> nn.Module:
         """The run's initial model (identical for every experiment; DP-compatible under DP-SGD)."""
-        model = build_model(self.config.model.name, self.model_params, seed=self.config.seed)
-        return prepare_model(self.privacy, model)
+        return new_model(self.config, self.model_params)
 
     def run(self, experiment: Experiment) -> ExperimentResult:
         """Runs ``experiment`` from its last checkpoint (or from scratch) to the last round."""
         if experiment.kind == "federated" and self.config.federation.topology.peer_to_peer:
             return self._run_peers(experiment)
-        experiment, collect, open_protocol = self._protected(experiment)
+        experiment, collect, recipe = self._protected(experiment)
         records = self._records(experiment)
         model = self.new_model()
         resumed = records.resume()
         state = experiment.strategy.init(cpu_weights(model)) if resumed is None else resumed.server
         site_states = {} if resumed is None else resumed.sites
-        sites = {
-            name: self._site(name, data, model, experiment, site_states.get(name))
-            for name, data in experiment.sites.items()
-        }
         plan = RoundPlan(
             rounds=self.config.federation.rounds,
-            sites=sorted(sites),
+            sites=sorted(experiment.sites),
             fraction=self.config.federation.fraction,
-            min_sites=min(self.config.federation.min_sites, len(sites)),
+            min_sites=min(self.config.federation.min_sites, len(experiment.sites)),
             seed=self.config.seed,
         )
         if self.callbacks.on_experiment is not None:
             self.callbacks.on_experiment(experiment, state.round)
+        with self._grid(experiment, recipe, model, site_states) as grid:
+            metered = MeteredGrid(grid)
 
-        grid = MeteredGrid(
-            InMemoryGrid(
-                sites,
-                open_protocol=open_protocol,
-                on_site_done=self.callbacks.on_site,
-                tamper=self._attack(experiment),
-            )
-        )
+            def traffic(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
+                return metered.take_rows(experiment.name, state.round)
 
-        def traffic(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
-            return grid.take_rows(experiment.name, state.round)
-
-        recorder = self.recorder(records, experiment, sites, model, traffic=traffic)
-        final = run_rounds(experiment.strategy, state, plan, grid, on_round=recorder, collect=collect)
-        return ExperimentResult(experiment, final, _site_states(sites))
+            recorder = self.recorder(records, experiment, grid, model, traffic=traffic)
+            final = run_rounds(experiment.strategy, state, plan, metered, on_round=recorder, collect=collect)
+            return ExperimentResult(experiment, final, grid.site_states())
 
     def _records(self, experiment: Experiment) -> RunRecords:
         model_entries = model_metadata(self.config.model.name, self.model_params, self.data.image_shape())
@@ -152,7 +146,7 @@ class ExperimentRunner:
         self,
         records: RunRecords,
         experiment: Experiment,
-        sites: Mapping[str, LocalSite],
+        grid: InMemoryGrid | RayGrid,
         model: nn.Module,
         *,
         traffic: RowSource | None = None,
@@ -163,17 +157,18 @@ class ExperimentRunner:
         def evaluation_rows(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
             if not self.config.federation.evaluates_after(state.round):
                 return []
-            return self._evaluation_rows(ExperimentResult(experiment, state, _site_states(sites)), model)
+            return self._evaluation_rows(ExperimentResult(experiment, state, grid.site_states()), model)
 
         def private_states() -> dict[str, SiteState]:
-            private = {name: experiment.strategy.private_state(site.state) for name, site in sites.items()}
-            return {name: state for name, state in private.items() if state.weights or state.extra}
+            return {name: state for name, state in grid.site_states().items() if state.weights or state.extra}
 
         def progress(state: ServerState, results: list[TrainResult], rows: list[MetricRow]) -> None:
             if self.callbacks.on_round is not None:
                 self.callbacks.on_round(state.round)
 
         def trainers() -> dict[str, Trainer]:
+            # DP-SGD (whose trainers report epsilon) runs in memory only: Ray sites report none
+            sites = grid.sites if isinstance(grid, InMemoryGrid) else {}
             return {name: site.trainer for name, site in sites.items()}
 
         privacy = privacy_rows(experiment.name, self.privacy, experiment.strategy, trainers)
@@ -182,48 +177,50 @@ class ExperimentRunner:
 
     def _run_peers(self, experiment: Experiment) -> ExperimentResult:
         """A peer-to-peer experiment (``federation.topology``) from its last checkpoint (the
-        sites' ``PeerState``, and the consensus for ``medfed export``) or from scratch. Its model
-        is the consensus (plain average) of the sites' models; each site's own model is scored
-        too, as run ``<experiment>@<site>`` (``site_model_run``)."""
+        sites' ``PeerState``, and the consensus for ``medfed export``) or from scratch, over the
+        same grid as client-server (``federation.engine``). Its model is the consensus (plain
+        average) of the sites' models; each site's own model is scored too, as run
+        ``<experiment>@<site>`` (``site_model_run``)."""
         records = self._records(experiment)
         model = self.new_model()
         resumed = records.resume()
-        sites = {
-            name: self._site(name, data, model, experiment, None) for name, data in experiment.sites.items()
-        }
-        start = PeerState.start(cpu_weights(model), sorted(sites))
+        start = PeerState.start(cpu_weights(model), sorted(experiment.sites))
         if resumed is not None:
             start = restored_state(resumed.server, resumed.sites)
-            if set(start.models) != set(sites):
+            if set(start.models) != set(experiment.sites):
                 raise CheckpointError(f"{experiment.name}: checkpoint of sites {sorted(start.models)}")
-        for site in sites:
+        for site in experiment.sites:
             self.metrics.discard_after(site_model_run(experiment.name, site), start.round)
-        topology = build_topology(self.config.federation.topology, sorted(sites), seed=self.config.seed)
-        privacy = privacy_rows(
-            experiment.name,
-            self.privacy,
-            experiment.strategy,
-            lambda: {name: site.trainer for name, site in sites.items()},
+        topology = build_topology(
+            self.config.federation.topology, sorted(experiment.sites), seed=self.config.seed
         )
         if self.callbacks.on_experiment is not None:
             self.callbacks.on_experiment(experiment, start.round)
+        recipe = SiteRecipe(self.config, self.model_params, experiment.strategy, attacked=experiment.attacked)
+        with self._grid(experiment, recipe, model, {}) as grid:
+            sites = grid.sites if isinstance(grid, InMemoryGrid) else {}
+            privacy = privacy_rows(
+                experiment.name,
+                self.privacy,
+                experiment.strategy,
+                lambda: {name: site.trainer for name, site in sites.items()},
+            )
 
-        def finish_round(record: PeerRound) -> None:
-            state, sites_saved = saved_states(record.state, consensus(record.state.models.values()))
-            round = record.state.round
-            latest = list({result.site: result for result in record.results}.values())
-            rows = training_rows(experiment.name, round, latest)
-            rows += transfer_rows(experiment.name, round, record.transfers) + privacy(state, latest)
-            if self.config.federation.evaluates_after(round):
-                rows += self._peer_evaluation_rows(experiment, record.state, model)
-            records.record(state, latest, rows, sites_saved)
-            if self.callbacks.on_round is not None:
-                self.callbacks.on_round(round)
+            def finish_round(record: PeerRound) -> None:
+                state, sites_saved = saved_states(record.state, consensus(record.state.models.values()))
+                round = record.state.round
+                latest = list({result.site: result for result in record.results}.values())
+                rows = training_rows(experiment.name, round, latest)
+                rows += transfer_rows(experiment.name, round, record.transfers) + privacy(state, latest)
+                if self.config.federation.evaluates_after(round):
+                    rows += self._peer_evaluation_rows(experiment, record.state, model)
+                records.record(state, latest, rows, sites_saved)
+                if self.callbacks.on_round is not None:
+                    self.callbacks.on_round(round)
 
-        grid = InMemoryGrid(sites, on_site_done=self.callbacks.on_site)
-        final = run_topology(
-            topology, start, grid, rounds=self.config.federation.rounds, on_round=finish_round
-        )
+            final = run_topology(
+                topology, start, grid, rounds=self.config.federation.rounds, on_round=finish_round
+            )
         return ExperimentResult(experiment, _consensus_state(final), {})
 
     def _peer_evaluation_rows(
@@ -239,49 +236,49 @@ class ExperimentRunner:
             self.metrics.record_round(run, state.round, scored)
         return rows
 
-    def _site(
-        self,
-        name: str,
-        data: SiteData,
-        model: nn.Module,
-        experiment: Experiment,
-        state: SiteState | None,
-    ) -> LocalSite:
-        dataset: Dataset = self._dataset(data, training=True)
-        attack = self.config.attack
-        if experiment.attacked and attack is not None and name in attack.sites:
-            from medfed.attacks.poisoning import (
-                DATA_ATTACKS,
-                PoisonedDataset,
-                num_output_classes,
+    def _grid(
+        self, experiment: Experiment, recipe: SiteRecipe, model: nn.Module, states: Mapping[str, SiteState]
+    ) -> AbstractContextManager[InMemoryGrid | RayGrid]:
+        """The experiment's sites, in this process or as Ray actors (``federation.engine``): the
+        one place the engine is chosen."""
+        tamper = self._attack(experiment)
+        if self.config.federation.engine == "ray":
+            try:
+                from medfed.orchestration.ray_grid import RayGrid, RayPlacement
+            except ImportError as missing:
+                raise ConfigError(
+                    f"federation.engine 'ray' needs Ray: pip install 'medfed[ray]' ({missing})"
+                ) from None
+
+            settings = self.config.ray
+            placement = RayPlacement(
+                address=settings.address,
+                cpus_per_site=settings.num_cpus_per_site,
+                gpus_per_site=settings.num_gpus_per_site,
+                max_actors=settings.max_actors,
             )
-
-            if attack.kind in DATA_ATTACKS:
-                classes = num_output_classes(model, dataset[0])
-                dataset = PoisonedDataset(dataset, attack, num_classes=classes, seed=self.config.seed)
-        return LocalSite(
-            name,
-            dataset,
-            model=model,
-            trainer=self._trainer_for(experiment, data),
-            strategy=experiment.strategy,
-            seed=self.config.seed,
-            state=state,
-        )
-
-    def _dataset(self, site: SiteData, *, training: bool) -> CaseDataset:
-        """The site's cases, preprocessed; augmented when training and configured."""
-        return build_dataset(
-            site.cases,
-            task=self.config.task,
-            augment=training and self.config.data.augment,
-            seed=self.config.seed,
-            site=site.name,
-            preprocessing=self.preprocessing,
-            training=training,
-            num_classes=int(self.model_params["out_channels"])
-            if self.config.task == "segmentation"
-            else None,
+            grid = RayGrid(
+                recipe,
+                experiment.sites,
+                states,
+                placement=placement,
+                on_site_done=self.callbacks.on_site,
+                tamper=tamper,
+            )
+            return closing(grid)
+        sites = {
+            name: recipe.site(
+                name, data, model=model, trainer=self._trainer_for(experiment, data), state=states.get(name)
+            )
+            for name, data in experiment.sites.items()
+        }
+        return nullcontext(
+            InMemoryGrid(
+                sites,
+                open_protocol=recipe.open_protocol(),
+                on_site_done=self.callbacks.on_site,
+                tamper=tamper,
+            )
         )
 
     def _attack(self, experiment: Experiment) -> Tamper | None:
@@ -294,20 +291,22 @@ class ExperimentRunner:
 
         return UpdateAttack(attack, seed=self.config.seed) if attack.kind in UPDATE_ATTACKS else None
 
-    def _protected(self, experiment: Experiment) -> tuple[Experiment, Collect, OpenProtocol | None]:
+    def _protected(self, experiment: Experiment) -> tuple[Experiment, Collect, SiteRecipe]:
         """A federated ``experiment`` with its strategy wrapped as the ``privacy:`` section says,
-        how its rounds are gathered and how its sites open a protected round (``protect`` and
-        ``site_protocol``, as in a deployment). A secure or encrypted round hands the loop one
-        result, the aggregate, which counts towards ``min_sites`` as the number of sites in its
-        sum. CKKS gets a fresh key pair per experiment."""
+        how its rounds are gathered and how its sites are built, protected rounds included
+        (``protect`` and ``site_protocol``, as in a deployment). A secure or encrypted round hands
+        the loop one result, the aggregate, which counts towards ``min_sites`` as the number of
+        sites in its sum. CKKS gets a fresh key pair per experiment."""
+        recipe = SiteRecipe(self.config, self.model_params, experiment.strategy, attacked=experiment.attacked)
         if experiment.kind != "federated":
-            return experiment, train_in_clear, None
+            return experiment, train_in_clear, recipe
         privacy, federation = self.privacy, self.config.federation
         site_context, server_context = None, None
         if isinstance(privacy.secure_sum, CkksSettings):
-            from medfed.privacy.ckks import new_key_pair  # imports TenSEAL: only when used
+            from medfed.privacy.ckks import new_key_pair, serialize_context  # imports TenSEAL
 
-            site_context, server_context = new_key_pair()
+            sites_key, server_context = new_key_pair()
+            site_context = serialize_context(sites_key, include_secret_key=True)
         expected = expected_sites(
             len(experiment.sites), fraction=federation.fraction, min_sites=federation.min_sites
         )
@@ -318,8 +317,8 @@ class ExperimentRunner:
             seed=self.config.seed,
             ckks_context=server_context,
         )
-        open_protocol = site_protocol(privacy, site="simulated", ckks_context=site_context)
-        return replace(experiment, strategy=strategy), collect, open_protocol
+        recipe = replace(recipe, strategy=strategy, protected=True, ckks_context=site_context)
+        return replace(experiment, strategy=strategy), collect, recipe
 
     def _trainer_for(self, experiment: Experiment, data: SiteData) -> Trainer:
         """The site's trainer (``site_trainer``): DP-SGD with the site's own budget and ledger
@@ -391,10 +390,92 @@ class ExperimentRunner:
         return {} if math.isnan(rate) else {BACKDOOR_METRIC: rate}
 
 
+@dataclass(frozen=True)
+class SiteRecipe:
+    """How an experiment's simulated sites are built; it pickles, so that Ray actors build
+    their sites from it (``medfed.orchestration.ray_grid.GridRecipe``).
+
+    Attributes:
+        config: The validated configuration.
+        model_params: The model's constructor arguments (input shape included).
+        strategy: The experiment's strategy, protected as configured (its site half runs here).
+        attacked: Whether the configured attack applies to this experiment.
+        protected: Whether the sites take part in secure aggregation or CKKS rounds.
+        ckks_context: The sites' serialized secret-key CKKS context (CKKS rounds only).
+    """
+
+    config: SimulationConfig
+    model_params: Mapping[str, Any]
+    strategy: Strategy
+    attacked: bool = False
+    protected: bool = False
+    ckks_context: bytes | None = None
+
+    def site(
+        self, name: str, data: SiteData, *, model: nn.Module, trainer: Trainer, state: SiteState | None
+    ) -> LocalSite:
+        """Site ``name`` training ``model`` on its ``data`` (poisoned under a data attack)."""
+        config = self.config
+        dataset: Dataset = site_dataset(config, self.model_params, data, training=True)
+        attack = config.attack
+        if self.attacked and attack is not None and name in attack.sites:
+            from medfed.attacks.poisoning import DATA_ATTACKS, PoisonedDataset, num_output_classes
+
+            if attack.kind in DATA_ATTACKS:
+                classes = num_output_classes(model, dataset[0])
+                dataset = PoisonedDataset(dataset, attack, num_classes=classes, seed=config.seed)
+        return LocalSite(
+            name, dataset, model=model, trainer=trainer, strategy=self.strategy, seed=config.seed, state=state
+        )
+
+    def open_protocol(self) -> OpenProtocol | None:
+        """How a site opens its half of a protected round (``site_protocol``); ``None``: plain."""
+        if not self.protected:
+            return None
+        context = None
+        if self.ckks_context is not None:
+            from medfed.privacy.ckks import deserialize_context  # imports TenSEAL: only when used
+
+            context = deserialize_context(self.ckks_context)
+        return site_protocol(self.config.privacy.plan(), site="simulated", ckks_context=context)
+
+    def grid(self, sites: Mapping[str, SiteData], states: Mapping[str, SiteState]) -> InMemoryGrid:
+        """``sites`` in one ``InMemoryGrid`` sharing one model and trainer (a Ray actor's sites)."""
+        model, trainer = new_model(self.config, self.model_params), local_trainer(self.config)
+        built = {
+            name: self.site(name, data, model=model, trainer=trainer, state=states.get(name))
+            for name, data in sites.items()
+        }
+        return InMemoryGrid(built, open_protocol=self.open_protocol())
+
+
+def site_dataset(
+    config: SimulationConfig, model_params: Mapping[str, Any], site: SiteData, *, training: bool
+) -> CaseDataset:
+    """The site's cases, preprocessed; augmented when training and configured."""
+    return build_dataset(
+        site.cases,
+        task=config.task,
+        augment=training and config.data.augment,
+        seed=config.seed,
+        site=site.name,
+        preprocessing=config.preprocessing.settings(config.model),
+        training=training,
+        num_classes=int(model_params["out_channels"]) if config.task == "segmentation" else None,
+    )
+
+
+def new_model(config: SimulationConfig, params: Mapping[str, Any]) -> nn.Module:
+    """The run's initial model (identical for every experiment; DP-compatible under DP-SGD)."""
+    model = build_model(config.model.name, dict(params), seed=config.seed)
+    return prepare_model(config.privacy.plan(), model)
+
+
+def local_trainer(config: SimulationConfig) -> LocalTrainer:
+    """The local trainer of a simulated site, without DP-SGD."""
+    return LocalTrainer(task=config.task, settings=TrainSettings(**config.training.model_dump()))
+
+
 def _consensus_state(state: PeerState) -> ServerState:
     """A peer-to-peer federation's shared model (the sites' consensus) as a server state."""
     return ServerState(state.round, consensus(state.models.values()))
-
-
-def _site_states(sites: Mapping[str, LocalSite]) -> dict[str, SiteState]:
-    return {name: site.state for name, site in sites.items()}
