@@ -11,12 +11,12 @@ from typer.testing import CliRunner
 
 from medfed.cli.app import app
 from medfed.data import SyntheticSite, generate_site
-from medfed.data.scanner import ScannerProfile
+from medfed.data.scanner import Acquisition, ScannerProfile
 from medfed.errors import DataError
 
 SITE = SyntheticSite(
     name="x",
-    scanner=ScannerProfile("t1", 100.0, 1.0, 0.1, 0.02, 0.5),
+    scanner=ScannerProfile("t1", Acquisition(100.0, 1.0, 0.1, 0.02, 0.5)),
     num_cases=3,
     lesion_prevalence=0.5,
     lesion_radius=(0.1, 0.2),

@@ -16,6 +16,7 @@ from medfed.cli.app import app
         ["generate", "--help"],
         ["server", "--help"],
         ["client", "--help"],
+        ["check-data", "--help"],
         ["provision", "--help"],
         ["status", "--help"],
         ["report", "--help"],
@@ -31,6 +32,13 @@ def test_every_command_has_help(command: list[str]) -> None:
 def _medfed(*args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-c", "from medfed.cli.app import main; main()", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def _insecure_client(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``medfed client`` for site ``a`` with ``data``, pointed at a closed port, plus ``args``."""
+    return _medfed(
+        "client", "--insecure", "--site", "a", "--server", "127.0.0.1:1", "--data", str(data), *args
+    )
 
 
 def test_bad_config_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
@@ -68,19 +76,7 @@ def test_a_ckks_job_without_a_server_kit_is_one_clear_line(tmp_path: Path) -> No
 
 
 def test_client_delta_without_epsilon_is_refused(tmp_path: Path) -> None:
-    args = [
-        "client",
-        "--insecure",
-        "--site",
-        "a",
-        "--server",
-        "127.0.0.1:1",
-        "--data",
-        str(tmp_path),
-        "--delta",
-        "1e-6",
-    ]
-    result = _medfed(*args)
+    result = _insecure_client(tmp_path, "--delta", "1e-6")
     assert result.returncode == 2
     assert "--delta goes with --epsilon" in " ".join((result.stdout + result.stderr).split())
 
@@ -88,19 +84,7 @@ def test_client_delta_without_epsilon_is_refused(tmp_path: Path) -> None:
 def test_client_with_a_bad_site_policy_is_one_line_naming_file_and_setting(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text("epsilon: 1\nrequire_dp_sgd: false\n")
-    args = [
-        "client",
-        "--insecure",
-        "--site",
-        "a",
-        "--server",
-        "127.0.0.1:1",
-        "--data",
-        str(tmp_path),
-        "--policy",
-        str(policy),
-    ]
-    result = _medfed(*args)
+    result = _insecure_client(tmp_path, "--policy", str(policy))
     assert result.returncode == 2
     output = " ".join((result.stdout + result.stderr).split())
     assert str(policy) in output.replace(" ", "")  # rich may wrap the path

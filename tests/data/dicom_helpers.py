@@ -54,8 +54,10 @@ def slice_dataset(
     series: str,
     orientation: list[float] = AXIAL,
     photometric: str = "MONOCHROME2",
+    identified: bool = False,
 ) -> Dataset:
-    """One MR slice whose stored values map to ``pixels * SLOPE + INTERCEPT``."""
+    """One MR slice whose stored values map to ``pixels * SLOPE + INTERCEPT``; de-identified
+    (a pseudonym, PatientIdentityRemoved YES) unless ``identified``."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -64,6 +66,8 @@ def slice_dataset(
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
     ds.PatientName, ds.PatientID, ds.PatientSex, ds.PatientBirthDate = "Doe^Jane", "P1", "F", ""
+    if not identified:
+        ds.PatientName, ds.PatientID, ds.PatientIdentityRemoved = "Anon^1", "ANON1", "YES"
     ds.StudyInstanceUID, ds.SeriesInstanceUID = STUDY, series
     ds.FrameOfReferenceUID, ds.StudyID, ds.AccessionNumber = FRAME_OF_REFERENCE, "1", ""
     ds.StudyDate, ds.StudyTime, ds.ReferringPhysicianName = "20260101", "120000", ""
@@ -86,7 +90,7 @@ def write_slice(path: Path, ds: Dataset) -> None:
 
 
 def write_series(
-    folder: Path, depth: int, *, positions: bool = True, series: str | None = None
+    folder: Path, depth: int, *, positions: bool = True, series: str | None = None, identified: bool = False
 ) -> np.ndarray:
     """Writes slice k (value k + 1, plus the row index) under shuffled file names.
 
@@ -98,7 +102,9 @@ def write_series(
     series = series or generate_uid()
     for name, k in enumerate(order):
         z = FIRST_Z + SLICE_STEP * k if positions else None
-        ds = slice_dataset(stored[..., k], z, None if positions else k + 1, series=series)
+        ds = slice_dataset(
+            stored[..., k], z, None if positions else k + 1, series=series, identified=identified
+        )
         write_slice(folder / f"{name:03d}.dcm", ds)
     return stored * SLOPE + INTERCEPT
 

@@ -41,6 +41,17 @@ def test_channel_mismatch_between_sites() -> None:
     assert "images have 1 channels, those of site 'a' 2" in str(problem)
 
 
+def test_one_value_named_differently_at_two_sites() -> None:
+    a = SiteData("a", (_case("a1", (1, 4, 4)),), {0: "background", 1: "Tumour"})
+    b = SiteData("b", (_case("b1", (1, 4, 4)),), {0: "background", 1: "oedema", 2: "tumour"})
+    c = SiteData("c", (_case("c1", (1, 4, 4)),), {0: "Background ", 1: "tumour"})
+    [problem] = study_problems({"a": a, "b": b, "c": c}, task="segmentation", model=ModelInputs())
+    assert str(problem) == (
+        "site 'b': dataset.json 'labels' call value 1 'oedema', site 'a' calls it 'Tumour'; "
+        "one value must mean one class at every site (relabel the masks)"
+    )
+
+
 def test_configured_model_inputs_are_checked_on_every_site() -> None:
     sites = {"a": _site("a", _case("a1", (2, 8, 8))), "b": _site("b", _case("b1", (2, 8, 8)))}
     problems = study_problems(sites, task="segmentation", model=ModelInputs(in_channels=1, spatial_dims=3))

@@ -446,7 +446,7 @@ def test_pydicom_files_load_rescaled(tmp_path: Path, name: str) -> None:
     ds = pydicom.dcmread(pydicom_file(name))
     stored = ds.pixel_array * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
     volume = nib.Nifti1Image(stored[..., None].astype(np.float32), np.eye(4))
-    (case,) = load("s", tmp_path).cases
+    (case,) = load("s", tmp_path, allow_identified=True).cases
     assert case.image.shape == (1, *stored.shape[::-1])
     assert sorted(case.image.ravel()) == sorted(np.asarray(volume.dataobj).ravel())
 
@@ -457,7 +457,7 @@ def test_pydicom_files_load_rescaled(tmp_path: Path, name: str) -> None:
 def test_lossless_compressed_files_equal_their_uncompressed_twin(tmp_path: Path, name: str) -> None:
     copy_pydicom_file("MR_small.dcm", tmp_path / "plain")
     copy_pydicom_file(name, tmp_path / "compressed")
-    (plain, compressed) = load("s", tmp_path).cases
+    (plain, compressed) = load("s", tmp_path, allow_identified=True).cases
     np.testing.assert_array_equal(compressed.image, plain.image)
 
 
@@ -467,7 +467,7 @@ def test_lossless_compressed_files_equal_their_uncompressed_twin(tmp_path: Path,
 )
 def test_lossy_compressed_greyscale_files_decode(tmp_path: Path, name: str) -> None:
     copy_pydicom_file(name, tmp_path / "a")
-    (case,) = load("s", tmp_path).cases
+    (case,) = load("s", tmp_path, allow_identified=True).cases
     assert case.image.ndim == 3 and case.image.std() > 0
 
 
@@ -493,3 +493,12 @@ def test_compressed_transfer_syntaxes_decode_out_of_the_box(compressed: str, max
     expected = pydicom.dcmread(pydicom_file("SC_rgb_rle.dcm")).pixel_array.astype(int)
     assert decoded.shape == expected.shape
     assert np.abs(decoded - expected).max() <= max_error
+
+
+def test_a_file_that_still_names_its_patient_is_refused_unless_allowed(tmp_path: Path) -> None:
+    copy_pydicom_file("CT_small.dcm", tmp_path / "case1")
+    with pytest.raises(
+        DataError, match=r"CT_small\.dcm': still identifies its patient \(PatientName, PatientID"
+    ):
+        load("s", tmp_path)
+    assert load("s", tmp_path, allow_identified=True).cases[0].case_id == "case1"

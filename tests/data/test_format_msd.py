@@ -11,7 +11,6 @@ import pytest
 from data_helpers import SMALL_SITE, assert_names
 
 from medfed.data import FORMATS
-from medfed.data.formats.msd import read_classes
 from medfed.errors import DataError, DataProblems
 
 load = FORMATS.get("msd")
@@ -266,8 +265,8 @@ def test_modality_fixes_the_number_of_channels(msd_site: Path) -> None:
     assert_names(info.value, "small", msd_site / "imagesTr" / "small_000.nii.gz")
 
 
-def test_read_classes_of_an_msd_site(msd_site: Path) -> None:
-    assert read_classes("small", msd_site) == {0: "background", 1: "lesion"}
+def test_the_site_carries_its_declared_classes(msd_site: Path) -> None:
+    assert load("small", msd_site).classes == {0: "background", 1: "lesion"}
 
 
 def test_a_sagittal_slice_stays_2d(tmp_path: Path) -> None:

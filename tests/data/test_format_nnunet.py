@@ -11,7 +11,6 @@ import pytest
 from data_helpers import assert_names
 
 from medfed.data import FORMATS, load_site
-from medfed.data.formats.msd import read_classes
 from medfed.errors import DataError
 
 load = FORMATS.get("msd")
@@ -53,7 +52,7 @@ def test_cases_come_from_images_tr(tmp_path: Path) -> None:
 
 def test_classes_are_exposed(tmp_path: Path) -> None:
     make_site(tmp_path)
-    assert read_classes("s", tmp_path) == {0: "background", 1: "edema", 2: "tumour"}
+    assert load("s", tmp_path).classes == {0: "background", 1: "edema", 2: "tumour"}
 
 
 def test_case_level_labels_from_labels_csv_with_bom(tmp_path: Path) -> None:

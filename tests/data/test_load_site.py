@@ -64,9 +64,8 @@ def test_missing_path(tmp_path: Path) -> None:
     assert_names(info.value, "s", tmp_path / "nope")
 
 
-def test_declared_classes(msd_site: Path, tmp_path: Path) -> None:
-    from medfed.data.loading import declared_classes
-
-    assert declared_classes("small", msd_site) == {0: "background", 1: "lesion"}
-    (tmp_path / "images").mkdir()
-    assert declared_classes("s", tmp_path) is None
+def test_declared_classes_come_with_the_site(msd_site: Path, tmp_path: Path) -> None:
+    assert load_site("small", msd_site).classes == {0: "background", 1: "lesion"}
+    npz = tmp_path / "x.npz"
+    np.savez(npz, train_images=np.zeros((2, 4, 4)), train_labels=np.zeros(2))
+    assert load_site("s", npz).classes is None

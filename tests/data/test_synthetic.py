@@ -18,7 +18,7 @@ from medfed.data import (
     generate_site,
     load_site,
 )
-from medfed.data.scanner import acquire
+from medfed.data.scanner import Acquisition, acquire
 
 
 def arrays(folder: Path) -> list[np.ndarray]:
@@ -59,7 +59,7 @@ def head_mean(site: SiteData) -> float:
 def relative_noise(profile: ScannerProfile) -> float:
     """Std over mean of a uniform 0.5 signal imaged by the scanner without bias field."""
     flat = np.full((64, 64), 0.5)
-    image = acquire(flat, flat > 0, replace(profile, bias_field=0.0), np.random.default_rng(0))
+    image = acquire(flat, flat > 0, replace(profile.acquisition, bias_field=0.0), np.random.default_rng(0))
     return float(image.std() / image.mean())
 
 
@@ -113,9 +113,9 @@ def test_federation_is_complete(tmp_path: Path) -> None:
 
 def test_rejects_bad_parameters(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="contrast"):
-        ScannerProfile("pd", 1.0, 1.0, 0.0, 0.0, 0.0)  # type: ignore[arg-type]
+        ScannerProfile("pd", Acquisition(1.0, 1.0, 0.0, 0.0, 0.0))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="noise"):
-        ScannerProfile("t1", 1.0, 1.0, 0.0, -1.0, 0.0)
+        ScannerProfile("t1", Acquisition(1.0, 1.0, 0.0, -1.0, 0.0))
     with pytest.raises(ValueError, match="lesion_prevalence"):
         replace(SMALL_SITE, lesion_prevalence=1.5)
     with pytest.raises(ValueError, match="lesion_radius"):

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from site_helpers import tiny_job, tiny_site
 
 from medfed.config.schema import FederationConfig
-from medfed.data import DEFAULT_SITES, SiteData, build_dataset, generate_federation, load_site
+from medfed.data import build_dataset
 from medfed.deployment.client import run_client
 from medfed.deployment.evaluation import (
     EVALUATE,
@@ -23,7 +24,7 @@ from medfed.deployment.evaluation import (
     encode_metrics,
     holdout_split,
 )
-from medfed.deployment.job import SiteJob, parse_site_job
+from medfed.deployment.job import parse_site_job
 from medfed.deployment.site_builder import SiteBuilder, SiteOptions
 from medfed.errors import DataError, UpdateRejected
 from medfed.models import build_model
@@ -39,31 +40,14 @@ from medfed.types import ServerState, TrainTask
 SEED = 3
 
 
-def _site(tmp_path: Path, num_cases: int) -> SiteData:
-    site = replace(DEFAULT_SITES[0], num_cases=num_cases)
-    path = generate_federation([site], tmp_path / "data", image_size=16, dims=2, seed=0)[site.name]
-    return load_site(site.name, path)
-
-
 def _job(strategy: str = "fedavg", **federation: int) -> str:
-    job = SiteJob(
-        seed=SEED,
-        model={
-            "name": "unet",
-            "params": {
-                "spatial_dims": 2,
-                "in_channels": 1,
-                "channels": [4, 8],
-                "strides": [2],
-                "num_res_units": 0,
-                "norm": "batch",
-            },
-        },
-        training={"local_epochs": 1, "batch_size": 4, "optimizer": "sgd", "lr": 0.05},
+    return tiny_job(
+        SEED,
+        model={"norm": "batch"},
+        training={"optimizer": "sgd", "lr": 0.05},
         strategy={"name": strategy},
         federation={"rounds": 2, **federation},
     )
-    return json.dumps(job.model_dump(mode="json"), sort_keys=True)
 
 
 # ----- the metrics payload ---------------------------------------------------------------------
@@ -149,7 +133,7 @@ def test_evaluation_follows_simulations_rule() -> None:
 
 # ----- the site's split ------------------------------------------------------------------------
 def test_holdout_split_is_deterministic_disjoint_and_complete(tmp_path: Path) -> None:
-    site = _site(tmp_path, 10)
+    site = tiny_site(tmp_path, 10)
     train, held_out = holdout_split(site, 0.2, SEED)
     assert (len(train.cases), len(held_out.cases)) == (8, 2)
     ids = lambda data: [case.case_id for case in data.cases]  # noqa: E731
@@ -167,7 +151,7 @@ def test_holdout_split_is_deterministic_disjoint_and_complete(tmp_path: Path) ->
 
 
 def test_held_out_cases_do_not_train_and_a_site_with_too_few_evaluates_nothing(tmp_path: Path) -> None:
-    site = _site(tmp_path, 10)
+    site = tiny_site(tmp_path, 10)
     assert SiteBuilder(site, SiteOptions(tmp_path / "s1")).site_for(_job()).num_samples == 8
     assert SiteBuilder(site, SiteOptions(tmp_path / "s2", holdout=0.0)).site_for(_job()).num_samples == 10
     lonely = SiteBuilder(replace(site, cases=site.cases[:1]), SiteOptions(tmp_path / "s3"))
@@ -203,7 +187,7 @@ class _Channel:
 def test_a_site_answers_an_evaluation_step_with_its_fedbn_model_and_training_is_unchanged(
     tmp_path: Path,
 ) -> None:
-    site = _site(tmp_path, 10)
+    site = tiny_site(tmp_path, 10)
     job = _job("fedbn")
     builder = SiteBuilder(site, SiteOptions(tmp_path / "state"))
     local = builder.site_for(job)

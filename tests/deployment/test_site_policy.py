@@ -3,17 +3,14 @@ site applies it (no training, no release) without a network."""
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from site_helpers import tiny_job, tiny_site
 
 from medfed.config.schema import PrivacyConfig
-from medfed.data import DEFAULT_SITES, SiteData, generate_federation, load_site
-from medfed.deployment.job import SiteJob
 from medfed.deployment.site_builder import SiteBuilder, SiteOptions
 from medfed.deployment.site_policy import (
     ACCOUNTANTS,
@@ -190,35 +187,14 @@ def test_the_kit_file_the_policy_file_and_the_flags_all_apply(tmp_path: Path) ->
 
 
 # ----- the site applies it ---------------------------------------------------------------------
-def _site(tmp_path: Path) -> SiteData:
-    site = replace(DEFAULT_SITES[0], num_cases=5)
-    return load_site(
-        site.name, generate_federation([site], tmp_path / "data", image_size=16, dims=2, seed=0)[site.name]
-    )
-
-
 def _job(**privacy: Any) -> str:
-    job = SiteJob(
-        seed=1,
-        model={
-            "name": "unet",
-            "params": {
-                "spatial_dims": 2,
-                "in_channels": 1,
-                "channels": [4, 8],
-                "strides": [2],
-                "num_res_units": 0,
-            },
-        },
-        training={"local_epochs": 1, "batch_size": 4},
-        privacy=privacy,
-    )
-    return json.dumps(job.model_dump(mode="json"), sort_keys=True)
+    return tiny_job(1, privacy=privacy)
 
 
 def test_a_site_refuses_a_weaker_job_before_building_anything(tmp_path: Path) -> None:
     builder = SiteBuilder(
-        _site(tmp_path), SiteOptions(tmp_path / "state", policy=SitePolicy(epsilon=1.0, require_dp_sgd=True))
+        tiny_site(tmp_path, 5),
+        SiteOptions(tmp_path / "state", policy=SitePolicy(epsilon=1.0, require_dp_sgd=True)),
     )
     task = TrainTask(round=1, weights={})
     for attempt in (
@@ -233,11 +209,11 @@ def test_a_site_refuses_a_weaker_job_before_building_anything(tmp_path: Path) ->
 
 def test_a_site_withholds_the_metrics_its_policy_does_not_release(tmp_path: Path) -> None:
     policy = SitePolicy(release_training_metrics=False, release_eval_metrics=False)
-    builder = SiteBuilder(_site(tmp_path), SiteOptions(tmp_path / "state", policy=policy))
+    builder = SiteBuilder(tiny_site(tmp_path, 5), SiteOptions(tmp_path / "state", policy=policy))
     task = TrainTask(round=1, weights=cpu_weights(builder.site_for(_job()).model))
     result = builder.train(_job(), task)
     assert result.metrics == {} and result.weights.keys() == task.weights.keys()
     with pytest.raises(PolicyRefusal, match="does not release evaluation metrics"):
         builder.evaluate(_job(), task)
-    releasing = SiteBuilder(_site(tmp_path), SiteOptions(tmp_path / "other"))
+    releasing = SiteBuilder(tiny_site(tmp_path, 5), SiteOptions(tmp_path / "other"))
     assert "loss" in releasing.train(_job(), task).metrics

@@ -2,43 +2,22 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import replace
 from pathlib import Path
 
 import torch
+from site_helpers import tiny_job, tiny_site
 
-from medfed.data import DEFAULT_SITES, generate_federation, load_site
-from medfed.deployment.job import SiteJob
 from medfed.deployment.site_builder import STATE_FILE, SiteBuilder, SiteOptions
 from medfed.orchestration.site import cpu_weights
 from medfed.types import TrainTask
 
 
 def _job(strategy: str) -> str:
-    job = SiteJob(
-        seed=3,
-        model={
-            "name": "unet",
-            "params": {
-                "spatial_dims": 2,
-                "in_channels": 1,
-                "channels": [4, 8],
-                "strides": [2],
-                "num_res_units": 0,
-            },
-        },
-        training={"local_epochs": 1, "batch_size": 4},
-        strategy={"name": strategy},
-    )
-    return json.dumps(job.model_dump(mode="json"), sort_keys=True)
+    return tiny_job(3, strategy={"name": strategy})
 
 
 def test_scaffold_control_variate_survives_a_client_restart_for_the_same_job_only(tmp_path: Path) -> None:
-    site = replace(DEFAULT_SITES[0], num_cases=4)
-    data = load_site(
-        site.name, generate_federation([site], tmp_path / "data", image_size=16, dims=2, seed=0)[site.name]
-    )
+    data = tiny_site(tmp_path, 4)
     options = SiteOptions(state_dir=tmp_path / "state")
     job = _job("scaffold")
     first = SiteBuilder(data, options)

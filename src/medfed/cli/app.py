@@ -40,6 +40,8 @@ medfed export runs/fedbn --site hospital_a --format torchscript -o hospital_a.ts
     "predict": """medfed predict -m runs/demo -i patient.nii.gz -o predictions/
 medfed predict -m runs/demo -i dicom/series_dir -o predictions/     # NIfTI and DICOM SEG
 medfed predict -m runs/fedbn --site hospital_a -i scans/ -o predictions/""",
+    "deid": """medfed deid raw/ -o site_data/ --table private/pseudonyms.csv
+medfed deid raw/ -o site_data/ --table private/pseudonyms.csv --audit private/audit.csv""",
     "generate": "medfed generate data/ --image-size 64 --dims 2",
     "check-data": """medfed check-data -c my.yaml                      # every site of a study
 medfed check-data --data /data/hospital_a          # one site, as medfed client reads it""",
@@ -139,6 +141,16 @@ for _command in (provision, revoke, server, client, status, report):
 app.command(name="check-data", epilog=_epilog("check-data"))(check_data)
 
 
+# Which trained model ``export`` and ``predict`` load (``load_trained_model``).
+ExperimentOption = Annotated[
+    str | None, typer.Option(help="Experiment (checkpoint folder); default: the first strategy.")
+]
+RoundOption = Annotated[int | None, typer.Option(min=1, help="Round; default: the last one kept.")]
+SiteModelOption = Annotated[
+    str | None, typer.Option(help="A site's personalised model (e.g. FedBN's own norm layers).")
+]
+
+
 @app.command(epilog=_epilog("export"))
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory of medfed simulate.")],
@@ -146,13 +158,9 @@ def export(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="The file (a folder for monai-bundle) to create.")
     ],
-    experiment: Annotated[
-        str | None, typer.Option(help="Experiment (checkpoint folder); default: the first strategy.")
-    ] = None,
-    round: Annotated[int | None, typer.Option(min=1, help="Round; default: the last one kept.")] = None,
-    site: Annotated[
-        str | None, typer.Option(help="A site's personalised model (e.g. FedBN's own norm layers).")
-    ] = None,
+    experiment: ExperimentOption = None,
+    round: RoundOption = None,
+    site: SiteModelOption = None,
 ) -> None:
     """Export a trained model for use without medfed: a safetensors state dict, TorchScript, or a
     MONAI bundle (configs/metadata.json, configs/inference.json, models/model.pt)."""
@@ -176,13 +184,9 @@ def predict(
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write the predictions to.")],
-    experiment: Annotated[
-        str | None, typer.Option(help="Experiment (checkpoint folder); default: the first strategy.")
-    ] = None,
-    round: Annotated[int | None, typer.Option(min=1, help="Round; default: the last one kept.")] = None,
-    site: Annotated[
-        str | None, typer.Option(help="A site's personalised model (e.g. FedBN's own norm layers).")
-    ] = None,
+    experiment: ExperimentOption = None,
+    round: RoundOption = None,
+    site: SiteModelOption = None,
 ) -> None:
     """Segment or classify new scans with a trained model: the run's preprocessing, sliding-window
     inference, and each segmentation written in its scan's own geometry (NIfTI with the scan's
@@ -193,6 +197,41 @@ def predict(
     trained = load_trained_model(model, experiment=experiment, round=round, site=site)
     for written in predict_path(trained, input, output):
         console.print(Text(f"{written.scan}: {', '.join(str(file) for file in written.files)}"))
+
+
+@app.command(epilog=_epilog("deid"))
+def deid(
+    source: Annotated[Path, typer.Argument(help="Folder of DICOM files (any depth, any extension).")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder to write the de-identified series to.")
+    ],
+    table: Annotated[
+        Path,
+        typer.Option(help="Pseudonym table (CSV, mode 0600), outside --output; reused when it exists."),
+    ],
+    audit: Annotated[
+        Path | None, typer.Option(help="CSV of every attribute removed or replaced, per file (no values).")
+    ] = None,
+) -> None:
+    """De-identify a site's DICOM before training: names and IDs pseudonymised, UIDs remapped
+    consistently, dates shifted per patient, free text and private attributes removed, burned-in
+    text flagged. The pseudonym table re-identifies patients: it never leaves the site."""
+    from medfed.deid.dicom import deidentify, write_audit
+
+    report = deidentify(source, output, table)
+    if audit is not None:
+        write_audit(report, audit)
+    for path in report.burned_in:
+        console.print(
+            Text(f"warning: {path}: pixels may carry burned-in text; check it (PatientIdentityRemoved NO)"),
+            style="yellow",
+        )
+    console.print(
+        Text(
+            f"{len(report.written)} DICOM files of {len(report.patients)} patient(s) written to {output}; "
+            f"{len(report.skipped)} other file(s) not copied; pseudonyms in {table}"
+        )
+    )
 
 
 @app.command(epilog=_epilog("generate"))

@@ -155,6 +155,12 @@ def client(
             help="Fraction of the cases kept out of training to evaluate the global model on (0: train on all, evaluate nothing).",
         ),
     ] = 0.2,
+    allow_identified: Annotated[
+        bool,
+        typer.Option(
+            help="Accept DICOM that still names its patients (by default refused: run 'medfed deid' first)."
+        ),
+    ] = False,
 ) -> None:
     """Take part in a federated job as one site: pull tasks, train locally, send updates, and
     evaluate each new global model on held-out cases. The data never leave the site; a job
@@ -197,7 +203,7 @@ def client(
         identity=None if insecure or client_kit is None else ProvisionedIdentity(client_kit.tls),
         holdout=holdout,
     )
-    builder = SiteBuilder(_checked_site(name, data, format, holdout), options)
+    builder = SiteBuilder(_checked_site(name, data, format, holdout, allow_identified), options)
 
     def connect() -> SiteChannel:
         return SiteChannel(target, site=name, tls=tls, server_name=server_name, gzip=gzip)
@@ -207,13 +213,15 @@ def client(
     console.print(f"site '{name}': job finished, {rounds} rounds trained here")
 
 
-def _checked_site(name: str, data: Path, format: str | None, holdout: float) -> SiteData:
+def _checked_site(
+    name: str, data: Path, format: str | None, holdout: float, allow_identified: bool
+) -> SiteData:
     """The site's data, loaded and checked as ``medfed check-data --data`` checks them."""
     from medfed.data import load_site
     from medfed.data.consistency import client_problems
     from medfed.errors import raise_problems
 
-    site = load_site(name, data, format)
+    site = load_site(name, data, format, allow_identified=allow_identified)
     raise_problems(client_problems(site, holdout))
     return site
 

@@ -38,6 +38,11 @@ class SyntheticDataConfig(StrictModel):
     dims: Literal[2, 3] = Field(2, description="2 or 3; defaults to the family's first.")
     cases_scale: float = Field(1.0, gt=0, description="Multiplies every site's number of cases.")
     binary: bool = Field(False, description="Merge every foreground label into label 1.")
+    realistic: bool = Field(
+        False,
+        description="Store each site in its own size, spacing, orientation and format (NIfTI RAS/LAS, "
+        "DICOM series, RLE-compressed DICOM), as hospitals hand data over (medfed.data.realistic).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -75,6 +80,9 @@ class SiteSourceConfig(StrictModel):
     name: str
     path: Path
     format: Literal["msd", "dicom", "png", "npz"] | None = None
+    allow_identified: bool = Field(
+        False, description="Accept DICOM that still names its patients (default: refused; run 'medfed deid')."
+    )
 
     @field_validator("name")
     @classmethod

@@ -39,10 +39,13 @@ class SiteData:
     Attributes:
         name: The site's name.
         cases: The site's cases, in a stable order.
+        classes: Class name by mask value as the site declares them (``dataset.json``
+            ``labels``; ``0`` is background), or ``None`` when it declares none.
     """
 
     name: str
     cases: tuple[Case, ...]
+    classes: dict[int, str] | None = None
 
 
 def split_cases(site: SiteData, test_fraction: float, seed: int) -> tuple[SiteData, SiteData]:

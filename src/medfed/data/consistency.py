@@ -29,11 +29,12 @@ class ModelInputs:
 
 def study_problems(sites: Mapping[str, SiteData], *, task: Task, model: ModelInputs) -> list[DataError]:
     """Every disagreement between sites, or between a site and the model: mixed 2D and 3D,
-    different channels, class values the model cannot output.
+    different channels, one class value declared under different names, class values the
+    model cannot output.
 
     Args:
         sites: The loaded sites by name; the first is the reference for channels and
-            dimensionality.
+            dimensionality, the first that declares classes for their names.
         task: Which target is checked against ``model.classes``: masks or case labels.
         model: What the configuration fixes about the model.
 
@@ -42,11 +43,15 @@ def study_problems(sites: Mapping[str, SiteData], *, task: Task, model: ModelInp
     """
     problems: list[DataError] = []
     reference = next(iter(sites.values()), None)
+    named = next((site for site in sites.values() if site.classes is not None), None)
     for site in sites.values():
         for check in (_dims, _channels):
             problem = check(site, reference, model)
             if problem is not None:
                 problems.append(problem)
+        problem = _class_names(site, named)
+        if problem is not None:
+            problems.append(problem)
         problem = class_problem(site, task, model.classes)
         if problem is not None:
             problems.append(problem)
@@ -96,6 +101,21 @@ def _largest_class(case: Case, task: Task) -> int:
     if task == "segmentation":
         return -1 if case.mask is None else int(case.mask.max())
     return -1 if case.label is None else case.label
+
+
+def _class_names(site: SiteData, reference: SiteData | None) -> DataError | None:
+    """A class value that ``site`` declares under another name than ``reference`` does."""
+    if site.classes is None or reference is None or reference.classes is None:
+        return None
+    theirs = reference.classes
+    for value, name in sorted(site.classes.items()):
+        if value in theirs and name.strip().lower() != theirs[value].strip().lower():
+            reason = (
+                f"dataset.json 'labels' call value {value} '{name}', site '{reference.name}' calls it "
+                f"'{theirs[value]}'; one value must mean one class at every site (relabel the masks)"
+            )
+            return DataError(site.name, None, reason)
+    return None
 
 
 def _dims(site: SiteData, reference: SiteData | None, model: ModelInputs) -> DataError | None:

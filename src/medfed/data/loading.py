@@ -9,7 +9,9 @@ from medfed.data.formats import FORMATS, dicom, msd, png
 from medfed.errors import DataError, UnknownNameError
 
 
-def load_site(site: str, path: Path, format: str | None = None) -> SiteData:
+def load_site(
+    site: str, path: Path, format: str | None = None, *, allow_identified: bool = False
+) -> SiteData:
     """Loads one site's data.
 
     Args:
@@ -17,6 +19,8 @@ def load_site(site: str, path: Path, format: str | None = None) -> SiteData:
         path: The site's folder, or its ``.npz`` file.
         format: A name in ``FORMATS`` (``"msd"``, ``"dicom"``, ``"png"``, ``"npz"``), or
             ``None`` to detect it from the folder's content.
+        allow_identified: Accept DICOM files that still name their patient (see
+            ``medfed.data.formats.dicom.load``).
 
     Returns:
         The site's validated cases.
@@ -29,6 +33,8 @@ def load_site(site: str, path: Path, format: str | None = None) -> SiteData:
     if not path.exists():
         raise DataError(site, path, "site path does not exist")
     name = format if format is not None else detect_format(site, path)
+    if name == "dicom":
+        return dicom.load(site, path, allow_identified=allow_identified)
     try:
         loader = FORMATS.get(name)
     except UnknownNameError as exc:
@@ -64,20 +70,3 @@ def detect_format(site: str, path: Path) -> str:
         f"(msd: {msd.INDEX_FILE}; npz: a .npz file; png: {png.IMAGES_DIR}/ folder; "
         f"dicom: one sub-folder of DICOM files per case, optional {dicom.MASK_FILE})",
     )
-
-
-def declared_classes(site: str, path: Path, format: str | None = None) -> dict[int, str] | None:
-    """The segmentation classes a site declares, e.g. to size a model's output channels.
-
-    Args:
-        site: The site's name.
-        path: The site's folder or file.
-        format: As in ``load_site``.
-
-    Returns:
-        Class name by mask value (``0`` = background) from ``dataset.json``'s ``labels``;
-        ``None`` when the site declares none (formats other than ``msd`` never do).
-    """
-    path = Path(path)
-    name = format if format is not None else detect_format(site, path)
-    return msd.read_classes(site, path) if name == "msd" else None

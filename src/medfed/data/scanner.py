@@ -16,7 +16,7 @@ import numpy as np
 from medfed.data.smoothing import gaussian_blur
 
 REFERENCE_SIZE = 64
-"""Image size at which ``ScannerProfile.blur`` is given in pixels; it scales with the size."""
+"""Image size at which ``Acquisition.blur`` is given in pixels; it scales with the size."""
 
 
 @dataclass(frozen=True)
@@ -54,33 +54,19 @@ class ScannerProfile:
     Attributes:
         contrast: ``"t1"`` (bright white matter, dark lesions) or ``"t2"`` (bright CSF and
             lesions).
-        intensity_scale: See ``Acquisition``.
-        gamma: See ``Acquisition``.
-        bias_field: See ``Acquisition``.
-        noise: See ``Acquisition``.
-        blur: See ``Acquisition``.
+        acquisition: The contrast-independent acquisition settings.
     """
 
     contrast: Literal["t1", "t2"]
-    intensity_scale: float
-    gamma: float
-    bias_field: float
-    noise: float
-    blur: float
+    acquisition: Acquisition
 
     def __post_init__(self) -> None:
         if self.contrast not in ("t1", "t2"):
             raise ValueError(f"contrast must be 't1' or 't2', got {self.contrast!r}")
-        self.acquisition  # noqa: B018  (validates the acquisition settings)
-
-    @property
-    def acquisition(self) -> Acquisition:
-        """The contrast-independent acquisition settings."""
-        return Acquisition(self.intensity_scale, self.gamma, self.bias_field, self.noise, self.blur)
 
 
 def acquire(
-    signal: np.ndarray, head: np.ndarray, profile: Acquisition | ScannerProfile, rng: np.random.Generator
+    signal: np.ndarray, head: np.ndarray, profile: Acquisition, rng: np.random.Generator
 ) -> np.ndarray:
     """Images a noise-free signal with a scanner.
 

@@ -15,12 +15,13 @@ from pathlib import Path
 import tenseal as ts
 
 from medfed.data import SiteData, build_dataset
+from medfed.data.consistency import ModelInputs, study_problems
 from medfed.deployment.evaluation import DEFAULT_HOLDOUT, HeldOutEvaluator, holdout_split
 from medfed.deployment.job import SiteJob, parse_site_job
 from medfed.deployment.planning import site_fingerprint
 from medfed.deployment.site_policy import SitePolicy, check_job, site_privacy
-from medfed.errors import ConfigError, PolicyRefusal
-from medfed.models import build_model
+from medfed.errors import ConfigError, PolicyRefusal, raise_problems
+from medfed.models import build_model, network_spec
 from medfed.orchestration.checkpoint import load_site_state, save_site_state
 from medfed.orchestration.grid import SiteProtocol
 from medfed.orchestration.site import LocalSite
@@ -95,9 +96,11 @@ class SiteBuilder:
         Raises:
             PolicyRefusal: The job is weaker than the site's policy (nothing is built).
             ConfigError: The job is invalid.
+            DataError: The site's data do not fit the job's model (``check_data_fits``).
         """
         if self._site is None or job_json != self._job_json:
             job = self._allowed_job(job_json)
+            check_data_fits(self.data, job)
             train, held_out = self._split(job)
             site = build_local_site(train, job, self.options, dataset=self.data)
             site.state = self._saved_state(job_json) or site.state
@@ -208,6 +211,17 @@ class SiteBuilder:
             return None
         invitation = decode_message(SecAggInvitation, fetched.protocol) if fetched.protocol else None
         return open_protocol(fetched.task, invitation, result)
+
+
+def check_data_fits(data: SiteData, job: SiteJob) -> None:
+    """Raises ``DataError`` (``DataProblems`` for several) where the site's images or classes do
+    not fit the job's model: dimensionality, channels, a mask value or label beyond its classes.
+    """
+    spec = network_spec(job.model.name, job.model.params)
+    model = ModelInputs(
+        in_channels=spec.in_channels, spatial_dims=spec.spatial_dims, classes=spec.out_channels
+    )
+    raise_problems(study_problems({data.name: data}, task=job.task, model=model))
 
 
 def build_local_site(

@@ -8,6 +8,7 @@ from pathlib import Path
 from medfed.config.schema import DataConfig
 from medfed.data import SiteData, family_sites, generate_federation, load_site, split_cases
 from medfed.data.fingerprint import MAX_CLASSES
+from medfed.data.realistic import generate_realistic_federation
 from medfed.errors import ConfigError, DataError, DataProblems, MedfedError, raise_problems
 from medfed.types import Task
 
@@ -84,12 +85,17 @@ def load_sites(
     errors of each site that does not (one per bad case where the loader can tell), so that
     one check reports every problem."""
     paths = _site_paths(config, data_dir, seed=seed)
-    formats = {site.name: site.format for site in config.sites}
+    sources = {site.name: site for site in config.sites}
     sites: dict[str, SiteData] = {}
     problems: list[MedfedError] = []
     for name, path in paths.items():
         try:
-            sites[name] = load_site(name, path, formats.get(name))
+            source = sources.get(name)
+            sites[name] = (
+                load_site(name, path, source.format, allow_identified=source.allow_identified)
+                if source is not None
+                else load_site(name, path)
+            )
         except DataProblems as errors:
             problems += errors.problems
         except DataError as error:
@@ -119,7 +125,8 @@ def _site_paths(config: DataConfig, data_dir: Path, *, seed: int) -> dict[str, P
     if config.synthetic is None:
         return {site.name: site.path for site in config.sites}
     synthetic = config.synthetic
-    return generate_federation(
+    generate = generate_realistic_federation if synthetic.realistic else generate_federation
+    return generate(
         family_sites(synthetic.family, synthetic.cases_scale),
         data_dir,
         image_size=synthetic.image_size,

@@ -122,11 +122,13 @@ def site_trainer(
     ``noise`` the caller chose (a deployed site: always ``SECURE``) under DP-SGD."""
     if privacy.dp_sgd is None:
         return inner
-    from medfed.privacy.dp.config import dp_trainer  # imports Opacus: only when DP is on
+    from medfed.privacy.dp.config import site_policy  # imports Opacus: only when DP is on
+    from medfed.privacy.dp.ledger import ledger_file
+    from medfed.privacy.dp.trainer import DPTrainer
 
-    return dp_trainer(
-        privacy, inner, data, planned_rounds=planned_rounds, ledger_dir=ledger_dir, job=job, noise=noise
-    )
+    policy = site_policy(privacy, data.name, planned_rounds=planned_rounds, noise=noise)
+    ledger = ledger_file(ledger_dir, data)  # one per dataset: shared by every job on the same cases
+    return DPTrainer(inner, site=data.name, policy=policy, ledger_path=ledger, job=job)
 
 
 def privacy_warning(privacy: ProtectionPlan) -> str | None:

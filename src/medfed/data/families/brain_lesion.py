@@ -13,7 +13,7 @@ import numpy as np
 
 from medfed.data.families.base import FAMILIES, Family, SyntheticCase
 from medfed.data.phantom import make_phantom, render
-from medfed.data.scanner import ScannerProfile, acquire
+from medfed.data.scanner import Acquisition, ScannerProfile, acquire
 
 
 @dataclass(frozen=True)
@@ -52,20 +52,30 @@ class SyntheticSite:
     def draw(self, rng: np.random.Generator, shape: tuple[int, ...]) -> SyntheticCase:
         """One head, 1 mm isotropic; mask 1 = lesion, class 1 = the case has a lesion."""
         phantom = make_phantom(rng, shape, self.lesion_prevalence, self.lesion_radius)
-        image = acquire(render(phantom, self.scanner.contrast, rng), phantom.head, self.scanner, rng)
+        image = acquire(
+            render(phantom, self.scanner.contrast, rng), phantom.head, self.scanner.acquisition, rng
+        )
         mask = phantom.lesion.astype(np.uint8)
         return SyntheticCase(image[None], mask, int(mask.any()), (1.0,) * len(shape))
 
 
 DEFAULT_SITES: tuple[SyntheticSite, ...] = (
     # 1.5T-like T1: low noise, mild bias, the largest site.
-    SyntheticSite("hospital_a", ScannerProfile("t1", 1000.0, 1.0, 0.10, 0.02, 0.5), 60, 0.6, (0.06, 0.11)),
+    SyntheticSite(
+        "hospital_a", ScannerProfile("t1", Acquisition(1000.0, 1.0, 0.10, 0.02, 0.5)), 60, 0.6, (0.06, 0.11)
+    ),
     # T2 with strong gamma and bias field.
-    SyntheticSite("hospital_b", ScannerProfile("t2", 600.0, 1.6, 0.45, 0.04, 0.6), 40, 0.5, (0.06, 0.12)),
+    SyntheticSite(
+        "hospital_b", ScannerProfile("t2", Acquisition(600.0, 1.6, 0.45, 0.04, 0.6)), 40, 0.5, (0.06, 0.12)
+    ),
     # Old T1 scanner: noisy and blurred, small site with small lesions.
-    SyntheticSite("hospital_c", ScannerProfile("t1", 250.0, 0.85, 0.20, 0.07, 1.0), 24, 0.4, (0.05, 0.08)),
+    SyntheticSite(
+        "hospital_c", ScannerProfile("t1", Acquisition(250.0, 0.85, 0.20, 0.07, 1.0)), 24, 0.4, (0.05, 0.08)
+    ),
     # The unseen site: T2 with its own scale, gamma, bias and noise.
-    SyntheticSite("hospital_d", ScannerProfile("t2", 2500.0, 0.7, 0.30, 0.05, 0.8), 30, 0.5, (0.06, 0.11)),
+    SyntheticSite(
+        "hospital_d", ScannerProfile("t2", Acquisition(2500.0, 0.7, 0.30, 0.05, 0.8)), 30, 0.5, (0.06, 0.11)
+    ),
 )
 """Four sites with clearly different signatures; ``hospital_d`` is meant to stay unseen."""
 

@@ -45,6 +45,7 @@ from medfed.data.cases import Case, SiteData
 from medfed.data.formats.common import lookup_label, read_case_csv, read_labels_csv
 from medfed.data.formats.dicom_masks import nifti_mask, rtstruct_mask, seg_mask
 from medfed.data.formats.geometry import LPS_TO_RAS, Volume, axis_codes, oriented, voxel_spacing
+from medfed.data.formats.identifiers import identifying_attributes
 from medfed.data.validation import checked_case, checked_site, loaded_cases
 from medfed.errors import DataError
 
@@ -72,12 +73,14 @@ def is_dicom(path: Path) -> bool:
         return False
 
 
-def load(site: str, path: Path) -> SiteData:
+def load(site: str, path: Path, *, allow_identified: bool = False) -> SiteData:
     """Loads a DICOM site folder.
 
     Args:
         site: The site's name.
         path: Folder with one sub-folder per case.
+        allow_identified: Accept image files that still carry direct identifiers (by default
+            they are refused: de-identify the site with ``medfed deid`` first).
 
     Returns:
         The site's cases, sorted by case id (folder name).
@@ -98,7 +101,11 @@ def load(site: str, path: Path) -> SiteData:
     cases = loaded_cases(
         folders,
         lambda folder: _load_case(
-            site, folder, lookup_label(site, labels, folder.name, csv_path), chosen.get(folder.name)
+            site,
+            folder,
+            lookup_label(site, labels, folder.name, csv_path),
+            chosen.get(folder.name),
+            allow_identified,
         ),
     )
     return checked_site(site, path, cases)
@@ -142,11 +149,15 @@ def _series(site: str, folder: Path, images: list[_Slice], chosen: str | None) -
     return Series(tuple(slices), volume, has_geometry)
 
 
-def _load_case(site: str, folder: Path, label: int | None, chosen: str | None) -> Case:
+def _load_case(
+    site: str, folder: Path, label: int | None, chosen: str | None, allow_identified: bool
+) -> Case:
     """Reads one case folder: its series (the one named ``chosen``, when given) and optional
     mask (NIfTI, SEG or RTSTRUCT)."""
     images, masks = _read_folder(site, folder)
     series = _series(site, folder, images, chosen)
+    if not allow_identified:
+        _refuse_identified(site, series.slices)
     slices, volume, has_geometry = list(series.slices), series.volume, series.has_geometry
     image, affine = oriented(volume)
     spacing = voxel_spacing(image, affine) if has_geometry else None
@@ -184,6 +195,18 @@ def _read_mask(
         return seg_mask(site, path, [str(s.SOPInstanceUID) for _, s in slices], volume)
     frame = str(slices[0][1].get("FrameOfReferenceUID", ""))
     return rtstruct_mask(site, path, ds, frame, volume)
+
+
+def _refuse_identified(site: str, slices: Sequence[_Slice]) -> None:
+    """Raises ``DataError`` for the first image file that still names its patient."""
+    for path, ds in slices:
+        found = identifying_attributes(ds)
+        if found:
+            reason = (
+                f"still identifies its patient ({', '.join(found)}); de-identify the site with "
+                "'medfed deid', or set allow_identified: true for this site"
+            )
+            raise DataError(site, path, reason)
 
 
 def _read_folder(site: str, folder: Path) -> tuple[list[_Slice], list[tuple[Path, FileDataset | None]]]:

@@ -63,7 +63,8 @@ def load(site: str, path: Path) -> SiteData:
         path: Folder holding ``dataset.json``.
 
     Returns:
-        The site's cases, in ``dataset.json`` order (v1) or sorted by case id (v2).
+        The site's cases, in ``dataset.json`` order (v1) or sorted by case id (v2), and the
+        classes ``labels`` declares.
 
     Raises:
         DataError: If the index or a file it references is missing, invalid, outside the site
@@ -82,24 +83,7 @@ def load(site: str, path: Path) -> SiteData:
         found = cases[0].image.shape[0]
         reason = f"images have {found} channels, {INDEX_FILE} declares {channels}"
         raise DataError(site, cases[0].source, reason)
-    return checked_site(site, path, cases)
-
-
-def read_classes(site: str, path: Path) -> dict[int, str] | None:
-    """The segmentation classes a site's ``dataset.json`` declares (e.g. to size a model).
-
-    Args:
-        site: The site's name.
-        path: Folder holding ``dataset.json``.
-
-    Returns:
-        Class name by mask value (``0`` is background), or ``None`` when ``labels`` is absent.
-
-    Raises:
-        DataError: If the index is unreadable or ``labels`` is malformed.
-    """
-    index = path / INDEX_FILE
-    return _declared_classes(site, index, _read_index(site, index))
+    return replace(checked_site(site, path, cases), classes=classes)
 
 
 def is_nnunet_v2(meta: dict[str, Any]) -> bool:

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
-from medfed.data.cases import SiteData
 from medfed.errors import ConfigError
 from medfed.privacy.dp.accounting import Accountant, Budget
 from medfed.privacy.dp.client_level import ClientDP
-from medfed.privacy.dp.ledger import ledger_file
 from medfed.privacy.dp.noise import NoiseMode
 from medfed.privacy.dp.trainer import AdaptiveClipping, DPTrainer, SitePrivacy
 from medfed.privacy.plan import ProtectionPlan
 from medfed.strategies.base import Strategy
-from medfed.training.trainer import LocalTrainer
 from medfed.types import ServerState
 
 
@@ -54,22 +50,6 @@ def site_policy(privacy: ProtectionPlan, site: str, *, planned_rounds: int, nois
         adaptive_clipping=adaptive,
         noise=noise,
     )
-
-
-def dp_trainer(
-    privacy: ProtectionPlan,
-    inner: LocalTrainer,
-    data: SiteData,
-    *,
-    planned_rounds: int,
-    ledger_dir: Path,
-    job: str,
-    noise: NoiseMode,
-) -> DPTrainer:
-    """A ``DPTrainer`` for the site of ``data`` whose ledger is the one of ``data`` in
-    ``ledger_dir`` (``ledger_file``), shared by every job on the same cases."""
-    policy = site_policy(privacy, data.name, planned_rounds=planned_rounds, noise=noise)
-    return DPTrainer(inner, site=data.name, policy=policy, ledger_path=ledger_file(ledger_dir, data), job=job)
 
 
 def client_dp(privacy: ProtectionPlan, inner: Strategy, *, expected_sites: int, seed: int) -> ClientDP:

@@ -120,32 +120,34 @@ def release_entry(
     *, job: str, seed: int, mechanism: Mechanism, clip: float, budget: Budget, accountant: Accountant
 ) -> dict[str, Any]:
     """A new ``release`` entry with a fresh unique id."""
-    return {
-        "version": LEDGER_VERSION,
-        "kind": "release",
-        "id": uuid.uuid4().hex,
-        "time": time.time(),
-        "job": job,
-        "seed": seed,
-        "noise_multiplier": mechanism.noise_multiplier,
-        "sample_rate": mechanism.sample_rate,
-        "steps": mechanism.steps,
-        "clip": clip,
-        "epsilon_budget": budget.epsilon,
-        "delta": budget.delta,
-        "accountant": accountant.value,
-    }
+    return _entry(
+        "release",
+        job,
+        seed=seed,
+        noise_multiplier=mechanism.noise_multiplier,
+        sample_rate=mechanism.sample_rate,
+        steps=mechanism.steps,
+        clip=clip,
+        epsilon_budget=budget.epsilon,
+        delta=budget.delta,
+        accountant=accountant.value,
+    )
 
 
 def clip_entry(*, job: str, clip: float) -> dict[str, Any]:
     """A new ``clip`` entry: ``job``'s threshold for its next round."""
+    return _entry("clip", job, clip=clip)
+
+
+def _entry(kind: str, job: str, **fields: Any) -> dict[str, Any]:
+    """A new entry of ``kind`` for ``job``: version, a fresh unique id, the time, then ``fields``."""
     return {
         "version": LEDGER_VERSION,
-        "kind": "clip",
+        "kind": kind,
         "id": uuid.uuid4().hex,
         "time": time.time(),
         "job": job,
-        "clip": clip,
+        **fields,
     }
 
 
