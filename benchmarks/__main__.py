@@ -22,6 +22,7 @@ BENCHMARKS = (
     "dp",
     "transfer",
     "robustness",
+    "engines",
 )
 
 

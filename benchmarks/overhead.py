@@ -102,12 +102,15 @@ def run_medfed(datasets: Mapping[str, Dataset], model: nn.Module, checkpoints: P
     return final.weights
 
 
-def run_bare(datasets: Mapping[str, Dataset], model: nn.Module, device: torch.device) -> Weights:
-    """The same FedAvg run as a hand-written PyTorch loop; returns the final global weights."""
+def run_bare(
+    datasets: Mapping[str, Dataset], model: nn.Module, device: torch.device, *, rounds: int = ROUNDS
+) -> Weights:
+    """The same FedAvg run (``rounds`` rounds) as a hand-written PyTorch loop; returns the final
+    global weights."""
     model.to(device)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     global_weights = {key: value.detach().clone() for key, value in model.state_dict().items()}
-    for round in range(1, ROUNDS + 1):
+    for round in range(1, rounds + 1):
         updates = []
         for name in sorted(datasets):  # the order in which run_rounds visits the sites
             model.load_state_dict(global_weights)

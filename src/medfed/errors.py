@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from medfed.text import printable
 
 
 class MedfedError(Exception):
     """Base class of every error medfed raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickles without calling ``__init__`` (whose arguments differ between subclasses), so
+        that an error raised in another process (a Ray actor) arrives whole."""
+        return _rebuilt, (type(self), self.args, self.__dict__)
 
 
 class ConfigError(MedfedError):
@@ -108,3 +114,10 @@ class PolicyRefusal(MedfedError):
     def __init__(self, site: str, reasons: list[str]) -> None:
         self.site, self.reasons = site, reasons
         super().__init__(f"site policy: {'; '.join(reasons)}")
+
+
+def _rebuilt(kind: type[MedfedError], args: tuple[Any, ...], state: dict[str, Any]) -> MedfedError:
+    error = Exception.__new__(kind)
+    error.args = args
+    error.__dict__.update(state)
+    return error

@@ -17,6 +17,7 @@ from medfed.errors import CheckpointError
 from medfed.orchestration.driver import RoundRecorder, RunRecords, training_rows
 from medfed.orchestration.experiments import plan_experiments
 from medfed.orchestration.federation_data import prepare_data
+from medfed.orchestration.grid import InMemoryGrid
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split
 from medfed.orchestration.simulation import ExperimentRunner
 from medfed.strategies import FedAvg
@@ -64,7 +65,8 @@ def test_the_same_results_give_the_same_rows_in_simulation_and_deployment(tmp_pa
     runner = ExperimentRunner(config, data, tmp_path / "sim")
     experiment = plan_experiments(config, data)[0]
     simulated = RunRecords("run", runner.metrics, tmp_path / "sim" / "checkpoints")
-    runner.recorder(simulated, experiment, {}, runner.new_model())(ServerState(1, WEIGHTS), _results())
+    no_sites = InMemoryGrid({})
+    runner.recorder(simulated, experiment, no_sites, runner.new_model())(ServerState(1, WEIGHTS), _results())
 
     job = JobConfig(name="run", federation={"rounds": 3, "evaluate_every": 0})  # type: ignore[arg-type]
     deployed = RunRecords("run", MetricsLog(tmp_path / "dep"), tmp_path / "dep" / "checkpoints")

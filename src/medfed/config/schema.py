@@ -61,6 +61,11 @@ class SyntheticDataConfig(StrictModel):
             raise ValueError(str(error)) from None
         if self.dims not in family.dims:
             raise ValueError(f"family '{self.family}' supports dims {list(family.dims)}, not {self.dims}")
+        if self.realistic and len(family.channels) > 1:
+            raise ValueError(
+                f"realistic stores sites as DICOM series, one channel each; family '{self.family}' has "
+                f"{len(family.channels)}"
+            )
         if self.dims == 3 and self.image_size > _MAX_3D_SIZE:
             raise ValueError(f"image_size must be <= {_MAX_3D_SIZE} for 3D data, got {self.image_size}")
         return self
@@ -267,6 +272,11 @@ class FederationConfig(StrictModel):
     )
     keep_last: int | None = Field(
         3, ge=1, description="Round checkpoints kept per experiment (the newest); null keeps all."
+    )
+    engine: Literal["in_memory", "ray"] = Field(
+        "in_memory",
+        description="Where simulated sites run: in this process, or as Ray actors (see 'ray'); "
+        "simulations only.",
     )
 
     def evaluates_after(self, round: int) -> bool:
@@ -514,6 +524,33 @@ class PoisoningConfig(StrictModel):
         return sites
 
 
+class RayConfig(StrictModel):
+    """Where and with what resources simulated sites run when ``federation.engine`` is ``ray``."""
+
+    address: str | None = Field(
+        None, description="Ray cluster to join ('auto', 'ray://head:10001'); null starts a local Ray."
+    )
+    num_cpus_per_site: float = Field(1.0, gt=0, le=1024, description="CPUs each site trains with.")
+    num_gpus_per_site: float = Field(0.0, ge=0, le=64, description="GPUs each site trains with.")
+    max_actors: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Most site actors (each hosts several sites); null: as many as the cluster holds.",
+    )
+
+
+class TrackingConfig(StrictModel):
+    """Experiment trackers written next to the run (``tensorboard/``, ``mlflow/``); off by default."""
+
+    tensorboard: bool = Field(
+        False, description="TensorBoard event files (pip install 'medfed[tensorboard]')."
+    )
+    mlflow: bool = Field(
+        False, description="A local MLflow file store, no server (pip install 'medfed[mlflow]')."
+    )
+
+
 class SimulationConfig(StrictModel):
     """Everything ``medfed simulate`` needs; all defaults together are the built-in demo."""
 
@@ -531,6 +568,17 @@ class SimulationConfig(StrictModel):
     privacy: PrivacyConfig = PrivacyConfig()
     attack: PoisoningConfig | None = None
     preprocessing: PreprocessingConfig = PreprocessingConfig()
+    ray: RayConfig = RayConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _ray_without_dp_sgd(self) -> SimulationConfig:
+        if self.federation.engine == "ray" and self.privacy.dp_sgd is not None:
+            raise ValueError(
+                "federation.engine 'ray' does not run privacy.dp_sgd (each site's privacy ledger "
+                "lives in the run directory of the driver): use engine 'in_memory'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_experiments(self) -> SimulationConfig:

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from medfed.errors import MedfedError, PrivacyBudgetExceeded
 from medfed.orchestration.site import LocalSite
-from medfed.types import TrainResult, TrainTask
+from medfed.types import SiteState, TrainResult, TrainTask
 
 logger = logging.getLogger(__name__)
 
@@ -142,15 +142,27 @@ class InMemoryGrid:
     def train_protected(
         self, tasks: Mapping[str, TrainTask], invitations: Mapping[str, object], reply: Reply
     ) -> dict[str, object]:
+        return self.open_protocols(tasks, invitations, self.train(tasks), reply)
+
+    def open_protocols(
+        self,
+        tasks: Mapping[str, TrainTask],
+        invitations: Mapping[str, object],
+        results: list[TrainResult],
+        reply: Reply,
+    ) -> dict[str, object]:
+        """The second half of ``train_protected``: each site of ``results`` (trained on its task
+        of ``tasks``) opens its half of the protected round and uploads; a site that cannot take
+        part has dropped out. Replaces the parties of an earlier round."""
         if self.open_protocol is None:
             raise ValueError("this grid runs plain rounds only: give it open_protocol")
         self._parties = {}
         uploads = {}
-        for result in self.train(tasks):
+        for result in results:
             name, task = result.site, tasks[result.site]
             try:
                 party = self.open_protocol(task, invitations.get(name), result)
-                uploads[name] = _checked(name, party.upload(), reply)
+                uploads[name] = checked_answer(name, party.upload(), reply)
             except MedfedError as error:  # the site cannot take part: a drop-out
                 logger.warning("round %d: site '%s' left the protected round: %s", task.round, name, error)
                 continue
@@ -164,7 +176,7 @@ class InMemoryGrid:
             if party is None:
                 continue
             try:
-                answer = _checked(name, party.answer(step, message), reply)
+                answer = checked_answer(name, party.answer(step, message), reply)
             except MedfedError as error:
                 logger.warning("round %d (%s): site '%s' dropped out: %s", round, step, name, error)
                 self._parties.pop(name)
@@ -183,8 +195,13 @@ class InMemoryGrid:
             if self.on_site_done is not None:
                 self.on_site_done(name)
 
+    def site_states(self) -> dict[str, SiteState]:
+        """Each site's private state now: the part later rounds read (``Strategy.private_state``),
+        what a simulation checkpoints after a round."""
+        return {name: site.strategy.private_state(site.state) for name, site in self.sites.items()}
 
-def _checked(site: str, answer: object, reply: Reply) -> object | None:
+
+def checked_answer(site: str, answer: object, reply: Reply) -> object | None:
     """``answer`` if it is a ``reply.kind`` that ``reply.check`` passes, else ``None`` (logged)."""
     if not isinstance(answer, reply.kind):
         logger.warning(

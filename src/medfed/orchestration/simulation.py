@@ -4,30 +4,40 @@ that a resumed run ends with the weights of an uninterrupted one."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, closing, nullcontext
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 from torch.utils.data import Dataset
 
 from medfed.config.schema import SimulationConfig
 from medfed.data import SiteData, build_dataset
-from medfed.data.dataset import CaseDataset
+from medfed.data.dataset import CaseDataset, Transform
+from medfed.errors import ConfigError
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import model_metadata
 from medfed.orchestration.driver import RoundRecorder, RunRecords, privacy_rows
 from medfed.orchestration.experiments import Experiment
 from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.grid import Collect, InMemoryGrid, OpenProtocol, Tamper, train_in_clear
+from medfed.orchestration.hooks import CUSTOM_MODEL, ModelContext, SimulationHooks
 from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split
+from medfed.orchestration.recording import SERVER, LedgerRecorder, run_keys
 from medfed.orchestration.site import LocalSite, cpu_weights
 from medfed.privacy.plan import CkksSettings
 from medfed.privacy.setup import expected_sites, prepare_model, protect, site_protocol, site_trainer
+from medfed.provenance.verify import PROVENANCE_DIR
+from medfed.strategies.base import Strategy
 from medfed.training import LocalTrainer, TrainSettings, adapt_norm_statistics, evaluate
 from medfed.training.trainer import Trainer
 from medfed.types import ServerState, SiteState, TrainResult, Weights
+
+if TYPE_CHECKING:
+    from medfed.orchestration.ray_grid import RayGrid
 
 
 @dataclass(frozen=True)
@@ -48,11 +58,40 @@ class ExperimentResult:
 
 @dataclass(frozen=True)
 class Callbacks:
-    """Progress hooks of a simulation (e.g. rich progress bars); all optional."""
+    """Progress hooks of a simulation (progress bars, log lines, trackers); all optional.
 
+    Attributes:
+        on_plan: Before the first experiment, with every experiment of the run in order.
+        on_experiment: An experiment starts, with the rounds it has already done (resumed).
+        on_round: A round is recorded, with its number.
+        on_site: A site finished its local training.
+        on_recorded: A round is recorded: the experiment's name, the round and its metric rows.
+        on_experiment_end: An experiment finished its last round.
+    """
+
+    on_plan: Callable[[Sequence[Experiment]], None] | None = None
     on_experiment: Callable[[Experiment, int], None] | None = None
     on_round: Callable[[int], None] | None = None
     on_site: Callable[[str], None] | None = None
+    on_recorded: Callable[[str, int, Sequence[MetricRow]], None] | None = None
+    on_experiment_end: Callable[[Experiment], None] | None = None
+
+
+def combine(*callbacks: Callbacks) -> Callbacks:
+    """Callbacks that call each of ``callbacks``' hooks in turn."""
+
+    def each(name: str) -> Callable[..., None] | None:
+        hooks = [getattr(one, name) for one in callbacks if getattr(one, name) is not None]
+        if not hooks:
+            return None
+
+        def call(*args: Any) -> None:
+            for hook in hooks:
+                hook(*args)
+
+        return call
+
+    return Callbacks(**{field.name: each(field.name) for field in fields(Callbacks)})
 
 
 class ExperimentRunner:
@@ -63,6 +102,7 @@ class ExperimentRunner:
         data: The prepared data of every site.
         run_dir: The run directory.
         callbacks: Progress hooks.
+        hooks: The researcher's own model, loss, augmentation or training step.
     """
 
     def __init__(
@@ -71,8 +111,10 @@ class ExperimentRunner:
         data: FederationData,
         run_dir: Path,
         callbacks: Callbacks | None = None,
+        hooks: SimulationHooks | None = None,
     ) -> None:
         self.config = config
+        self.hooks = hooks or SimulationHooks()
         self.data = data
         self.run_dir = run_dir
         self.callbacks = callbacks or Callbacks()
@@ -82,21 +124,21 @@ class ExperimentRunner:
         self.model_params = {"spatial_dims": dims, "in_channels": channels, **config.model.params}
         if "out_channels" not in self.model_params:
             self.model_params["out_channels"] = data.num_classes(config.task)
-        self.trainer = LocalTrainer(task=config.task, settings=TrainSettings(**config.training.model_dump()))
-        self.preprocessing = config.preprocessing.settings(config.model)
+        self.trainer = local_trainer(config, self.hooks)
         self.evaluation_sets = {
-            name: self._dataset(site, training=False) for name, site in data.evaluation_sets.items()
+            name: site_dataset(config, self.model_params, site, training=False)
+            for name, site in data.evaluation_sets.items()
         }
 
     def new_model(self) -> nn.Module:
         """The run's initial model (identical for every experiment; DP-compatible under DP-SGD)."""
-        model = build_model(self.config.model.name, self.model_params, seed=self.config.seed)
-        return prepare_model(self.privacy, model)
+        return new_model(self.config, self.model_params, self.hooks)
 
     def run(self, experiment: Experiment) -> ExperimentResult:
         """Runs ``experiment`` from its last checkpoint (or from scratch) to the last round."""
-        experiment, collect, open_protocol = self._protected(experiment)
-        model_entries = model_metadata(self.config.model.name, self.model_params, self.data.image_shape())
+        experiment, collect, recipe = self._protected(experiment)
+        network = self.config.model.name if self.hooks.model_fn is None else CUSTOM_MODEL
+        model_entries = model_metadata(network, self.model_params, self.data.image_shape())
         records = RunRecords(
             experiment.name,
             self.metrics,
@@ -108,100 +150,118 @@ class ExperimentRunner:
         resumed = records.resume()
         state = experiment.strategy.init(cpu_weights(model)) if resumed is None else resumed.server
         site_states = {} if resumed is None else resumed.sites
-        sites = {
-            name: self._site(name, data, model, experiment, site_states.get(name))
-            for name, data in experiment.sites.items()
-        }
         plan = RoundPlan(
             rounds=self.config.federation.rounds,
-            sites=sorted(sites),
+            sites=sorted(experiment.sites),
             fraction=self.config.federation.fraction,
-            min_sites=min(self.config.federation.min_sites, len(sites)),
+            min_sites=min(self.config.federation.min_sites, len(experiment.sites)),
             seed=self.config.seed,
         )
         if self.callbacks.on_experiment is not None:
             self.callbacks.on_experiment(experiment, state.round)
-
-        grid = InMemoryGrid(
-            sites,
-            open_protocol=open_protocol,
-            on_site_done=self.callbacks.on_site,
-            tamper=self._attack(experiment),
-        )
-        recorder = self.recorder(records, experiment, sites, model)
-        final = run_rounds(experiment.strategy, state, plan, grid, on_round=recorder, collect=collect)
-        return ExperimentResult(experiment, final, _site_states(sites))
+        ledger = self._ledger(experiment)
+        with self._grid(experiment, recipe, model, site_states, ledger) as grid:
+            recorder = self.recorder(records, experiment, grid, model, ledger)
+            final = run_rounds(experiment.strategy, state, plan, grid, on_round=recorder, collect=collect)
+            return ExperimentResult(experiment, final, grid.site_states())
 
     def recorder(
-        self, records: RunRecords, experiment: Experiment, sites: Mapping[str, LocalSite], model: nn.Module
+        self,
+        records: RunRecords,
+        experiment: Experiment,
+        grid: InMemoryGrid | RayGrid,
+        model: nn.Module,
+        ledger: LedgerRecorder | None = None,
     ) -> RoundRecorder:
         """Records each round with the sites' private states (sites without any left out); its
-        held-out rows scored here, in process."""
+        held-out rows scored here, in process; in the provenance ``ledger`` too, when given."""
 
         def evaluation_rows(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
             if not self.config.federation.evaluates_after(state.round):
                 return []
-            return self._evaluation_rows(ExperimentResult(experiment, state, _site_states(sites)), model)
+            return self._evaluation_rows(ExperimentResult(experiment, state, grid.site_states()), model)
 
         def private_states() -> dict[str, SiteState]:
-            private = {name: experiment.strategy.private_state(site.state) for name, site in sites.items()}
-            return {name: state for name, state in private.items() if state.weights or state.extra}
+            return {name: state for name, state in grid.site_states().items() if state.weights or state.extra}
 
         def progress(state: ServerState, results: list[TrainResult], rows: list[MetricRow]) -> None:
             if self.callbacks.on_round is not None:
                 self.callbacks.on_round(state.round)
+            if self.callbacks.on_recorded is not None:
+                self.callbacks.on_recorded(experiment.name, state.round, rows)
 
         def trainers() -> dict[str, Trainer]:
+            # DP-SGD (whose trainers report epsilon) runs in memory only: Ray sites report none
+            sites = grid.sites if isinstance(grid, InMemoryGrid) else {}
             return {name: site.trainer for name, site in sites.items()}
 
         privacy = privacy_rows(experiment.name, self.privacy, experiment.strategy, trainers)
+        if ledger is not None:
+            privacy = ledger.recording(privacy)
         return RoundRecorder(
             records, sources=[evaluation_rows, privacy], sites=private_states, after=[progress]
         )
 
-    def _site(
+    def _ledger(self, experiment: Experiment) -> LedgerRecorder | None:
+        """The provenance ledger of a federated experiment and its sites' copies."""
+        if experiment.kind != "federated":
+            return None
+        keys, signers = run_keys(self.run_dir, [*sorted(experiment.sites), SERVER])
+        folder = self.run_dir / PROVENANCE_DIR / experiment.name
+        return LedgerRecorder(folder, keys, signers, sorted(experiment.sites))
+
+    def _grid(
         self,
-        name: str,
-        data: SiteData,
-        model: nn.Module,
         experiment: Experiment,
-        state: SiteState | None,
-    ) -> LocalSite:
-        dataset: Dataset = self._dataset(data, training=True)
-        attack = self.config.attack
-        if experiment.attacked and attack is not None and name in attack.sites:
-            from medfed.attacks.poisoning import (
-                DATA_ATTACKS,
-                PoisonedDataset,
-                num_output_classes,
+        recipe: SiteRecipe,
+        model: nn.Module,
+        states: Mapping[str, SiteState],
+        ledger: LedgerRecorder | None = None,
+    ) -> AbstractContextManager[InMemoryGrid | RayGrid]:
+        """The experiment's sites, in this process or as Ray actors (``federation.engine``): the
+        one place the engine is chosen. In process, the ``ledger`` digests what each site sends
+        in a protected round (Ray sites' messages are not seen: only the aggregate is recorded)."""
+        tamper = self._attack(experiment)
+        if self.config.federation.engine == "ray":
+            try:
+                from medfed.orchestration.ray_grid import RayGrid, RayPlacement
+            except ImportError as missing:
+                raise ConfigError(
+                    f"federation.engine 'ray' needs Ray: pip install 'medfed[ray]' ({missing})"
+                ) from None
+
+            settings = self.config.ray
+            placement = RayPlacement(
+                address=settings.address,
+                cpus_per_site=settings.num_cpus_per_site,
+                gpus_per_site=settings.num_gpus_per_site,
+                max_actors=settings.max_actors,
             )
-
-            if attack.kind in DATA_ATTACKS:
-                classes = num_output_classes(model, dataset[0])
-                dataset = PoisonedDataset(dataset, attack, num_classes=classes, seed=self.config.seed)
-        return LocalSite(
-            name,
-            dataset,
-            model=model,
-            trainer=self._trainer_for(experiment, data),
-            strategy=experiment.strategy,
-            seed=self.config.seed,
-            state=state,
-        )
-
-    def _dataset(self, site: SiteData, *, training: bool) -> CaseDataset:
-        """The site's cases, preprocessed; augmented when training and configured."""
-        return build_dataset(
-            site.cases,
-            task=self.config.task,
-            augment=training and self.config.data.augment,
-            seed=self.config.seed,
-            site=site.name,
-            preprocessing=self.preprocessing,
-            training=training,
-            num_classes=int(self.model_params["out_channels"])
-            if self.config.task == "segmentation"
-            else None,
+            grid = RayGrid(
+                recipe,
+                experiment.sites,
+                states,
+                placement=placement,
+                on_site_done=self.callbacks.on_site,
+                tamper=tamper,
+            )
+            return closing(grid)
+        sites = {
+            name: recipe.site(
+                name, data, model=model, trainer=self._trainer_for(experiment, data), state=states.get(name)
+            )
+            for name, data in experiment.sites.items()
+        }
+        open_protocol = recipe.open_protocol()
+        if ledger is not None and open_protocol is not None:
+            open_protocol = ledger.protocol(open_protocol)
+        return nullcontext(
+            InMemoryGrid(
+                sites,
+                open_protocol=open_protocol,
+                on_site_done=self.callbacks.on_site,
+                tamper=tamper,
+            )
         )
 
     def _attack(self, experiment: Experiment) -> Tamper | None:
@@ -214,20 +274,28 @@ class ExperimentRunner:
 
         return UpdateAttack(attack, seed=self.config.seed) if attack.kind in UPDATE_ATTACKS else None
 
-    def _protected(self, experiment: Experiment) -> tuple[Experiment, Collect, OpenProtocol | None]:
+    def _protected(self, experiment: Experiment) -> tuple[Experiment, Collect, SiteRecipe]:
         """A federated ``experiment`` with its strategy wrapped as the ``privacy:`` section says,
-        how its rounds are gathered and how its sites open a protected round (``protect`` and
-        ``site_protocol``, as in a deployment). A secure or encrypted round hands the loop one
-        result, the aggregate, which counts towards ``min_sites`` as the number of sites in its
-        sum. CKKS gets a fresh key pair per experiment."""
+        how its rounds are gathered and how its sites are built, protected rounds included
+        (``protect`` and ``site_protocol``, as in a deployment). A secure or encrypted round hands
+        the loop one result, the aggregate, which counts towards ``min_sites`` as the number of
+        sites in its sum. CKKS gets a fresh key pair per experiment."""
+        recipe = SiteRecipe(
+            self.config,
+            self.model_params,
+            experiment.strategy,
+            attacked=experiment.attacked,
+            hooks=self.hooks,
+        )
         if experiment.kind != "federated":
-            return experiment, train_in_clear, None
+            return experiment, train_in_clear, recipe
         privacy, federation = self.privacy, self.config.federation
         site_context, server_context = None, None
         if isinstance(privacy.secure_sum, CkksSettings):
-            from medfed.privacy.ckks import new_key_pair  # imports TenSEAL: only when used
+            from medfed.privacy.ckks import new_key_pair, serialize_context  # imports TenSEAL
 
-            site_context, server_context = new_key_pair()
+            sites_key, server_context = new_key_pair()
+            site_context = serialize_context(sites_key, include_secret_key=True)
         expected = expected_sites(
             len(experiment.sites), fraction=federation.fraction, min_sites=federation.min_sites
         )
@@ -238,8 +306,8 @@ class ExperimentRunner:
             seed=self.config.seed,
             ckks_context=server_context,
         )
-        open_protocol = site_protocol(privacy, site="simulated", ckks_context=site_context)
-        return replace(experiment, strategy=strategy), collect, open_protocol
+        recipe = replace(recipe, strategy=strategy, protected=True, ckks_context=site_context)
+        return replace(experiment, strategy=strategy), collect, recipe
 
     def _trainer_for(self, experiment: Experiment, data: SiteData) -> Trainer:
         """The site's trainer (``site_trainer``): DP-SGD with the site's own budget and ledger
@@ -311,5 +379,115 @@ class ExperimentRunner:
         return {} if math.isnan(rate) else {BACKDOOR_METRIC: rate}
 
 
-def _site_states(sites: Mapping[str, LocalSite]) -> dict[str, SiteState]:
-    return {name: site.state for name, site in sites.items()}
+@dataclass(frozen=True)
+class SiteRecipe:
+    """How an experiment's simulated sites are built; it pickles, so that Ray actors build
+    their sites from it (``medfed.orchestration.ray_grid.GridRecipe``).
+
+    Attributes:
+        config: The validated configuration.
+        model_params: The model's constructor arguments (input shape included).
+        strategy: The experiment's strategy, protected as configured (its site half runs here).
+        attacked: Whether the configured attack applies to this experiment.
+        protected: Whether the sites take part in secure aggregation or CKKS rounds.
+        ckks_context: The sites' serialized secret-key CKKS context (CKKS rounds only).
+        hooks: The researcher's own model, loss, augmentation or training step (pickled with
+            cloudpickle for Ray: closures travel, open files and locks do not).
+    """
+
+    config: SimulationConfig
+    model_params: Mapping[str, Any]
+    strategy: Strategy
+    attacked: bool = False
+    protected: bool = False
+    ckks_context: bytes | None = None
+    hooks: SimulationHooks = field(default_factory=SimulationHooks)
+
+    def site(
+        self, name: str, data: SiteData, *, model: nn.Module, trainer: Trainer, state: SiteState | None
+    ) -> LocalSite:
+        """Site ``name`` training ``model`` on its ``data`` (poisoned under a data attack)."""
+        config = self.config
+        dataset: Dataset = site_dataset(
+            config, self.model_params, data, training=True, transform=self.hooks.transform
+        )
+        attack = config.attack
+        if self.attacked and attack is not None and name in attack.sites:
+            from medfed.attacks.poisoning import DATA_ATTACKS, PoisonedDataset, num_output_classes
+
+            if attack.kind in DATA_ATTACKS:
+                classes = num_output_classes(model, dataset[0])
+                dataset = PoisonedDataset(dataset, attack, num_classes=classes, seed=config.seed)
+        return LocalSite(
+            name, dataset, model=model, trainer=trainer, strategy=self.strategy, seed=config.seed, state=state
+        )
+
+    def open_protocol(self) -> OpenProtocol | None:
+        """How a site opens its half of a protected round (``site_protocol``); ``None``: plain."""
+        if not self.protected:
+            return None
+        context = None
+        if self.ckks_context is not None:
+            from medfed.privacy.ckks import deserialize_context  # imports TenSEAL: only when used
+
+            context = deserialize_context(self.ckks_context)
+        return site_protocol(self.config.privacy.plan(), site="simulated", ckks_context=context)
+
+    def grid(self, sites: Mapping[str, SiteData], states: Mapping[str, SiteState]) -> InMemoryGrid:
+        """``sites`` in one ``InMemoryGrid`` sharing one model and trainer (a Ray actor's sites)."""
+        model = new_model(self.config, self.model_params, self.hooks)
+        trainer = local_trainer(self.config, self.hooks)
+        built = {
+            name: self.site(name, data, model=model, trainer=trainer, state=states.get(name))
+            for name, data in sites.items()
+        }
+        return InMemoryGrid(built, open_protocol=self.open_protocol())
+
+
+def site_dataset(
+    config: SimulationConfig,
+    model_params: Mapping[str, Any],
+    site: SiteData,
+    *,
+    training: bool,
+    transform: Transform | None = None,
+) -> CaseDataset:
+    """The site's cases, preprocessed; augmented when training and configured, or by
+    ``transform`` when given."""
+    return build_dataset(
+        site.cases,
+        task=config.task,
+        augment=training and (config.data.augment or transform is not None),
+        seed=config.seed,
+        site=site.name,
+        preprocessing=config.preprocessing.settings(config.model),
+        training=training,
+        num_classes=int(model_params["out_channels"]) if config.task == "segmentation" else None,
+        transform=transform,
+    )
+
+
+def new_model(
+    config: SimulationConfig, params: Mapping[str, Any], hooks: SimulationHooks | None = None
+) -> nn.Module:
+    """The run's initial model (identical for every experiment; DP-compatible under DP-SGD),
+    from ``hooks.model_fn`` when given."""
+    if hooks is None or hooks.model_fn is None:
+        model = build_model(config.model.name, dict(params), seed=config.seed)
+    else:
+        context = ModelContext(
+            config.task, int(params["spatial_dims"]), int(params["in_channels"]), int(params["out_channels"])
+        )
+        model = hooks.build_model(context, seed=config.seed)
+    return prepare_model(config.privacy.plan(), model)
+
+
+def local_trainer(config: SimulationConfig, hooks: SimulationHooks | None = None) -> LocalTrainer:
+    """The local trainer of a simulated site, without DP-SGD (with ``hooks``' loss and step)."""
+    hooks = hooks or SimulationHooks()
+    return LocalTrainer(
+        task=config.task,
+        settings=TrainSettings(**config.training.model_dump()),
+        loss=hooks.loss_fn,
+        step=hooks.train_step,
+    )

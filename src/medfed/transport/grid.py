@@ -33,7 +33,7 @@ class GrpcGrid:
         self.round_timeout_s, self.step_timeout_s = round_timeout_s, step_timeout_s
 
     def train(self, tasks: Mapping[str, TrainTask]) -> list[TrainResult]:
-        """Offers ``tasks`` to their sites and returns the valid results that arrived in time."""
+        """Posts ``tasks`` for their sites and returns the valid results that arrived in time."""
         if not tasks:
             return []
         self.board.post(_round_of(tasks), tasks)
@@ -42,7 +42,7 @@ class GrpcGrid:
     def train_protected(
         self, tasks: Mapping[str, TrainTask], invitations: Mapping[str, object], reply: Reply
     ) -> dict[str, object]:
-        """Offers ``tasks`` with each site's encoded invitation; returns the accepted uploads."""
+        """Posts ``tasks`` with each site's encoded invitation; returns the accepted uploads."""
         if not tasks:
             return {}
         protocol = {site: encode_payload(invitation) for site, invitation in invitations.items()}

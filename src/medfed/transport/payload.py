@@ -20,7 +20,7 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
 from medfed.transport.errors import PayloadError
-from medfed.types import TrainResult, TrainTask, Weights
+from medfed.types import SiteState, TrainResult, TrainTask, Weights
 
 _WEIGHTS, _EXTRA = "weights/", "extra/"
 
@@ -79,6 +79,19 @@ def decode_result(data: bytes, *, site: str) -> TrainResult:
         extra=extra,
         schema_version=_int_field(metadata, "schema_version"),
     )
+
+
+def encode_site_state(state: SiteState) -> bytes:
+    """A site's private ``state`` as safetensors bytes (to move it between the processes of one
+    simulated site, e.g. into a Ray actor); its tensors may share memory."""
+    tensors = flatten(state.weights, state.extra, copy=True)
+    return save_bytes(tensors, metadata={"schema_version": str(state.schema_version)})
+
+
+def decode_site_state(data: bytes) -> SiteState:
+    """The state encoded by ``encode_site_state``; raises ``PayloadError`` on any inconsistency."""
+    weights, extra, metadata = _decode(data)
+    return SiteState(weights=weights, extra=extra, schema_version=_int_field(metadata, "schema_version"))
 
 
 def flatten(
