@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from dicom_helpers import write_series
-from medfed.simulate import run_simulation
 from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
@@ -29,6 +28,7 @@ from medfed.inference.run import predict_path
 from medfed.inference.scans import Scan, read_scan
 from medfed.inference.segment import predict_scan
 from medfed.models import network_spec
+from medfed.simulator import run_simulation
 
 SPACING = (2.0, 1.0, 3.0)
 

@@ -9,13 +9,13 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from medfed.simulate import run_simulation
 from pydicom.uid import RLELossless
 
 from medfed.config.loading import parse_config
 from medfed.data import family_sites, generate_site, load_site
 from medfed.data.loading import detect_format
 from medfed.data.realistic import SIZE_FACTORS, generate_realistic_federation
+from medfed.simulator import run_simulation
 
 
 @pytest.fixture(scope="module", params=[2, 3])

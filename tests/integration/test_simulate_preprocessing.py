@@ -10,11 +10,11 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytest
-from medfed.simulate import run_simulation
 
 from medfed.config.loading import parse_config
 from medfed.data import load_site
 from medfed.errors import DataError
+from medfed.simulator import run_simulation
 
 
 def _write_site(

@@ -9,13 +9,13 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytest
-from medfed.simulate import run_simulation
 
 from medfed.config.loading import parse_config
 from medfed.data import SyntheticSite, generate_site
 from medfed.data.scanner import Acquisition, ScannerProfile
 from medfed.errors import DataError, DataProblems
 from medfed.orchestration.data_checks import check_study
+from medfed.simulator import run_simulation
 
 SITE = SyntheticSite(
     name="x",

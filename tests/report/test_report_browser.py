@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from medfed.simulate import run_simulation
 from PIL import Image
 
 from medfed.config.loading import parse_config
+from medfed.simulator import run_simulation
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 FLAGS = [
