@@ -32,7 +32,7 @@ def _imports_of(package: str) -> dict[str, set[str]]:
     [
         (
             "privacy",
-            ("medfed.config", "medfed.deployment", "medfed.transport", "medfed.cli", "medfed.simulate"),
+            ("medfed.config", "medfed.deployment", "medfed.transport", "medfed.cli", "medfed.simulator"),
         ),
         (
             "orchestration/grid",

@@ -11,7 +11,7 @@ import pytest
 from medfed.config.loading import parse_config
 from medfed.orchestration.simulation import Callbacks
 from medfed.provenance.verify import recorded_model, verify
-from medfed.simulate import run_simulation
+from medfed.simulator import run_simulation
 
 
 class _Crash(Exception):

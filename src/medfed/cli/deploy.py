@@ -70,15 +70,29 @@ def server(
     insecure: Annotated[bool, typer.Option(help="Plain text, no certificates: testing only.")] = False,
     sites: Annotated[str | None, typer.Option(help="Comma-separated sites (--insecure without kit).")] = None,
     gzip: Annotated[bool, typer.Option(help="gzip-compress messages.")] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a job setting: KEY=VALUE, a dotted path into the YAML (repeatable)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check the job and print it resolved; start nothing.")
+    ] = False,
 ) -> None:
     """Run a federated job: rounds over gRPC with mutual TLS, resuming after its last
     checkpointed round when restarted with the same command."""
+    import yaml
+
     from medfed.deployment.job import load_job
     from medfed.deployment.server import ServerSettings, run_server
     from medfed.provision import CertificateGate, load_server_kit
 
+    settings_job = load_job(job, overrides or [])
+    if dry_run:
+        print(yaml.safe_dump(settings_job.model_dump(mode="json"), sort_keys=False), end="")
+        return
     _verbose()
-    settings_job = load_job(job)
     server_kit = load_server_kit(kit) if kit is not None else None
     if server_kit is None and not insecure:
         raise typer.BadParameter("give --kit (mutual TLS), or --insecure for a plain-text test run")
