@@ -24,12 +24,13 @@ from medfed.orchestration.experiments import Experiment
 from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.grid import Collect, InMemoryGrid, OpenProtocol, Tamper, train_in_clear
 from medfed.orchestration.loop import RoundPlan, run_rounds
-from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split
+from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split, case_metric
 from medfed.orchestration.site import LocalSite, cpu_weights
 from medfed.privacy.plan import CkksSettings
 from medfed.privacy.setup import expected_sites, prepare_model, protect, site_protocol, site_trainer
 from medfed.strategies.base import Strategy
-from medfed.training import LocalTrainer, TrainSettings, adapt_norm_statistics, evaluate
+from medfed.training import LocalTrainer, TrainSettings, adapt_norm_statistics
+from medfed.training.evaluation import evaluate_cases
 from medfed.training.trainer import Trainer
 from medfed.types import ServerState, SiteState, TrainResult, Weights
 
@@ -275,15 +276,23 @@ class ExperimentRunner:
         self, result: ExperimentResult, model: nn.Module, site: str, split: Split, *, backdoor: bool = False
     ) -> list[MetricRow]:
         dataset = self.evaluation_sets[site]
-        metrics = evaluate(
+        final = result.state.round == self.config.federation.rounds
+        metrics, cases = evaluate_cases(
             model,
             dataset,
             task=self.config.task,
             batch_size=self.config.training.batch_size,
-            surface_distance=result.state.round == self.config.federation.rounds,
+            surface_distance=final,
         )
         if backdoor:
             metrics.update(self._backdoor_metrics(result.experiment, model, dataset))
+        if final:  # per-case values for case counts and bootstrap intervals in the report
+            case_ids = [case.case_id for case in self.data.evaluation_sets[site].cases]
+            metrics.update(
+                (case_metric(name, case_id), value)
+                for name, values in cases.items()
+                for case_id, value in zip(case_ids, values, strict=True)
+            )
         return [
             MetricRow(result.experiment.name, result.state.round, site, split, metric, value)
             for metric, value in metrics.items()
