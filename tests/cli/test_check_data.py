@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
+from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
 from medfed.cli.app import app
@@ -85,3 +90,36 @@ def test_the_client_refuses_a_one_case_site_before_connecting(tmp_path: Path) ->
     assert isinstance(result.exception, DataError), result.output
     assert "site has only 1 case ('train_00000')" in str(result.exception)
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.integration
+def test_simulate_prints_each_problem_as_an_error_line_and_creates_no_run(tmp_path: Path) -> None:
+    good = generate_site(replace(SITE, name="a"), tmp_path, image_size=16, seed=0)
+    missing = [tmp_path / "[b]", tmp_path / "c"]
+    config = _study(tmp_path, {"a": good, "b": missing[0], "c": missing[1]})
+    command = [sys.executable, "-c", "from medfed.cli.app import main; main()", "simulate", "-c", str(config)]
+    result = subprocess.run(
+        [*command, "-o", str(tmp_path / "run")], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stdout.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: site '{name}', file '{path}': site path does not exist"
+        for name, path in zip("bc", missing, strict=True)
+    ]
+    assert not (tmp_path / "run").exists()
+
+
+def test_one_dicom_site_that_still_names_its_patient(tmp_path: Path) -> None:
+    for case in ("p1", "p2"):
+        (tmp_path / "site" / case).mkdir(parents=True)
+        shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "site" / case / "IM1")  # names Jane Doe
+    result = CliRunner().invoke(app, ["check-data", "--data", str(tmp_path / "site")])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert [line.split("'")[3] for line in errors] == [
+        str(tmp_path / "site" / case / "IM1") for case in ("p1", "p2")
+    ]
+    allowed = CliRunner().invoke(app, ["check-data", "--data", str(tmp_path / "site"), "--allow-identified"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "│ site " in allowed.output and "no problems found" in allowed.output

@@ -52,6 +52,18 @@ def test_one_value_named_differently_at_two_sites() -> None:
     )
 
 
+def test_a_site_without_what_the_task_learns_from() -> None:
+    unlabelled = Case("u", np.ones((1, 4, 4), np.float32), None, None, Path("/data/u.png"))
+    sites = {"a": _site("a", _case("a1", (1, 4, 4), label=1)), "b": _site("b", unlabelled)}
+    [problem] = study_problems(sites, task="segmentation", model=ModelInputs())
+    assert str(problem) == (
+        "site 'b', file '/data/u.png': site has no masks, which segmentation needs "
+        "(for classification, set task: classification)"
+    )
+    problems = study_problems(sites, task="classification", model=ModelInputs())
+    assert [(p.site, p.reason.split(",")[0]) for p in problems] == [("b", "site has no case labels")]
+
+
 def test_configured_model_inputs_are_checked_on_every_site() -> None:
     sites = {"a": _site("a", _case("a1", (2, 8, 8))), "b": _site("b", _case("b1", (2, 8, 8)))}
     problems = study_problems(sites, task="segmentation", model=ModelInputs(in_channels=1, spatial_dims=3))

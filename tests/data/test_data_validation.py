@@ -7,7 +7,7 @@ import pytest
 from data_helpers import assert_names
 
 from medfed.data.validation import checked_case, checked_image, checked_mask, checked_site
-from medfed.errors import DataError
+from medfed.errors import DataError, DataProblems
 
 SRC = Path("/data/site/case.nii.gz")
 
@@ -68,7 +68,7 @@ def test_label_missing_while_others_have_one() -> None:
 
 
 def test_mask_missing_while_others_have_one() -> None:
-    with pytest.raises(DataError, match="'a' has no mask but 'b' has one") as info:
+    with pytest.raises(DataError, match="'a' has no mask but other cases have one") as info:
         checked_site("s", SRC.parent, [case("a", mask=False), case("b")])
     assert_names(info.value, "s", Path("a"))
 
@@ -81,3 +81,19 @@ def test_channel_count_must_agree() -> None:
 def test_duplicate_case_ids() -> None:
     with pytest.raises(DataError, match="appears twice"):
         checked_site("s", SRC.parent, [case("a"), case("a")])
+
+
+def test_every_case_unlike_the_first_is_its_own_line() -> None:
+    cases = [case("a"), case("b", channels=2), case("c"), case("d", label=None), case("a")]
+    with pytest.raises(DataProblems) as info:
+        checked_site("s", SRC.parent, cases)
+    assert [p.path for p in info.value.problems if isinstance(p, DataError)] == [
+        Path("b"),
+        Path("d"),
+        Path("a"),
+    ]
+
+
+def test_a_first_case_without_mask_is_named_once() -> None:
+    with pytest.raises(DataError, match="'a' has no mask but other cases have one"):
+        checked_site("s", SRC.parent, [case("a", mask=False), case("b"), case("c")])

@@ -16,7 +16,8 @@ from medfed import __version__
 from medfed.cli.attack import attack_app
 from medfed.cli.check_data import check_data
 from medfed.cli.deploy import client, provision, report, revoke, server, status
-from medfed.errors import ConfigError, MedfedError
+from medfed.cli.lines import print_error
+from medfed.errors import ConfigError, DataProblems, MedfedError
 from medfed.export import ExportFormat
 
 app = typer.Typer(
@@ -265,6 +266,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         status = app(prog_name="medfed", standalone_mode=False)
+    except DataProblems as problems:
+        _fail(*(str(problem) for problem in problems.problems))
     except MedfedError as error:
         _fail(str(error))
     except typer.TyperException as error:  # a command-line mistake (click's UsageError and kin)
@@ -276,8 +279,8 @@ def main() -> None:
     sys.exit(status if isinstance(status, int) else 0)
 
 
-def _fail(message: str) -> None:
-    """Prints ``error: message`` and exits 2."""
-    # plain text on one line: a '[' in a path must not be taken for rich markup
-    console.print(Text.assemble(("error:", "red"), f" {message}"), soft_wrap=True, highlight=False)
+def _fail(*messages: str) -> None:
+    """Prints one ``error: message`` line per message and exits 2."""
+    for message in messages:
+        print_error(console, message)
     raise SystemExit(2)

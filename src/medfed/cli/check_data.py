@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from medfed.cli.lines import print_error
+
 if TYPE_CHECKING:
     from medfed.data.summary import SiteSummary
     from medfed.errors import MedfedError
@@ -38,6 +40,10 @@ def check_data(
     format: Annotated[
         str | None, typer.Option(help="With --data: msd, dicom, png or npz (default: detect).")
     ] = None,
+    allow_identified: Annotated[
+        bool,
+        typer.Option(help="With --data: accept DICOM that still names its patient, as medfed client does."),
+    ] = False,
     holdout: Annotated[
         float,
         typer.Option(min=0.0, max=0.95, help="With --data: the fraction medfed client --holdout keeps."),
@@ -49,12 +55,14 @@ def check_data(
     if data is not None and (config is not None or overrides):
         raise typer.BadParameter("give --config (a whole study) or --data (one site), not both")
     summaries, problems = (
-        _check_site(data, format, holdout) if data is not None else _check_study(config, overrides)
+        _check_site(data, format, holdout, allow_identified)
+        if data is not None
+        else _check_study(config, overrides)
     )
     if summaries:
         console.print(site_table(summaries))
     for problem in problems:
-        console.print(Text.assemble(("error:", "red"), f" {problem}"), soft_wrap=True, highlight=False)
+        print_error(console, str(problem))
     if problems:
         console.print(f"{len(problems)} problem(s) found", highlight=False)
         raise typer.Exit(1)
@@ -80,16 +88,18 @@ def _check_study(
 
 
 def _check_site(
-    path: Path, format: str | None, holdout: float
+    path: Path, format: str | None, holdout: float, allow_identified: bool
 ) -> tuple[list[SiteSummary], list[MedfedError]]:
     """The summary and problems of one site's folder, as ``medfed client`` would load it."""
     from medfed.data.consistency import client_problems
     from medfed.data.loading import load_site
     from medfed.data.summary import summarize_site
-    from medfed.errors import DataError
+    from medfed.errors import DataError, DataProblems
 
     try:
-        site = load_site(path.name, path, format)
+        site = load_site(path.name, path, format, allow_identified=allow_identified)
+    except DataProblems as errors:  # one per bad case
+        return [], errors.problems
     except DataError as error:
         return [], [error]
     task: Task = "segmentation" if site.cases[0].mask is not None else "classification"

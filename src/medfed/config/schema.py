@@ -61,6 +61,11 @@ class SyntheticDataConfig(StrictModel):
             raise ValueError(str(error)) from None
         if self.dims not in family.dims:
             raise ValueError(f"family '{self.family}' supports dims {list(family.dims)}, not {self.dims}")
+        if self.realistic and len(family.channels) > 1:
+            raise ValueError(
+                f"realistic stores sites as DICOM series, one channel each; family '{self.family}' has "
+                f"{len(family.channels)}"
+            )
         if self.dims == 3 and self.image_size > _MAX_3D_SIZE:
             raise ValueError(f"image_size must be <= {_MAX_3D_SIZE} for 3D data, got {self.image_size}")
         return self

@@ -29,8 +29,8 @@ class ModelInputs:
 
 def study_problems(sites: Mapping[str, SiteData], *, task: Task, model: ModelInputs) -> list[DataError]:
     """Every disagreement between sites, or between a site and the model: mixed 2D and 3D,
-    different channels, one class value declared under different names, class values the
-    model cannot output.
+    different channels, one class value declared under different names, no masks (labels)
+    for the task, class values the model cannot output.
 
     Args:
         sites: The loaded sites by name; the first is the reference for channels and
@@ -49,9 +49,9 @@ def study_problems(sites: Mapping[str, SiteData], *, task: Task, model: ModelInp
             problem = check(site, reference, model)
             if problem is not None:
                 problems.append(problem)
-        problem = _class_names(site, named)
-        if problem is not None:
-            problems.append(problem)
+        for problem in (_class_names(site, named), _targets(site, task)):
+            if problem is not None:
+                problems.append(problem)
         problem = class_problem(site, task, model.classes)
         if problem is not None:
             problems.append(problem)
@@ -101,6 +101,20 @@ def _largest_class(case: Case, task: Task) -> int:
     if task == "segmentation":
         return -1 if case.mask is None else int(case.mask.max())
     return -1 if case.label is None else case.label
+
+
+def _targets(site: SiteData, task: Task) -> DataError | None:
+    """A site without what the task learns from: masks (segmentation) or case labels."""
+    case = site.cases[0]  # a loaded site's cases all have a mask (label), or none has
+    if task == "segmentation" and case.mask is None:
+        reason = "site has no masks, which segmentation needs (for classification, set task: classification)"
+        return DataError(site.name, case.source, reason)
+    if task == "classification" and case.label is None:
+        reason = (
+            "site has no case labels, which classification needs (labels.csv, or 'class' in dataset.json)"
+        )
+        return DataError(site.name, case.source, reason)
+    return None
 
 
 def _class_names(site: SiteData, reference: SiteData | None) -> DataError | None:

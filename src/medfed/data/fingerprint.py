@@ -140,7 +140,7 @@ def fingerprint_site(site: SiteData, *, task: Task, seed: int = 0) -> Fingerprin
         size=_floats(np.median(sizes, axis=0)),
         extent=None if spacings is None else _floats(np.median(sizes * spacings, axis=0)),
         intensity=_intensities(site, channels, seed),
-        class_fractions=_class_fractions(site, task),
+        class_fractions=class_fractions(site, task),
     )
 
 
@@ -172,7 +172,13 @@ def _summary(values: np.ndarray) -> ChannelIntensity:
     return ChannelIntensity((low, median, high), float(values.mean()), float(values.std()))
 
 
-def _class_fractions(site: SiteData, task: Task) -> tuple[float, ...]:
+def class_fractions(site: SiteData, task: Task) -> tuple[float, ...]:
+    """Fraction of each value ``0..K``: of mask voxels (segmentation) or of case labels
+    (classification); ``(1.0,)`` when the site has none.
+
+    Raises:
+        DataError: A value outside ``0..MAX_CLASSES - 1``.
+    """
     if task == "segmentation":
         arrays = [case.mask for case in site.cases if case.mask is not None]
     else:

@@ -31,7 +31,8 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, RLELossless, generate_uid
 
-from medfed.data.families import SiteSpec
+from medfed.data.families import FAMILIES, SiteSpec
+from medfed.data.formats.common import read_nifti
 from medfed.data.synthetic import generate_site
 
 Storage = Literal["nifti_ras", "nifti_las", "dicom", "dicom_rle"]
@@ -65,6 +66,8 @@ def generate_realistic_federation(
     """
     paths = {}
     for index, site in enumerate(sites):
+        if index % len(STORAGES) >= 2 and len(FAMILIES.create(site.family).channels) > 1:
+            raise ValueError(f"family '{site.family}' has several channels; a DICOM series holds one")
         size = max(16, round(image_size * SIZE_FACTORS[index % len(SIZE_FACTORS)]))
         storage = STORAGES[index % len(STORAGES)]
         with tempfile.TemporaryDirectory(dir=out_dir if out_dir.exists() else None) as staging:
@@ -90,15 +93,13 @@ def _store(msd: Path, target: Path, storage: Storage, zoom: float) -> Path:
     rows = []
     for entry in index["training"]:
         case = Path(entry["label"]).name.removesuffix(".nii.gz")
-        image = nib.load(msd / "imagesTr" / f"{case}_0000.nii.gz")
-        mask = nib.load(msd / "labelsTr" / f"{case}.nii.gz")
-        affine = _zoomed(image.affine, zoom, image.ndim if image.shape[2] > 1 else 2)
+        image = read_nifti(msd.name, msd / "imagesTr" / f"{case}_0000.nii.gz")
+        mask = read_nifti(msd.name, msd / "labelsTr" / f"{case}.nii.gz")
+        affine = _zoomed(image.affine, zoom, 3 if image.array.shape[2] > 1 else 2)
         series_affine = _write_series(
-            target / case, np.asarray(image.dataobj, np.float32), affine, compressed=storage == "dicom_rle"
+            target / case, image.array.astype(np.float32), affine, compressed=storage == "dicom_rle"
         )
-        nib.save(
-            nib.Nifti1Image(np.asarray(mask.dataobj, np.uint8), series_affine), target / case / "mask.nii.gz"
-        )
+        nib.save(nib.Nifti1Image(mask.array.astype(np.uint8), series_affine), target / case / "mask.nii.gz")
         rows.append((case, entry["class"]))
     with (target / "labels.csv").open("w", newline="") as handle:
         csv.writer(handle).writerows([("case_id", "label"), *rows])
@@ -106,8 +107,8 @@ def _store(msd: Path, target: Path, storage: Storage, zoom: float) -> Path:
 
 
 def _rewrite_nifti(path: Path, zoom: float, spatial: int, *, mirror: bool) -> None:
-    stored = nib.load(path)
-    array, affine = np.asarray(stored.dataobj), _zoomed(stored.affine, zoom, spatial)
+    stored = read_nifti(path.parent.parent.name, path)
+    array, affine = stored.array, _zoomed(stored.affine, zoom, spatial)
     if mirror:  # the same voxels stored from left to right: first axis reversed, affine to match
         array = np.ascontiguousarray(array[::-1])
         flip = np.eye(4)

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
 from medfed.data.cases import SiteData
+from medfed.data.fingerprint import class_fractions
 from medfed.types import Task
 
 
@@ -60,21 +60,15 @@ def summarize_site(site: SiteData, task: Task) -> SiteSummary:
         largest=tuple(int(v) for v in shapes.max(axis=0)),
         spacings=tuple(sorted(spacings)),
         orientations=tuple(sorted({case.orientation for case in site.cases if case.orientation})),
-        classes=_class_balance(site, task),
+        classes=_present(site, task),
     )
 
 
-def _class_balance(site: SiteData, task: Task) -> dict[int, float]:
-    """Fraction of mask voxels (segmentation) or of cases (classification) per class value."""
-    counts: Counter[int] = Counter()
-    for case in site.cases:
-        if task == "segmentation" and case.mask is not None:
-            values, numbers = np.unique(case.mask, return_counts=True)
-            counts.update(dict(zip(values.tolist(), numbers.tolist(), strict=True)))
-        elif task == "classification" and case.label is not None:
-            counts[case.label] += 1
-    total = sum(counts.values())
-    return {value: counts[value] / total for value in sorted(counts)}
+def _present(site: SiteData, task: Task) -> dict[int, float]:
+    """``class_fractions`` of the values present; empty when the site has no masks (labels)."""
+    if all((case.mask if task == "segmentation" else case.label) is None for case in site.cases):
+        return {}
+    return {value: fraction for value, fraction in enumerate(class_fractions(site, task)) if fraction > 0}
 
 
 def _rounded(spacing: tuple[float, ...]) -> tuple[float, ...]:

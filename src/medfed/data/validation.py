@@ -100,7 +100,7 @@ def checked_case(
 
 
 def loaded_cases(items: Iterable[T], load: Callable[[T], Case]) -> list[Case]:
-    """Loads every case, so that one pass reports every bad case, not only the first.
+    """Loads (or checks) every case, so that one pass reports every bad case, not only the first.
 
     Args:
         items: What identifies each case (an index entry, a folder, a file).
@@ -119,7 +119,8 @@ def loaded_cases(items: Iterable[T], load: Callable[[T], Case]) -> list[Case]:
         try:
             cases.append(load(item))
         except DataError as error:
-            problems.append(error)
+            if str(error) not in map(str, problems):  # e.g. the same case lacking a mask
+                problems.append(error)
     raise_problems(problems)
     return cases
 
@@ -138,29 +139,32 @@ def checked_site(site: str, path: Path, cases: Sequence[Case]) -> SiteData:
     Raises:
         DataError: If the site is empty, case ids repeat, or cases differ in channels,
             dimensionality, or in whether they have a mask or a label.
+        DataProblems: Several such cases, one line each.
     """
     if not cases:
         raise DataError(site, path, "site has no cases; check the folder and its index files")
-    first = cases[0]
-    seen: set[str] = set()
-    for case in cases:
+    first, seen = cases[0], set[str]()
+
+    def check(case: Case) -> Case:
         if case.case_id in seen:
             raise DataError(site, case.source, f"case id '{case.case_id}' appears twice")
         seen.add(case.case_id)
         _check_like(site, first, case)
-    return SiteData(name=site, cases=tuple(cases))
+        return case
+
+    return SiteData(name=site, cases=tuple(loaded_cases(cases, check)))
 
 
 def _check_like(site: str, first: Case, case: Case) -> None:
     """Raises ``DataError`` naming ``case`` if it differs in kind from ``first``."""
-    if (case.mask is None) != (first.mask is None):
-        has, lacks = (first, case) if case.mask is None else (case, first)
-        raise DataError(site, lacks.source, f"case '{lacks.case_id}' has no mask but '{has.case_id}' has one")
-    if (case.label is None) != (first.label is None):
-        has, lacks = (first, case) if case.label is None else (case, first)
-        raise DataError(
-            site, lacks.source, f"case '{lacks.case_id}' has no label but '{has.case_id}' has one"
-        )
+    targets: tuple[tuple[str, object, object], ...] = (
+        ("mask", case.mask, first.mask),
+        ("label", case.label, first.label),
+    )
+    for what, mine, reference in targets:
+        if (mine is None) != (reference is None):
+            lacks, others = (case, f"'{first.case_id}' has") if mine is None else (first, "other cases have")
+            raise DataError(site, lacks.source, f"case '{lacks.case_id}' has no {what} but {others} one")
     if case.image.ndim != first.image.ndim or case.image.shape[0] != first.image.shape[0]:
         raise DataError(
             site,
