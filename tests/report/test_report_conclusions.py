@@ -9,7 +9,7 @@ import numpy as np
 from medfed.config.loading import parse_config
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split, case_metric, split_case_metric
 from medfed.report.html import SimulationRun, write_report
-from medfed.report.summary import summarize
+from medfed.report.summary import best_and_last, summarize
 from medfed.simulate import run_simulation
 
 KINDS = {"fedavg": "federated", "local-a": "local", "local-b": "local"}
@@ -80,7 +80,7 @@ def test_payoff_makes_a_losing_federation_visible(tmp_path: Path) -> None:
 def test_without_per_case_rows_the_new_sections_are_absent(tmp_path: Path) -> None:
     page = _page(tmp_path, [row for row in _rows() if split_case_metric(row.metric) is None])
     assert "95 % intervals" not in page and "pay off" not in page
-    assert "Mean dice (own sites): a federated" in page
+    assert "Mean dice (own sites): a federated" in page and "Best and last round" in page
 
 
 def test_a_simulation_keeps_per_case_scores_of_its_final_round(tmp_path: Path) -> None:
@@ -99,3 +99,21 @@ def test_a_simulation_keeps_per_case_scores_of_its_final_round(tmp_path: Path) -
     assert per_case and {row.round for row in per_case} == {2}
     page = (tmp_path / "run" / "report.html").read_text()
     assert "cases and 95 % intervals" in page and "Did joining the federation pay off?" in page
+
+
+def test_best_and_last_round_of_each_experiment() -> None:
+    rows = [
+        MetricRow("fedavg", round, site, Split.TEST, "dice", value)
+        for round, scores in {1: (0.5, 0.7), 2: (0.8, 0.8), 3: (0.7, 0.7)}.items()
+        for site, value in zip(("a", "b"), scores, strict=True)
+    ]
+    rows += [MetricRow("fedavg", 3, "d", Split.UNSEEN, "dice", 1.0)]  # the unseen site is not "own"
+    rows += [
+        MetricRow("local-a", r, s, Split.TEST, "dice", v)
+        for r, s, v in ((1, "a", 0.6), (2, "a", 0.5), (2, "b", 0.9))
+    ]
+    picks = {pick.experiment: pick for pick in best_and_last(rows, KINDS, metric="dice")}
+    assert (picks["fedavg"].last_round, picks["fedavg"].best_round) == (3, 2)
+    assert abs(picks["fedavg"].last - 0.7) < 1e-12 and abs(picks["fedavg"].best - 0.8) < 1e-12
+    assert (picks["local-a"].best_round, picks["local-a"].best, picks["local-a"].last) == (1, 0.6, 0.5)
+    assert "local-b" not in picks

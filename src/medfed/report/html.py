@@ -15,7 +15,7 @@ from medfed.files import atomic_write
 from medfed.orchestration.metrics_log import MetricRow, Split
 from medfed.report.intervals import RESAMPLES, Interval, payoff, site_interval
 from medfed.report.plots import SampleImage, learning_curves, sample_grid, site_curves
-from medfed.report.summary import AttackRow, SummaryRow
+from medfed.report.summary import AttackRow, SummaryRow, best_and_last
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -100,6 +100,7 @@ def _simulation(rows: Sequence[MetricRow], metric: str, run: SimulationRun) -> l
         _own_sites_note(metric),
         *_intervals_section(rows, run, metric),
         *_payoff_section(rows, run, metric),
+        *_best_and_last_section(rows, run, metric),
         "<h2>Learning curves</h2>",
         _image(learning_curves(rows, metric=metric, unseen_site=run.unseen_site)),
         "<h2>Per site</h2>",
@@ -184,6 +185,34 @@ def _own_sites_note(metric: str) -> str:
         "when the strategy personalises); a local-only model's score on its own site's held-out cases "
         "only; the local (mean) row averages those.</p>"
     )
+
+
+def _best_and_last_section(rows: Sequence[MetricRow], run: SimulationRun, metric: str) -> list[str]:
+    picks = best_and_last(rows, {row.experiment: row.kind for row in run.summary}, metric=metric)
+    if not picks:
+        return []
+    header = [
+        "experiment",
+        "last round",
+        f"{metric} (own sites) at last",
+        "best round",
+        f"{metric} (own sites) at best",
+    ]
+    lines = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    for pick in picks:
+        cells = [
+            html.escape(pick.experiment),
+            str(pick.last_round),
+            _number(pick.last),
+            str(pick.best_round),
+            _number(pick.best),
+        ]
+        lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    note = (
+        "<p>The best round is picked on the same held-out cases it is scored on, so its score is "
+        "optimistic; the tables above report the last round.</p>"
+    )
+    return ["<h2>Best and last round</h2>", "".join(lines) + "</table>", note]
 
 
 def _split_of(site: str, unseen_site: str | None) -> Split:
