@@ -26,7 +26,7 @@ from medfed.models import build_model
 from medfed.privacy.dp import Budget, DPTrainer, SitePrivacy, make_dp_compatible
 from medfed.privacy.dp.accounting import Accountant
 from medfed.privacy.dp.noise import NoiseMode
-from medfed.simulate import run_simulation
+from medfed.simulator import run_simulation
 from medfed.training import LocalTrainer, TrainSettings
 
 CASES, BATCH, SIZE, REPEATS = 64, 16, 64, 3

@@ -32,7 +32,7 @@ def _imports_of(package: str) -> dict[str, set[str]]:
     [
         (
             "privacy",
-            ("medfed.config", "medfed.deployment", "medfed.transport", "medfed.cli", "medfed.simulate"),
+            ("medfed.config", "medfed.deployment", "medfed.transport", "medfed.cli", "medfed.simulator"),
         ),
         (
             "orchestration/grid",
@@ -40,6 +40,10 @@ def _imports_of(package: str) -> dict[str, set[str]]:
         ),
         ("orchestration/validation", ("medfed.privacy", "medfed.transport", "medfed.config")),
         ("config", ("medfed.orchestration", "medfed.deployment", "medfed.transport")),
+        (
+            "provenance",
+            ("medfed.orchestration", "medfed.deployment", "medfed.transport", "medfed.privacy", "medfed.cli"),
+        ),
     ],
 )
 def test_no_package_imports_what_depends_on_it(package: str, forbidden: tuple[str, ...]) -> None:

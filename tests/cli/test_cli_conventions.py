@@ -23,6 +23,8 @@ COMMANDS = [
     ["status"],
     ["report"],
     ["attack", "gradient-inversion"],
+    ["ledger", "verify"],
+    ["ledger", "show"],
 ]
 TINY = [
     "--set",
@@ -91,3 +93,51 @@ def test_dry_run_reports_a_failed_precondition(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "preprocessing.divisible_by 4 must be a multiple of 8" in output
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.integration
+def test_simulate_into_a_file_logs_every_round_and_names_its_metric(tmp_path: Path) -> None:
+    args = [*TINY, "--set", "federation.rounds=2", "--set", "training.local_epochs=1"]
+    args += ["--set", "strategies=[{name: fedavg}]", "--set", "baselines={centralized: false, local: false}"]
+    result = _medfed("simulate", *args, "--threads", "1", "-o", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if "round_log" in line]
+    assert [line.split(": ", 1)[1].split(":")[0] for line in lines] == [
+        "experiment 1/1",
+        "fedavg round 1/2",
+        "fedavg round 2/2",
+        "experiment 1/1",
+    ]
+    assert "Dice at the last round" in result.stdout and "Dice, unseen site" in result.stdout
+
+
+def test_simulate_refuses_zero_threads() -> None:
+    result = CliRunner().invoke(app, ["simulate", "--threads", "0"])
+    assert result.exit_code == 2 and "Invalid value for '--threads'" in result.output
+
+
+def test_server_dry_run_prints_the_job_with_its_overrides_and_starts_nothing(tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text("name: j\nfederation: {rounds: 2}\n")
+    state = tmp_path / "state"
+    args = [
+        "server",
+        "--job",
+        str(job),
+        "--state-dir",
+        str(state),
+        "--set",
+        "federation.rounds=7",
+        "--dry-run",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    resolved = yaml.safe_load(result.output)
+    assert resolved["name"] == "j" and resolved["federation"]["rounds"] == 7
+    assert not state.exists()
+
+
+@pytest.mark.parametrize("command", [["simulate"], ["attack", "gradient-inversion"]])
+def test_the_old_output_dir_spelling_works_but_is_hidden(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "-h"])
+    assert "--output" in result.output and "--output-dir" not in result.output

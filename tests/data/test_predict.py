@@ -28,7 +28,7 @@ from medfed.inference.run import predict_path
 from medfed.inference.scans import Scan, read_scan
 from medfed.inference.segment import predict_scan
 from medfed.models import network_spec
-from medfed.simulate import run_simulation
+from medfed.simulator import run_simulation
 
 SPACING = (2.0, 1.0, 3.0)
 

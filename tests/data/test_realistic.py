@@ -15,7 +15,7 @@ from medfed.config.loading import parse_config
 from medfed.data import family_sites, generate_site, load_site
 from medfed.data.loading import detect_format
 from medfed.data.realistic import SIZE_FACTORS, generate_realistic_federation
-from medfed.simulate import run_simulation
+from medfed.simulator import run_simulation
 
 
 @pytest.fixture(scope="module", params=[2, 3])

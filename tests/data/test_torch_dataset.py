@@ -106,3 +106,22 @@ def test_3d_samples(tmp_path: Path) -> None:
     site = load_site("s", folder)
     sample = build_dataset(site.cases, task="segmentation", augment=True, seed=0)[0]
     assert sample["image"].shape == sample["label"].shape == (1, 16, 16, 16)
+
+
+def test_a_given_transform_replaces_the_augmentation_of_training_data(cases: tuple[Case, ...]) -> None:
+    from monai.transforms import Compose, RandGaussianNoised
+
+    transform = Compose([RandGaussianNoised("image", prob=1.0, std=5.0, sample_std=False)])
+
+    def draws(seed: int) -> list[torch.Tensor]:
+        dataset = build_dataset(cases, task="segmentation", augment=True, seed=seed, transform=transform)
+        return [dataset[i]["image"] for i in range(3)]
+
+    plain = build_dataset(cases, task="segmentation", augment=False, seed=0, transform=transform)
+    first, again = draws(1), draws(1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))  # reseeded per dataset
+    assert all(not torch.equal(a, plain[i]["image"]) for i, a in enumerate(first))
+    assert all(
+        (a - plain[i]["image"]).std() > 2.0 for i, a in enumerate(first)
+    )  # std 5: not the built-in's 0.05
+    assert all(torch.equal(plain[i]["image"], plain[i]["image"]) for i in range(3))  # held-out: untouched

@@ -23,6 +23,18 @@ def test_job_yaml_reuses_schema_pieces_and_sites_get_their_part(tmp_path: Path) 
     assert "round_timeout_s" not in site_job_json(job)
 
 
+def test_a_job_takes_set_overrides_validated_like_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("name: j\nfederation: {rounds: 2}\nstrategy: {name: fedavg}\n")
+    job = load_job(path, ["federation.rounds=30", "strategy={name: fedprox, mu: 0.5}", "round_timeout_s=60"])
+    assert job.federation.rounds == 30 and job.strategy.params == {"mu": 0.5} and job.round_timeout_s == 60
+    assert load_job(path, ["training.lr=0.01"]).training.lr == 0.01  # a missing mapping is created
+    with pytest.raises(ConfigError, match="federation.rounds"):
+        load_job(path, ["federation.rounds=0"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_job(path, ["rounds"])
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -19,7 +19,7 @@ from medfed.export.model import export_model, load_trained_model
 from medfed.models import build_model
 from medfed.models.norms import norm_layer_keys
 from medfed.orchestration.checkpoint import latest_checkpoint, load_checkpoint
-from medfed.simulate import run_simulation
+from medfed.simulator import run_simulation
 
 TINY: dict[str, Any] = {
     "data": {"synthetic": {"image_size": 16, "cases_scale": 0.15}},

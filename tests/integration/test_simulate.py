@@ -9,7 +9,7 @@ import torch
 from medfed.config.loading import parse_config
 from medfed.orchestration.checkpoint import latest_checkpoint, load_checkpoint
 from medfed.orchestration.simulation import Callbacks
-from medfed.simulate import run_simulation
+from medfed.simulator import run_simulation
 
 TINY: dict[str, Any] = {
     "data": {"synthetic": {"image_size": 64, "cases_scale": 0.35}},

@@ -7,7 +7,7 @@ import torch
 
 from medfed.config.loading import parse_config
 from medfed.orchestration.checkpoint import latest_checkpoint, load_checkpoint
-from medfed.simulate import run_simulation
+from medfed.simulator import run_simulation
 from medfed.types import Weights
 
 DP_TINY: dict[str, Any] = {

@@ -14,7 +14,7 @@ import pytest
 from medfed.config.loading import parse_config
 from medfed.data import load_site
 from medfed.errors import DataError
-from medfed.simulate import run_simulation
+from medfed.simulator import run_simulation
 
 
 def _write_site(

@@ -15,7 +15,7 @@ from medfed.data import SyntheticSite, generate_site
 from medfed.data.scanner import Acquisition, ScannerProfile
 from medfed.errors import DataError, DataProblems
 from medfed.orchestration.data_checks import check_study
-from medfed.simulate import run_simulation
+from medfed.simulator import run_simulation
 
 SITE = SyntheticSite(
     name="x",

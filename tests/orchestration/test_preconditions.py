@@ -8,7 +8,7 @@ import pytest
 from medfed.config.loading import parse_config
 from medfed.errors import ConfigError
 from medfed.orchestration.preconditions import check_config
-from medfed.simulate import run_simulation
+from medfed.simulator import run_simulation
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from medfed.errors import ConfigError
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import latest_checkpoint, load_checkpoint
 from medfed.orchestration.federation_data import MAX_CLASSES, FederationData
-from medfed.simulate import run_simulation
+from medfed.simulator import run_simulation
 
 
 @pytest.fixture(autouse=True)

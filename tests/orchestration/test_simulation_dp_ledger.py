@@ -7,7 +7,7 @@ from pathlib import Path
 
 from medfed.config.loading import parse_config
 from medfed.privacy.dp.ledger import load_ledger
-from medfed.simulate import run_simulation
+from medfed.simulator import run_simulation
 
 ROUNDS = 2
 

@@ -15,7 +15,7 @@ from medfed.config.loading import parse_config
 from medfed.orchestration.checkpoint import latest_checkpoint, load_checkpoint
 from medfed.privacy import ckks_rounds
 from medfed.privacy.ckks import CkksParameters, EncryptedVector
-from medfed.simulate import run_simulation
+from medfed.simulator import run_simulation
 from medfed.types import Weights
 
 TINY: dict[str, Any] = {

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from medfed.config.loading import parse_config
-from medfed.simulate import run_simulation
+from medfed.simulator import run_simulation
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 FLAGS = [

@@ -8,9 +8,10 @@ import numpy as np
 
 from medfed.config.loading import parse_config
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split, case_metric, split_case_metric
+from medfed.orchestration.simulation import Callbacks
 from medfed.report.html import SimulationRun, write_report
 from medfed.report.summary import best_and_last, summarize
-from medfed.simulate import run_simulation
+from medfed.simulator import run_simulation
 
 KINDS = {"fedavg": "federated", "local-a": "local", "local-b": "local"}
 MEANS = {  # experiment -> (site a, site b, unseen site d): FedAvg loses at home, wins on d
@@ -93,7 +94,13 @@ def test_a_simulation_keeps_per_case_scores_of_its_final_round(tmp_path: Path) -
         "baselines": {"centralized": False, "local": True},
         "output_dir": str(tmp_path / "run"),
     }
-    run_simulation(parse_config(config))
+    told: list[MetricRow] = []
+    run_simulation(
+        parse_config(config), callbacks=Callbacks(on_recorded=lambda _, __, rows: told.extend(rows))
+    )
+    assert told and not [
+        row for row in told if split_case_metric(row.metric)
+    ]  # trackers get no per-case rows
     rows = MetricsLog(tmp_path / "run").rows()
     per_case = [row for row in rows if split_case_metric(row.metric)]
     assert per_case and {row.round for row in per_case} == {2}

@@ -1,3 +1,5 @@
+from collections.abc import Mapping
+
 import pytest
 import torch
 
@@ -5,6 +7,7 @@ from medfed.errors import ConfigError, UnknownNameError
 from medfed.models import build_model
 from medfed.orchestration.site import cpu_weights
 from medfed.training import LocalTrainer, TrainSettings, evaluate
+from medfed.training.trainer import LossFn
 
 
 def _data(n: int = 8) -> list[dict[str, torch.Tensor]]:
@@ -107,4 +110,45 @@ def test_a_task_cannot_set_out_of_range_training_settings(config: dict[str, obje
 def test_a_task_overrides_settings_within_range() -> None:
     assert TrainSettings().overridden({"lr": 0.5, "local_epochs": 3, "other": 1}) == TrainSettings(
         lr=0.5, local_epochs=3
+    )
+
+
+def test_a_given_loss_is_the_one_trained_on() -> None:
+    seen: list[tuple[torch.Size, torch.Size]] = []
+
+    def zero_loss(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        seen.append((outputs.shape, labels.shape))
+        return 0.0 * outputs.sum() + 5.0
+
+    model = _model()
+    before = {key: tensor.clone() for key, tensor in cpu_weights(model).items()}
+    trainer = LocalTrainer(
+        task="segmentation", settings=TrainSettings(batch_size=4), device=torch.device("cpu"), loss=zero_loss
+    )
+    report = trainer.fit(model, _data(), seed=0)
+    assert report.loss == 5.0 and seen == [((4, 2, 16, 16), (4, 1, 16, 16))] * 2
+    # a zero gradient moves nothing: the default loss would have changed every weight
+    assert all(torch.equal(tensor, before[key]) for key, tensor in cpu_weights(model).items())
+
+
+def test_a_given_step_computes_the_batch_loss_with_the_trainers_loss() -> None:
+    calls: list[str] = []
+
+    def flipped_step(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], loss: LossFn) -> torch.Tensor:
+        calls.append(batch["image"].device.type)
+        return loss(model(batch["image"].flip(-1)), batch["label"].flip(-1))
+
+    default, custom = _model(), _model()
+    _trainer().fit(default, _data(), seed=0)
+    trainer = LocalTrainer(
+        task="segmentation",
+        settings=TrainSettings(batch_size=4, lr=1e-2),
+        device=torch.device("cpu"),
+        step=flipped_step,
+    )
+    trainer.fit(custom, _data(), seed=0)
+    assert calls == ["cpu", "cpu"]
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(cpu_weights(default).values(), cpu_weights(custom).values(), strict=True)
     )

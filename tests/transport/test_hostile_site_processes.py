@@ -79,6 +79,7 @@ def test_a_hostile_site_cannot_stop_the_server(tmp_path: Path) -> None:
         sites=SITES,
         federation={"rounds": 4, "min_sites": 1, "evaluate_every": 0},
         round_timeout_s=60,
+        provenance=False,  # no ledger steps between the rounds these hand-driven sites expect
     )
     state = tmp_path / "state"
     with processes(tmp_path / "logs") as group:

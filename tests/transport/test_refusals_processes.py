@@ -64,12 +64,13 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     root = tmp_path_factory.mktemp("refusals")
     port = free_port()
     kits = make_kits(root, port, sites=[*JOB_SITES, "hospital_d"])
-    # evaluate_every 0: no evaluation step between the rounds these hand-driven sites expect.
+    # evaluate_every 0, provenance off: no step between the rounds these hand-driven sites expect.
     job = write_job(
         root / "job.yaml",
         sites=JOB_SITES,
         federation={"rounds": 3, "min_sites": 1, "evaluate_every": 0},
         round_timeout_s=90,
+        provenance=False,
     )
     group = Processes(root / "logs")
     try:

@@ -16,6 +16,7 @@ from medfed import __version__
 from medfed.cli.attack import attack_app
 from medfed.cli.check_data import check_data
 from medfed.cli.deploy import client, provision, report, revoke, server, status
+from medfed.cli.ledger import ledger_app
 from medfed.cli.lines import print_error
 from medfed.errors import ConfigError, DataProblems, MedfedError
 from medfed.export import ExportFormat
@@ -28,12 +29,14 @@ app = typer.Typer(
 )
 console = Console()
 app.add_typer(attack_app, name="attack")
+app.add_typer(ledger_app, name="ledger")
 
 EXAMPLES = {
     "simulate": """medfed simulate                                   # the built-in demo
 medfed simulate -c configs/dp_adaptive.yaml -o runs/dp
 medfed simulate --set federation.rounds=3 --set strategies.0.name=fedbn
 medfed simulate -c my.yaml --dry-run              # config and data checks, no training
+medfed simulate -c my.yaml --threads 4 > run.log   # one log line per round in run.log
 medfed simulate --resume runs/demo""",
     "export": """medfed export runs/demo --format monai-bundle -o bundles/fedavg
 medfed export runs/demo --experiment fedprox --round 6 --format state_dict -o fedprox.safetensors
@@ -48,11 +51,17 @@ medfed deid raw/ -o site_data/ --table private/pseudonyms.csv --audit private/au
 medfed check-data --data /data/hospital_a          # one site, as medfed client reads it""",
     "provision": "medfed provision project.yaml -o kits",
     "revoke": "medfed revoke hospital_b --kits kits",
-    "server": "medfed server --kit kits/server --job job.yaml --state-dir state",
+    "server": """medfed server --kit kits/server --job job.yaml --state-dir state
+medfed server --kit kits/server --job job.yaml --state-dir state --set federation.rounds=30
+medfed server --job job.yaml --state-dir state --set strategy.name=fedprox --dry-run""",
     "client": "medfed client --kit kits/hospital_a --data data/hospital_a --epsilon 8",
     "status": "medfed status --state-dir state",
     "report": "medfed report --state-dir state",
 }
+
+
+METRIC_LABELS = {"dice": "Dice", "auc": "AUC"}
+"""How the final table names the primary metric."""
 
 
 def _epilog(command: str) -> str:
@@ -91,10 +100,9 @@ def simulate(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option(
-            "--output", "-o", "--output-dir", help="Run directory (overrides the config's output_dir)."
-        ),
+        typer.Option("--output", "-o", help="Run directory (overrides the config's output_dir)."),
     ] = None,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", hidden=True)] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option(
@@ -107,15 +115,22 @@ def simulate(
             "--dry-run", help="Check the configuration and the data, print the resolved YAML; train nothing."
         ),
     ] = False,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="torch CPU threads (default: torch's choice).")
+    ] = None,
 ) -> None:
     """Simulate several hospitals in one process: federated strategies, the centralized baseline
     and local-only training, evaluated per site and on an unseen site."""
     from medfed.cli.progress import simulation_progress
     from medfed.config.loading import load_config
+    from medfed.device import torch_threads
+    from medfed.orchestration.round_log import logger as round_logger
     from medfed.orchestration.run_dir import resume_run
-    from medfed.simulate import dry_run as check_only
-    from medfed.simulate import run_simulation
+    from medfed.report.summary import PRIMARY_METRIC
+    from medfed.simulator import dry_run as check_only
+    from medfed.simulator import run_simulation
 
+    output = output or output_dir  # --output-dir: the old spelling, kept hidden
     if resume is not None and (config is not None or output is not None or overrides or dry_run):
         raise typer.BadParameter(
             "--resume takes the run's own config; drop --config/--output/--set/--dry-run"
@@ -126,10 +141,16 @@ def simulate(
     if dry_run:
         print(check_only(settings))
         return
-    with simulation_progress(console, settings.federation.rounds) as callbacks:
+    round_logger.setLevel(logging.INFO)  # a line per round: the progress a log file shows
+    metric = PRIMARY_METRIC[settings.task]
+    with (
+        torch_threads(threads),
+        simulation_progress(console, settings.federation.rounds, metric) as callbacks,
+    ):
         outcome = run_simulation(settings, resume=resume is not None, callbacks=callbacks)
-    table = Table(title="Results at the last round")
-    for column in ("experiment", "own sites", "unseen site"):
+    label = METRIC_LABELS.get(metric, metric)
+    table = Table(title=f"{label} at the last round")
+    for column in ("experiment", f"{label}, own sites", f"{label}, unseen site"):
         table.add_column(column)
     for row in outcome.summary:
         table.add_row(row.experiment, f"{row.own_sites:.3f}", f"{row.unseen:.3f}")

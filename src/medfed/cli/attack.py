@@ -56,12 +56,10 @@ def gradient_inversion(
     threads: Annotated[
         int, typer.Option(help="torch CPU threads; the tensors are tiny, so 1 is fast and robust.")
     ] = 1,
-    output_dir: Annotated[
-        Path,
-        typer.Option(
-            "--output", "-o", "--output-dir", help="Where the PNGs, results.json and report.html go."
-        ),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where the PNGs, results.json and report.html go.")
     ] = Path("runs/attack"),
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", hidden=True)] = None,
 ) -> None:
     """Reconstruct a site's training images from its update (Geiping et al. 2020) with no
     protection, with DP noise and with secure aggregation; report PSNR and SSIM."""
@@ -89,7 +87,7 @@ def gradient_inversion(
     if threads < 1:
         raise typer.BadParameter(f"threads must be >= 1, got {threads}")
     outcome = _run(config, threads=threads)
-    files = write_outputs(outcome, output_dir)
+    files = write_outputs(outcome, output_dir or output)  # --output-dir: the old spelling, hidden
     console.print(results_table(outcome))
     console.print(f"Reconstructions: [bold]{files.images[0].parent}[/bold]")
     console.print(f"Report: [bold]{files.html}[/bold]")
@@ -97,21 +95,15 @@ def gradient_inversion(
 
 def _run(config: AttackConfig, *, threads: int) -> AttackOutcome:
     """Runs the attack on ``threads`` torch threads, with a status line naming the scenario."""
-    import torch
-
     from medfed.attacks import Scenario, run_attack
+    from medfed.device import torch_threads
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with console.status("preparing the sites' updates") as status:
+    with torch_threads(threads), console.status("preparing the sites' updates") as status:
 
-            def show(scenario: Scenario) -> None:
-                status.update(f"attacking: {scenario.name} ({scenario.description})")
+        def show(scenario: Scenario) -> None:
+            status.update(f"attacking: {scenario.name} ({scenario.description})")
 
-            return run_attack(config, on_scenario=show)
-    finally:
-        torch.set_num_threads(previous)
+        return run_attack(config, on_scenario=show)
 
 
 def results_table(outcome: AttackOutcome) -> Table:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from medfed.data import SiteData
     from medfed.deployment.job import JobConfig
+    from medfed.deployment.provenance import LedgerKeys
     from medfed.deployment.site_policy import SitePolicy
     from medfed.provision import ClientKit, ServerKit
 
@@ -69,15 +70,29 @@ def server(
     insecure: Annotated[bool, typer.Option(help="Plain text, no certificates: testing only.")] = False,
     sites: Annotated[str | None, typer.Option(help="Comma-separated sites (--insecure without kit).")] = None,
     gzip: Annotated[bool, typer.Option(help="gzip-compress messages.")] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a job setting: KEY=VALUE, a dotted path into the YAML (repeatable)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check the job and print it resolved; start nothing.")
+    ] = False,
 ) -> None:
     """Run a federated job: rounds over gRPC with mutual TLS, resuming after its last
     checkpointed round when restarted with the same command."""
+    import yaml
+
     from medfed.deployment.job import load_job
     from medfed.deployment.server import ServerSettings, run_server
     from medfed.provision import CertificateGate, load_server_kit
 
+    settings_job = load_job(job, overrides or [])
+    if dry_run:
+        print(yaml.safe_dump(settings_job.model_dump(mode="json"), sort_keys=False), end="")
+        return
     _verbose()
-    settings_job = load_job(job)
     server_kit = load_server_kit(kit) if kit is not None else None
     if server_kit is None and not insecure:
         raise typer.BadParameter("give --kit (mutual TLS), or --insecure for a plain-text test run")
@@ -97,6 +112,7 @@ def server(
         else CertificateGate(server_kit.tls.ca_certificate, server_kit.crl),
         gzip=gzip,
         ckks_context=_server_ckks_context(settings_job, server_kit),
+        ledger=_ledger_keys(server_kit),
     )
     final = run_server(settings_job, settings)
     console.print(f"job '{settings_job.name}' finished after round {final.round}; state in {state_dir}")
@@ -166,6 +182,7 @@ def client(
     evaluate each new global model on held-out cases. The data never leave the site; a job
     weaker than the site's privacy policy is declined."""
     from medfed.deployment.client import check_certificate, run_client
+    from medfed.deployment.provenance import SiteLedger
     from medfed.deployment.site_builder import SiteBuilder, SiteOptions
     from medfed.deployment.site_identity import ProvisionedIdentity
     from medfed.privacy.ckks import load_site_context
@@ -209,7 +226,9 @@ def client(
         return SiteChannel(target, site=name, tls=tls, server_name=server_name, gzip=gzip)
 
     backoff = Backoff(initial=min(0.5, max_backoff), maximum=max_backoff)
-    rounds = run_client(connect, builder, backoff=backoff, max_failures=max_failures)
+    keys = _ledger_keys(client_kit)
+    ledger = None if keys is None else SiteLedger(name, keys, options.state_dir)
+    rounds = run_client(connect, builder, backoff=backoff, max_failures=max_failures, ledger=ledger)
     console.print(f"site '{name}': job finished, {rounds} rounds trained here")
 
 
@@ -224,6 +243,15 @@ def _checked_site(
     site = load_site(name, data, format, allow_identified=allow_identified)
     raise_problems(client_problems(site, holdout))
     return site
+
+
+def _ledger_keys(kit: ServerKit | ClientKit | None) -> LedgerKeys | None:
+    """The kit's provenance-ledger key and signer list (``None`` without them)."""
+    from medfed.deployment.provenance import LedgerKeys
+
+    if kit is None or kit.ledger_key is None or kit.signers is None:
+        return None
+    return LedgerKeys(kit.ledger_key, kit.signers)
 
 
 def status(

@@ -2,39 +2,66 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from medfed.orchestration.experiments import Experiment
+from medfed.orchestration.metrics_log import MetricRow
+from medfed.orchestration.round_log import describe, round_figures
 from medfed.orchestration.simulation import Callbacks
 
 
 @contextmanager
-def simulation_progress(console: Console, rounds: int) -> Iterator[Callbacks]:
-    """Callbacks that drive one bar for the current experiment's rounds and one for its sites."""
+def simulation_progress(
+    console: Console, rounds: int, metric: str, clock: Callable[[], float] | None = None
+) -> Iterator[Callbacks]:
+    """Callbacks that drive one bar for the current experiment's rounds ("experiment k/N",
+    elapsed time and ETA restarting with each experiment, the last round's figures) and one for
+    its sites; ``clock`` (seconds) is rich's own when ``None``."""
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[last]}"),
         console=console,
+        get_time=clock,
     )
-    round_bar = progress.add_task("rounds", total=rounds)
-    site_bar = progress.add_task("sites", total=1)
+    round_bar = progress.add_task("rounds", total=rounds, last="")
+    site_bar = progress.add_task("sites", total=1, last="")
+    names: list[str] = []
+
+    def on_plan(experiments: Sequence[Experiment]) -> None:
+        names[:] = [experiment.name for experiment in experiments]
 
     def on_experiment(experiment: Experiment, done: int) -> None:
-        progress.update(round_bar, description=f"{experiment.name}: rounds", completed=done)
-        progress.update(site_bar, total=len(experiment.sites), completed=0)
+        position = (
+            f"experiment {names.index(experiment.name) + 1}/{len(names)} " if experiment.name in names else ""
+        )
+        progress.reset(round_bar, total=rounds, completed=done, last="")  # restarts the timer
+        progress.update(round_bar, description=f"{position}{experiment.name}: rounds")
+        progress.reset(site_bar, total=len(experiment.sites), completed=0)
 
-    def on_round(round: int) -> None:
-        progress.update(round_bar, completed=round)
-        progress.update(site_bar, completed=0)
+    def on_recorded(experiment: str, round: int, rows: Sequence[MetricRow]) -> None:
+        progress.update(round_bar, completed=round, last=describe(round_figures(rows, metric)))
+        progress.reset(site_bar, completed=0, description="sites")
 
     def on_site(site: str) -> None:
         progress.update(site_bar, advance=1, description=f"sites ({site} done)")
 
     with progress:
-        yield Callbacks(on_experiment=on_experiment, on_round=on_round, on_site=on_site)
+        yield Callbacks(
+            on_plan=on_plan, on_experiment=on_experiment, on_recorded=on_recorded, on_site=on_site
+        )

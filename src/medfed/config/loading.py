@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +39,12 @@ def load_config(path: Path | None, overrides: Sequence[str] = ()) -> SimulationC
     return parse_config(raw, source=str(path or "<defaults>"))
 
 
-def apply_override(raw: dict[str, Any], override: str) -> None:
+def apply_override(raw: dict[str, Any], override: str, defaults: Mapping[str, Any] | None = None) -> None:
     """Sets ``KEY=VALUE`` in ``raw``, before validation: ``KEY`` is a dotted path (a number
     indexes a list, e.g. ``strategies.0.mu``), ``VALUE`` is parsed as YAML (``3``, ``true``,
     ``null``, ``[16, 32]``). Missing mappings on the path are created; a missing list
-    starts as its default (so ``strategies.1.mu`` edits the default FedProx).
+    starts as its entry in ``defaults`` (a simulation's when ``None``; so ``strategies.1.mu``
+    edits the default FedProx).
 
     Raises:
         ConfigError: ``override`` has no ``=``, an empty key, an unparsable value, or a path
@@ -60,7 +61,7 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     except yaml.YAMLError as error:
         raise ConfigError(f"--set '{override}': the value is not YAML: {error}") from None
     node: Any = raw
-    default: Any = SimulationConfig().model_dump(mode="json")
+    default: Any = SimulationConfig().model_dump(mode="json") if defaults is None else defaults
     for depth, part in enumerate(parts):
         where = ".".join(parts[: depth + 1])
         last = depth == len(parts) - 1

@@ -540,6 +540,17 @@ class RayConfig(StrictModel):
     )
 
 
+class TrackingConfig(StrictModel):
+    """Experiment trackers written next to the run (``tensorboard/``, ``mlflow/``); off by default."""
+
+    tensorboard: bool = Field(
+        False, description="TensorBoard event files (pip install 'medfed[tensorboard]')."
+    )
+    mlflow: bool = Field(
+        False, description="A local MLflow file store, no server (pip install 'medfed[mlflow]')."
+    )
+
+
 class SimulationConfig(StrictModel):
     """Everything ``medfed simulate`` needs; all defaults together are the built-in demo."""
 
@@ -558,6 +569,7 @@ class SimulationConfig(StrictModel):
     attack: PoisoningConfig | None = None
     preprocessing: PreprocessingConfig = PreprocessingConfig()
     ray: RayConfig = RayConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
     def _ray_without_dp_sgd(self) -> SimulationConfig:

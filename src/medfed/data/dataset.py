@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -34,6 +35,10 @@ from medfed.errors import DataError
 
 Task = Literal["segmentation", "classification"]
 Sample = dict[str, torch.Tensor]
+
+Transform = Callable[[Sample], dict[str, Any]]
+"""A dictionary transform of a training sample ``{"image": (C, H, W[, D]), "label": ...}``, e.g. a
+MONAI ``Compose`` of ``*d`` transforms; a ``Randomizable`` one is reseeded for reproducibility."""
 
 
 class CaseDataset(Dataset[Sample]):
@@ -91,6 +96,7 @@ def build_dataset(
     preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
     training: bool = False,
     num_classes: int | None = None,
+    transform: Transform | None = None,
 ) -> CaseDataset:
     """Builds a dataset yielding ``{"image", "label"}`` dicts for training or evaluation.
 
@@ -113,6 +119,8 @@ def build_dataset(
         preprocessing: How cases are brought to a common grid.
         training: Whether the dataset feeds training (patches or padding to one shape).
         num_classes: Classes the model outputs; a mask value at or above it is an error.
+        transform: With ``augment``, applied at each access in place of the built-in
+            augmentation (a copy per dataset, reseeded from ``seed`` when ``Randomizable``).
 
     Returns:
         The dataset.
@@ -131,14 +139,15 @@ def build_dataset(
         largest = np.max([sample["image"].shape[1:] for sample in samples], axis=0).tolist()
         pad = Compose(training_padding(preprocessing, keys, largest))
         samples = [pad(sample) for sample in samples]
-    random = training_crop(preprocessing, keys) if training else []
-    random += _augmentation(task) if augment else []
-    transform = Compose(random) if random else None
-    if transform is not None:
-        transform.set_random_state(seed=seed)
+    random: list[Callable[..., Any]] = [*training_crop(preprocessing, keys)] if training else []
+    if augment:
+        random += _augmentation(task) if transform is None else [copy.deepcopy(transform)]
+    augmentation = Compose(random) if random else None
+    if augmentation is not None:
+        augmentation.set_random_state(seed=seed)
     images = [_plain(sample["image"]).to(torch.float32) for sample in samples]
     targets = [_plain(sample["label"]).to(torch.int64) for sample in samples]
-    return CaseDataset(images, targets, transform, inferer=inferer(preprocessing))
+    return CaseDataset(images, targets, augmentation, inferer=inferer(preprocessing))
 
 
 def _prepared(

@@ -22,10 +22,14 @@ import grpc
 
 from medfed.deployment.evaluation import EVALUATE, encode_metrics
 from medfed.deployment.planning import FINGERPRINT
+from medfed.deployment.provenance import SIGN as LEDGER_SIGN
+from medfed.deployment.provenance import SYNC as LEDGER_SYNC
+from medfed.deployment.provenance import SiteLedger, job_fingerprint
 from medfed.deployment.site_builder import SiteBuilder
 from medfed.errors import MedfedError, PolicyRefusal, PrivacyBudgetExceeded
 from medfed.orchestration.grid import SiteProtocol
 from medfed.orchestration.validation import non_finite_keys
+from medfed.provenance import LedgerError
 from medfed.provision.certs import read_certificate
 from medfed.provision.errors import ProvisionError
 from medfed.provision.gate import certified
@@ -53,6 +57,7 @@ def run_client(
     *,
     backoff: Backoff | None = None,
     max_failures: int = DEFAULT_MAX_FAILURES,
+    ledger: SiteLedger | None = None,
 ) -> int:
     """Works for the server until it says the job is done.
 
@@ -61,6 +66,7 @@ def run_client(
         builder: Builds the site from the job.
         backoff: Delays between failed attempts.
         max_failures: Consecutive failures after which to give up (0: never).
+        ledger: The site's copy of the provenance ledger (``None``: it signs and keeps nothing).
 
     Returns:
         Number of rounds this site trained.
@@ -72,7 +78,7 @@ def run_client(
             likely cause.
     """
     backoff = backoff or Backoff()
-    worker = _Worker(builder)
+    worker = _Worker(builder, ledger)
     failures = 0
     channel = connect()
     try:
@@ -104,8 +110,9 @@ class _Worker:
     """Trains for tasks, evaluates the global model and answers protocol steps; holds the
     protected round in progress."""
 
-    def __init__(self, builder: SiteBuilder) -> None:
+    def __init__(self, builder: SiteBuilder, ledger: SiteLedger | None = None) -> None:
         self.builder = builder
+        self.ledger = ledger
         self.trained = 0
         self.protected: SiteProtocol | None = None
 
@@ -141,6 +148,8 @@ class _Worker:
             outcome = send_when_admitted(functools.partial(channel.answer, task_id, task.round, upload))
         if outcome.accepted:
             logger.info("round %d: update accepted", task.round)
+            if self.ledger is not None and upload is None:
+                self.ledger.sent(result)
             self.builder.save_state()
             self.trained += 1
         else:
@@ -149,6 +158,9 @@ class _Worker:
     def step(self, channel: SiteChannel, step: FetchedStep) -> None:
         if step.step == EVALUATE:  # after the round: outside any protected round's protocol
             self.evaluate(channel, step)
+            return
+        if step.step in (LEDGER_SIGN, LEDGER_SYNC):
+            self.record(channel, step)
             return
         if step.step == FINGERPRINT:  # before round 1, for the study plan
             self.fingerprint(channel, step)
@@ -184,6 +196,25 @@ class _Worker:
             logger.info("sent this site's fingerprint for the study plan (%d bytes)", len(payload))
         else:
             logger.warning("fingerprint refused: %s", outcome.reason)
+
+    def record(self, channel: SiteChannel, step: FetchedStep) -> None:
+        """Signs this site's ledger entry, or checks and appends new entries to its copy."""
+        try:
+            if self.ledger is None:
+                raise LedgerError(
+                    self.builder.data.name, None, "this site keeps no ledger (no ledger.key in its kit)"
+                )
+            if step.step == LEDGER_SIGN:
+                reply = self.ledger.sign(step.round, step.message)
+            else:
+                reply = self.ledger.sync(job_fingerprint(step.job_json), step.message)
+        except LedgerError as error:
+            logger.warning("round %d: %s: %s", step.round, step.step, error)
+            channel.decline(step.task_id, step.round, str(error))
+            return
+        outcome = channel.answer(step.task_id, step.round, reply)
+        if not outcome.accepted:
+            logger.warning("round %d: %s refused: %s", step.round, step.step, outcome.reason)
 
     def evaluate(self, channel: SiteChannel, step: FetchedStep) -> None:
         try:

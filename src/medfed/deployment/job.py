@@ -8,13 +8,14 @@ build the same model, strategy and trainer from the same registries.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from medfed.config.loading import check_strategy
+from medfed.config.loading import apply_override, check_strategy
 from medfed.config.schema import (
     FederationConfig,
     ModelConfig,
@@ -73,6 +74,8 @@ class JobConfig(SiteJob):
         poll_s: How long a site's request for work waits before it is told to ask again.
         max_round_attempts: Tries of a round that fails (missed quorum, or an aggregate refused
             as not finite) before the server gives up.
+        provenance: Keep the provenance ledger (two short steps after each round, see
+            docs/provenance.md) when the server's kit holds a ledger key.
     """
 
     name: str = "job"
@@ -81,6 +84,7 @@ class JobConfig(SiteJob):
     step_timeout_s: float = Field(60.0, gt=0)
     poll_s: float = Field(10.0, gt=0)
     max_round_attempts: int = Field(10, ge=1)
+    provenance: bool = True
 
     @model_validator(mode="after")
     def _sites_over_grpc(self) -> JobConfig:
@@ -109,12 +113,22 @@ def parse_site_job(text: str) -> SiteJob:
         raise ConfigError(f"the server sent an invalid job: {error}") from None
 
 
-def load_job(path: Path) -> JobConfig:
-    """Reads and validates a job YAML file, including that its strategy can be built and
-    protected as ``privacy`` asks; raises ``ConfigError`` naming the problem."""
+def load_job(path: Path, overrides: Sequence[str] = ()) -> JobConfig:
+    """Reads and validates a job YAML file with ``overrides`` (``KEY=VALUE``, see
+    ``apply_override``) applied, including that its strategy can be built and protected as
+    ``privacy`` asks; raises ``ConfigError`` naming the problem."""
     try:
-        job = JobConfig.model_validate(yaml.safe_load(Path(path).read_text()) or {})
-    except (OSError, yaml.YAMLError, ValidationError) as error:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"job file '{path}': {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"job file '{path}' must be a mapping of settings at the top level")
+    defaults = JobConfig().model_dump(mode="json")
+    for override in overrides:
+        apply_override(raw, override, defaults)
+    try:
+        job = JobConfig.model_validate(raw)
+    except ValidationError as error:
         raise ConfigError(f"job file '{path}': {error}") from None
     check_strategy(job.strategy, job.privacy, f"job file '{path}': strategy")
     return job

@@ -22,6 +22,7 @@ from medfed.data.study_plan import save_plan
 from medfed.deployment.evaluation import SiteEvaluation, SiteMetrics
 from medfed.deployment.job import JobConfig, site_job_json
 from medfed.deployment.planning import planned_job
+from medfed.deployment.provenance import LedgerKeys, ServerLedger, keep_signers, ledger_folder
 from medfed.deployment.report import keep_job, write_job_report
 from medfed.deployment.status import HISTORY_LENGTH, RoundSummary, ServerStatus, summarise, write_status
 from medfed.models import build_model
@@ -59,6 +60,7 @@ class ServerSettings:
         authenticate: Client-certificate check (required with ``tls``).
         gzip: Compress outgoing messages.
         ckks_context: The keyless CKKS context of the server's kit (jobs with encryption).
+        ledger: The server's provenance-ledger key and the signer list (``None``: no ledger).
     """
 
     state_dir: Path
@@ -68,6 +70,7 @@ class ServerSettings:
     authenticate: Authenticator | None
     gzip: bool = False
     ckks_context: ts.Context | None = None
+    ledger: LedgerKeys | None = None
 
 
 def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
@@ -130,7 +133,10 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
         evaluation = SiteEvaluation(
             board, sites=sites, task=job.task, timeout_s=job.step_timeout_s, seen_within_s=2 * job.poll_s + 1
         )
-        recorder = round_recorder(job, strategy, records, evaluation, after=[reporter.completed])
+        ledger = _server_ledger(job, settings, board, evaluation.reachable)
+        recorder = round_recorder(
+            job, strategy, records, evaluation, after=[reporter.completed], ledger=ledger
+        )
         state = run_rounds(
             strategy, state, plan, grid, recorder, max_attempts=job.max_round_attempts, collect=collect
         )
@@ -145,6 +151,21 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
                 "gRPC server still stopping after %.0f s; exiting anyway", STOP_GRACE_S + STOP_WAIT_S
             )
     return state
+
+
+def _server_ledger(
+    job: JobConfig, settings: ServerSettings, board: RoundBoard, reachable: Callable[[], list[str]]
+) -> ServerLedger | None:
+    """The job's provenance ledger (``None`` when the job keeps none, or without ledger keys,
+    e.g. ``--insecure``)."""
+    if not job.provenance:
+        return None
+    if settings.ledger is None:
+        logger.warning("no ledger key in the server's kit: this job keeps no provenance ledger")
+        return None
+    keep_signers(settings.state_dir, settings.ledger)
+    folder = ledger_folder(settings.state_dir, job.name)
+    return ServerLedger(board, folder, settings.ledger, timeout_s=job.step_timeout_s, reachable=reachable)
 
 
 def initial_state(job: JobConfig, strategy: Strategy, records: RunRecords) -> ServerState:
@@ -162,11 +183,17 @@ def round_recorder(
     records: RunRecords,
     evaluate: Callable[[ServerState], SiteMetrics],
     after: Sequence[RecordedCallback] = (),
+    ledger: ServerLedger | None = None,
 ) -> RoundRecorder:
-    """Records each round of ``job``: its training rows, the sites' held-out scores when
-    ``federation.evaluate_every`` says so (``evaluate`` asks them), the server's
-    ``client_epsilon`` under client-level DP; then the checkpoint; then ``after``."""
-    sources = [_evaluation_rows(job, evaluate), privacy_rows(job.name, job.privacy.plan(), strategy)]
+    """Records each round of ``job``: in the provenance ``ledger`` first (when kept), its
+    training rows, the sites' held-out scores when ``federation.evaluate_every`` says so
+    (``evaluate`` asks them), the server's ``client_epsilon`` under client-level DP; then the
+    checkpoint; then ``after``."""
+    evaluation = _evaluation_rows(job, evaluate)
+    sources = [
+        evaluation if ledger is None else ledger.recording(evaluation),
+        privacy_rows(job.name, job.privacy.plan(), strategy),
+    ]
     return RoundRecorder(records, sources=sources, after=after)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import yaml
@@ -13,6 +14,20 @@ from medfed.files import atomic_write
 
 CONFIG_FILE = "config.yaml"
 
+RUN_ENTRIES = (
+    CONFIG_FILE,
+    "checkpoints",
+    "privacy",
+    "metrics.sqlite",
+    "metrics.csv",
+    "results.json",
+    "report.html",
+    "tensorboard",
+    "mlflow",
+)
+"""What a simulation writes into its run directory, besides the built-in data (``data/``, which
+is written afresh by every run)."""
+
 
 def check_new_run(run_dir: Path) -> None:
     """Raises ``CheckpointError`` when ``run_dir`` already holds a run."""
@@ -21,6 +36,19 @@ def check_new_run(run_dir: Path) -> None:
             f"run directory '{run_dir}' already holds a run: continue it with "
             f"'medfed simulate --resume {run_dir}' or choose another output_dir"
         )
+
+
+def clear_run(run_dir: Path) -> None:
+    """Deletes the run in ``run_dir`` (the entries of ``RUN_ENTRIES``), so that a new one can
+    start there; anything else in the folder is left alone, and so is a folder holding no run."""
+    if not (run_dir / CONFIG_FILE).is_file():
+        return
+    for name in RUN_ENTRIES:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def start_run(config: SimulationConfig) -> Path:

@@ -4,9 +4,9 @@ that a resumed run ends with the weights of an uninterrupted one."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, closing, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from medfed.config.schema import SimulationConfig
 from medfed.data import SiteData, build_dataset
-from medfed.data.dataset import CaseDataset
+from medfed.data.dataset import CaseDataset, Transform
 from medfed.errors import ConfigError
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import model_metadata
@@ -23,11 +23,20 @@ from medfed.orchestration.driver import RoundRecorder, RunRecords, privacy_rows
 from medfed.orchestration.experiments import Experiment
 from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.grid import Collect, InMemoryGrid, OpenProtocol, Tamper, train_in_clear
+from medfed.orchestration.hooks import CUSTOM_MODEL, ModelContext, SimulationHooks
 from medfed.orchestration.loop import RoundPlan, run_rounds
-from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split, case_metric
+from medfed.orchestration.metrics_log import (
+    MetricRow,
+    MetricsLog,
+    Split,
+    case_metric,
+    split_case_metric,
+)
+from medfed.orchestration.recording import SERVER, LedgerRecorder, run_keys
 from medfed.orchestration.site import LocalSite, cpu_weights
 from medfed.privacy.plan import CkksSettings
 from medfed.privacy.setup import expected_sites, prepare_model, protect, site_protocol, site_trainer
+from medfed.provenance.verify import PROVENANCE_DIR
 from medfed.strategies.base import Strategy
 from medfed.training import LocalTrainer, TrainSettings, adapt_norm_statistics
 from medfed.training.evaluation import evaluate_cases
@@ -56,11 +65,41 @@ class ExperimentResult:
 
 @dataclass(frozen=True)
 class Callbacks:
-    """Progress hooks of a simulation (e.g. rich progress bars); all optional."""
+    """Progress hooks of a simulation (progress bars, log lines, trackers); all optional.
 
+    Attributes:
+        on_plan: Before the first experiment, with every experiment of the run in order.
+        on_experiment: An experiment starts, with the rounds it has already done (resumed).
+        on_round: A round is recorded, with its number.
+        on_site: A site finished its local training.
+        on_recorded: A round is recorded: the experiment's name, the round and its metric rows
+            (per-case rows left out).
+        on_experiment_end: An experiment finished its last round.
+    """
+
+    on_plan: Callable[[Sequence[Experiment]], None] | None = None
     on_experiment: Callable[[Experiment, int], None] | None = None
     on_round: Callable[[int], None] | None = None
     on_site: Callable[[str], None] | None = None
+    on_recorded: Callable[[str, int, Sequence[MetricRow]], None] | None = None
+    on_experiment_end: Callable[[Experiment], None] | None = None
+
+
+def combine(*callbacks: Callbacks) -> Callbacks:
+    """Callbacks that call each of ``callbacks``' hooks in turn."""
+
+    def each(name: str) -> Callable[..., None] | None:
+        hooks = [getattr(one, name) for one in callbacks if getattr(one, name) is not None]
+        if not hooks:
+            return None
+
+        def call(*args: Any) -> None:
+            for hook in hooks:
+                hook(*args)
+
+        return call
+
+    return Callbacks(**{field.name: each(field.name) for field in fields(Callbacks)})
 
 
 class ExperimentRunner:
@@ -71,6 +110,7 @@ class ExperimentRunner:
         data: The prepared data of every site.
         run_dir: The run directory.
         callbacks: Progress hooks.
+        hooks: The researcher's own model, loss, augmentation or training step.
     """
 
     def __init__(
@@ -79,8 +119,10 @@ class ExperimentRunner:
         data: FederationData,
         run_dir: Path,
         callbacks: Callbacks | None = None,
+        hooks: SimulationHooks | None = None,
     ) -> None:
         self.config = config
+        self.hooks = hooks or SimulationHooks()
         self.data = data
         self.run_dir = run_dir
         self.callbacks = callbacks or Callbacks()
@@ -90,7 +132,7 @@ class ExperimentRunner:
         self.model_params = {"spatial_dims": dims, "in_channels": channels, **config.model.params}
         if "out_channels" not in self.model_params:
             self.model_params["out_channels"] = data.num_classes(config.task)
-        self.trainer = local_trainer(config)
+        self.trainer = local_trainer(config, self.hooks)
         self.evaluation_sets = {
             name: site_dataset(config, self.model_params, site, training=False)
             for name, site in data.evaluation_sets.items()
@@ -98,12 +140,13 @@ class ExperimentRunner:
 
     def new_model(self) -> nn.Module:
         """The run's initial model (identical for every experiment; DP-compatible under DP-SGD)."""
-        return new_model(self.config, self.model_params)
+        return new_model(self.config, self.model_params, self.hooks)
 
     def run(self, experiment: Experiment) -> ExperimentResult:
         """Runs ``experiment`` from its last checkpoint (or from scratch) to the last round."""
         experiment, collect, recipe = self._protected(experiment)
-        model_entries = model_metadata(self.config.model.name, self.model_params, self.data.image_shape())
+        network = self.config.model.name if self.hooks.model_fn is None else CUSTOM_MODEL
+        model_entries = model_metadata(network, self.model_params, self.data.image_shape())
         records = RunRecords(
             experiment.name,
             self.metrics,
@@ -124,16 +167,22 @@ class ExperimentRunner:
         )
         if self.callbacks.on_experiment is not None:
             self.callbacks.on_experiment(experiment, state.round)
-        with self._grid(experiment, recipe, model, site_states) as grid:
-            recorder = self.recorder(records, experiment, grid, model)
+        ledger = self._ledger(experiment)
+        with self._grid(experiment, recipe, model, site_states, ledger) as grid:
+            recorder = self.recorder(records, experiment, grid, model, ledger)
             final = run_rounds(experiment.strategy, state, plan, grid, on_round=recorder, collect=collect)
             return ExperimentResult(experiment, final, grid.site_states())
 
     def recorder(
-        self, records: RunRecords, experiment: Experiment, grid: InMemoryGrid | RayGrid, model: nn.Module
+        self,
+        records: RunRecords,
+        experiment: Experiment,
+        grid: InMemoryGrid | RayGrid,
+        model: nn.Module,
+        ledger: LedgerRecorder | None = None,
     ) -> RoundRecorder:
         """Records each round with the sites' private states (sites without any left out); its
-        held-out rows scored here, in process."""
+        held-out rows scored here, in process; in the provenance ``ledger`` too, when given."""
 
         def evaluation_rows(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
             if not self.config.federation.evaluates_after(state.round):
@@ -146,6 +195,9 @@ class ExperimentRunner:
         def progress(state: ServerState, results: list[TrainResult], rows: list[MetricRow]) -> None:
             if self.callbacks.on_round is not None:
                 self.callbacks.on_round(state.round)
+            if self.callbacks.on_recorded is not None:  # per-case rows stay in the metrics log
+                aggregates = [row for row in rows if split_case_metric(row.metric) is None]
+                self.callbacks.on_recorded(experiment.name, state.round, aggregates)
 
         def trainers() -> dict[str, Trainer]:
             # DP-SGD (whose trainers report epsilon) runs in memory only: Ray sites report none
@@ -153,15 +205,31 @@ class ExperimentRunner:
             return {name: site.trainer for name, site in sites.items()}
 
         privacy = privacy_rows(experiment.name, self.privacy, experiment.strategy, trainers)
+        if ledger is not None:
+            privacy = ledger.recording(privacy)
         return RoundRecorder(
             records, sources=[evaluation_rows, privacy], sites=private_states, after=[progress]
         )
 
+    def _ledger(self, experiment: Experiment) -> LedgerRecorder | None:
+        """The provenance ledger of a federated experiment and its sites' copies."""
+        if experiment.kind != "federated":
+            return None
+        keys, signers = run_keys(self.run_dir, [*sorted(experiment.sites), SERVER])
+        folder = self.run_dir / PROVENANCE_DIR / experiment.name
+        return LedgerRecorder(folder, keys, signers, sorted(experiment.sites))
+
     def _grid(
-        self, experiment: Experiment, recipe: SiteRecipe, model: nn.Module, states: Mapping[str, SiteState]
+        self,
+        experiment: Experiment,
+        recipe: SiteRecipe,
+        model: nn.Module,
+        states: Mapping[str, SiteState],
+        ledger: LedgerRecorder | None = None,
     ) -> AbstractContextManager[InMemoryGrid | RayGrid]:
         """The experiment's sites, in this process or as Ray actors (``federation.engine``): the
-        one place the engine is chosen."""
+        one place the engine is chosen. In process, the ``ledger`` digests what each site sends
+        in a protected round (Ray sites' messages are not seen: only the aggregate is recorded)."""
         tamper = self._attack(experiment)
         if self.config.federation.engine == "ray":
             try:
@@ -193,10 +261,13 @@ class ExperimentRunner:
             )
             for name, data in experiment.sites.items()
         }
+        open_protocol = recipe.open_protocol()
+        if ledger is not None and open_protocol is not None:
+            open_protocol = ledger.protocol(open_protocol)
         return nullcontext(
             InMemoryGrid(
                 sites,
-                open_protocol=recipe.open_protocol(),
+                open_protocol=open_protocol,
                 on_site_done=self.callbacks.on_site,
                 tamper=tamper,
             )
@@ -218,7 +289,13 @@ class ExperimentRunner:
         (``protect`` and ``site_protocol``, as in a deployment). A secure or encrypted round hands
         the loop one result, the aggregate, which counts towards ``min_sites`` as the number of
         sites in its sum. CKKS gets a fresh key pair per experiment."""
-        recipe = SiteRecipe(self.config, self.model_params, experiment.strategy, attacked=experiment.attacked)
+        recipe = SiteRecipe(
+            self.config,
+            self.model_params,
+            experiment.strategy,
+            attacked=experiment.attacked,
+            hooks=self.hooks,
+        )
         if experiment.kind != "federated":
             return experiment, train_in_clear, recipe
         privacy, federation = self.privacy, self.config.federation
@@ -331,6 +408,8 @@ class SiteRecipe:
         attacked: Whether the configured attack applies to this experiment.
         protected: Whether the sites take part in secure aggregation or CKKS rounds.
         ckks_context: The sites' serialized secret-key CKKS context (CKKS rounds only).
+        hooks: The researcher's own model, loss, augmentation or training step (pickled with
+            cloudpickle for Ray: closures travel, open files and locks do not).
     """
 
     config: SimulationConfig
@@ -339,13 +418,16 @@ class SiteRecipe:
     attacked: bool = False
     protected: bool = False
     ckks_context: bytes | None = None
+    hooks: SimulationHooks = field(default_factory=SimulationHooks)
 
     def site(
         self, name: str, data: SiteData, *, model: nn.Module, trainer: Trainer, state: SiteState | None
     ) -> LocalSite:
         """Site ``name`` training ``model`` on its ``data`` (poisoned under a data attack)."""
         config = self.config
-        dataset: Dataset = site_dataset(config, self.model_params, data, training=True)
+        dataset: Dataset = site_dataset(
+            config, self.model_params, data, training=True, transform=self.hooks.transform
+        )
         attack = config.attack
         if self.attacked and attack is not None and name in attack.sites:
             from medfed.attacks.poisoning import DATA_ATTACKS, PoisonedDataset, num_output_classes
@@ -370,7 +452,8 @@ class SiteRecipe:
 
     def grid(self, sites: Mapping[str, SiteData], states: Mapping[str, SiteState]) -> InMemoryGrid:
         """``sites`` in one ``InMemoryGrid`` sharing one model and trainer (a Ray actor's sites)."""
-        model, trainer = new_model(self.config, self.model_params), local_trainer(self.config)
+        model = new_model(self.config, self.model_params, self.hooks)
+        trainer = local_trainer(self.config, self.hooks)
         built = {
             name: self.site(name, data, model=model, trainer=trainer, state=states.get(name))
             for name, data in sites.items()
@@ -379,27 +462,49 @@ class SiteRecipe:
 
 
 def site_dataset(
-    config: SimulationConfig, model_params: Mapping[str, Any], site: SiteData, *, training: bool
+    config: SimulationConfig,
+    model_params: Mapping[str, Any],
+    site: SiteData,
+    *,
+    training: bool,
+    transform: Transform | None = None,
 ) -> CaseDataset:
-    """The site's cases, preprocessed; augmented when training and configured."""
+    """The site's cases, preprocessed; augmented when training and configured, or by
+    ``transform`` when given."""
     return build_dataset(
         site.cases,
         task=config.task,
-        augment=training and config.data.augment,
+        augment=training and (config.data.augment or transform is not None),
         seed=config.seed,
         site=site.name,
         preprocessing=config.preprocessing.settings(config.model),
         training=training,
         num_classes=int(model_params["out_channels"]) if config.task == "segmentation" else None,
+        transform=transform,
     )
 
 
-def new_model(config: SimulationConfig, params: Mapping[str, Any]) -> nn.Module:
-    """The run's initial model (identical for every experiment; DP-compatible under DP-SGD)."""
-    model = build_model(config.model.name, dict(params), seed=config.seed)
+def new_model(
+    config: SimulationConfig, params: Mapping[str, Any], hooks: SimulationHooks | None = None
+) -> nn.Module:
+    """The run's initial model (identical for every experiment; DP-compatible under DP-SGD),
+    from ``hooks.model_fn`` when given."""
+    if hooks is None or hooks.model_fn is None:
+        model = build_model(config.model.name, dict(params), seed=config.seed)
+    else:
+        context = ModelContext(
+            config.task, int(params["spatial_dims"]), int(params["in_channels"]), int(params["out_channels"])
+        )
+        model = hooks.build_model(context, seed=config.seed)
     return prepare_model(config.privacy.plan(), model)
 
 
-def local_trainer(config: SimulationConfig) -> LocalTrainer:
-    """The local trainer of a simulated site, without DP-SGD."""
-    return LocalTrainer(task=config.task, settings=TrainSettings(**config.training.model_dump()))
+def local_trainer(config: SimulationConfig, hooks: SimulationHooks | None = None) -> LocalTrainer:
+    """The local trainer of a simulated site, without DP-SGD (with ``hooks``' loss and step)."""
+    hooks = hooks or SimulationHooks()
+    return LocalTrainer(
+        task=config.task,
+        settings=TrainSettings(**config.training.model_dump()),
+        loss=hooks.loss_fn,
+        step=hooks.train_step,
+    )

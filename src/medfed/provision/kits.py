@@ -2,9 +2,12 @@
 
 Layout written by ``provision(project, out)``::
 
-    out/ca/        ca.crt, ca.key (0600, keep offline), crl.pem, issued.json[, ckks.ctx (0600)]
-    out/server/    server.crt, server.key (0600), ca.crt, crl.pem, server.yaml[, ckks_public.ctx]
-    out/<site>/    site.crt, site.key (0600), ca.crt, client.yaml[, ckks.ctx (0600)]
+    out/ca/        ca.crt, ca.key (0600, keep offline), crl.pem, issued.json, signers.json
+                   [, ckks.ctx (0600)]
+    out/server/    server.crt, server.key (0600), ca.crt, crl.pem, server.yaml, ledger.key (0600),
+                   signers.json[, ckks_public.ctx]
+    out/<site>/    site.crt, site.key (0600), ca.crt, client.yaml, ledger.key (0600),
+                   signers.json[, ckks.ctx (0600)]
                    [, site_policy.yaml: written by the site itself, never by provision]
 
 The ``ckks`` files exist when the project sets ``encryption: ckks``: one secret-key CKKS
@@ -38,6 +41,8 @@ from medfed.transport.tls import TlsFiles
 
 CA_DIR, SERVER_DIR = "ca", "server"
 CKKS_FILE, CKKS_PUBLIC_FILE = "ckks.ctx", "ckks_public.ctx"
+LEDGER_KEY, SIGNERS_FILE = "ledger.key", "signers.json"
+"""Each party's Ed25519 key for the provenance ledger (0600), and every party's public key."""
 POLICY_FILE = "site_policy.yaml"
 """A site's own privacy policy in its kit (see ``medfed.deployment.site_policy``)."""
 
@@ -54,8 +59,9 @@ class ProvisionReport:
 
 @dataclass(frozen=True)
 class ServerKit:
-    """The server's kit: TLS files, the CRL, its listening port, the project's sites and the
-    keyless CKKS context (``None`` when the project does not encrypt)."""
+    """The server's kit: TLS files, the CRL, its listening port, the project's sites, the
+    keyless CKKS context (``None`` when the project does not encrypt) and its provenance-ledger
+    key with the signer list (``None`` in kits provisioned before ledgers existed)."""
 
     tls: TlsFiles
     crl: Path
@@ -63,13 +69,16 @@ class ServerKit:
     port: int
     sites: list[str]
     ckks_context: Path | None = None
+    ledger_key: Path | None = None
+    signers: Path | None = None
 
 
 @dataclass(frozen=True)
 class ClientKit:
     """A site's kit: TLS files, its name, the server's address, the sites' secret-key CKKS
-    context (``None`` when the project does not encrypt) and the site's own privacy policy
-    file (``None`` when the site has not written one)."""
+    context (``None`` when the project does not encrypt), the site's own privacy policy
+    file (``None`` when the site has not written one) and its provenance-ledger key with the
+    signer list (``None`` in kits provisioned before ledgers existed)."""
 
     tls: TlsFiles
     site: str
@@ -77,6 +86,8 @@ class ClientKit:
     server_name: str
     ckks_context: Path | None = None
     policy: Path | None = None
+    ledger_key: Path | None = None
+    signers: Path | None = None
 
 
 def provision(project: ProjectConfig, out_dir: Path) -> ProvisionReport:
@@ -114,6 +125,7 @@ def provision(project: ProjectConfig, out_dir: Path) -> ProvisionReport:
             "server_name": project.server.host,
         }
         write_file(folder / "client.yaml", yaml.safe_dump(client_config).encode(), mode=0o644)
+    _ledger_keys(out_dir, ["server", *project.sites])
     kept = [name for name in ["ca", "server", *project.sites] if name not in created]
     ckks = _ckks(out_dir, project.sites) if project.encryption == "ckks" else None
     return ProvisionReport(created=created, kept=kept, ckks=ckks)
@@ -135,6 +147,25 @@ def _ckks(out_dir: Path, sites: list[str]) -> Literal["created", "kept"]:
     public = ckks.serialize_context(context, include_secret_key=False)
     write_file(out_dir / SERVER_DIR / CKKS_PUBLIC_FILE, public, mode=0o644)
     return status
+
+
+def _ledger_keys(out_dir: Path, parties: list[str]) -> None:
+    """A ledger key for each party that has none, and the signer list in the CA and every kit."""
+    from medfed.provenance import load_signers, new_signer, save_signers  # provenance reads the CRL
+    from medfed.provenance.signers import save_key
+
+    listed = out_dir / CA_DIR / SIGNERS_FILE
+    known = dict(load_signers(listed).known) if listed.exists() else {}
+    for party in parties:
+        key_path = out_dir / party / LEDGER_KEY
+        if party in known and key_path.exists():
+            continue
+        key, known[party] = new_signer(party)
+        save_key(key_path, key)
+        _record_issue(out_dir / CA_DIR / "issued.json", party, known[party].serial)
+    save_signers(listed, known.values())
+    for party in parties:
+        shutil.copyfile(listed, out_dir / party / SIGNERS_FILE)
 
 
 def _refuse_orphan_contexts(out_dir: Path, sites: list[str], master: Path) -> None:
@@ -198,6 +229,8 @@ def load_server_kit(folder: Path) -> ServerKit:
             int(config["port"]),  # type: ignore[call-overload]
             list(config["sites"]),  # type: ignore[call-overload]
             _optional(folder / CKKS_PUBLIC_FILE),
+            _optional(folder / LEDGER_KEY),
+            _optional(folder / SIGNERS_FILE),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ProvisionError(f"'{folder / 'server.yaml'}' lacks or garbles {error}") from None
@@ -216,6 +249,8 @@ def load_client_kit(folder: Path) -> ClientKit:
             str(config["server_name"]),
             _optional(folder / CKKS_FILE),
             _present(folder / POLICY_FILE),
+            _optional(folder / LEDGER_KEY),
+            _optional(folder / SIGNERS_FILE),
         )
     except KeyError as error:
         raise ProvisionError(f"'{folder / 'client.yaml'}' lacks {error}") from None

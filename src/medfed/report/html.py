@@ -13,6 +13,7 @@ from pathlib import Path
 
 from medfed.files import atomic_write
 from medfed.orchestration.metrics_log import MetricRow, Split
+from medfed.provenance.history import Contribution
 from medfed.report.intervals import RESAMPLES, Interval, payoff, site_interval
 from medfed.report.plots import SampleImage, learning_curves, sample_grid, site_curves
 from medfed.report.summary import AttackRow, SummaryRow, best_and_last
@@ -46,6 +47,7 @@ class SimulationRun:
         warning: Shown under the title (e.g. "NOT PRIVATE").
         attacks: Clean vs attacked vs defended, under an ``attack:`` section.
         plan: The study plan's ``(what, value)`` lines.
+        contributions: Each site's contributions, from the run's verified provenance ledgers.
     """
 
     title: str
@@ -56,6 +58,7 @@ class SimulationRun:
     warning: str | None = None
     attacks: Sequence[AttackRow] = ()
     plan: Sequence[tuple[str, str]] = ()
+    contributions: Sequence[Contribution] = ()
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,11 @@ def _simulation(rows: Sequence[MetricRow], metric: str, run: SimulationRun) -> l
             _attack_table(run.attacks, metric=metric),
         ]
     sections += _privacy_section(rows)
+    if run.contributions:
+        sections += [
+            "<h2>Contributions (provenance ledger, verified)</h2>",
+            _contribution_table(run.contributions),
+        ]
     if run.samples:
         sections += ["<h2>Sample predictions on held-out cases</h2>", _image(sample_grid(run.samples))]
     if run.plan:
@@ -152,6 +160,16 @@ def _declines_section(declines: Mapping[str, str]) -> list[str]:
 
 def _settings_section(heading: str, text: str) -> list[str]:
     return [f"<h2>{heading}</h2>", f"<pre>{html.escape(text)}</pre>"]
+
+
+def _contribution_table(contributions: Sequence[Contribution]) -> str:
+    header = ["experiment", "site", "rounds contributed", "samples (summed)", "epsilon at last update"]
+    lines = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr>"]
+    for row in contributions:
+        rounds = ", ".join(str(round) for round in row.rounds)
+        cells = [html.escape(row.experiment), html.escape(row.site), rounds, str(row.samples)]
+        lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in [*cells, _number(row.epsilon)]) + "</tr>")
+    return "".join(lines) + "</table>"
 
 
 def _write_page(path: Path, title: str, sections: Sequence[str]) -> None:

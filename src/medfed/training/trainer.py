@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, Protocol
 
@@ -51,6 +51,16 @@ class TrainSettings:
         return replace(self, **changes)
 
 
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A training loss: ``(outputs, labels) -> scalar``; outputs are the model's logits (BCHW[D] or
+BC), labels the batch's ``label`` (B1HW[D] masks or B classes). An ``nn.Module`` such as
+``monai.losses.DiceCELoss(to_onehot_y=True, softmax=True)`` fits."""
+
+StepFn = Callable[[nn.Module, Mapping[str, torch.Tensor], LossFn], torch.Tensor]
+"""A training step's loss: ``(model, batch, loss) -> scalar``, given the batch (``image``,
+``label``, on the training device) and the trainer's loss; medfed then adds the strategy's
+penalty, back-propagates and steps the optimiser (so FedProx, SCAFFOLD and DP-SGD still apply)."""
+
 _INTEGER_RANGES = {"local_epochs": (1, 1000), "batch_size": (1, 65536)}
 MAX_LR = 10.0
 
@@ -97,13 +107,24 @@ class LocalTrainer:
         task: ``"segmentation"`` (Dice + CE) or ``"classification"`` (CE).
         settings: Default hyperparameters.
         device: Where to train; ``default_device()`` when ``None``.
+        loss: The training loss; the task's (``loss_for``) when ``None``.
+        step: Computes a batch's loss in place of ``model(image)`` scored by ``loss``.
     """
 
-    def __init__(self, *, task: Task, settings: TrainSettings, device: torch.device | None = None):
+    def __init__(
+        self,
+        *,
+        task: Task,
+        settings: TrainSettings,
+        device: torch.device | None = None,
+        loss: LossFn | None = None,
+        step: StepFn | None = None,
+    ):
         self.task = task
         self.settings = settings
         self.device = device or default_device()
-        self.loss = loss_for(task)
+        self.loss: LossFn = loss if loss is not None else loss_for(task)
+        self.step = step
 
     def fit(
         self,
@@ -135,8 +156,10 @@ class LocalTrainer:
         return FitReport(steps=steps, loss=total / max(steps, 1), lr=settings.lr)
 
     def batch_loss(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The training loss of ``model`` on ``batch`` (``image`` and ``label``, moved to this
-        trainer's device)."""
+        """The training loss of ``model`` on ``batch`` (its tensors moved to this trainer's
+        device), from ``step`` when given."""
+        if self.step is not None:
+            return self.step(model, {key: value.to(self.device) for key, value in batch.items()}, self.loss)
         images = batch["image"].to(self.device)
         labels = batch["label"].to(self.device)
         return self.loss(model(images), labels)

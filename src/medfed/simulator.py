@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from medfed.config.schema import SimulationConfig
 from medfed.data.study_plan import StudyPlan, save_plan
 from medfed.orchestration.data_checks import check_study
-from medfed.orchestration.experiments import plan_experiments
+from medfed.orchestration.experiments import Experiment, plan_experiments
 from medfed.orchestration.federation_data import FederationData
+from medfed.orchestration.hooks import SimulationHooks
 from medfed.orchestration.metrics_log import MetricRow
 from medfed.orchestration.planning import study_plan
 from medfed.orchestration.preconditions import check_config
-from medfed.orchestration.run_dir import check_new_run, config_yaml, start_run
-from medfed.orchestration.simulation import Callbacks, ExperimentResult, ExperimentRunner
+from medfed.orchestration.round_log import RoundLog
+from medfed.orchestration.run_dir import check_new_run, clear_run, config_yaml, start_run
+from medfed.orchestration.simulation import Callbacks, ExperimentResult, ExperimentRunner, combine
 from medfed.privacy.setup import privacy_warning
+from medfed.provenance.history import run_contributions
 from medfed.report.html import SimulationRun, write_report
 from medfed.report.plots import SampleImage
 from medfed.report.summary import (
@@ -32,6 +37,7 @@ from medfed.report.summary import (
     write_summary,
 )
 from medfed.strategies.robust import RobustAggregation
+from medfed.tracking.trackers import check_trackers, flat_settings, open_trackers
 from medfed.training import predict
 
 logger = logging.getLogger(__name__)
@@ -39,29 +45,66 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SimulationOutcome:
-    """Where a finished simulation left its results."""
+    """Where a finished simulation left its results.
+
+    Attributes:
+        run_dir: The run directory.
+        report: The HTML report.
+        summary: The last round's primary metric per experiment.
+        attacks: Clean vs attacked vs defended, with an ``attack:`` section.
+        rows: Every metric recorded.
+        experiments: Each experiment's final state.
+        new_model: Builds the run's network (untrained), to load an experiment's weights into.
+    """
 
     run_dir: Path
     report: Path
     summary: list[SummaryRow]
     attacks: list[AttackRow]
+    rows: list[MetricRow]
+    experiments: list[ExperimentResult]
+    new_model: Callable[[], nn.Module]
 
 
 def run_simulation(
-    config: SimulationConfig, *, resume: bool = False, callbacks: Callbacks | None = None
+    config: SimulationConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: Callbacks | None = None,
+    hooks: SimulationHooks | None = None,
 ) -> SimulationOutcome:
     """Runs (or, with ``resume``, continues) every experiment of ``config`` and writes the
-    summary and the HTML report into ``config.output_dir``."""
+    summary and the HTML report into ``config.output_dir`` (replacing a run there, once the
+    preconditions hold, with ``overwrite``); ``hooks`` replace the model, loss, augmentation or
+    training step."""
     warning = privacy_warning(config.privacy.plan())
     if warning is not None:
         logger.warning("%s", warning)
-    config, data, plan = checked_data(config, config.output_dir / "data", resume=resume)
+    hooks = hooks or SimulationHooks()
+    config, data, plan = checked_data(
+        config,
+        config.output_dir / "data",
+        resume=resume,
+        overwrite=overwrite,
+        own_model=hooks.model_fn is not None,
+    )
     run_dir = config.output_dir if resume else start_run(config)
     save_plan(plan, run_dir)
-    runner = ExperimentRunner(config, data, run_dir, callbacks)
-    results = [runner.run(experiment) for experiment in plan_experiments(config, data)]
-    kinds = {result.experiment.name: result.experiment.kind for result in results}
     metric = PRIMARY_METRIC[config.task]
+    trackers = open_trackers(config.tracking, run_dir, flat_settings(config.model_dump(mode="json")))
+    told = combine(
+        callbacks or Callbacks(),
+        RoundLog(metric, config.federation.rounds).callbacks(),
+        *[tracker.callbacks() for tracker in trackers],
+    )
+    runner = ExperimentRunner(config, data, run_dir, told, hooks)
+    try:
+        results = run_experiments(runner, plan_experiments(config, data), told)
+    finally:
+        for tracker in trackers:
+            tracker.close()
+    kinds = {result.experiment.name: result.experiment.kind for result in results}
     rows = runner.metrics.rows()
     summary = summarize(rows, kinds, task=config.task, unseen_site=config.data.unseen_site)
     write_summary(run_dir / "results.json", summary, metric=metric)
@@ -77,9 +120,32 @@ def run_simulation(
         warning=warning,
         attacks=attacks,
         plan=_plan_rows(config, plan),
+        contributions=run_contributions(run_dir),
     )
     write_report(report, rows=rows, metric=metric, run=run)
-    return SimulationOutcome(run_dir=run_dir, report=report, summary=summary, attacks=attacks)
+    return SimulationOutcome(
+        run_dir=run_dir,
+        report=report,
+        summary=summary,
+        attacks=attacks,
+        rows=rows,
+        experiments=results,
+        new_model=runner.new_model,
+    )
+
+
+def run_experiments(
+    runner: ExperimentRunner, experiments: list[Experiment], callbacks: Callbacks
+) -> list[ExperimentResult]:
+    """Runs ``experiments`` in order, telling ``callbacks`` of the plan and of each end."""
+    if callbacks.on_plan is not None:
+        callbacks.on_plan(experiments)
+    results = []
+    for experiment in experiments:
+        results.append(runner.run(experiment))
+        if callbacks.on_experiment_end is not None:
+            callbacks.on_experiment_end(experiment)
+    return results
 
 
 def _attack_rows(
@@ -105,19 +171,30 @@ def _attack_rows(
 
 
 def checked_data(
-    config: SimulationConfig, data_dir: Path, *, resume: bool = False
+    config: SimulationConfig,
+    data_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    own_model: bool = False,
 ) -> tuple[SimulationConfig, FederationData, StudyPlan]:
     """The run's data, loaded and checked, its study plan, and ``config`` with the plan applied
     (``preprocessing.plan: auto``), all before anything is written (``check_study``;
-    ``data_dir`` receives the built-in data when configured).
+    ``data_dir`` receives the built-in data when configured). A run already in the output
+    directory is refused, or deleted with ``overwrite``; with ``own_model`` (a ``model_fn``) the
+    checks of the configured network are skipped.
 
     Raises:
         ConfigError: A precondition fails.
         MedfedError: The data have one problem (``DataProblems``: several, one line each), or
             sites disagree in channels or dimensionality.
     """
-    check_config(config)
-    if not resume:
+    if not own_model:
+        check_config(config)
+    check_trackers(config.tracking)
+    if overwrite:
+        clear_run(config.output_dir)
+    elif not resume:
         check_new_run(config.output_dir)
     data = check_study(config, data_dir).passed()
     plan = study_plan(config, data)

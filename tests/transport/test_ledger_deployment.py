@@ -1,0 +1,51 @@
+"""The provenance ledger of a deployed job: a server and two sites as real processes over mutual
+TLS; every site signs its own entries and keeps a copy that matches the server's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from deploy_procs import (
+    client_args,
+    free_port,
+    make_data,
+    make_kits,
+    processes,
+    server_args,
+    site_state_dir,
+    write_job,
+)
+
+from medfed.provenance.verify import recorded_model, verify
+
+pytestmark = pytest.mark.integration  # starts real medfed processes
+
+SITES = ["hospital_a", "hospital_b"]
+
+
+def test_each_site_signs_its_entries_and_its_copy_matches_the_servers(tmp_path: Path) -> None:
+    port = free_port()
+    kits = make_kits(tmp_path, port, SITES)
+    data = make_data(tmp_path, {"hospital_a": 5, "hospital_b": 4})
+    job = write_job(tmp_path / "job.yaml", federation={"rounds": 2, "min_sites": 2})
+    state = tmp_path / "state"
+    with processes(tmp_path / "logs") as group:
+        server = group.start("server", *server_args(kits, job, state, port))
+        clients = [group.start(site, *client_args(kits, site, data[site], port)) for site in SITES]
+        assert server.wait(timeout=180) == 0, group.log("server")
+        for site, client in zip(SITES, clients, strict=True):
+            assert client.wait(timeout=30) == 0, group.log(site)
+
+    [found] = verify(state)
+    entries = found.ledger.entries
+    assert [(entry.kind, entry.signer) for entry in entries] == [
+        ("update", "hospital_a"),
+        ("update", "hospital_b"),
+        ("aggregate", "server"),
+    ] * 2
+    assert recorded_model([found], state / "checkpoints" / "round_0002.safetensors") == entries[-1]
+    for site in SITES:
+        [copy] = sorted((site_state_dir(kits, site) / "provenance").glob("*/ledger.jsonl"))
+        [mine] = verify(copy)
+        assert mine.ledger.head() == found.ledger.head()
