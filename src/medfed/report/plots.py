@@ -8,6 +8,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -74,7 +75,7 @@ def _round_axes(axis: Axes, metric: str) -> None:
 
 def _shared_legend(figure: Figure, axes: Sequence[Axes]) -> None:
     """One legend under the panels for every curve drawn in any of them (none without curves)."""
-    entries: dict[str, object] = {}
+    entries: dict[str, Artist] = {}
     for axis in axes:
         for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
             entries.setdefault(label, handle)
