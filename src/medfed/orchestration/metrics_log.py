@@ -56,6 +56,21 @@ class MetricRow:
 
 _COLUMNS = [field.name for field in fields(MetricRow)]
 
+_CASE = "@"
+"""Separates a per-case row's metric from its case id (``"dice@case_003"``)."""
+
+
+def case_metric(metric: str, case_id: str) -> str:
+    """The ``metric`` name of a row holding one case's value (a Dice score, a class or a
+    probability), kept at the final round for case counts and bootstrap intervals."""
+    return f"{metric}{_CASE}{case_id}"
+
+
+def split_case_metric(name: str) -> tuple[str, str] | None:
+    """``(metric, case_id)`` of a per-case row's metric name, or ``None`` for an aggregate."""
+    metric, separator, case_id = name.partition(_CASE)
+    return (metric, case_id) if separator and metric and case_id else None
+
 
 SITE_MODEL_MARK = "@"
 """Joins a peer-to-peer experiment's name and a site's: the run of that site's own model."""

@@ -26,7 +26,14 @@ from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.grid import Collect, InMemoryGrid, OpenProtocol, Tamper, train_in_clear
 from medfed.orchestration.hooks import CUSTOM_MODEL, ModelContext, SimulationHooks
 from medfed.orchestration.loop import RoundPlan, run_rounds
-from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split, site_model_run
+from medfed.orchestration.metrics_log import (
+    MetricRow,
+    MetricsLog,
+    Split,
+    case_metric,
+    site_model_run,
+    split_case_metric,
+)
 from medfed.orchestration.recording import SERVER, LedgerRecorder, run_keys
 from medfed.orchestration.site import LocalSite, cpu_weights
 from medfed.orchestration.topologies import build_topology
@@ -36,7 +43,8 @@ from medfed.privacy.setup import expected_sites, prepare_model, protect, site_pr
 from medfed.provenance.verify import PROVENANCE_DIR
 from medfed.strategies.base import Strategy
 from medfed.topology.peers import PeerRound, PeerState, restored_state, run_topology, saved_states
-from medfed.training import LocalTrainer, TrainSettings, adapt_norm_statistics, evaluate
+from medfed.training import LocalTrainer, TrainSettings, adapt_norm_statistics
+from medfed.training.evaluation import evaluate_cases
 from medfed.training.trainer import Trainer
 from medfed.types import ServerState, SiteState, TrainResult, Weights
 
@@ -69,7 +77,8 @@ class Callbacks:
         on_experiment: An experiment starts, with the rounds it has already done (resumed).
         on_round: A round is recorded, with its number.
         on_site: A site finished its local training.
-        on_recorded: A round is recorded: the experiment's name, the round and its metric rows.
+        on_recorded: A round is recorded: the experiment's name, the round and its metric rows
+            (per-case rows left out).
         on_experiment_end: An experiment finished its last round.
     """
 
@@ -204,8 +213,9 @@ class ExperimentRunner:
         def progress(state: ServerState, results: list[TrainResult], rows: list[MetricRow]) -> None:
             if self.callbacks.on_round is not None:
                 self.callbacks.on_round(state.round)
-            if self.callbacks.on_recorded is not None:
-                self.callbacks.on_recorded(experiment.name, state.round, rows)
+            if self.callbacks.on_recorded is not None:  # per-case rows stay in the metrics log
+                aggregates = [row for row in rows if split_case_metric(row.metric) is None]
+                self.callbacks.on_recorded(experiment.name, state.round, aggregates)
 
         def trainers() -> dict[str, Trainer]:
             # DP-SGD (whose trainers report epsilon) runs in memory only: Ray sites report none
@@ -423,15 +433,23 @@ class ExperimentRunner:
         self, result: ExperimentResult, model: nn.Module, site: str, split: Split, *, backdoor: bool = False
     ) -> list[MetricRow]:
         dataset = self.evaluation_sets[site]
-        metrics = evaluate(
+        final = result.state.round == self.config.federation.rounds
+        metrics, cases = evaluate_cases(
             model,
             dataset,
             task=self.config.task,
             batch_size=self.config.training.batch_size,
-            surface_distance=result.state.round == self.config.federation.rounds,
+            surface_distance=final,
         )
         if backdoor:
             metrics.update(self._backdoor_metrics(result.experiment, model, dataset))
+        if final:  # per-case values for case counts and bootstrap intervals in the report
+            case_ids = [case.case_id for case in self.data.evaluation_sets[site].cases]
+            metrics.update(
+                (case_metric(name, case_id), value)
+                for name, values in cases.items()
+                for case_id, value in zip(case_ids, values, strict=True)
+            )
         return [
             MetricRow(result.experiment.name, result.state.round, site, split, metric, value)
             for metric, value in metrics.items()
