@@ -24,6 +24,7 @@ BENCHMARKS = (
     "transfer",
     "robustness",
     "engines",
+    "topologies",
 )
 
 

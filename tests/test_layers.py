@@ -41,6 +41,16 @@ def _imports_of(package: str) -> dict[str, set[str]]:
         ("orchestration/validation", ("medfed.privacy", "medfed.transport", "medfed.config")),
         ("config", ("medfed.orchestration", "medfed.deployment", "medfed.transport")),
         (
+            "topology",
+            (
+                "medfed.config",
+                "medfed.transport",
+                "medfed.privacy",
+                "medfed.deployment",
+                "medfed.orchestration.loop",
+            ),
+        ),
+        (
             "provenance",
             ("medfed.orchestration", "medfed.deployment", "medfed.transport", "medfed.privacy", "medfed.cli"),
         ),

@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,10 @@ def test_fingerprint_of_a_known_site() -> None:
     assert channel.std == pytest.approx(float(values.std()))
     # 18 voxels: 15 background, 2 of class 1, 1 of class 2
     assert fingerprint.class_fractions == pytest.approx((15 / 18, 2 / 18, 1 / 18))
+    assert fingerprint.declared_classes is None
     assert fingerprint_site(_known_site(), task="classification").class_fractions == (0.5, 0.5)
+    declared = replace(_known_site(), classes={0: "background", 1: "kidney", 2: "tumour", 3: "cyst"})
+    assert fingerprint_site(declared, task="segmentation").declared_classes == 4
 
 
 def test_the_record_survives_json_and_holds_no_voxels() -> None:
@@ -107,6 +111,8 @@ _DELETE = object()
         (_set("intensity.0", [1, 2, 3]), "intensity[0]"),
         (_set("class_fractions", [0.5, 0.6]), "class_fractions"),
         (_set("class_fractions", [1.0 / 300] * 300), "class_fractions"),
+        (_set("declared_classes", 10**6), "declared_classes"),
+        (_set("declared_classes", True), "declared_classes"),
         (_set("extra", 1), "fingerprint"),
         (_set("size", _DELETE), "fingerprint"),
         ([1, 2, 3], "fingerprint"),

@@ -12,6 +12,7 @@ from monai.transforms import NormalizeIntensity
 
 from medfed.config.schema import ModelConfig, PreprocessingConfig
 from medfed.data import Case, build_dataset, load_site
+from medfed.data.formats.geometry import Volume, oriented, voxel_spacing
 from medfed.data.preprocessing import Normalisation, PaddedInferer, Preprocessing
 from medfed.data.synthetic import DEFAULT_SITES, generate_site
 from medfed.errors import ConfigError, DataError
@@ -171,3 +172,32 @@ def test_padded_inferer_returns_the_input_grid() -> None:
     images = torch.randn(2, 1, 10, 13)
     out = PaddedInferer(8)(images, network)
     assert seen == [(2, 1, 16, 16)] and torch.equal(out, images * 2)
+
+
+def test_segmentation_patches_are_balanced_towards_the_foreground() -> None:
+    image = np.random.default_rng(0).normal(0.0, 1.0, (1, 64, 64)).astype(np.float32)
+    mask = np.zeros((1, 64, 64), dtype=np.int64)
+    mask[0, 60:62, 60:62] = 1  # 4 of 4096 voxels: a uniform 8 x 8 patch holds it 1 time in 64
+    case = Case("small_lesion", image, mask, None, Path("c"))
+    dataset = build_dataset(
+        [case],
+        task="segmentation",
+        augment=False,
+        seed=0,
+        preprocessing=Preprocessing(patch_size=(8, 8)),
+        training=True,
+    )
+    patches = [dataset[0] for _ in range(60)]
+    assert all(patch["image"].shape == patch["label"].shape == (1, 8, 8) for patch in patches)
+    with_lesion = sum(int(patch["label"].any()) for patch in patches)
+    assert 12 <= with_lesion <= 30  # about a third (RandCropByPosNegLabeld, pos 1, neg 2)
+
+
+def test_a_2d_nifti_slice_has_its_in_plane_spacing_in_canonical_order() -> None:
+    stored = Volume(np.zeros((6, 4, 1), dtype=np.float32), np.diag([-0.5, 2.0, 3.0, 1.0]))  # LAS
+    assert voxel_spacing(stored) == (0.5, 2.0)
+    # stored (y, x): voxel axis i runs along y in 0.5 mm steps, axis j along x in 2 mm steps
+    swapped = np.array([[0, 2.0, 0, 0], [0.5, 0, 0, 0], [0, 0, 3.0, 0], [0, 0, 0, 1]])
+    assert oriented(Volume(np.zeros((6, 4, 1)), swapped))[0].shape == (1, 4, 6)  # (x, y)
+    assert voxel_spacing(Volume(np.zeros((6, 4, 1)), swapped)) == (2.0, 0.5)
+    assert voxel_spacing(Volume(np.zeros((6, 4, 5)), swapped)) == (2.0, 0.5, 3.0)

@@ -3,6 +3,7 @@ and storage format, and every one loads back to the data the generator drew."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -66,7 +67,10 @@ def test_the_demo_runs_on_the_realistic_variant(tmp_path: Path) -> None:
         "federation": {"rounds": 1},
         "strategies": [{"name": "fedavg"}],
         "baselines": {"centralized": False, "local": False},
+        "preprocessing": "auto",  # as configs/realistic.yaml
         "output_dir": str(tmp_path / "run"),
     }
     run_simulation(parse_config(config))
     assert (tmp_path / "run" / "report.html").is_file()
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert plan["spacing"] == [1.0, 1.0] and plan["median_size"] == [16.0, 16.0]  # one grid for all

@@ -4,6 +4,7 @@ classes; sites that disagree in channels or dimensionality refused naming the si
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,14 @@ def test_a_site_of_other_dimensionality_is_refused_naming_it() -> None:
     sites = [_fingerprint("a", dims=3), _fingerprint("b", dims=2), _fingerprint("c", dims=3)]
     with pytest.raises(DataError, match=r"^site 'b': its images are 2D, site 'a''s 3D; "):
         check_sites_agree(sites)
+
+
+def test_classes_come_from_what_sites_hold_or_declare() -> None:
+    declares_four = replace(_fingerprint("b"), declared_classes=4)
+    assert plan_study([_fingerprint("a")], task="segmentation", size_multiple=1).num_classes == 2
+    assert (
+        plan_study([_fingerprint("a"), declares_four], task="segmentation", size_multiple=1).num_classes == 4
+    )
 
 
 def test_a_site_without_spacing_keeps_every_grid_and_sizes_stay_in_voxels() -> None:

@@ -73,3 +73,10 @@ def test_status_round_trip_and_summary(tmp_path: Path) -> None:
     assert back.completed_rounds == 3 and back.history == [summary] and back.declined == declined
     with pytest.raises(ConfigError):
         read_status(tmp_path / "missing")
+
+
+def test_a_deployed_job_refuses_a_peer_to_peer_topology(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("name: j\nfederation: {topology: gossip}\n")
+    with pytest.raises(ConfigError, match="'gossip' has no server"):
+        load_job(path)

@@ -143,3 +143,22 @@ def test_privacy_utility_curve_of_a_deployed_job(tmp_path: Path) -> None:
     path = tmp_path / "report.html"
     write_report(path, rows=rows, metric="dice", run=DeploymentRun(job="job", job_yaml="name: job"))
     assert "Privacy-utility curve" in path.read_text()
+
+
+def test_peer_to_peer_rows_get_a_table_of_each_sites_model_and_of_bytes(tmp_path: Path) -> None:
+    rows = [
+        *_rows(),
+        MetricRow("fedavg@b", 2, "a", Split.TEST, "dice", 0.125),
+        MetricRow("fedavg@b", 1, "a", Split.TEST, "dice", 0.875),
+        MetricRow("fedavg", 1, "a", Split.TRAFFIC, "bytes_sent", 1_500_000.0),
+        MetricRow("fedavg", 2, "a", Split.TRAFFIC, "bytes_sent", 500_000.0),
+    ]
+    summary = summarize(rows, KINDS, task="segmentation", unseen_site="d")
+    assert summary == summarize(_rows(), KINDS, task="segmentation", unseen_site="d")
+    path = tmp_path / "report.html"
+    run = SimulationRun(title="t", summary=summary, unseen_site="d", samples=[], config_yaml="")
+    write_report(path, rows=rows, metric="dice", run=run)
+    page = path.read_text()
+    assert "each site's own model" in page and "<td>fedavg</td><td>b</td><td>0.125</td>" in page
+    assert "0.875" not in page
+    assert "<td>2.000</td><td>0.000</td>" in page  # 2 MB sent by a over both rounds, none received

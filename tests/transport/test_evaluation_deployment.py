@@ -40,7 +40,7 @@ def test_every_site_evaluates_each_global_model_on_held_out_cases_that_never_tra
             group.start(site, *client_args(kits, site, data[site], port), *HOLDOUT.get(site, []))
             for site in SITES
         ]
-        assert server.wait(timeout=120) == 0, group.log("server")
+        assert server.wait(timeout=180) == 0, group.log("server")  # 2 ledger steps a round too
         for site, client in zip(SITES, clients, strict=False):
             assert client.wait(timeout=30) == 0, group.log(site)
     with sqlite3.connect(state / "metrics.sqlite") as db:

@@ -36,7 +36,7 @@ def test_sites_send_fingerprints_and_train_with_the_planned_job(tmp_path: Path) 
             assert client.wait(timeout=60) == 0, group.log(site)
             assert "sent this site's fingerprint for the study plan" in group.log(site)
     plan = json.loads((state / "plan.json").read_text())
-    assert plan["sites"] == SITES and plan["spacing"] is None  # 2D slices: no spacing
+    assert plan["sites"] == SITES and plan["spacing"] == [1.0, 1.0]  # the 2D slices' in-plane spacing
     assert plan["patch_size"] == [16, 16] and plan["channels"] == 1
     kept = yaml.safe_load((state / "job.yaml").read_text())
     assert kept["preprocessing"]["patch_size"] == [16, 16]

@@ -261,6 +261,50 @@ class TrainingConfig(StrictModel):
     optimizer: Literal["adam", "sgd"] = "adam"
 
 
+TopologyName = Literal["client_server", "braintorrent", "cyclic", "gossip"]
+
+_TOPOLOGY_SETTINGS: dict[str, tuple[str, ...]] = {
+    "braintorrent": ("pulls_per_round",),
+    "cyclic": ("order",),
+    "gossip": ("graph", "degree"),
+}
+
+
+class TopologyConfig(StrictModel):
+    """Who talks to whom (docs/peer-to-peer.md): a server, or peers without one. A plain name
+    (``topology: gossip``) takes the defaults; each setting belongs to one topology."""
+
+    name: TopologyName = "client_server"
+    pulls_per_round: int | None = Field(
+        None, ge=1, le=100_000, description="braintorrent: pulls per round (default: one per site)."
+    )
+    order: Literal["fixed", "random"] = Field("fixed", description="cyclic: the order of each cycle.")
+    graph: Literal["ring", "random_regular", "complete"] = Field("ring", description="gossip: the graph.")
+    degree: int = Field(2, ge=1, le=1000, description="gossip: neighbours per site in random_regular.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _settings_of_the_topology(self) -> TopologyConfig:
+        own = _TOPOLOGY_SETTINGS.get(self.name, ())
+        foreign = sorted(
+            key
+            for key, field in type(self).model_fields.items()
+            if key not in (*own, "name") and getattr(self, key) != field.default
+        )
+        if foreign:
+            raise ValueError(f"{foreign} do not apply to topology '{self.name}' (its settings: {list(own)})")
+        return self
+
+    @property
+    def peer_to_peer(self) -> bool:
+        """Whether the sites federate without a server."""
+        return self.name != "client_server"
+
+
 class FederationConfig(StrictModel):
     """Rounds and participation."""
 
@@ -272,6 +316,9 @@ class FederationConfig(StrictModel):
     )
     keep_last: int | None = Field(
         3, ge=1, description="Round checkpoints kept per experiment (the newest); null keeps all."
+    )
+    topology: TopologyConfig = Field(
+        TopologyConfig(), description="client_server | braintorrent | cyclic | gossip, with settings."
     )
     engine: Literal["in_memory", "ray"] = Field(
         "in_memory",
@@ -482,6 +529,9 @@ class PrivacyConfig(StrictModel):
         return self
 
 
+PEER_STRATEGIES = ("fedavg", "fedprox")
+"""The strategies whose site half a peer-to-peer topology runs (they have no server state)."""
+
 CLEAN_SUFFIX = "-clean"
 """Appended to a strategy's label for its run without the configured attack."""
 
@@ -588,4 +638,32 @@ class SimulationConfig(StrictModel):
         duplicated = sorted({label for label in labels if labels.count(label) > 1})
         if duplicated:
             raise ValueError(f"strategies {duplicated} appear twice: give each a distinct 'label'")
+        return self
+
+    @model_validator(mode="after")
+    def _peer_to_peer_fits(self) -> SimulationConfig:
+        """Without a server there is no server half: only FedAvg's and FedProx's site halves
+        apply, and the server-side protections and the attack simulator have nowhere to run."""
+        topology = self.federation.topology.name
+        if topology == "client_server":
+            return self
+        wrong = [s.display_name for s in self.strategies if s.name not in PEER_STRATEGIES or s.robust]
+        if wrong:
+            raise ValueError(
+                f"topology '{topology}' runs only strategies {list(PEER_STRATEGIES)} without 'robust'; "
+                f"change {wrong}"
+            )
+        privacy = self.privacy
+        server_side = {
+            "client_dp": privacy.client_dp,
+            "secure_aggregation": privacy.secure_aggregation,
+            "encryption": privacy.encryption,
+        }
+        given = [key for key, section in server_side.items() if section is not None]
+        if given:
+            raise ValueError(f"topology '{topology}' has no server for privacy {given}; use dp_sgd")
+        if self.attack is not None:
+            raise ValueError(f"topology '{topology}' cannot be combined with 'attack' (client_server only)")
+        if self.federation.fraction != 1.0:
+            raise ValueError(f"topology '{topology}' decides who trains: leave federation.fraction at 1")
         return self

@@ -80,6 +80,8 @@ class CaseDataset(Dataset[Sample]):
         sample = {"image": self.images[index], "label": self.targets[index]}
         if self.augment is not None:
             sample = self.augment(sample)
+            if isinstance(sample, list):  # RandCropByPosNegLabeld's one patch
+                (sample,) = sample
         return {
             "image": _plain(sample["image"]).to(torch.float32),
             "label": _plain(sample["label"]).to(torch.int64),

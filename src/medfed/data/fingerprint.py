@@ -68,6 +68,8 @@ class Fingerprint:
         intensity: Foreground intensities, one entry per channel.
         class_fractions: Segmentation: the fraction of voxels of each mask value ``0..K``;
             classification: the fraction of cases of each label ``0..K``.
+        declared_classes: Classes the site declares (one more than the largest value of its
+            ``dataset.json`` ``labels``), or ``None`` when it declares none.
     """
 
     site: str
@@ -79,6 +81,7 @@ class Fingerprint:
     extent: tuple[float, ...] | None
     intensity: tuple[ChannelIntensity, ...]
     class_fractions: tuple[float, ...]
+    declared_classes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-compatible values (what leaves the site), without the site name."""
@@ -95,6 +98,7 @@ class Fingerprint:
                 for entry in self.intensity
             ],
             "class_fractions": list(self.class_fractions),
+            "declared_classes": self.declared_classes,
         }
 
     @classmethod
@@ -141,7 +145,18 @@ def fingerprint_site(site: SiteData, *, task: Task, seed: int = 0) -> Fingerprin
         extent=None if spacings is None else _floats(np.median(sizes * spacings, axis=0)),
         intensity=_intensities(site, channels, seed),
         class_fractions=class_fractions(site, task),
+        declared_classes=_declared_classes(site, task),
     )
+
+
+def _declared_classes(site: SiteData, task: Task) -> int | None:
+    """One more than the largest mask value ``site`` declares (segmentation), else ``None``."""
+    if task != "segmentation" or not site.classes:
+        return None
+    largest = max(site.classes)
+    if not 0 <= largest < MAX_CLASSES:
+        raise DataError(site.name, None, f"declared label {largest} is outside 0..{MAX_CLASSES - 1}")
+    return largest + 1
 
 
 def _floats(values: np.ndarray) -> tuple[float, ...]:
@@ -219,6 +234,9 @@ class _Reader:
             extent=extent,
             intensity=tuple(self._intensity(entry, f"intensity[{i}]") for i, entry in enumerate(entries)),
             class_fractions=self._fractions(record["class_fractions"]),
+            declared_classes=None
+            if record["declared_classes"] is None
+            else self._int(record["declared_classes"], "declared_classes", 1, MAX_CLASSES),
         )
 
     def _intensity(self, payload: object, field: str) -> ChannelIntensity:
@@ -294,4 +312,5 @@ _KEYS = (
     "extent",
     "intensity",
     "class_fractions",
+    "declared_classes",
 )

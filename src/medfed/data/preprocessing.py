@@ -4,9 +4,10 @@ Cases arrive in RAS closest-canonical order (the loaders reorient NIfTI and DICO
 case: optional resampling to a target spacing (``Spacingd``), intensity normalisation of every
 channel alike or of each channel on its own (z-score over the foreground,
 ``NormalizeIntensityd``, or a CT window, ``ScaleIntensityRanged``; ``SplitDimd`` and
-``ConcatItemsd`` per channel) and an optional crop to the foreground (``CropForegroundd``). Training then sees fixed-size random
-patches (``SpatialPadd`` + ``RandSpatialCropd``) or, without a patch size, every case padded to
-the site's largest size and to a multiple of the network's total stride (``SpatialPadd`` +
+``ConcatItemsd`` per channel) and an optional crop to the foreground (``CropForegroundd``).
+Training then sees fixed-size random patches (``SpatialPadd``, then ``RandCropByPosNegLabeld``
+for masks, ``RandSpatialCropd`` otherwise) or, without a patch size, every case padded to the
+site's largest size and to a multiple of the network's total stride (``SpatialPadd`` +
 ``DivisiblePadd``). Evaluation runs whole images through ``SlidingWindowInferer`` (patch size
 set) or ``PaddedInferer``, and both return logits on the image's own grid.
 """
@@ -29,6 +30,7 @@ from monai.transforms import (
     DivisiblePadd,
     MapTransform,
     NormalizeIntensityd,
+    RandCropByPosNegLabeld,
     RandSpatialCropd,
     ScaleIntensityRanged,
     Spacingd,
@@ -135,12 +137,26 @@ def training_padding(
     ]
 
 
+FOREGROUND_PATCHES = (1, 2)
+"""``(pos, neg)`` of ``RandCropByPosNegLabeld``: a third of the segmentation patches are centred
+on a labelled voxel (nnU-Net's foreground oversampling), the rest on background."""
+
+
 def training_crop(settings: Preprocessing, spatial_keys: Sequence[str]) -> list[MapTransform]:
-    """Random fixed-size patches (images smaller than the patch are zero-padded first)."""
+    """Random fixed-size patches (images smaller than the patch are zero-padded first): with a
+    mask (``"label"`` among ``spatial_keys``) balanced between foreground and background
+    (``RandCropByPosNegLabeld``, one patch per access), otherwise uniform (``RandSpatialCropd``)."""
     if settings.patch_size is None:
         return []
     keys, size = list(spatial_keys), list(settings.patch_size)
-    return [SpatialPadd(keys, spatial_size=size), RandSpatialCropd(keys, roi_size=size, random_size=False)]
+    if "label" not in keys:
+        return [
+            SpatialPadd(keys, spatial_size=size),
+            RandSpatialCropd(keys, roi_size=size, random_size=False),
+        ]
+    pos, neg = FOREGROUND_PATCHES
+    crop = RandCropByPosNegLabeld(keys, label_key="label", spatial_size=size, pos=pos, neg=neg, num_samples=1)
+    return [SpatialPadd(keys, spatial_size=size), crop]
 
 
 def inferer(settings: Preprocessing) -> Inferer:

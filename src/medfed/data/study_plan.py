@@ -12,7 +12,8 @@ sees only each site's ``Fingerprint`` and combines them:
 - intensity, per channel: a CT channel is clipped to the median over sites of their 0.5th and
   99.5th foreground percentiles and scaled to [0, 1]; any other channel is z-scored over its
   foreground;
-- classes: one more than the largest class any site has (at least 2).
+- classes: one more than the largest class any site has or declares (``dataset.json``
+  ``labels``; at least 2).
 
 Medians over sites rather than means, so one site's numbers cannot drag the plan far while most
 sites agree.
@@ -53,7 +54,8 @@ class StudyPlan:
         channels: Image channels.
         spatial_dims: 2 or 3.
         modalities: One name per channel (``"CT"`` gets a CT window).
-        num_classes: Model output channels (segmentation) or classes (classification).
+        num_classes: Model output channels (segmentation) or classes (classification): one
+            more than the largest class any site has or declares.
         class_fractions: Voxel (segmentation) or case (classification) fraction of each class,
             over all sites (weighted by cases).
         spacing: Target voxel spacing in mm, or ``None`` to keep each case's grid.
@@ -180,7 +182,7 @@ def plan_study(
         channels=first.channels,
         spatial_dims=first.spatial_dims,
         modalities=names,
-        num_classes=max(2, *(len(f.class_fractions) for f in fingerprints)),
+        num_classes=max(2, *(max(len(f.class_fractions), f.declared_classes or 0) for f in fingerprints)),
         class_fractions=_pooled_fractions(fingerprints),
         spacing=spacing,
         median_size=size,

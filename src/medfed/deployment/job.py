@@ -54,6 +54,15 @@ class SiteJob(StrictModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _served(self) -> SiteJob:
+        if self.federation.topology.peer_to_peer:
+            raise ValueError(
+                f"federation.topology '{self.federation.topology.name}' has no server: a deployed "
+                "job runs client_server (peer-to-peer runs in 'medfed simulate')"
+            )
+        return self
+
 
 class JobConfig(SiteJob):
     """A deployed job (YAML), e.g.::

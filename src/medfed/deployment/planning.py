@@ -28,7 +28,7 @@ FINGERPRINT = "fingerprint"
 """The name of the fingerprint step (server and sites both use this constant)."""
 
 MAX_REPLY_BYTES = 16 * 1024
-"""Largest fingerprint reply the server reads (one channel takes about 500 bytes)."""
+"""Largest fingerprint reply the server reads (one channel takes about 400 bytes)."""
 
 
 # ----- the site's half -------------------------------------------------------------------------

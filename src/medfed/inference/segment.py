@@ -45,8 +45,8 @@ def predict_scan(network: nn.Module, scan: Scan, *, task: Task, preprocessing: P
     probabilities are resampled back (MONAI inverts the spatial transforms), and the arg-max is
     returned in the scan's own axis order.
     """
-    array, affine = oriented(scan.volume)
-    spacing = voxel_spacing(array, affine) if scan.has_geometry else None
+    array, _ = oriented(scan.volume)
+    spacing = voxel_spacing(scan.volume) if scan.has_geometry else None
     prepare = Compose(case_transforms(preprocessing, ["image"]))
     image = prepare({"image": as_meta(array, spacing)})["image"]
     device = default_device()

@@ -41,7 +41,8 @@ POOLED_SITE = "pooled"
 
 def plan_experiments(config: SimulationConfig, data: FederationData) -> list[Experiment]:
     """Federated strategies first (under ``attack:``, each attacked and then, with
-    ``clean_runs``, clean), then the centralized baseline, then one local run per site.
+    ``clean_runs``, clean; under a peer-to-peer topology named ``<topology>-<strategy>`` unless
+    labelled), then the centralized baseline, then one local run per site.
 
     Raises:
         ConfigError: If an attacked site is not a training site.
@@ -52,8 +53,11 @@ def plan_experiments(config: SimulationConfig, data: FederationData) -> list[Exp
         if unknown:
             raise ConfigError(f"attack.sites {unknown} are not training sites: {sorted(data.train)}")
     experiments = []
+    topology = config.federation.topology
     for strategy in config.strategies:
         name = strategy.display_name
+        if topology.peer_to_peer and strategy.label is None:
+            name = f"{topology.name}-{name}"
         experiments.append(
             Experiment(name, "federated", build_strategy(strategy), data.train, attacked=attack is not None)
         )

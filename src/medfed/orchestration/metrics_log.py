@@ -26,6 +26,7 @@ class Split(StrEnum):
         UNSEEN_ADABN: The unseen site after AdaBN (``data.unseen_site_adabn``).
         EVAL: A deployed site's held-out cases, scored by the site (federated evaluation).
         PRIVACY: Privacy spent: a site's ``epsilon``, the server's ``client_epsilon``.
+        TRAFFIC: Bytes a site sent and received in the round (``bytes_sent``, ``bytes_received``).
     """
 
     TRAIN = "train"
@@ -34,6 +35,7 @@ class Split(StrEnum):
     UNSEEN_ADABN = "unseen-adabn"
     EVAL = "eval"
     PRIVACY = "privacy"
+    TRAFFIC = "traffic"
 
 
 HELD_OUT = frozenset({Split.TEST, Split.UNSEEN})
@@ -53,6 +55,31 @@ class MetricRow:
 
 
 _COLUMNS = [field.name for field in fields(MetricRow)]
+
+_CASE = "@"
+"""Separates a per-case row's metric from its case id (``"dice@case_003"``)."""
+
+
+def case_metric(metric: str, case_id: str) -> str:
+    """The ``metric`` name of a row holding one case's value (a Dice score, a class or a
+    probability), kept at the final round for case counts and bootstrap intervals."""
+    return f"{metric}{_CASE}{case_id}"
+
+
+def split_case_metric(name: str) -> tuple[str, str] | None:
+    """``(metric, case_id)`` of a per-case row's metric name, or ``None`` for an aggregate."""
+    metric, separator, case_id = name.partition(_CASE)
+    return (metric, case_id) if separator and metric and case_id else None
+
+
+SITE_MODEL_MARK = "@"
+"""Joins a peer-to-peer experiment's name and a site's: the run of that site's own model."""
+
+
+def site_model_run(experiment: str, site: str) -> str:
+    """The ``experiment`` column of rows scoring ``site``'s own model in a peer-to-peer
+    ``experiment`` (the experiment's own rows score the sites' consensus)."""
+    return f"{experiment}{SITE_MODEL_MARK}{site}"
 
 
 class MetricsLog:

@@ -13,26 +13,38 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 from torch.utils.data import Dataset
 
+from medfed.aggregation import consensus
 from medfed.config.schema import SimulationConfig
 from medfed.data import SiteData, build_dataset
 from medfed.data.dataset import CaseDataset, Transform
-from medfed.errors import ConfigError
+from medfed.errors import CheckpointError, ConfigError
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import model_metadata
-from medfed.orchestration.driver import RoundRecorder, RunRecords, privacy_rows
+from medfed.orchestration.driver import RoundRecorder, RowSource, RunRecords, privacy_rows, training_rows
 from medfed.orchestration.experiments import Experiment
 from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.grid import Collect, InMemoryGrid, OpenProtocol, Tamper, train_in_clear
 from medfed.orchestration.hooks import CUSTOM_MODEL, ModelContext, SimulationHooks
 from medfed.orchestration.loop import RoundPlan, run_rounds
-from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split
+from medfed.orchestration.metrics_log import (
+    MetricRow,
+    MetricsLog,
+    Split,
+    case_metric,
+    site_model_run,
+    split_case_metric,
+)
 from medfed.orchestration.recording import SERVER, LedgerRecorder, run_keys
 from medfed.orchestration.site import LocalSite, cpu_weights
+from medfed.orchestration.topologies import build_topology
+from medfed.orchestration.traffic import MeteredGrid, transfer_rows
 from medfed.privacy.plan import CkksSettings
 from medfed.privacy.setup import expected_sites, prepare_model, protect, site_protocol, site_trainer
 from medfed.provenance.verify import PROVENANCE_DIR
 from medfed.strategies.base import Strategy
-from medfed.training import LocalTrainer, TrainSettings, adapt_norm_statistics, evaluate
+from medfed.topology.peers import PeerRound, PeerState, restored_state, run_topology, saved_states
+from medfed.training import LocalTrainer, TrainSettings, adapt_norm_statistics
+from medfed.training.evaluation import evaluate_cases
 from medfed.training.trainer import Trainer
 from medfed.types import ServerState, SiteState, TrainResult, Weights
 
@@ -65,7 +77,8 @@ class Callbacks:
         on_experiment: An experiment starts, with the rounds it has already done (resumed).
         on_round: A round is recorded, with its number.
         on_site: A site finished its local training.
-        on_recorded: A round is recorded: the experiment's name, the round and its metric rows.
+        on_recorded: A round is recorded: the experiment's name, the round and its metric rows
+            (per-case rows left out).
         on_experiment_end: An experiment finished its last round.
     """
 
@@ -136,16 +149,10 @@ class ExperimentRunner:
 
     def run(self, experiment: Experiment) -> ExperimentResult:
         """Runs ``experiment`` from its last checkpoint (or from scratch) to the last round."""
+        if experiment.kind == "federated" and self.config.federation.topology.peer_to_peer:
+            return self._run_peers(experiment)
         experiment, collect, recipe = self._protected(experiment)
-        network = self.config.model.name if self.hooks.model_fn is None else CUSTOM_MODEL
-        model_entries = model_metadata(network, self.model_params, self.data.image_shape())
-        records = RunRecords(
-            experiment.name,
-            self.metrics,
-            self.run_dir / "checkpoints" / experiment.name,
-            metadata={"experiment": experiment.name, **model_entries},
-            keep_last=self.config.federation.keep_last,
-        )
+        records = self._records(experiment)
         model = self.new_model()
         resumed = records.resume()
         state = experiment.strategy.init(cpu_weights(model)) if resumed is None else resumed.server
@@ -161,9 +168,25 @@ class ExperimentRunner:
             self.callbacks.on_experiment(experiment, state.round)
         ledger = self._ledger(experiment)
         with self._grid(experiment, recipe, model, site_states, ledger) as grid:
-            recorder = self.recorder(records, experiment, grid, model, ledger)
-            final = run_rounds(experiment.strategy, state, plan, grid, on_round=recorder, collect=collect)
+            metered = MeteredGrid(grid)
+
+            def traffic(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
+                return metered.take_rows(experiment.name, state.round)
+
+            recorder = self.recorder(records, experiment, grid, model, ledger, traffic=traffic)
+            final = run_rounds(experiment.strategy, state, plan, metered, on_round=recorder, collect=collect)
             return ExperimentResult(experiment, final, grid.site_states())
+
+    def _records(self, experiment: Experiment) -> RunRecords:
+        network = self.config.model.name if self.hooks.model_fn is None else CUSTOM_MODEL
+        model_entries = model_metadata(network, self.model_params, self.data.image_shape())
+        return RunRecords(
+            experiment.name,
+            self.metrics,
+            self.run_dir / "checkpoints" / experiment.name,
+            metadata={"experiment": experiment.name, **model_entries},
+            keep_last=self.config.federation.keep_last,
+        )
 
     def recorder(
         self,
@@ -172,9 +195,12 @@ class ExperimentRunner:
         grid: InMemoryGrid | RayGrid,
         model: nn.Module,
         ledger: LedgerRecorder | None = None,
+        *,
+        traffic: RowSource | None = None,
     ) -> RoundRecorder:
         """Records each round with the sites' private states (sites without any left out); its
-        held-out rows scored here, in process; in the provenance ``ledger`` too, when given."""
+        held-out rows scored here, in process; in the provenance ``ledger`` too, when given;
+        ``traffic``'s rows (bytes per site) too."""
 
         def evaluation_rows(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
             if not self.config.federation.evaluates_after(state.round):
@@ -187,8 +213,9 @@ class ExperimentRunner:
         def progress(state: ServerState, results: list[TrainResult], rows: list[MetricRow]) -> None:
             if self.callbacks.on_round is not None:
                 self.callbacks.on_round(state.round)
-            if self.callbacks.on_recorded is not None:
-                self.callbacks.on_recorded(experiment.name, state.round, rows)
+            if self.callbacks.on_recorded is not None:  # per-case rows stay in the metrics log
+                aggregates = [row for row in rows if split_case_metric(row.metric) is None]
+                self.callbacks.on_recorded(experiment.name, state.round, aggregates)
 
         def trainers() -> dict[str, Trainer]:
             # DP-SGD (whose trainers report epsilon) runs in memory only: Ray sites report none
@@ -198,9 +225,71 @@ class ExperimentRunner:
         privacy = privacy_rows(experiment.name, self.privacy, experiment.strategy, trainers)
         if ledger is not None:
             privacy = ledger.recording(privacy)
-        return RoundRecorder(
-            records, sources=[evaluation_rows, privacy], sites=private_states, after=[progress]
+        sources = [evaluation_rows, privacy, *([] if traffic is None else [traffic])]
+        return RoundRecorder(records, sources=sources, sites=private_states, after=[progress])
+
+    def _run_peers(self, experiment: Experiment) -> ExperimentResult:
+        """A peer-to-peer experiment (``federation.topology``) from its last checkpoint (the
+        sites' ``PeerState``, and the consensus for ``medfed export``) or from scratch, over the
+        same grid as client-server (``federation.engine``). Its model is the consensus (plain
+        average) of the sites' models; each site's own model is scored too, as run
+        ``<experiment>@<site>`` (``site_model_run``)."""
+        records = self._records(experiment)
+        model = self.new_model()
+        resumed = records.resume()
+        start = PeerState.start(cpu_weights(model), sorted(experiment.sites))
+        if resumed is not None:
+            start = restored_state(resumed.server, resumed.sites)
+            if set(start.models) != set(experiment.sites):
+                raise CheckpointError(f"{experiment.name}: checkpoint of sites {sorted(start.models)}")
+        for site in experiment.sites:
+            self.metrics.discard_after(site_model_run(experiment.name, site), start.round)
+        topology = build_topology(
+            self.config.federation.topology, sorted(experiment.sites), seed=self.config.seed
         )
+        if self.callbacks.on_experiment is not None:
+            self.callbacks.on_experiment(experiment, start.round)
+        recipe = SiteRecipe(self.config, self.model_params, experiment.strategy, attacked=experiment.attacked)
+        with self._grid(experiment, recipe, model, {}) as grid:
+            sites = grid.sites if isinstance(grid, InMemoryGrid) else {}
+            privacy = privacy_rows(
+                experiment.name,
+                self.privacy,
+                experiment.strategy,
+                lambda: {name: site.trainer for name, site in sites.items()},
+            )
+
+            def finish_round(record: PeerRound) -> None:
+                state, sites_saved = saved_states(record.state, consensus(record.state.models.values()))
+                round = record.state.round
+                latest = list({result.site: result for result in record.results}.values())
+                rows = training_rows(experiment.name, round, latest)
+                rows += transfer_rows(experiment.name, round, record.transfers) + privacy(state, latest)
+                if self.config.federation.evaluates_after(round):
+                    rows += self._peer_evaluation_rows(experiment, record.state, model)
+                records.record(state, latest, rows, sites_saved)
+                if self.callbacks.on_round is not None:
+                    self.callbacks.on_round(round)
+                if self.callbacks.on_recorded is not None:
+                    self.callbacks.on_recorded(experiment.name, round, rows)
+
+            final = run_topology(
+                topology, start, grid, rounds=self.config.federation.rounds, on_round=finish_round
+            )
+        return ExperimentResult(experiment, _consensus_state(final), {})
+
+    def _peer_evaluation_rows(
+        self, experiment: Experiment, state: PeerState, model: nn.Module
+    ) -> list[MetricRow]:
+        """The consensus scored as the experiment's model; each site's own model scored into
+        the metrics log under its own run name (recorded here, with the round)."""
+        rows = self._evaluation_rows(ExperimentResult(experiment, _consensus_state(state), {}), model)
+        for site, weights in sorted(state.models.items()):
+            own = ExperimentResult(experiment, ServerState(state.round, weights), {})
+            run = site_model_run(experiment.name, site)
+            scored = [replace(row, experiment=run) for row in self._evaluation_rows(own, model)]
+            self.metrics.record_round(run, state.round, scored)
+        return rows
 
     def _ledger(self, experiment: Experiment) -> LedgerRecorder | None:
         """The provenance ledger of a federated experiment and its sites' copies."""
@@ -344,15 +433,23 @@ class ExperimentRunner:
         self, result: ExperimentResult, model: nn.Module, site: str, split: Split, *, backdoor: bool = False
     ) -> list[MetricRow]:
         dataset = self.evaluation_sets[site]
-        metrics = evaluate(
+        final = result.state.round == self.config.federation.rounds
+        metrics, cases = evaluate_cases(
             model,
             dataset,
             task=self.config.task,
             batch_size=self.config.training.batch_size,
-            surface_distance=result.state.round == self.config.federation.rounds,
+            surface_distance=final,
         )
         if backdoor:
             metrics.update(self._backdoor_metrics(result.experiment, model, dataset))
+        if final:  # per-case values for case counts and bootstrap intervals in the report
+            case_ids = [case.case_id for case in self.data.evaluation_sets[site].cases]
+            metrics.update(
+                (case_metric(name, case_id), value)
+                for name, values in cases.items()
+                for case_id, value in zip(case_ids, values, strict=True)
+            )
         return [
             MetricRow(result.experiment.name, result.state.round, site, split, metric, value)
             for metric, value in metrics.items()
@@ -491,3 +588,8 @@ def local_trainer(config: SimulationConfig, hooks: SimulationHooks | None = None
         loss=hooks.loss_fn,
         step=hooks.train_step,
     )
+
+
+def _consensus_state(state: PeerState) -> ServerState:
+    """A peer-to-peer federation's shared model (the sites' consensus) as a server state."""
+    return ServerState(state.round, consensus(state.models.values()))

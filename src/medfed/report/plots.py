@@ -8,7 +8,10 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from medfed.orchestration.metrics_log import HELD_OUT, MetricRow, Split
 
@@ -27,7 +30,7 @@ class SampleImage:
 
 def learning_curves(rows: Sequence[MetricRow], *, metric: str, unseen_site: str | None) -> bytes:
     """Mean held-out ``metric`` per round for each experiment, and on the unseen site."""
-    figure = Figure(figsize=(11, 4))
+    figure = Figure(figsize=(11, 4.5), layout="constrained")  # room for the shared legend below
     axes = figure.subplots(1, 2, squeeze=False)
     for axis, unseen in zip(axes[0], (False, True), strict=True):
         curves: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -38,10 +41,8 @@ def learning_curves(rows: Sequence[MetricRow], *, metric: str, unseen_site: str 
             rounds = sorted(by_round)
             axis.plot(rounds, [np.nanmean(by_round[r]) for r in rounds], marker=".", label=experiment)
         axis.set_title(f"{metric} on {'unseen site' if unseen else 'training sites (held-out)'}")
-        axis.set_xlabel("round")
-        axis.set_ylabel(metric)
-        axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+        _round_axes(axis, metric)
+    _shared_legend(figure, axes[0])
     return _png(figure)
 
 
@@ -59,8 +60,7 @@ def site_curves(
         points.sort()
         axis.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=site)
     axis.set_title(f"{experiment}: {metric} per site")
-    axis.set_xlabel("round")
-    axis.grid(alpha=0.3)
+    _round_axes(axis, metric)
     axis.legend(fontsize=8)
     return _png(figure)
 
@@ -107,6 +107,30 @@ def _last_values(
     return {key: value for key, (_, value) in last.items()}
 
 
+def _round_axes(axis: Axes, metric: str) -> None:
+    """Rounds on the x axis with integer ticks, ``metric`` on the y axis, a light grid."""
+    axis.set_xlabel("round")
+    axis.set_ylabel(metric)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.grid(alpha=0.3)
+
+
+def _shared_legend(figure: Figure, axes: Sequence[Axes]) -> None:
+    """One legend under the panels for every curve drawn in any of them (none without curves)."""
+    entries: dict[str, Artist] = {}
+    for axis in axes:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    if entries:
+        figure.legend(
+            list(entries.values()),
+            list(entries),
+            loc="outside lower center",
+            ncol=min(len(entries), 6),
+            fontsize=8,
+        )
+
+
 def sample_grid(samples: Sequence[SampleImage]) -> bytes:
     """Each sample as three panels: image, true mask and predicted mask drawn over the image."""
     figure = Figure(figsize=(8, 2.7 * len(samples)))
@@ -124,6 +148,7 @@ def sample_grid(samples: Sequence[SampleImage]) -> bytes:
 
 def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
-    figure.tight_layout()
+    if figure.get_layout_engine() is None:
+        figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=90)
     return buffer.getvalue()

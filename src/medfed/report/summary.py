@@ -84,6 +84,46 @@ def summarize(
     return summary
 
 
+@dataclass(frozen=True)
+class BestAndLast:
+    """An experiment's own-sites score (as ``SummaryRow.own_sites``) at its last and best round.
+
+    Attributes:
+        experiment: Experiment name.
+        last_round: The last round scored.
+        last: The score at ``last_round``.
+        best_round: The round with the highest score (the earliest on a tie).
+        best: The score at ``best_round``.
+    """
+
+    experiment: str
+    last_round: int
+    last: float
+    best_round: int
+    best: float
+
+
+def best_and_last(rows: Sequence[MetricRow], kinds: Mapping[str, str], *, metric: str) -> list[BestAndLast]:
+    """The last and the best round of each experiment in ``kinds`` (name -> kind) on ``metric``,
+    higher being better; experiments without a score are left out."""
+    out = []
+    for experiment, kind in kinds.items():
+        by_round: dict[int, list[float]] = {}
+        for row in rows:
+            own = (
+                row.site == experiment.removeprefix("local-") if kind == "local" else row.split == Split.TEST
+            )
+            if row.experiment == experiment and row.metric == metric and row.split in HELD_OUT and own:
+                by_round.setdefault(row.round, []).append(row.value)
+        scores = {round: _mean(values) for round, values in sorted(by_round.items())}
+        finite = {round: score for round, score in scores.items() if math.isfinite(score)}
+        if finite:
+            best = max(finite, key=lambda round: (finite[round], -round))
+            last = max(scores)
+            out.append(BestAndLast(experiment, last, scores[last], best, finite[best]))
+    return out
+
+
 AttackRole = Literal["clean", "attacked", "defended"]
 
 

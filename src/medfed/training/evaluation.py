@@ -42,6 +42,12 @@ def predict(
     return torch.softmax(logits, dim=1).cpu()
 
 
+CaseScores = dict[str, list[float]]
+"""Per-case values in the dataset's order: ``{"dice": [...]}`` for segmentation (NaN for a case
+without a lesion); ``{"label": [...], "prob0": [...], "prob1": [...], ...}`` (the true class and
+each class's probability) for classification."""
+
+
 def evaluate(
     model: nn.Module,
     dataset: Dataset,
@@ -51,7 +57,24 @@ def evaluate(
     surface_distance: bool = True,
     device: torch.device | None = None,
 ) -> dict[str, float]:
-    """Metrics of ``model`` on ``dataset``.
+    """Metrics of ``model`` on ``dataset`` (``evaluate_cases`` without the per-case values)."""
+    metrics, _ = evaluate_cases(
+        model, dataset, task=task, batch_size=batch_size, surface_distance=surface_distance, device=device
+    )
+    return metrics
+
+
+def evaluate_cases(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    task: Task,
+    batch_size: int = 16,
+    surface_distance: bool = True,
+    device: torch.device | None = None,
+) -> tuple[dict[str, float], CaseScores]:
+    """Metrics of ``model`` on ``dataset``, and the per-case values they are computed from
+    (``CaseScores``), for case counts and bootstrap intervals.
 
     For segmentation, Dice and HD95 (in voxels, skipped when ``surface_distance`` is false) are
     averaged over the cases that have a lesion, as MONAI does by default (``ignore_empty``).
@@ -86,7 +109,7 @@ def _segmentation_metrics(
     device: torch.device | None,
     surface_distance: bool,
     inferer: Inferer | None,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], CaseScores]:
     dice = DiceMetric(include_background=False)
     hd95 = HausdorffDistanceMetric(include_background=False, percentile=95.0)
     for batch in loader:
@@ -99,15 +122,16 @@ def _segmentation_metrics(
             with warnings.catch_warnings():  # MONAI warns on every empty mask and on deprecations
                 warnings.simplefilter("ignore")
                 hd95(predicted, truth)
-    metrics = {"dice": _nanmean(dice.get_buffer())}
+    per_case = dice.get_buffer()
+    metrics = {"dice": _nanmean(per_case)}
     if surface_distance:
         metrics["hd95"] = _nanmean(hd95.get_buffer())
-    return metrics
+    return metrics, {"dice": [float(value) for value in per_case.reshape(-1)]}
 
 
 def _classification_metrics(
     model: nn.Module, loader: DataLoader, device: torch.device | None
-) -> dict[str, float]:
+) -> tuple[dict[str, float], CaseScores]:
     auc = ROCAUCMetric()
     confusion = ConfusionMatrixMetric(
         include_background=False, metric_name=["accuracy", "sensitivity", "specificity"]
@@ -124,12 +148,22 @@ def _classification_metrics(
         auc_value = float(torch.as_tensor(auc.aggregate()))
     except (AssertionError, ValueError):  # a single class present: AUC undefined
         auc_value = math.nan
-    return {
+    metrics = {
         "accuracy": accuracy,
         "auc": auc_value,
         "sensitivity": sensitivity,
         "specificity": specificity,
     }
+    return metrics, _class_cases(auc)
+
+
+def _class_cases(auc: ROCAUCMetric) -> CaseScores:
+    """The true class and each class's probability of every case the ``auc`` metric holds."""
+    probabilities, truth = auc.get_buffer()
+    cases: CaseScores = {"label": [float(label) for label in truth.argmax(dim=1)]}
+    for k in range(probabilities.shape[1]):
+        cases[f"prob{k}"] = [float(p) for p in probabilities[:, k]]
+    return cases
 
 
 def _one_hot(indices: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -160,7 +160,7 @@ def _load_case(
         _refuse_identified(site, series.slices)
     slices, volume, has_geometry = list(series.slices), series.volume, series.has_geometry
     image, affine = oriented(volume)
-    spacing = voxel_spacing(image, affine) if has_geometry else None
+    spacing = voxel_spacing(volume) if has_geometry else None
     if (folder / MASK_FILE).is_file():
         masks.insert(0, (folder / MASK_FILE, None))
     if len(masks) > 1:

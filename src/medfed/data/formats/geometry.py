@@ -95,13 +95,14 @@ def stored_order(array: np.ndarray, stored: Volume) -> np.ndarray:
     return apply_orientation(array, ornt_transform(axcodes2ornt(("R", "A", "S")), ornt))
 
 
-def voxel_spacing(array: np.ndarray, affine: np.ndarray) -> tuple[float, ...] | None:
-    """Voxel spacing in mm along each spatial axis of a canonical ``(C, X, Y, Z)`` array (the
-    lengths of the affine's columns); ``None`` for a 2D slice, whose kept axes the affine
-    does not name."""
-    if array.ndim != 4:
-        return None
-    return tuple(float(norm) for norm in np.linalg.norm(affine[:3, :3], axis=0))
+def voxel_spacing(volume: Volume) -> tuple[float, ...]:
+    """Voxel spacing in mm along each spatial axis of ``oriented(volume)``'s array: the lengths
+    of the stored affine's columns, in canonical axis order, without the slice axis of a 2D
+    slice (a stored third axis of length 1)."""
+    ornt = io_orientation(volume.affine)
+    lengths = np.linalg.norm(volume.affine[:3, :3], axis=0)
+    kept = [0, 1] if volume.array.shape[2] == 1 else [0, 1, 2]
+    return tuple(float(lengths[axis]) for axis in sorted(kept, key=lambda axis: ornt[axis, 0]))
 
 
 def axis_codes(affine: np.ndarray) -> str:

@@ -269,7 +269,7 @@ def _load_case(site: str, entry: _Entry, classes: dict[int, str] | None) -> Case
         require_file(site, entry.mask, f"label file of case '{entry.case_id}'")
         mask, mask_affine = oriented(read_nifti(site, entry.mask))
         check_same_grid(site, entry.mask, mask_affine, first_affine, f"image '{entry.images[0].name}'")
-    spacing = voxel_spacing(image, first_affine)
+    spacing = voxel_spacing(stored[0])
     case = checked_case(site, entry.case_id, image, mask, entry.label, entry.source, entry.mask, spacing)
     case = replace(case, orientation=axis_codes(stored[0].affine))
     _check_declared(site, entry.mask, case.mask, classes)

@@ -1,0 +1,49 @@
+import math
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from medfed.training.evaluation import evaluate_cases
+
+
+class _Cases(Dataset):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"image": self.images[index], "label": self.labels[index]}
+
+
+def test_segmentation_keeps_each_cases_dice_with_nan_for_an_empty_mask() -> None:
+    torch.manual_seed(0)
+    labels = (torch.rand(5, 1, 8, 8) > 0.5).long()
+    labels[2] = 0  # no lesion: MONAI ignores it
+    metrics, cases = evaluate_cases(
+        nn.Conv2d(1, 2, 1),
+        _Cases(torch.randn(5, 1, 8, 8), labels),
+        task="segmentation",
+        batch_size=2,
+        surface_distance=False,
+        device=torch.device("cpu"),
+    )
+    assert len(cases["dice"]) == 5 and math.isnan(cases["dice"][2])
+    finite = [d for d in cases["dice"] if math.isfinite(d)]
+    assert math.isclose(metrics["dice"], sum(finite) / 4, rel_tol=1e-6)
+
+
+def test_classification_keeps_each_cases_class_and_probabilities() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    images, labels = torch.randn(7, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2, 2])
+    metrics, cases = evaluate_cases(
+        model, _Cases(images, labels), task="classification", batch_size=3, device=torch.device("cpu")
+    )
+    assert cases["label"] == [0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 2.0]
+    expected = torch.softmax(model(images), dim=1)
+    for k in range(3):
+        assert torch.allclose(torch.tensor(cases[f"prob{k}"]), expected[:, k])
+    assert 0 <= metrics["auc"] <= 1
