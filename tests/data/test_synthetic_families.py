@@ -188,5 +188,8 @@ def test_public_sites_use_scanners_no_default_site_uses(name: str) -> None:
 def test_public_site_is_the_midpoint_of_two_training_sites() -> None:
     first = public_sites("brain_lesion")[0]
     a, b = (site.scanner for site in FAMILIES.create("brain_lesion").sites[:2])  # type: ignore[attr-defined]
-    assert first.scanner.intensity_scale == (a.intensity_scale + b.intensity_scale) / 2  # type: ignore[attr-defined]
+    assert (
+        first.scanner.acquisition.intensity_scale
+        == (a.acquisition.intensity_scale + b.acquisition.intensity_scale) / 2
+    )  # type: ignore[attr-defined]
     assert first.scanner.contrast == a.contrast  # type: ignore[attr-defined]
