@@ -47,7 +47,7 @@ def test_a_sound_study_is_tabled_and_passes(tmp_path: Path) -> None:
         "1",
         "2D",
         "16x16",
-        "-",
+        "1x1",
         "RAS",
     ]
     assert result.output.rstrip().endswith("no problems found")

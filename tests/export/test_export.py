@@ -149,9 +149,12 @@ def test_checkpoints_keep_the_last_round_and_only_private_site_state(run_dir: Pa
 
 def test_run_outputs_share_one_mode(run_dir: Path) -> None:
     """Under the test process's umask every file of a run has the same permissions (report.html
-    was 0600 while metrics.sqlite was 0644)."""
-    modes = {str(path): path.stat().st_mode & 0o777 for path in run_dir.rglob("*") if path.is_file()}
+    was 0600 while metrics.sqlite was 0644), except the provenance signing keys: owner only."""
+    keys = run_dir / "provenance" / "keys"
+    files = [path for path in run_dir.rglob("*") if path.is_file()]
+    modes = {str(path): path.stat().st_mode & 0o777 for path in files if path.parent != keys}
     assert len(set(modes.values())) == 1, modes
+    assert {path.stat().st_mode & 0o777 for path in files if path.parent == keys} == {0o600}
 
 
 def test_a_deployed_servers_state_dir_exports_its_job(tmp_path: Path) -> None:

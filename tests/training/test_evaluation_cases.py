@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from medfed.training.evaluation import evaluate_cases
+from medfed.training.evaluation import _case_means, evaluate_cases
 
 
 class _Cases(Dataset):
@@ -47,3 +47,9 @@ def test_classification_keeps_each_cases_class_and_probabilities() -> None:
     for k in range(3):
         assert torch.allclose(torch.tensor(cases[f"prob{k}"]), expected[:, k])
     assert 0 <= metrics["auc"] <= 1
+
+
+def test_a_multi_class_case_gets_one_dice_the_mean_of_its_classes() -> None:
+    buffer = torch.tensor([[1.0, 0.5], [float("nan"), 0.25], [float("nan"), float("nan")]])
+    means = _case_means(buffer)
+    assert means[:2] == [0.75, 0.25] and math.isnan(means[2])

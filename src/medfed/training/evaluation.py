@@ -126,7 +126,17 @@ def _segmentation_metrics(
     metrics = {"dice": _nanmean(per_case)}
     if surface_distance:
         metrics["hd95"] = _nanmean(hd95.get_buffer())
-    return metrics, {"dice": [float(value) for value in per_case.reshape(-1)]}
+    return metrics, {"dice": _case_means(per_case)}
+
+
+def _case_means(buffer: torch.Tensor) -> list[float]:
+    """Each case's Dice averaged over the foreground classes it holds (a row of ``buffer``,
+    ``(cases, classes)``); NaN for a case that holds none."""
+    values = buffer.reshape(buffer.shape[0], -1)
+    finite = torch.isfinite(values)
+    sums = torch.where(finite, values, torch.zeros_like(values)).sum(dim=1)
+    counts = finite.sum(dim=1)
+    return [float(total / count) if count else math.nan for total, count in zip(sums, counts, strict=True)]
 
 
 def _classification_metrics(
