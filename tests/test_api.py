@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from builders import tiny_simulation
 from torch import nn
 
 import medfed
@@ -18,13 +19,9 @@ from medfed.api import resolve_config
 from medfed.errors import CheckpointError, ConfigError
 from medfed.orchestration.run_dir import clear_run
 
-TINY: dict[str, Any] = {
-    "data": {"synthetic": {"image_size": 16, "cases_scale": 0.2}},
-    "model": {"params": {"channels": [4, 8], "strides": [2], "num_res_units": 0, "norm": "batch"}},
-    "training": {"local_epochs": 1, "batch_size": 4},
-    "federation": {"rounds": 1},
-    "baselines": {"centralized": False, "local": False},
-}
+TINY = tiny_simulation(
+    data={"synthetic": {"cases_scale": 0.2}}, model={"params": {"num_res_units": 0, "norm": "batch"}}
+)
 
 
 def _tiny(tmp_path: Path, **settings: Any) -> dict[str, Any]:
