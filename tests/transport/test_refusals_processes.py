@@ -9,14 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
-from deploy_procs import (
-    Processes,
-    free_port,
-    make_kits,
-    server_args,
-    wait_for,
-    write_job,
-)
+from deploy_procs import Processes, deploy
 
 from medfed.provision import revoke
 from medfed.provision.certs import create_ca, issue, read_identity, write_identity
@@ -62,11 +55,10 @@ class Federation:
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     root = tmp_path_factory.mktemp("refusals")
-    port = free_port()
-    kits = make_kits(root, port, sites=[*JOB_SITES, "hospital_d"])
     # evaluate_every 0, provenance off: no step between the rounds these hand-driven sites expect.
-    job = write_job(
-        root / "job.yaml",
+    federation = deploy(
+        root,
+        provisioned=[*JOB_SITES, "hospital_d"],
         sites=JOB_SITES,
         federation={"rounds": 3, "min_sites": 1, "evaluate_every": 0},
         round_timeout_s=90,
@@ -74,9 +66,8 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     )
     group = Processes(root / "logs")
     try:
-        group.start("server", *server_args(kits, job, root / "state", port))
-        wait_for(lambda: "listening" in group.log("server"), timeout=90, what="server start")
-        yield Federation(kits, port)
+        federation.start_server(group, listening=True)
+        yield Federation(federation.kits, federation.port)
     finally:
         group.kill_all()
 
