@@ -469,6 +469,19 @@ class PrivacyConfig(StrictModel):
             return self.epsilon, self.delta
         return own.epsilon, self.delta if own.delta is None else own.delta
 
+    def in_effect(self) -> dict[str, Any]:
+        """This section as JSON values without the settings that take no effect: the budget
+        (``accountant``, ``epsilon``, ``delta``, ``sites``) only under DP-SGD or client-level DP,
+        each protection only when on; ``{}`` for a run without privacy (what a report shows)."""
+        dumped = self.model_dump(mode="json")
+        budget = ("accountant", "epsilon", "delta", "sites")
+        on = self.dp_sgd is not None or self.client_dp is not None
+        return {
+            name: value
+            for name, value in dumped.items()
+            if value is not None and value is not False and value != {} and (on or name not in budget)
+        }
+
     def plan(self) -> ProtectionPlan:
         """This section as plain constructor arguments (``medfed.privacy`` takes nothing else)."""
         dp, client = self.dp_sgd, self.client_dp
