@@ -13,7 +13,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from medfed.config.strict import StrictModel
 from medfed.provision.errors import ProvisionError
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+SITE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 RESERVED_NAMES = frozenset({"ca", "server"})
 
 
@@ -45,7 +45,7 @@ class ProjectConfig(StrictModel):
     @classmethod
     def _valid_sites(cls, sites: list[str]) -> list[str]:
         for site in sites:
-            if not _NAME.fullmatch(site) or site in RESERVED_NAMES:
+            if not SITE_NAME.fullmatch(site) or site in RESERVED_NAMES:
                 raise ValueError(
                     f"site name '{site}' must use letters, digits, '_', '.', '-' and not be "
                     f"{sorted(RESERVED_NAMES)}"
