@@ -4,6 +4,7 @@ the field named; every default gives the built-in demo."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -545,6 +546,28 @@ class PrivacyConfig(StrictModel):
 PEER_STRATEGIES = ("fedavg", "fedprox")
 """The strategies whose site half a peer-to-peer topology runs (they have no server state)."""
 
+
+
+def check_serverless(topology: str, strategies: Sequence[StrategyConfig], privacy: PrivacyConfig) -> None:
+    """Raises ``ValueError`` unless ``strategies`` and ``privacy`` run without a server (in
+    simulation and in a peer-to-peer deployment alike): only FedAvg's and FedProx's site
+    halves, and no server-side protection."""
+    wrong = [s.display_name for s in strategies if s.name not in PEER_STRATEGIES or s.robust]
+    if wrong:
+        raise ValueError(
+            f"topology '{topology}' runs only strategies {list(PEER_STRATEGIES)} without 'robust'; "
+            f"change {wrong}"
+        )
+    server_side = {
+        "client_dp": privacy.client_dp,
+        "secure_aggregation": privacy.secure_aggregation,
+        "encryption": privacy.encryption,
+    }
+    given = [key for key, section in server_side.items() if section is not None]
+    if given:
+        raise ValueError(f"topology '{topology}' has no server for privacy {given}; use dp_sgd")
+
+
 CLEAN_SUFFIX = "-clean"
 """Appended to a strategy's label for its run without the configured attack."""
 
@@ -660,21 +683,7 @@ class SimulationConfig(StrictModel):
         topology = self.federation.topology.name
         if topology == "client_server":
             return self
-        wrong = [s.display_name for s in self.strategies if s.name not in PEER_STRATEGIES or s.robust]
-        if wrong:
-            raise ValueError(
-                f"topology '{topology}' runs only strategies {list(PEER_STRATEGIES)} without 'robust'; "
-                f"change {wrong}"
-            )
-        privacy = self.privacy
-        server_side = {
-            "client_dp": privacy.client_dp,
-            "secure_aggregation": privacy.secure_aggregation,
-            "encryption": privacy.encryption,
-        }
-        given = [key for key, section in server_side.items() if section is not None]
-        if given:
-            raise ValueError(f"topology '{topology}' has no server for privacy {given}; use dp_sgd")
+        check_serverless(topology, self.strategies, self.privacy)
         if self.attack is not None:
             raise ValueError(f"topology '{topology}' cannot be combined with 'attack' (client_server only)")
         if self.federation.fraction != 1.0:
