@@ -43,6 +43,9 @@ class SyntheticDataConfig(StrictModel):
         description="Store each site in its own size, spacing, orientation and format (NIfTI RAS/LAS, "
         "DICOM series, RLE-compressed DICOM), as hospitals hand data over (medfed.data.realistic).",
     )
+    studies_per_patient: int = Field(
+        1, ge=1, le=64, description="Consecutive cases of one patient (patients.csv): DP-SGD's unit."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -65,6 +68,10 @@ class SyntheticDataConfig(StrictModel):
             raise ValueError(
                 f"realistic stores sites as DICOM series, one channel each; family '{self.family}' has "
                 f"{len(family.channels)}"
+            )
+        if self.realistic and self.studies_per_patient > 1:
+            raise ValueError(
+                "studies_per_patient > 1 is written for the MSD layout only; set realistic: false"
             )
         if self.dims == 3 and self.image_size > _MAX_3D_SIZE:
             raise ValueError(f"image_size must be <= {_MAX_3D_SIZE} for 3D data, got {self.image_size}")
@@ -221,6 +228,7 @@ class PreprocessingConfig(StrictModel):
             crop_foreground=self.crop_foreground,
             patch_size=patch,
             divisible_by=divisor,
+            slices=model.slices,
         )
 
     @model_validator(mode="before")
@@ -250,6 +258,15 @@ class ModelConfig(StrictModel):
 
     name: str = "unet"
     params: dict[str, Any] = Field(default_factory=dict)
+    slices: Literal["axial", "coronal", "sagittal"] | None = Field(
+        None,
+        description="Train a 2D network on the slices of 3D volumes cut this way (DP-SGD then "
+        "protects each patient's slices together); null: the network sees whole images.",
+    )
+
+    def network_dims(self, image_dims: int) -> int:
+        """The network's spatial dimensions for images of ``image_dims``: one fewer with slices."""
+        return image_dims - 1 if self.slices is not None else image_dims
 
 
 class TrainingConfig(StrictModel):
