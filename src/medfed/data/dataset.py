@@ -219,7 +219,10 @@ def _check_fits(site: str, case: Case, preprocessing: Preprocessing) -> None:
         ("patch_size", preprocessing.patch_size, trained),
     ):
         if sizes is not None and len(sizes) != wanted:
-            reason = f"case '{case.case_id}' has {wanted} spatial axes, preprocessing.{name} {len(sizes)}"
+            where = " per slice" if wanted < axes else ""
+            reason = (
+                f"case '{case.case_id}' has {wanted} spatial axes{where}, preprocessing.{name} {len(sizes)}"
+            )
             raise DataError(site, case.source, reason)
     if len(preprocessing.intensity) not in (1, channels):
         reason = (
