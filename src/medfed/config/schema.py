@@ -401,13 +401,13 @@ class SiteBudgetConfig(StrictModel):
 
 
 class DPSGDConfig(StrictModel):
-    """Sample-level DP-SGD at every site (see ``medfed.privacy.dp.DPTrainer``)."""
+    """DP-SGD at every site, per patient (see ``medfed.privacy.dp.DPTrainer``)."""
 
     noise: Literal["calibrated", "fixed"] = Field(
         "calibrated", description="'calibrated' spends each site's budget exactly by the last round."
     )
     noise_multiplier: float | None = Field(None, gt=0, description="Required when noise is 'fixed'.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Per-sample clip (the initial one if adaptive).")
+    max_grad_norm: float = Field(1.0, gt=0, description="Per-patient clip (the initial one if adaptive).")
     clipping: Literal["fixed", "adaptive"] = "fixed"
     target_quantile: float = Field(0.5, gt=0, lt=1)
     clip_lr: float = Field(0.2, gt=0)

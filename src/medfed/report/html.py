@@ -191,7 +191,7 @@ def _privacy_section(rows: Sequence[MetricRow], metric: str) -> list[str]:
     if not table:
         return []
     curve = privacy_utility(rows, metric=metric)
-    sections = ["<h2>Privacy spent (epsilon at the last round)</h2>", table]
+    sections = ["<h2>Privacy spent (epsilon per patient at the last round)</h2>", table]
     return sections if curve is None else [*sections, "<h2>Privacy-utility curve</h2>", _image(curve)]
 
 
