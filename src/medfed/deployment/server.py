@@ -31,6 +31,7 @@ from medfed.orchestration.driver import RecordedCallback, RoundRecorder, RowSour
 from medfed.orchestration.grid import Absence
 from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split
+from medfed.orchestration.recording import DigestingGrid
 from medfed.orchestration.site import cpu_weights
 from medfed.privacy.setup import expected_sites, prepare_model, protect
 from medfed.strategies.base import Strategy
@@ -90,7 +91,9 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
         ckks_context=settings.ckks_context,
     )
     board = RoundBoard()
-    grid = GrpcGrid(board, round_timeout_s=job.round_timeout_s, step_timeout_s=job.step_timeout_s)
+    grid = DigestingGrid(
+        GrpcGrid(board, round_timeout_s=job.round_timeout_s, step_timeout_s=job.step_timeout_s)
+    )
     servicer = FederationServicer(
         board, sites=sites, job_json=site_job_json(job), authenticate=settings.authenticate, poll_s=job.poll_s
     )
@@ -134,7 +137,7 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
         evaluation = SiteEvaluation(
             board, sites=sites, task=job.task, timeout_s=job.step_timeout_s, seen_within_s=2 * job.poll_s + 1
         )
-        ledger = _server_ledger(job, settings, board, evaluation.reachable)
+        ledger = _server_ledger(job, settings, board, evaluation.reachable, protected=grid.take)
         recorder = round_recorder(
             job,
             strategy,
@@ -161,10 +164,16 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
 
 
 def _server_ledger(
-    job: JobConfig, settings: ServerSettings, board: RoundBoard, reachable: Callable[[], list[str]]
+    job: JobConfig,
+    settings: ServerSettings,
+    board: RoundBoard,
+    reachable: Callable[[], list[str]],
+    *,
+    protected: Callable[[], dict[str, str]],
 ) -> ServerLedger | None:
     """The job's provenance ledger (``None`` when the job keeps none, or without ledger keys,
-    e.g. ``--insecure``)."""
+    e.g. ``--insecure``); ``protected`` gives the digests of what each site sent in a secure or
+    encrypted round."""
     if not job.provenance:
         return None
     if settings.ledger is None:
@@ -172,7 +181,14 @@ def _server_ledger(
         return None
     keep_signers(settings.state_dir, settings.ledger)
     folder = ledger_folder(settings.state_dir, job.name)
-    return ServerLedger(board, folder, settings.ledger, timeout_s=job.step_timeout_s, reachable=reachable)
+    return ServerLedger(
+        board,
+        folder,
+        settings.ledger,
+        timeout_s=job.step_timeout_s,
+        reachable=reachable,
+        protected=protected,
+    )
 
 
 def initial_state(job: JobConfig, strategy: Strategy, records: RunRecords) -> ServerState:
