@@ -358,6 +358,8 @@ def status(
     )
     for site, reason in sorted(now.declined.items()):
         console.print(f"declined by {site}: {reason}", markup=False, emoji=False)
+    for site, reason in sorted(now.rejected.items()):
+        console.print(f"update of {site} rejected: {reason}", markup=False, emoji=False)
     table = Table(title="Recent rounds")
     names = sorted({name for row in now.history for name in row.metrics})
     for column in ("round", "sites", *names):
