@@ -218,9 +218,8 @@ def check_data_fits(data: SiteData, job: SiteJob) -> None:
     not fit the job's model: dimensionality, channels, a mask value or label beyond its classes.
     """
     spec = network_spec(job.model.name, job.model.params)
-    model = ModelInputs(
-        in_channels=spec.in_channels, spatial_dims=spec.spatial_dims, classes=spec.out_channels
-    )
+    image_dims = spec.spatial_dims + (job.model.slices is not None)
+    model = ModelInputs(in_channels=spec.in_channels, spatial_dims=image_dims, classes=spec.out_channels)
     raise_problems(study_problems({data.name: data}, task=job.task, model=model))
 
 

@@ -134,7 +134,11 @@ class ExperimentRunner:
         self.metrics = MetricsLog(run_dir)
         self.privacy = config.privacy.plan()
         channels, dims = data.spatial_shape()
-        self.model_params = {"spatial_dims": dims, "in_channels": channels, **config.model.params}
+        self.model_params = {
+            "spatial_dims": config.model.network_dims(dims),
+            "in_channels": channels,
+            **config.model.params,
+        }
         if "out_channels" not in self.model_params:
             self.model_params["out_channels"] = data.num_classes(config.task)
         self.trainer = local_trainer(config, self.hooks)
