@@ -14,8 +14,16 @@ from pathlib import Path
 from medfed.files import atomic_write
 from medfed.orchestration.metrics_log import MetricRow, Split, site_model_run
 from medfed.provenance.history import Contribution
-from medfed.report.intervals import RESAMPLES, Interval, payoff, site_interval
-from medfed.report.plots import SampleImage, learning_curves, privacy_utility, sample_grid, site_curves
+from medfed.report.classification import class_scores, roc_curves
+from medfed.report.intervals import RESAMPLES, Interval, held_out_split, payoff, site_interval
+from medfed.report.plots import (
+    SampleImage,
+    learning_curves,
+    privacy_utility,
+    roc_figure,
+    sample_grid,
+    site_curves,
+)
 from medfed.report.summary import AttackRow, SummaryRow, best_and_last
 
 _STYLE = """
@@ -105,6 +113,7 @@ def _simulation(rows: Sequence[MetricRow], metric: str, run: SimulationRun) -> l
         _own_sites_note(metric),
         *_intervals_section(rows, run, metric),
         *_payoff_section(rows, run, metric),
+        *_classification_section(rows, run),
         *_best_and_last_section(rows, run, metric),
         "<h2>Learning curves</h2>",
         _image(learning_curves(compared, metric=metric, unseen_site=run.unseen_site)),
@@ -282,17 +291,13 @@ def _best_and_last_section(rows: Sequence[MetricRow], run: SimulationRun, metric
     return ["<h2>Best and last round</h2>", "".join(lines) + "</table>", note]
 
 
-def _split_of(site: str, unseen_site: str | None) -> Split:
-    return Split.UNSEEN if site == unseen_site else Split.TEST
-
-
 def _intervals_section(rows: Sequence[MetricRow], run: SimulationRun, metric: str) -> list[str]:
     """Each experiment's final score at each site with its case count and 95 % bootstrap
     interval; nothing when the run kept no per-case rows."""
     lines = []
     for row in run.summary:
         for site in sorted(row.per_site, key=lambda name: (name == run.unseen_site, name)):
-            split = _split_of(site, run.unseen_site)
+            split = held_out_split(site, run.unseen_site)
             found = site_interval(rows, experiment=row.experiment, site=site, split=split, metric=metric)
             if found is not None:
                 cells = [html.escape(row.experiment), html.escape(site), split.value, str(found.cases)]
@@ -332,7 +337,7 @@ def _payoff_section(rows: Sequence[MetricRow], run: SimulationRun, metric: str) 
                 experiment=experiment,
                 site=site,
                 scored_on=scored_on,
-                split=_split_of(scored_on, run.unseen_site),
+                split=held_out_split(scored_on, run.unseen_site),
                 metric=metric,
             )
         )
@@ -425,3 +430,35 @@ def _number(value: float) -> str:
 
 def _image(png: bytes) -> str:
     return f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+
+
+def _classification_section(rows: Sequence[MetricRow], run: SimulationRun) -> list[str]:
+    """Accuracy, sensitivity and specificity per experiment and site with their intervals, and
+    the ROC curves (``report.classification``); nothing without per-case class rows."""
+    scores = class_scores(rows, run.summary, unseen_site=run.unseen_site)
+    if not scores:
+        return []
+    header = ["experiment", "site", "split", "cases per class", "accuracy", "sensitivity", "specificity"]
+    lines = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in [*header, "recall per class"]) + "</tr>"]
+    for row in scores:
+        cells = [html.escape(row.experiment), html.escape(row.site), row.split.value]
+        cells += [" / ".join(map(str, row.class_cases))]
+        cells += [
+            f"{_number(i.estimate)} {_interval(i)}" for i in (row.accuracy, row.sensitivity, row.specificity)
+        ]
+        cells += [" / ".join(_number(recall) for recall in row.recall)]
+        lines.append(f"<tr class='{row.kind}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    note = (
+        "<p>Final round; each score with its 95 % bootstrap interval over the site's held-out cases. "
+        "A case's class is its most probable one. Sensitivity and specificity are one-vs-rest, "
+        "averaged over the classes other than 0 (for two classes: those of class 1). ROC curves "
+        "pool a model's own sites' held-out cases (a local-only model: its site's).</p>"
+    )
+    own, unseen = roc_curves(rows, run.summary, unseen_site=run.unseen_site)
+    figure = [_image(roc_figure(own, unseen))] if own or unseen else []
+    return [
+        "<h2>Classification: accuracy, sensitivity, specificity, ROC</h2>",
+        "".join(lines) + "</table>",
+        note,
+        *figure,
+    ]

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from medfed.orchestration.metrics_log import HELD_OUT, MetricRow, Split
+from medfed.report.classification import RocCurve
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,27 @@ def sample_grid(samples: Sequence[SampleImage]) -> bytes:
                 axis.imshow(np.ma.masked_equal(mask, 0), cmap="autumn", alpha=0.6, vmin=0, vmax=1)
             axis.set_title(f"{sample.site} / {sample.case_id}: {title}", fontsize=8)
             axis.axis("off")
+    return _png(figure)
+
+
+def roc_figure(own: Sequence[RocCurve], unseen: Sequence[RocCurve]) -> bytes:
+    """The ROC curves of each experiment on its own sites' held-out cases and on the unseen
+    site (a panel each, the second only with curves), each labelled with its AUC and cases."""
+    panels = [("training sites (held-out, pooled)", own), ("unseen site", unseen)]
+    panels = [panel for panel in panels if panel[1]] or panels[:1]
+    figure = Figure(figsize=(5 * len(panels), 4.2), layout="constrained")
+    for axis, (where, curves) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
+        axis.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1)
+        for curve in curves:
+            label = f"{curve.experiment} (AUC {curve.auc:.3f}, n={curve.cases})"
+            axis.plot(curve.false_positive_rate, curve.true_positive_rate, label=label)
+        axis.set_title(f"ROC on {where}", fontsize=10)
+        axis.set_xlabel("false positive rate (1 - specificity)")
+        axis.set_ylabel("true positive rate (sensitivity)")
+        axis.set_aspect("equal")
+        axis.grid(alpha=0.3)
+        if curves:
+            axis.legend(fontsize=7, loc="lower right")
     return _png(figure)
 
 
