@@ -4,11 +4,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medfed.config.loading import parse_config
 from medfed.orchestration.metrics_log import MetricRow, Split, case_metric
 from medfed.report.classification import class_scores, roc_curves
 from medfed.report.html import SimulationRun, write_report
 from medfed.report.intervals import site_interval
 from medfed.report.summary import summarize
+from medfed.simulator import run_simulation
 
 KINDS = {"fedavg": "federated", "local-a": "local"}
 
@@ -87,3 +89,35 @@ def test_segmentation_rows_have_no_classification_section(tmp_path: Path) -> Non
     summary = summarize(rows, {"fedavg": "federated"}, task="segmentation", unseen_site=None)
     assert class_scores(rows, summary, unseen_site=None) == []
     assert roc_curves(rows, summary, unseen_site=None) == ([], [])
+
+
+def test_a_classification_simulation_reports_what_its_evaluation_measured(tmp_path: Path) -> None:
+    config = {
+        "task": "classification",
+        "output_dir": str(tmp_path / "run"),
+        "data": {"synthetic": {"image_size": 16, "cases_scale": 0.15}, "augment": False},
+        "model": {"name": "resnet"},
+        "training": {"local_epochs": 1, "batch_size": 4},
+        "federation": {"rounds": 1},
+        "strategies": [{"name": "fedavg"}],
+        "baselines": {"centralized": False, "local": False},
+    }
+    settings = parse_config(config)
+    outcome = run_simulation(settings)
+    found = class_scores(outcome.rows, outcome.summary, unseen_site=settings.data.unseen_site)
+    measured = {
+        (row.experiment, row.site, row.metric): row.value
+        for row in outcome.rows
+        if row.round == 1 and row.metric in ("accuracy", "sensitivity", "specificity")
+    }
+    sites = {score.site for score in found}
+    assert settings.data.unseen_site in sites and len(sites) >= 3
+    assert {score.experiment for score in found} == {"fedavg"}
+    for score in found:
+        assert len(score.class_cases) == 2 and score.accuracy.cases == sum(score.class_cases)
+        for name in ("accuracy", "sensitivity", "specificity"):  # MONAI's, for two classes
+            estimate = getattr(score, name).estimate
+            expected = measured[score.experiment, score.site, name]
+            assert estimate == pytest.approx(expected, rel=1e-6, nan_ok=True)
+    page = outcome.report.read_text()
+    assert "Classification: accuracy, sensitivity, specificity, ROC" in page

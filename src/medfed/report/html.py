@@ -443,9 +443,7 @@ def _classification_section(rows: Sequence[MetricRow], run: SimulationRun) -> li
     for row in scores:
         cells = [html.escape(row.experiment), html.escape(row.site), row.split.value]
         cells += [" / ".join(map(str, row.class_cases))]
-        cells += [
-            f"{_number(i.estimate)} {_interval(i)}" for i in (row.accuracy, row.sensitivity, row.specificity)
-        ]
+        cells += [_with_interval(i) for i in (row.accuracy, row.sensitivity, row.specificity)]
         cells += [" / ".join(_number(recall) for recall in row.recall)]
         lines.append(f"<tr class='{row.kind}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     note = (
@@ -462,3 +460,9 @@ def _classification_section(rows: Sequence[MetricRow], run: SimulationRun) -> li
         note,
         *figure,
     ]
+
+
+def _with_interval(interval: Interval) -> str:
+    if not math.isfinite(interval.estimate):
+        return "–"
+    return f"{_number(interval.estimate)} {_interval(interval)}"

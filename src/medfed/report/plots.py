@@ -191,7 +191,7 @@ def roc_figure(own: Sequence[RocCurve], unseen: Sequence[RocCurve]) -> bytes:
     site (a panel each, the second only with curves), each labelled with its AUC and cases."""
     panels = [("training sites (held-out, pooled)", own), ("unseen site", unseen)]
     panels = [panel for panel in panels if panel[1]] or panels[:1]
-    figure = Figure(figsize=(5 * len(panels), 4.2), layout="constrained")
+    figure = Figure(figsize=(4.4 * len(panels), 4.4), layout="constrained")
     for axis, (where, curves) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
         axis.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1)
         for curve in curves:
