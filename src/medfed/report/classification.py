@@ -5,6 +5,7 @@ case's class and probabilities) that a simulation keeps at its final round."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,10 +20,10 @@ from medfed.report.intervals import (
     case_values,
     class_probabilities,
     class_statistic,
-    held_out_split,
     macro_auc,
 )
 from medfed.report.summary import SummaryRow
+from medfed.report.tables import Row, Table, interval, number, split_of
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def class_scores(
     found = []
     for row in summary:
         for site in sorted(row.per_site, key=lambda name: (name == unseen_site, name)):
-            split = held_out_split(site, unseen_site)
+            split = split_of(site, unseen_site)
             values = case_values(rows, experiment=row.experiment, site=site, split=split)
             scores = _scores(values, seed)
             if scores is not None:
@@ -82,6 +83,26 @@ def _scores(
     )
     class_cases = tuple(int(n) for n in np.bincount(labels, minlength=probabilities.shape[1]))
     return class_cases, accuracy, sensitivity, specificity, recall_per_class(counts)
+
+
+def classification_table(scores: Sequence[ClassScores]) -> Table | None:
+    """``scores`` as the report's table (a score with its interval per cell); ``None`` when empty."""
+    if not scores:
+        return None
+    header = ("experiment", "site", "split", "cases per class", *CLASS_METRICS, "recall per class")
+    lines = []
+    for found in scores:
+        cells = [found.experiment, found.site, found.split.value, " / ".join(map(str, found.class_cases))]
+        cells += [_with_interval(i) for i in (found.accuracy, found.sensitivity, found.specificity)]
+        cells.append(" / ".join(number(recall) for recall in found.recall))
+        lines.append(Row(tuple(cells), found.kind))
+    return Table(header, tuple(lines))
+
+
+def _with_interval(found: Interval) -> str:
+    if not math.isfinite(found.estimate):
+        return "–"
+    return f"{number(found.estimate)} {interval(found)}"
 
 
 @dataclass(frozen=True)

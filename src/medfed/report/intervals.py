@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 from scipy.stats import rankdata
 
-from medfed.orchestration.metrics_log import MetricRow, Split, split_case_metric
+from medfed.orchestration.metrics_log import MetricRow, split_case_metric
 from medfed.report.confusion import CLASS_METRICS, case_confusion, class_score, positive_classes
 
 RESAMPLES = 1000
@@ -51,11 +51,6 @@ def bootstrap(
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(values, [tail, 100 - tail])
     return Interval(estimate, float(low), float(high), cases)
-
-
-def held_out_split(site: str, unseen_site: str | None) -> Split:
-    """The split a simulation scores ``site``'s held-out cases on: ``unseen`` or ``test``."""
-    return Split.UNSEEN if site == unseen_site else Split.TEST
 
 
 CaseValues = dict[str, np.ndarray]
