@@ -99,7 +99,13 @@ def class_statistic(metric: str, probabilities: np.ndarray, labels: np.ndarray) 
     resample missing one of them."""
     confusion = case_confusion(probabilities, labels)
     positive = positive_classes(labels, probabilities.shape[1])
-    return lambda indices: class_score(metric, confusion[indices].sum(axis=0), positive)
+    flat = confusion.reshape(len(labels), -1)
+
+    def resampled(indices: np.ndarray) -> float:
+        counts = np.bincount(indices, minlength=len(flat)) @ flat  # each case times it was drawn
+        return class_score(metric, counts.reshape(confusion.shape[1:]), positive)
+
+    return resampled
 
 
 def macro_auc(probabilities: np.ndarray, labels: np.ndarray) -> float:
