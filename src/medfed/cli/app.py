@@ -15,7 +15,7 @@ from rich.text import Text
 from medfed import __version__
 from medfed.cli.attack import attack_app
 from medfed.cli.check_data import check_data
-from medfed.cli.deploy import client, provision, report, revoke, server, status
+from medfed.cli.deploy import client, peer, provision, report, revoke, server, status
 from medfed.cli.ledger import ledger_app
 from medfed.cli.lines import print_error
 from medfed.errors import ConfigError, DataProblems, MedfedError
@@ -55,6 +55,7 @@ medfed check-data --data /data/hospital_a          # one site, as medfed client 
 medfed server --kit kits/server --job job.yaml --state-dir state --set federation.rounds=30
 medfed server --job job.yaml --state-dir state --set strategy.name=fedprox --dry-run""",
     "client": "medfed client --kit kits/hospital_a --data data/hospital_a --epsilon 8",
+    "peer": "medfed peer --kit kits/hospital_a --job p2p.yaml --data data/hospital_a --peers peers.yaml",
     "status": "medfed status --state-dir state",
     "report": "medfed report --state-dir state",
 }
@@ -158,7 +159,7 @@ def simulate(
     console.print(f"Report: [bold]{outcome.report}[/bold]")
 
 
-for _command in (provision, revoke, server, client, status, report):
+for _command in (provision, revoke, server, client, peer, status, report):
     app.command(epilog=_epilog(_command.__name__))(_command)
 app.command(name="check-data", epilog=_epilog("check-data"))(check_data)
 

@@ -115,7 +115,9 @@ class Page:
         classification: Accuracy, sensitivity and specificity per experiment and site.
         roc: ROC curves on the training sites and on the unseen site.
         best_and_last: Each experiment's (or site's) score at its last and best round.
-        curves: ``(heading, PNG)`` figures of scores and training loss per round.
+        score_curves: ``(metric, PNG)``: the held-out scores per round, the primary metric first.
+        loss_curve: The training loss per round.
+        site_curves: ``(experiment, PNG)``: a simulated federated experiment's scores per site.
         attacks: Clean vs attacked vs defended.
         site_models: Each peer-to-peer site's own model.
         traffic: Bytes sent and received.
@@ -146,7 +148,9 @@ class Page:
     classification: Table | None = None
     roc: bytes | None = None
     best_and_last: Table | None = None
-    curves: Sequence[tuple[str, bytes]] = ()
+    score_curves: Sequence[tuple[str, bytes]] = ()
+    loss_curve: bytes | None = None
+    site_curves: Sequence[tuple[str, bytes]] = ()
     attacks: Table | None = None
     site_models: Table | None = None
     traffic: Table | None = None
@@ -208,19 +212,9 @@ def _simulation(rows: Sequence[MetricRow], metric: str, run: SimulationRun) -> P
     loss = {experiment: _training_loss(rows, experiment) for experiment in kinds}
     extra = _shown({**secondary, "training loss": loss})
     last = {f"{name} (last round)": _lasts(scores, run.summary) for name, scores in extra.items()}
-    curves = [("Learning curves", learning_curves(compared, metric=metric, unseen_site=run.unseen_site))]
-    curves += [
-        (
-            f"{name} per round (lower is better)",
-            learning_curves(compared, metric=name, unseen_site=run.unseen_site),
-        )
-        for name in secondary
-    ]
-    if "training loss" in extra:
-        curves.append(("Training loss per round (mean over sites)", training_curves(compared)))
-    curves += [
-        (f"Per site: {name}", site_curves(rows, experiment=name, metric=metric, splits=_SCORED))
-        for name in federated
+    score_curves = [
+        (name, learning_curves(compared, metric=name, unseen_site=run.unseen_site))
+        for name in (metric, *secondary)
     ]
     privacy, privacy_curve = _privacy(compared, metric)
     return Page(
@@ -237,7 +231,11 @@ def _simulation(rows: Sequence[MetricRow], metric: str, run: SimulationRun) -> P
         best_and_last=tables.best_and_last_table(
             best_and_last(rows, kinds, metric=metric), name="experiment", metric=metric, extra=extra
         ),
-        curves=curves,
+        score_curves=score_curves,
+        loss_curve=training_curves(compared) if "training loss" in extra else None,
+        site_curves=[
+            (name, site_curves(rows, experiment=name, metric=metric, splits=_SCORED)) for name in federated
+        ],
         attacks=tables.attack_table(run.attacks, metric=metric),
         site_models=tables.site_models_table(rows, federated, metric),
         traffic=tables.traffic_table(compared),
@@ -258,7 +256,7 @@ def _roc(rows: Sequence[MetricRow], run: SimulationRun) -> bytes | None:
 
 
 def _deployment(rows: Sequence[MetricRow], metric: str, run: DeploymentRun) -> Page:
-    scored = [name for name in (metric, *SECONDARY_METRICS) if name in _present(rows, [name], {Split.EVAL})]
+    scored = _present(rows, [metric, *SECONDARY_METRICS], {Split.EVAL})
     scores = {name: _site_scores(rows, name, Split.EVAL) for name in scored}
     extra = _shown(
         {
@@ -267,20 +265,14 @@ def _deployment(rows: Sequence[MetricRow], metric: str, run: DeploymentRun) -> P
         }
     )
     picks = [found for name, by_round in scores.get(metric, {}).items() if (found := pick(name, by_round))]
-    curves = [
-        (
-            f"Global model, {name} on each site's held-out cases",
-            site_curves(rows, experiment=run.job, metric=name, splits={Split.EVAL}),
-        )
-        for name in scored
+    score_curves = [
+        (name, site_curves(rows, experiment=run.job, metric=name, splits={Split.EVAL})) for name in scored
     ]
-    if "training loss" in extra:
-        curves.append(
-            (
-                "Training loss per site",
-                site_curves(rows, experiment=run.job, metric="loss", splits={Split.TRAIN}),
-            )
-        )
+    loss_curve = (
+        site_curves(rows, experiment=run.job, metric="loss", splits={Split.TRAIN})
+        if "training loss" in extra
+        else None
+    )
     privacy, privacy_curve = _privacy(rows, metric)
     return Page(
         title=run.job,
@@ -289,7 +281,8 @@ def _deployment(rows: Sequence[MetricRow], metric: str, run: DeploymentRun) -> P
         status=_status_line(run),
         final=tables.site_final_table(rows, metric=metric, extra=scored[1:]),
         best_and_last=tables.best_and_last_table(picks, name="site", metric=metric, extra=extra),
-        curves=curves,
+        score_curves=score_curves,
+        loss_curve=loss_curve,
         privacy=privacy,
         privacy_curve=privacy_curve,
         absences=absences_table(rows),
