@@ -16,7 +16,8 @@ from medfed.orchestration.metrics_log import MetricRow, Split, site_model_run
 from medfed.provenance.history import Contribution
 from medfed.report.intervals import RESAMPLES, Interval, payoff, site_interval
 from medfed.report.plots import SampleImage, learning_curves, privacy_utility, sample_grid, site_curves
-from medfed.report.summary import AttackRow, SummaryRow, best_and_last
+from medfed.report.seeds import reference_rows, seeds_note
+from medfed.report.summary import AttackRow, SummaryRow, best_and_last, score_text
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -93,6 +94,8 @@ def write_report(
 def _simulation(rows: Sequence[MetricRow], metric: str, run: SimulationRun) -> list[str]:
     federated = [row.experiment for row in run.summary if row.kind == "federated"]
     experiments = {row.experiment for row in run.summary}
+    seeded = [row for row in rows if row.experiment in experiments]  # every seed's (seeds_note)
+    rows = reference_rows(rows)
     compared = [row for row in rows if row.experiment in experiments]  # not a site's own model
     sections = (
         [f"<p class='warning'><strong>Warning:</strong> {html.escape(run.warning)}</p>"]
@@ -103,11 +106,12 @@ def _simulation(rows: Sequence[MetricRow], metric: str, run: SimulationRun) -> l
         "<h2>Federated vs centralized vs local-only</h2>",
         _summary_table(run.summary, metric=metric, unseen_site=run.unseen_site),
         _own_sites_note(metric),
+        *([f"<p>{html.escape(note)}</p>"] if (note := seeds_note(seeded)) else []),
         *_intervals_section(rows, run, metric),
         *_payoff_section(rows, run, metric),
-        *_best_and_last_section(rows, run, metric),
+        *_best_and_last_section(seeded, run, metric),
         "<h2>Learning curves</h2>",
-        _image(learning_curves(compared, metric=metric, unseen_site=run.unseen_site)),
+        _image(learning_curves(seeded, metric=metric, unseen_site=run.unseen_site)),
         "<h2>Per site</h2>",
         *(_image(site_curves(rows, experiment=name, metric=metric, splits=_SCORED)) for name in federated),
     ]
@@ -237,7 +241,11 @@ def _summary_table(summary: Sequence[SummaryRow], *, metric: str, unseen_site: s
     header += sites
     lines = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
     for row in summary:
-        cells = [html.escape(row.experiment), _number(row.own_sites), _number(row.unseen)]
+        cells = [
+            html.escape(row.experiment),
+            score_text(row.own_sites, row.own_sites_sd),
+            score_text(row.unseen, row.unseen_sd),
+        ]
         cells += [_number(row.unseen_adabn)] if adabn else []
         cells += [_number(row.per_site.get(site, math.nan)) for site in sites]
         lines.append(f"<tr class='{row.kind}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
