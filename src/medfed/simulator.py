@@ -93,19 +93,7 @@ def run_simulation(
     reference = next(run for run in runs if run.config.seed == config.seed)  # the lowest seed
     run_dir = config.output_dir
     metric = PRIMARY_METRIC[config.task]
-    kinds = {result.experiment.name: result.experiment.kind for result in reference.results}
-    per_seed = [run.rows() for run in runs]
-    rows = [row for seed_rows in per_seed for row in seed_rows]
-    summaries = [
-        summarize(seed_rows, kinds, task=config.task, unseen_site=config.data.unseen_site)
-        for seed_rows in per_seed
-    ]
-    summary = pool_seeds(summaries)
-    write_summary(run_dir / "results.json", summary, metric=metric)
-    if len(runs) > 1:  # each seed's own summary, and every seed's rows in one table
-        for run, seed_summary in zip(runs, summaries, strict=True):
-            write_summary(run.runner.run_dir / "results.json", seed_summary, metric=metric)
-        write_csv(run_dir / "metrics.csv", rows)
+    rows, summary = _summaries(config, runs, reference)
     attacks = _attack_rows(config, reference.results, rows, summary)
     samples = (
         sample_predictions(reference.runner, reference.results[0], reference.data)
@@ -135,6 +123,29 @@ def run_simulation(
         experiments=reference.results,
         new_model=reference.runner.new_model,
     )
+
+
+def _summaries(
+    config: SimulationConfig, runs: list[SeedRun], reference: SeedRun
+) -> tuple[list[MetricRow], list[SummaryRow]]:
+    """Every seed's metric rows and the summary pooled over the seeds (``pool_seeds``), written
+    to ``results.json``; over several seeds, each seed's own summary too, into its run
+    directory, and every row into ``metrics.csv``."""
+    metric = PRIMARY_METRIC[config.task]
+    kinds = {result.experiment.name: result.experiment.kind for result in reference.results}
+    per_seed = [run.rows() for run in runs]
+    rows = [row for seed_rows in per_seed for row in seed_rows]
+    summaries = [
+        summarize(seed_rows, kinds, task=config.task, unseen_site=config.data.unseen_site)
+        for seed_rows in per_seed
+    ]
+    summary = pool_seeds(summaries)
+    write_summary(config.output_dir / "results.json", summary, metric=metric)
+    if len(runs) > 1:
+        for run, seed_summary in zip(runs, summaries, strict=True):
+            write_summary(run.runner.run_dir / "results.json", seed_summary, metric=metric)
+        write_csv(config.output_dir / "metrics.csv", rows)
+    return rows, summary
 
 
 @dataclass(frozen=True)
@@ -333,6 +344,9 @@ def dry_run(config: SimulationConfig) -> str:
     channels, dims = data.spatial_shape()
     lines.append(f"# images: {channels} channel(s), {dims}D, first {list(data.image_shape())}")
     lines.append(f"# experiments: {[experiment.name for experiment in plan_experiments(config, data)]}")
+    if config.seeds is not None:
+        folders = [str(seed_dir(config.output_dir, seed)) for seed in config.seeds]
+        lines.append(f"# seeds: {config.seeds}, run in {folders} (the cases above: seed {config.seed})")
     lines += [f"# study plan, {what}: {value}" for what, value in _plan_rows(config, plan)]
     return "\n".join([*lines, config_yaml(config)])
 
