@@ -34,6 +34,7 @@ from medfed.privacy.setup import privacy_warning
 from medfed.provenance.history import run_contributions
 from medfed.report.html import SimulationRun, write_report
 from medfed.report.plots import SampleImage
+from medfed.report.settings import settings_yaml
 from medfed.report.summary import (
     PRIMARY_METRIC,
     AttackRole,
@@ -107,7 +108,7 @@ def run_simulation(
         summary=summary,
         unseen_site=config.data.unseen_site,
         samples=samples,
-        config_yaml=config_yaml(shown),
+        config_yaml=settings_yaml(shown),
         warning=warning,
         attacks=attacks,
         plan=_plan_rows(reference.config, reference.plan),

@@ -10,7 +10,8 @@ from medfed.orchestration.metrics_log import MetricRow, Split
 from medfed.report.html import SimulationRun, write_report
 from medfed.report.plots import seed_band
 from medfed.report.seeds import reference_rows, seeds_note
-from medfed.report.summary import SummaryRow, pool_seeds, score_text, summarize
+from medfed.report.summary import SummaryRow, pool_seeds, summarize
+from medfed.report.tables import number
 
 KINDS = {"fedavg": "federated", "local-a": "local", "local-b": "local"}
 
@@ -60,9 +61,9 @@ def test_one_seeds_summary_is_unchanged_and_experiments_must_match() -> None:
 
 
 def test_a_score_shows_its_sd_only_when_there_is_one() -> None:
-    assert score_text(0.7) == "0.700"
-    assert score_text(0.525, 0.2475) == "0.525 ± 0.247"
-    assert score_text(math.nan, 0.1) == "–"
+    assert number(0.7) == "0.700"
+    assert number(0.525, 0.2475) == "0.525 ± 0.247"
+    assert number(math.nan, 0.1) == "–"
 
 
 def test_the_curve_band_is_the_sd_of_each_seeds_mean_over_sites() -> None:

@@ -4,6 +4,7 @@ the field named; every default gives the built-in demo."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -51,6 +52,9 @@ class SyntheticDataConfig(StrictModel):
         description="Store each site in its own size, spacing, orientation and format (NIfTI RAS/LAS, "
         "DICOM series, RLE-compressed DICOM), as hospitals hand data over (medfed.data.realistic).",
     )
+    studies_per_patient: int = Field(
+        1, ge=1, le=64, description="Consecutive cases of one patient (patients.csv): DP-SGD's unit."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -73,6 +77,10 @@ class SyntheticDataConfig(StrictModel):
             raise ValueError(
                 f"realistic stores sites as DICOM series, one channel each; family '{self.family}' has "
                 f"{len(family.channels)}"
+            )
+        if self.realistic and self.studies_per_patient > 1:
+            raise ValueError(
+                "studies_per_patient > 1 is written for the MSD layout only; set realistic: false"
             )
         if self.dims == 3 and self.image_size > _MAX_3D_SIZE:
             raise ValueError(f"image_size must be <= {_MAX_3D_SIZE} for 3D data, got {self.image_size}")
@@ -229,6 +237,7 @@ class PreprocessingConfig(StrictModel):
             crop_foreground=self.crop_foreground,
             patch_size=patch,
             divisible_by=divisor,
+            slices=model.slices,
         )
 
     @model_validator(mode="before")
@@ -258,6 +267,15 @@ class ModelConfig(StrictModel):
 
     name: str = "unet"
     params: dict[str, Any] = Field(default_factory=dict)
+    slices: Literal["axial", "coronal", "sagittal"] | None = Field(
+        None,
+        description="Train a 2D network on the slices of 3D volumes cut this way (DP-SGD then "
+        "protects each patient's slices together); null: the network sees whole images.",
+    )
+
+    def network_dims(self, image_dims: int) -> int:
+        """The network's spatial dimensions for images of ``image_dims``: one fewer with slices."""
+        return image_dims - 1 if self.slices is not None else image_dims
 
 
 class TrainingConfig(StrictModel):
@@ -392,13 +410,13 @@ class SiteBudgetConfig(StrictModel):
 
 
 class DPSGDConfig(StrictModel):
-    """Sample-level DP-SGD at every site (see ``medfed.privacy.dp.DPTrainer``)."""
+    """DP-SGD at every site, per patient (see ``medfed.privacy.dp.DPTrainer``)."""
 
     noise: Literal["calibrated", "fixed"] = Field(
         "calibrated", description="'calibrated' spends each site's budget exactly by the last round."
     )
     noise_multiplier: float | None = Field(None, gt=0, description="Required when noise is 'fixed'.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Per-sample clip (the initial one if adaptive).")
+    max_grad_norm: float = Field(1.0, gt=0, description="Per-patient clip (the initial one if adaptive).")
     clipping: Literal["fixed", "adaptive"] = "fixed"
     target_quantile: float = Field(0.5, gt=0, lt=1)
     clip_lr: float = Field(0.2, gt=0)
@@ -477,6 +495,19 @@ class PrivacyConfig(StrictModel):
             return self.epsilon, self.delta
         return own.epsilon, self.delta if own.delta is None else own.delta
 
+    def in_effect(self) -> dict[str, Any]:
+        """This section as JSON values without the settings that take no effect: the budget
+        (``accountant``, ``epsilon``, ``delta``, ``sites``) only under DP-SGD or client-level DP,
+        each protection only when on; ``{}`` for a run without privacy (what a report shows)."""
+        dumped = self.model_dump(mode="json")
+        budget = ("accountant", "epsilon", "delta", "sites")
+        on = self.dp_sgd is not None or self.client_dp is not None
+        return {
+            name: value
+            for name, value in dumped.items()
+            if value is not None and value is not False and value != {} and (on or name not in budget)
+        }
+
     def plan(self) -> ProtectionPlan:
         """This section as plain constructor arguments (``medfed.privacy`` takes nothing else)."""
         dp, client = self.dp_sgd, self.client_dp
@@ -539,6 +570,27 @@ class PrivacyConfig(StrictModel):
 
 PEER_STRATEGIES = ("fedavg", "fedprox")
 """The strategies whose site half a peer-to-peer topology runs (they have no server state)."""
+
+
+def check_serverless(topology: str, strategies: Sequence[StrategyConfig], privacy: PrivacyConfig) -> None:
+    """Raises ``ValueError`` unless ``strategies`` and ``privacy`` run without a server (in
+    simulation and in a peer-to-peer deployment alike): only FedAvg's and FedProx's site
+    halves, and no server-side protection."""
+    wrong = [s.display_name for s in strategies if s.name not in PEER_STRATEGIES or s.robust]
+    if wrong:
+        raise ValueError(
+            f"topology '{topology}' runs only strategies {list(PEER_STRATEGIES)} without 'robust'; "
+            f"change {wrong}"
+        )
+    server_side = {
+        "client_dp": privacy.client_dp,
+        "secure_aggregation": privacy.secure_aggregation,
+        "encryption": privacy.encryption,
+    }
+    given = [key for key, section in server_side.items() if section is not None]
+    if given:
+        raise ValueError(f"topology '{topology}' has no server for privacy {given}; use dp_sgd")
+
 
 CLEAN_SUFFIX = "-clean"
 """Appended to a strategy's label for its run without the configured attack."""
@@ -704,21 +756,7 @@ class SimulationConfig(StrictModel):
         topology = self.federation.topology.name
         if topology == "client_server":
             return self
-        wrong = [s.display_name for s in self.strategies if s.name not in PEER_STRATEGIES or s.robust]
-        if wrong:
-            raise ValueError(
-                f"topology '{topology}' runs only strategies {list(PEER_STRATEGIES)} without 'robust'; "
-                f"change {wrong}"
-            )
-        privacy = self.privacy
-        server_side = {
-            "client_dp": privacy.client_dp,
-            "secure_aggregation": privacy.secure_aggregation,
-            "encryption": privacy.encryption,
-        }
-        given = [key for key, section in server_side.items() if section is not None]
-        if given:
-            raise ValueError(f"topology '{topology}' has no server for privacy {given}; use dp_sgd")
+        check_serverless(topology, self.strategies, self.privacy)
         if self.attack is not None:
             raise ValueError(f"topology '{topology}' cannot be combined with 'attack' (client_server only)")
         if self.federation.fraction != 1.0:
