@@ -24,8 +24,11 @@ def seeds_note(rows: Sequence[MetricRow]) -> str:
     return (
         f"Every experiment ran once per seed ({listed}; n = {len(seeds)}), each seed splitting the data, "
         "initialising the model and training on its own (the built-in data are generated from it "
-        "too). The summary shows mean ± sample standard deviation over the seeds; the learning curves "
-        "the mean with a band of ±1 sd; the best-and-last and attack tables means over the seeds. The "
-        f"per-site intervals, the payoff table and the per-site sections below show seed {seeds[0]}'s "
-        "run only: the seeds' held-out cases differ, so they can be neither pooled nor paired."
+        "too). The summary shows mean ± sample standard deviation over the seeds, and the learning "
+        "curves the mean with a band of ±1 sd; the other scores per round (HD95, training loss, best "
+        "and last round, attacks) are means over the seeds. The per-site intervals, the payoff table "
+        "and the per-site sections (classification tables and ROC curves, per-site curves, peer-to-peer "
+        "models, traffic, privacy, drop-outs, "
+        f"contributions, sample predictions, study plan) show seed {seeds[0]}'s run only: the seeds' "
+        "held-out cases differ, so they can be neither pooled nor paired."
     )
