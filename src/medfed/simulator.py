@@ -60,10 +60,10 @@ class SimulationOutcome:
     Attributes:
         run_dir: The run directory.
         report: The HTML report.
-        summary: The last round's primary metric per experiment.
+        summary: The last round's primary metric per experiment (mean ± sd over seeds).
         attacks: Clean vs attacked vs defended, with an ``attack:`` section.
-        rows: Every metric recorded.
-        experiments: Each experiment's final state.
+        rows: Every metric recorded, of every seed.
+        experiments: Each experiment's final state (the lowest seed's, over several seeds).
         new_model: Builds the run's network (untrained), to load an experiment's weights into.
     """
 
