@@ -144,6 +144,7 @@ def simulate(
         print(check_only(settings))
         return
     round_logger.setLevel(logging.INFO)  # a line per round: the progress a log file shows
+    logging.getLogger("medfed.simulator").setLevel(logging.INFO)  # a line per seed (seeds:)
     metric = PRIMARY_METRIC[settings.task]
     with (
         torch_threads(threads),
