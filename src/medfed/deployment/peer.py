@@ -223,7 +223,10 @@ class PeerLinks:
         against ``reference`` (names, shapes, dtypes, finite bounded values); ``None`` when the
         peer has nothing newer or cannot be used now (logged)."""
         answer = self._ask(peer, ModelRequest(os.urandom(NONCE_BYTES), newer_than=newer_than, final=final))
-        if answer is None or answer.kind is Kind.WAIT:
+        if answer is None:
+            return None
+        if answer.kind is Kind.WAIT:
+            self._fine(peer)
             return None
         try:
             if not newer_than < answer.version <= MAX_VERSION:
@@ -233,13 +236,17 @@ class PeerLinks:
         except (PayloadError, UpdateRejected) as error:
             self._trouble_with(peer, f"answer refused: {error}")
             return None
+        self._fine(peer)
         return result
 
     def version(self, peer: str) -> int | None:
         """The version of ``peer``'s model now (no model travels); ``None`` when it cannot be
         reached or its answer is refused (logged)."""
         answer = self._ask(peer, ModelRequest(os.urandom(NONCE_BYTES), newer_than=MAX_VERSION))
-        return None if answer is None else answer.version
+        if answer is None:
+            return None
+        self._fine(peer)
+        return answer.version
 
     def _ask(self, peer: str, request: ModelRequest) -> PeerAnswer | None:
         self.unreachable.discard(peer)
@@ -253,7 +260,6 @@ class PeerLinks:
         except (PayloadError, AuthenticationError) as error:
             self._trouble_with(peer, f"answer refused: {error}")
             return None
-        self._fine(peer)
         return answer
 
     def _trouble_with(self, peer: str, problem: str) -> None:
