@@ -219,3 +219,32 @@ def test_a_valid_model_is_returned_for_merging(kits: Path) -> None:
         links.close()
     assert fetched is not None and (fetched.site, fetched.round, fetched.num_samples) == ("hospital_a", 2, 4)
     torch.testing.assert_close(fetched.weights["w"], WEIGHTS["w"])
+
+
+def test_a_kit_from_before_peer_to_peer_is_told_to_get_a_new_one(kits: Path) -> None:
+    """A site certificate without TLS server use (as provisioned before) cannot serve peers."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from medfed.deployment.peer import check_peer_certificate
+    from medfed.provision.certs import Identity, read_identity, write_identity
+
+    tls = load_client_kit(kits / "hospital_a").tls
+    ca = read_identity(kits / "ca" / "ca.crt", kits / "ca" / "ca.key")
+    site = read_identity(tls.certificate, tls.private_key)
+    check_peer_certificate(tls)
+    old = (
+        x509.CertificateBuilder()
+        .subject_name(site.certificate.subject)
+        .issuer_name(ca.certificate.subject)
+        .public_key(site.key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(site.certificate.not_valid_before_utc)
+        .not_valid_after(site.certificate.not_valid_after_utc)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    write_identity(Identity(old, site.key), tls.certificate, tls.private_key)
+    with pytest.raises(AuthenticationError, match="cannot serve peers"):
+        check_peer_certificate(tls)
