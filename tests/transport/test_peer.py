@@ -63,13 +63,19 @@ def _signer(kits: Path, site: str) -> Signer:
 
 
 @contextmanager
-def _serving(kits: Path, shelf: ModelShelf, *, sign: Signer | None = None) -> Iterator[str]:
-    """hospital_a serving ``shelf`` on a free loopback port; yields its address."""
+def _serving(
+    kits: Path,
+    shelf: ModelShelf,
+    *,
+    sign: Signer | None = None,
+    peers: tuple[str, ...] = ("hospital_b", "hospital_c"),
+) -> Iterator[str]:
+    """hospital_a serving ``shelf`` to ``peers`` on a free loopback port; yields its address."""
     tls = load_client_kit(kits / "hospital_a").tls
     servicer = PeerServicer(
         shelf,
         name="hospital_a",
-        peers=["hospital_b", "hospital_c"],
+        peers=peers,
         authenticate=_gate(kits, "hospital_a"),
         sign=sign or _signer(kits, "hospital_a"),
     )
@@ -137,6 +143,13 @@ def test_a_revoked_caller_is_refused(kits: Path) -> None:
             _channel(kits, address).fetch(_request())
     assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
     assert "revoked" in str(refused.value.details())
+
+
+def test_a_site_that_is_not_a_peer_is_refused(kits: Path) -> None:
+    with _serving(kits, ModelShelf(), peers=("hospital_c",)) as address:
+        with pytest.raises(grpc.RpcError) as refused:
+            _channel(kits, address).fetch(_request())
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_a_revoked_answering_peer_is_refused_by_the_caller(kits: Path) -> None:
