@@ -42,7 +42,10 @@ from medfed.report.summary import (
 from medfed.report.tables import MEAN_OF_SITES, RoundScores, Table
 
 SECONDARY_METRICS = ("hd95",)
-"""Held-out scores shown next to the primary metric when the rows have them (lower is better)."""
+"""Held-out scores shown next to the primary metric when the rows have them."""
+
+LOWER_IS_BETTER = frozenset({"hd95"})
+"""Scores whose curves say "lower is better" (a distance, in voxels)."""
 
 _SCORED = frozenset({Split.TEST, Split.UNSEEN, Split.UNSEEN_ADABN})
 """The splits of a simulated experiment's per-site curves: every held-out score."""
@@ -134,6 +137,7 @@ class Page:
         settings_heading: ``Configuration`` or ``Job``.
         settings: The configuration as YAML.
         resamples: Bootstrap resamples of the intervals.
+        lower_is_better: Metrics whose curves say so.
     """
 
     title: str
@@ -166,6 +170,7 @@ class Page:
     samples: bytes | None = None
     plan: Sequence[tuple[str, str]] = ()
     resamples: int = RESAMPLES
+    lower_is_better: frozenset[str] = LOWER_IS_BETTER
 
 
 def write_report(

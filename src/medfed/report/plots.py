@@ -185,8 +185,14 @@ def _shared_legend(figure: Figure, axes: Sequence[Axes]) -> None:
 
 
 def sample_grid(samples: Sequence[SampleImage]) -> bytes:
-    """A row per sample: the image with the true mask outlined, then each model's prediction
-    filled over the image (the true mask outlined again), titled with the case's Dice."""
+    """``sample_figure`` as PNG."""
+    return _png(sample_figure(samples))
+
+
+def sample_figure(samples: Sequence[SampleImage]) -> Figure:
+    """A row per sample: the image with the true mask outlined (titled with the slice index
+    of a 3D case), then each model's prediction filled over the image (the true mask outlined
+    again), titled with the model and the case's Dice."""
     columns = 1 + max(len(sample.predictions) for sample in samples)
     figure = Figure(figsize=(1.7 * columns, 2.0 * len(samples)), layout="constrained")
     axes = figure.subplots(len(samples), columns, squeeze=False)
@@ -198,7 +204,7 @@ def sample_grid(samples: Sequence[SampleImage]) -> bytes:
             _mask_panel(axis, sample, prediction.mask, f"{prediction.model}\nDice {dice}")
         for axis in row:
             axis.axis("off")
-    return _png(figure)
+    return figure
 
 
 def _mask_panel(axis: Axes, sample: SampleImage, filled: np.ndarray | None, title: str) -> None:
