@@ -75,7 +75,8 @@ def test_simulate_returns_metrics_and_models_and_a_rerun_needs_overwrite(tmp_pat
     settings = _tiny(tmp_path, strategies=[{"name": "fedavg"}, {"name": "fedbn"}])
     results = medfed.simulate(settings)
     metrics = results.metrics
-    assert list(metrics.columns) == ["experiment", "round", "site", "split", "metric", "value"]
+    assert list(metrics.columns) == ["experiment", "round", "site", "split", "metric", "value", "seed"]
+    assert set(metrics["seed"]) == {0}  # the run's seed
     assert set(metrics["experiment"]) == {"fedavg", "fedbn"} and set(metrics["round"]) == {1}
     dice = metrics[(metrics.metric == "dice") & (metrics.split == "test")]
     assert len(dice) == 2 * 3 and dice["value"].between(0, 1).all()

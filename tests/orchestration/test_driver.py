@@ -81,7 +81,10 @@ def test_every_split_round_trips_through_metrics_sqlite(tmp_path: Path) -> None:
     assert [row.split for row in log.rows()] == sorted(Split, key=lambda split: split.value)
     assert all(type(row.split) is Split for row in log.rows())
     with sqlite3.connect(tmp_path / "metrics.sqlite") as db:
-        db.execute("INSERT INTO metrics VALUES ('run', 2, 'a', 'bogus', 'm', 1.0)")
+        db.execute(
+            "INSERT INTO metrics (experiment, round, site, split, metric, value) "
+            "VALUES ('run', 2, 'a', 'bogus', 'm', 1.0)"
+        )
     with pytest.raises(CheckpointError, match="bogus"):
         log.rows()
 
