@@ -564,7 +564,6 @@ PEER_STRATEGIES = ("fedavg", "fedprox")
 """The strategies whose site half a peer-to-peer topology runs (they have no server state)."""
 
 
-
 def check_serverless(topology: str, strategies: Sequence[StrategyConfig], privacy: PrivacyConfig) -> None:
     """Raises ``ValueError`` unless ``strategies`` and ``privacy`` run without a server (in
     simulation and in a peer-to-peer deployment alike): only FedAvg's and FedProx's site
