@@ -277,9 +277,10 @@ def _pull_round(
         if fetched is not None:
             models[peer], samples[peer] = fetched.weights, fetched.num_samples
     view = replace(state, models=models, samples=samples, versions=versions)
-    view, result, transfers = topology.pull(view, me, grid)
-    merged = {transfer.sender: transfer.model.round for transfer in transfers}
-    if result is None:
+    pulled = topology.pull(view, me, grid)
+    view = pulled.state
+    merged = {transfer.sender: transfer.model.round for transfer in pulled.transfers}
+    if not pulled.results:
         logger.warning("round %d: training failed; the merge of %s is dropped", state.round + 1, merged)
     else:
         logger.info("round %d: merged %s, trained version %d", state.round + 1, merged, view.versions[me])

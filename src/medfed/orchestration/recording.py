@@ -151,7 +151,7 @@ class LedgerRecorder:
     def record_peers(self, record: PeerRound, privacy: Mapping[str, Mapping[str, float]]) -> None:
         """Appends a peer-to-peer round's entries (``peer_entries``), each signed by its site,
         then shares them with every site."""
-        self._append(peer_entries(record, privacy))
+        self._append(peer_entries(record, record.state.round, privacy))
 
     def _append(self, drafts: Sequence[Entry]) -> None:
         for entry in drafts:
@@ -183,17 +183,18 @@ def result_entry(result: TrainResult, round: int, privacy: Mapping[str, float] |
     )
 
 
-def peer_entries(record: PeerRound, privacy: Mapping[str, Mapping[str, float]]) -> list[Entry]:
-    """The unsigned entries of a peer-to-peer round, to be signed by their sites: an ``update``
-    per training (the model the site trained, which its peers may receive), then an
-    ``aggregate`` per merge (``merge_entry``), each in the order it happened. A networked peer
-    records its own part of a round by passing the record of what it did.
+def peer_entries(record: PeerRound, round: int, privacy: Mapping[str, Mapping[str, float]]) -> list[Entry]:
+    """The unsigned entries of a peer-to-peer round, each to be signed by its site
+    (``append_signed``): an ``update`` per training (the model the site trained, which its peers
+    may receive), then an ``aggregate`` per merge (``merge_entry``), each in the order it
+    happened. A networked peer passes the record of its own part of the round (e.g. its
+    ``BrainTorrent.pull``) and signs the entries with its own key.
 
     Args:
-        record: The round (or a part of it: one site's trainings and merges).
+        record: The round, or one site's part of it.
+        round: The round the entries belong to.
         privacy: Each site's privacy spent by the end of the round (``epsilon``, ``delta``).
     """
-    round = record.state.round
     updates = [result_entry(result, round, privacy.get(result.site, {})) for result in record.results]
     return updates + [merge_entry(merge, round) for merge in record.merges]
 
