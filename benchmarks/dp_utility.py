@@ -107,6 +107,8 @@ class Recipe:
         clip_lr: Adaptive clipping's geometric learning rate.
         norm: The U-Net's normalisation, for every method: ``instance`` (medfed's default) or
             ``group`` (GroupNorm, 4 groups).
+        slices: The 3D family trains a 2D U-Net on these slices of its volumes
+            (``model.slices``; DP-SGD protects each patient's slices together), or ``None``.
     """
 
     batch_size: int = 16
@@ -119,6 +121,7 @@ class Recipe:
     target_quantile: float = 0.5
     clip_lr: float = 0.2
     norm: str = "instance"
+    slices: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,7 @@ def cell_config(cell: Cell, size: Size, recipe: Recipe, run_dir: Path) -> Simula
                     "strides": [2] * (len(size.channels) - 1),
                     "norm": ["group", {"num_groups": 4}] if recipe.norm == "group" else recipe.norm,
                 },
+                "slices": recipe.slices if three_d else None,
             },
             "training": {
                 "batch_size": recipe.dp_batch if dp else recipe.batch_size,
@@ -360,7 +364,15 @@ def pretrained_weights(
     cases = [case for name, site in sites.items() for case in load_site(name, site).cases]
     runner = ExperimentRunner(config, data, folder / "run")
     model = runner.new_model()
-    dataset = build_dataset(cases, task="segmentation", augment=False, seed=config.seed)
+    preprocessing = config.preprocessing.settings(config.model)  # slices of 3D volumes, if set
+    dataset = build_dataset(
+        cases,
+        task="segmentation",
+        augment=False,
+        seed=config.seed,
+        preprocessing=preprocessing,
+        training=True,
+    )
     settings = TrainSettings(batch_size=recipe.batch_size, lr=recipe.lr, local_epochs=PRETRAIN_EPOCHS)
     LocalTrainer(task="segmentation", settings=settings).fit(model, dataset, seed=config.seed)
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
@@ -501,6 +513,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="start every method from a model pretrained on public generator data",
     )
+    parser.add_argument(
+        "--slices",
+        choices=("axial", "coronal", "sagittal"),
+        help="3D families: train a 2D U-Net on these slices, DP per patient (give its own --out)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2 cores assumed)")
     return parser.parse_args(argv)
 
@@ -515,6 +532,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         norm=args.norm,
         dp_lr=args.dp_lr,
         target_quantile=args.target_quantile,
+        slices=args.slices,
     )
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from medfed.orchestration.data_checks import check_study
 from medfed.orchestration.experiments import Experiment, plan_experiments
 from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.hooks import SimulationHooks
-from medfed.orchestration.metrics_log import MetricRow
+from medfed.orchestration.metrics_log import HELD_OUT, MetricRow, split_case_metric
 from medfed.orchestration.planning import study_plan
 from medfed.orchestration.preconditions import check_config
 from medfed.orchestration.round_log import RoundLog
@@ -26,7 +27,7 @@ from medfed.orchestration.simulation import Callbacks, ExperimentResult, Experim
 from medfed.privacy.setup import privacy_warning
 from medfed.provenance.history import run_contributions
 from medfed.report.html import SimulationRun, write_report
-from medfed.report.plots import SampleImage
+from medfed.report.plots import Prediction, SampleImage
 from medfed.report.settings import settings_yaml
 from medfed.report.summary import (
     PRIMARY_METRIC,
@@ -110,7 +111,7 @@ def run_simulation(
     summary = summarize(rows, kinds, task=config.task, unseen_site=config.data.unseen_site)
     write_summary(run_dir / "results.json", summary, metric=metric)
     attacks = _attack_rows(config, results, rows, summary)
-    samples = sample_predictions(runner, results[0], data) if config.task == "segmentation" else []
+    samples = sample_predictions(runner, results, data, rows) if config.task == "segmentation" else []
     report = run_dir / "report.html"
     run = SimulationRun(
         title=f"medfed simulation: {run_dir.name}",
@@ -235,33 +236,55 @@ def dry_run(config: SimulationConfig) -> str:
 
 
 def sample_predictions(
-    runner: ExperimentRunner, result: ExperimentResult, data: FederationData
+    runner: ExperimentRunner, results: list[ExperimentResult], data: FederationData, rows: list[MetricRow]
 ) -> list[SampleImage]:
-    """For each held-out set, the case with the largest lesion, predicted by ``result``'s model."""
+    """For each held-out set, the case with the largest lesion, predicted by every model the
+    site would compare (``_compared_at``), each with the case's Dice from the final-round
+    per-case ``rows``; for 3D, on the axial slice with the most foreground."""
     model = runner.new_model()
+    dice = _final_case_scores(rows, "dice")
     samples = []
     for site, site_data in data.evaluation_sets.items():
         case = max(site_data.cases, key=lambda c: 0 if c.mask is None else int(c.mask.sum()))
         if case.mask is None:
             continue
-        model.load_state_dict(result.weights_for(site))
         dataset = runner.evaluation_sets[site]
         item = dataset[site_data.cases.index(case)]
-        probabilities = predict(model, item["image"][None], inferer=dataset.inferer)[0]
-        prediction = probabilities.argmax(dim=0).numpy()
         mask = item["label"][0].numpy()  # on the preprocessed grid, like the image
         index = _largest_slice(mask)
-        samples.append(
-            SampleImage(
-                site=site,
-                case_id=case.case_id,
-                image=_slice(item["image"][0].numpy(), index),
-                truth=_slice(mask, index),
-                prediction=_slice(prediction, index),
-                model=result.experiment.name,
-            )
-        )
+        predictions = []
+        for result in _compared_at(results, site, unseen=site == runner.config.data.unseen_site):
+            model.load_state_dict(result.weights_for(site))
+            probabilities = predict(model, item["image"][None], inferer=dataset.inferer)[0]
+            name = result.experiment.name
+            score = dice.get((name, site, case.case_id), math.nan)
+            predictions.append(Prediction(name, _slice(probabilities.argmax(dim=0).numpy(), index), score))
+        image = _slice(item["image"][0].numpy(), index)
+        samples.append(SampleImage(site, case.case_id, image, _slice(mask, index), tuple(predictions), index))
     return samples
+
+
+def _compared_at(results: list[ExperimentResult], site: str, *, unseen: bool) -> list[ExperimentResult]:
+    """The models ``site`` would compare: every federated and centralized one, and the
+    local-only one trained at ``site`` (at the unseen site, every local-only one)."""
+    return [
+        result
+        for result in results
+        if result.experiment.kind != "local" or unseen or site in result.experiment.sites
+    ]
+
+
+def _final_case_scores(rows: list[MetricRow], metric: str) -> dict[tuple[str, str, str], float]:
+    """``(experiment, site, case_id) -> value`` of the per-case ``metric`` rows on held-out
+    splits, at the latest round that has them."""
+    latest: dict[tuple[str, str, str], tuple[int, float]] = {}
+    for row in rows:
+        parsed = split_case_metric(row.metric)
+        if parsed is not None and parsed[0] == metric and row.split in HELD_OUT:
+            key = (row.experiment, row.site, parsed[1])
+            if row.round >= latest.get(key, (-1, 0.0))[0]:
+                latest[key] = (row.round, row.value)
+    return {key: value for key, (_, value) in latest.items()}
 
 
 def _largest_slice(mask: np.ndarray) -> int | None:

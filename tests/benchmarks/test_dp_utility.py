@@ -75,3 +75,13 @@ def test_percentile_threshold() -> None:
 
     assert percentile_threshold(torch.tensor([1.0, 2.0, 3.0]), 50.0) == pytest.approx(2.0)
     assert percentile_threshold(torch.empty(0), 50.0) == 1.0
+
+
+def test_slices_train_the_3d_family_on_2d_slices_and_leave_2d_families_alone(tmp_path: Path) -> None:
+    recipe = dp_utility.Recipe(slices="axial")
+    size = dp_utility.SIZES["small"]
+    kidney = dp_utility.cell_config(dp_utility.Cell("kidney_ct", "fixed", 8.0, 0), size, recipe, tmp_path)
+    skin = dp_utility.cell_config(dp_utility.Cell("skin_lesion", "fixed", 8.0, 0), size, recipe, tmp_path)
+    assert kidney.model.slices == "axial" and kidney.model.network_dims(3) == 2
+    assert skin.model.slices is None
+    assert dp_utility.parse(["--slices", "coronal"]).slices == "coronal"

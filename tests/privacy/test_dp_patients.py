@@ -17,7 +17,8 @@ from medfed.data.dataset import build_dataset
 from medfed.data.preprocessing import Preprocessing
 from medfed.orchestration.site import cpu_weights
 from medfed.privacy.dp import Budget, DPTrainer, SitePrivacy
-from medfed.privacy.dp.accounting import Accountant
+from medfed.privacy.dp.accounting import Accountant, Mechanism
+from medfed.privacy.dp.ledger import append_entry, load_ledger, release_entry
 from medfed.privacy.dp.noise import GeneratorNoise, NoiseMode
 from medfed.privacy.dp.patients import (
     PatientPoissonSampler,
@@ -189,3 +190,42 @@ def test_patients_are_sampled_whole_and_their_gradients_summed() -> None:
     assert patient_batch_size(16, samples=200, patients=10) == 1
     assert patient_batch_size(64, samples=200, patients=10) == 3
     assert patient_batch_size(8, samples=8, patients=8) == 8
+
+
+def test_earlier_releases_per_sample_are_read_as_such_and_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = tmp_path / "a.jsonl"
+    entry = release_entry(
+        job="old",
+        seed=0,
+        mechanism=Mechanism(1.0, 0.5, 2),
+        clip=1.0,
+        budget=Budget(50.0, 1e-5),
+        accountant=Accountant.RDP,
+        unit=PrivacyUnit.PATIENT,
+    )
+    del entry["unit"]  # written before medfed recorded the unit
+    append_entry(ledger, entry)
+    assert load_ledger(ledger).releases[0].unit is PrivacyUnit.SAMPLE
+    inner = LocalTrainer(
+        task="segmentation", settings=TrainSettings(batch_size=4), device=torch.device("cpu")
+    )
+    policy = SitePrivacy(budget=Budget(50.0, 1e-5), accountant=Accountant.RDP, noise_multiplier=1.0)
+    trainer = DPTrainer(inner, site="a", policy=policy, ledger_path=ledger)
+    images = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    trainer.fit(_pixel_model(), _Slices(images, [f"p{i // 2}" for i in range(8)]), seed=0)
+    assert "the privacy ledger holds releases per sample" in caplog.text
+    assert [release.unit for release in load_ledger(ledger).releases] == [
+        PrivacyUnit.SAMPLE,
+        PrivacyUnit.PATIENT,
+    ]
+
+
+def test_a_poisoned_dataset_keeps_its_patients() -> None:
+    from medfed.attacks.poisoning import PoisonedDataset
+    from medfed.config.schema import PoisoningConfig
+
+    honest = _Slices(torch.randn(4, 1, 8, 8), ["a", "a", "b", "b"])
+    attack = PoisoningConfig(kind="label_flip", sites=["x"])
+    assert PoisonedDataset(honest, attack, num_classes=2, seed=0).patients == ["a", "a", "b", "b"]

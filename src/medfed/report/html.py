@@ -17,12 +17,14 @@ from medfed.files import atomic_write
 from medfed.orchestration.metrics_log import MetricRow, Split
 from medfed.provenance.history import Contribution
 from medfed.report import tables
+from medfed.report.classification import class_scores, classification_table, roc_curves
 from medfed.report.intervals import RESAMPLES
 from medfed.report.participation import absences_table
 from medfed.report.plots import (
     SampleImage,
     learning_curves,
     privacy_utility,
+    roc_figure,
     sample_grid,
     site_curves,
     training_curves,
@@ -53,7 +55,7 @@ class SimulationRun:
         title: The page's title.
         summary: The final-round comparison of the experiments (``summarize``).
         unseen_site: The site no experiment trained on, if any.
-        samples: Held-out cases with a model's prediction.
+        samples: Held-out cases, each predicted by every model its site compares.
         config_yaml: The configuration as the report shows it (``settings_yaml``).
         warning: Shown under the title (e.g. "NOT PRIVATE").
         attacks: Clean vs attacked vs defended, under an ``attack:`` section.
@@ -110,6 +112,8 @@ class Page:
         unseen_site: The simulation's unseen site.
         intervals: Final scores with case counts and bootstrap intervals.
         payoff: Federated vs local-only per site.
+        classification: Accuracy, sensitivity and specificity per experiment and site.
+        roc: ROC curves on the training sites and on the unseen site.
         best_and_last: Each experiment's (or site's) score at its last and best round.
         score_curves: ``(metric, PNG)``: the held-out scores per round, the primary metric first.
         loss_curve: The training loss per round.
@@ -141,6 +145,8 @@ class Page:
     unseen_site: str | None = None
     intervals: Table | None = None
     payoff: Table | None = None
+    classification: Table | None = None
+    roc: bytes | None = None
     best_and_last: Table | None = None
     score_curves: Sequence[tuple[str, bytes]] = ()
     loss_curve: bytes | None = None
@@ -220,6 +226,8 @@ def _simulation(rows: Sequence[MetricRow], metric: str, run: SimulationRun) -> P
         unseen_site=run.unseen_site,
         intervals=tables.intervals_table(rows, run.summary, unseen_site=run.unseen_site, metric=metric),
         payoff=tables.payoff_table(rows, run.summary, unseen_site=run.unseen_site, metric=metric),
+        classification=classification_table(class_scores(rows, run.summary, unseen_site=run.unseen_site)),
+        roc=_roc(rows, run),
         best_and_last=tables.best_and_last_table(
             best_and_last(rows, kinds, metric=metric), name="experiment", metric=metric, extra=extra
         ),
@@ -240,6 +248,11 @@ def _simulation(rows: Sequence[MetricRow], metric: str, run: SimulationRun) -> P
         settings_heading="Configuration",
         settings=run.config_yaml,
     )
+
+
+def _roc(rows: Sequence[MetricRow], run: SimulationRun) -> bytes | None:
+    own, unseen = roc_curves(rows, run.summary, unseen_site=run.unseen_site)
+    return roc_figure(own, unseen) if own or unseen else None
 
 
 def _deployment(rows: Sequence[MetricRow], metric: str, run: DeploymentRun) -> Page:

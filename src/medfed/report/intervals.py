@@ -14,6 +14,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from medfed.orchestration.metrics_log import MetricRow, split_case_metric
+from medfed.report.confusion import CLASS_METRICS, case_confusion, class_score, positive_classes
 
 RESAMPLES = 1000
 """Bootstrap resamples per interval."""
@@ -81,13 +82,24 @@ def statistic(metric: str, values: CaseValues) -> Statistic | None:
     if metric in values:  # a per-case score such as Dice: its mean
         scores = values[metric]
         return lambda indices: float(scores[indices].mean())
-    probabilities = _probabilities(values)
+    probabilities = class_probabilities(values)
     if probabilities is None:
         return None
     labels = values["label"].astype(int)
     if metric == "auc":
         return lambda indices: macro_auc(probabilities[indices], labels[indices])
+    if metric in CLASS_METRICS:
+        return class_statistic(metric, probabilities, labels)
     return None
+
+
+def class_statistic(metric: str, probabilities: np.ndarray, labels: np.ndarray) -> Statistic:
+    """``metric`` (one of ``CLASS_METRICS``) of N x K ``probabilities`` against ``labels`` (N)
+    on a resample of the cases, averaged over the positive classes of all N cases; NaN on a
+    resample missing one of them."""
+    confusion = case_confusion(probabilities, labels)
+    positive = positive_classes(labels, probabilities.shape[1])
+    return lambda indices: class_score(metric, confusion[indices].sum(axis=0), positive)
 
 
 def macro_auc(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -105,7 +117,7 @@ def macro_auc(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(aucs))
 
 
-def _probabilities(values: CaseValues) -> np.ndarray | None:
+def class_probabilities(values: CaseValues) -> np.ndarray | None:
     """The N x K class probabilities of classification cases, or ``None``."""
     columns = sorted((name for name in values if name.startswith("prob")), key=lambda n: int(n[4:] or 0))
     if "label" not in values or not columns:

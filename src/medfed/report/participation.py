@@ -23,4 +23,4 @@ def absences_table(rows: Sequence[MetricRow]) -> Table | None:
         for (experiment, round), sites in sorted(found.items())
     )
     header = ("experiment", "round", "no answer", "declined", "rejected")
-    return Table(header, tuple(lines))
+    return Table(header, tuple(lines), text=True)

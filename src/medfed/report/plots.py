@@ -14,18 +14,38 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from medfed.orchestration.metrics_log import HELD_OUT, MetricRow, Split
+from medfed.report.classification import RocCurve
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One model's predicted mask of a sample (HW, on the sample's slice) and the case's Dice."""
+
+    model: str
+    mask: np.ndarray
+    dice: float
 
 
 @dataclass(frozen=True)
 class SampleImage:
-    """One held-out case for the report: a 2D slice, its true mask and a predicted mask (HW)."""
+    """One held-out case for the report: a 2D slice (HW) of its image and true mask, and each
+    compared model's predicted mask on that slice.
+
+    Attributes:
+        site: The site holding the case.
+        case_id: The case.
+        image: The slice's first channel.
+        truth: The true mask on the slice.
+        predictions: Each model's prediction, in the order shown.
+        slice_index: For a 3D case, the axial (last-axis) index of the slice shown.
+    """
 
     site: str
     case_id: str
     image: np.ndarray
     truth: np.ndarray
-    prediction: np.ndarray
-    model: str
+    predictions: tuple[Prediction, ...]
+    slice_index: int | None = None
 
 
 def learning_curves(rows: Sequence[MetricRow], *, metric: str, unseen_site: str | None) -> bytes:
@@ -149,17 +169,58 @@ def _shared_legend(figure: Figure, axes: Sequence[Axes]) -> None:
 
 
 def sample_grid(samples: Sequence[SampleImage]) -> bytes:
-    """Each sample as three panels: image, true mask and predicted mask drawn over the image."""
-    figure = Figure(figsize=(8, 2.7 * len(samples)))
-    axes = figure.subplots(len(samples), 3, squeeze=False)
+    """A row per sample: the image with the true mask outlined, then each model's prediction
+    filled over the image (the true mask outlined again), titled with the case's Dice."""
+    columns = 1 + max(len(sample.predictions) for sample in samples)
+    figure = Figure(figsize=(1.7 * columns, 2.0 * len(samples)), layout="constrained")
+    axes = figure.subplots(len(samples), columns, squeeze=False)
     for row, sample in zip(axes, samples, strict=True):
-        panels = (("image", None), ("true mask", sample.truth), (f"{sample.model}", sample.prediction))
-        for axis, (title, mask) in zip(row, panels, strict=True):
-            axis.imshow(sample.image, cmap="gray")
-            if mask is not None:
-                axis.imshow(np.ma.masked_equal(mask, 0), cmap="autumn", alpha=0.6, vmin=0, vmax=1)
-            axis.set_title(f"{sample.site} / {sample.case_id}: {title}", fontsize=8)
+        where = "" if sample.slice_index is None else f", axial slice {sample.slice_index}"
+        _mask_panel(row[0], sample, None, f"{sample.site} / {sample.case_id}\ntrue mask{where}")
+        for axis, prediction in zip(row[1:], sample.predictions, strict=False):
+            dice = "–" if not np.isfinite(prediction.dice) else f"{prediction.dice:.3f}"
+            _mask_panel(axis, sample, prediction.mask, f"{prediction.model}\nDice {dice}")
+        for axis in row:
             axis.axis("off")
+    return _png(figure)
+
+
+def _mask_panel(axis: Axes, sample: SampleImage, filled: np.ndarray | None, title: str) -> None:
+    """``sample``'s image with ``filled`` (a mask, if any) over it and its true mask outlined."""
+    axis.imshow(sample.image, cmap="gray", interpolation="nearest")
+    if filled is not None:
+        top = max(1, int(sample.truth.max()), int(filled.max()))
+        axis.imshow(
+            np.ma.masked_equal(filled, 0),
+            cmap="autumn",
+            alpha=0.55,
+            vmin=0,
+            vmax=top,
+            interpolation="nearest",
+        )
+    if sample.truth.any():
+        axis.contour(sample.truth > 0, levels=[0.5], colors="cyan", linewidths=0.8)
+    axis.set_title(title, fontsize=7)
+
+
+def roc_figure(own: Sequence[RocCurve], unseen: Sequence[RocCurve]) -> bytes:
+    """The ROC curves of each experiment on its own sites' held-out cases and on the unseen
+    site (a panel each, the second only with curves), each labelled with its AUC and cases."""
+    panels = [("training sites (held-out, pooled)", own), ("unseen site", unseen)]
+    panels = [panel for panel in panels if panel[1]] or panels[:1]
+    figure = Figure(figsize=(4.4 * len(panels), 4.4), layout="constrained")
+    for axis, (where, curves) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
+        axis.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1)
+        for curve in curves:
+            label = f"{curve.experiment} (AUC {curve.auc:.3f}, n={curve.cases})"
+            axis.plot(curve.false_positive_rate, curve.true_positive_rate, label=label)
+        axis.set_title(f"ROC on {where}", fontsize=10)
+        axis.set_xlabel("false positive rate (1 - specificity)")
+        axis.set_ylabel("true positive rate (sensitivity)")
+        axis.set_aspect("equal")
+        axis.grid(alpha=0.3)
+        if curves:
+            axis.legend(fontsize=7, loc="lower right")
     return _png(figure)
 
 

@@ -27,10 +27,12 @@ class Row:
 
 @dataclass(frozen=True)
 class Table:
-    """A table: its column headings and rows."""
+    """A table: its column headings and rows; ``text``: its cells are words, aligned left (by
+    default only the first column is)."""
 
     header: tuple[str, ...]
     rows: tuple[Row, ...]
+    text: bool = False
 
 
 def number(value: float) -> str:
@@ -255,7 +257,8 @@ def reasons_table(reasons: Mapping[str, str], *, heading: str) -> Table | None:
     """Each site's latest ``reasons`` entry (a decline, a rejected update); ``None`` when empty."""
     if not reasons:
         return None
-    return Table(("site", heading), tuple(Row((site, reason)) for site, reason in sorted(reasons.items())))
+    lines = tuple(Row((site, reason)) for site, reason in sorted(reasons.items()))
+    return Table(("site", heading), lines, text=True)
 
 
 MEAN_OF_SITES = "mean (own sites)"
