@@ -3,8 +3,13 @@
 After each round every contributing site signs an ``update`` entry (the digest of what it sent:
 its weights and extras, or in a secure or encrypted round its protocol messages), the server
 signs an ``aggregate`` entry (the digests of those updates and of the new global model), and each
-site's copy checks and appends the new entries. Every party gets an Ed25519 key for the run,
-kept under ``provenance/keys/`` (mode 0600); the public keys are in ``provenance/signers.json``.
+site's copy checks and appends the new entries. In a peer-to-peer round each site signs an
+``update`` per model it trained and an ``aggregate`` per merge (``peer_entries``). Every party
+gets an Ed25519 key for the run, kept under ``provenance/keys/`` (mode 0600); the public keys are
+in ``provenance/signers.json``.
+
+The entries of results sent in the clear (``result_entry``) and the digests of protocol messages
+(``DigestingProtocol`` at a site, ``DigestingGrid`` at the server) serve deployments too.
 """
 
 from __future__ import annotations
