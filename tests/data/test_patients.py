@@ -14,6 +14,7 @@ from dicom_helpers import write_series, write_slice
 from medfed.data import generate_site, load_site, split_cases
 from medfed.data.cases import Case, SiteData
 from medfed.data.patients import PATIENTS_FILE
+from medfed.data.summary import summarize_site
 from medfed.errors import DataError
 
 
@@ -27,6 +28,8 @@ def test_the_generator_writes_several_studies_per_patient_and_the_loader_reads_t
     folder = generate_site(SMALL_SITE, tmp_path, image_size=16, seed=1, studies_per_patient=3)
     site = load_site("small", folder)
     assert [case.patient for case in site.cases] == ["small_p000"] * 3 + ["small_p001"] * 3
+    summary = summarize_site(site, "segmentation")
+    assert (summary.cases, summary.patients) == (6, 2)
     generate_site(SMALL_SITE, tmp_path, image_size=16, seed=1)  # generated again, one study each
     assert not (folder / PATIENTS_FILE).exists()
     assert len({case.patient for case in load_site("small", folder).cases}) == 6

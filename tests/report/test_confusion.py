@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from monai.metrics import ConfusionMatrixMetric
+from monai.metrics import ConfusionMatrixMetric, compute_roc_auc
 
 from medfed.report.confusion import (
     case_confusion,
@@ -97,3 +97,12 @@ def test_three_class_curve_is_the_mean_of_one_vs_rest_curves() -> None:
     fpr, tpr = class_roc(perfect, labels)
     assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
     assert math.isclose(np.trapezoid(tpr, fpr), 1.0)
+
+
+@pytest.mark.parametrize(("seed", "classes"), [(0, 2), (1, 3), (2, 4), (3, 2)])
+def test_macro_auc_by_binary_search_equals_monai_with_ties(seed: int, classes: int) -> None:
+    rng = np.random.default_rng(seed)
+    probabilities = rng.dirichlet([1] * classes, size=60).round(1)
+    labels = np.r_[np.arange(classes), rng.integers(0, classes, size=60 - classes)]
+    expected = compute_roc_auc(torch.as_tensor(probabilities), torch.eye(classes)[labels])
+    assert math.isclose(macro_auc(probabilities, labels), float(expected), rel_tol=1e-6)  # MONAI: float32

@@ -15,7 +15,7 @@ from PIL import Image
 
 from medfed.config.loading import parse_config
 from medfed.orchestration.metrics_log import MetricRow, Split, case_metric
-from medfed.report.plots import Prediction, SampleImage, sample_grid
+from medfed.report.plots import Prediction, SampleImage, sample_figure, sample_grid
 from medfed.simulator import _final_case_scores, _largest_slice, run_simulation
 
 
@@ -90,6 +90,16 @@ def test_grid_has_a_panel_per_model_and_stays_small() -> None:
             "u", "c2", np.zeros((16, 16)), truth, (*predictions, Prediction("local-b", truth, np.nan))
         ),
     ]
+    panels = [axis.get_title() for axis in sample_figure(samples).axes]
+    titles = [panels[:6], panels[6:]]
+    assert titles[0][:4] == [
+        "a / c1\ntrue mask, axial slice 7",
+        "fedavg\nDice 0.750",
+        "fedprox\nDice 0.750",
+        "centralized\nDice 0.750",
+    ]
+    assert titles[0][4:] == ["", ""]  # unused panels
+    assert titles[1][0] == "u / c2\ntrue mask" and titles[1][5] == "local-b\nDice –"
     png = sample_grid(samples)
     width, height = Image.open(io.BytesIO(png)).size
     assert width == pytest.approx(1.7 * 6 * 90, abs=2) and height == pytest.approx(2.0 * 2 * 90, abs=2)

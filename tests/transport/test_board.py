@@ -159,3 +159,25 @@ def test_each_drop_out_of_a_round_is_kept_with_why_and_a_rejection_with_its_reas
     assert set(board.rejections()) == {"b"}
     board.post(4, {"a": TrainTask(round=4, weights=WEIGHTS)})  # the round tried again
     assert board.absences(4) == {}
+
+
+def test_a_step_after_the_round_evaluation_or_ledger_is_no_drop_out_but_a_protocol_step_is() -> None:
+    board = _posted(["a", "b"], round=2)
+    task_id = _task_for(board, "a").task_id
+    for site in ("a", "b"):
+        _submit(board, task_id, _result(site, round=2))
+    _collect(board, 1)
+    board.post_step(2, "evaluate", {"a": b"", "b": b""}, accept=lambda site, payload: payload, reply_limit=10)
+    board.decline("a", _task_for(board, "a").task_id, "no held-out cases")
+    board.collect(0.05)  # b does not answer
+    assert board.absences(2) == {}
+    board.post_step(
+        2,
+        "secagg/unmask",
+        {"a": b"", "b": b""},
+        accept=lambda site, payload: payload,
+        reply_limit=10,
+        in_round=True,
+    )
+    board.collect(0.05)
+    assert board.absences(2) == {"a": Absence.NO_ANSWER, "b": Absence.NO_ANSWER}

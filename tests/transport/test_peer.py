@@ -63,13 +63,19 @@ def _signer(kits: Path, site: str) -> Signer:
 
 
 @contextmanager
-def _serving(kits: Path, shelf: ModelShelf, *, sign: Signer | None = None) -> Iterator[str]:
-    """hospital_a serving ``shelf`` on a free loopback port; yields its address."""
+def _serving(
+    kits: Path,
+    shelf: ModelShelf,
+    *,
+    sign: Signer | None = None,
+    peers: tuple[str, ...] = ("hospital_b", "hospital_c"),
+) -> Iterator[str]:
+    """hospital_a serving ``shelf`` to ``peers`` on a free loopback port; yields its address."""
     tls = load_client_kit(kits / "hospital_a").tls
     servicer = PeerServicer(
         shelf,
         name="hospital_a",
-        peers=["hospital_b", "hospital_c"],
+        peers=peers,
         authenticate=_gate(kits, "hospital_a"),
         sign=sign or _signer(kits, "hospital_a"),
     )
@@ -137,6 +143,13 @@ def test_a_revoked_caller_is_refused(kits: Path) -> None:
             _channel(kits, address).fetch(_request())
     assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
     assert "revoked" in str(refused.value.details())
+
+
+def test_a_site_that_is_not_a_peer_is_refused(kits: Path) -> None:
+    with _serving(kits, ModelShelf(), peers=("hospital_c",)) as address:
+        with pytest.raises(grpc.RpcError) as refused:
+            _channel(kits, address).fetch(_request())
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_a_revoked_answering_peer_is_refused_by_the_caller(kits: Path) -> None:
@@ -219,3 +232,32 @@ def test_a_valid_model_is_returned_for_merging(kits: Path) -> None:
         links.close()
     assert fetched is not None and (fetched.site, fetched.round, fetched.num_samples) == ("hospital_a", 2, 4)
     torch.testing.assert_close(fetched.weights["w"], WEIGHTS["w"])
+
+
+def test_a_kit_from_before_peer_to_peer_is_told_to_get_a_new_one(kits: Path) -> None:
+    """A site certificate without TLS server use (as provisioned before) cannot serve peers."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from medfed.deployment.peer import check_peer_certificate
+    from medfed.provision.certs import Identity, read_identity, write_identity
+
+    tls = load_client_kit(kits / "hospital_a").tls
+    ca = read_identity(kits / "ca" / "ca.crt", kits / "ca" / "ca.key")
+    site = read_identity(tls.certificate, tls.private_key)
+    check_peer_certificate(tls)
+    old = (
+        x509.CertificateBuilder()
+        .subject_name(site.certificate.subject)
+        .issuer_name(ca.certificate.subject)
+        .public_key(site.key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(site.certificate.not_valid_before_utc)
+        .not_valid_after(site.certificate.not_valid_after_utc)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    write_identity(Identity(old, site.key), tls.certificate, tls.private_key)
+    with pytest.raises(AuthenticationError, match="cannot serve peers"):
+        check_peer_certificate(tls)

@@ -128,6 +128,7 @@ def simulate(
     from medfed.orchestration.round_log import logger as round_logger
     from medfed.orchestration.run_dir import resume_run
     from medfed.report.summary import PRIMARY_METRIC
+    from medfed.report.tables import number
     from medfed.simulator import dry_run as check_only
     from medfed.simulator import run_simulation
 
@@ -143,6 +144,7 @@ def simulate(
         print(check_only(settings))
         return
     round_logger.setLevel(logging.INFO)  # a line per round: the progress a log file shows
+    logging.getLogger("medfed.simulator").setLevel(logging.INFO)  # a line per seed (seeds:)
     metric = PRIMARY_METRIC[settings.task]
     with (
         torch_threads(threads),
@@ -150,11 +152,14 @@ def simulate(
     ):
         outcome = run_simulation(settings, resume=resume is not None, callbacks=callbacks)
     label = METRIC_LABELS.get(metric, metric)
-    table = Table(title=f"{label} at the last round")
+    seeds = len(settings.run_seeds())
+    over = f", mean ± sd over {seeds} seeds" if seeds > 1 else ""
+    table = Table(title=f"{label} at the last round{over}")
     for column in ("experiment", f"{label}, own sites", f"{label}, unseen site"):
         table.add_column(column)
     for row in outcome.summary:
-        table.add_row(row.experiment, f"{row.own_sites:.3f}", f"{row.unseen:.3f}")
+        own, unseen = number(row.own_sites, row.own_sites_sd), number(row.unseen, row.unseen_sd)
+        table.add_row(row.experiment, own, unseen)
     console.print(table)
     console.print(f"Report: [bold]{outcome.report}[/bold]")
 

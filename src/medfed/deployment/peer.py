@@ -4,7 +4,8 @@ Every site is both a server and a client under its own kit identity: it serves i
 to its peers (``medfed.transport.peer``) and, in each of the job's rounds, fetches every peer's
 model that is newer than the one it last merged, then merges and trains with BrainTorrent's own
 ``pull`` (``medfed.topology.braintorrent``, the code ``medfed simulate`` runs) over a grid of
-this one site. A peer that does not answer within ``call_timeout_s`` (offline, refused, revoked,
+this one site. A site starts once every peer answers (or ``wait_for_peers_s`` passed) and never
+runs more than one round ahead of a peer that answers (again up to ``wait_for_peers_s``). A peer that does not answer within ``call_timeout_s`` (offline, refused, revoked,
 or with an invalid model) is skipped for that round, with one log line; the federation goes on.
 
 Each round is checkpointed atomically before the new model is served, so a restarted site
@@ -55,6 +56,7 @@ from medfed.transport.peer import (
     NONCE_BYTES,
     ModelRequest,
     ModelShelf,
+    PeerAnswer,
     PeerChannel,
     PeerServicer,
     PublishedModel,
@@ -141,6 +143,7 @@ def run_peer(job: PeerJob, settings: PeerSettings, builder: SiteBuilder) -> Peer
         grid = InMemoryGrid({settings.name: site})
         topology = BrainTorrent(seed=job.seed)
         while state.round < job.federation.rounds:
+            _await_peers(links, state.round, job.wait_for_peers_s, settings.poll_s)
             state = _pull_round(state, settings.name, links, grid, topology)
             _save_round(folder, state, settings.name, job, job_json)
             shelf.publish(
@@ -211,6 +214,7 @@ class PeerLinks:
             for peer, address in sorted(settings.peers.items())
         }
         self._trouble: dict[str, str] = {}
+        self.unreachable: set[str] = set()  # last call: offline, or no answer in time
 
     def fetch(
         self, peer: str, reference: Weights, *, newer_than: int, final: bool = False
@@ -218,24 +222,45 @@ class PeerLinks:
         """``peer``'s model if it is newer than ``newer_than`` (and final, if asked), checked
         against ``reference`` (names, shapes, dtypes, finite bounded values); ``None`` when the
         peer has nothing newer or cannot be used now (logged)."""
-        request = ModelRequest(os.urandom(NONCE_BYTES), newer_than=newer_than, final=final)
+        answer = self._ask(peer, ModelRequest(os.urandom(NONCE_BYTES), newer_than=newer_than, final=final))
+        if answer is None:
+            return None
+        if answer.kind is Kind.WAIT:
+            self._fine(peer)
+            return None
         try:
-            answer = self.channels[peer].fetch(request)
-            if answer.kind is Kind.WAIT:
-                self._fine(peer)
-                return None
             if not newer_than < answer.version <= MAX_VERSION:
                 raise PayloadError(f"version {answer.version} is not in ({newer_than}, {MAX_VERSION}]")
             result = decode_result(answer.payload, site=peer)
             validate_result(result, reference, round=answer.version, extras={})
-        except grpc.RpcError as error:
-            self._trouble_with(peer, _call_failure(error))
-            return None
-        except (PayloadError, AuthenticationError, UpdateRejected) as error:
+        except (PayloadError, UpdateRejected) as error:
             self._trouble_with(peer, f"answer refused: {error}")
             return None
         self._fine(peer)
         return result
+
+    def version(self, peer: str) -> int | None:
+        """The version of ``peer``'s model now (no model travels); ``None`` when it cannot be
+        reached or its answer is refused (logged)."""
+        answer = self._ask(peer, ModelRequest(os.urandom(NONCE_BYTES), newer_than=MAX_VERSION))
+        if answer is None:
+            return None
+        self._fine(peer)
+        return answer.version
+
+    def _ask(self, peer: str, request: ModelRequest) -> PeerAnswer | None:
+        self.unreachable.discard(peer)
+        try:
+            answer = self.channels[peer].fetch(request)
+        except grpc.RpcError as error:
+            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                self.unreachable.add(peer)
+            self._trouble_with(peer, _call_failure(error))
+            return None
+        except (PayloadError, AuthenticationError) as error:
+            self._trouble_with(peer, f"answer refused: {error}")
+            return None
+        return answer
 
     def _trouble_with(self, peer: str, problem: str) -> None:
         if self._trouble.get(peer) != problem:
@@ -278,13 +303,35 @@ def _pull_round(
             models[peer], samples[peer] = fetched.weights, fetched.num_samples
     view = replace(state, models=models, samples=samples, versions=versions)
     pulled = topology.pull(view, me, grid)
-    view = pulled.state
     merged = {transfer.sender: transfer.model.round for transfer in pulled.transfers}
     if not pulled.results:
         logger.warning("round %d: training failed; the merge of %s is dropped", state.round + 1, merged)
     else:
-        logger.info("round %d: merged %s, trained version %d", state.round + 1, merged, view.versions[me])
-    return replace(view, round=state.round + 1)
+        logger.info(
+            "round %d: merged %s, trained version %d", state.round + 1, merged, pulled.state.versions[me]
+        )
+    return replace(pulled.state, round=state.round + 1)
+
+
+def _await_peers(links: PeerLinks, done: int, timeout_s: float, poll_s: float) -> None:
+    """Waits, up to ``timeout_s``, until this site may start round ``done + 1``: before its
+    first round, until every peer can be reached (a peer that refuses this site, or whose
+    answers are refused, is not waited for); later, until no peer that answers lags more than
+    one round behind (a peer that does not answer is not waited for)."""
+    deadline = time.monotonic() + timeout_s
+    waiting: list[str] = []
+    while time.monotonic() < deadline:
+        versions = {peer: links.version(peer) for peer in links.channels}
+        if done == 0:
+            waiting = sorted(links.unreachable)
+        else:
+            waiting = [
+                peer for peer, version in versions.items() if version is not None and version < done - 1
+            ]
+        if not waiting:
+            return
+        time.sleep(poll_s)
+    logger.warning("round %d starts without waiting longer for %s (wait_for_peers_s)", done + 1, waiting)
 
 
 def _final_models(

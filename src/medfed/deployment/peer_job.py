@@ -36,6 +36,8 @@ class PeerJob(SiteJob):
         name: The run's name.
         call_timeout_s: Deadline of one call to a peer, transfer included; a peer that misses
             it is skipped for that round.
+        wait_for_peers_s: Longest wait before a round: before the first, for every peer to
+            answer; later, for peers that answer but lag more than one round behind.
         finish_timeout_s: After its last round, how long a site waits for its peers' final
             models (a peer still missing then is left out of the consensus), and then how long
             it keeps serving its own final model to peers that have not fetched it.
@@ -44,6 +46,7 @@ class PeerJob(SiteJob):
     federation: FederationConfig = FederationConfig(topology=TopologyConfig(name="braintorrent"))
     name: str = "job"
     call_timeout_s: float = Field(30.0, gt=0, le=3600)
+    wait_for_peers_s: float = Field(600.0, ge=0, le=7 * 24 * 3600)
     finish_timeout_s: float = Field(600.0, gt=0, le=7 * 24 * 3600)
 
     @model_validator(mode="after")

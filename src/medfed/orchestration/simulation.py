@@ -131,7 +131,7 @@ class ExperimentRunner:
         self.data = data
         self.run_dir = run_dir
         self.callbacks = callbacks or Callbacks()
-        self.metrics = MetricsLog(run_dir)
+        self.metrics = MetricsLog(run_dir, seed=config.seed)
         self.privacy = config.privacy.plan()
         channels, dims = data.spatial_shape()
         self.model_params = {

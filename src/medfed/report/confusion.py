@@ -36,20 +36,19 @@ def class_score(metric: str, counts: np.ndarray, positive: Sequence[int]) -> flo
     Raises:
         ValueError: ``metric`` is not one of ``CLASS_METRICS``.
     """
-    tp, fp, tn, fn = counts.T
+    tp, fp, tn, fn = counts.T.tolist()  # plain numbers: called once per bootstrap resample
     if metric == "accuracy":
-        total = (tp + fn).sum()  # every case is a positive of exactly one class
-        return float(tp.sum() / total) if total else math.nan
+        return _ratio(sum(tp), sum(tp) + sum(fn))  # every case is a positive of exactly one class
     if metric == "sensitivity":
-        return _macro(tp, tp + fn, positive)
+        return _macro([(tp[k], tp[k] + fn[k]) for k in positive])
     if metric == "specificity":
-        return _macro(tn, tn + fp, positive)
+        return _macro([(tn[k], tn[k] + fp[k]) for k in positive])
     raise ValueError(f"metric must be one of {list(CLASS_METRICS)}, got {metric!r}")
 
 
 def recall_per_class(counts: np.ndarray) -> tuple[float, ...]:
     """Each class's recall ``tp / (tp + fn)`` from K x 4 ``counts``; NaN for a class without cases."""
-    return tuple(_ratio(tp, tp + fn) for tp, _, _, fn in counts)
+    return tuple(_ratio(tp, tp + fn) for tp, _, _, fn in counts.tolist())
 
 
 def positive_classes(labels: np.ndarray, classes: int) -> list[int]:
@@ -59,13 +58,13 @@ def positive_classes(labels: np.ndarray, classes: int) -> list[int]:
     return [k for k in present if k != 0] or present
 
 
-def _macro(hits: np.ndarray, totals: np.ndarray, classes: Sequence[int]) -> float:
-    values = [_ratio(hits[k], totals[k]) for k in classes]
-    return float(np.mean(values)) if values else math.nan
+def _macro(pairs: Sequence[tuple[float, float]]) -> float:
+    """The mean of ``hits / total`` over ``pairs``; NaN when empty or when a total is 0."""
+    return sum(_ratio(hits, total) for hits, total in pairs) / len(pairs) if pairs else math.nan
 
 
 def _ratio(hits: float, total: float) -> float:
-    return float(hits / total) if total else math.nan
+    return hits / total if total else math.nan
 
 
 def roc_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -29,6 +29,7 @@ from medfed.report.plots import (
     site_curves,
     training_curves,
 )
+from medfed.report.seeds import reference_rows, seeds_note
 from medfed.report.summary import (
     AttackRow,
     SummaryRow,
@@ -41,7 +42,10 @@ from medfed.report.summary import (
 from medfed.report.tables import MEAN_OF_SITES, RoundScores, Table
 
 SECONDARY_METRICS = ("hd95",)
-"""Held-out scores shown next to the primary metric when the rows have them (lower is better)."""
+"""Held-out scores shown next to the primary metric when the rows have them."""
+
+LOWER_IS_BETTER = frozenset({"hd95"})
+"""Scores whose curves say "lower is better" (a distance, in voxels)."""
 
 _SCORED = frozenset({Split.TEST, Split.UNSEEN, Split.UNSEEN_ADABN})
 """The splits of a simulated experiment's per-site curves: every held-out score."""
@@ -110,6 +114,7 @@ class Page:
         status: A deployed job's ``finished`` / ``unfinished`` line.
         final: The final-round table (a simulation's experiments, a deployed job's sites).
         unseen_site: The simulation's unseen site.
+        seeds_note: What a run of several seeds shows of each seed (``seeds_note``).
         intervals: Final scores with case counts and bootstrap intervals.
         payoff: Federated vs local-only per site.
         classification: Accuracy, sensitivity and specificity per experiment and site.
@@ -132,6 +137,7 @@ class Page:
         settings_heading: ``Configuration`` or ``Job``.
         settings: The configuration as YAML.
         resamples: Bootstrap resamples of the intervals.
+        lower_is_better: Metrics whose curves say so.
     """
 
     title: str
@@ -143,6 +149,7 @@ class Page:
     status: str | None = None
     final: Table | None = None
     unseen_site: str | None = None
+    seeds_note: str | None = None
     intervals: Table | None = None
     payoff: Table | None = None
     classification: Table | None = None
@@ -163,6 +170,7 @@ class Page:
     samples: bytes | None = None
     plan: Sequence[tuple[str, str]] = ()
     resamples: int = RESAMPLES
+    lower_is_better: frozenset[str] = LOWER_IS_BETTER
 
 
 def write_report(
@@ -201,19 +209,21 @@ def _data_uri(png: bytes) -> str:
 def _simulation(rows: Sequence[MetricRow], metric: str, run: SimulationRun) -> Page:
     kinds = {row.experiment: row.kind for row in run.summary}
     federated = [name for name, kind in kinds.items() if kind == "federated"]
+    seeded = [row for row in rows if row.experiment in kinds]  # every seed's: means (seeds_note)
+    rows = reference_rows(rows)  # the per-site sections: the lowest seed's run
     compared = [row for row in rows if row.experiment in kinds]  # not a site's own model
     secondary = {
         name: {
-            experiment: own_site_scores(rows, experiment, kind, metric=name)
+            experiment: own_site_scores(seeded, experiment, kind, metric=name)
             for experiment, kind in kinds.items()
         }
-        for name in _present(rows, SECONDARY_METRICS, {Split.TEST})
+        for name in _present(seeded, SECONDARY_METRICS, {Split.TEST})
     }
-    loss = {experiment: _training_loss(rows, experiment) for experiment in kinds}
+    loss = {experiment: _training_loss(seeded, experiment) for experiment in kinds}
     extra = _shown({**secondary, "training loss": loss})
     last = {f"{name} (last round)": _lasts(scores, run.summary) for name, scores in extra.items()}
     score_curves = [
-        (name, learning_curves(compared, metric=name, unseen_site=run.unseen_site))
+        (name, learning_curves(seeded, metric=name, unseen_site=run.unseen_site))
         for name in (metric, *secondary)
     ]
     privacy, privacy_curve = _privacy(compared, metric)
@@ -224,15 +234,16 @@ def _simulation(rows: Sequence[MetricRow], metric: str, run: SimulationRun) -> P
         warning=run.warning,
         final=tables.summary_table(run.summary, metric=metric, extra=last),
         unseen_site=run.unseen_site,
+        seeds_note=seeds_note(seeded) or None,
         intervals=tables.intervals_table(rows, run.summary, unseen_site=run.unseen_site, metric=metric),
         payoff=tables.payoff_table(rows, run.summary, unseen_site=run.unseen_site, metric=metric),
         classification=classification_table(class_scores(rows, run.summary, unseen_site=run.unseen_site)),
         roc=_roc(rows, run),
         best_and_last=tables.best_and_last_table(
-            best_and_last(rows, kinds, metric=metric), name="experiment", metric=metric, extra=extra
+            best_and_last(seeded, kinds, metric=metric), name="experiment", metric=metric, extra=extra
         ),
         score_curves=score_curves,
-        loss_curve=training_curves(compared) if "training loss" in extra else None,
+        loss_curve=training_curves(seeded) if "training loss" in extra else None,
         site_curves=[
             (name, site_curves(rows, experiment=name, metric=metric, splits=_SCORED)) for name in federated
         ],

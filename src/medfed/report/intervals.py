@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.stats import rankdata
 
 from medfed.orchestration.metrics_log import MetricRow, split_case_metric
 from medfed.report.confusion import CLASS_METRICS, case_confusion, class_score, positive_classes
@@ -99,21 +98,30 @@ def class_statistic(metric: str, probabilities: np.ndarray, labels: np.ndarray) 
     resample missing one of them."""
     confusion = case_confusion(probabilities, labels)
     positive = positive_classes(labels, probabilities.shape[1])
-    return lambda indices: class_score(metric, confusion[indices].sum(axis=0), positive)
+    flat = confusion.reshape(len(labels), -1)
+
+    def resampled(indices: np.ndarray) -> float:
+        counts = np.bincount(indices, minlength=len(flat)) @ flat  # each case times it was drawn
+        return class_score(metric, counts.reshape(confusion.shape[1:]), positive)
+
+    return resampled
 
 
 def macro_auc(probabilities: np.ndarray, labels: np.ndarray) -> float:
     """Mean one-vs-rest ROC AUC over the classes (N x K probabilities, N labels), as MONAI's
     ``ROCAUCMetric`` computes it; NaN when a class is always or never present. Each class's AUC
-    is the Mann-Whitney statistic with ties counted as one half."""
+    is the Mann-Whitney statistic with ties counted as one half: for each positive case, the
+    negatives scored below it plus half those scored the same (a binary search in the sorted
+    negatives, so a bootstrap resample costs O(N log N))."""
     aucs = []
     for k in range(probabilities.shape[1]):
         positive = labels == k
-        positives, negatives = int(positive.sum()), int((~positive).sum())
-        if not positives or not negatives:
+        hits, negatives = probabilities[positive, k], np.sort(probabilities[~positive, k])
+        if not hits.size or not negatives.size:
             return math.nan
-        ranks = rankdata(probabilities[:, k])
-        aucs.append((ranks[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+        below = np.searchsorted(negatives, hits, side="left")
+        ties = np.searchsorted(negatives, hits, side="right") - below
+        aucs.append((below.sum() + ties.sum() / 2) / (hits.size * negatives.size))
     return float(np.mean(aucs))
 
 

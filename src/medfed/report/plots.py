@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,21 +49,37 @@ class SampleImage:
 
 
 def learning_curves(rows: Sequence[MetricRow], *, metric: str, unseen_site: str | None) -> bytes:
-    """Mean held-out ``metric`` per round for each experiment, and on the unseen site."""
+    """Mean held-out ``metric`` per round for each experiment, and on the unseen site; over
+    several seeds, the mean of the seeds' curves with a band of ±1 sample standard deviation."""
     figure = Figure(figsize=(11, 4.5), layout="constrained")  # room for the shared legend below
     axes = figure.subplots(1, 2, squeeze=False)
     for axis, unseen in zip(axes[0], (False, True), strict=True):
-        curves: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        curves: dict[str, dict[int, dict[int, list[float]]]] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(list))
+        )
         for row in rows:
             if row.metric == metric and (row.site == unseen_site) == unseen and row.split in HELD_OUT:
-                curves[row.experiment][row.round].append(row.value)
+                curves[row.experiment][row.round][row.seed].append(row.value)
         for experiment, by_round in curves.items():
             rounds = sorted(by_round)
-            axis.plot(rounds, [np.nanmean(by_round[r]) for r in rounds], marker=".", label=experiment)
+            mean, sd = seed_band([by_round[r] for r in rounds])
+            (line,) = axis.plot(rounds, mean, marker=".", label=experiment)
+            if np.isfinite(sd).any():
+                axis.fill_between(rounds, mean - sd, mean + sd, color=line.get_color(), alpha=0.2, lw=0)
         axis.set_title(f"{metric} on {'unseen site' if unseen else 'training sites (held-out)'}")
         _round_axes(axis, metric)
     _shared_legend(figure, axes[0])
     return _png(figure)
+
+
+def seed_band(points: Sequence[Mapping[int, Sequence[float]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per point (a round), the mean over seeds of each seed's mean value, and the sample
+    standard deviation of those means (``nan`` where fewer than two seeds have a finite mean)."""
+    means = [[float(np.nanmean(values)) for values in by_seed.values()] for by_seed in points]
+    finite = [[value for value in point if np.isfinite(value)] for point in means]
+    mean = np.array([np.mean(point) if point else np.nan for point in finite])
+    sd = np.array([np.std(point, ddof=1) if len(point) > 1 else np.nan for point in finite])
+    return mean, sd
 
 
 def training_curves(rows: Sequence[MetricRow]) -> bytes:
@@ -169,8 +185,14 @@ def _shared_legend(figure: Figure, axes: Sequence[Axes]) -> None:
 
 
 def sample_grid(samples: Sequence[SampleImage]) -> bytes:
-    """A row per sample: the image with the true mask outlined, then each model's prediction
-    filled over the image (the true mask outlined again), titled with the case's Dice."""
+    """``sample_figure`` as PNG."""
+    return _png(sample_figure(samples))
+
+
+def sample_figure(samples: Sequence[SampleImage]) -> Figure:
+    """A row per sample: the image with the true mask outlined (titled with the slice index
+    of a 3D case), then each model's prediction filled over the image (the true mask outlined
+    again), titled with the model and the case's Dice."""
     columns = 1 + max(len(sample.predictions) for sample in samples)
     figure = Figure(figsize=(1.7 * columns, 2.0 * len(samples)), layout="constrained")
     axes = figure.subplots(len(samples), columns, squeeze=False)
@@ -182,7 +204,7 @@ def sample_grid(samples: Sequence[SampleImage]) -> bytes:
             _mask_panel(axis, sample, prediction.mask, f"{prediction.model}\nDice {dice}")
         for axis in row:
             axis.axis("off")
-    return _png(figure)
+    return figure
 
 
 def _mask_panel(axis: Axes, sample: SampleImage, filled: np.ndarray | None, title: str) -> None:

@@ -35,9 +35,12 @@ class Table:
     text: bool = False
 
 
-def number(value: float) -> str:
-    """``value`` with three decimals, ``–`` when it is not finite."""
-    return "–" if not math.isfinite(value) else f"{value:.3f}"
+def number(value: float, sd: float = math.nan) -> str:
+    """``value`` with three decimals (``0.712``), followed by ``sd`` when it is finite
+    (``0.712 ± 0.015``, a mean over seeds); ``–`` when ``value`` is not finite."""
+    if not math.isfinite(value):
+        return "–"
+    return f"{value:.3f}" if not math.isfinite(sd) else f"{value:.3f} ± {sd:.3f}"
 
 
 def at_last(scores: RoundScores) -> float:
@@ -56,7 +59,7 @@ def summary_table(
     header += [f"{metric} on unseen site after AdaBN"] if adabn else []
     rows = []
     for row in summary:
-        cells = [row.experiment, number(row.own_sites), number(row.unseen)]
+        cells = [row.experiment, number(row.own_sites, row.own_sites_sd), number(row.unseen, row.unseen_sd)]
         cells += [number(row.unseen_adabn)] if adabn else []
         cells += [number(values.get(row.experiment, math.nan)) for values in extra.values()]
         cells += [number(row.per_site.get(site, math.nan)) for site in sites]

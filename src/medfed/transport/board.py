@@ -62,7 +62,8 @@ MAX_REASON_CHARS = 200
 
 @dataclass
 class _PostedTasks:
-    """The open posting: each asked site's encoded task (or step message) and the answers."""
+    """The open posting: each asked site's encoded task (or step message) and the answers;
+    ``in_round``: a site that misses it has dropped out of the round (``absences``)."""
 
     round: int
     task_id: str
@@ -71,6 +72,7 @@ class _PostedTasks:
     protocol: dict[str, bytes]
     accept: Accept
     reply_limit: int | None
+    in_round: bool = True
     results: dict[str, Any] = field(default_factory=dict)
     answered: set[str] = field(default_factory=set)
 
@@ -126,12 +128,22 @@ class RoundBoard:
         self._open(_PostedTasks(round, _new_id(), "", payloads, dict(protocol or {}), accept, reply_limit))
 
     def post_step(
-        self, round: int, step: str, messages: Mapping[str, bytes], *, accept: Accept, reply_limit: int
+        self,
+        round: int,
+        step: str,
+        messages: Mapping[str, bytes],
+        *,
+        accept: Accept,
+        reply_limit: int,
+        in_round: bool = False,
     ) -> None:
-        """Opens a protocol ``step`` of ``round``: one encoded message per site, one reply each."""
+        """Opens a protocol ``step`` of ``round``: one encoded message per site, one reply each.
+        ``in_round``: the step is part of the round's aggregate (secure aggregation, CKKS), so a
+        site that misses it has dropped out of the round; steps after it (evaluation, ledger)
+        are not."""
         if not step:
             raise ValueError("a protocol step needs a name")
-        self._open(_PostedTasks(round, _new_id(), step, dict(messages), {}, accept, reply_limit))
+        self._open(_PostedTasks(round, _new_id(), step, dict(messages), {}, accept, reply_limit, in_round))
 
     def collect(self, timeout_s: float) -> dict[str, Any]:
         """Waits until every asked site answered or ``timeout_s`` passed, then closes the posting.
@@ -289,7 +301,7 @@ class RoundBoard:
     def _absent(self, posting: _PostedTasks, site: str, why: Absence) -> None:
         with self._lock:
             posted, absent = self._absences
-            if posted == posting.round:
+            if posting.in_round and posted == posting.round:
                 absent.setdefault(site, why)
 
     def _open(self, posting: _PostedTasks) -> None:
