@@ -133,6 +133,8 @@ def test_dp_sgd_sites_decline_once_their_own_budget_is_spent_and_client_dp_is_ac
     recorded = [(e.signer, e.round, e.privacy) for e in found.ledger.entries if e.kind == "update"]
     assert sorted((site, round, privacy["epsilon"]) for site, round, privacy in recorded) == spent
     assert all(privacy["delta"] == pytest.approx(1e-5) for _, _, privacy in recorded)
+    aggregates = [e.privacy for e in found.ledger.entries if e.kind == "aggregate"]
+    assert aggregates == [{"client_epsilon": value} for (value,) in server]
     assert len(server) == ROUNDS and 0 < server[0][0] < server[1][0] < float("inf")  # client-level DP
     report = (tmp_path / "state" / "report.html").read_text()
     assert "Privacy spent" in report and "client_epsilon" in report and "hospital_b" in report
