@@ -253,6 +253,11 @@ class DPTrainer:
             self._reload()
         return self._epsilon(self.ledger.history())
 
+    def spent(self) -> dict[str, float]:
+        """The privacy spent on the site's data so far, by every job: ``epsilon`` at the
+        budget's ``delta``."""
+        return {"epsilon": self.epsilon, "delta": self.policy.budget.delta}
+
     def fit(
         self,
         model: nn.Module,
