@@ -15,14 +15,14 @@ epsilon is per patient. With one sample per patient (every built-in case without
 is exactly sample-level DP-SGD.
 
 Sampling is Poisson with rate ``q = 1 / ceil(P / b)`` and ``ceil(P / b)`` steps per epoch over
-the ``P`` patients, with ``b = B * P / N`` the expected patients of a batch of about ``B`` of the
-``N`` samples; built here rather than by Opacus (whose ``int(1 / q)`` gives 92 steps at
+the ``P`` patients, with ``b = max(1, B * P // N)`` the expected patients of a batch of about
+``B`` of the ``N`` samples; built here rather than by Opacus (whose ``int(1 / q)`` gives 92 steps at
 ``q = 1/93`` and then accounts ``q = 1/92``), so that what is charged is exactly what is
 sampled; empty batches (``q * P`` can be below 1) are zero-length tensors and release noise only.
 
 Noise is either fixed or calibrated (ADP-FL, Saha and Ukwatta, SPIE Medical Imaging 2026): the
 noise multiplier that spends the budget exactly over the planned rounds. Clipping is either fixed
-or adaptive: per round, ``C`` moves geometrically toward a target quantile of the per-sample
+or adaptive: per round, ``C`` moves geometrically toward a target quantile of the per-patient
 gradient norms, estimated privately (Andrew et al., NeurIPS 2021) and charged to the budget.
 
 The noise and the Poisson sampling come from the site's own ``NoiseSource`` (``policy.noise``):
@@ -100,7 +100,7 @@ class AdaptiveClipping:
     """Per-round private quantile clipping (Andrew et al. 2021).
 
     Attributes:
-        target_quantile: The quantile of per-sample gradient norms that ``C`` tracks (gamma).
+        target_quantile: The quantile of per-patient gradient norms that ``C`` tracks (gamma).
         lr: Geometric learning rate of ``C`` (eta_C).
         count_budget_fraction: Share of the mechanism's precision ``z^-2`` spent on the count.
         bounds: ``(min, max)`` allowed thresholds.
