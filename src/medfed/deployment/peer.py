@@ -316,8 +316,9 @@ def _pull_round(
 def _await_peers(links: PeerLinks, done: int, timeout_s: float, poll_s: float) -> None:
     """Waits, up to ``timeout_s``, until this site may start round ``done + 1``: before its
     first round, until every peer can be reached (a peer that refuses this site, or whose
-    answers are refused, is not waited for); later, until no peer that answers lags more than
-    one round behind (a peer that does not answer is not waited for)."""
+    answers are refused, is not waited for); later, until every peer that answers has trained
+    ``done`` times, so that no site runs more than one round ahead of it (a peer that does not
+    answer is not waited for)."""
     deadline = time.monotonic() + timeout_s
     waiting: list[str] = []
     while time.monotonic() < deadline:
@@ -325,9 +326,7 @@ def _await_peers(links: PeerLinks, done: int, timeout_s: float, poll_s: float) -
         if done == 0:
             waiting = sorted(links.unreachable)
         else:
-            waiting = [
-                peer for peer, version in versions.items() if version is not None and version < done - 1
-            ]
+            waiting = [peer for peer, version in versions.items() if version is not None and version < done]
         if not waiting:
             return
         time.sleep(poll_s)
