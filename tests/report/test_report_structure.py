@@ -74,7 +74,8 @@ def test_a_simulation_report_shows_hd95_and_training_loss(tmp_path: Path) -> Non
     assert _table(page, "Best and last round")[0] == [
         "fedavg", "3", "0.700", "3.333", "0.333", "2", "0.800", "5.000", "0.500"
     ]  # fmt: skip
-    assert "hd95 per round" in page and "Training loss per round" in page
+    assert "hd95 per round (lower is better)" in page
+    assert "Training loss per round (mean over each experiment's sites)" in page
     assert page.count("data:image/png;base64,") == 4  # dice, hd95, loss, fedavg per site
 
 

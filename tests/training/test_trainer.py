@@ -6,7 +6,7 @@ import torch
 from medfed.errors import ConfigError, UnknownNameError
 from medfed.models import build_model
 from medfed.orchestration.site import cpu_weights
-from medfed.training import LocalTrainer, TrainSettings, evaluate
+from medfed.training import LocalTrainer, TrainSettings, evaluate_cases
 from medfed.training.trainer import LossFn
 
 
@@ -56,7 +56,7 @@ def test_segmentation_metrics_of_a_perfect_prediction() -> None:
             foreground = (images > 1.0).float()
             return torch.cat([1 - foreground, foreground], dim=1) * 10
 
-    metrics = evaluate(Oracle(), _data(), task="segmentation", device=torch.device("cpu"))
+    metrics, _ = evaluate_cases(Oracle(), _data(), task="segmentation", device=torch.device("cpu"))
     assert metrics["dice"] == pytest.approx(1.0)
     assert metrics["hd95"] == pytest.approx(0.0)
 
@@ -70,7 +70,7 @@ def test_classification_metrics() -> None:
     data = [
         {"image": torch.full((1, 4, 4), float(v)), "label": torch.tensor(int(v > 0))} for v in (-2, -1, 1, 2)
     ]
-    metrics = evaluate(Fixed(), data, task="classification", device=torch.device("cpu"))
+    metrics, _ = evaluate_cases(Fixed(), data, task="classification", device=torch.device("cpu"))
     assert metrics == {"accuracy": 1.0, "auc": 1.0, "sensitivity": 1.0, "specificity": 1.0}
 
 

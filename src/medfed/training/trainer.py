@@ -146,14 +146,10 @@ class LocalTrainer:
             shuffle=True,
             generator=torch.Generator().manual_seed(seed),
         )
-        steps, total = 0, 0.0
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for _ in range(settings.local_epochs):
-                for batch in loader:
-                    total += self._step(model, optimizer, batch, hooks)
-                    steps += 1
-        return FitReport(steps=steps, loss=total / max(steps, 1), lr=settings.lr)
+        losses = run_epochs(
+            loader, settings.local_epochs, seed, lambda batch: self._step(model, optimizer, batch, hooks)
+        )
+        return FitReport(steps=len(losses), loss=sum(losses) / max(len(losses), 1), lr=settings.lr)
 
     def batch_loss(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The training loss of ``model`` on ``batch`` (its tensors moved to this trainer's
@@ -179,6 +175,20 @@ class LocalTrainer:
         hooks.after_backward(model)
         optimizer.step()
         return finite_value(loss)
+
+
+def run_epochs(
+    loader: DataLoader, epochs: int, seed: int, step: Callable[[Mapping[str, torch.Tensor]], float]
+) -> list[float]:
+    """The values ``step`` returns for every batch of ``epochs`` passes over ``loader``, with
+    torch's random state seeded by ``seed`` during the passes and restored after them."""
+    losses = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for _ in range(epochs):
+            for batch in loader:
+                losses.append(step(batch))
+    return losses
 
 
 def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:

@@ -79,7 +79,14 @@ from medfed.privacy.dp.patients import (
 from medfed.privacy.dp.quantile import count_noise_std, geometric_update
 from medfed.seeding import derive_seed
 from medfed.strategies.base import LocalHooks
-from medfed.training.trainer import FitReport, LocalTrainer, TrainSettings, finite_value, make_optimizer
+from medfed.training.trainer import (
+    FitReport,
+    LocalTrainer,
+    TrainSettings,
+    finite_value,
+    make_optimizer,
+    run_epochs,
+)
 from medfed.types import Scalar
 
 logger = logging.getLogger(__name__)
@@ -494,14 +501,11 @@ class DPTrainer:
         hooks: LocalHooks,
         seed: int,
     ) -> list[float]:
-        losses = []
-        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            torch.manual_seed(seed)
-            for _ in range(settings.local_epochs):
-                for batch in loader:
-                    losses.append(self._step(model, optimizer, batch, hooks))
-        return losses
+            return run_epochs(
+                loader, settings.local_epochs, seed, lambda batch: self._step(model, optimizer, batch, hooks)
+            )
 
     def _step(
         self, model: nn.Module, optimizer: DPOptimizer, batch: Mapping[str, torch.Tensor], hooks: LocalHooks
