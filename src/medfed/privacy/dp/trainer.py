@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from medfed.errors import ConfigError, DataError, PrivacyBudgetExceeded
+from medfed.privacy.dp import grad_samplers  # noqa: F401  (registers the standardised convolutions with Opacus)
 from medfed.privacy.dp.accounting import (
     DEFAULT_ACCOUNTANT,
     Accountant,
@@ -48,6 +49,7 @@ from medfed.privacy.dp.accounting import (
     calibrate_noise,
     epsilon_spent,
 )
+from medfed.privacy.dp.averaging import ParameterEMA
 from medfed.privacy.dp.ledger import (
     PrivacyLedger,
     append_entry,
@@ -60,12 +62,16 @@ from medfed.privacy.dp.models import dp_incompatibilities
 from medfed.privacy.dp.noise import NoiseMode, NoiseSource, PoissonSampler, noise_source
 from medfed.privacy.dp.optimizer import QuantileCountingDPOptimizer, SourcedDPOptimizer
 from medfed.privacy.dp.quantile import count_noise_std, geometric_update
+from medfed.privacy.dp.views import MultiViewDataset, average_views, flatten_views
 from medfed.seeding import derive_seed
 from medfed.strategies.base import LocalHooks
 from medfed.training.trainer import FitReport, LocalTrainer, TrainSettings, finite_value, make_optimizer
 from medfed.types import Scalar
 
 logger = logging.getLogger(__name__)
+
+MAX_VIEWS = 32
+"""Most augmented views per case: each one costs a forward and backward pass."""
 
 PRIVACY_KEYS = frozenset({"noise_multiplier", "max_grad_norm", "epsilon", "delta", "accountant", "clip"})
 """Keys a round's task config may not carry: the site's policy comes from the site alone."""
@@ -112,6 +118,10 @@ class SitePrivacy:
         max_grad_norm: The clipping threshold ``C`` (the initial one with adaptive clipping).
         adaptive_clipping: Per-round quantile clipping, or ``None`` for a fixed ``C``.
         noise: Where the noise and the sampling come from; ``REPRODUCIBLE`` is NOT PRIVATE.
+        augmentation_multiplicity: ``K`` augmented views of every sampled case, their
+            gradients averaged before clipping (``medfed.privacy.dp.views``); 1 is plain DP-SGD.
+        ema_decay: Decay of the moving average of the parameters over the round's steps that
+            the site returns (``medfed.privacy.dp.averaging``), or ``None`` for the last iterate.
     """
 
     budget: Budget
@@ -121,8 +131,16 @@ class SitePrivacy:
     max_grad_norm: float = 1.0
     adaptive_clipping: AdaptiveClipping | None = None
     noise: NoiseMode = NoiseMode.SECURE
+    augmentation_multiplicity: int = 1
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
+        if not 1 <= self.augmentation_multiplicity <= MAX_VIEWS:
+            raise ValueError(
+                f"augmentation_multiplicity must lie in [1, {MAX_VIEWS}], got {self.augmentation_multiplicity}"
+            )
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in (0, 1), got {self.ema_decay}")
         if self.noise_multiplier is None and (self.planned_rounds is None or self.planned_rounds < 1):
             raise ValueError("planned_rounds >= 1 is needed to calibrate the noise multiplier")
         if self.noise_multiplier is not None and not self.noise_multiplier > 0:
@@ -248,7 +266,8 @@ class DPTrainer:
         plan = poisson_plan(len(dataset), settings.batch_size, settings.local_epochs)  # type: ignore[arg-type]
         source = noise_source(self.policy.noise, derive_seed(seed, "dp_noise"))
         planned, clip = self._charge(plan, seed)
-        loader = poisson_loader(dataset, plan, source)
+        views = self.policy.augmentation_multiplicity
+        loader = poisson_loader(dataset if views == 1 else MultiViewDataset(dataset, views), plan, source)
         report, new_clip = self._train(
             model, loader, planned, clip, seed, settings, hooks or LocalHooks(), source=source
         )
@@ -426,12 +445,18 @@ class DPTrainer:
         seed: int,
     ) -> list[float]:
         losses = []
+        decay = self.policy.ema_decay
+        average = None if decay is None else ParameterEMA(model, decay)
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             torch.manual_seed(seed)
             for _ in range(settings.local_epochs):
                 for batch in loader:
                     losses.append(self._step(model, optimizer, batch, hooks))
+                    if average is not None:
+                        average.update()
+        if average is not None:
+            average.load_into_model()
         return losses
 
     def _step(
@@ -443,9 +468,13 @@ class DPTrainer:
             for parameter in optimizer.params:
                 parameter.grad_sample = torch.zeros((0, *parameter.shape), device=parameter.device)
         else:
-            loss = self.inner.batch_loss(model, batch)
+            views = self.policy.augmentation_multiplicity
+            loss = self.inner.batch_loss(model, batch if views == 1 else flatten_views(batch))
             loss.backward()
             value = finite_value(loss)
+            if views > 1:  # one gradient per case, clipped to C: the sensitivity stays C
+                for parameter in optimizer.params:
+                    parameter.grad_sample = average_views(parameter.grad_sample, views)
         if optimizer.pre_step():
             _post_process(model, optimizer, hooks)
             optimizer.original_optimizer.step()
