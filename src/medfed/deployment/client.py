@@ -165,72 +165,81 @@ class _Worker:
         if step.step == FINGERPRINT:  # before round 1, for the study plan
             self.fingerprint(channel, step)
             return
-        if self.protected is None:
+        protected = self.protected
+        if protected is None:
             channel.decline(
                 step.task_id, step.round, f"no protected round in progress for step '{step.step}'"
             )
             return
-        try:
-            kind = self.protected.requests.get(step.step)
+
+        def answer() -> bytes:
+            kind = protected.requests.get(step.step)
             if kind is None:
                 raise PayloadError(f"unknown protocol step '{step.step}'")
             message = decode_payload(kind, step.message, site=self.builder.data.name)
-            reply = encode_payload(self.protected.answer(step.step, message))
-        except (MedfedError, PayloadError) as error:
-            logger.warning("round %d: refusing step '%s': %s", step.round, step.step, error)
-            channel.decline(step.task_id, step.round, str(error))
-            return
-        outcome = channel.answer(step.task_id, step.round, reply)
-        if not outcome.accepted:
-            logger.warning("round %d: reply to '%s' refused: %s", step.round, step.step, outcome.reason)
+            return encode_payload(protected.answer(step.step, message))
+
+        _reply(channel, step, f"the reply to '{step.step}'", answer)
 
     def fingerprint(self, channel: SiteChannel, step: FetchedStep) -> None:
-        try:
-            payload = self.builder.fingerprint(step.job_json)
-        except MedfedError as error:
-            logger.warning("not sending a fingerprint: %s", error)
-            channel.decline(step.task_id, step.round, str(error))
-            return
-        outcome = channel.answer(step.task_id, step.round, payload)
-        if outcome.accepted:
-            logger.info("sent this site's fingerprint for the study plan (%d bytes)", len(payload))
-        else:
-            logger.warning("fingerprint refused: %s", outcome.reason)
+        sent = _reply(
+            channel, step, "this site's fingerprint", lambda: self.builder.fingerprint(step.job_json)
+        )
+        if sent is not None:
+            logger.info("sent this site's fingerprint for the study plan (%d bytes)", len(sent))
 
     def record(self, channel: SiteChannel, step: FetchedStep) -> None:
         """Signs this site's ledger entry, or checks and appends new entries to its copy."""
-        try:
+
+        def compute() -> bytes:
             if self.ledger is None:
                 raise LedgerError(
                     self.builder.data.name, None, "this site keeps no ledger (no ledger.key in its kit)"
                 )
             if step.step == LEDGER_SIGN:
-                reply = self.ledger.sign(step.round, step.message)
-            else:
-                reply = self.ledger.sync(job_fingerprint(step.job_json), step.message)
-        except LedgerError as error:
-            logger.warning("round %d: %s: %s", step.round, step.step, error)
-            channel.decline(step.task_id, step.round, str(error))
-            return
-        outcome = channel.answer(step.task_id, step.round, reply)
-        if not outcome.accepted:
-            logger.warning("round %d: %s refused: %s", step.round, step.step, outcome.reason)
+                return self.ledger.sign(step.round, step.message)
+            return self.ledger.sync(job_fingerprint(step.job_json), step.message)
+
+        _reply(channel, step, f"the ledger's '{step.step}'", compute)
 
     def evaluate(self, channel: SiteChannel, step: FetchedStep) -> None:
-        try:
+        metrics: dict[str, float] = {}
+
+        def compute() -> bytes:
             task = decode_task(step.message)
             if task.round != step.round:
                 raise PayloadError(f"step round {step.round} differs from the model's round {task.round}")
-            metrics = self.builder.evaluate(step.job_json, task)
-        except (MedfedError, PayloadError) as error:
-            logger.warning("round %d: not evaluating: %s", step.round, error)
-            channel.decline(step.task_id, step.round, str(error))
-            return
-        outcome = channel.answer(step.task_id, step.round, encode_metrics(metrics))
-        if outcome.accepted:
+            metrics.update(self.builder.evaluate(step.job_json, task))
+            return encode_metrics(metrics)
+
+        if _reply(channel, step, "metrics", compute) is not None:
             logger.info("round %d: evaluated the global model: %s", step.round, metrics)
-        else:
-            logger.warning("round %d: metrics refused: %s", step.round, outcome.reason)
+
+
+def _reply(channel: SiteChannel, step: FetchedStep, what: str, compute: Callable[[], bytes]) -> bytes | None:
+    """Answers ``step`` with ``compute()``, or declines it with the reason when this site cannot
+    compute it (a ``MedfedError``: a hostile message, a policy refusal); logs a refused reply.
+
+    Args:
+        channel: The channel the step came on.
+        step: The step to answer.
+        what: What the reply is, for the log.
+        compute: Computes the reply.
+
+    Returns:
+        The reply, when the server accepted it.
+    """
+    try:
+        reply = compute()
+    except MedfedError as error:
+        logger.warning("round %d: not sending %s: %s", step.round, what, error)
+        channel.decline(step.task_id, step.round, str(error))
+        return None
+    outcome = channel.answer(step.task_id, step.round, reply)
+    if not outcome.accepted:
+        logger.warning("round %d: %s refused: %s", step.round, what, outcome.reason)
+        return None
+    return reply
 
 
 def send_when_admitted(

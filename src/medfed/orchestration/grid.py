@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol
 
 from medfed.errors import MedfedError, PrivacyBudgetExceeded
@@ -30,6 +31,20 @@ from medfed.orchestration.site import LocalSite
 from medfed.types import SiteState, TrainResult, TrainTask
 
 logger = logging.getLogger(__name__)
+
+
+class Absence(StrEnum):
+    """Why a site asked in a round took no part in it (its drop-out).
+
+    Attributes:
+        NO_ANSWER: No answer before the deadline.
+        DECLINED: The site declined (its privacy budget or policy).
+        REJECTED: Its answer was refused (validation, unreadable).
+    """
+
+    NO_ANSWER = "no_answer"
+    DECLINED = "declined"
+    REJECTED = "rejected"
 
 
 @dataclass(frozen=True)

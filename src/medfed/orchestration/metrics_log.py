@@ -27,6 +27,8 @@ class Split(StrEnum):
         EVAL: A deployed site's held-out cases, scored by the site (federated evaluation).
         PRIVACY: Privacy spent: a site's ``epsilon``, the server's ``client_epsilon``.
         TRAFFIC: Bytes a site sent and received in the round (``bytes_sent``, ``bytes_received``).
+        PARTICIPATION: A site asked in the round that took no part, value 1, its metric saying
+            why (an ``Absence``: ``no_answer``, ``declined``, ``rejected``).
     """
 
     TRAIN = "train"
@@ -36,6 +38,7 @@ class Split(StrEnum):
     EVAL = "eval"
     PRIVACY = "privacy"
     TRAFFIC = "traffic"
+    PARTICIPATION = "participation"
 
 
 HELD_OUT = frozenset({Split.TEST, Split.UNSEEN})

@@ -46,6 +46,23 @@ def learning_curves(rows: Sequence[MetricRow], *, metric: str, unseen_site: str 
     return _png(figure)
 
 
+def training_curves(rows: Sequence[MetricRow]) -> bytes:
+    """Each experiment's training loss per round, the mean over its sites."""
+    figure = Figure(figsize=(5.5, 4))
+    axis = figure.subplots()
+    curves: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if row.split == Split.TRAIN and row.metric == "loss":
+            curves[row.experiment][row.round].append(row.value)
+    for experiment, by_round in sorted(curves.items()):
+        rounds = sorted(by_round)
+        axis.plot(rounds, [np.nanmean(by_round[r]) for r in rounds], marker=".", label=experiment)
+    axis.set_title("training loss (mean over sites)")
+    _round_axes(axis, "loss")
+    axis.legend(fontsize=8)
+    return _png(figure)
+
+
 def site_curves(
     rows: Sequence[MetricRow], *, experiment: str, metric: str, splits: Collection[Split]
 ) -> bytes:

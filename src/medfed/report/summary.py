@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import fmean
@@ -68,17 +68,17 @@ def summarize(
         if kind == "local":
             own = [per_site[site] for site in per_site if experiment == f"local-{site}"]
         unseen = per_site.get(unseen_site or "", math.nan)
-        summary.append(SummaryRow(experiment, kind, _mean(own), unseen, per_site, _mean(adabn)))
+        summary.append(SummaryRow(experiment, kind, finite_mean(own), unseen, per_site, finite_mean(adabn)))
     locals_ = [row for row in summary if row.kind == "local"]
     if locals_:
         summary.append(
             SummaryRow(
                 "local (mean)",
                 "local",
-                _mean([row.own_sites for row in locals_]),
-                _mean([row.unseen for row in locals_]),
+                finite_mean([row.own_sites for row in locals_]),
+                finite_mean([row.unseen for row in locals_]),
                 {},
-                _mean([row.unseen_adabn for row in locals_]),
+                finite_mean([row.unseen_adabn for row in locals_]),
             )
         )
     return summary
@@ -86,10 +86,11 @@ def summarize(
 
 @dataclass(frozen=True)
 class BestAndLast:
-    """An experiment's own-sites score (as ``SummaryRow.own_sites``) at its last and best round.
+    """An experiment's own-sites score (as ``SummaryRow.own_sites``), or a deployed site's score,
+    at its last and best round.
 
     Attributes:
-        experiment: Experiment name.
+        experiment: Experiment name (a deployed job: the site's).
         last_round: The last round scored.
         last: The score at ``last_round``.
         best_round: The round with the highest score (the earliest on a tie).
@@ -106,22 +107,47 @@ class BestAndLast:
 def best_and_last(rows: Sequence[MetricRow], kinds: Mapping[str, str], *, metric: str) -> list[BestAndLast]:
     """The last and the best round of each experiment in ``kinds`` (name -> kind) on ``metric``,
     higher being better; experiments without a score are left out."""
-    out = []
-    for experiment, kind in kinds.items():
-        by_round: dict[int, list[float]] = {}
-        for row in rows:
-            own = (
-                row.site == experiment.removeprefix("local-") if kind == "local" else row.split == Split.TEST
-            )
-            if row.experiment == experiment and row.metric == metric and row.split in HELD_OUT and own:
-                by_round.setdefault(row.round, []).append(row.value)
-        scores = {round: _mean(values) for round, values in sorted(by_round.items())}
-        finite = {round: score for round, score in scores.items() if math.isfinite(score)}
-        if finite:
-            best = max(finite, key=lambda round: (finite[round], -round))
-            last = max(scores)
-            out.append(BestAndLast(experiment, last, scores[last], best, finite[best]))
-    return out
+    picks = (
+        pick(experiment, own_site_scores(rows, experiment, kind, metric=metric))
+        for experiment, kind in kinds.items()
+    )
+    return [found for found in picks if found is not None]
+
+
+def own_site_scores(
+    rows: Sequence[MetricRow], experiment: str, kind: str, *, metric: str
+) -> dict[int, float]:
+    """``experiment``'s mean ``metric`` per round over its own sites' held-out cases (a
+    local-only model: its own site's), as ``SummaryRow.own_sites``."""
+
+    def own(row: MetricRow) -> bool:
+        at_home = (
+            row.site == experiment.removeprefix("local-") if kind == "local" else row.split == Split.TEST
+        )
+        return row.experiment == experiment and row.metric == metric and row.split in HELD_OUT and at_home
+
+    return round_means(rows, own)
+
+
+def round_means(rows: Sequence[MetricRow], keep: Callable[[MetricRow], bool]) -> dict[int, float]:
+    """The mean value per round of the rows ``keep`` accepts (NaN values left out; NaN for a
+    round with none finite), by round."""
+    by_round: dict[int, list[float]] = {}
+    for row in rows:
+        if keep(row):
+            by_round.setdefault(row.round, []).append(row.value)
+    return {round: finite_mean(values) for round, values in sorted(by_round.items())}
+
+
+def pick(name: str, scores: Mapping[int, float]) -> BestAndLast | None:
+    """The last round of ``scores`` (round -> score) and the best (highest, the earliest on a
+    tie); ``None`` without a finite score."""
+    finite = {round: score for round, score in scores.items() if math.isfinite(score)}
+    if not finite:
+        return None
+    best = max(finite, key=lambda round: (finite[round], -round))
+    last = max(scores)
+    return BestAndLast(name, last, scores[last], best, finite[best])
 
 
 AttackRole = Literal["clean", "attacked", "defended"]
@@ -162,7 +188,7 @@ def attack_summary(
             for row in rows
             if row.experiment == experiment and row.round == last and row.metric == backdoor_metric
         ]
-        out.append(AttackRow(experiment, role, own.get(experiment, math.nan), _mean(rates)))
+        out.append(AttackRow(experiment, role, own.get(experiment, math.nan), finite_mean(rates)))
     return out
 
 
@@ -175,7 +201,8 @@ def write_summary(path: Path, summary: Sequence[SummaryRow], *, metric: str) -> 
     atomic_write(path, json.dumps(payload, indent=2).encode())
 
 
-def _mean(values: Sequence[float]) -> float:
+def finite_mean(values: Sequence[float]) -> float:
+    """The mean of the finite ``values`` (NaN when there are none)."""
     finite = [value for value in values if math.isfinite(value)]
     return fmean(finite) if finite else math.nan
 
