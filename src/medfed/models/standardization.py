@@ -61,9 +61,11 @@ def standardize_convs(model: nn.Module) -> list[str]:
     replaced convolutions."""
     replaced = []
     for name, block in model.named_modules():
-        conv = getattr(block, "conv", None)
-        standardized = STANDARDIZED.get(type(conv))
-        if isinstance(block, Convolution) and standardized is not None and _normalised(block):
+        if not isinstance(block, Convolution) or not _normalised(block):
+            continue
+        conv = block.conv
+        standardized = STANDARDIZED.get(type(conv)) if isinstance(conv, nn.Module) else None
+        if standardized is not None:
             conv.__class__ = standardized  # same parameters and keys, standardised forward
             replaced.append(f"{name}.conv")
     return replaced

@@ -52,8 +52,9 @@ def standardized_conv_grad_sample(
     standardisation."""
     plain = copy.copy(layer)  # shares the parameters; Opacus's sampler dispatches on the type
     plain.__class__ = _PLAIN[type(layer)]
-    samples = compute_conv_grad_sample(plain, activations, backprops)  # type: ignore[arg-type]
-    weight = layer.weight
+    samples = compute_conv_grad_sample(plain, activations, backprops)
+    weight = plain.weight
+    assert isinstance(weight, nn.Parameter)
     if weight in samples and len(samples[weight]) > 0 and activations[0].shape[0] > 0:
         samples[weight] = standardization_backward(samples[weight], weight.detach())
     return samples
