@@ -107,8 +107,10 @@ def load_trained_model(
         f", personalised for site '{site}'" if site else ""
     )
     spec = network_spec(model_name, params)
-    if spec.weight_standardization:  # the plain MONAI network with the standardised weights
+    if spec.weight_standardization:  # exported as the plain MONAI network, weights standardised
         spec, weights = replace(spec, weight_standardization=False), folded_weights(network, weights)
+        network = prepare_model(run.privacy.plan(), spec.build())
+        _load(network, weights, "the trained network")
     return TrainedModel(
         spec=spec,
         weights=weights,
