@@ -21,6 +21,7 @@ BENCHMARKS = (
     "protected_rounds",
     "dp",
     "dp_utility",
+    "privacy_unit",
     "transfer",
     "robustness",
     "engines",

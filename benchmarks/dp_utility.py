@@ -123,6 +123,8 @@ class Recipe:
         augmentation_multiplicity: DP only: augmented views per case averaged before clipping
             (``privacy.dp_sgd.augmentation_multiplicity``; > 1 turns ``data.augment`` on).
         ema: DP only: decay of the parameters' moving average (``privacy.dp_sgd.ema``).
+        slices: The 3D family trains a 2D U-Net on these slices of its volumes
+            (``model.slices``; DP-SGD protects each patient's slices together), or ``None``.
     """
 
     batch_size: int = 16
@@ -138,6 +140,7 @@ class Recipe:
     weight_standardization: bool = False
     augmentation_multiplicity: int = 1
     ema: float | None = None
+    slices: str | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,7 @@ def cell_config(cell: Cell, size: Size, recipe: Recipe, run_dir: Path) -> Simula
                     "norm": ["group", {"num_groups": 2}] if recipe.norm == "group" else recipe.norm,
                     "weight_standardization": recipe.weight_standardization,
                 },
+                "slices": recipe.slices if three_d else None,
             },
             "training": {
                 "batch_size": recipe.dp_batch if dp else recipe.batch_size,
@@ -423,7 +427,15 @@ def pretrained_weights(
     cases = [case for name, site in sites.items() for case in load_site(name, site).cases]
     runner = ExperimentRunner(config, data, folder / "run")
     model = runner.new_model()
-    dataset = build_dataset(cases, task="segmentation", augment=False, seed=config.seed)
+    preprocessing = config.preprocessing.settings(config.model)  # slices of 3D volumes, if set
+    dataset = build_dataset(
+        cases,
+        task="segmentation",
+        augment=False,
+        seed=config.seed,
+        preprocessing=preprocessing,
+        training=True,
+    )
     settings = TrainSettings(batch_size=recipe.batch_size, lr=recipe.lr, local_epochs=PRETRAIN_EPOCHS)
     LocalTrainer(task="segmentation", settings=settings).fit(model, dataset, seed=config.seed)
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
@@ -578,6 +590,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="start every method from a model pretrained on public generator data",
     )
+    parser.add_argument(
+        "--slices",
+        choices=("axial", "coronal", "sagittal"),
+        help="3D families: train a 2D U-Net on these slices, DP per patient (give its own --out)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2 cores assumed)")
     return parser.parse_args(argv)
 
@@ -596,6 +613,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         weight_standardization=args.weight_standardization,
         augmentation_multiplicity=args.views,
         ema=args.ema,
+        slices=args.slices,
     )
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")

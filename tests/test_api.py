@@ -65,6 +65,15 @@ def test_clearing_a_run_removes_its_files_only(tmp_path: Path) -> None:
     clear_run(tmp_path / "missing")  # nothing there: nothing to do
 
 
+def test_clearing_a_run_of_several_seeds_removes_each_seeds_run(tmp_path: Path) -> None:
+    for folder in ("seed_0/checkpoints/fedavg", "seed_12", "seed_x", "seed_3/data"):
+        (tmp_path / folder).mkdir(parents=True)
+    for name in ("config.yaml", "seed_0/config.yaml", "seed_12/config.yaml", "seed_x/config.yaml"):
+        (tmp_path / name).write_text("x")
+    clear_run(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["seed_3", "seed_x"]  # no run in them
+
+
 def test_simulate_returns_metrics_and_models_and_a_rerun_needs_overwrite(tmp_path: Path) -> None:
     settings = _tiny(tmp_path, strategies=[{"name": "fedavg"}, {"name": "fedbn"}])
     results = medfed.simulate(settings)

@@ -41,11 +41,14 @@ class SimulationResults:
         run_dir: The run directory (checkpoints, ``metrics.sqlite``, ``report.html``).
         report: The HTML report.
         metric: The primary metric: ``"dice"`` (segmentation) or ``"auc"`` (classification).
-        metrics: One row per round, experiment, site, split and metric; columns
-            ``experiment, round, site, split, metric, value``.
+        metrics: One row per round, experiment, site, split, metric and seed; columns
+            ``experiment, round, site, split, metric, value, seed``.
         summary: The last round's ``metric`` per experiment: columns ``experiment, kind,
-            own_sites, unseen, unseen_adabn`` and one per held-out site.
-        models: Each experiment's final global model, in eval mode on the CPU.
+            own_sites, unseen, unseen_adabn, own_sites_sd, unseen_sd, seeds`` and one per
+            held-out site; over several seeds (``seeds:``) the scores are means over the seeds
+            and ``*_sd`` their sample standard deviations (NaN with one seed).
+        models: Each experiment's final global model, in eval mode on the CPU (the lowest
+            seed's, over several seeds).
         site_models: Per experiment, each site's personalised model, for strategies whose
             sites keep part of the model (e.g. FedBN's normalisation layers); empty otherwise.
     """
@@ -72,8 +75,8 @@ def simulate(
     train_step: StepFn | None = None,
     callbacks: Callbacks | None = None,
 ) -> SimulationResults:
-    """Runs every experiment of ``config`` (federated strategies and baselines) and writes the
-    run directory, exactly as ``medfed simulate`` does.
+    """Runs every experiment of ``config`` (federated strategies and baselines), once per seed
+    of ``seeds`` when given, and writes the run directory, exactly as ``medfed simulate`` does.
 
     Args:
         config: A ``SimulationConfig``, a mapping of settings as in the YAML (e.g.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,22 +18,31 @@ from medfed.orchestration.data_checks import check_study
 from medfed.orchestration.experiments import Experiment, plan_experiments
 from medfed.orchestration.federation_data import FederationData
 from medfed.orchestration.hooks import SimulationHooks
-from medfed.orchestration.metrics_log import MetricRow
+from medfed.orchestration.metrics_log import HELD_OUT, MetricRow, split_case_metric, write_csv
 from medfed.orchestration.planning import study_plan
 from medfed.orchestration.preconditions import check_config
 from medfed.orchestration.round_log import RoundLog
-from medfed.orchestration.run_dir import check_new_run, clear_run, config_yaml, start_run
+from medfed.orchestration.run_dir import (
+    CONFIG_FILE,
+    check_new_run,
+    clear_run,
+    config_yaml,
+    seed_dir,
+    start_run,
+)
 from medfed.orchestration.simulation import Callbacks, ExperimentResult, ExperimentRunner, combine
 from medfed.privacy.setup import privacy_warning
 from medfed.provenance.history import run_contributions
 from medfed.report.html import SimulationRun, write_report
-from medfed.report.plots import SampleImage
+from medfed.report.plots import Prediction, SampleImage
+from medfed.report.settings import settings_yaml
 from medfed.report.summary import (
     PRIMARY_METRIC,
     AttackRole,
     AttackRow,
     SummaryRow,
     attack_summary,
+    pool_seeds,
     summarize,
     write_summary,
 )
@@ -50,10 +60,10 @@ class SimulationOutcome:
     Attributes:
         run_dir: The run directory.
         report: The HTML report.
-        summary: The last round's primary metric per experiment.
+        summary: The last round's primary metric per experiment (mean ± sd over seeds).
         attacks: Clean vs attacked vs defended, with an ``attack:`` section.
-        rows: Every metric recorded.
-        experiments: Each experiment's final state.
+        rows: Every metric recorded, of every seed.
+        experiments: Each experiment's final state (the lowest seed's, over several seeds).
         new_model: Builds the run's network (untrained), to load an experiment's weights into.
     """
 
@@ -74,21 +84,150 @@ def run_simulation(
     callbacks: Callbacks | None = None,
     hooks: SimulationHooks | None = None,
 ) -> SimulationOutcome:
-    """Runs (or, with ``resume``, continues) every experiment of ``config`` and writes the
-    summary and the HTML report into ``config.output_dir`` (replacing a run there, once the
-    preconditions hold, with ``overwrite``); ``hooks`` replace the model, loss, augmentation or
-    training step."""
+    """Runs (or, with ``resume``, continues) every experiment of ``config``, once per seed of
+    ``seeds``, and writes the summary (mean ± sd over seeds) and the HTML report into
+    ``config.output_dir`` (replacing a run there, once the preconditions hold, with
+    ``overwrite``); ``hooks`` replace the model, loss, augmentation or training step."""
     warning = privacy_warning(config.privacy.plan())
     if warning is not None:
         logger.warning("%s", warning)
-    hooks = hooks or SimulationHooks()
-    config, data, plan = checked_data(
-        config,
-        config.output_dir / "data",
-        resume=resume,
-        overwrite=overwrite,
-        own_model=hooks.model_fn is not None,
+    runs = run_seeds(config, resume=resume, overwrite=overwrite, callbacks=callbacks, hooks=hooks)
+    reference = next(run for run in runs if run.config.seed == config.seed)  # the lowest seed
+    run_dir = config.output_dir
+    metric = PRIMARY_METRIC[config.task]
+    rows, summary = _summaries(config, runs, reference)
+    attacks = _attack_rows(config, reference.results, rows, summary)
+    samples = (
+        sample_predictions(reference.runner, reference.results, reference.data, reference.rows())
+        if config.task == "segmentation"
+        else []
     )
+    report = run_dir / "report.html"
+    shown = reference.config if len(runs) == 1 else reference.config.model_copy(update=_seeds_of(config))
+    run = SimulationRun(
+        title=f"medfed simulation: {run_dir.name}",
+        summary=summary,
+        unseen_site=config.data.unseen_site,
+        samples=samples,
+        config_yaml=settings_yaml(shown),
+        warning=warning,
+        attacks=attacks,
+        plan=_plan_rows(reference.config, reference.plan),
+        contributions=run_contributions(reference.runner.run_dir),
+    )
+    write_report(report, rows=rows, metric=metric, run=run)
+    return SimulationOutcome(
+        run_dir=run_dir,
+        report=report,
+        summary=summary,
+        attacks=attacks,
+        rows=rows,
+        experiments=reference.results,
+        new_model=reference.runner.new_model,
+    )
+
+
+def _summaries(
+    config: SimulationConfig, runs: list[SeedRun], reference: SeedRun
+) -> tuple[list[MetricRow], list[SummaryRow]]:
+    """Every seed's metric rows and the summary pooled over the seeds (``pool_seeds``), written
+    to ``results.json``; over several seeds, each seed's own summary too, into its run
+    directory, and every row into ``metrics.csv``."""
+    metric = PRIMARY_METRIC[config.task]
+    kinds = {result.experiment.name: result.experiment.kind for result in reference.results}
+    per_seed = [run.rows() for run in runs]
+    rows = [row for seed_rows in per_seed for row in seed_rows]
+    summaries = [
+        summarize(seed_rows, kinds, task=config.task, unseen_site=config.data.unseen_site)
+        for seed_rows in per_seed
+    ]
+    summary = pool_seeds(summaries)
+    write_summary(config.output_dir / "results.json", summary, metric=metric)
+    if len(runs) > 1:
+        for run, seed_summary in zip(runs, summaries, strict=True):
+            write_summary(run.runner.run_dir / "results.json", seed_summary, metric=metric)
+        write_csv(config.output_dir / "metrics.csv", rows)
+    return rows, summary
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """Every experiment of a configuration run under one seed.
+
+    Attributes:
+        config: The configuration of this seed's run (``seed`` set, study plan applied).
+        data: Its data, split under its seed.
+        plan: Its study plan.
+        runner: The runner, with the run's directory and metrics log.
+        results: Each experiment's final state, in order.
+    """
+
+    config: SimulationConfig
+    data: FederationData
+    plan: StudyPlan
+    runner: ExperimentRunner
+    results: list[ExperimentResult]
+
+    def rows(self) -> list[MetricRow]:
+        """Every metric row of the run (each with the run's seed)."""
+        return self.runner.metrics.rows()
+
+
+def run_seeds(
+    config: SimulationConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: Callbacks | None = None,
+    hooks: SimulationHooks | None = None,
+) -> list[SeedRun]:
+    """Every experiment of ``config`` once per seed (``run_seeds()``): one seed in
+    ``config.output_dir`` itself; several each in their own run directory (``seed_dir``), after
+    the output directory's ``config.yaml`` (written once the first seed's data pass their
+    checks). With ``resume``, a seed's run already started continues after its last round (its
+    finished experiments are not run again) and the others start."""
+    hooks = hooks or SimulationHooks()
+    seeds = config.run_seeds()
+    if config.seeds is None:
+        checked = checked_data(
+            config,
+            config.output_dir / "data",
+            resume=resume,
+            overwrite=overwrite,
+            own_model=hooks.model_fn is not None,
+        )
+        return [_run_seed(*checked, resume=resume, callbacks=callbacks, hooks=hooks)]
+    if hooks.model_fn is None:
+        check_config(config)
+    check_trackers(config.tracking)
+    if overwrite:
+        clear_run(config.output_dir)
+    elif not resume:
+        check_new_run(config.output_dir)
+    runs = []
+    for index, seed in enumerate(seeds):
+        folder = seed_dir(config.output_dir, seed)
+        started = resume and (folder / CONFIG_FILE).is_file()
+        logger.info("seed %d (%d/%d): %s", seed, index + 1, len(seeds), folder)
+        one = config.model_copy(update={"seed": seed, "seeds": None, "output_dir": folder})
+        checked = checked_data(one, folder / "data", resume=started, own_model=hooks.model_fn is not None)
+        if index == 0 and not resume:
+            start_run(config)
+        runs.append(_run_seed(*checked, resume=started, callbacks=callbacks, hooks=hooks))
+    return runs
+
+
+def _run_seed(
+    config: SimulationConfig,
+    data: FederationData,
+    plan: StudyPlan,
+    *,
+    resume: bool,
+    callbacks: Callbacks | None,
+    hooks: SimulationHooks,
+) -> SeedRun:
+    """Every experiment of ``config`` (one seed, checked by ``checked_data``) in its
+    ``output_dir``, started afresh or, with ``resume``, continued."""
     run_dir = config.output_dir if resume else start_run(config)
     save_plan(plan, run_dir)
     metric = PRIMARY_METRIC[config.task]
@@ -104,34 +243,12 @@ def run_simulation(
     finally:
         for tracker in trackers:
             tracker.close()
-    kinds = {result.experiment.name: result.experiment.kind for result in results}
-    rows = runner.metrics.rows()
-    summary = summarize(rows, kinds, task=config.task, unseen_site=config.data.unseen_site)
-    write_summary(run_dir / "results.json", summary, metric=metric)
-    attacks = _attack_rows(config, results, rows, summary)
-    samples = sample_predictions(runner, results[0], data) if config.task == "segmentation" else []
-    report = run_dir / "report.html"
-    run = SimulationRun(
-        title=f"medfed simulation: {run_dir.name}",
-        summary=summary,
-        unseen_site=config.data.unseen_site,
-        samples=samples,
-        config_yaml=config_yaml(config),
-        warning=warning,
-        attacks=attacks,
-        plan=_plan_rows(config, plan),
-        contributions=run_contributions(run_dir),
-    )
-    write_report(report, rows=rows, metric=metric, run=run)
-    return SimulationOutcome(
-        run_dir=run_dir,
-        report=report,
-        summary=summary,
-        attacks=attacks,
-        rows=rows,
-        experiments=results,
-        new_model=runner.new_model,
-    )
+    return SeedRun(config, data, plan, runner, results)
+
+
+def _seeds_of(config: SimulationConfig) -> dict[str, object]:
+    """What a seed's configuration takes back from a run of several seeds, to be shown as it."""
+    return {"seed": config.seed, "seeds": config.seeds, "output_dir": config.output_dir}
 
 
 def run_experiments(
@@ -229,38 +346,63 @@ def dry_run(config: SimulationConfig) -> str:
     channels, dims = data.spatial_shape()
     lines.append(f"# images: {channels} channel(s), {dims}D, first {list(data.image_shape())}")
     lines.append(f"# experiments: {[experiment.name for experiment in plan_experiments(config, data)]}")
+    if config.seeds is not None:
+        folders = [str(seed_dir(config.output_dir, seed)) for seed in config.seeds]
+        lines.append(f"# seeds: {config.seeds}, run in {folders} (the cases above: seed {config.seed})")
     lines += [f"# study plan, {what}: {value}" for what, value in _plan_rows(config, plan)]
     return "\n".join([*lines, config_yaml(config)])
 
 
 def sample_predictions(
-    runner: ExperimentRunner, result: ExperimentResult, data: FederationData
+    runner: ExperimentRunner, results: list[ExperimentResult], data: FederationData, rows: list[MetricRow]
 ) -> list[SampleImage]:
-    """For each held-out set, the case with the largest lesion, predicted by ``result``'s model."""
+    """For each held-out set, the case with the largest lesion, predicted by every model the
+    site would compare (``_compared_at``), each with the case's Dice from the final-round
+    per-case ``rows``; for 3D, on the axial slice with the most foreground."""
     model = runner.new_model()
+    dice = _final_case_scores(rows, "dice")
     samples = []
     for site, site_data in data.evaluation_sets.items():
         case = max(site_data.cases, key=lambda c: 0 if c.mask is None else int(c.mask.sum()))
         if case.mask is None:
             continue
-        model.load_state_dict(result.weights_for(site))
         dataset = runner.evaluation_sets[site]
         item = dataset[site_data.cases.index(case)]
-        probabilities = predict(model, item["image"][None], inferer=dataset.inferer)[0]
-        prediction = probabilities.argmax(dim=0).numpy()
         mask = item["label"][0].numpy()  # on the preprocessed grid, like the image
         index = _largest_slice(mask)
-        samples.append(
-            SampleImage(
-                site=site,
-                case_id=case.case_id,
-                image=_slice(item["image"][0].numpy(), index),
-                truth=_slice(mask, index),
-                prediction=_slice(prediction, index),
-                model=result.experiment.name,
-            )
-        )
+        predictions = []
+        for result in _compared_at(results, site, unseen=site == runner.config.data.unseen_site):
+            model.load_state_dict(result.weights_for(site))
+            probabilities = predict(model, item["image"][None], inferer=dataset.inferer)[0]
+            name = result.experiment.name
+            score = dice.get((name, site, case.case_id), math.nan)
+            predictions.append(Prediction(name, _slice(probabilities.argmax(dim=0).numpy(), index), score))
+        image = _slice(item["image"][0].numpy(), index)
+        samples.append(SampleImage(site, case.case_id, image, _slice(mask, index), tuple(predictions), index))
     return samples
+
+
+def _compared_at(results: list[ExperimentResult], site: str, *, unseen: bool) -> list[ExperimentResult]:
+    """The models ``site`` would compare: every federated and centralized one, and the
+    local-only one trained at ``site`` (at the unseen site, every local-only one)."""
+    return [
+        result
+        for result in results
+        if result.experiment.kind != "local" or unseen or site in result.experiment.sites
+    ]
+
+
+def _final_case_scores(rows: list[MetricRow], metric: str) -> dict[tuple[str, str, str], float]:
+    """``(experiment, site, case_id) -> value`` of the per-case ``metric`` rows on held-out
+    splits, at the latest round that has them."""
+    latest: dict[tuple[str, str, str], tuple[int, float]] = {}
+    for row in rows:
+        parsed = split_case_metric(row.metric)
+        if parsed is not None and parsed[0] == metric and row.split in HELD_OUT:
+            key = (row.experiment, row.site, parsed[1])
+            if row.round >= latest.get(key, (-1, 0.0))[0]:
+                latest[key] = (row.round, row.value)
+    return {key: value for key, (_, value) in latest.items()}
 
 
 def _largest_slice(mask: np.ndarray) -> int | None:

@@ -118,3 +118,13 @@ def test_the_clip_search_scores_on_validation_cases_only_and_keeps_the_best(
     held_out = {c.case_id for s in data.evaluation_sets.values() for c in s.cases}
     training = {c.case_id for s in data.train.values() for c in s.cases}
     assert all(ids and ids <= training and not ids & held_out for ids in seen)
+
+
+def test_slices_train_the_3d_family_on_2d_slices_and_leave_2d_families_alone(tmp_path: Path) -> None:
+    recipe = dp_utility.Recipe(slices="axial")
+    size = dp_utility.SIZES["small"]
+    kidney = dp_utility.cell_config(dp_utility.Cell("kidney_ct", "fixed", 8.0, 0), size, recipe, tmp_path)
+    skin = dp_utility.cell_config(dp_utility.Cell("skin_lesion", "fixed", 8.0, 0), size, recipe, tmp_path)
+    assert kidney.model.slices == "axial" and kidney.model.network_dims(3) == 2
+    assert skin.model.slices is None
+    assert dp_utility.parse(["--slices", "coronal"]).slices == "coronal"

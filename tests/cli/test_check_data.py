@@ -41,8 +41,9 @@ def test_a_sound_study_is_tabled_and_passes(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if line.startswith("│ a ") or line.startswith("│ b ")]
     assert len(rows) == 2
-    assert [cell.strip() for cell in rows[0].split("│")[1:-1]][:7] == [
+    assert [cell.strip() for cell in rows[0].split("│")[1:-1]][:8] == [
         "a",
+        "3",
         "3",
         "1",
         "2D",

@@ -91,16 +91,20 @@ def test_client_with_a_bad_site_policy_is_one_line_naming_file_and_setting(tmp_p
     assert "require_dp_sgd" in output and "Traceback" not in output
 
 
-def test_status_shows_each_sites_decline_reason_verbatim(tmp_path: Path) -> None:
+def test_status_shows_each_sites_decline_and_rejection_reason_verbatim(tmp_path: Path) -> None:
     from medfed.deployment.status import ServerStatus, write_status
 
     reason = "round 2: site policy: job has no DP-SGD [red]but[/red] this site requires it"
-    write_status(
-        tmp_path, ServerStatus(job="j", port=1, completed_rounds=2, total_rounds=3, declined={"c": reason})
+    rejected = "round 3: shape [b]mismatch[/b]"
+    status = ServerStatus(
+        job="j", port=1, completed_rounds=2, total_rounds=3, declined={"c": reason}, rejected={"d": rejected}
     )
+    write_status(tmp_path, status)
     result = CliRunner().invoke(app, ["status", "--state-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert f"declined by c: {reason}" in " ".join(result.output.split())  # no markup from a site
+    output = " ".join(result.output.split())
+    assert f"declined by c: {reason}" in output  # no markup from a site
+    assert f"update of d rejected: {rejected}" in output
 
 
 def test_error_with_brackets_in_a_path_is_printed_verbatim(tmp_path: Path) -> None:

@@ -105,3 +105,36 @@ def test_encryption_is_off_unless_given() -> None:
     assert parse_config({}).privacy.encryption is None
     config = parse_config({"privacy": {"encryption": {"scheme": "ckks"}}})
     assert config.privacy.encryption is not None and config.privacy.encryption.scheme == "ckks"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"seed": 1, "seeds": [1, 2]}, "give 'seed' (one run) or 'seeds' (one run per seed), not both"),
+        ({"seeds": []}, "seeds: List should have at least 1 item"),
+        ({"seeds": [0, 1, 0]}, "seeds must be distinct, got [0, 1, 0]"),
+        ({"seeds": [-1, 2]}, "seeds.0: Input should be greater than or equal to 0"),
+        ({"seeds": [0, 2**32]}, "seeds.1: Input should be less than or equal to"),
+        ({"seeds": [0, True]}, "seeds.1: Input should be a valid integer"),
+        ({"seeds": [0, "1"]}, "seeds.1: Input should be a valid integer"),
+        ({"seeds": 3}, "seeds: Input should be a valid list"),
+        ({"seeds": list(range(101))}, "seeds: List should have at most 100 items"),
+    ],
+)
+def test_bad_seeds_are_rejected_with_the_field_named(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+    assert message in str(caught.value)
+
+
+def test_seeds_run_once_each_seed_holds_the_lowest_and_the_dump_validates_again() -> None:
+    from medfed.orchestration.run_dir import config_yaml
+
+    several = parse_config({"seeds": [2, 0, 1]})
+    assert several.run_seeds() == [2, 0, 1] and several.seed == 0
+    dumped = several.model_dump(mode="json")
+    assert "seed" not in dumped and parse_config(dumped) == several
+    one = parse_config({"seed": 4})
+    assert one.run_seeds() == [4] and one.seeds is None
+    assert "seeds" not in config_yaml(one) and "seed: 4" in config_yaml(one)  # as before seeds existed
+    assert parse_config({"seeds": None, "seed": 4}) == one

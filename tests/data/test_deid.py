@@ -79,6 +79,29 @@ def test_burned_in_risk_is_flagged_and_not_declared_clean(tmp_path: Path) -> Non
     assert pydicom.dcmread(report.written[raw / "richard" / "us.dcm"]).PatientIdentityRemoved == "NO"
 
 
+def test_a_header_only_deids_filters_flag_is_flagged_too(tmp_path: Path) -> None:
+    image = slice_dataset(np.ones((6, 5)), 0.0, 1, series=generate_uid(), identified=True)
+    assert image.Modality == "MR" and "ImageType" not in image and "BurnedInAnnotation" not in image
+    # only deid's recipe flags an image without ImageType
+    write_slice(tmp_path / "raw" / "mr.dcm", image)
+    report = deidentify(tmp_path / "raw", tmp_path / "out", tmp_path / "pseudonyms.csv")
+    assert report.burned_in == [tmp_path / "raw" / "mr.dcm"]
+
+
+def test_every_file_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = _raw(tmp_path / "raw")
+    reads: list[Path] = []
+    read = pydicom.dcmread
+
+    def counted(path: Path, *args: object, **kwargs: object) -> pydicom.Dataset:
+        reads.append(Path(path))
+        return read(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pydicom, "dcmread", counted)
+    report = deidentify(raw, tmp_path / "out", tmp_path / "pseudonyms.csv")
+    assert sorted(reads) == sorted(report.written)
+
+
 def test_the_pseudonym_table_is_private_and_stable_across_runs(tmp_path: Path) -> None:
     raw = _raw(tmp_path / "raw")
     table = tmp_path / "private" / "pseudonyms.csv"

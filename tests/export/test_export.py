@@ -122,6 +122,12 @@ def test_a_folder_that_is_no_run_is_one_error(tmp_path: Path) -> None:
         load_trained_model(tmp_path)
 
 
+def test_a_run_of_several_seeds_names_a_seeds_run_directory(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("seeds: [4, 2]\n")
+    with pytest.raises(ConfigError, match="ran seeds \\[4, 2\\].*seed_2"):
+        load_trained_model(tmp_path)
+
+
 def test_export_command(run_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "cli.safetensors"
     result = CliRunner().invoke(app, ["export", str(run_dir), "-f", "state_dict", "-o", str(output)])

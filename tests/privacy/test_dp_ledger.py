@@ -21,6 +21,7 @@ from medfed.privacy.dp.ledger import (
     load_ledger,
     release_entry,
 )
+from medfed.privacy.dp.patients import PrivacyUnit
 
 BUDGET = Budget(8.0, 1e-5)
 
@@ -32,7 +33,13 @@ def _site(name: str, ids: list[str], folder: Path) -> SiteData:
 
 def _release(job: str, mechanism: Mechanism, seed: int = 0) -> dict[str, object]:
     return release_entry(
-        job=job, seed=seed, mechanism=mechanism, clip=1.0, budget=BUDGET, accountant=Accountant.RDP
+        job=job,
+        seed=seed,
+        mechanism=mechanism,
+        clip=1.0,
+        budget=BUDGET,
+        accountant=Accountant.RDP,
+        unit=PrivacyUnit.PATIENT,
     )
 
 

@@ -228,7 +228,7 @@ def test_the_plan_is_what_the_loader_samples_and_opacus_accounts_for_every_size_
     for cases in range(1, 1001):
         for batch in range(1, 65):
             plan = poisson_plan(cases, batch, epochs=2)
-            loader = poisson_loader(range(cases), plan, source)  # type: ignore[arg-type]
+            loader = poisson_loader(range(cases), plan, source, [[i] for i in range(cases)])  # type: ignore[arg-type]
             assert len(loader) == plan.steps_per_epoch == -(-cases // batch)  # steps sampled per epoch
             assert loader.batch_sampler.sample_rate == plan.sample_rate == 1 / len(loader)  # Opacus's q
             assert plan.steps == 2 * plan.steps_per_epoch

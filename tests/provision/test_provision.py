@@ -200,3 +200,21 @@ def test_kit_contexts_are_refused_by_the_wrong_party(tmp_path: Path) -> None:
         load_site_context(server_file)
     with pytest.raises(EncryptionError, match=re.escape(f"'{site_file}' holds the secret key")):
         load_server_context(site_file)
+
+
+def test_site_certificate_serves_its_peers_under_its_own_name_only(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    provision(_project("hospital_a"), tmp_path)
+    certificate = x509.load_pem_x509_certificate((tmp_path / "hospital_a" / "site.crt").read_bytes())
+    usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(usages) == {ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH}
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert list(names) == [x509.DNSName("hospital_a")]
+
+
+@pytest.mark.parametrize("site", ["fl.example.org", "LOCALHOST", "127.0.0.1"])
+def test_a_site_cannot_be_named_as_the_server_host(site: str) -> None:
+    with pytest.raises(ValueError, match="server's host"):
+        _project("hospital_a", site)

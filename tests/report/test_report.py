@@ -6,7 +6,7 @@ import numpy as np
 
 from medfed.orchestration.metrics_log import MetricRow, Split
 from medfed.report.html import DeploymentRun, SimulationRun, write_report
-from medfed.report.plots import SampleImage
+from medfed.report.plots import Prediction, SampleImage
 from medfed.report.summary import AttackRole, attack_summary, summarize, write_summary
 
 
@@ -40,7 +40,7 @@ def test_summary_compares_federated_centralized_and_local() -> None:
 
 def test_report_is_one_self_contained_html_file(tmp_path: Path) -> None:
     summary = summarize(_rows(), KINDS, task="segmentation", unseen_site="d")
-    sample = SampleImage("a", "case_0", np.zeros((8, 8)), np.eye(8), np.eye(8), "fedavg")
+    sample = SampleImage("a", "case_0", np.zeros((8, 8)), np.eye(8), (Prediction("fedavg", np.eye(8), 0.9),))
     path = tmp_path / "report.html"
     run = SimulationRun(title="t", summary=summary, unseen_site="d", samples=[sample], config_yaml="seed: 0")
     write_report(path, rows=_rows(), metric="dice", run=run)

@@ -34,13 +34,32 @@ def test_a_pull_merges_only_newer_models_weighted_by_samples(
         seen={**state.seen, "a": {"a": 2, "b": 0, "c": 0, "d": 3}},
     )
     grid = fake_grid()
-    after, result, transfers = BrainTorrent(seed=0).pull(state, "a", grid)
+    pulled = BrainTorrent(seed=0).pull(state, "a", grid)
+    after, [result], transfers = pulled.state, pulled.results, pulled.transfers
     ((site, _, sent),) = grid.calls
     assert site == "a" and torch.allclose(sent, torch.full((2,), (10 * 1.0 + 30 * 5.0) / 40))
     assert [(t.sender, t.receiver) for t in transfers] == [("b", "a")]
     assert after.seen["a"] == {"a": 3, "b": 1, "c": 0, "d": 3}
     assert after.versions["a"] == 3 and after.samples["a"] == 10
-    assert result is not None and torch.equal(after.models["a"]["w"], result.weights["w"])
+    assert torch.equal(after.models["a"]["w"], result.weights["w"])
+    [merge] = pulled.merges  # a's own model and b's, the models it averaged, and what came out
+    assert merge.site == "a" and [m["w"][0].item() for m in merge.inputs] == [1.0, 5.0]
+    assert torch.equal(merge.output["w"], sent)
+
+
+def test_a_site_that_never_trained_merges_only_its_peers_models(
+    fake_grid: Callable[..., FakeGrid], start: dict[str, torch.Tensor]
+) -> None:
+    state = PeerState.start(start, SITES)
+    trained = {"w": torch.full((2,), 3.0)}
+    state = replace(
+        state,
+        models={**state.models, "b": trained},
+        samples={**state.samples, "b": 7},
+        versions={**state.versions, "b": 1},
+    )
+    [merge] = BrainTorrent(seed=0).pull(state, "a", fake_grid()).merges
+    assert merge.inputs == (trained,) and torch.equal(merge.output["w"], trained["w"])
 
 
 def test_the_first_pull_trains_the_initial_model(

@@ -35,6 +35,12 @@ def test_one_ring_step_is_the_closed_form_mixing(
         expected = (trained[left] + trained[site] + trained[right]) / 3
         assert torch.allclose(record.state.models[site]["w"], torch.full((2,), expected))
     assert len(record.transfers) == 8 and {t.model.site for t in record.transfers} == set(SITES)
+    assert [merge.site for merge in record.merges] == list(SITES)
+    for merge in record.merges:  # each site's own trained model and its two neighbours'
+        left, right = ring[merge.site]
+        offsets = [trained[merge.site], trained[left], trained[right]]
+        assert [m["w"][0].item() for m in merge.inputs] == sorted(offsets[:1]) + sorted(offsets[1:])
+        assert torch.equal(merge.output["w"], record.state.models[merge.site]["w"])
 
 
 def test_a_failing_site_keeps_its_model_and_the_others_mix_without_it(

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from medfed.errors import UpdateRejected
+from medfed.orchestration.grid import Absence
 from medfed.orchestration.validation import CheckedResult
 from medfed.transport.board import DONE, MAX_REASON_CHARS, PostedTask, RoundBoard
 from medfed.transport.grid import GrpcGrid
@@ -139,3 +140,44 @@ def test_a_decline_reason_is_kept_as_one_short_escaped_line_per_site() -> None:
     assert reason.endswith(f"... ({len(sent)} characters)")
     assert board.task_for("a", timeout_s=0.05) is None  # answered for the round: not asked again
     assert "b" not in board.declines()
+
+
+def test_each_drop_out_of_a_round_is_kept_with_why_and_a_rejection_with_its_reason() -> None:
+    board = _posted(["a", "b", "c", "d"], round=4)
+    task_id = _task_for(board, "a").task_id
+    _submit(board, task_id, _result("a", round=4))
+    with pytest.raises(UpdateRejected, match="round"):
+        _submit(board, task_id, _result("b", round=3))  # fails validation
+    board.decline("c", task_id, "budget spent")
+    assert len(_collect(board, 0.05)) == 1  # d never answers
+    assert board.absences(4) == {"b": Absence.REJECTED, "c": Absence.DECLINED, "d": Absence.NO_ANSWER}
+    assert board.absences(3) == {}
+    assert board.rejections()["b"].startswith("round 4: ") and "round" in board.rejections()["b"][9:]
+    assert set(board.rejections()) == {"b"}
+    with pytest.raises(UpdateRejected, match="stale"):
+        _submit(board, task_id, _result("d", round=4))  # to a closed posting: logged only
+    assert set(board.rejections()) == {"b"}
+    board.post(4, {"a": TrainTask(round=4, weights=WEIGHTS)})  # the round tried again
+    assert board.absences(4) == {}
+
+
+def test_a_step_after_the_round_evaluation_or_ledger_is_no_drop_out_but_a_protocol_step_is() -> None:
+    board = _posted(["a", "b"], round=2)
+    task_id = _task_for(board, "a").task_id
+    for site in ("a", "b"):
+        _submit(board, task_id, _result(site, round=2))
+    _collect(board, 1)
+    board.post_step(2, "evaluate", {"a": b"", "b": b""}, accept=lambda site, payload: payload, reply_limit=10)
+    board.decline("a", _task_for(board, "a").task_id, "no held-out cases")
+    board.collect(0.05)  # b does not answer
+    assert board.absences(2) == {}
+    board.post_step(
+        2,
+        "secagg/unmask",
+        {"a": b"", "b": b""},
+        accept=lambda site, payload: payload,
+        reply_limit=10,
+        in_round=True,
+    )
+    board.collect(0.05)
+    assert board.absences(2) == {"a": Absence.NO_ANSWER, "b": Absence.NO_ANSWER}

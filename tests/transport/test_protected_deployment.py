@@ -29,6 +29,7 @@ from medfed.orchestration.grid import InMemoryGrid
 from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.site import cpu_weights
 from medfed.privacy.dp.ledger import load_ledger
+from medfed.provenance.verify import verify
 from medfed.provision import ProjectConfig, provision
 from medfed.strategies.registry import STRATEGIES
 from medfed.types import AGGREGATE_SITE, Weights
@@ -110,6 +111,26 @@ def test_secure_aggregation_over_mtls_gives_plain_fedavg_and_the_server_sees_onl
     assert all(group.log(site).count(signed) == ROUNDS for site in SITES)  # authenticated by the PKI
     # Evaluation follows the round, outside its protocol: each site's metrics of the global model.
     assert _sites_in_metrics(tmp_path / "state", split="eval") == set(SITES)
+    _assert_each_site_signed_what_it_sent(tmp_path / "state")
+
+
+def _assert_each_site_signed_what_it_sent(state: Path) -> None:
+    """Each round's ledger: every site's digest of its protocol messages (it signed it, so it
+    is the digest of what it sent), then the aggregate citing them; every copy agrees."""
+    [found] = verify(state)
+    entries = found.ledger.entries
+    assert [(e.round, e.kind, e.signer) for e in entries] == [
+        (round, kind, signer)
+        for round in range(1, ROUNDS + 1)
+        for kind, signer in [*(("update", site) for site in SITES), ("aggregate", "server")]
+    ]
+    for aggregate in entries[len(SITES) :: len(SITES) + 1]:
+        updates = entries[aggregate.index - len(SITES) : aggregate.index]
+        assert aggregate.inputs == tuple(e.digest for e in updates)
+        assert len(set(aggregate.inputs)) == len(SITES) and all(e.num_samples == 0 for e in updates)
+    for site in SITES:
+        [copy] = (site_state_dir(state.parent / "kits", site) / "provenance").glob("*/ledger.jsonl")
+        assert verify(copy)[0].ledger.head() == found.ledger.head()
 
 
 def _sites_in_metrics(state: Path, split: str = "train") -> set[str]:
@@ -122,6 +143,7 @@ def test_ckks_over_mtls_gives_plain_fedavg_from_ciphertexts_summed_without_a_key
     _assert_same_model(final.weights, _plain_reference(job, data), atol=1e-3, rtol=1e-3)
     assert _sites_in_metrics(tmp_path / "state") == {AGGREGATE_SITE}
     assert "no site decrypted" not in group.log("server")
+    _assert_each_site_signed_what_it_sent(tmp_path / "state")
 
 
 def test_dp_sgd_sites_decline_once_their_own_budget_is_spent_and_client_dp_is_accounted(
@@ -155,6 +177,11 @@ def test_dp_sgd_sites_decline_once_their_own_budget_is_spent_and_client_dp_is_ac
         ("hospital_b", 2),
     ]
     assert all(0 < value <= 50 for _, _, value in spent) and spent[0][2] < spent[1][2]
+    # each site's update entry states its privacy spent, as its budget ledger has it
+    [found] = verify(tmp_path / "state")
+    recorded = [(e.signer, e.round, e.privacy) for e in found.ledger.entries if e.kind == "update"]
+    assert sorted((site, round, privacy["epsilon"]) for site, round, privacy in recorded) == spent
+    assert all(privacy["delta"] == pytest.approx(1e-5) for _, _, privacy in recorded)
     assert len(server) == ROUNDS and 0 < server[0][0] < server[1][0] < float("inf")  # client-level DP
     report = (tmp_path / "state" / "report.html").read_text()
     assert "Privacy spent" in report and "client_epsilon" in report and "hospital_b" in report

@@ -18,6 +18,8 @@ from deploy_procs import (
     write_job,
 )
 
+from medfed.deployment.status import read_status
+from medfed.orchestration.metrics_log import MetricsLog, Split
 from medfed.provision import revoke
 from medfed.provision.certs import create_ca, issue, read_identity, write_identity
 from medfed.transport.chunking import digest
@@ -35,8 +37,8 @@ JOB_SITES = ["hospital_a", "hospital_b", "hospital_c"]
 
 
 class Federation:
-    def __init__(self, kits: Path, port: int) -> None:
-        self.kits, self.port = kits, port
+    def __init__(self, kits: Path, port: int, state: Path) -> None:
+        self.kits, self.port, self.state = kits, port, state
 
     def tls(self, site: str) -> TlsFiles:
         folder = self.kits / site
@@ -76,7 +78,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     try:
         group.start("server", *server_args(kits, job, root / "state", port))
         wait_for(lambda: "listening" in group.log("server"), timeout=90, what="server start")
-        yield Federation(kits, port)
+        yield Federation(kits, port, root / "state")
     finally:
         group.kill_all()
 
@@ -151,6 +153,17 @@ def test_bad_updates_are_rejected_and_the_others_served(federation: Federation) 
         assert follow_up.task.round == 2
         stale = channel.submit(honest.task_id, _result(honest, "hospital_c"))
         assert not stale.accepted and "stale" in stale.reason
+    # The refusals are on the record: status.json (the reason) and round 1's metric rows.
+    wait_for(lambda: len(read_status(federation.state).rejected) == 2, timeout=10, what="status.json")
+    rejected = read_status(federation.state).rejected
+    assert rejected["hospital_a"].startswith("round 1: ") and "shape" in rejected["hospital_a"]
+    assert "NaN" in rejected["hospital_b"]
+    absent = [
+        (row.site, row.metric)
+        for row in MetricsLog(federation.state).rows()
+        if row.split == Split.PARTICIPATION and row.round == 1
+    ]
+    assert absent == [("hospital_a", "rejected"), ("hospital_b", "rejected")]
 
 
 def _refused(federation: Federation, tls: TlsFiles) -> grpc.RpcError:

@@ -181,6 +181,11 @@ class PoisonedDataset(Dataset[Sample]):
     def __len__(self) -> int:
         return len(self.inner)  # type: ignore[arg-type]
 
+    @property
+    def patients(self) -> list[str] | None:
+        """The honest dataset's patient of each sample (DP-SGD's unit), if it names them."""
+        return getattr(self.inner, "patients", None)
+
     def reseed(self, seed: int) -> None:
         """Forwards to the honest dataset's augmentation."""
         if isinstance(self.inner, Reseedable):

@@ -15,7 +15,7 @@ from rich.text import Text
 from medfed import __version__
 from medfed.cli.attack import attack_app
 from medfed.cli.check_data import check_data
-from medfed.cli.deploy import client, provision, report, revoke, server, status
+from medfed.cli.deploy import client, peer, provision, report, revoke, server, status
 from medfed.cli.ledger import ledger_app
 from medfed.cli.lines import print_error
 from medfed.errors import ConfigError, DataProblems, MedfedError
@@ -55,6 +55,7 @@ medfed check-data --data /data/hospital_a          # one site, as medfed client 
 medfed server --kit kits/server --job job.yaml --state-dir state --set federation.rounds=30
 medfed server --job job.yaml --state-dir state --set strategy.name=fedprox --dry-run""",
     "client": "medfed client --kit kits/hospital_a --data data/hospital_a --epsilon 8",
+    "peer": "medfed peer --kit kits/hospital_a --job p2p.yaml --data data/hospital_a --peers peers.yaml",
     "status": "medfed status --state-dir state",
     "report": "medfed report --state-dir state",
 }
@@ -127,6 +128,7 @@ def simulate(
     from medfed.orchestration.round_log import logger as round_logger
     from medfed.orchestration.run_dir import resume_run
     from medfed.report.summary import PRIMARY_METRIC
+    from medfed.report.tables import number
     from medfed.simulator import dry_run as check_only
     from medfed.simulator import run_simulation
 
@@ -142,6 +144,7 @@ def simulate(
         print(check_only(settings))
         return
     round_logger.setLevel(logging.INFO)  # a line per round: the progress a log file shows
+    logging.getLogger("medfed.simulator").setLevel(logging.INFO)  # a line per seed (seeds:)
     metric = PRIMARY_METRIC[settings.task]
     with (
         torch_threads(threads),
@@ -149,16 +152,19 @@ def simulate(
     ):
         outcome = run_simulation(settings, resume=resume is not None, callbacks=callbacks)
     label = METRIC_LABELS.get(metric, metric)
-    table = Table(title=f"{label} at the last round")
+    seeds = len(settings.run_seeds())
+    over = f", mean ± sd over {seeds} seeds" if seeds > 1 else ""
+    table = Table(title=f"{label} at the last round{over}")
     for column in ("experiment", f"{label}, own sites", f"{label}, unseen site"):
         table.add_column(column)
     for row in outcome.summary:
-        table.add_row(row.experiment, f"{row.own_sites:.3f}", f"{row.unseen:.3f}")
+        own, unseen = number(row.own_sites, row.own_sites_sd), number(row.unseen, row.unseen_sd)
+        table.add_row(row.experiment, own, unseen)
     console.print(table)
     console.print(f"Report: [bold]{outcome.report}[/bold]")
 
 
-for _command in (provision, revoke, server, client, status, report):
+for _command in (provision, revoke, server, client, peer, status, report):
     app.command(epilog=_epilog(_command.__name__))(_command)
 app.command(name="check-data", epilog=_epilog("check-data"))(check_data)
 

@@ -20,7 +20,17 @@ if TYPE_CHECKING:
 
 console = Console()
 
-COLUMNS = ("site", "cases", "channels", "dims", "size", "spacing (mm)", "stored as", "classes (fraction)")
+COLUMNS = (
+    "site",
+    "cases",
+    "patients",
+    "channels",
+    "dims",
+    "size",
+    "spacing (mm)",
+    "stored as",
+    "classes (fraction)",
+)
 
 SHOWN_SPACINGS = 3
 """Distinct spacings listed per site before the rest is counted."""
@@ -115,6 +125,7 @@ def site_table(summaries: Sequence[SiteSummary]) -> Table:
         cells = (
             summary.name,
             str(summary.cases),
+            str(summary.patients),
             str(summary.channels),
             f"{summary.dims}D",
             _sizes(summary.smallest, summary.largest),

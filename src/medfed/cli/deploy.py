@@ -1,5 +1,5 @@
-"""Commands of a real deployment: ``provision``, ``revoke``, ``server``, ``client``, ``status``,
-``report``."""
+"""Commands of a real deployment: ``provision``, ``revoke``, ``server``, ``client``, ``peer``,
+``status``, ``report``."""
 
 from __future__ import annotations
 
@@ -232,6 +232,90 @@ def client(
     console.print(f"site '{name}': job finished, {rounds} rounds trained here")
 
 
+def peer(
+    kit: Annotated[
+        Path, typer.Option(help="This site's startup kit (its certificate serves its peers too).")
+    ],
+    job: Annotated[
+        Path, typer.Option(help="Job YAML, the same at every site (federation.topology: braintorrent).")
+    ],
+    data: Annotated[Path, typer.Option(help="This site's data (folder or .npz).")],
+    peers: Annotated[Path, typer.Option(help="YAML mapping every site's name to its host:port.")],
+    listen: Annotated[
+        str | None,
+        typer.Option(help="host:port to serve this site's model on (default: its entry in --peers)."),
+    ] = None,
+    crl: Annotated[
+        Path | None, typer.Option(help="The project's revocation list (default: the kit's crl.pem).")
+    ] = None,
+    format: Annotated[str | None, typer.Option(help="msd, dicom, png or npz (default: detect).")] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoints, the final model, privacy ledger (default: medfed-site-<site>)."),
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option(help="This site's privacy policy (YAML, see docs/site-policy.md).")
+    ] = None,
+    holdout: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=0.95, help="Fraction of the cases kept out of training to score the consensus on."
+        ),
+    ] = 0.2,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a job setting: KEY=VALUE, a dotted path into the YAML (repeatable)."
+        ),
+    ] = None,
+) -> None:
+    """Take part in a serverless federation over the network (BrainTorrent): serve this site's
+    model to its peers and pull theirs over mutual TLS, every peer checked against the project's
+    revocation list; resumes from its last round when restarted with the same command."""
+    from medfed.deployment.job import read_job
+    from medfed.deployment.peer import PeerSettings, check_peer_certificate, run_peer
+    from medfed.deployment.peer_job import PeerJob, load_peers
+    from medfed.deployment.site_builder import SiteBuilder, SiteOptions
+    from medfed.deployment.site_identity import PeerVerifier, ProvisionedIdentity
+    from medfed.provision import CertificateGate, load_client_kit
+
+    peer_job = read_job(job, overrides or [], PeerJob)
+    _verbose()
+    site_kit = load_client_kit(kit)
+    name = site_kit.site
+    addresses = load_peers(peers)
+    if name not in addresses:
+        raise typer.BadParameter(f"site '{name}' (the kit's) is not in {peers}")
+    revocations = crl or site_kit.crl
+    if revocations is None:
+        raise typer.BadParameter(f"the kit {kit} holds no crl.pem: give the project's --crl")
+    check_peer_certificate(site_kit.tls)
+    gate = CertificateGate(site_kit.tls.ca_certificate, revocations)
+    identity = ProvisionedIdentity(site_kit.tls)
+    options = SiteOptions(
+        state_dir=state_dir or Path(f"medfed-site-{name}"),
+        policy=_site_policy(site_kit, policy, {}),
+        identity=identity,
+        holdout=holdout,
+    )
+    settings = PeerSettings(
+        name=name,
+        peers={site: address for site, address in addresses.items() if site != name},
+        listen=listen or addresses[name],
+        state_dir=options.state_dir,
+        tls=site_kit.tls,
+        authenticate=gate,
+        verify=PeerVerifier(gate),
+        sign=lambda data: (identity.certificate, identity.sign(data)),
+    )
+    builder = SiteBuilder(_checked_site(name, data, format, holdout, False), options)
+    outcome = run_peer(peer_job, settings, builder)
+    console.print(
+        f"site '{name}': {outcome.rounds} rounds; consensus of {', '.join(outcome.consensus_of)}"
+        + (f"; held-out {outcome.metrics}" if outcome.metrics else "")
+    )
+
+
 def _checked_site(
     name: str, data: Path, format: str | None, holdout: float, allow_identified: bool
 ) -> SiteData:
@@ -274,6 +358,8 @@ def status(
     )
     for site, reason in sorted(now.declined.items()):
         console.print(f"declined by {site}: {reason}", markup=False, emoji=False)
+    for site, reason in sorted(now.rejected.items()):
+        console.print(f"update of {site} rejected: {reason}", markup=False, emoji=False)
     table = Table(title="Recent rounds")
     names = sorted({name for row in now.history for name in row.metrics})
     for column in ("round", "sites", *names):

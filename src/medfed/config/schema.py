@@ -4,10 +4,19 @@ the field named; every default gives the built-in demo."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from medfed.config.strict import StrictModel
 from medfed.data.families import FAMILIES, Family
@@ -43,6 +52,9 @@ class SyntheticDataConfig(StrictModel):
         description="Store each site in its own size, spacing, orientation and format (NIfTI RAS/LAS, "
         "DICOM series, RLE-compressed DICOM), as hospitals hand data over (medfed.data.realistic).",
     )
+    studies_per_patient: int = Field(
+        1, ge=1, le=64, description="Consecutive cases of one patient (patients.csv): DP-SGD's unit."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -65,6 +77,10 @@ class SyntheticDataConfig(StrictModel):
             raise ValueError(
                 f"realistic stores sites as DICOM series, one channel each; family '{self.family}' has "
                 f"{len(family.channels)}"
+            )
+        if self.realistic and self.studies_per_patient > 1:
+            raise ValueError(
+                "studies_per_patient > 1 is written for the MSD layout only; set realistic: false"
             )
         if self.dims == 3 and self.image_size > _MAX_3D_SIZE:
             raise ValueError(f"image_size must be <= {_MAX_3D_SIZE} for 3D data, got {self.image_size}")
@@ -221,6 +237,7 @@ class PreprocessingConfig(StrictModel):
             crop_foreground=self.crop_foreground,
             patch_size=patch,
             divisible_by=divisor,
+            slices=model.slices,
         )
 
     @model_validator(mode="before")
@@ -250,6 +267,15 @@ class ModelConfig(StrictModel):
 
     name: str = "unet"
     params: dict[str, Any] = Field(default_factory=dict)
+    slices: Literal["axial", "coronal", "sagittal"] | None = Field(
+        None,
+        description="Train a 2D network on the slices of 3D volumes cut this way (DP-SGD then "
+        "protects each patient's slices together); null: the network sees whole images.",
+    )
+
+    def network_dims(self, image_dims: int) -> int:
+        """The network's spatial dimensions for images of ``image_dims``: one fewer with slices."""
+        return image_dims - 1 if self.slices is not None else image_dims
 
 
 class TrainingConfig(StrictModel):
@@ -384,13 +410,13 @@ class SiteBudgetConfig(StrictModel):
 
 
 class DPSGDConfig(StrictModel):
-    """Sample-level DP-SGD at every site (see ``medfed.privacy.dp.DPTrainer``)."""
+    """DP-SGD at every site, per patient (see ``medfed.privacy.dp.DPTrainer``)."""
 
     noise: Literal["calibrated", "fixed"] = Field(
         "calibrated", description="'calibrated' spends each site's budget exactly by the last round."
     )
     noise_multiplier: float | None = Field(None, gt=0, description="Required when noise is 'fixed'.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Per-sample clip (the initial one if adaptive).")
+    max_grad_norm: float = Field(1.0, gt=0, description="Per-patient clip (the initial one if adaptive).")
     clipping: Literal["fixed", "adaptive"] = "fixed"
     target_quantile: float = Field(0.5, gt=0, lt=1)
     clip_lr: float = Field(0.2, gt=0)
@@ -485,6 +511,19 @@ class PrivacyConfig(StrictModel):
             return self.epsilon, self.delta
         return own.epsilon, self.delta if own.delta is None else own.delta
 
+    def in_effect(self) -> dict[str, Any]:
+        """This section as JSON values without the settings that take no effect: the budget
+        (``accountant``, ``epsilon``, ``delta``, ``sites``) only under DP-SGD or client-level DP,
+        each protection only when on; ``{}`` for a run without privacy (what a report shows)."""
+        dumped = self.model_dump(mode="json")
+        budget = ("accountant", "epsilon", "delta", "sites")
+        on = self.dp_sgd is not None or self.client_dp is not None
+        return {
+            name: value
+            for name, value in dumped.items()
+            if value is not None and value is not False and value != {} and (on or name not in budget)
+        }
+
     def plan(self) -> ProtectionPlan:
         """This section as plain constructor arguments (``medfed.privacy`` takes nothing else)."""
         dp, client = self.dp_sgd, self.client_dp
@@ -549,6 +588,27 @@ class PrivacyConfig(StrictModel):
 
 PEER_STRATEGIES = ("fedavg", "fedprox")
 """The strategies whose site half a peer-to-peer topology runs (they have no server state)."""
+
+
+def check_serverless(topology: str, strategies: Sequence[StrategyConfig], privacy: PrivacyConfig) -> None:
+    """Raises ``ValueError`` unless ``strategies`` and ``privacy`` run without a server (in
+    simulation and in a peer-to-peer deployment alike): only FedAvg's and FedProx's site
+    halves, and no server-side protection."""
+    wrong = [s.display_name for s in strategies if s.name not in PEER_STRATEGIES or s.robust]
+    if wrong:
+        raise ValueError(
+            f"topology '{topology}' runs only strategies {list(PEER_STRATEGIES)} without 'robust'; "
+            f"change {wrong}"
+        )
+    server_side = {
+        "client_dp": privacy.client_dp,
+        "secure_aggregation": privacy.secure_aggregation,
+        "encryption": privacy.encryption,
+    }
+    given = [key for key, section in server_side.items() if section is not None]
+    if given:
+        raise ValueError(f"topology '{topology}' has no server for privacy {given}; use dp_sgd")
+
 
 CLEAN_SUFFIX = "-clean"
 """Appended to a strategy's label for its run without the configured attack."""
@@ -619,10 +679,26 @@ class TrackingConfig(StrictModel):
     )
 
 
+MAX_SEED = 2**32 - 1
+"""The largest seed of ``seeds`` (numpy's and torch's generators take any of 0..2**32-1)."""
+MAX_SEEDS = 100
+
+
 class SimulationConfig(StrictModel):
-    """Everything ``medfed simulate`` needs; all defaults together are the built-in demo."""
+    """Everything ``medfed simulate`` needs; all defaults together are the built-in demo.
+
+    ``seed`` runs every experiment once; ``seeds`` (not both) runs every experiment once per
+    seed, and ``seed`` then holds the lowest of them.
+    """
 
     seed: int = 0
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED, strict=True)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_SEEDS,
+        description="Run every experiment once per seed (data split, init, training) and report "
+        "mean ± sd over them; not with 'seed'",
+    )
     task: Literal["segmentation", "classification"] = "segmentation"
     output_dir: Path = Path("runs/demo")
     data: DataConfig = DataConfig()
@@ -638,6 +714,39 @@ class SimulationConfig(StrictModel):
     preprocessing: PreprocessingConfig = PreprocessingConfig()
     ray: RayConfig = RayConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_or_seeds(cls, data: Any) -> Any:
+        """``seed`` or ``seeds``, not both; with ``seeds``, ``seed`` is the lowest of them."""
+        if not isinstance(data, dict) or data.get("seeds") is None:
+            return data
+        if "seed" in data:
+            raise ValueError(
+                f"give 'seed' (one run) or 'seeds' (one run per seed), not both: "
+                f"seed={data['seed']!r}, seeds={data['seeds']!r}"
+            )
+        seeds = data["seeds"]
+        whole = isinstance(seeds, list) and seeds and all(type(seed) is int for seed in seeds)
+        return {**data, "seed": min(seeds)} if whole else data
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {seeds}")
+        return seeds
+
+    @model_serializer(mode="wrap")
+    def _one_seed_key(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Dumped with ``seeds`` or with ``seed``, so that the dump validates again."""
+        dumped: dict[str, Any] = handler(self)
+        dumped.pop("seed" if self.seeds is not None else "seeds", None)
+        return dumped
+
+    def run_seeds(self) -> list[int]:
+        """The seeds to run every experiment with, in order: ``seeds``, or ``[seed]``."""
+        return [self.seed] if self.seeds is None else list(self.seeds)
 
     @model_validator(mode="after")
     def _ray_without_dp_sgd(self) -> SimulationConfig:
@@ -676,21 +785,7 @@ class SimulationConfig(StrictModel):
         topology = self.federation.topology.name
         if topology == "client_server":
             return self
-        wrong = [s.display_name for s in self.strategies if s.name not in PEER_STRATEGIES or s.robust]
-        if wrong:
-            raise ValueError(
-                f"topology '{topology}' runs only strategies {list(PEER_STRATEGIES)} without 'robust'; "
-                f"change {wrong}"
-            )
-        privacy = self.privacy
-        server_side = {
-            "client_dp": privacy.client_dp,
-            "secure_aggregation": privacy.secure_aggregation,
-            "encryption": privacy.encryption,
-        }
-        given = [key for key, section in server_side.items() if section is not None]
-        if given:
-            raise ValueError(f"topology '{topology}' has no server for privacy {given}; use dp_sgd")
+        check_serverless(topology, self.strategies, self.privacy)
         if self.attack is not None:
             raise ValueError(f"topology '{topology}' cannot be combined with 'attack' (client_server only)")
         if self.federation.fraction != 1.0:

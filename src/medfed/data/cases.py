@@ -21,6 +21,8 @@ class Case:
         spacing: Voxel spacing in mm along each spatial axis, or ``None`` when unknown.
         orientation: Where the stored grid's axes pointed before the image was reoriented to
             RAS (e.g. ``"LAS"``), or ``None`` when unknown (PNG, npz, DICOM without geometry).
+        patient_id: The (pseudonymised) patient the case belongs to, or ``None``: the case is
+            its own patient. DP-SGD protects every case (and slice) of one patient together.
     """
 
     case_id: str
@@ -30,6 +32,12 @@ class Case:
     source: Path
     spacing: tuple[float, ...] | None = None
     orientation: str | None = None
+    patient_id: str | None = None
+
+    @property
+    def patient(self) -> str:
+        """The case's patient: ``patient_id``, else the case itself."""
+        return self.case_id if self.patient_id is None else self.patient_id
 
 
 @dataclass(frozen=True)
@@ -51,8 +59,10 @@ class SiteData:
 def split_cases(site: SiteData, test_fraction: float, seed: int) -> tuple[SiteData, SiteData]:
     """Splits a site into train and test cases, deterministically.
 
-    The split is stratified by ``label`` when every case has one. A site with at least two cases
-    gets at least one case on each side. Both halves keep the site's original case order.
+    The split is stratified by ``label`` when every case has one, and keeps every patient's cases
+    on one side (the test side takes whole patients, in the stratified order, until it holds
+    ``test_fraction`` of the cases). A site with at least two patients gets at least one case on
+    each side. Both halves keep the site's original case order.
 
     Args:
         site: The site to split.
@@ -69,10 +79,26 @@ def split_cases(site: SiteData, test_fraction: float, seed: int) -> tuple[SiteDa
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     n = len(site.cases)
     n_test = min(max(round(n * test_fraction), 1), n - 1) if n >= 2 else 0
-    test_idx = set(_stratified_order(site.cases, seed)[:n_test])
+    test_idx = _whole_patients(site.cases, _stratified_order(site.cases, seed), n_test)
     train = tuple(c for i, c in enumerate(site.cases) if i not in test_idx)
     test = tuple(c for i, c in enumerate(site.cases) if i in test_idx)
     return replace(site, cases=train), replace(site, cases=test)
+
+
+def _whole_patients(cases: tuple[Case, ...], order: list[int], wanted: int) -> set[int]:
+    """Indices of the first patients met in ``order`` (all of their cases) until at least
+    ``wanted`` cases are taken, never every case."""
+    members: dict[str, list[int]] = {}
+    for index, case in enumerate(cases):
+        members.setdefault(case.patient, []).append(index)
+    taken: set[int] = set()
+    for index in order:
+        if len(taken) >= wanted:
+            break
+        group = members[cases[index].patient]
+        if len(taken) + len(group) < len(cases):
+            taken.update(group)
+    return taken
 
 
 def _stratified_order(cases: tuple[Case, ...], seed: int) -> list[int]:

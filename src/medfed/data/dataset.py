@@ -24,12 +24,14 @@ from torch.utils.data import Dataset
 from medfed.data.cases import Case
 from medfed.data.preprocessing import (
     DEFAULT_PREPROCESSING,
+    SLICE_AXES,
     Preprocessing,
     as_meta,
     case_transforms,
     inferer,
     training_crop,
     training_padding,
+    volume_slices,
 )
 from medfed.errors import DataError
 
@@ -49,6 +51,8 @@ class CaseDataset(Dataset[Sample]):
         targets: Masks ``(1, H, W[, D])`` (int64) or 0-dim int64 class tensors.
         augment: Random dict transform over ``{"image", "label"}``, or ``None``.
         inferer: Whole-image inference for evaluation (logits on the image's own grid).
+        patients: The patient of each sample (DP-SGD's privacy unit); ``None``: each sample is
+            its own patient.
     """
 
     def __init__(
@@ -58,9 +62,13 @@ class CaseDataset(Dataset[Sample]):
         augment: Compose | None,
         *,
         inferer: Inferer,
+        patients: Sequence[str] | None = None,
     ) -> None:
         self.images, self.targets, self.augment = images, targets, augment
         self.inferer = inferer
+        self.patients = [str(index) for index in range(len(images))] if patients is None else list(patients)
+        if len(self.patients) != len(images):
+            raise ValueError(f"{len(self.patients)} patients for {len(images)} samples")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -108,6 +116,8 @@ def build_dataset(
     random patches of ``preprocessing.patch_size`` or, without one, whole images padded to the
     site's largest size and to a multiple of ``preprocessing.divisible_by``; an evaluation
     dataset yields whole images and carries the ``inferer`` that returns logits on their grid.
+    With ``preprocessing.slices`` a training dataset's samples are the 2D slices of the
+    (preprocessed) volumes. Each sample keeps its case's patient (``patients``).
     With ``augment``, each access applies random flips, intensity scale and shift, gamma-like
     contrast change and light Gaussian noise; the random sequence is fixed by ``seed``.
 
@@ -137,6 +147,9 @@ def build_dataset(
     keys = ["image", "label"] if task == "segmentation" else ["image"]
     prepare = Compose(case_transforms(preprocessing, keys))
     samples = [_prepared(site, case, task, prepare, preprocessing, num_classes) for case in cases]
+    patients = [case.patient for case in cases]
+    if training and preprocessing.slices is not None:
+        samples, patients = _sliced(samples, patients, SLICE_AXES[preprocessing.slices], task)
     if training and preprocessing.patch_size is None and samples:
         largest = np.max([sample["image"].shape[1:] for sample in samples], axis=0).tolist()
         pad = Compose(training_padding(preprocessing, keys, largest))
@@ -149,7 +162,23 @@ def build_dataset(
         augmentation.set_random_state(seed=seed)
     images = [_plain(sample["image"]).to(torch.float32) for sample in samples]
     targets = [_plain(sample["label"]).to(torch.int64) for sample in samples]
-    return CaseDataset(images, targets, augmentation, inferer=inferer(preprocessing))
+    return CaseDataset(images, targets, augmentation, inferer=inferer(preprocessing), patients=patients)
+
+
+def _sliced(
+    samples: list[dict[str, torch.Tensor]], patients: list[str], axis: int, task: Task
+) -> tuple[list[dict[str, torch.Tensor]], list[str]]:
+    """Each 3D sample replaced by its 2D slices across ``axis`` (the mask sliced alike; a case
+    label kept), each slice keeping its case's patient."""
+    sliced: list[dict[str, torch.Tensor]] = []
+    owners: list[str] = []
+    for sample, patient in zip(samples, patients, strict=True):
+        images = volume_slices(_plain(sample["image"]), axis)
+        label = _plain(sample["label"])
+        labels = volume_slices(label, axis) if task == "segmentation" else [label] * len(images)
+        sliced += [{"image": image, "label": label} for image, label in zip(images, labels, strict=True)]
+        owners += [patient] * len(images)
+    return sliced, owners
 
 
 def _prepared(
@@ -181,9 +210,19 @@ def _check_fits(site: str, case: Case, preprocessing: Preprocessing) -> None:
     """Raises ``DataError`` unless ``case`` has the axes, channels and spacing ``preprocessing``
     needs."""
     axes, channels = case.image.ndim - 1, case.image.shape[0]
-    for name, sizes in (("spacing", preprocessing.spacing), ("patch_size", preprocessing.patch_size)):
-        if sizes is not None and len(sizes) != axes:
-            reason = f"case '{case.case_id}' has {axes} spatial axes, preprocessing.{name} {len(sizes)}"
+    if preprocessing.slices is not None and axes != 3:
+        reason = f"case '{case.case_id}' has {axes} spatial axes; model.slices cuts 3D volumes"
+        raise DataError(site, case.source, reason)
+    trained = axes - (preprocessing.slices is not None)  # a patch of a slice is 2D
+    for name, sizes, wanted in (
+        ("spacing", preprocessing.spacing, axes),
+        ("patch_size", preprocessing.patch_size, trained),
+    ):
+        if sizes is not None and len(sizes) != wanted:
+            where = " per slice" if wanted < axes else ""
+            reason = (
+                f"case '{case.case_id}' has {wanted} spatial axes{where}, preprocessing.{name} {len(sizes)}"
+            )
             raise DataError(site, case.source, reason)
     if len(preprocessing.intensity) not in (1, channels):
         reason = (

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from medfed.data.cases import SiteData
 from medfed.data.formats import FORMATS, dicom, msd, png
+from medfed.data.patients import with_patients
 from medfed.errors import DataError, UnknownNameError
 
 
@@ -23,7 +24,7 @@ def load_site(
             ``medfed.data.formats.dicom.load``).
 
     Returns:
-        The site's validated cases.
+        The site's validated cases, each with its patient (``medfed.data.patients``).
 
     Raises:
         DataError: If the path does not exist, the format is unknown or cannot be detected,
@@ -34,12 +35,12 @@ def load_site(
         raise DataError(site, path, "site path does not exist")
     name = format if format is not None else detect_format(site, path)
     if name == "dicom":
-        return dicom.load(site, path, allow_identified=allow_identified)
+        return with_patients(dicom.load(site, path, allow_identified=allow_identified), path)
     try:
         loader = FORMATS.get(name)
     except UnknownNameError as exc:
         raise DataError(site, path, str(exc)) from None
-    return loader(site, path)
+    return with_patients(loader(site, path), path)
 
 
 def detect_format(site: str, path: Path) -> str:

@@ -10,6 +10,10 @@ for masks, ``RandSpatialCropd`` otherwise) or, without a patch size, every case 
 site's largest size and to a multiple of the network's total stride (``SpatialPadd`` +
 ``DivisiblePadd``). Evaluation runs whole images through ``SlidingWindowInferer`` (patch size
 set) or ``PaddedInferer``, and both return logits on the image's own grid.
+
+With ``slices`` (``model.slices``), a 2D network trains on the 2D slices of 3D volumes along one
+anatomical axis (after the once-per-case transforms: patches and padding are then 2D), and
+evaluation runs each volume slice by slice (``SliceWiseInferer``) back to a 3D prediction.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ from monai.transforms import (
 from torch.nn.functional import pad
 
 IntensityMode = Literal["zscore_foreground", "ct_window"]
+SliceAxis = Literal["sagittal", "coronal", "axial"]
+
+SLICE_AXES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
+"""The spatial axis each slice direction cuts, in the RAS order every loader gives (x: towards
+the patient's right-left, y: anterior, z: superior)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,8 @@ class Preprocessing:
             at evaluation; ``None`` trains and evaluates on whole images.
         divisible_by: Whole images are padded to a multiple of this (the network's total
             stride) for training and inference.
+        slices: Train a 2D network on the slices of 3D volumes cut along this direction
+            (``patch_size`` is then 2D), and infer slice by slice; ``None``: whole images.
     """
 
     spacing: tuple[float, ...] | None = None
@@ -84,6 +95,7 @@ class Preprocessing:
     crop_foreground: bool = False
     patch_size: tuple[int, ...] | None = None
     divisible_by: int = 1
+    slices: SliceAxis | None = None
 
     def __post_init__(self) -> None:
         if not self.intensity:
@@ -94,6 +106,8 @@ class Preprocessing:
             raise ValueError(f"patch_size must be positive, got {self.patch_size}")
         if self.divisible_by < 1:
             raise ValueError(f"divisible_by must be >= 1, got {self.divisible_by}")
+        if self.slices is not None and self.slices not in SLICE_AXES:
+            raise ValueError(f"slices must be one of {sorted(SLICE_AXES)}, got {self.slices!r}")
 
 
 DEFAULT_PREPROCESSING = Preprocessing()
@@ -160,10 +174,45 @@ def training_crop(settings: Preprocessing, spatial_keys: Sequence[str]) -> list[
 
 
 def inferer(settings: Preprocessing) -> Inferer:
-    """Whole-image inference: sliding windows of ``patch_size`` when set, else one padded pass."""
+    """Whole-image inference: sliding windows of ``patch_size`` when set, else one padded pass;
+    with ``slices``, either of those on every 2D slice of a volume."""
     if settings.patch_size is None:
-        return PaddedInferer(settings.divisible_by)
-    return SlidingWindowInferer(roi_size=settings.patch_size, sw_batch_size=4, overlap=0.25)
+        plane: Inferer = PaddedInferer(settings.divisible_by)
+    else:
+        plane = SlidingWindowInferer(roi_size=settings.patch_size, sw_batch_size=4, overlap=0.25)
+    return plane if settings.slices is None else SliceWiseInferer(plane, SLICE_AXES[settings.slices])
+
+
+def volume_slices(volume: torch.Tensor, axis: int) -> list[torch.Tensor]:
+    """The 2D slices ``(C, ., .)`` of a channel-first volume ``(C, X, Y, Z)`` across spatial
+    ``axis`` (0, 1 or 2), in order."""
+    return list(torch.unbind(volume, dim=axis + 1))
+
+
+class SliceWiseInferer(Inferer):
+    """Runs a 2D network on every slice of 3D inputs across one spatial axis (through a 2D
+    ``inner`` inferer, a few slices at a time) and stacks the logits back into a volume.
+
+    Args:
+        inner: The 2D inferer (``PaddedInferer`` or ``SlidingWindowInferer``).
+        axis: The spatial axis the slices cut (0, 1 or 2).
+        slices_per_pass: Slices run through the network at once (bounds the memory).
+    """
+
+    def __init__(self, inner: Inferer, axis: int, *, slices_per_pass: int = 32) -> None:
+        super().__init__()
+        self.inner, self.axis, self.slices_per_pass = inner, axis, slices_per_pass
+
+    def __call__(
+        self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """Logits ``(B, K, X, Y, Z)`` of ``network`` for ``inputs`` ``(B, C, X, Y, Z)``."""
+        batch, dim = inputs.shape[0], self.axis + 2
+        planes = inputs.movedim(dim, 1).flatten(0, 1)  # (B * S, C, ., .)
+        logits = torch.cat(
+            [self.inner(chunk, network, *args, **kwargs) for chunk in planes.split(self.slices_per_pass)]
+        )
+        return logits.unflatten(0, (batch, -1)).movedim(1, dim)
 
 
 class PaddedInferer(Inferer):

@@ -19,6 +19,7 @@ class SiteSummary:
     Attributes:
         name: The site's name.
         cases: Number of cases.
+        patients: Number of patients (DP-SGD's privacy unit; each case its own unless declared).
         channels: Image channels (the same for every case of a site).
         dims: Spatial dimensions, 2 or 3 (the same for every case of a site).
         smallest: Smallest size along each spatial axis, over the cases.
@@ -32,6 +33,7 @@ class SiteSummary:
 
     name: str
     cases: int
+    patients: int
     channels: int
     dims: int
     smallest: tuple[int, ...]
@@ -54,6 +56,7 @@ def summarize_site(site: SiteData, task: Task) -> SiteSummary:
     return SiteSummary(
         name=site.name,
         cases=len(site.cases),
+        patients=len({case.patient for case in site.cases}),
         channels=first.shape[0],
         dims=first.ndim - 1,
         smallest=tuple(int(v) for v in shapes.min(axis=0)),

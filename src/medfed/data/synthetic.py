@@ -11,6 +11,8 @@ Layout of each site folder (Medical Segmentation Decathlon / nnU-Net)::
     <out>/<site>/imagesTr/<case>_0000.nii.gz    one file per channel (_0000, _0001...);
                                                 2D cases stored as (H, W, 1)
     <out>/<site>/labelsTr/<case>.nii.gz         uint8 label map (0 = background)
+    <out>/<site>/patients.csv                   with several studies per patient only:
+                                                case_id,patient_id
 
 The NIfTI affine holds the voxel spacing in mm. ``dataset.json`` names images as
 ``./imagesTr/<case>.nii.gz`` (the nnU-Net convention for channel files), lists the channels under
@@ -30,6 +32,7 @@ import nibabel as nib
 import numpy as np
 
 from medfed.data.families import DEFAULT_SITES, FAMILIES, Family, SiteSpec, SyntheticSite
+from medfed.data.patients import PATIENTS_FILE, patients_csv
 from medfed.data.scanner import ScannerProfile
 
 __all__ = [
@@ -101,10 +104,12 @@ def generate_site(
     dims: int = 2,
     seed: int = 0,
     binary: bool = False,
+    studies_per_patient: int = 1,
 ) -> Path:
     """Generates one site and writes it in the MSD layout.
 
-    The result depends only on ``site``, ``image_size``, ``dims``, ``seed`` and ``binary``.
+    The result depends only on ``site``, ``image_size``, ``dims``, ``seed``, ``binary`` and
+    ``studies_per_patient``.
 
     Args:
         site: What to generate (a site of any family).
@@ -113,18 +118,22 @@ def generate_site(
         dims: 2 or 3, among those the site's family supports.
         seed: Seed shared by all sites of a federation.
         binary: Merge every foreground label into label 1 (e.g. whole tumour).
+        studies_per_patient: Consecutive cases of one patient (``patients.csv``; the studies
+            are independent draws: the grouping, not the anatomy, is simulated).
 
     Returns:
         The site folder.
 
     Raises:
-        ValueError: If ``dims`` or ``image_size`` does not suit the family.
+        ValueError: If ``dims``, ``image_size`` or ``studies_per_patient`` does not suit.
     """
     family = FAMILIES.create(site.family)
     if dims not in family.dims:
         raise ValueError(f"dims must be one of {family.dims} for family '{family.name}', got {dims}")
     if image_size < 16:
         raise ValueError(f"image_size must be >= 16, got {image_size}")
+    if studies_per_patient < 1:
+        raise ValueError(f"studies_per_patient must be >= 1, got {studies_per_patient}")
     folder = Path(out_dir) / site.name
     (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
     (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
@@ -134,6 +143,12 @@ def generate_site(
     ]
     index = _index(site, family, dims, entries, binary)
     (folder / "dataset.json").write_text(json.dumps(index, indent=2))
+    if studies_per_patient > 1:
+        cases = [_case_name(site, index) for index in range(site.num_cases)]
+        patients = [f"{site.name}_p{index // studies_per_patient:03d}" for index in range(site.num_cases)]
+        (folder / PATIENTS_FILE).write_text(patients_csv(cases, patients))
+    else:
+        (folder / PATIENTS_FILE).unlink(missing_ok=True)  # a folder generated again
     return folder
 
 
@@ -145,6 +160,7 @@ def generate_federation(
     dims: int = 2,
     seed: int = 0,
     binary: bool = False,
+    studies_per_patient: int = 1,
 ) -> dict[str, Path]:
     """Generates several sites (see ``generate_site``).
 
@@ -155,6 +171,7 @@ def generate_federation(
         dims: 2 or 3.
         seed: Seed of the federation.
         binary: Merge every foreground label into label 1.
+        studies_per_patient: Consecutive cases of one patient.
 
     Returns:
         Site folder by site name, in the order of ``sites``.
@@ -163,7 +180,15 @@ def generate_federation(
     if len(set(names)) != len(names):
         raise ValueError(f"site names must be distinct, got {names}")
     return {
-        s.name: generate_site(s, out_dir, image_size=image_size, dims=dims, seed=seed, binary=binary)
+        s.name: generate_site(
+            s,
+            out_dir,
+            image_size=image_size,
+            dims=dims,
+            seed=seed,
+            binary=binary,
+            studies_per_patient=studies_per_patient,
+        )
         for s in sites
     }
 
@@ -175,7 +200,7 @@ def _write_case(
     rng = np.random.default_rng([seed, zlib.crc32(site.name.encode()), index])
     case = site.draw(rng, shape)
     mask = np.minimum(case.mask, 1) if binary else case.mask
-    name = f"{site.name}_{index:03d}"
+    name = _case_name(site, index)
     for channel, image in enumerate(case.image):
         _save_nifti(image, case.spacing, folder / "imagesTr" / f"{name}_{channel:04d}.nii.gz")
     _save_nifti(mask, case.spacing, folder / "labelsTr" / f"{name}.nii.gz")
@@ -184,6 +209,10 @@ def _write_case(
         "label": f"./labelsTr/{name}.nii.gz",
         "class": case.label,
     }
+
+
+def _case_name(site: SiteSpec, index: int) -> str:
+    return f"{site.name}_{index:03d}"
 
 
 def _save_nifti(array: np.ndarray, spacing: tuple[float, ...], path: Path) -> None:

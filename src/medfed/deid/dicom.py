@@ -21,6 +21,7 @@ from datetime import date
 from pathlib import Path
 
 import pydicom
+from deid.config import DeidRecipe
 from deid.dicom import has_burned_pixels
 from dicognito.anonymizer import Anonymizer
 from pydicom.dataset import Dataset, FileDataset
@@ -109,17 +110,17 @@ def deidentify(source: Path, output: Path, table: Path) -> DeidReport:
     report = DeidReport()
     series_folders: dict[str, str] = {}
     series_per_patient: Counter[str] = Counter()
-    files = sorted(path for path in source.rglob("*") if path.is_file())
-    burned = _screened(path for path in files if is_dicom(path))
-    for path in files:
+    recipe = DeidRecipe("dicom")  # deid's default filters (known scanner screens)
+    for path in sorted(path for path in source.rglob("*") if path.is_file()):
         if not is_dicom(path):
             report.skipped.append(path)
             continue
         dataset = _read(path)
+        burned = _burned_in(dataset, recipe)
         original_id = str(dataset.get("PatientID", "") or "")
         entry = pseudonyms.get(original_id) or Pseudonym(original_id, "", None, secrets.token_hex(16))
         before = _snapshot(dataset)
-        private = _deidentify_dataset(dataset, entry.secret, burned_in=path in burned)
+        private = _deidentify_dataset(dataset, entry.secret, burned_in=burned)
         entry = Pseudonym(
             original_id,
             str(dataset.get("PatientID", "")),
@@ -139,7 +140,7 @@ def deidentify(source: Path, output: Path, table: Path) -> DeidReport:
         dataset.save_as(buffer, enforce_file_format=True)
         atomic_write(target, buffer.getvalue())
         report.written[path] = target
-        if path in burned:
+        if burned:
             report.burned_in.append(path)
         name = str(target.relative_to(output))
         report.audit += [(name, keyword, action) for keyword, action in _changes(before, dataset)]
@@ -171,22 +172,18 @@ def _deidentify_dataset(dataset: Dataset, secret: str, *, burned_in: bool) -> in
     return private
 
 
-def _screened(paths: Iterable[Path]) -> set[Path]:
-    """Files whose pixels may carry burned-in text: BurnedInAnnotation YES, a screen-capture
-    modality or a secondary image without BurnedInAnnotation NO, or flagged by deid's pixel
-    filters (known scanner screens)."""
-    listed = list(paths)
-    flagged = {Path(name) for name in has_burned_pixels([str(path) for path in listed]).get("flagged", [])}
-    for path in listed:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
-        declared = str(header.get("BurnedInAnnotation", "")).upper()
-        image_type = " ".join(header.get("ImageType", [])).upper()
-        if declared == "YES" or (
-            declared != "NO"
-            and (str(header.get("Modality", "")) in SCREEN_CAPTURE_MODALITIES or "SECONDARY" in image_type)
-        ):
-            flagged.add(path)
-    return flagged
+def _burned_in(dataset: FileDataset, recipe: DeidRecipe) -> bool:
+    """Whether the pixels of ``dataset`` (as read, before de-identification) may carry burned-in
+    text: BurnedInAnnotation YES, a screen-capture modality or a secondary image without
+    BurnedInAnnotation NO, or flagged by the filters of deid's ``recipe``."""
+    declared = str(dataset.get("BurnedInAnnotation", "")).upper()
+    image_type = " ".join(dataset.get("ImageType", [])).upper()
+    if declared == "YES" or (
+        declared != "NO"
+        and (str(dataset.get("Modality", "")) in SCREEN_CAPTURE_MODALITIES or "SECONDARY" in image_type)
+    ):
+        return True
+    return bool(has_burned_pixels(dataset, deid=recipe)["flagged"])
 
 
 def _read(path: Path) -> FileDataset:

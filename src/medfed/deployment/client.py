@@ -137,6 +137,8 @@ class _Worker:
             return
         try:
             self.protected = self.builder.protected_round(fetched, result)
+            if self.protected is not None and self.ledger is not None:
+                self.protected = self.ledger.protocol(task.round, self.protected)
             upload = None if self.protected is None else encode_payload(self.protected.upload())
         except (MedfedError, PayloadError) as error:
             logger.error("round %d: cannot take part in the protected round: %s", task.round, error)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -54,15 +54,6 @@ class SiteJob(StrictModel):
             )
         return self
 
-    @model_validator(mode="after")
-    def _served(self) -> SiteJob:
-        if self.federation.topology.peer_to_peer:
-            raise ValueError(
-                f"federation.topology '{self.federation.topology.name}' has no server: a deployed "
-                "job runs client_server (peer-to-peer runs in 'medfed simulate')"
-            )
-        return self
-
 
 class JobConfig(SiteJob):
     """A deployed job (YAML), e.g.::
@@ -96,6 +87,15 @@ class JobConfig(SiteJob):
     provenance: bool = True
 
     @model_validator(mode="after")
+    def _served(self) -> JobConfig:
+        if self.federation.topology.peer_to_peer:
+            raise ValueError(
+                f"federation.topology '{self.federation.topology.name}' has no server: run it "
+                "with 'medfed peer' at every site (docs/peer-to-peer.md)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _sites_over_grpc(self) -> JobConfig:
         if self.federation.engine != "in_memory":
             raise ValueError(
@@ -122,21 +122,29 @@ def parse_site_job(text: str) -> SiteJob:
         raise ConfigError(f"the server sent an invalid job: {error}") from None
 
 
+Job = TypeVar("Job", bound=SiteJob)
+
+
 def load_job(path: Path, overrides: Sequence[str] = ()) -> JobConfig:
-    """Reads and validates a job YAML file with ``overrides`` (``KEY=VALUE``, see
+    """Reads and validates a server's job YAML file with ``overrides`` (``KEY=VALUE``, see
     ``apply_override``) applied, including that its strategy can be built and protected as
     ``privacy`` asks; raises ``ConfigError`` naming the problem."""
+    return read_job(path, overrides, JobConfig)
+
+
+def read_job(path: Path, overrides: Sequence[str], kind: type[Job]) -> Job:
+    """``load_job`` for a job of schema ``kind`` (``JobConfig``, or ``PeerJob`` for ``medfed peer``)."""
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"job file '{path}': {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"job file '{path}' must be a mapping of settings at the top level")
-    defaults = JobConfig().model_dump(mode="json")
+    defaults = kind().model_dump(mode="json")
     for override in overrides:
         apply_override(raw, override, defaults)
     try:
-        job = JobConfig.model_validate(raw)
+        job = kind.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(f"job file '{path}': {error}") from None
     check_strategy(job.strategy, job.privacy, f"job file '{path}': strategy")

@@ -8,8 +8,10 @@ signature. The server appends the signed entries and its own ``aggregate`` entry
 before appending it, and answers with its copy's length and head, which the server compares with
 its own. A site that does not sign in time is left out of the record of that round (logged).
 
-In a secure or encrypted round the server never sees a site's update, so only the aggregate is
-recorded. Keys come from provisioning (``ledger.key`` and ``signers.json`` in each kit).
+In a secure or encrypted round the server never sees a site's update: a site's entry states the
+SHA-256 of the protocol messages the server accepted from it (its masked input or ciphertext, its
+keys and shares, in the order sent), and the site signs it only if that is the digest of what it
+sent. Keys come from provisioning (``ledger.key`` and ``signers.json`` in each kit).
 """
 
 from __future__ import annotations
@@ -26,9 +28,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from medfed.errors import UpdateRejected
 from medfed.files import atomic_write
 from medfed.orchestration.driver import RowSource
+from medfed.orchestration.grid import SiteProtocol
 from medfed.orchestration.metrics_log import MetricRow
-from medfed.provenance import Entry, Ledger, LedgerError, Signers, load_signers, sign, weights_digest
-from medfed.provenance.entries import MAX_LINE_BYTES, entry_hash, entry_line, finite_numbers, parse_entry
+from medfed.orchestration.recording import DigestingProtocol, result_entry
+from medfed.provenance import (
+    Entry,
+    Ledger,
+    LedgerError,
+    MessageDigest,
+    Signers,
+    load_signers,
+    sign,
+    weights_digest,
+)
+from medfed.provenance.entries import MAX_LINE_BYTES, draft, entry_hash, entry_line, parse_entry
 from medfed.provenance.signers import load_key
 from medfed.provenance.verify import LEDGER_FILE, PROVENANCE_DIR, SIGNERS_FILE
 from medfed.transport.board import RoundBoard
@@ -83,6 +96,8 @@ class ServerLedger:
         keys: The server's key and the signer list.
         timeout_s: Deadline of each step.
         reachable: The sites to send new entries to (those heard from recently).
+        protected: Each site's digest of the protocol messages the server accepted from it in
+            the latest secure or encrypted round (``DigestingGrid.take``).
     """
 
     def __init__(
@@ -93,10 +108,12 @@ class ServerLedger:
         *,
         timeout_s: float,
         reachable: Callable[[], Sequence[str]],
+        protected: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self.key, signers = keys.load()
         self.ledger = Ledger(folder / LEDGER_FILE, signers)
         self.board, self.timeout_s, self.reachable = board, timeout_s, reachable
+        self.protected = protected
         self._known: dict[str, int] = {}
 
     def recording(self, source: RowSource) -> RowSource:
@@ -111,31 +128,39 @@ class ServerLedger:
 
     def record(self, state: ServerState, results: list[TrainResult]) -> None:
         """Records the round (signed updates, then the aggregate) and shares the new entries."""
-        updates = [result for result in results if result.site != AGGREGATE_SITE]
-        signed = self._signed(state.round, updates)
+        drafts = {
+            result.site: result_entry(result, result.round)
+            for result in results
+            if result.site != AGGREGATE_SITE
+        }
+        if any(result.site == AGGREGATE_SITE for result in results):
+            drafts.update(
+                {
+                    site: draft("update", state.round, site, digest)
+                    for site, digest in self.protected().items()
+                }
+            )
+        signed = self._signed(state.round, drafts)
         for entry in signed:
             self.ledger.append(entry)
-        aggregate = Entry(
+        aggregate = replace(
+            draft("aggregate", state.round, SERVER, weights_digest(state.weights)),
             index=len(self.ledger),
             previous=self.ledger.head(),
-            kind="aggregate",
-            round=state.round,
-            signer=SERVER,
-            digest=weights_digest(state.weights),
             inputs=tuple(entry.digest for entry in signed),
         )
         self.ledger.append(sign(aggregate, self.key))
         self._sync(state.round)
 
-    def _signed(self, round: int, updates: list[TrainResult]) -> list[Entry]:
+    def _signed(self, round: int, drafts: Mapping[str, Entry]) -> list[Entry]:
         """The sites' signed entries; a site that does not sign is left out and the rest are
         chained again (a few attempts)."""
-        pending = sorted(updates, key=lambda result: result.site)
+        pending = sorted(drafts)
         for _ in range(_SIGN_ATTEMPTS):
             entries, previous = {}, self.ledger.head()
-            for offset, result in enumerate(pending):
-                entry = self._update(result, len(self.ledger) + offset, previous)
-                entries[result.site], previous = entry, entry_hash(entry)
+            for offset, site in enumerate(pending):
+                entry = replace(drafts[site], index=len(self.ledger) + offset, previous=previous)
+                entries[site], previous = entry, entry_hash(entry)
             if not entries:
                 return []
             messages = {site: entry_line(entry) for site, entry in entries.items()}
@@ -148,20 +173,8 @@ class ServerLedger:
             logger.warning(
                 "round %d: %s did not sign their ledger entries", round, sorted(set(entries) - set(signed))
             )
-            pending = [result for result in pending if result.site in signed]
+            pending = [site for site in pending if site in signed]
         return []
-
-    def _update(self, result: TrainResult, index: int, previous: str) -> Entry:
-        return Entry(
-            index=index,
-            previous=previous,
-            kind="update",
-            round=result.round,
-            signer=result.site,
-            digest=weights_digest(result.weights, result.extra),
-            num_samples=result.num_samples,
-            metrics=finite_numbers(result.metrics),
-        )
 
     def _sync(self, round: int) -> None:
         sites = list(self.reachable())
@@ -225,12 +238,19 @@ class SiteLedger:
         self.site, self.state_dir = site, state_dir
         self.key, self.signers = keys.load()
         keep_signers(state_dir, keys)
-        self._sent: TrainResult | None = None
+        self._sent: Callable[[], Entry] | None = None
         self._copies: dict[str, Ledger] = {}
 
     def sent(self, result: TrainResult) -> None:
         """Remembers the update this site sent in the clear (the only one it will sign for)."""
-        self._sent = result
+        self._sent = lambda: result_entry(result, result.round)
+
+    def protocol(self, round: int, inner: SiteProtocol) -> SiteProtocol:
+        """``inner``, this site's half of a secure or encrypted ``round``, digesting each
+        message it sends: what it will sign for (instead of an update sent in the clear)."""
+        messages = MessageDigest()
+        self._sent = lambda: draft("update", round, self.site, messages.hexdigest())
+        return DigestingProtocol(inner, messages)
 
     def sign(self, round: int, message: bytes) -> bytes:
         """This site's signature of the entry in ``message``, if it states what the site sent.
@@ -239,22 +259,12 @@ class SiteLedger:
             LedgerError: It does not (or it is not an entry).
         """
         entry = _parsed(message)
-        sent = self._sent
-        expected = (
-            None
-            if sent is None
-            else Entry(
-                index=entry.index,
-                previous=entry.previous,
-                kind="update",
-                round=sent.round,
-                signer=self.site,
-                digest=weights_digest(sent.weights, sent.extra),
-                num_samples=sent.num_samples,
-                metrics=finite_numbers(sent.metrics),
-            )
-        )
-        if expected is None or entry != expected or round != entry.round:
+        expected = None if self._sent is None else self._sent()
+        if (
+            expected is None
+            or entry != replace(expected, index=entry.index, previous=entry.previous)
+            or round != entry.round
+        ):
             raise LedgerError(
                 self.site, entry.index, "refusing to sign: the entry does not state what this site sent"
             )

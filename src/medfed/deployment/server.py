@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,8 +28,10 @@ from medfed.deployment.status import HISTORY_LENGTH, RoundSummary, ServerStatus,
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import model_metadata
 from medfed.orchestration.driver import RecordedCallback, RoundRecorder, RowSource, RunRecords, privacy_rows
+from medfed.orchestration.grid import Absence
 from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split
+from medfed.orchestration.recording import DigestingGrid
 from medfed.orchestration.site import cpu_weights
 from medfed.privacy.setup import expected_sites, prepare_model, protect
 from medfed.strategies.base import Strategy
@@ -89,7 +91,9 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
         ckks_context=settings.ckks_context,
     )
     board = RoundBoard()
-    grid = GrpcGrid(board, round_timeout_s=job.round_timeout_s, step_timeout_s=job.step_timeout_s)
+    grid = DigestingGrid(
+        GrpcGrid(board, round_timeout_s=job.round_timeout_s, step_timeout_s=job.step_timeout_s)
+    )
     servicer = FederationServicer(
         board, sites=sites, job_json=site_job_json(job), authenticate=settings.authenticate, poll_s=job.poll_s
     )
@@ -133,9 +137,15 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
         evaluation = SiteEvaluation(
             board, sites=sites, task=job.task, timeout_s=job.step_timeout_s, seen_within_s=2 * job.poll_s + 1
         )
-        ledger = _server_ledger(job, settings, board, evaluation.reachable)
+        ledger = _server_ledger(job, settings, board, evaluation.reachable, protected=grid.take)
         recorder = round_recorder(
-            job, strategy, records, evaluation, after=[reporter.completed], ledger=ledger
+            job,
+            strategy,
+            records,
+            evaluation,
+            after=[reporter.completed],
+            ledger=ledger,
+            absences=board.absences,
         )
         state = run_rounds(
             strategy, state, plan, grid, recorder, max_attempts=job.max_round_attempts, collect=collect
@@ -154,10 +164,16 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
 
 
 def _server_ledger(
-    job: JobConfig, settings: ServerSettings, board: RoundBoard, reachable: Callable[[], list[str]]
+    job: JobConfig,
+    settings: ServerSettings,
+    board: RoundBoard,
+    reachable: Callable[[], list[str]],
+    *,
+    protected: Callable[[], dict[str, str]],
 ) -> ServerLedger | None:
     """The job's provenance ledger (``None`` when the job keeps none, or without ledger keys,
-    e.g. ``--insecure``)."""
+    e.g. ``--insecure``); ``protected`` gives the digests of what each site sent in a secure or
+    encrypted round."""
     if not job.provenance:
         return None
     if settings.ledger is None:
@@ -165,7 +181,14 @@ def _server_ledger(
         return None
     keep_signers(settings.state_dir, settings.ledger)
     folder = ledger_folder(settings.state_dir, job.name)
-    return ServerLedger(board, folder, settings.ledger, timeout_s=job.step_timeout_s, reachable=reachable)
+    return ServerLedger(
+        board,
+        folder,
+        settings.ledger,
+        timeout_s=job.step_timeout_s,
+        reachable=reachable,
+        protected=protected,
+    )
 
 
 def initial_state(job: JobConfig, strategy: Strategy, records: RunRecords) -> ServerState:
@@ -184,17 +207,34 @@ def round_recorder(
     evaluate: Callable[[ServerState], SiteMetrics],
     after: Sequence[RecordedCallback] = (),
     ledger: ServerLedger | None = None,
+    absences: Callable[[int], Mapping[str, Absence]] | None = None,
 ) -> RoundRecorder:
     """Records each round of ``job``: in the provenance ``ledger`` first (when kept), its
     training rows, the sites' held-out scores when ``federation.evaluate_every`` says so
-    (``evaluate`` asks them), the server's ``client_epsilon`` under client-level DP; then the
+    (``evaluate`` asks them), the server's ``client_epsilon`` under client-level DP, the
+    sites that dropped out (``absences(round)``, ``Split.PARTICIPATION``); then the
     checkpoint; then ``after``."""
     evaluation = _evaluation_rows(job, evaluate)
     sources = [
         evaluation if ledger is None else ledger.recording(evaluation),
         privacy_rows(job.name, job.privacy.plan(), strategy),
     ]
+    if absences is not None:
+        sources.append(_absence_rows(job.name, absences))
     return RoundRecorder(records, sources=sources, after=after)
+
+
+def _absence_rows(job: str, absences: Callable[[int], Mapping[str, Absence]]) -> RowSource:
+    """One ``Split.PARTICIPATION`` row (value 1) per site asked in the round that took no part,
+    its metric saying why."""
+
+    def rows(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
+        return [
+            MetricRow(job, state.round, site, Split.PARTICIPATION, why.value, 1.0)
+            for site, why in sorted(absences(state.round).items())
+        ]
+
+    return rows
 
 
 def _evaluation_rows(job: JobConfig, evaluate: Callable[[ServerState], SiteMetrics]) -> RowSource:
@@ -272,6 +312,7 @@ class _StatusReporter:
                 waiting_for=sorted(set(snapshot["asked"]) - set(snapshot["answered"])),  # type: ignore[call-overload]
                 connected=sorted(site for site, seen in last_seen.items() if seen >= recent),
                 declined=self.board.declines(),
+                rejected=self.board.rejections(),
                 updated=time.time(),
             )
             write_status(self.state_dir, self.status)

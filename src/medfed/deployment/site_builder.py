@@ -110,7 +110,7 @@ class SiteBuilder:
 
     def train(self, job_json: str, task: TrainTask) -> TrainResult:
         """This site's update for ``task``, with the metrics its policy releases (a DP-SGD
-        site's ``epsilon`` spent among them).
+        site's privacy spent, ``epsilon`` at ``delta``, from its budget ledger among them).
 
         Raises:
             PolicyRefusal: The job is weaker than the site's policy (nothing trained).
@@ -121,10 +121,10 @@ class SiteBuilder:
         result = site.train(task)
         if not self.options.policy.release_training_metrics:
             return replace(result, metrics={})
-        epsilon = getattr(site.trainer, "epsilon", None)
-        if epsilon is None:
+        spent = getattr(site.trainer, "spent", None)  # a DPTrainer's (Opacus imported only then)
+        if spent is None:
             return result
-        return replace(result, metrics={**result.metrics, "epsilon": float(epsilon)})
+        return replace(result, metrics={**result.metrics, **spent()})
 
     def evaluate(self, job_json: str, task: TrainTask) -> dict[str, float]:
         """This site's metrics of the global model in ``task`` on its held-out cases, with
@@ -218,9 +218,8 @@ def check_data_fits(data: SiteData, job: SiteJob) -> None:
     not fit the job's model: dimensionality, channels, a mask value or label beyond its classes.
     """
     spec = network_spec(job.model.name, job.model.params)
-    model = ModelInputs(
-        in_channels=spec.in_channels, spatial_dims=spec.spatial_dims, classes=spec.out_channels
-    )
+    image_dims = spec.spatial_dims + (job.model.slices is not None)
+    model = ModelInputs(in_channels=spec.in_channels, spatial_dims=image_dims, classes=spec.out_channels)
     raise_problems(study_problems({data.name: data}, task=job.task, model=model))
 
 

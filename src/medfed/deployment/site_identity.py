@@ -8,13 +8,14 @@ that slipped clients of its own into the aggregation is then refused by every ho
 
 from __future__ import annotations
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from medfed.privacy.secagg.errors import SecureAggregationError
 from medfed.provision.certs import certificate_pem, read_certificate, read_identity
-from medfed.provision.gate import certified, common_name
+from medfed.provision.gate import CertificateGate, certified, common_name
 from medfed.transport.errors import AuthenticationError
 from medfed.transport.tls import TlsFiles
 
@@ -51,10 +52,37 @@ class ProvisionedIdentity:
             holder = common_name(issued)
             if holder != name:
                 raise AuthenticationError(f"the certificate names '{holder}'")
-            public_key = issued.public_key()
-            if not isinstance(public_key, ec.EllipticCurvePublicKey):
-                raise AuthenticationError("the certificate holds no EC key")
-            public_key.verify(signature, data, _SIGNATURE)
-        except (AuthenticationError, InvalidSignature, ValueError) as error:
-            reason = str(error) or "the signature does not verify"
-            raise SecureAggregationError(f"participant '{name}' is not authenticated: {reason}") from None
+            verify_signature(issued, data, signature)
+        except AuthenticationError as error:
+            raise SecureAggregationError(f"participant '{name}' is not authenticated: {error}") from None
+
+
+class PeerVerifier:
+    """Checks a peer's signed answer (``medfed.transport.peer.Verifier``): the certificate is
+    the project's, in date, not revoked (``gate``, which re-reads the CRL when it changes) and
+    names the peer, and the signature is its key's.
+
+    Args:
+        gate: The project CA and revocation list.
+    """
+
+    def __init__(self, gate: CertificateGate) -> None:
+        self.gate = gate
+
+    def __call__(self, peer: str, certificate: bytes, data: bytes, signature: bytes) -> None:
+        holder = self.gate(certificate)
+        if holder != peer:
+            raise AuthenticationError(f"the answer of '{peer}' is signed by '{holder}'")
+        verify_signature(x509.load_pem_x509_certificate(certificate), data, signature)
+
+
+def verify_signature(certificate: x509.Certificate, data: bytes, signature: bytes) -> None:
+    """Raises ``AuthenticationError`` unless ``signature`` is the ECDSA (P-256, SHA-256)
+    signature over ``data`` of ``certificate``'s key."""
+    public_key = certificate.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise AuthenticationError("the certificate holds no EC key")
+    try:
+        public_key.verify(signature, data, _SIGNATURE)
+    except (InvalidSignature, ValueError):
+        raise AuthenticationError("the signature does not verify") from None

@@ -38,6 +38,8 @@ class ServerStatus:
         connected: Sites heard from within the last two poll periods.
         declined: Each site's latest decline, ``"round <r>: <reason>"`` (e.g. its privacy
             policy refuses the job).
+        rejected: Each site's latest refused answer, ``"round <r>: <reason>"`` (it failed
+            validation, or was unreadable).
         finished: Whether the job is done.
         history: The latest completed rounds, oldest first.
         updated: When this snapshot was taken (epoch seconds).
@@ -51,6 +53,7 @@ class ServerStatus:
     waiting_for: list[str] = field(default_factory=list)
     connected: list[str] = field(default_factory=list)
     declined: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
     finished: bool = False
     history: list[RoundSummary] = field(default_factory=list)
     updated: float = field(default_factory=time.time)

@@ -34,7 +34,7 @@ from medfed.orchestration.checkpoint import (
     round_checkpoints,
     storable,
 )
-from medfed.orchestration.run_dir import resume_run
+from medfed.orchestration.run_dir import resume_run, seed_dir
 from medfed.privacy.setup import prepare_model
 from medfed.strategies.registry import STRATEGIES
 from medfed.types import Task, Weights
@@ -124,6 +124,11 @@ def load_trained_model(
 
 def _simulated_run(run_dir: Path, experiment: str | None) -> _Run:
     config = resume_run(run_dir)
+    if config.seeds is not None:
+        raise ConfigError(
+            f"'{run_dir}' ran seeds {config.seeds}, each in its own run directory: give one, "
+            f"e.g. '{seed_dir(run_dir, config.seed)}'"
+        )
     name = experiment or config.strategies[0].display_name
     folder = run_dir / "checkpoints"
     experiments = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []

@@ -67,9 +67,10 @@ def check_study(config: SimulationConfig, data_dir: Path) -> DataCheck:
 def model_inputs(config: SimulationConfig) -> ModelInputs:
     """What ``model.params`` fixes of the model's input and output."""
     params = config.model.params
+    dims = _integer(params.get("spatial_dims"))
     return ModelInputs(
         in_channels=_integer(params.get("in_channels")),
-        spatial_dims=_integer(params.get("spatial_dims")),
+        spatial_dims=None if dims is None else dims + (config.model.slices is not None),  # of the images
         classes=_integer(params.get("out_channels")),
     )
 

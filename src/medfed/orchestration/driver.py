@@ -29,8 +29,9 @@ RowSource = Callable[[ServerState, list[TrainResult]], list[MetricRow]]
 RecordedCallback = Callable[[ServerState, list[TrainResult], list[MetricRow]], None]
 """Told of a round once its rows and checkpoint are written, with the rows."""
 
-PRIVATE_METRICS = frozenset({"epsilon"})
-"""Result metrics that measure privacy spent, recorded under ``Split.PRIVACY``."""
+PRIVATE_METRICS = frozenset({"epsilon", "delta"})
+"""Result metrics that measure privacy spent (DP-SGD's epsilon at its delta), recorded under
+``Split.PRIVACY``."""
 
 
 @dataclass(frozen=True)

@@ -125,12 +125,13 @@ def _site_paths(config: DataConfig, data_dir: Path, *, seed: int) -> dict[str, P
     if config.synthetic is None:
         return {site.name: site.path for site in config.sites}
     synthetic = config.synthetic
-    generate = generate_realistic_federation if synthetic.realistic else generate_federation
-    return generate(
-        family_sites(synthetic.family, synthetic.cases_scale),
-        data_dir,
-        image_size=synthetic.image_size,
-        dims=synthetic.dims,
-        seed=seed,
-        binary=synthetic.binary,
+    sites = family_sites(synthetic.family, synthetic.cases_scale)
+    size, dims, binary = synthetic.image_size, synthetic.dims, synthetic.binary
+    if synthetic.realistic:
+        return generate_realistic_federation(
+            sites, data_dir, image_size=size, dims=dims, seed=seed, binary=binary
+        )
+    studies = synthetic.studies_per_patient
+    return generate_federation(
+        sites, data_dir, image_size=size, dims=dims, seed=seed, binary=binary, studies_per_patient=studies
     )

@@ -8,7 +8,7 @@ import math
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass, fields, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -47,7 +47,8 @@ HELD_OUT = frozenset({Split.TEST, Split.UNSEEN})
 
 @dataclass(frozen=True)
 class MetricRow:
-    """One measurement: ``metric`` of ``experiment`` at ``site`` on ``split`` after ``round``."""
+    """One measurement: ``metric`` of ``experiment`` at ``site`` on ``split`` after ``round``,
+    in the run seeded with ``seed`` (set by the ``MetricsLog`` that records it)."""
 
     experiment: str
     round: int
@@ -55,9 +56,14 @@ class MetricRow:
     split: Split
     metric: str
     value: float
+    seed: int = 0
 
 
 _COLUMNS = [field.name for field in fields(MetricRow)]
+_NAMES = ", ".join(_COLUMNS)
+_SLOTS = ", ".join("?" for _ in _COLUMNS)
+_STORED = ", ".join("COALESCE(seed, ?)" if name == "seed" else name for name in _COLUMNS)
+"""The columns read back; a row stored without a seed (older medfed) takes the log's."""
 
 _CASE = "@"
 """Separates a per-case row's metric from its case id (``"dice@case_003"``)."""
@@ -86,30 +92,36 @@ def site_model_run(experiment: str, site: str) -> str:
 
 
 class MetricsLog:
-    """Appends metric rows to ``metrics.sqlite`` and mirrors them to ``metrics.csv``.
+    """Appends metric rows of one run (one seed) to ``metrics.sqlite`` and mirrors them to
+    ``metrics.csv``.
 
     Args:
         run_dir: The run directory holding both files.
+        seed: The run's seed, stored with every row recorded; rows of a log written before
+            medfed stored seeds read back with it.
     """
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, *, seed: int = 0) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.database = run_dir / "metrics.sqlite"
         self.csv_path = run_dir / "metrics.csv"
+        self.seed = seed
         with self._connect() as connection:
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS metrics (experiment TEXT, round INTEGER, site TEXT, "
-                "split TEXT, metric TEXT, value REAL)"
+                "split TEXT, metric TEXT, value REAL, seed INTEGER)"
             )
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(metrics)")}
+            if "seed" not in columns:  # a log of an older medfed
+                connection.execute("ALTER TABLE metrics ADD COLUMN seed INTEGER")
 
     def record_round(self, experiment: str, round: int, rows: Iterable[MetricRow]) -> None:
-        """Replaces the rows of ``(experiment, round)`` with ``rows`` in one transaction, so a
-        round replayed after a crash is never counted twice."""
+        """Replaces the rows of ``(experiment, round)`` with ``rows`` (under the log's seed) in
+        one transaction, so a round replayed after a crash is never counted twice."""
+        stored = [astuple(replace(row, seed=self.seed)) for row in rows]
         with self._connect() as connection:
             connection.execute("DELETE FROM metrics WHERE experiment = ? AND round = ?", (experiment, round))
-            connection.executemany(
-                "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", [astuple(row) for row in rows]
-            )
+            connection.executemany(f"INSERT INTO metrics ({_NAMES}) VALUES ({_SLOTS})", stored)
         self._write_csv()
 
     def discard_after(self, experiment: str, round: int) -> None:
@@ -121,21 +133,17 @@ class MetricsLog:
     def rows(self, experiment: str | None = None) -> list[MetricRow]:
         """All rows, or those of one experiment, ordered by experiment, round and site. A NaN
         value (e.g. HD95 when no case has a lesion) comes back as NaN: SQLite stores it as NULL."""
-        query = "SELECT * FROM metrics"
-        arguments: tuple[str, ...] = ()
+        query = f"SELECT {_STORED} FROM metrics"
+        arguments: tuple[str | int, ...] = (self.seed,)
         if experiment is not None:
             query += " WHERE experiment = ?"
-            arguments = (experiment,)
+            arguments += (experiment,)
         with self._connect() as connection:
             found = connection.execute(query + " ORDER BY experiment, round, site, split, metric", arguments)
             return [_row(*row) for row in found]
 
     def _write_csv(self) -> None:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(_COLUMNS)
-        writer.writerows(astuple(row) for row in self.rows())
-        atomic_write(self.csv_path, buffer.getvalue().encode())
+        write_csv(self.csv_path, self.rows())
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -147,7 +155,18 @@ class MetricsLog:
             connection.close()
 
 
-def _row(experiment: str, round: int, site: str, split: str, metric: str, value: float | None) -> MetricRow:
+def write_csv(path: Path, rows: Iterable[MetricRow]) -> None:
+    """Writes ``rows`` to ``path`` as CSV, a header of ``MetricRow``'s fields first (atomically)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(_COLUMNS)
+    writer.writerows(astuple(row) for row in rows)
+    atomic_write(path, buffer.getvalue().encode())
+
+
+def _row(
+    experiment: str, round: int, site: str, split: str, metric: str, value: float | None, seed: int
+) -> MetricRow:
     """A stored row; its split read back as a ``Split``, a NULL value (NaN is stored as NULL) as NaN.
 
     Raises:
@@ -159,4 +178,4 @@ def _row(experiment: str, round: int, site: str, split: str, metric: str, value:
         raise CheckpointError(
             f"metrics row with unknown split '{split}'; known: {[s.value for s in Split]}"
         ) from None
-    return MetricRow(experiment, round, site, known, metric, math.nan if value is None else value)
+    return MetricRow(experiment, round, site, known, metric, math.nan if value is None else value, seed)

@@ -43,7 +43,8 @@ def check_local_norm_layers(config: SimulationConfig) -> None:
     """Raises ``ConfigError`` when FedBN would be FedAvg: the model, as trained (DP-compatible
     under DP-SGD), has no normalisation layer with parameters or running statistics
     (``norm_layer_keys``) for the sites to keep."""
-    dims = {} if config.data.synthetic is None else {"spatial_dims": config.data.synthetic.dims}
+    synthetic = config.data.synthetic
+    dims = {} if synthetic is None else {"spatial_dims": config.model.network_dims(synthetic.dims)}
     model = build_model(config.model.name, {**dims, **config.model.params}, seed=config.seed)
     if not norm_layer_keys(prepare_model(config.privacy.plan(), model)):
         raise ConfigError(

@@ -16,25 +16,26 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from medfed.orchestration.driver import RowSource
-from medfed.orchestration.grid import OpenProtocol, SiteProtocol
+from medfed.orchestration.driver import PRIVATE_METRICS, RowSource
+from medfed.orchestration.grid import Grid, OpenProtocol, Reply, SiteProtocol
 from medfed.orchestration.metrics_log import MetricRow
 from medfed.provenance import (
     Entry,
     Ledger,
     MessageDigest,
     Signers,
+    append_signed,
     divergence,
     load_signers,
     new_signer,
     replicate,
     save_signers,
-    sign,
     weights_digest,
 )
-from medfed.provenance.entries import EntryKind, finite_numbers
+from medfed.provenance.entries import draft
 from medfed.provenance.signers import load_key, save_key
 from medfed.provenance.verify import COPIES_DIR, LEDGER_FILE, PROVENANCE_DIR, SIGNERS_FILE
+from medfed.topology.peers import Merge, PeerRound
 from medfed.types import AGGREGATE_SITE, ServerState, TrainResult, TrainTask
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ class LedgerRecorder:
         def opened(task: TrainTask, invitation: object, result: TrainResult) -> SiteProtocol:
             sent = _Sent(MessageDigest(), result.num_samples, dict(result.metrics))
             self._sent[result.site] = sent
-            return _Recorded(open_protocol(task, invitation, result), sent.messages)
+            return DigestingProtocol(open_protocol(task, invitation, result), sent.messages)
 
         return opened
 
@@ -118,47 +119,44 @@ class LedgerRecorder:
         self, state: ServerState, results: list[TrainResult], privacy: Mapping[str, Mapping[str, float]]
     ) -> None:
         """Appends the round's updates and aggregate, then shares them with every site."""
-        inputs = []
+        updates = []
         for result in results:
             if result.site == AGGREGATE_SITE:
-                for site, sent in sorted(self._sent.items()):
-                    digest = sent.messages.hexdigest()
-                    self._append("update", state.round, site, digest, sent.num_samples, sent.metrics, privacy)
-                    inputs.append(digest)
+                updates += [
+                    draft(
+                        "update",
+                        state.round,
+                        site,
+                        sent.messages.hexdigest(),
+                        num_samples=sent.num_samples,
+                        metrics=sent.metrics,
+                        privacy=privacy.get(site),
+                    )
+                    for site, sent in sorted(self._sent.items())
+                ]
                 continue
-            digest = weights_digest(result.weights, result.extra)
-            self._append(
-                "update", state.round, result.site, digest, result.num_samples, result.metrics, privacy
-            )
-            inputs.append(digest)
+            updates.append(result_entry(result, state.round, privacy.get(result.site, {})))
         self._sent = {}
-        self._append("aggregate", state.round, SERVER, weights_digest(state.weights), 0, {}, privacy, inputs)
-        self._share()
-
-    def _append(
-        self,
-        kind: EntryKind,
-        round: int,
-        signer: str,
-        digest: str,
-        num_samples: int,
-        metrics: Mapping[str, float],
-        privacy: Mapping[str, Mapping[str, float]],
-        inputs: Sequence[str] = (),
-    ) -> None:
-        entry = Entry(
-            index=len(self.ledger),
-            previous=self.ledger.head(),
-            kind=kind,
-            round=round,
-            signer=signer,
-            digest=digest,
-            num_samples=num_samples,
-            metrics=finite_numbers(metrics),
-            privacy=finite_numbers(privacy.get(signer, {})),
-            inputs=tuple(inputs),
+        inputs = tuple(entry.digest for entry in updates)
+        aggregate = draft(
+            "aggregate",
+            state.round,
+            SERVER,
+            weights_digest(state.weights),
+            privacy=privacy.get(SERVER),
+            inputs=inputs,
         )
-        self.ledger.append(sign(entry, self.keys[signer]))
+        self._append([*updates, aggregate])
+
+    def record_peers(self, record: PeerRound, privacy: Mapping[str, Mapping[str, float]]) -> None:
+        """Appends a peer-to-peer round's entries (``peer_entries``), each signed by its site,
+        then shares them with every site."""
+        self._append(peer_entries(record, privacy))
+
+    def _append(self, drafts: Sequence[Entry]) -> None:
+        for entry in drafts:
+            append_signed(self.ledger, entry, self.keys[entry.signer])
+        self._share()
 
     def _share(self) -> None:
         """Each site checks and appends the entries it lacks; divergence is logged."""
@@ -166,6 +164,46 @@ class LedgerRecorder:
             replicate(self.ledger, copy)
         for line in divergence(self.ledger, self.copies):
             logger.warning("provenance ledger: %s", line)
+
+
+def result_entry(result: TrainResult, round: int, privacy: Mapping[str, float] | None = None) -> Entry:
+    """The unsigned ``update`` entry of ``result`` sent in the clear in ``round``: the digest
+    of its weights and extras, its sample count, its metrics; the privacy it reports spending
+    (``epsilon``, ``delta`` among its metrics) and ``privacy`` under ``privacy``."""
+    metrics = {name: value for name, value in result.metrics.items() if name not in PRIVATE_METRICS}
+    spent = {name: value for name, value in result.metrics.items() if name in PRIVATE_METRICS}
+    return draft(
+        "update",
+        round,
+        result.site,
+        weights_digest(result.weights, result.extra),
+        num_samples=result.num_samples,
+        metrics=metrics,
+        privacy={**spent, **(privacy or {})},
+    )
+
+
+def peer_entries(record: PeerRound, privacy: Mapping[str, Mapping[str, float]]) -> list[Entry]:
+    """The unsigned entries of a peer-to-peer round, to be signed by their sites: an ``update``
+    per training (the model the site trained, which its peers may receive), then an
+    ``aggregate`` per merge (``merge_entry``), each in the order it happened. A networked peer
+    records its own part of a round by passing the record of what it did.
+
+    Args:
+        record: The round (or a part of it: one site's trainings and merges).
+        privacy: Each site's privacy spent by the end of the round (``epsilon``, ``delta``).
+    """
+    round = record.state.round
+    updates = [result_entry(result, round, privacy.get(result.site, {})) for result in record.results]
+    return updates + [merge_entry(merge, round) for merge in record.merges]
+
+
+def merge_entry(merge: Merge, round: int) -> Entry:
+    """The unsigned ``aggregate`` entry of a site's merge in ``round``: the digests of the
+    models it averaged (each a peer's or its own trained model, an ``update`` in the ledger)
+    and of the merged model."""
+    inputs = tuple(weights_digest(model) for model in merge.inputs)
+    return draft("aggregate", round, merge.site, weights_digest(merge.output), inputs=inputs)
 
 
 def privacy_spent(rows: Sequence[MetricRow]) -> dict[str, dict[str, float]]:
@@ -177,8 +215,14 @@ def privacy_spent(rows: Sequence[MetricRow]) -> dict[str, dict[str, float]]:
     return spent
 
 
-class _Recorded:
-    """A ``SiteProtocol`` that digests each message its site sends."""
+class DigestingProtocol:
+    """A site's ``SiteProtocol`` that digests each message it sends, in order (what the site
+    signs for in a protected round).
+
+    Args:
+        inner: The site's half of the protected round.
+        messages: The digest the messages are added to.
+    """
 
     def __init__(self, inner: SiteProtocol, messages: MessageDigest) -> None:
         self.inner, self.messages = inner, messages
@@ -193,3 +237,41 @@ class _Recorded:
         reply = self.inner.answer(step, message)
         self.messages.add(reply)
         return reply
+
+
+class DigestingGrid:
+    """A grid that digests, per site, the protocol messages the server accepted from it in the
+    latest protected round (its upload, then its replies in order): the server's view of what
+    each site sent, for the ledger.
+
+    Args:
+        inner: The grid that reaches the sites.
+    """
+
+    def __init__(self, inner: Grid) -> None:
+        self.inner = inner
+        self.sent: dict[str, MessageDigest] = {}
+
+    def train(self, tasks: Mapping[str, TrainTask]) -> list[TrainResult]:
+        self.sent = {}
+        return self.inner.train(tasks)
+
+    def train_protected(
+        self, tasks: Mapping[str, TrainTask], invitations: Mapping[str, object], reply: Reply
+    ) -> dict[str, object]:
+        self.sent = {}
+        return self._digested(self.inner.train_protected(tasks, invitations, reply))
+
+    def step(self, round: int, step: str, messages: Mapping[str, object], reply: Reply) -> dict[str, object]:
+        return self._digested(self.inner.step(round, step, messages, reply))
+
+    def take(self) -> dict[str, str]:
+        """Each site's digest of the latest protected round, by site; forgets them."""
+        digests = {site: messages.hexdigest() for site, messages in sorted(self.sent.items())}
+        self.sent = {}
+        return digests
+
+    def _digested(self, answers: dict[str, object]) -> dict[str, object]:
+        for site, answer in answers.items():
+            self.sent.setdefault(site, MessageDigest()).add(answer)
+        return answers

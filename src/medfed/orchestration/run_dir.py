@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -29,6 +30,15 @@ RUN_ENTRIES = (
 is written afresh by every run)."""
 
 
+_SEED_DIR = re.compile(r"^seed_[0-9]+$")
+
+
+def seed_dir(run_dir: Path, seed: int) -> Path:
+    """Where a run of several seeds (``seeds:``) keeps seed ``seed``'s run, a run directory of
+    its own (``seed_<seed>``, as nnU-Net's ``fold_<k>``)."""
+    return run_dir / f"seed_{seed}"
+
+
 def check_new_run(run_dir: Path) -> None:
     """Raises ``CheckpointError`` when ``run_dir`` already holds a run."""
     if (run_dir / CONFIG_FILE).exists():
@@ -39,10 +49,15 @@ def check_new_run(run_dir: Path) -> None:
 
 
 def clear_run(run_dir: Path) -> None:
-    """Deletes the run in ``run_dir`` (the entries of ``RUN_ENTRIES``), so that a new one can
-    start there; anything else in the folder is left alone, and so is a folder holding no run."""
+    """Deletes the run in ``run_dir`` (the entries of ``RUN_ENTRIES``, and each seed's run
+    directory, ``seed_dir``), so that a new one can start there; anything else in the folder is
+    left alone, and so is a folder holding no run."""
     if not (run_dir / CONFIG_FILE).is_file():
         return
+    for path in run_dir.iterdir():
+        if _SEED_DIR.match(path.name) and path.is_dir() and not path.is_symlink():
+            if (path / CONFIG_FILE).is_file():
+                shutil.rmtree(path)
     for name in RUN_ENTRIES:
         path = run_dir / name
         if path.is_dir() and not path.is_symlink():

@@ -34,7 +34,7 @@ from medfed.orchestration.metrics_log import (
     site_model_run,
     split_case_metric,
 )
-from medfed.orchestration.recording import SERVER, LedgerRecorder, run_keys
+from medfed.orchestration.recording import SERVER, LedgerRecorder, privacy_spent, run_keys
 from medfed.orchestration.site import LocalSite, cpu_weights
 from medfed.orchestration.topologies import build_topology
 from medfed.orchestration.traffic import MeteredGrid, transfer_rows
@@ -131,10 +131,14 @@ class ExperimentRunner:
         self.data = data
         self.run_dir = run_dir
         self.callbacks = callbacks or Callbacks()
-        self.metrics = MetricsLog(run_dir)
+        self.metrics = MetricsLog(run_dir, seed=config.seed)
         self.privacy = config.privacy.plan()
         channels, dims = data.spatial_shape()
-        self.model_params = {"spatial_dims": dims, "in_channels": channels, **config.model.params}
+        self.model_params = {
+            "spatial_dims": config.model.network_dims(dims),
+            "in_channels": channels,
+            **config.model.params,
+        }
         if "out_channels" not in self.model_params:
             self.model_params["out_channels"] = data.num_classes(config.task)
         self.trainer = local_trainer(config, self.hooks)
@@ -250,6 +254,7 @@ class ExperimentRunner:
         if self.callbacks.on_experiment is not None:
             self.callbacks.on_experiment(experiment, start.round)
         recipe = SiteRecipe(self.config, self.model_params, experiment.strategy, attacked=experiment.attacked)
+        ledger = self._ledger(experiment, server=False)
         with self._grid(experiment, recipe, model, {}) as grid:
             sites = grid.sites if isinstance(grid, InMemoryGrid) else {}
             privacy = privacy_rows(
@@ -263,8 +268,11 @@ class ExperimentRunner:
                 state, sites_saved = saved_states(record.state, consensus(record.state.models.values()))
                 round = record.state.round
                 latest = list({result.site: result for result in record.results}.values())
+                spent = privacy(state, latest)
+                if ledger is not None:  # before the checkpoint, as in client-server
+                    ledger.record_peers(record, privacy_spent(spent))
                 rows = training_rows(experiment.name, round, latest)
-                rows += transfer_rows(experiment.name, round, record.transfers) + privacy(state, latest)
+                rows += transfer_rows(experiment.name, round, record.transfers) + spent
                 if self.config.federation.evaluates_after(round):
                     rows += self._peer_evaluation_rows(experiment, record.state, model)
                 records.record(state, latest, rows, sites_saved)
@@ -291,11 +299,12 @@ class ExperimentRunner:
             self.metrics.record_round(run, state.round, scored)
         return rows
 
-    def _ledger(self, experiment: Experiment) -> LedgerRecorder | None:
-        """The provenance ledger of a federated experiment and its sites' copies."""
+    def _ledger(self, experiment: Experiment, *, server: bool = True) -> LedgerRecorder | None:
+        """The provenance ledger of a federated experiment and its sites' copies (``server``:
+        with the server's key; a peer-to-peer experiment has none)."""
         if experiment.kind != "federated":
             return None
-        keys, signers = run_keys(self.run_dir, [*sorted(experiment.sites), SERVER])
+        keys, signers = run_keys(self.run_dir, [*sorted(experiment.sites), *([SERVER] if server else [])])
         folder = self.run_dir / PROVENANCE_DIR / experiment.name
         return LedgerRecorder(folder, keys, signers, sorted(experiment.sites))
 

@@ -4,7 +4,7 @@ each model (see docs/provenance.md)."""
 from medfed.provenance.digests import MessageDigest, model_file_digest, weights_digest
 from medfed.provenance.entries import GENESIS, Entry, entry_hash
 from medfed.provenance.errors import LedgerError
-from medfed.provenance.ledger import Ledger, divergence, replicate
+from medfed.provenance.ledger import Ledger, append_signed, divergence, replicate
 from medfed.provenance.signers import Signer, Signers, load_signers, new_signer, save_signers, sign
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "MessageDigest",
     "Signer",
     "Signers",
+    "append_signed",
     "divergence",
     "entry_hash",
     "load_signers",

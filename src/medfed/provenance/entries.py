@@ -180,6 +180,33 @@ def _schema(value: object) -> int:
     return SCHEMA_VERSION
 
 
+def draft(
+    kind: EntryKind,
+    round: int,
+    signer: str,
+    digest: str,
+    *,
+    num_samples: int = 0,
+    metrics: Mapping[str, float] | None = None,
+    privacy: Mapping[str, float] | None = None,
+    inputs: tuple[str, ...] = (),
+) -> Entry:
+    """An entry not yet placed in a ledger (index 0, linked to ``GENESIS``) nor signed; NaN and
+    infinities are left out of its numbers (strict JSON has neither)."""
+    return Entry(
+        index=0,
+        previous=GENESIS,
+        kind=kind,
+        round=round,
+        signer=signer,
+        digest=digest,
+        num_samples=num_samples,
+        metrics=finite_numbers(metrics or {}),
+        privacy=finite_numbers(privacy or {}),
+        inputs=inputs,
+    )
+
+
 def finite_numbers(values: Mapping[str, float]) -> dict[str, float]:
     """``values`` without NaN and infinities (strict JSON has neither)."""
     return {key: float(value) for key, value in values.items() if math.isfinite(value)}

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from medfed.provenance.entries import GENESIS, Entry, entry_hash, entry_line, parse_entry
 from medfed.provenance.errors import LedgerError
-from medfed.provenance.signers import Signers
+from medfed.provenance.signers import Signers, sign
 
 
 class Ledger:
@@ -126,6 +129,18 @@ class Ledger:
             return parse_entry(line)
         except (ValueError, RecursionError) as error:
             raise LedgerError(self.name, len(self._entries), f"not a valid entry: {error}") from None
+
+
+def append_signed(ledger: Ledger, draft: Entry, key: Ed25519PrivateKey) -> Entry:
+    """``draft`` numbered and linked as the next entry of ``ledger``, signed with ``key`` and
+    appended (checked like any entry).
+
+    Raises:
+        LedgerError: The entry fails a check (e.g. ``key`` is not its signer's).
+    """
+    entry = sign(replace(draft, index=len(ledger), previous=ledger.head()), key)
+    ledger.append(entry)
+    return entry
 
 
 def replicate(source: Ledger, copy: Ledger) -> int:

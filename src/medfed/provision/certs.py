@@ -70,14 +70,21 @@ def issue(
         ca: The issuing authority.
         common_name: The subject's CN: the site name for clients.
         role: ``"server"`` (TLS server auth, with ``hosts`` as subject alternative names) or
-            ``"client"`` (TLS client auth).
+            ``"client"``: a site, TLS client auth towards the server and, for peer-to-peer
+            deployment, TLS server auth towards its peers under its own name only (its common
+            name as the one DNS subject alternative name; ``hosts`` is ignored).
         days: Validity in days from ``not_before``.
         hosts: DNS names or IP addresses of a server.
         not_before: Start of validity (default: now); tests use past dates for expired certs.
     """
     key = ec.generate_private_key(ec.SECP256R1())
     start = not_before or _now() - dt.timedelta(minutes=5)
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if role == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
+    if role == "server":
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH]
+        names = [_san(host) for host in hosts]
+    else:
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+        names = [x509.DNSName(common_name)]
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -87,13 +94,13 @@ def issue(
         .not_valid_before(start)
         .not_valid_after(start + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
         )
     )
-    if hosts:
-        builder = builder.add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return Identity(builder.sign(ca.key, hashes.SHA256()), key)
 
 

@@ -6,7 +6,7 @@ Layout written by ``provision(project, out)``::
                    [, ckks.ctx (0600)]
     out/server/    server.crt, server.key (0600), ca.crt, crl.pem, server.yaml, ledger.key (0600),
                    signers.json[, ckks_public.ctx]
-    out/<site>/    site.crt, site.key (0600), ca.crt, client.yaml, ledger.key (0600),
+    out/<site>/    site.crt, site.key (0600), ca.crt, crl.pem, client.yaml, ledger.key (0600),
                    signers.json[, ckks.ctx (0600)]
                    [, site_policy.yaml: written by the site itself, never by provision]
 
@@ -78,7 +78,8 @@ class ClientKit:
     """A site's kit: TLS files, its name, the server's address, the sites' secret-key CKKS
     context (``None`` when the project does not encrypt), the site's own privacy policy
     file (``None`` when the site has not written one) and its provenance-ledger key with the
-    signer list (``None`` in kits provisioned before ledgers existed)."""
+    signer list (``None`` in kits provisioned before ledgers existed), and the project's
+    revocation list (``None`` in kits provisioned before peer-to-peer deployment)."""
 
     tls: TlsFiles
     site: str
@@ -88,6 +89,7 @@ class ClientKit:
     policy: Path | None = None
     ledger_key: Path | None = None
     signers: Path | None = None
+    crl: Path | None = None
 
 
 def provision(project: ProjectConfig, out_dir: Path) -> ProvisionReport:
@@ -125,6 +127,7 @@ def provision(project: ProjectConfig, out_dir: Path) -> ProvisionReport:
             "server_name": project.server.host,
         }
         write_file(folder / "client.yaml", yaml.safe_dump(client_config).encode(), mode=0o644)
+        shutil.copyfile(out_dir / CA_DIR / "crl.pem", folder / "crl.pem")  # peers check each other
     _ledger_keys(out_dir, ["server", *project.sites])
     kept = [name for name in ["ca", "server", *project.sites] if name not in created]
     ckks = _ckks(out_dir, project.sites) if project.encryption == "ckks" else None
@@ -251,6 +254,7 @@ def load_client_kit(folder: Path) -> ClientKit:
             _present(folder / POLICY_FILE),
             _optional(folder / LEDGER_KEY),
             _optional(folder / SIGNERS_FILE),
+            _optional(folder / "crl.pem"),
         )
     except KeyError as error:
         raise ProvisionError(f"'{folder / 'client.yaml'}' lacks {error}") from None

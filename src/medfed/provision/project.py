@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from medfed.config.strict import StrictModel
 from medfed.provision.errors import ProvisionError
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+SITE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 RESERVED_NAMES = frozenset({"ca", "server"})
 
 
@@ -44,7 +45,7 @@ class ProjectConfig(StrictModel):
     @classmethod
     def _valid_sites(cls, sites: list[str]) -> list[str]:
         for site in sites:
-            if not _NAME.fullmatch(site) or site in RESERVED_NAMES:
+            if not SITE_NAME.fullmatch(site) or site in RESERVED_NAMES:
                 raise ValueError(
                     f"site name '{site}' must use letters, digits, '_', '.', '-' and not be "
                     f"{sorted(RESERVED_NAMES)}"
@@ -52,6 +53,24 @@ class ProjectConfig(StrictModel):
         if len(set(sites)) != len(sites):
             raise ValueError(f"site names must be unique, got {sites}")
         return sites
+
+    @model_validator(mode="after")
+    def _sites_not_named_as_the_server(self) -> ProjectConfig:
+        """A site's certificate carries its name as a TLS host name (peers dial it by that
+        name): a site named as the server's host could pass for the server."""
+        taken = {self.server.host.lower(), "localhost"}
+        clash = [site for site in self.sites if site.lower() in taken or _is_ip_address(site)]
+        if clash:
+            raise ValueError(f"site names {clash} are the server's host, 'localhost' or an IP address")
+        return self
+
+
+def _is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def load_project(path: Path) -> ProjectConfig:

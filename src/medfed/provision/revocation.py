@@ -31,8 +31,9 @@ def write_crl(ca: Identity, serials: Iterable[int], path: Path, *, days: int = 3
 
 
 def revoke(kits_dir: Path, site: str) -> list[int]:
-    """Revokes every certificate issued to ``site``; updates ``ca/crl.pem`` and
-    ``server/crl.pem`` (a running server picks the change up on the next call).
+    """Revokes every certificate issued to ``site``; updates ``ca/crl.pem`` and every kit's
+    ``crl.pem`` under ``kits_dir`` (a running server or peer picks the change up on its next
+    call; kits already sent away need the new ``ca/crl.pem`` copied in).
 
     Returns:
         The serial numbers now revoked for ``site``.
@@ -49,9 +50,9 @@ def revoke(kits_dir: Path, site: str) -> list[int]:
         )
     revoked = set(revoked_serials(ca_dir / "crl.pem")) | {int(serial) for serial in issued[site]}
     write_crl(ca, revoked, ca_dir / "crl.pem")
-    server_dir = Path(kits_dir) / "server"
-    if server_dir.is_dir():
-        write_file(server_dir / "crl.pem", (ca_dir / "crl.pem").read_bytes(), mode=0o644)
+    for kit_crl in Path(kits_dir).glob("*/crl.pem"):
+        if kit_crl.parent != ca_dir:
+            write_file(kit_crl, (ca_dir / "crl.pem").read_bytes(), mode=0o644)
     return sorted(int(serial) for serial in issued[site])
 
 

@@ -17,16 +17,19 @@ from medfed.files import atomic_write
 from medfed.orchestration.metrics_log import MetricRow, Split
 from medfed.provenance.history import Contribution
 from medfed.report import tables
+from medfed.report.classification import class_scores, classification_table, roc_curves
 from medfed.report.intervals import RESAMPLES
 from medfed.report.participation import absences_table
 from medfed.report.plots import (
     SampleImage,
     learning_curves,
     privacy_utility,
+    roc_figure,
     sample_grid,
     site_curves,
     training_curves,
 )
+from medfed.report.seeds import reference_rows, seeds_note
 from medfed.report.summary import (
     AttackRow,
     SummaryRow,
@@ -39,7 +42,10 @@ from medfed.report.summary import (
 from medfed.report.tables import MEAN_OF_SITES, RoundScores, Table
 
 SECONDARY_METRICS = ("hd95",)
-"""Held-out scores shown next to the primary metric when the rows have them (lower is better)."""
+"""Held-out scores shown next to the primary metric when the rows have them."""
+
+LOWER_IS_BETTER = frozenset({"hd95"})
+"""Scores whose curves say "lower is better" (a distance, in voxels)."""
 
 _SCORED = frozenset({Split.TEST, Split.UNSEEN, Split.UNSEEN_ADABN})
 """The splits of a simulated experiment's per-site curves: every held-out score."""
@@ -53,7 +59,7 @@ class SimulationRun:
         title: The page's title.
         summary: The final-round comparison of the experiments (``summarize``).
         unseen_site: The site no experiment trained on, if any.
-        samples: Held-out cases with a model's prediction.
+        samples: Held-out cases, each predicted by every model its site compares.
         config_yaml: The configuration as the report shows it (``settings_yaml``).
         warning: Shown under the title (e.g. "NOT PRIVATE").
         attacks: Clean vs attacked vs defended, under an ``attack:`` section.
@@ -108,10 +114,15 @@ class Page:
         status: A deployed job's ``finished`` / ``unfinished`` line.
         final: The final-round table (a simulation's experiments, a deployed job's sites).
         unseen_site: The simulation's unseen site.
+        seeds_note: What a run of several seeds shows of each seed (``seeds_note``).
         intervals: Final scores with case counts and bootstrap intervals.
         payoff: Federated vs local-only per site.
+        classification: Accuracy, sensitivity and specificity per experiment and site.
+        roc: ROC curves on the training sites and on the unseen site.
         best_and_last: Each experiment's (or site's) score at its last and best round.
-        curves: ``(heading, PNG)`` figures of scores and training loss per round.
+        score_curves: ``(metric, PNG)``: the held-out scores per round, the primary metric first.
+        loss_curve: The training loss per round.
+        site_curves: ``(experiment, PNG)``: a simulated federated experiment's scores per site.
         attacks: Clean vs attacked vs defended.
         site_models: Each peer-to-peer site's own model.
         traffic: Bytes sent and received.
@@ -126,6 +137,7 @@ class Page:
         settings_heading: ``Configuration`` or ``Job``.
         settings: The configuration as YAML.
         resamples: Bootstrap resamples of the intervals.
+        lower_is_better: Metrics whose curves say so.
     """
 
     title: str
@@ -137,10 +149,15 @@ class Page:
     status: str | None = None
     final: Table | None = None
     unseen_site: str | None = None
+    seeds_note: str | None = None
     intervals: Table | None = None
     payoff: Table | None = None
+    classification: Table | None = None
+    roc: bytes | None = None
     best_and_last: Table | None = None
-    curves: Sequence[tuple[str, bytes]] = ()
+    score_curves: Sequence[tuple[str, bytes]] = ()
+    loss_curve: bytes | None = None
+    site_curves: Sequence[tuple[str, bytes]] = ()
     attacks: Table | None = None
     site_models: Table | None = None
     traffic: Table | None = None
@@ -153,6 +170,7 @@ class Page:
     samples: bytes | None = None
     plan: Sequence[tuple[str, str]] = ()
     resamples: int = RESAMPLES
+    lower_is_better: frozenset[str] = LOWER_IS_BETTER
 
 
 def write_report(
@@ -191,30 +209,22 @@ def _data_uri(png: bytes) -> str:
 def _simulation(rows: Sequence[MetricRow], metric: str, run: SimulationRun) -> Page:
     kinds = {row.experiment: row.kind for row in run.summary}
     federated = [name for name, kind in kinds.items() if kind == "federated"]
+    seeded = [row for row in rows if row.experiment in kinds]  # every seed's: means (seeds_note)
+    rows = reference_rows(rows)  # the per-site sections: the lowest seed's run
     compared = [row for row in rows if row.experiment in kinds]  # not a site's own model
     secondary = {
         name: {
-            experiment: own_site_scores(rows, experiment, kind, metric=name)
+            experiment: own_site_scores(seeded, experiment, kind, metric=name)
             for experiment, kind in kinds.items()
         }
-        for name in _present(rows, SECONDARY_METRICS, {Split.TEST})
+        for name in _present(seeded, SECONDARY_METRICS, {Split.TEST})
     }
-    loss = {experiment: _training_loss(rows, experiment) for experiment in kinds}
+    loss = {experiment: _training_loss(seeded, experiment) for experiment in kinds}
     extra = _shown({**secondary, "training loss": loss})
     last = {f"{name} (last round)": _lasts(scores, run.summary) for name, scores in extra.items()}
-    curves = [("Learning curves", learning_curves(compared, metric=metric, unseen_site=run.unseen_site))]
-    curves += [
-        (
-            f"{name} per round (lower is better)",
-            learning_curves(compared, metric=name, unseen_site=run.unseen_site),
-        )
-        for name in secondary
-    ]
-    if "training loss" in extra:
-        curves.append(("Training loss per round (mean over sites)", training_curves(compared)))
-    curves += [
-        (f"Per site: {name}", site_curves(rows, experiment=name, metric=metric, splits=_SCORED))
-        for name in federated
+    score_curves = [
+        (name, learning_curves(seeded, metric=name, unseen_site=run.unseen_site))
+        for name in (metric, *secondary)
     ]
     privacy, privacy_curve = _privacy(compared, metric)
     return Page(
@@ -224,12 +234,19 @@ def _simulation(rows: Sequence[MetricRow], metric: str, run: SimulationRun) -> P
         warning=run.warning,
         final=tables.summary_table(run.summary, metric=metric, extra=last),
         unseen_site=run.unseen_site,
+        seeds_note=seeds_note(seeded) or None,
         intervals=tables.intervals_table(rows, run.summary, unseen_site=run.unseen_site, metric=metric),
         payoff=tables.payoff_table(rows, run.summary, unseen_site=run.unseen_site, metric=metric),
+        classification=classification_table(class_scores(rows, run.summary, unseen_site=run.unseen_site)),
+        roc=_roc(rows, run),
         best_and_last=tables.best_and_last_table(
-            best_and_last(rows, kinds, metric=metric), name="experiment", metric=metric, extra=extra
+            best_and_last(seeded, kinds, metric=metric), name="experiment", metric=metric, extra=extra
         ),
-        curves=curves,
+        score_curves=score_curves,
+        loss_curve=training_curves(seeded) if "training loss" in extra else None,
+        site_curves=[
+            (name, site_curves(rows, experiment=name, metric=metric, splits=_SCORED)) for name in federated
+        ],
         attacks=tables.attack_table(run.attacks, metric=metric),
         site_models=tables.site_models_table(rows, federated, metric),
         traffic=tables.traffic_table(compared),
@@ -244,8 +261,13 @@ def _simulation(rows: Sequence[MetricRow], metric: str, run: SimulationRun) -> P
     )
 
 
+def _roc(rows: Sequence[MetricRow], run: SimulationRun) -> bytes | None:
+    own, unseen = roc_curves(rows, run.summary, unseen_site=run.unseen_site)
+    return roc_figure(own, unseen) if own or unseen else None
+
+
 def _deployment(rows: Sequence[MetricRow], metric: str, run: DeploymentRun) -> Page:
-    scored = [name for name in (metric, *SECONDARY_METRICS) if name in _present(rows, [name], {Split.EVAL})]
+    scored = _present(rows, [metric, *SECONDARY_METRICS], {Split.EVAL})
     scores = {name: _site_scores(rows, name, Split.EVAL) for name in scored}
     extra = _shown(
         {
@@ -254,20 +276,14 @@ def _deployment(rows: Sequence[MetricRow], metric: str, run: DeploymentRun) -> P
         }
     )
     picks = [found for name, by_round in scores.get(metric, {}).items() if (found := pick(name, by_round))]
-    curves = [
-        (
-            f"Global model, {name} on each site's held-out cases",
-            site_curves(rows, experiment=run.job, metric=name, splits={Split.EVAL}),
-        )
-        for name in scored
+    score_curves = [
+        (name, site_curves(rows, experiment=run.job, metric=name, splits={Split.EVAL})) for name in scored
     ]
-    if "training loss" in extra:
-        curves.append(
-            (
-                "Training loss per site",
-                site_curves(rows, experiment=run.job, metric="loss", splits={Split.TRAIN}),
-            )
-        )
+    loss_curve = (
+        site_curves(rows, experiment=run.job, metric="loss", splits={Split.TRAIN})
+        if "training loss" in extra
+        else None
+    )
     privacy, privacy_curve = _privacy(rows, metric)
     return Page(
         title=run.job,
@@ -276,7 +292,8 @@ def _deployment(rows: Sequence[MetricRow], metric: str, run: DeploymentRun) -> P
         status=_status_line(run),
         final=tables.site_final_table(rows, metric=metric, extra=scored[1:]),
         best_and_last=tables.best_and_last_table(picks, name="site", metric=metric, extra=extra),
-        curves=curves,
+        score_curves=score_curves,
+        loss_curve=loss_curve,
         privacy=privacy,
         privacy_curve=privacy_curve,
         absences=absences_table(rows),

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.stats import rankdata
 
 from medfed.orchestration.metrics_log import MetricRow, split_case_metric
+from medfed.report.confusion import CLASS_METRICS, case_confusion, class_score, positive_classes
 
 RESAMPLES = 1000
 """Bootstrap resamples per interval."""
@@ -81,31 +81,51 @@ def statistic(metric: str, values: CaseValues) -> Statistic | None:
     if metric in values:  # a per-case score such as Dice: its mean
         scores = values[metric]
         return lambda indices: float(scores[indices].mean())
-    probabilities = _probabilities(values)
+    probabilities = class_probabilities(values)
     if probabilities is None:
         return None
     labels = values["label"].astype(int)
     if metric == "auc":
         return lambda indices: macro_auc(probabilities[indices], labels[indices])
+    if metric in CLASS_METRICS:
+        return class_statistic(metric, probabilities, labels)
     return None
+
+
+def class_statistic(metric: str, probabilities: np.ndarray, labels: np.ndarray) -> Statistic:
+    """``metric`` (one of ``CLASS_METRICS``) of N x K ``probabilities`` against ``labels`` (N)
+    on a resample of the cases, averaged over the positive classes of all N cases; NaN on a
+    resample missing one of them."""
+    confusion = case_confusion(probabilities, labels)
+    positive = positive_classes(labels, probabilities.shape[1])
+    flat = confusion.reshape(len(labels), -1)
+
+    def resampled(indices: np.ndarray) -> float:
+        counts = np.bincount(indices, minlength=len(flat)) @ flat  # each case times it was drawn
+        return class_score(metric, counts.reshape(confusion.shape[1:]), positive)
+
+    return resampled
 
 
 def macro_auc(probabilities: np.ndarray, labels: np.ndarray) -> float:
     """Mean one-vs-rest ROC AUC over the classes (N x K probabilities, N labels), as MONAI's
     ``ROCAUCMetric`` computes it; NaN when a class is always or never present. Each class's AUC
-    is the Mann-Whitney statistic with ties counted as one half."""
+    is the Mann-Whitney statistic with ties counted as one half: for each positive case, the
+    negatives scored below it plus half those scored the same (a binary search in the sorted
+    negatives, so a bootstrap resample costs O(N log N))."""
     aucs = []
     for k in range(probabilities.shape[1]):
         positive = labels == k
-        positives, negatives = int(positive.sum()), int((~positive).sum())
-        if not positives or not negatives:
+        hits, negatives = probabilities[positive, k], np.sort(probabilities[~positive, k])
+        if not hits.size or not negatives.size:
             return math.nan
-        ranks = rankdata(probabilities[:, k])
-        aucs.append((ranks[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+        below = np.searchsorted(negatives, hits, side="left")
+        ties = np.searchsorted(negatives, hits, side="right") - below
+        aucs.append((below.sum() + ties.sum() / 2) / (hits.size * negatives.size))
     return float(np.mean(aucs))
 
 
-def _probabilities(values: CaseValues) -> np.ndarray | None:
+def class_probabilities(values: CaseValues) -> np.ndarray | None:
     """The N x K class probabilities of classification cases, or ``None``."""
     columns = sorted((name for name in values if name.startswith("prob")), key=lambda n: int(n[4:] or 0))
     if "label" not in values or not columns:

@@ -22,5 +22,5 @@ def absences_table(rows: Sequence[MetricRow]) -> Table | None:
         Row((experiment, str(round), *(", ".join(sorted(sites.get(kind, []))) for kind in Absence)))
         for (experiment, round), sites in sorted(found.items())
     )
-    header = ("experiment", "round", "no answer", "declined", "rejected")
-    return Table(header, tuple(lines))
+    header = ("experiment", "round", *(kind.value.replace("_", " ") for kind in Absence))
+    return Table(header, tuple(lines), text=True)

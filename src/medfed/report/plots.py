@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,36 +14,72 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from medfed.orchestration.metrics_log import HELD_OUT, MetricRow, Split
+from medfed.report.classification import RocCurve
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One model's predicted mask of a sample (HW, on the sample's slice) and the case's Dice."""
+
+    model: str
+    mask: np.ndarray
+    dice: float
 
 
 @dataclass(frozen=True)
 class SampleImage:
-    """One held-out case for the report: a 2D slice, its true mask and a predicted mask (HW)."""
+    """One held-out case for the report: a 2D slice (HW) of its image and true mask, and each
+    compared model's predicted mask on that slice.
+
+    Attributes:
+        site: The site holding the case.
+        case_id: The case.
+        image: The slice's first channel.
+        truth: The true mask on the slice.
+        predictions: Each model's prediction, in the order shown.
+        slice_index: For a 3D case, the axial (last-axis) index of the slice shown.
+    """
 
     site: str
     case_id: str
     image: np.ndarray
     truth: np.ndarray
-    prediction: np.ndarray
-    model: str
+    predictions: tuple[Prediction, ...]
+    slice_index: int | None = None
 
 
 def learning_curves(rows: Sequence[MetricRow], *, metric: str, unseen_site: str | None) -> bytes:
-    """Mean held-out ``metric`` per round for each experiment, and on the unseen site."""
+    """Mean held-out ``metric`` per round for each experiment, and on the unseen site; over
+    several seeds, the mean of the seeds' curves with a band of ±1 sample standard deviation."""
     figure = Figure(figsize=(11, 4.5), layout="constrained")  # room for the shared legend below
     axes = figure.subplots(1, 2, squeeze=False)
     for axis, unseen in zip(axes[0], (False, True), strict=True):
-        curves: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        curves: dict[str, dict[int, dict[int, list[float]]]] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(list))
+        )
         for row in rows:
             if row.metric == metric and (row.site == unseen_site) == unseen and row.split in HELD_OUT:
-                curves[row.experiment][row.round].append(row.value)
+                curves[row.experiment][row.round][row.seed].append(row.value)
         for experiment, by_round in curves.items():
             rounds = sorted(by_round)
-            axis.plot(rounds, [np.nanmean(by_round[r]) for r in rounds], marker=".", label=experiment)
+            mean, sd = seed_band([by_round[r] for r in rounds])
+            (line,) = axis.plot(rounds, mean, marker=".", label=experiment)
+            if np.isfinite(sd).any():
+                axis.fill_between(rounds, mean - sd, mean + sd, color=line.get_color(), alpha=0.2, lw=0)
         axis.set_title(f"{metric} on {'unseen site' if unseen else 'training sites (held-out)'}")
         _round_axes(axis, metric)
     _shared_legend(figure, axes[0])
     return _png(figure)
+
+
+def seed_band(points: Sequence[Mapping[int, Sequence[float]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per point (a round), the mean over seeds of each seed's mean value, and the sample
+    standard deviation of those means (``nan`` where fewer than two seeds have a finite mean)."""
+    means = [[float(np.nanmean(values)) for values in by_seed.values()] for by_seed in points]
+    finite = [[value for value in point if np.isfinite(value)] for point in means]
+    mean = np.array([np.mean(point) if point else np.nan for point in finite])
+    sd = np.array([np.std(point, ddof=1) if len(point) > 1 else np.nan for point in finite])
+    return mean, sd
 
 
 def training_curves(rows: Sequence[MetricRow]) -> bytes:
@@ -149,17 +185,64 @@ def _shared_legend(figure: Figure, axes: Sequence[Axes]) -> None:
 
 
 def sample_grid(samples: Sequence[SampleImage]) -> bytes:
-    """Each sample as three panels: image, true mask and predicted mask drawn over the image."""
-    figure = Figure(figsize=(8, 2.7 * len(samples)))
-    axes = figure.subplots(len(samples), 3, squeeze=False)
+    """``sample_figure`` as PNG."""
+    return _png(sample_figure(samples))
+
+
+def sample_figure(samples: Sequence[SampleImage]) -> Figure:
+    """A row per sample: the image with the true mask outlined (titled with the slice index
+    of a 3D case), then each model's prediction filled over the image (the true mask outlined
+    again), titled with the model and the case's Dice."""
+    columns = 1 + max(len(sample.predictions) for sample in samples)
+    figure = Figure(figsize=(1.7 * columns, 2.0 * len(samples)), layout="constrained")
+    axes = figure.subplots(len(samples), columns, squeeze=False)
     for row, sample in zip(axes, samples, strict=True):
-        panels = (("image", None), ("true mask", sample.truth), (f"{sample.model}", sample.prediction))
-        for axis, (title, mask) in zip(row, panels, strict=True):
-            axis.imshow(sample.image, cmap="gray")
-            if mask is not None:
-                axis.imshow(np.ma.masked_equal(mask, 0), cmap="autumn", alpha=0.6, vmin=0, vmax=1)
-            axis.set_title(f"{sample.site} / {sample.case_id}: {title}", fontsize=8)
+        where = "" if sample.slice_index is None else f", axial slice {sample.slice_index}"
+        _mask_panel(row[0], sample, None, f"{sample.site} / {sample.case_id}\ntrue mask{where}")
+        for axis, prediction in zip(row[1:], sample.predictions, strict=False):
+            dice = "–" if not np.isfinite(prediction.dice) else f"{prediction.dice:.3f}"
+            _mask_panel(axis, sample, prediction.mask, f"{prediction.model}\nDice {dice}")
+        for axis in row:
             axis.axis("off")
+    return figure
+
+
+def _mask_panel(axis: Axes, sample: SampleImage, filled: np.ndarray | None, title: str) -> None:
+    """``sample``'s image with ``filled`` (a mask, if any) over it and its true mask outlined."""
+    axis.imshow(sample.image, cmap="gray", interpolation="nearest")
+    if filled is not None:
+        top = max(1, int(sample.truth.max()), int(filled.max()))
+        axis.imshow(
+            np.ma.masked_equal(filled, 0),
+            cmap="autumn",
+            alpha=0.55,
+            vmin=0,
+            vmax=top,
+            interpolation="nearest",
+        )
+    if sample.truth.any():
+        axis.contour(sample.truth > 0, levels=[0.5], colors="cyan", linewidths=0.8)
+    axis.set_title(title, fontsize=7)
+
+
+def roc_figure(own: Sequence[RocCurve], unseen: Sequence[RocCurve]) -> bytes:
+    """The ROC curves of each experiment on its own sites' held-out cases and on the unseen
+    site (a panel each, the second only with curves), each labelled with its AUC and cases."""
+    panels = [("training sites (held-out, pooled)", own), ("unseen site", unseen)]
+    panels = [panel for panel in panels if panel[1]] or panels[:1]
+    figure = Figure(figsize=(4.4 * len(panels), 4.4), layout="constrained")
+    for axis, (where, curves) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
+        axis.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1)
+        for curve in curves:
+            label = f"{curve.experiment} (AUC {curve.auc:.3f}, n={curve.cases})"
+            axis.plot(curve.false_positive_rate, curve.true_positive_rate, label=label)
+        axis.set_title(f"ROC on {where}", fontsize=10)
+        axis.set_xlabel("false positive rate (1 - specificity)")
+        axis.set_ylabel("true positive rate (sensitivity)")
+        axis.set_aspect("equal")
+        axis.grid(alpha=0.3)
+        if curves:
+            axis.legend(fontsize=7, loc="lower right")
     return _png(figure)
 
 

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from statistics import fmean
+from statistics import fmean, stdev
 from typing import Literal
 
 from medfed.files import atomic_write
@@ -19,7 +19,8 @@ PRIMARY_METRIC: dict[str, str] = {"segmentation": "dice", "classification": "auc
 
 @dataclass(frozen=True)
 class SummaryRow:
-    """One experiment's final scores on the primary metric.
+    """One experiment's final scores on the primary metric; over several seeds (``seeds``), each
+    score is the mean of the seeds' scores.
 
     Attributes:
         experiment: Experiment name ("fedavg", "centralized", "local-hospital_a", "local (mean)").
@@ -29,6 +30,10 @@ class SummaryRow:
         per_site: Score on each held-out split, the unseen site included.
         unseen_adabn: Score on the unseen site after AdaBN (``data.unseen_site_adabn``;
             ``nan`` when not measured).
+        own_sites_sd: Sample standard deviation of ``own_sites`` over the seeds (``nan`` with
+            fewer than two).
+        unseen_sd: Sample standard deviation of ``unseen`` over the seeds.
+        seeds: How many seeds' runs the scores summarise.
     """
 
     experiment: str
@@ -37,6 +42,9 @@ class SummaryRow:
     unseen: float
     per_site: dict[str, float]
     unseen_adabn: float = math.nan
+    own_sites_sd: float = math.nan
+    unseen_sd: float = math.nan
+    seeds: int = 1
 
 
 def summarize(
@@ -82,6 +90,40 @@ def summarize(
             )
         )
     return summary
+
+
+def pool_seeds(per_seed: Sequence[Sequence[SummaryRow]]) -> list[SummaryRow]:
+    """One summary over several seeds' summaries (``summarize`` of each seed's run, in the
+    first's order): each score's mean over the seeds, and the sample standard deviation of the
+    own-sites and unseen-site scores; non-finite scores are left out. One seed's summary comes
+    back unchanged.
+
+    Raises:
+        ValueError: The seeds' summaries name different experiments.
+    """
+    if len(per_seed) == 1:
+        return list(per_seed[0])
+    named = [{row.experiment: row for row in rows} for rows in per_seed]
+    if any(names.keys() != named[0].keys() for names in named):
+        raise ValueError(f"seeds' summaries differ in experiments: {[sorted(names) for names in named]}")
+    return [_pooled([names[row.experiment] for names in named]) for row in per_seed[0]]
+
+
+def _pooled(rows: Sequence[SummaryRow]) -> SummaryRow:
+    """One experiment's ``rows``, one per seed, as one row of means and standard deviations."""
+    sites = sorted({site for row in rows for site in row.per_site})
+    own, unseen = [row.own_sites for row in rows], [row.unseen for row in rows]
+    return SummaryRow(
+        experiment=rows[0].experiment,
+        kind=rows[0].kind,
+        own_sites=finite_mean(own),
+        unseen=finite_mean(unseen),
+        per_site={site: finite_mean([row.per_site.get(site, math.nan) for row in rows]) for site in sites},
+        unseen_adabn=finite_mean([row.unseen_adabn for row in rows]),
+        own_sites_sd=_sd(own),
+        unseen_sd=_sd(unseen),
+        seeds=len(rows),
+    )
 
 
 @dataclass(frozen=True)
@@ -205,6 +247,12 @@ def finite_mean(values: Sequence[float]) -> float:
     """The mean of the finite ``values`` (NaN when there are none)."""
     finite = [value for value in values if math.isfinite(value)]
     return fmean(finite) if finite else math.nan
+
+
+def _sd(values: Sequence[float]) -> float:
+    """The sample standard deviation of the finite ``values``; ``nan`` for fewer than two."""
+    finite = [value for value in values if math.isfinite(value)]
+    return stdev(finite) if len(finite) > 1 else math.nan
 
 
 def _jsonable(value: object) -> object:

@@ -27,15 +27,20 @@ class Row:
 
 @dataclass(frozen=True)
 class Table:
-    """A table: its column headings and rows."""
+    """A table: its column headings and rows; ``text``: its cells are words, aligned left (by
+    default only the first column is)."""
 
     header: tuple[str, ...]
     rows: tuple[Row, ...]
+    text: bool = False
 
 
-def number(value: float) -> str:
-    """``value`` with three decimals, ``–`` when it is not finite."""
-    return "–" if not math.isfinite(value) else f"{value:.3f}"
+def number(value: float, sd: float = math.nan) -> str:
+    """``value`` with three decimals (``0.712``), followed by ``sd`` when it is finite
+    (``0.712 ± 0.015``, a mean over seeds); ``–`` when ``value`` is not finite."""
+    if not math.isfinite(value):
+        return "–"
+    return f"{value:.3f}" if not math.isfinite(sd) else f"{value:.3f} ± {sd:.3f}"
 
 
 def at_last(scores: RoundScores) -> float:
@@ -54,7 +59,7 @@ def summary_table(
     header += [f"{metric} on unseen site after AdaBN"] if adabn else []
     rows = []
     for row in summary:
-        cells = [row.experiment, number(row.own_sites), number(row.unseen)]
+        cells = [row.experiment, number(row.own_sites, row.own_sites_sd), number(row.unseen, row.unseen_sd)]
         cells += [number(row.unseen_adabn)] if adabn else []
         cells += [number(values.get(row.experiment, math.nan)) for values in extra.values()]
         cells += [number(row.per_site.get(site, math.nan)) for site in sites]
@@ -255,7 +260,8 @@ def reasons_table(reasons: Mapping[str, str], *, heading: str) -> Table | None:
     """Each site's latest ``reasons`` entry (a decline, a rejected update); ``None`` when empty."""
     if not reasons:
         return None
-    return Table(("site", heading), tuple(Row((site, reason)) for site, reason in sorted(reasons.items())))
+    lines = tuple(Row((site, reason)) for site, reason in sorted(reasons.items()))
+    return Table(("site", heading), lines, text=True)
 
 
 MEAN_OF_SITES = "mean (own sites)"

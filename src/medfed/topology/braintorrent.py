@@ -19,8 +19,8 @@ from dataclasses import replace
 from medfed.aggregation import weighted_mean
 from medfed.orchestration.grid import Grid
 from medfed.seeding import derive_seed
-from medfed.topology.peers import PeerRound, PeerState, Transfer, as_sent, task, train
-from medfed.types import TrainResult, Weights
+from medfed.topology.peers import Merge, PeerRound, PeerState, Transfer, as_sent, task, train
+from medfed.types import TrainResult
 
 
 def newer_peers(site: str, versions: Mapping[str, int], seen: Mapping[str, int]) -> list[str]:
@@ -28,12 +28,15 @@ def newer_peers(site: str, versions: Mapping[str, int], seen: Mapping[str, int])
     return sorted(peer for peer, version in versions.items() if peer != site and version > seen.get(peer, 0))
 
 
-def merged(state: PeerState, site: str, peers: Sequence[str]) -> Weights:
-    """``site``'s model averaged with ``peers``' models, weighted by their samples."""
+def merged(state: PeerState, site: str, peers: Sequence[str]) -> Merge | None:
+    """``site``'s model averaged with ``peers``' models, weighted by their samples (``None``
+    without peers: ``site`` starts from its own model)."""
     if not peers:
-        return state.models[site]
-    members = [site, *peers]
-    return weighted_mean((state.models[member], float(state.samples[member])) for member in members)
+        return None
+    members = [member for member in (site, *peers) if state.samples[member] > 0]
+    inputs = tuple(state.models[member] for member in members)
+    output = weighted_mean((state.models[member], float(state.samples[member])) for member in members)
+    return Merge(site, inputs, output)
 
 
 class BrainTorrent:
@@ -59,25 +62,29 @@ class BrainTorrent:
         rng = random.Random(derive_seed(self.seed, self.name, round))
         results: list[TrainResult] = []
         transfers: list[Transfer] = []
+        merges: list[Merge] = []
         for _ in range(self.pulls_per_round or len(sites)):
-            state, result, pulled = self.pull(state, rng.choice(sites), grid)
-            results += [] if result is None else [result]
-            transfers += pulled
-        return PeerRound(replace(state, round=round), results, transfers)
+            pulled = self.pull(state, rng.choice(sites), grid)
+            state = pulled.state
+            results += pulled.results
+            transfers += pulled.transfers
+            merges += pulled.merges
+        return PeerRound(replace(state, round=round), results, transfers, merges)
 
-    def pull(
-        self, state: PeerState, site: str, grid: Grid
-    ) -> tuple[PeerState, TrainResult | None, list[Transfer]]:
-        """``site`` pulls its peers' newer models, merges and trains. When it fails to train,
-        the state is as before (its merge is lost with it) but the pulls were sent."""
+    def pull(self, state: PeerState, site: str, grid: Grid) -> PeerRound:
+        """``site`` pulls its peers' newer models, merges and trains: the record of the pull.
+        When it fails to train, the state is as before and no merge is recorded (its merge is
+        lost with it), but the pulls were sent."""
         peers = newer_peers(site, state.versions, state.seen[site])
         transfers = [Transfer(peer, site, as_sent(state, peer)) for peer in peers]
-        start = merged(state, site, peers)
+        merge = merged(state, site, peers)
+        start = state.models[site] if merge is None else merge.output
         result = train(grid, {site: task(state, start)}).get(site)
         state = replace(state, trainings=state.trainings + 1)
         if result is None:
-            return state, None, transfers
+            return PeerRound(state, [], transfers)
         seen = {**state.seen[site], **{peer: state.versions[peer] for peer in peers}}
         state = state.trained(result)
         seen[site] = state.versions[site]
-        return replace(state, seen={**state.seen, site: seen}), result, transfers
+        state = replace(state, seen={**state.seen, site: seen})
+        return PeerRound(state, [result], transfers, [] if merge is None else [merge])

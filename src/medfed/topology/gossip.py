@@ -16,7 +16,7 @@ from dataclasses import replace
 from medfed.aggregation import metropolis_weights, mix
 from medfed.orchestration.grid import Grid
 from medfed.topology.graphs import Neighbours
-from medfed.topology.peers import PeerRound, PeerState, Transfer, as_sent, task, train
+from medfed.topology.peers import Merge, PeerRound, PeerState, Transfer, as_sent, task, train
 
 
 class Gossip:
@@ -42,4 +42,10 @@ class Gossip:
         live = {site: tuple(p for p in self.graph[site] if p in results) for site in results}
         transfers = [Transfer(site, peer, as_sent(state, site)) for site in live for peer in live[site]]
         mixed = mix(state.models, metropolis_weights(live)) if live else {}
-        return PeerRound(replace(state, models={**state.models, **mixed}), list(results.values()), transfers)
+        merges = [
+            Merge(site, tuple(state.models[member] for member in (site, *peers)), mixed[site])
+            for site, peers in sorted(live.items())
+            if peers
+        ]
+        models = {**state.models, **mixed}
+        return PeerRound(replace(state, models=models), list(results.values()), transfers, merges)

@@ -139,12 +139,30 @@ class Transfer:
 
 
 @dataclass(frozen=True)
+class Merge:
+    """A site's average of the models it holds and received from peers.
+
+    Attributes:
+        site: The site that merged.
+        inputs: The models it averaged with a positive weight (a model that weighs nothing,
+            e.g. the initial model of a site that never trained, is not among them).
+        output: The merged model.
+    """
+
+    site: str
+    inputs: tuple[Weights, ...]
+    output: Weights
+
+
+@dataclass(frozen=True)
 class PeerRound:
-    """The record of one round: the new state, the trainings' results, the traffic."""
+    """The record of one round (or of one BrainTorrent pull): the new state, the trainings'
+    results, the traffic and the merges, each in the order they happened."""
 
     state: PeerState
     results: list[TrainResult]
     transfers: list[Transfer]
+    merges: list[Merge] = field(default_factory=list)
 
 
 class Topology(Protocol):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medfed.errors import UpdateRejected
+from medfed.orchestration.grid import Absence
 from medfed.orchestration.validation import checked_result
 from medfed.text import printable
 from medfed.transport.errors import PayloadError
@@ -61,7 +62,8 @@ MAX_REASON_CHARS = 200
 
 @dataclass
 class _PostedTasks:
-    """The open posting: each asked site's encoded task (or step message) and the answers."""
+    """The open posting: each asked site's encoded task (or step message) and the answers;
+    ``in_round``: a site that misses it has dropped out of the round (``absences``)."""
 
     round: int
     task_id: str
@@ -70,6 +72,7 @@ class _PostedTasks:
     protocol: dict[str, bytes]
     accept: Accept
     reply_limit: int | None
+    in_round: bool = True
     results: dict[str, Any] = field(default_factory=dict)
     answered: set[str] = field(default_factory=set)
 
@@ -94,6 +97,8 @@ class RoundBoard:
         self._last_seen: dict[str, float] = {}
         self._told_done: set[str] = set()
         self._declines: dict[str, str] = {}
+        self._rejections: dict[str, str] = {}
+        self._absences: tuple[int, dict[str, Absence]] = (0, {})
 
     # ----- round loop side -------------------------------------------------------------------
     def post(
@@ -118,15 +123,27 @@ class RoundBoard:
         encoded: dict[int, bytes] = {}
         payloads = {site: encoded.setdefault(id(task), encode_task(task)) for site, task in tasks.items()}
         accept = accept or accept_train_result(round, {site: task.weights for site, task in tasks.items()})
+        with self._lock:
+            self._absences = (round, {})  # a round tried again starts afresh
         self._open(_PostedTasks(round, _new_id(), "", payloads, dict(protocol or {}), accept, reply_limit))
 
     def post_step(
-        self, round: int, step: str, messages: Mapping[str, bytes], *, accept: Accept, reply_limit: int
+        self,
+        round: int,
+        step: str,
+        messages: Mapping[str, bytes],
+        *,
+        accept: Accept,
+        reply_limit: int,
+        in_round: bool = False,
     ) -> None:
-        """Opens a protocol ``step`` of ``round``: one encoded message per site, one reply each."""
+        """Opens a protocol ``step`` of ``round``: one encoded message per site, one reply each.
+        ``in_round``: the step is part of the round's aggregate (secure aggregation, CKKS), so a
+        site that misses it has dropped out of the round; steps after it (evaluation, ledger)
+        are not."""
         if not step:
             raise ValueError("a protocol step needs a name")
-        self._open(_PostedTasks(round, _new_id(), step, dict(messages), {}, accept, reply_limit))
+        self._open(_PostedTasks(round, _new_id(), step, dict(messages), {}, accept, reply_limit, in_round))
 
     def collect(self, timeout_s: float) -> dict[str, Any]:
         """Waits until every asked site answered or ``timeout_s`` passed, then closes the posting.
@@ -144,6 +161,8 @@ class RoundBoard:
         if missing:
             step = f" ({posting.step})" if posting.step else ""
             logger.warning("round %d%s: no answer from %s before the deadline", posting.round, step, missing)
+            for site in missing:
+                self._absent(posting, site, Absence.NO_ANSWER)
         return {site: posting.results[site] for site in posting.payloads if site in posting.results}
 
     def finish(self) -> None:
@@ -213,16 +232,17 @@ class RoundBoard:
             value = posting.accept(site, payload)
         except PayloadError:
             raise
-        except UpdateRejected:
-            self._answer(posting, site, None)
+        except UpdateRejected as rejection:
+            self._reject(posting, site, rejection.reason)
             raise
         except Exception as error:  # whatever a site's bytes raise, it is this site's bad answer
             failure = printable(f"{type(error).__name__}: {error}", MAX_REASON_CHARS)
             logger.warning(
                 "round %d: reading the answer of site '%s' failed: %s", posting.round, site, failure
             )
-            self._answer(posting, site, None)
-            raise UpdateRejected(site, f"unreadable answer ({type(error).__name__})") from None
+            reason = f"unreadable answer ({type(error).__name__})"
+            self._reject(posting, site, reason)
+            raise UpdateRejected(site, reason) from None
         self._answer(posting, site, value)
         return value
 
@@ -234,15 +254,30 @@ class RoundBoard:
         posting = self._open_posting(site, task_id)
         line = printable(reason, MAX_REASON_CHARS)
         logger.warning("round %d: site '%s' declined: %s", posting.round, site, line)
-        step = f" ({posting.step})" if posting.step else ""
         with self._lock:
-            self._declines[site] = f"round {posting.round}{step}: {line}"
+            self._declines[site] = f"{_where(posting)}: {line}"
         self._answer(posting, site, None)
+        self._absent(posting, site, Absence.DECLINED)
 
     def declines(self) -> dict[str, str]:
         """Each site's latest decline: ``"round <r>[ (<step>)]: <reason>"``."""
         with self._lock:
             return dict(self._declines)
+
+    def rejections(self) -> dict[str, str]:
+        """Each site's latest answer refused for an open posting (it fails validation, or is
+        unreadable): ``"round <r>[ (<step>)]: <reason>"``. Answers to no open posting (stale,
+        unasked) are logged only."""
+        with self._lock:
+            return dict(self._rejections)
+
+    def absences(self, round: int) -> dict[str, Absence]:
+        """The sites asked in ``round`` (its latest try) that took no part, and why: the first
+        of their postings (task, protocol steps) they missed, declined or answered with a
+        refused answer. Empty for any round but the latest posted."""
+        with self._lock:
+            posted, absent = self._absences
+            return dict(absent) if posted == round else {}
 
     def snapshot(self) -> dict[str, object]:
         """The running round, asked and answered sites, and each site's last contact (epoch s)."""
@@ -255,6 +290,19 @@ class RoundBoard:
                 "answered": sorted(posting.answered) if posting else [],
                 "last_seen": dict(self._last_seen),
             }
+
+    def _reject(self, posting: _PostedTasks, site: str, reason: str) -> None:
+        """Files ``site``'s refused answer as its answer for ``posting``, and remembers why."""
+        self._answer(posting, site, None)
+        with self._lock:
+            self._rejections[site] = f"{_where(posting)}: {printable(reason, MAX_REASON_CHARS)}"
+        self._absent(posting, site, Absence.REJECTED)
+
+    def _absent(self, posting: _PostedTasks, site: str, why: Absence) -> None:
+        with self._lock:
+            posted, absent = self._absences
+            if posting.in_round and posted == posting.round:
+                absent.setdefault(site, why)
 
     def _open(self, posting: _PostedTasks) -> None:
         with self._lock:
@@ -285,6 +333,11 @@ class RoundBoard:
     def _open_for(self, site: str) -> bool:
         posting = self._posting
         return posting is not None and site in posting.payloads and site not in posting.answered
+
+
+def _where(posting: _PostedTasks) -> str:
+    """``round <r>``, and `` (<step>)`` for a protocol step."""
+    return f"round {posting.round}" + (f" ({posting.step})" if posting.step else "")
 
 
 def _new_id() -> str:

@@ -56,7 +56,9 @@ class GrpcGrid:
         if not messages:
             return {}
         encoded = {site: encode_payload(message) for site, message in messages.items()}
-        self.board.post_step(round, step, encoded, accept=_accept(reply), reply_limit=reply.limit)
+        self.board.post_step(
+            round, step, encoded, accept=_accept(reply), reply_limit=reply.limit, in_round=True
+        )
         return self.board.collect(self.step_timeout_s)
 
 

@@ -42,6 +42,7 @@ class Kind(Enum):
     RESULT = pb.KIND_RESULT
     STEP = pb.KIND_STEP
     DECLINE = pb.KIND_DECLINE
+    MODEL = pb.KIND_MODEL
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,20 @@ from medfed.errors import DataError
 
 T = TypeVar("T")
 
+MAX_PATIENT_ID = 64
+"""Longest patient id accepted (DICOM's PatientID is at most 64 characters)."""
+
+
+def patient_id(text: str) -> str:
+    """``text`` if it is a usable patient id: 1 to ``MAX_PATIENT_ID`` printable characters.
+
+    Raises:
+        ValueError: It is empty, too long or holds control characters.
+    """
+    if not 0 < len(text) <= MAX_PATIENT_ID or not text.isprintable():
+        raise ValueError(text)
+    return text
+
 
 def require_file(site: str, path: Path, what: str) -> None:
     """Raises ``DataError`` unless ``path`` is an existing file.

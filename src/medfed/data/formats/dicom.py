@@ -42,7 +42,7 @@ from pydicom.uid import (
 )
 
 from medfed.data.cases import Case, SiteData
-from medfed.data.formats.common import lookup_label, read_case_csv, read_labels_csv
+from medfed.data.formats.common import lookup_label, patient_id, read_case_csv, read_labels_csv
 from medfed.data.formats.dicom_masks import nifti_mask, rtstruct_mask, seg_mask
 from medfed.data.formats.geometry import LPS_TO_RAS, Volume, axis_codes, oriented, voxel_spacing
 from medfed.data.formats.identifiers import identifying_attributes
@@ -171,7 +171,27 @@ def _load_case(
         mask_path, ds = masks[0]
         mask = _read_mask(site, mask_path, ds, slices, volume, affine if has_geometry else None)
     case = checked_case(site, folder.name, image, mask, label, folder, mask_path, spacing)
-    return replace(case, orientation=axis_codes(volume.affine) if has_geometry else None)
+    orientation = axis_codes(volume.affine) if has_geometry else None
+    return replace(case, orientation=orientation, patient_id=_patient(site, series.slices))
+
+
+def _patient(site: str, slices: Sequence[_Slice]) -> str | None:
+    """The series' ``PatientID`` (a pseudonym after ``medfed deid``), ``None`` when absent;
+    every slice must name the same one."""
+    found = {str(ds.get("PatientID", "") or "").strip() for _, ds in slices}
+    if len(found) > 1:
+        raise DataError(
+            site, slices[0][0].parent, f"the series' slices name {len(found)} different PatientIDs"
+        )
+    (patient,) = found
+    if not patient:
+        return None
+    try:
+        return patient_id(patient)
+    except ValueError:
+        raise DataError(
+            site, slices[0][0], f"PatientID {patient[:80]!r} is not a usable patient id"
+        ) from None
 
 
 def _read_mask(

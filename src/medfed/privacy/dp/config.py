@@ -77,12 +77,13 @@ def client_dp(privacy: ProtectionPlan, inner: Strategy, *, expected_sites: int, 
 def privacy_metrics(
     privacy: ProtectionPlan, trainers: Mapping[str, object], strategy: Strategy, state: ServerState
 ) -> list[tuple[str, str, float]]:
-    """``(site, metric, value)`` after a round: each DP site's ``epsilon`` spent and, under
-    client-level DP, the server's ``client_epsilon`` (site ``"server"``)."""
+    """``(site, metric, value)`` after a round: each DP site's ``epsilon`` spent at its
+    ``delta`` and, under client-level DP, the server's ``client_epsilon`` (site ``"server"``)."""
     rows = [
-        (site, "epsilon", trainer.epsilon)
+        (site, name, value)
         for site, trainer in sorted(trainers.items())
         if isinstance(trainer, DPTrainer)
+        for name, value in trainer.spent().items()
     ]
     if isinstance(strategy, ClientDP):
         epsilon = strategy.epsilon(state, delta=privacy.delta)

@@ -6,7 +6,10 @@ only ever grows; nothing is replaced or deleted, so earlier content is always a 
 content. Two kinds of entry:
 
 - ``release``: one round of DP-SGD, with a unique id (uuid4), time, job, seed, mechanism
-  ``(z, q, steps)``, clipping threshold, and the site's budget and accountant at the time. It is written (and fsynced) *before* the round
+  ``(z, q, steps)``, clipping threshold, the site's budget and accountant at the time, and the
+  privacy unit (``patient``: ``q`` is over patients and epsilon is per patient; ``sample``, also
+  read for entries written before medfed recorded it: per training sample, which is per patient
+  only where each patient had one sample). It is written (and fsynced) *before* the round
   trains, under an exclusive lock together with the budget check: a round that crashes after
   it is charged; a retried or replayed round is charged again. Only a round that never reached
   its entry (so never trained) is free.
@@ -34,6 +37,7 @@ from typing import Any
 from medfed.data.cases import SiteData
 from medfed.errors import CheckpointError
 from medfed.privacy.dp.accounting import Accountant, Budget, Mechanism, epsilon_spent
+from medfed.privacy.dp.patients import PrivacyUnit
 
 LEDGER_VERSION = 2
 
@@ -51,6 +55,7 @@ class Release:
         clip: The clipping threshold ``C`` of the round.
         budget: The site's budget when it was charged.
         accountant: The accountant that checked it.
+        unit: What its epsilon protects: a patient, or one training sample.
     """
 
     id: str
@@ -61,6 +66,7 @@ class Release:
     clip: float
     budget: Budget
     accountant: Accountant
+    unit: PrivacyUnit = PrivacyUnit.SAMPLE
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,7 @@ class PrivacyLedger:
                 float(entry["clip"]),
                 Budget(float(entry["epsilon_budget"]), float(entry["delta"])),
                 Accountant(entry["accountant"]),
+                PrivacyUnit(entry.get("unit", PrivacyUnit.SAMPLE)),
             )
             return replace(self, releases=(*self.releases, release))
         if entry["kind"] == "clip":
@@ -117,7 +124,14 @@ class PrivacyLedger:
 
 
 def release_entry(
-    *, job: str, seed: int, mechanism: Mechanism, clip: float, budget: Budget, accountant: Accountant
+    *,
+    job: str,
+    seed: int,
+    mechanism: Mechanism,
+    clip: float,
+    budget: Budget,
+    accountant: Accountant,
+    unit: PrivacyUnit,
 ) -> dict[str, Any]:
     """A new ``release`` entry with a fresh unique id."""
     return _entry(
@@ -131,6 +145,7 @@ def release_entry(
         epsilon_budget=budget.epsilon,
         delta=budget.delta,
         accountant=accountant.value,
+        unit=unit.value,
     )
 
 

@@ -8,10 +8,17 @@ checked with the accountant *before* a round: a round that would exceed it is no
 release's entry in the dataset's append-only ledger are one locked step before training
 (``medfed.privacy.dp.ledger``): every round that trains is charged, for every job on the data.
 
-Sampling is Poisson with rate ``q = 1 / ceil(N / B)`` and ``ceil(N / B)`` steps per epoch, built
-here rather than by Opacus (whose ``int(1 / q)`` gives 92 steps at ``q = 1/93`` and then accounts
-``q = 1/92``), so that what is charged is exactly what is sampled; empty batches (``q * N`` can
-be below 1) are zero-length tensors and release noise only.
+The privacy unit is the patient (``medfed.privacy.dp.patients``): the trainer Poisson-samples
+*patients*, with all their samples, sums each patient's per-sample gradients, and clips and
+noises those sums, so a patient with many slices or patches moves a step by at most ``C`` and
+epsilon is per patient. With one sample per patient (every built-in case without slicing) this
+is exactly sample-level DP-SGD.
+
+Sampling is Poisson with rate ``q = 1 / ceil(P / b)`` and ``ceil(P / b)`` steps per epoch over
+the ``P`` patients, with ``b = B * P / N`` the expected patients of a batch of about ``B`` of the
+``N`` samples; built here rather than by Opacus (whose ``int(1 / q)`` gives 92 steps at
+``q = 1/93`` and then accounts ``q = 1/92``), so that what is charged is exactly what is
+sampled; empty batches (``q * P`` can be below 1) are zero-length tensors and release noise only.
 
 Noise is either fixed or calibrated (ADP-FL, Saha and Ukwatta, SPIE Medical Imaging 2026): the
 noise multiplier that spends the budget exactly over the planned rounds. Clipping is either fixed
@@ -29,7 +36,7 @@ import functools
 import logging
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,8 +66,18 @@ from medfed.privacy.dp.ledger import (
     release_entry,
 )
 from medfed.privacy.dp.models import dp_incompatibilities
-from medfed.privacy.dp.noise import NoiseMode, NoiseSource, PoissonSampler, noise_source
+from medfed.privacy.dp.noise import NoiseMode, NoiseSource, noise_source
 from medfed.privacy.dp.optimizer import QuantileCountingDPOptimizer, SourcedDPOptimizer
+from medfed.privacy.dp.patients import (
+    PATIENT_KEY,
+    PatientIndexed,
+    PatientPoissonSampler,
+    PrivacyUnit,
+    patient_batch_size,
+    patient_groups,
+    sample_patients,
+    summed_per_patient,
+)
 from medfed.privacy.dp.quantile import count_noise_std, geometric_update
 from medfed.privacy.dp.views import MultiViewDataset, average_views, flatten_views
 from medfed.seeding import derive_seed
@@ -106,7 +123,7 @@ class AdaptiveClipping:
 
 @dataclass(frozen=True)
 class SitePrivacy:
-    """One site's sample-level DP policy, from the site's own configuration.
+    """One site's DP-SGD policy, from the site's own configuration.
 
     Attributes:
         budget: The (epsilon, delta) the site may spend over the whole run.
@@ -122,6 +139,8 @@ class SitePrivacy:
             gradients averaged before clipping (``medfed.privacy.dp.views``); 1 is plain DP-SGD.
         ema_decay: Decay of the moving average of the parameters over the round's steps that
             the site returns (``medfed.privacy.dp.averaging``), or ``None`` for the last iterate.
+        unit: What one guarantee protects: every sample of a patient (the default) or one
+            training sample (then a patient with ``k`` samples has only group privacy).
     """
 
     budget: Budget
@@ -133,6 +152,7 @@ class SitePrivacy:
     noise: NoiseMode = NoiseMode.SECURE
     augmentation_multiplicity: int = 1
     ema_decay: float | None = None
+    unit: PrivacyUnit = PrivacyUnit.PATIENT
 
     def __post_init__(self) -> None:
         if not 1 <= self.augmentation_multiplicity <= MAX_VIEWS:
@@ -151,17 +171,22 @@ class SitePrivacy:
 
 @dataclass(frozen=True)
 class PoissonPlan:
-    """A round's Poisson sampling: each step takes every case with probability ``sample_rate``.
+    """A round's Poisson sampling: each step takes every unit (patient) with probability
+    ``sample_rate``.
 
     Attributes:
         sample_rate: ``q = 1 / steps_per_epoch``.
-        steps_per_epoch: ``ceil(N / B)``, the batches of a plain loader, so ``q * N ~ B``.
+        steps_per_epoch: ``ceil(N / B)`` for ``N`` units and ``B`` expected per batch, the
+            batches of a plain loader, so ``q * N ~ B``.
         epochs: Local epochs of the round.
+        expected_batch_size: ``N // steps_per_epoch`` (at least 1), what the noisy sum is
+            divided by (Opacus's ``int(N * q)`` is 0 at ``N = 49``: 0.999...).
     """
 
     sample_rate: float
     steps_per_epoch: int
     epochs: int
+    expected_batch_size: int
 
     @property
     def steps(self) -> int:
@@ -170,7 +195,7 @@ class PoissonPlan:
 
 
 def poisson_plan(cases: int, batch_size: int, epochs: int) -> PoissonPlan:
-    """The Poisson sampling of a round over ``cases`` cases with expected batch ``batch_size``.
+    """The Poisson sampling of a round over ``cases`` units with expected batch ``batch_size``.
 
     Raises:
         ValueError: A count is not positive.
@@ -178,18 +203,22 @@ def poisson_plan(cases: int, batch_size: int, epochs: int) -> PoissonPlan:
     if cases < 1 or batch_size < 1 or epochs < 1:
         raise ValueError(f"cases, batch_size and epochs must be >= 1, got {cases}, {batch_size}, {epochs}")
     batches = -(-cases // batch_size)
-    return PoissonPlan(sample_rate=1.0 / batches, steps_per_epoch=batches, epochs=epochs)
-
-
-def poisson_loader(dataset: Dataset, plan: PoissonPlan, source: NoiseSource) -> DataLoader:
-    """A loader of ``plan.steps_per_epoch`` Poisson batches at ``plan.sample_rate``, drawn with
-    ``source``; an empty batch is the dataset's dictionary with zero-length tensors."""
-    sampler = PoissonSampler(
-        len(dataset),  # type: ignore[arg-type]
-        plan.sample_rate,
-        source,
-        steps=plan.steps_per_epoch,
+    return PoissonPlan(
+        sample_rate=1.0 / batches,
+        steps_per_epoch=batches,
+        epochs=epochs,
+        expected_batch_size=cases // batches,
     )
+
+
+def poisson_loader(
+    dataset: Dataset, plan: PoissonPlan, source: NoiseSource, groups: Sequence[Sequence[int]]
+) -> DataLoader:
+    """A loader of ``plan.steps_per_epoch`` Poisson batches at ``plan.sample_rate``, drawn with
+    ``source``, over the units ``groups`` (the sample indices of each patient): a batch holds
+    every sample of its patients; an empty one is the dataset's dictionary with zero-length
+    tensors."""
+    sampler = PatientPoissonSampler(groups, plan.sample_rate, source, steps=plan.steps_per_epoch)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=functools.partial(_collate, dataset))
 
 
@@ -242,6 +271,11 @@ class DPTrainer:
             self._reload()
         return self._epsilon(self.ledger.history())
 
+    def spent(self) -> dict[str, float]:
+        """The privacy spent on the site's data so far, by every job: ``epsilon`` at the
+        budget's ``delta``."""
+        return {"epsilon": self.epsilon, "delta": self.policy.budget.delta}
+
     def fit(
         self,
         model: nn.Module,
@@ -263,17 +297,38 @@ class DPTrainer:
         _check_model(model)
         if len(dataset) == 0:  # type: ignore[arg-type]
             raise DataError(self.site, None, "no training case: DP-SGD needs at least one")
-        plan = poisson_plan(len(dataset), settings.batch_size, settings.local_epochs)  # type: ignore[arg-type]
+        patients = self._patients(dataset)
+        groups = patient_groups(patients)
+        batch = patient_batch_size(settings.batch_size, samples=len(patients), patients=len(groups))
+        plan = poisson_plan(len(groups), batch, settings.local_epochs)
         source = noise_source(self.policy.noise, derive_seed(seed, "dp_noise"))
         planned, clip = self._charge(plan, seed)
         views = self.policy.augmentation_multiplicity
-        loader = poisson_loader(dataset if views == 1 else MultiViewDataset(dataset, views), plan, source)
+        samples = dataset if views == 1 else MultiViewDataset(dataset, views)
+        loader = poisson_loader(PatientIndexed(samples, patients), plan, source, groups)
         report, new_clip = self._train(
-            model, loader, planned, clip, seed, settings, hooks or LocalHooks(), source=source
+            model, loader, planned, clip, seed, settings, hooks or LocalHooks(), source=source, plan=plan
         )
         if new_clip is not None:
             self._append(clip_entry(job=self.job, clip=new_clip))
         return report
+
+    def _patients(self, dataset: Dataset) -> list[str]:
+        """The patient of each sample; logs how many patients the site's samples come from."""
+        try:
+            patients = sample_patients(dataset, self.policy.unit)
+        except ValueError as error:
+            raise DataError(self.site, None, str(error)) from None
+        count = len(set(patients))
+        logger.info(
+            "site '%s': DP-SGD per %s: %d samples of %d %ss",
+            self.site,
+            self.policy.unit,
+            len(patients),
+            count,
+            self.policy.unit,
+        )
+        return patients
 
     # ----- ledger and budget -----------------------------------------------------------------
     def _charge(self, plan: PoissonPlan, seed: int) -> tuple[Mechanism, float]:
@@ -282,6 +337,7 @@ class DPTrainer:
         with locked(self.ledger_path):
             self._reload()  # other jobs may have charged since
             planned = Mechanism(self._noise_multiplier(plan), plan.sample_rate, plan.steps)
+            self._warn_mixed_units()
             self._check_budget(planned)
             clip = self.ledger.clip(self.job) or self.policy.max_grad_norm
             entry = release_entry(
@@ -291,9 +347,23 @@ class DPTrainer:
                 clip=clip,
                 budget=self.policy.budget,
                 accountant=self.policy.accountant,
+                unit=self.policy.unit,
             )
             self._append(entry)
         return planned, clip
+
+    def _warn_mixed_units(self) -> None:
+        """Logs a warning when earlier releases of the data protected another unit: they count
+        at their own epsilon, which bounds a patient's only if each patient had one sample."""
+        others = sorted({release.unit for release in self.ledger.releases} - {self.policy.unit})
+        if others:
+            logger.warning(
+                "site '%s': the privacy ledger holds releases per %s; they count at their own epsilon, "
+                "which is per %s only where each patient had one training sample",
+                self.site,
+                " and ".join(others),
+                self.policy.unit,
+            )
 
     def _reload(self) -> None:
         if self.ledger_path is not None:
@@ -367,6 +437,7 @@ class DPTrainer:
         hooks: LocalHooks,
         *,
         source: NoiseSource,
+        plan: PoissonPlan,
     ) -> tuple[FitReport, float | None]:
         with warnings.catch_warnings():  # the loader already samples Poisson batches at planned q
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
@@ -382,8 +453,7 @@ class DPTrainer:
                 wrap_model=False,  # ``loader`` already samples
             )
         grad_hooks.forbid_grad_accumulation()
-        # Opacus's int(N * (1 / S)) is 0 at N = S = 49 (0.999...): the mean of the noisy sum over 0
-        optimizer.expected_batch_size = len(loader.dataset) // len(loader)  # type: ignore[arg-type]
+        optimizer.expected_batch_size = plan.expected_batch_size  # patients, not samples
         optimizer = self._sourced(optimizer, engine, planned, source)
         try:
             losses = self._epochs(model, optimizer, loader, settings, hooks, seed)
@@ -463,18 +533,23 @@ class DPTrainer:
         self, model: nn.Module, optimizer: DPOptimizer, batch: Mapping[str, torch.Tensor], hooks: LocalHooks
     ) -> float:
         optimizer.zero_grad(set_to_none=True)
-        if len(batch["image"]) == 0:
+        patient = batch[PATIENT_KEY]
+        if len(patient) == 0:
             value = math.nan  # an empty Poisson batch: the step releases noise only
             for parameter in optimizer.params:
                 parameter.grad_sample = torch.zeros((0, *parameter.shape), device=parameter.device)
         else:
+            samples = {key: tensor for key, tensor in batch.items() if key != PATIENT_KEY}
             views = self.policy.augmentation_multiplicity
-            loss = self.inner.batch_loss(model, batch if views == 1 else flatten_views(batch))
+            loss = self.inner.batch_loss(model, samples if views == 1 else flatten_views(samples))
             loss.backward()
             value = finite_value(loss)
-            if views > 1:  # one gradient per case, clipped to C: the sensitivity stays C
-                for parameter in optimizer.params:
-                    parameter.grad_sample = average_views(parameter.grad_sample, views)
+            for parameter in optimizer.params:  # one row per patient: Opacus clips each row to C
+                if parameter.grad_sample is not None:  # a sample's K views averaged, then summed per patient
+                    per_sample = (
+                        parameter.grad_sample if views == 1 else average_views(parameter.grad_sample, views)
+                    )
+                    parameter.grad_sample = summed_per_patient(per_sample, patient)
         if optimizer.pre_step():
             _post_process(model, optimizer, hooks)
             optimizer.original_optimizer.step()

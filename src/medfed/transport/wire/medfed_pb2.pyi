@@ -16,6 +16,7 @@ class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     KIND_RESULT: _ClassVar[Kind]
     KIND_STEP: _ClassVar[Kind]
     KIND_DECLINE: _ClassVar[Kind]
+    KIND_MODEL: _ClassVar[Kind]
 KIND_UNSPECIFIED: Kind
 KIND_TASK: Kind
 KIND_WAIT: Kind
@@ -23,6 +24,7 @@ KIND_DONE: Kind
 KIND_RESULT: Kind
 KIND_STEP: Kind
 KIND_DECLINE: Kind
+KIND_MODEL: Kind
 
 class Header(_message.Message):
     __slots__ = ("schema_version", "kind", "round", "task_id", "job_json", "total_bytes", "sha256", "step", "protocol")
@@ -259,3 +261,27 @@ class EncryptedVector(_message.Message):
     chunks: _containers.RepeatedScalarFieldContainer[bytes]
     schema_version: int
     def __init__(self, length: _Optional[int] = ..., chunks: _Optional[_Iterable[bytes]] = ..., schema_version: _Optional[int] = ...) -> None: ...
+
+class ModelRequest(_message.Message):
+    __slots__ = ("schema_version", "nonce", "newer_than", "final")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    NEWER_THAN_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    nonce: bytes
+    newer_than: int
+    final: bool
+    def __init__(self, schema_version: _Optional[int] = ..., nonce: _Optional[bytes] = ..., newer_than: _Optional[int] = ..., final: _Optional[bool] = ...) -> None: ...
+
+class PeerProof(_message.Message):
+    __slots__ = ("certificate", "signature", "final", "schema_version")
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    certificate: bytes
+    signature: bytes
+    final: bool
+    schema_version: int
+    def __init__(self, certificate: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., final: _Optional[bool] = ..., schema_version: _Optional[int] = ...) -> None: ...

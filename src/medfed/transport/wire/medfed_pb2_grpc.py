@@ -140,3 +140,76 @@ class Federation:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class PeerStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.FetchModel = channel.unary_stream(
+                '/medfed.v1.Peer/FetchModel',
+                request_serializer=medfed_dot_transport_dot_wire_dot_medfed__pb2.ModelRequest.SerializeToString,
+                response_deserializer=medfed_dot_transport_dot_wire_dot_medfed__pb2.Chunk.FromString,
+                _registered_method=True)
+
+
+class PeerServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def FetchModel(self, request, context):
+        """The peer's current (or final) model if newer than the caller's copy, else WAIT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PeerServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'FetchModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchModel,
+                    request_deserializer=medfed_dot_transport_dot_wire_dot_medfed__pb2.ModelRequest.FromString,
+                    response_serializer=medfed_dot_transport_dot_wire_dot_medfed__pb2.Chunk.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'medfed.v1.Peer', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('medfed.v1.Peer', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Peer:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def FetchModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/medfed.v1.Peer/FetchModel',
+            medfed_dot_transport_dot_wire_dot_medfed__pb2.ModelRequest.SerializeToString,
+            medfed_dot_transport_dot_wire_dot_medfed__pb2.Chunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

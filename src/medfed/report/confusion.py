@@ -1,0 +1,106 @@
+"""Case-level classification scores from each case's class probabilities: accuracy,
+sensitivity and specificity (Fawcett 2006, "An introduction to ROC analysis", Pattern
+Recognition Letters 27) and ROC curves, on counts that can be resampled case by case."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.metrics import get_confusion_matrix
+
+CLASS_METRICS = ("accuracy", "sensitivity", "specificity")
+"""The scores ``class_score`` computes."""
+
+
+def case_confusion(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each case's one-vs-rest counts, N x K x 4 ``(tp, fp, tn, fn)``, of its predicted class
+    (the most probable of the N x K ``probabilities``) against its true class in ``labels`` (N),
+    as MONAI's ``get_confusion_matrix`` counts them. Summed over any cases (a bootstrap resample
+    with repeats) they are that set's K x 4 confusion counts."""
+    classes = probabilities.shape[1]
+    eye = torch.eye(classes)
+    predicted = eye[torch.as_tensor(probabilities.argmax(axis=1))]
+    truth = eye[torch.as_tensor(labels.astype(int))]
+    return get_confusion_matrix(predicted, truth).numpy().astype(np.int64)
+
+
+def class_score(metric: str, counts: np.ndarray, positive: Sequence[int]) -> float:
+    """``metric`` of summed confusion ``counts`` (K x 4): ``accuracy`` is the fraction of cases
+    whose predicted class is their true class; ``sensitivity`` (recall) and ``specificity`` are
+    one-vs-rest per class, averaged over the ``positive`` classes (macro); NaN when one of them
+    has no case to be counted on (no positive, resp. no negative, case).
+
+    Raises:
+        ValueError: ``metric`` is not one of ``CLASS_METRICS``.
+    """
+    tp, fp, tn, fn = counts.T.tolist()  # plain numbers: called once per bootstrap resample
+    if metric == "accuracy":
+        return _ratio(sum(tp), sum(tp) + sum(fn))  # every case is a positive of exactly one class
+    if metric == "sensitivity":
+        return _macro([(tp[k], tp[k] + fn[k]) for k in positive])
+    if metric == "specificity":
+        return _macro([(tn[k], tn[k] + fp[k]) for k in positive])
+    raise ValueError(f"metric must be one of {list(CLASS_METRICS)}, got {metric!r}")
+
+
+def recall_per_class(counts: np.ndarray) -> tuple[float, ...]:
+    """Each class's recall ``tp / (tp + fn)`` from K x 4 ``counts``; NaN for a class without cases."""
+    return tuple(_ratio(tp, tp + fn) for tp, _, _, fn in counts.tolist())
+
+
+def positive_classes(labels: np.ndarray, classes: int) -> list[int]:
+    """The classes other than 0 (the negative, e.g. "no finding") that ``labels`` hold, or
+    every class present when they hold only class 0."""
+    present = sorted({int(label) for label in labels} & set(range(classes)))
+    return [k for k in present if k != 0] or present
+
+
+def _macro(pairs: Sequence[tuple[float, float]]) -> float:
+    """The mean of ``hits / total`` over ``pairs``; NaN when empty or when a total is 0."""
+    return sum(_ratio(hits, total) for hits, total in pairs) / len(pairs) if pairs else math.nan
+
+
+def _ratio(hits: float, total: float) -> float:
+    return hits / total if total else math.nan
+
+
+def roc_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates of "positive when score >= t" at every distinct threshold
+    ``t`` of ``scores`` (N) against the boolean ``positive`` (N), from (0, 0) to (1, 1); tied
+    scores make one diagonal step, so the trapezoidal area is the Mann-Whitney AUC.
+
+    Raises:
+        ValueError: ``positive`` is all true or all false (no curve exists).
+    """
+    positives = int(positive.sum())
+    if positives in (0, len(positive)):
+        raise ValueError("a ROC curve needs positive and negative cases")
+    order = np.argsort(-scores, kind="stable")
+    ranked, hits = scores[order], positive[order].astype(bool)
+    ends = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]  # last case of each threshold
+    true_positives = np.cumsum(hits)[ends]
+    false_positives = ends + 1 - true_positives
+    return (
+        np.r_[0.0, false_positives / (len(hits) - positives)],
+        np.r_[0.0, true_positives / positives],
+    )
+
+
+def class_roc(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ROC curve of N x K ``probabilities`` against ``labels`` (N): of class 1 for two
+    classes; for more, the mean of the one-vs-rest curves of every class (macro average,
+    linearly interpolated at each curve's false positive rates).
+
+    Raises:
+        ValueError: A class is always or never present.
+    """
+    classes = probabilities.shape[1]
+    if classes == 2:
+        return roc_curve(probabilities[:, 1], labels == 1)
+    curves = [roc_curve(probabilities[:, k], labels == k) for k in range(classes)]
+    grid = np.unique(np.concatenate([fpr for fpr, _ in curves]))
+    mean = np.mean([np.interp(grid, fpr, tpr) for fpr, tpr in curves], axis=0)
+    return np.r_[0.0, grid], np.r_[0.0, mean]

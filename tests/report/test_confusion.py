@@ -1,0 +1,108 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from monai.metrics import ConfusionMatrixMetric, compute_roc_auc
+
+from medfed.report.confusion import (
+    case_confusion,
+    class_roc,
+    class_score,
+    positive_classes,
+    recall_per_class,
+    roc_curve,
+)
+from medfed.report.intervals import macro_auc
+
+
+def _probabilities(predicted: list[int], classes: int) -> np.ndarray:
+    """Cases whose most probable class is ``predicted`` (0.6 on it, the rest shared)."""
+    rows = np.full((len(predicted), classes), 0.4 / (classes - 1))
+    rows[np.arange(len(predicted)), predicted] = 0.6
+    return rows
+
+
+def test_binary_scores_match_a_confusion_matrix_counted_by_hand() -> None:
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    predicted = [1, 1, 1, 0, 0, 0, 0, 0, 1, 1]  # tp 3, fn 1, tn 4, fp 2
+    counts = case_confusion(_probabilities(predicted, 2), labels).sum(axis=0)
+    assert counts[1].tolist() == [3, 2, 4, 1]  # class 1: tp, fp, tn, fn
+    positive = positive_classes(labels, 2)
+    assert positive == [1]
+    assert math.isclose(class_score("accuracy", counts, positive), 7 / 10)
+    assert math.isclose(class_score("sensitivity", counts, positive), 3 / 4)
+    assert math.isclose(class_score("specificity", counts, positive), 4 / 6)
+    assert recall_per_class(counts) == pytest.approx((4 / 6, 3 / 4))
+
+
+def test_three_classes_accuracy_is_the_fraction_correct_and_the_rest_is_macro() -> None:
+    labels = np.array([0, 1, 2, 2])
+    counts = case_confusion(_probabilities([1, 1, 2, 0], 3), labels).sum(axis=0)
+    positive = positive_classes(labels, 3)
+    assert positive == [1, 2]
+    assert math.isclose(class_score("accuracy", counts, positive), 2 / 4)  # MONAI's pooled: 0.75
+    assert math.isclose(class_score("sensitivity", counts, positive), (1 / 1 + 1 / 2) / 2)
+    assert math.isclose(class_score("specificity", counts, positive), (2 / 3 + 2 / 2) / 2)
+    assert recall_per_class(counts) == pytest.approx((0.0, 1.0, 0.5))
+
+
+def test_binary_scores_equal_monai_confusion_matrix_metric_as_evaluation_uses_it() -> None:
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet([1, 1], size=40)
+    labels = rng.integers(0, 2, size=40)
+    metric = ConfusionMatrixMetric(
+        include_background=False, metric_name=["accuracy", "sensitivity", "specificity"]
+    )
+    eye = torch.eye(2)
+    metric(eye[probabilities.argmax(axis=1)], eye[labels])
+    expected = [float(value) for value in metric.aggregate()]
+    counts = case_confusion(probabilities, labels).sum(axis=0)
+    ours = [class_score(name, counts, [1]) for name in ("accuracy", "sensitivity", "specificity")]
+    assert ours == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_missing_class_gives_nan_and_an_unknown_metric_is_refused() -> None:
+    labels = np.array([0, 0, 1])
+    counts = case_confusion(_probabilities([0, 1, 1], 3), labels).sum(axis=0)
+    assert math.isnan(class_score("sensitivity", counts, [1, 2]))  # no case of class 2
+    assert math.isnan(recall_per_class(counts)[2])
+    assert positive_classes(np.array([0, 0]), 2) == [0]
+    with pytest.raises(ValueError, match="accuracy"):
+        class_score("dice", counts, [1])
+
+
+def test_roc_curve_counted_by_hand_with_a_tie() -> None:
+    fpr, tpr = roc_curve(np.array([0.9, 0.8, 0.8, 0.3]), np.array([True, False, True, False]))
+    assert fpr.tolist() == [0.0, 0.0, 0.5, 1.0]
+    assert tpr.tolist() == [0.0, 0.5, 1.0, 1.0]
+    assert math.isclose(np.trapezoid(tpr, fpr), 0.875)  # 3.5 of 4 pairs ranked right
+    with pytest.raises(ValueError, match="positive and negative"):
+        roc_curve(np.array([0.1, 0.2]), np.array([True, True]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_area_under_the_binary_curve_is_the_auc(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    probabilities = rng.dirichlet([1, 1], size=25).round(1)  # rounded: ties
+    labels = np.r_[0, 1, rng.integers(0, 2, size=23)]
+    fpr, tpr = class_roc(probabilities, labels)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+    assert math.isclose(np.trapezoid(tpr, fpr), macro_auc(probabilities, labels), rel_tol=1e-9)
+
+
+def test_three_class_curve_is_the_mean_of_one_vs_rest_curves() -> None:
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    perfect = np.eye(3)[labels] * 0.8 + 0.2 / 3
+    fpr, tpr = class_roc(perfect, labels)
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert math.isclose(np.trapezoid(tpr, fpr), 1.0)
+
+
+@pytest.mark.parametrize(("seed", "classes"), [(0, 2), (1, 3), (2, 4), (3, 2)])
+def test_macro_auc_by_binary_search_equals_monai_with_ties(seed: int, classes: int) -> None:
+    rng = np.random.default_rng(seed)
+    probabilities = rng.dirichlet([1] * classes, size=60).round(1)
+    labels = np.r_[np.arange(classes), rng.integers(0, classes, size=60 - classes)]
+    expected = compute_roc_auc(torch.as_tensor(probabilities), torch.eye(classes)[labels])
+    assert math.isclose(macro_auc(probabilities, labels), float(expected), rel_tol=1e-6)  # MONAI: float32
