@@ -7,7 +7,11 @@ with the secure noise source (the default) and with torch's generator (``secure_
 ``compare()`` (``--compare``): Dice of adaptive DP (calibrated noise + private median clipping)
 vs fixed-clip DP at the same epsilon vs non-private FedAvg, on ``configs/dp_adaptive.yaml``.
 
-Run: ``python benchmarks/dp.py`` or ``python benchmarks/dp.py --compare [--rounds N]``.
+``--recipe`` also times each DP recipe knob alone (``medfed.privacy.dp``): weight
+standardisation under GroupNorm (against a non-private step of the same network), the EMA of
+the parameters, and 4 augmented views per case (4 forward and backward passes per case).
+
+Run: ``python benchmarks/dp.py [--recipe]`` or ``python benchmarks/dp.py --compare [--rounds N]``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from medfed.privacy.dp.noise import NoiseMode
 from medfed.simulator import run_simulation
 from medfed.training import LocalTrainer, TrainSettings
 
-CASES, BATCH, SIZE, REPEATS = 64, 16, 64, 3
+CASES, BATCH, SIZE, REPEATS, VIEWS = 64, 16, 64, 3, 4
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "dp_adaptive.yaml"
 
 
@@ -46,9 +50,13 @@ class _Images(Dataset):
         return {"image": self.images[index], "label": self.labels[index]}
 
 
-def _seconds_per_step(trainer: LocalTrainer | DPTrainer, device: torch.device) -> float:
-    params = {"channels": (16, 32, 64), "strides": (2, 2), "num_res_units": 1}
-    model, _ = make_dp_compatible(build_model("unet", params, seed=0))
+def _seconds_per_step(trainer: LocalTrainer | DPTrainer, device: torch.device, **model: object) -> float:
+    params = {"channels": (16, 32, 64), "strides": (2, 2), "num_res_units": 1, **model}
+    model_, _ = make_dp_compatible(build_model("unet", params, seed=0))
+    return _best_of(trainer, model_, device)
+
+
+def _best_of(trainer: LocalTrainer | DPTrainer, model: torch.nn.Module, device: torch.device) -> float:
     trainer.fit(model, _Images(), seed=0)  # warm-up
     best = float("inf")
     for repeat in range(REPEATS):
@@ -62,34 +70,56 @@ def _seconds_per_step(trainer: LocalTrainer | DPTrainer, device: torch.device) -
     return best
 
 
-def step_times(device: torch.device) -> dict[str, float]:
-    """Seconds per step: DP-SGD with each private noise source, and non-private training."""
+def _policy(noise: NoiseMode, **recipe: object) -> SitePrivacy:
+    # RDP: the budget check inside fit must not weigh on the step time (a PRV evaluation takes ~1 s)
+    return SitePrivacy(
+        budget=Budget(1e6, 1e-5),
+        noise_multiplier=1.0,
+        noise=noise,
+        accountant=Accountant.RDP,
+        **recipe,  # type: ignore[arg-type]
+    )
+
+
+def step_times(device: torch.device, *, recipe: bool = False) -> dict[str, float]:
+    """Seconds per step: DP-SGD with each private noise source, and non-private training; with
+    ``recipe``, also each DP recipe knob alone (system noise; weight standardisation under
+    GroupNorm against its own non-private step)."""
     inner = LocalTrainer(task="segmentation", settings=TrainSettings(batch_size=BATCH), device=device)
     times = {}
     for noise in (NoiseMode.SECURE, NoiseMode.SYSTEM):
-        # RDP: the budget check inside fit must not weigh on the step time (a PRV evaluation takes ~1 s)
-        policy = SitePrivacy(
-            budget=Budget(1e6, 1e-5), noise_multiplier=1.0, noise=noise, accountant=Accountant.RDP
-        )
         times[f"DP-SGD, {noise.value} noise"] = _seconds_per_step(
-            DPTrainer(inner, site="bench", policy=policy), device
+            DPTrainer(inner, site="bench", policy=_policy(noise)), device
         )
     times["non-private"] = _seconds_per_step(inner, device)
+    if recipe:
+        system = NoiseMode.SYSTEM
+        ws = {"norm": ["group", {"num_groups": 2}], "weight_standardization": True}
+        times["non-private, GroupNorm + WS"] = _seconds_per_step(inner, device, **ws)
+        times["DP-SGD, GroupNorm + WS"] = _seconds_per_step(
+            DPTrainer(inner, site="bench", policy=_policy(system)), device, **ws
+        )
+        times["DP-SGD, EMA 0.9"] = _seconds_per_step(
+            DPTrainer(inner, site="bench", policy=_policy(system, ema_decay=0.9)), device
+        )
+        times[f"DP-SGD, {VIEWS} views"] = _seconds_per_step(
+            DPTrainer(inner, site="bench", policy=_policy(system, augmentation_multiplicity=VIEWS)), device
+        )
     return times
 
 
-def main() -> None:
-    """Prints each DP-SGD step time / the non-private step time."""
+def main(recipe: bool = False) -> None:
+    """Prints each DP-SGD step time / the non-private step time (with ``recipe``, the recipe
+    knobs' too: ``--recipe``)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     warnings.filterwarnings("ignore", category=UserWarning)
-    times = step_times(device)
+    times = step_times(device, recipe=recipe)
     print(
         f"device: {device}, {torch.get_num_threads()} threads, U-Net 16-32-64, {SIZE}x{SIZE}, batch {BATCH}"
     )
     for name, seconds in times.items():
-        print(
-            f"{name:>22}: {seconds * 1e3:.1f} ms per step, {seconds / times['non-private']:.2f}x non-private"
-        )
+        base = times["non-private, GroupNorm + WS" if "WS" in name else "non-private"]
+        print(f"{name:>28}: {seconds * 1e3:.1f} ms per step, {seconds / base:.2f}x non-private")
 
 
 def compare(rounds: int | None = None) -> dict[str, float]:
@@ -133,8 +163,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--compare", action="store_true")
     parser.add_argument("--rounds", type=int)
+    parser.add_argument("--recipe", action="store_true", help="also time each DP recipe knob")
     arguments = parser.parse_args()
     if arguments.compare:
         compare(arguments.rounds)
     else:
-        main()
+        main(arguments.recipe)

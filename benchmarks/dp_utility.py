@@ -24,7 +24,15 @@ profiles no private site uses); run it into the same ``--out`` to get DP from sc
 after pretraining side by side.
 
 The DP recipe (``Recipe``) is the same for ``fixed``, ``adaptive`` and ``paper``; its fields are
-the ablation flags (``--dp-batch``, ``--dp-epochs``, ``--dp-lr``).
+the ablation flags (``--dp-batch``, ``--dp-epochs``, ``--dp-lr``, ``--target-quantile``,
+``--clip-lr``, ``--norm``, ``--weight-standardization``, ``--views``, ``--ema``), each mapped to
+the configuration field a user sets (``cell_config``).
+
+``--search-clip`` first chooses adaptive clipping's target quantile and learning rate: a 3 x 3
+grid of adaptive cells (first family, seed and epsilon, ``--search-size``, default ``medium``),
+each trained on the sites' training cases less a validation quarter and scored by the Dice of
+that validation quarter (never the test cases or the unseen site); the best pair is used by
+every cell and the grid is recorded under ``clip_search`` in ``dp_utility.json``.
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medfed.config.schema import SimulationConfig
-from medfed.data import SiteData, build_dataset, generate_federation, load_site
+from medfed.data import SiteData, build_dataset, generate_federation, load_site, split_cases
 from medfed.data.synthetic import public_sites
 from medfed.files import atomic_write
 from medfed.orchestration.data_checks import check_study
@@ -64,6 +72,9 @@ EPSILONS = (1.0, 2.0, 4.0, 8.0, 16.0)
 DELTA = 1e-5
 PAPER_PERCENTILE = 50.0
 PRETRAIN_EPOCHS = 5
+SEARCH_QUANTILES = (0.3, 0.5, 0.7)
+SEARCH_CLIP_LRS = (0.2, 0.5, 1.0)
+VALIDATION_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,7 @@ class Size:
 
 SIZES = {
     "small": Size(image_size=16, image_size_3d=16, cases_scale=0.04, rounds=2, channels=(4, 8)),
+    "medium": Size(image_size=32, image_size_3d=16, cases_scale=0.25, rounds=3, channels=(8, 16)),
     "full": Size(image_size=32, image_size_3d=16, cases_scale=0.5, rounds=4, channels=(8, 16, 32)),
 }
 
@@ -106,7 +118,11 @@ class Recipe:
         target_quantile: Adaptive clipping's quantile.
         clip_lr: Adaptive clipping's geometric learning rate.
         norm: The U-Net's normalisation, for every method: ``instance`` (medfed's default) or
-            ``group`` (GroupNorm, 4 groups).
+            ``group`` (GroupNorm, 2 groups: the output layer has 2 channels).
+        weight_standardization: Standardised convolutions (``model.params``), every method.
+        augmentation_multiplicity: DP only: augmented views per case averaged before clipping
+            (``privacy.dp_sgd.augmentation_multiplicity``; > 1 turns ``data.augment`` on).
+        ema: DP only: decay of the parameters' moving average (``privacy.dp_sgd.ema``).
         slices: The 3D family trains a 2D U-Net on these slices of its volumes
             (``model.slices``; DP-SGD protects each patient's slices together), or ``None``.
     """
@@ -121,6 +137,9 @@ class Recipe:
     target_quantile: float = 0.5
     clip_lr: float = 0.2
     norm: str = "instance"
+    weight_standardization: bool = False
+    augmentation_multiplicity: int = 1
+    ema: float | None = None
     slices: str | None = None
 
 
@@ -177,6 +196,8 @@ def cell_config(cell: Cell, size: Size, recipe: Recipe, run_dir: Path) -> Simula
                 "clipping": clipping,
                 "target_quantile": recipe.target_quantile,
                 "clip_lr": recipe.clip_lr,
+                "augmentation_multiplicity": recipe.augmentation_multiplicity,
+                "ema": recipe.ema,
                 "secure_mode": False,  # torch's generator from OS entropy: same maths, faster
             },
         }
@@ -191,14 +212,15 @@ def cell_config(cell: Cell, size: Size, recipe: Recipe, run_dir: Path) -> Simula
                     "cases_scale": size.cases_scale,
                     "binary": True,
                 },
-                "augment": False,
+                "augment": dp and recipe.augmentation_multiplicity > 1,
             },
             "model": {
                 "name": "unet",
                 "params": {
                     "channels": list(size.channels),
                     "strides": [2] * (len(size.channels) - 1),
-                    "norm": ["group", {"num_groups": 4}] if recipe.norm == "group" else recipe.norm,
+                    "norm": ["group", {"num_groups": 2}] if recipe.norm == "group" else recipe.norm,
+                    "weight_standardization": recipe.weight_standardization,
                 },
                 "slices": recipe.slices if three_d else None,
             },
@@ -340,6 +362,47 @@ def run_cells(
             )
         results.append(outcome)
     return results
+
+
+def validation_split(data: FederationData, seed: int) -> FederationData:
+    """Each training site's training cases split again, ``VALIDATION_FRACTION`` of them held
+    out as its validation cases (in place of its test cases), without the unseen site: what
+    the clip search scores on never includes a test case or the unseen site."""
+    train, validation = {}, {}
+    for name, site in data.train.items():
+        train[name], validation[name] = split_cases(site, VALIDATION_FRACTION, seed)
+    return FederationData(train=train, test=validation, unseen=None)
+
+
+def search_clip(cell: Cell, size: Size, recipe: Recipe, out: Path, *, log: bool = True) -> dict[str, Any]:
+    """Adaptive DP at ``cell``'s family, epsilon and seed for every target quantile x clip
+    learning rate of the grid, each scored by the mean Dice of the sites' validation cases
+    (``validation_split``); returns the grid and the best pair. Each point is one JSON under
+    ``out/search`` (resumable)."""
+    folder = out / "search"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = cell_config(cell, size, recipe, out / "runs" / "data")
+    data = check_study(config, out / "data" / f"{cell.family}-seed{cell.seed}").passed()
+    validation = validation_split(data, cell.seed)
+    grid = []
+    for quantile in SEARCH_QUANTILES:
+        for clip_lr in SEARCH_CLIP_LRS:
+            key = f"{cell.key}-q{quantile:g}-lr{clip_lr:g}"
+            path = folder / f"{key}.json"
+            if not path.exists():
+                point = replace(recipe, target_quantile=quantile, clip_lr=clip_lr)
+                outcome = run_cell(cell, size, point, out / "runs" / f"search-{key}", validation)
+                result = {
+                    "target_quantile": quantile,
+                    "clip_lr": clip_lr,
+                    "dice_validation": outcome["dice_own"],
+                }
+                atomic_write(path, json.dumps({**result, "seconds": outcome["seconds"]}).encode())
+                if log:
+                    print(f"  search {key}: validation Dice {result['dice_validation']:.3f}", flush=True)
+            grid.append(json.loads(path.read_text()))
+    best = max(grid, key=lambda point: point["dice_validation"])
+    return {"cell": cell.key, "size": asdict(size), "grid": grid, "chosen": best}
 
 
 def pretrained_weights(
@@ -504,6 +567,20 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dp-epochs", type=int, default=Recipe.dp_epochs)
     parser.add_argument("--dp-lr", type=float, default=Recipe.dp_lr)
     parser.add_argument("--target-quantile", type=float, default=Recipe.target_quantile)
+    parser.add_argument("--clip-lr", type=float, default=Recipe.clip_lr)
+    parser.add_argument(
+        "--weight-standardization", action="store_true", help="standardised convolutions (every method)"
+    )
+    parser.add_argument(
+        "--views", type=int, default=1, help="DP: augmented views per case averaged before clipping"
+    )
+    parser.add_argument("--ema", type=float, help="DP: decay of the parameters' moving average")
+    parser.add_argument(
+        "--search-clip",
+        action="store_true",
+        help="choose the adaptive clip's quantile and lr by a 3x3 search on validation Dice first",
+    )
+    parser.add_argument("--search-size", choices=sorted(SIZES), default="medium")
     parser.add_argument(
         "--norm", choices=("instance", "group"), default="instance", help="U-Net normalisation"
     )
@@ -532,11 +609,21 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         norm=args.norm,
         dp_lr=args.dp_lr,
         target_quantile=args.target_quantile,
+        clip_lr=args.clip_lr,
+        weight_standardization=args.weight_standardization,
+        augmentation_multiplicity=args.views,
+        ema=args.ema,
         slices=args.slices,
     )
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     logging.getLogger("medfed").setLevel(logging.ERROR)
+    search = None
+    if args.search_clip:
+        cell = Cell(args.families[0], "adaptive", args.epsilons[0], args.seeds[0])
+        search = search_clip(cell, SIZES[args.search_size], recipe, args.out)
+        chosen = search["chosen"]
+        recipe = replace(recipe, target_quantile=chosen["target_quantile"], clip_lr=chosen["clip_lr"])
     cells = plan_cells(
         args.families, args.epsilons, args.seeds, methods=args.methods, pretrained=args.pretrained
     )
@@ -546,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     rows = table(results)
     text = format_table(rows)
     print(text)
-    summary = {"size": asdict(size), "recipe": asdict(recipe), "rows": rows}
+    summary = {"size": asdict(size), "recipe": asdict(recipe), "clip_search": search, "rows": rows}
     atomic_write(args.out / "dp_utility.json", json.dumps(summary, indent=1, default=_json).encode())
     (args.out / "dp_utility.md").write_text(text + "\n")
     plot(rows, args.out / "dp_utility.png")

@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks import dp_utility
 from benchmarks.dp_paper import laplace_epsilon, percentile_threshold
+from medfed.models import build_model
 from medfed.privacy.dp.accounting import Accountant, epsilon_spent
 from medfed.privacy.dp.ledger import load_ledger
 
@@ -75,6 +76,48 @@ def test_percentile_threshold() -> None:
 
     assert percentile_threshold(torch.tensor([1.0, 2.0, 3.0]), 50.0) == pytest.approx(2.0)
     assert percentile_threshold(torch.empty(0), 50.0) == 1.0
+
+
+def test_the_recipe_knobs_are_the_users_config_fields(tmp_path: Path) -> None:
+    recipe = dp_utility.Recipe(
+        norm="group", weight_standardization=True, augmentation_multiplicity=3, ema=0.9
+    )
+    size = dp_utility.SIZES["small"]
+    dp = dp_utility.cell_config(dp_utility.Cell("skin_lesion", "adaptive", 8.0, 0), size, recipe, tmp_path)
+    assert dp.model.params["weight_standardization"] is True and dp.data.augment
+    assert dp.privacy.dp_sgd is not None
+    assert (dp.privacy.dp_sgd.augmentation_multiplicity, dp.privacy.dp_sgd.ema) == (3, 0.9)
+    plain = dp_utility.cell_config(
+        dp_utility.Cell("skin_lesion", "nonprivate", None, 0), size, recipe, tmp_path
+    )
+    assert plain.model.params["weight_standardization"] is True and not plain.data.augment
+    build_model(dp.model.name, dp.model.params, seed=0)  # GroupNorm's groups divide every layer (2 outputs)
+
+
+def test_the_clip_search_scores_on_validation_cases_only_and_keeps_the_best(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[set[str]] = []
+
+    def fake_run(
+        cell: dp_utility.Cell, size: object, recipe: dp_utility.Recipe, run_dir: Path, data, initial=None
+    ):  # type: ignore[no-untyped-def]
+        seen.append({c.case_id for s in data.evaluation_sets.values() for c in s.cases})
+        assert data.unseen is None
+        dice = 1.0 - abs(recipe.target_quantile - 0.7) - abs(recipe.clip_lr - 0.5)
+        return {"dice_own": dice, "seconds": 0.0}
+
+    monkeypatch.setattr(dp_utility, "run_cell", fake_run)
+    cell = dp_utility.Cell("skin_lesion", "adaptive", 8.0, 0)
+    size = dp_utility.SIZES["small"]
+    search = dp_utility.search_clip(cell, size, dp_utility.Recipe(), tmp_path, log=False)
+    assert len(search["grid"]) == 9
+    assert (search["chosen"]["target_quantile"], search["chosen"]["clip_lr"]) == (0.7, 0.5)
+    config = dp_utility.cell_config(cell, size, dp_utility.Recipe(), tmp_path / "runs" / "data")
+    data = dp_utility.check_study(config, tmp_path / "data" / "skin_lesion-seed0").passed()
+    held_out = {c.case_id for s in data.evaluation_sets.values() for c in s.cases}
+    training = {c.case_id for s in data.train.values() for c in s.cases}
+    assert all(ids and ids <= training and not ids & held_out for ids in seen)
 
 
 def test_slices_train_the_3d_family_on_2d_slices_and_leave_2d_families_alone(tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ def test_report_shows_the_classification_section(tmp_path: Path) -> None:
     write_report(tmp_path / "report.html", rows=_rows(), metric="auc", run=run)
     page = (tmp_path / "report.html").read_text()
     assert "Classification: accuracy, sensitivity, specificity, ROC" in page
-    assert "<td>6 / 4</td><td>0.700 [" in page and "<td>0.667 / 0.750</td>" in page
+    assert "<td>6 / 4</td><td>0.700\u00a0[" in page and "<td>0.667 / 0.750</td>" in page
     assert page.count("data:image/png;base64,") == 3  # learning curves, per-site, ROC
 
 

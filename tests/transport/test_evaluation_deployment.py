@@ -46,7 +46,8 @@ def test_every_site_evaluates_each_global_model_on_held_out_cases_that_never_tra
     assert "metrics refused" not in "".join(group.log(site) for site in SITES)
     report = (state / "report.html").read_text()
     assert "<h1>test</h1>" in report and "on each site's held-out cases" in report
-    assert report.count("data:image/png;base64,") == 3  # held-out dice and HD95, training loss per site
+    assert report.count("data:image/png;base64,") == 2  # held-out dice, training loss per site
+    assert "<th>hd95</th>" in report  # after the last round only: a column, no curve
     assert "<strong>Status:</strong> finished: 2 of 2 rounds done" in report
     assert "Final round: the global model on each site's held-out cases" in report
     assert "name: test" in (state / "job.yaml").read_text()

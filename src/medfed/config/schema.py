@@ -421,6 +421,22 @@ class DPSGDConfig(StrictModel):
     target_quantile: float = Field(0.5, gt=0, lt=1)
     clip_lr: float = Field(0.2, gt=0)
     count_budget_fraction: float = Field(0.05, gt=0, lt=1)
+    augmentation_multiplicity: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="K augmented views of every sampled case, their per-sample gradients "
+        "averaged before clipping (De et al. 2022): same sensitivity C and epsilon, K times the "
+        "compute. K > 1 needs data.augment.",
+    )
+    ema: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Decay of the exponential moving average of the parameters over a round's "
+        "DP steps, returned by the site in place of the last iterate (post-processing: no "
+        "privacy cost); null keeps the last iterate.",
+    )
     secure_mode: bool = Field(
         True,
         description="Noise and sampling from a CSPRNG keyed from OS entropy with attack-resistant "
@@ -530,6 +546,8 @@ class PrivacyConfig(StrictModel):
                 if dp.clipping == "adaptive"
                 else None,
                 secure_mode=dp.secure_mode,
+                augmentation_multiplicity=dp.augmentation_multiplicity,
+                ema=dp.ema,
             ),
             client_dp=None
             if client is None
@@ -736,6 +754,17 @@ class SimulationConfig(StrictModel):
             raise ValueError(
                 "federation.engine 'ray' does not run privacy.dp_sgd (each site's privacy ledger "
                 "lives in the run directory of the driver): use engine 'in_memory'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _views_need_augmentation(self) -> SimulationConfig:
+        dp = self.privacy.dp_sgd
+        if dp is not None and dp.augmentation_multiplicity > 1 and not self.data.augment:
+            raise ValueError(
+                f"privacy.dp_sgd.augmentation_multiplicity {dp.augmentation_multiplicity} averages "
+                "augmented views of each case, but data.augment is false (the views would be "
+                "identical): set data.augment: true or augmentation_multiplicity: 1"
             )
         return self
 

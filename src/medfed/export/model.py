@@ -8,7 +8,7 @@ network's own, so ``network.load_state_dict(weights, strict=True)`` accepts them
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from medfed.errors import CheckpointError, ConfigError
 from medfed.export import ExportFormat
 from medfed.files import atomic_write
 from medfed.models import NetworkSpec, build_model, network_spec
+from medfed.models.standardization import folded_weights
 from medfed.orchestration.checkpoint import (
     Checkpoint,
     load_checkpoint,
@@ -105,8 +106,13 @@ def load_trained_model(
     label = f"'{run.name}' after round {checkpoint.server.round}" + (
         f", personalised for site '{site}'" if site else ""
     )
+    spec = network_spec(model_name, params)
+    if spec.weight_standardization:  # exported as the plain MONAI network, weights standardised
+        spec, weights = replace(spec, weight_standardization=False), folded_weights(network, weights)
+        network = prepare_model(run.privacy.plan(), spec.build())
+        _load(network, weights, "the trained network")
     return TrainedModel(
-        spec=network_spec(model_name, params),
+        spec=spec,
         weights=weights,
         network=network.eval(),
         image_shape=tuple(json.loads(shape)) if shape else None,

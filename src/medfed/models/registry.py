@@ -17,6 +17,7 @@ from monai.networks.nets import DenseNet, ResNet, UNet
 from torch import nn
 
 from medfed.errors import ConfigError
+from medfed.models.standardization import standardize_convs
 from medfed.registry import Registry
 
 
@@ -33,6 +34,8 @@ class NetworkSpec:
         out_channels: Output channels (segmentation) or classes (classification).
         size_multiple: Every spatial size of an input must be a multiple of this (the product
             of a U-Net's strides; 1 when any size works).
+        weight_standardization: The convolutions that feed a normalisation layer standardise
+            their weights (``medfed.models.standardization``); not one of ``args``.
     """
 
     network: type[nn.Module]
@@ -42,6 +45,7 @@ class NetworkSpec:
     in_channels: int
     out_channels: int
     size_multiple: int = 1
+    weight_standardization: bool = False
 
     @property
     def target(self) -> str:
@@ -50,7 +54,10 @@ class NetworkSpec:
 
     def build(self) -> nn.Module:
         """A new instance of the network."""
-        return self.network(**self.args)
+        network = self.network(**self.args)
+        if self.weight_standardization:
+            standardize_convs(network)
+        return network
 
 
 MODELS: Registry[NetworkSpec] = Registry("model")
@@ -67,8 +74,13 @@ def unet(
     num_res_units: int = 1,
     norm: str = "instance",
     dropout: float = 0.0,
+    weight_standardization: bool = False,
 ) -> NetworkSpec:
-    """MONAI U-Net (Kerfoot et al. 2018): input BCHW[D], output B x out_channels x HW[D] logits."""
+    """MONAI U-Net (Kerfoot et al. 2018): input BCHW[D], output B x out_channels x HW[D] logits.
+
+    ``weight_standardization`` standardises the weights of every convolution followed by a
+    normalisation layer (a DP-friendly architecture with ``norm`` ``group``, De et al. 2022).
+    """
     args = {
         "spatial_dims": spatial_dims,
         "in_channels": in_channels,
@@ -79,8 +91,19 @@ def unet(
         "norm": norm,
         "dropout": dropout,
     }
+    if not isinstance(weight_standardization, bool):
+        raise ConfigError(
+            f"model 'unet': weight_standardization must be true or false, got {weight_standardization!r}"
+        )
     return NetworkSpec(
-        UNet, args, "segmentation", spatial_dims, in_channels, out_channels, size_multiple=math.prod(strides)
+        UNet,
+        args,
+        "segmentation",
+        spatial_dims,
+        in_channels,
+        out_channels,
+        size_multiple=math.prod(strides),
+        weight_standardization=weight_standardization,
     )
 
 

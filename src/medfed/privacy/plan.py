@@ -29,12 +29,16 @@ class DPSGDSettings:
         adaptive: Adaptive clipping's ``(target_quantile, clip_lr, count_budget_fraction)``, or
             ``None`` for a fixed clip.
         secure_mode: Noise from a CSPRNG (else torch's generator; simulation only).
+        augmentation_multiplicity: Augmented views per case, averaged before clipping.
+        ema: Decay of the parameters' moving average a site returns, or ``None``.
     """
 
     noise_multiplier: float | None = None
     max_grad_norm: float = 1.0
     adaptive: tuple[float, float, float] | None = None
     secure_mode: bool = True
+    augmentation_multiplicity: int = 1
+    ema: float | None = None
 
 
 @dataclass(frozen=True)

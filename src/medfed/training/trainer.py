@@ -12,7 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from medfed.device import default_device
-from medfed.errors import ConfigError
+from medfed.errors import ConfigError, DataError
+from medfed.models.norms import has_batch_norm
 from medfed.strategies.base import LocalHooks
 from medfed.training.losses import loss_for
 from medfed.types import Scalar, Task
@@ -140,12 +141,7 @@ class LocalTrainer:
         hooks = hooks or LocalHooks()
         model.to(self.device).train()
         optimizer = make_optimizer(model, settings)
-        loader = DataLoader(
-            dataset,
-            batch_size=settings.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(seed),
-        )
+        loader = training_loader(dataset, settings.batch_size, seed, batch_norm=has_batch_norm(model))
         losses = run_epochs(
             loader, settings.local_epochs, seed, lambda batch: self._step(model, optimizer, batch, hooks)
         )
@@ -175,6 +171,34 @@ class LocalTrainer:
         hooks.after_backward(model)
         optimizer.step()
         return finite_value(loss)
+
+
+def training_loader(dataset: Dataset, batch_size: int, seed: int, *, batch_norm: bool) -> DataLoader:
+    """Shuffled (by ``seed``) batches of ``batch_size`` cases of ``dataset``.
+
+    With ``batch_norm`` (the model has BatchNorm layers, which raise in training on a batch of
+    one 1x1 map), a last batch of one case is dropped; every other case is kept, and the
+    shuffle drops a different case each epoch. Without BatchNorm, no case is dropped.
+
+    Raises:
+        DataError: ``batch_norm`` and ``dataset`` holds one case (no batch of two can be built);
+            the site is named by ``LocalSite``, which knows it.
+    """
+    cases = len(dataset)  # type: ignore[arg-type]
+    if batch_norm and cases == 1:
+        raise DataError(
+            "",
+            None,
+            "one training case: the model's BatchNorm layers need at least two per batch; "
+            "add cases or use a model without BatchNorm",
+        )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=batch_norm and cases % batch_size == 1,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def run_epochs(

@@ -49,6 +49,8 @@ def site_policy(privacy: ProtectionPlan, site: str, *, planned_rounds: int, nois
         max_grad_norm=dp.max_grad_norm,
         adaptive_clipping=adaptive,
         noise=noise,
+        augmentation_multiplicity=dp.augmentation_multiplicity,
+        ema_decay=dp.ema,
     )
 
 

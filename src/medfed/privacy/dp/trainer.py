@@ -47,6 +47,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from medfed.errors import ConfigError, DataError, PrivacyBudgetExceeded
+from medfed.privacy.dp import grad_samplers  # noqa: F401  (registers the standardised convolutions with Opacus)
 from medfed.privacy.dp.accounting import (
     DEFAULT_ACCOUNTANT,
     Accountant,
@@ -55,6 +56,7 @@ from medfed.privacy.dp.accounting import (
     calibrate_noise,
     epsilon_spent,
 )
+from medfed.privacy.dp.averaging import ParameterEMA
 from medfed.privacy.dp.ledger import (
     PrivacyLedger,
     append_entry,
@@ -77,6 +79,7 @@ from medfed.privacy.dp.patients import (
     summed_per_patient,
 )
 from medfed.privacy.dp.quantile import count_noise_std, geometric_update
+from medfed.privacy.dp.views import MultiViewDataset, average_views, flatten_views
 from medfed.seeding import derive_seed
 from medfed.strategies.base import LocalHooks
 from medfed.training.trainer import (
@@ -90,6 +93,9 @@ from medfed.training.trainer import (
 from medfed.types import Scalar
 
 logger = logging.getLogger(__name__)
+
+MAX_VIEWS = 32
+"""Most augmented views per case: each one costs a forward and backward pass."""
 
 PRIVACY_KEYS = frozenset({"noise_multiplier", "max_grad_norm", "epsilon", "delta", "accountant", "clip"})
 """Keys a round's task config may not carry: the site's policy comes from the site alone."""
@@ -136,6 +142,10 @@ class SitePrivacy:
         max_grad_norm: The clipping threshold ``C`` (the initial one with adaptive clipping).
         adaptive_clipping: Per-round quantile clipping, or ``None`` for a fixed ``C``.
         noise: Where the noise and the sampling come from; ``REPRODUCIBLE`` is NOT PRIVATE.
+        augmentation_multiplicity: ``K`` augmented views of every sampled case, their
+            gradients averaged before clipping (``medfed.privacy.dp.views``); 1 is plain DP-SGD.
+        ema_decay: Decay of the moving average of the parameters over the round's steps that
+            the site returns (``medfed.privacy.dp.averaging``), or ``None`` for the last iterate.
         unit: What one guarantee protects: every sample of a patient (the default) or one
             training sample (then a patient with ``k`` samples has only group privacy).
     """
@@ -147,9 +157,17 @@ class SitePrivacy:
     max_grad_norm: float = 1.0
     adaptive_clipping: AdaptiveClipping | None = None
     noise: NoiseMode = NoiseMode.SECURE
+    augmentation_multiplicity: int = 1
+    ema_decay: float | None = None
     unit: PrivacyUnit = PrivacyUnit.PATIENT
 
     def __post_init__(self) -> None:
+        if not 1 <= self.augmentation_multiplicity <= MAX_VIEWS:
+            raise ValueError(
+                f"augmentation_multiplicity must lie in [1, {MAX_VIEWS}], got {self.augmentation_multiplicity}"
+            )
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in (0, 1), got {self.ema_decay}")
         if self.noise_multiplier is None and (self.planned_rounds is None or self.planned_rounds < 1):
             raise ValueError("planned_rounds >= 1 is needed to calibrate the noise multiplier")
         if self.noise_multiplier is not None and not self.noise_multiplier > 0:
@@ -292,7 +310,9 @@ class DPTrainer:
         plan = poisson_plan(len(groups), batch, settings.local_epochs)
         source = noise_source(self.policy.noise, derive_seed(seed, "dp_noise"))
         planned, clip = self._charge(plan, seed)
-        loader = poisson_loader(PatientIndexed(dataset, patients), plan, source, groups)
+        views = self.policy.augmentation_multiplicity
+        samples = dataset if views == 1 else MultiViewDataset(dataset, views)
+        loader = poisson_loader(PatientIndexed(samples, patients), plan, source, groups)
         report, new_clip = self._train(
             model, loader, planned, clip, seed, settings, hooks or LocalHooks(), source=source, plan=plan
         )
@@ -501,11 +521,21 @@ class DPTrainer:
         hooks: LocalHooks,
         seed: int,
     ) -> list[float]:
+        decay = self.policy.ema_decay
+        average = None if decay is None else ParameterEMA(model, decay)
+
+        def step(batch: Mapping[str, torch.Tensor]) -> float:
+            loss = self._step(model, optimizer, batch, hooks)
+            if average is not None:
+                average.update()
+            return loss
+
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            return run_epochs(
-                loader, settings.local_epochs, seed, lambda batch: self._step(model, optimizer, batch, hooks)
-            )
+            losses = run_epochs(loader, settings.local_epochs, seed, step)
+        if average is not None:
+            average.load_into_model()
+        return losses
 
     def _step(
         self, model: nn.Module, optimizer: DPOptimizer, batch: Mapping[str, torch.Tensor], hooks: LocalHooks
@@ -518,12 +548,16 @@ class DPTrainer:
                 parameter.grad_sample = torch.zeros((0, *parameter.shape), device=parameter.device)
         else:
             samples = {key: tensor for key, tensor in batch.items() if key != PATIENT_KEY}
-            loss = self.inner.batch_loss(model, samples)
+            views = self.policy.augmentation_multiplicity
+            loss = self.inner.batch_loss(model, samples if views == 1 else flatten_views(samples))
             loss.backward()
             value = finite_value(loss)
             for parameter in optimizer.params:  # one row per patient: Opacus clips each row to C
-                if parameter.grad_sample is not None:
-                    parameter.grad_sample = summed_per_patient(parameter.grad_sample, patient)
+                if parameter.grad_sample is not None:  # a sample's K views averaged, then summed per patient
+                    per_sample = (
+                        parameter.grad_sample if views == 1 else average_views(parameter.grad_sample, views)
+                    )
+                    parameter.grad_sample = summed_per_patient(per_sample, patient)
         if optimizer.pre_step():
             _post_process(model, optimizer, hooks)
             optimizer.original_optimizer.step()
