@@ -7,7 +7,7 @@ calibrates its noise to ``--epsilon`` at delta 1e-5 (PRV accountant, as ``DPTrai
 - **slice-level** (the unit medfed used before patients were known: wrong for slices): Poisson
   sampling of slices at ``q = 1 / ceil(N / B)``; epsilon is per *slice*.
 - **patient-level** (``DPTrainer`` now): Poisson sampling of patients at ``q = 1 / ceil(P / b)``
-  with ``b = B * P / N`` expected patients (the same memory per batch); epsilon is per patient.
+  with ``b = max(1, B * P // N)`` expected patients (the same memory per batch); epsilon is per patient.
 - What the slice-level run guarantees a *patient*, by group privacy: a patient takes part in a
   step when any of their ``k`` slices does (``q' = 1 - (1 - q)^k``) and moves the sum by up to
   ``k C`` (noise multiplier ``z / k``); and the noise it would need for the same epsilon per

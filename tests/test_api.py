@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from builders import tiny_simulation
 from torch import nn
 
 import medfed
@@ -18,13 +19,9 @@ from medfed.api import resolve_config
 from medfed.errors import CheckpointError, ConfigError
 from medfed.orchestration.run_dir import clear_run
 
-TINY: dict[str, Any] = {
-    "data": {"synthetic": {"image_size": 16, "cases_scale": 0.2}},
-    "model": {"params": {"channels": [4, 8], "strides": [2], "num_res_units": 0, "norm": "batch"}},
-    "training": {"local_epochs": 1, "batch_size": 4},
-    "federation": {"rounds": 1},
-    "baselines": {"centralized": False, "local": False},
-}
+TINY = tiny_simulation(
+    data={"synthetic": {"cases_scale": 0.2}}, model={"params": {"num_res_units": 0, "norm": "batch"}}
+)
 
 
 def _tiny(tmp_path: Path, **settings: Any) -> dict[str, Any]:
@@ -78,7 +75,8 @@ def test_simulate_returns_metrics_and_models_and_a_rerun_needs_overwrite(tmp_pat
     settings = _tiny(tmp_path, strategies=[{"name": "fedavg"}, {"name": "fedbn"}])
     results = medfed.simulate(settings)
     metrics = results.metrics
-    assert list(metrics.columns) == ["experiment", "round", "site", "split", "metric", "value"]
+    assert list(metrics.columns) == ["experiment", "round", "site", "split", "metric", "value", "seed"]
+    assert set(metrics["seed"]) == {0}  # the run's seed
     assert set(metrics["experiment"]) == {"fedavg", "fedbn"} and set(metrics["round"]) == {1}
     dice = metrics[(metrics.metric == "dice") & (metrics.split == "test")]
     assert len(dice) == 2 * 3 and dice["value"].between(0, 1).all()

@@ -4,10 +4,10 @@ close to the clean run; the report names clean, attacked and defended runs."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
+from builders import tiny_simulation
 
 from medfed.config.loading import parse_config
 from medfed.errors import ConfigError
@@ -15,15 +15,11 @@ from medfed.orchestration.experiments import plan_experiments
 from medfed.orchestration.federation_data import prepare_data
 from medfed.orchestration.simulation import ExperimentRunner
 
-TINY: dict[str, Any] = {
-    "data": {"synthetic": {"image_size": 32, "cases_scale": 0.2}, "unseen_site": None},
-    "model": {"params": {"channels": [4, 8], "strides": [2]}},
-    "training": {"local_epochs": 1, "batch_size": 4},
-    "federation": {"rounds": 1},
-    "strategies": [{"name": "fedavg"}, {"name": "fedavg", "label": "median", "robust": {"rule": "median"}}],
-    "baselines": {"centralized": False, "local": False},
-    "attack": {"sites": ["hospital_c"], "kind": "scale", "factor": 100.0},
-}
+TINY = tiny_simulation(
+    data={"synthetic": {"image_size": 32, "cases_scale": 0.2}, "unseen_site": None},
+    strategies=[{"name": "fedavg"}, {"name": "fedavg", "label": "median", "robust": {"rule": "median"}}],
+    attack={"sites": ["hospital_c"], "kind": "scale", "factor": 100.0},
+)
 
 
 def _distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

@@ -11,21 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from builders import synthetic_site
 from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
 from medfed.cli.app import app
-from medfed.data import SyntheticSite, generate_site
-from medfed.data.scanner import Acquisition, ScannerProfile
+from medfed.data import generate_site
 from medfed.errors import DataError
 
-SITE = SyntheticSite(
-    name="x",
-    scanner=ScannerProfile("t1", Acquisition(100.0, 1.0, 0.1, 0.02, 0.5)),
-    num_cases=3,
-    lesion_prevalence=0.5,
-    lesion_radius=(0.1, 0.2),
-)
+SITE = synthetic_site()
 
 
 def _study(tmp_path: Path, sites: dict[str, Path]) -> Path:

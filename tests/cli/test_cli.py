@@ -18,6 +18,7 @@ from medfed.cli.app import app
         ["client", "--help"],
         ["check-data", "--help"],
         ["provision", "--help"],
+        ["peer", "--help"],
         ["status", "--help"],
         ["report", "--help"],
         ["attack", "gradient-inversion", "--help"],

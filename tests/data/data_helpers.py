@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from medfed.data import ScannerProfile, SyntheticSite
-from medfed.data.scanner import Acquisition
+import pytest
+from builders import synthetic_site
+
 from medfed.errors import DataError
 
-SMALL_SITE = SyntheticSite(
-    name="small",
-    scanner=ScannerProfile("t1", Acquisition(100.0, 1.0, 0.1, 0.02, 0.5)),
-    num_cases=6,
-    lesion_prevalence=0.5,
-    lesion_radius=(0.08, 0.12),
-)
+SMALL_SITE = synthetic_site("small", num_cases=6, lesion_radius=(0.08, 0.12))
 
 
 def assert_names(error: DataError, site: str, path: Path) -> None:
@@ -23,3 +20,12 @@ def assert_names(error: DataError, site: str, path: Path) -> None:
     assert error.path == path
     assert f"site '{site}'" in str(error)
     assert str(path) in str(error)
+
+
+@contextmanager
+def refused(match: str, site: str, path: Path) -> Iterator[None]:
+    """Expects the block to raise a ``DataError`` matching ``match`` that names ``site`` and the
+    file at fault (``assert_names``)."""
+    with pytest.raises(DataError, match=match) as info:
+        yield
+    assert_names(info.value, site, path)

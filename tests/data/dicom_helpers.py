@@ -58,13 +58,7 @@ def slice_dataset(
 ) -> Dataset:
     """One MR slice whose stored values map to ``pixels * SLOPE + INTERCEPT``; de-identified
     (a pseudonym, PatientIdentityRemoved YES) unless ``identified``."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds = _new_dataset(MRImageStorage)
     ds.PatientName, ds.PatientID, ds.PatientSex, ds.PatientBirthDate = "Doe^Jane", "P1", "F", ""
     if not identified:
         ds.PatientName, ds.PatientID, ds.PatientIdentityRemoved = "Anon^1", "ANON1", "YES"
@@ -157,13 +151,7 @@ def write_rtstruct(folder: Path, source: Path, rois: dict[int, list[list[float]]
     """Writes an RTSTRUCT with one CLOSED_PLANAR contour per ROI, all on the slice ``source``;
     each contour is a list of (x, y) points in LPS millimetres."""
     image = pydicom.dcmread(source)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RTStructureSetStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = RTStructureSetStorage, meta.MediaStorageSOPInstanceUID
+    ds = _new_dataset(RTStructureSetStorage)
     ds.Modality, ds.SeriesInstanceUID = "RTSTRUCT", generate_uid()
     ds.StructureSetROISequence, ds.ROIContourSequence = [], []
     for number, points in rois.items():
@@ -182,3 +170,16 @@ def write_rtstruct(folder: Path, source: Path, rois: dict[int, list[list[float]]
     path = folder / "rtstruct.dcm"
     write_slice(path, ds)
     return path
+
+
+def _new_dataset(sop_class: str) -> Dataset:
+    """An empty instance of ``sop_class`` with a new SOPInstanceUID and its file meta
+    (explicit VR little endian)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    return ds

@@ -8,9 +8,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from data_helpers import SMALL_SITE, assert_names
+from data_helpers import SMALL_SITE, assert_names, refused
 
-from medfed.data import FORMATS
+from medfed.data import FORMATS, Case
 from medfed.errors import DataError, DataProblems
 
 load = FORMATS.get("msd")
@@ -62,25 +62,22 @@ def test_test_only_site_without_labels(tmp_path: Path) -> None:
 def test_missing_label_file(msd_site: Path) -> None:
     missing = msd_site / "labelsTr" / "small_002.nii.gz"
     missing.unlink()
-    with pytest.raises(DataError, match="label file") as info:
+    with refused("label file", "small", missing):
         load("small", msd_site)
-    assert_names(info.value, "small", missing)
 
 
 def test_image_without_label_when_others_have_one(msd_site: Path) -> None:
     meta = index(msd_site)
     del meta["training"][3]["label"]
     (msd_site / "dataset.json").write_text(json.dumps(meta))
-    with pytest.raises(DataError, match="has no mask") as info:
+    with refused("has no mask", "small", msd_site / "imagesTr" / "small_003.nii.gz"):
         load("small", msd_site)
-    assert_names(info.value, "small", msd_site / "imagesTr" / "small_003.nii.gz")
 
 
 def test_missing_image(msd_site: Path) -> None:
     (msd_site / "imagesTr" / "small_001_0000.nii.gz").unlink()
-    with pytest.raises(DataError, match="image not found") as info:
+    with refused("image not found", "small", msd_site / "imagesTr" / "small_001.nii.gz"):
         load("small", msd_site)
-    assert_names(info.value, "small", msd_site / "imagesTr" / "small_001.nii.gz")
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.0])
@@ -88,25 +85,22 @@ def test_truncated_file(msd_site: Path, keep: float) -> None:
     bad = msd_site / "imagesTr" / "small_004_0000.nii.gz"
     data = bad.read_bytes()
     bad.write_bytes(data[: int(len(data) * keep)] if keep else b"not a nifti")
-    with pytest.raises(DataError, match="cannot read NIfTI") as info:
+    with refused("cannot read NIfTI", "small", bad):
         load("small", msd_site)
-    assert_names(info.value, "small", bad)
 
 
 def test_shape_mismatch(msd_site: Path) -> None:
     bad = msd_site / "labelsTr" / "small_000.nii.gz"
     save(np.zeros((30, 32, 1), np.uint8), bad)
-    with pytest.raises(DataError, match="does not match") as info:
+    with refused("does not match", "small", bad):
         load("small", msd_site)
-    assert_names(info.value, "small", bad)
 
 
 def test_non_integer_mask(msd_site: Path) -> None:
     bad = msd_site / "labelsTr" / "small_000.nii.gz"
     save(np.full((32, 32, 1), 0.5, np.float32), bad)
-    with pytest.raises(DataError, match="non-integer") as info:
+    with refused("non-integer", "small", bad):
         load("small", msd_site)
-    assert_names(info.value, "small", bad)
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf])
@@ -115,23 +109,20 @@ def test_nan_or_inf_voxels(msd_site: Path, value: float) -> None:
     image = np.ones((32, 32, 1), np.float32)
     image[3, 4] = value
     save(image, bad)
-    with pytest.raises(DataError, match="NaN or infinite") as info:
+    with refused("NaN or infinite", "small", msd_site / "imagesTr" / "small_005.nii.gz"):
         load("small", msd_site)
-    assert_names(info.value, "small", msd_site / "imagesTr" / "small_005.nii.gz")
 
 
 def test_empty_site(tmp_path: Path) -> None:
     write_index(tmp_path, [])
-    with pytest.raises(DataError, match="no cases") as info:
+    with refused("no cases", "empty", tmp_path):
         load("empty", tmp_path)
-    assert_names(info.value, "empty", tmp_path)
 
 
 def test_unparsable_index(tmp_path: Path) -> None:
     (tmp_path / "dataset.json").write_text("{not json")
-    with pytest.raises(DataError, match="cannot parse") as info:
+    with refused("cannot parse", "s", tmp_path / "dataset.json"):
         load("s", tmp_path)
-    assert_names(info.value, "s", tmp_path / "dataset.json")
 
 
 def test_gzip_error_is_not_leaked(msd_site: Path) -> None:
@@ -175,9 +166,8 @@ def test_label_on_another_grid_is_refused(tmp_path: Path) -> None:
     shifted[:3, 3] = [0.0, 0.5, 0.0]  # half a voxel
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 3), np.uint8), shifted), bad)
     write_index(tmp_path, [{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"}])
-    with pytest.raises(DataError, match="voxel grid does not match .* differ by up to 0.5 mm") as info:
+    with refused("voxel grid does not match .* differ by up to 0.5 mm", "s", bad):
         load("s", tmp_path)
-    assert_names(info.value, "s", bad)
 
 
 def test_channel_on_another_grid_is_refused(tmp_path: Path) -> None:
@@ -185,9 +175,8 @@ def test_channel_on_another_grid_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "imagesTr" / "a_0001.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((8, 8, 3), np.float32), np.diag([2.0, 1, 1, 1])), bad)
     write_index(tmp_path, [{"image": "imagesTr/a.nii.gz"}])
-    with pytest.raises(DataError, match="voxel grid does not match the image 'a_0000.nii.gz'") as info:
+    with refused("voxel grid does not match the image 'a_0000.nii.gz'", "s", bad):
         load("s", tmp_path)
-    assert_names(info.value, "s", bad)
 
 
 def test_singular_affine_is_refused(tmp_path: Path) -> None:
@@ -198,29 +187,29 @@ def test_singular_affine_is_refused(tmp_path: Path) -> None:
     header["srow_y"] = [0.0, 0.0, 0.0, 0.0]  # a collapsed axis, as a broken exporter writes
     nib.save(nib.Nifti1Image(np.ones((8, 8, 3), np.float32), None, header=header), bad)
     write_index(tmp_path, [{"image": "imagesTr/a.nii.gz"}])
-    with pytest.raises(DataError, match="affine is not a valid voxel-to-world map") as info:
+    with refused("affine is not a valid voxel-to-world map", "s", bad):
         load("s", tmp_path)
-    assert_names(info.value, "s", bad)
+
+
+def _load_nibabel_file(folder: Path, name: str) -> tuple[Case, np.ndarray]:
+    """The one case of a site holding nibabel's test file ``name``, and that file's voxels as
+    nibabel reads them in canonical (RAS) order."""
+    source = Path(nib.__file__).parent / "tests" / "data" / name
+    (folder / "imagesTr").mkdir()
+    shutil.copy(source, folder / "imagesTr" / name)
+    write_index(folder, [{"image": f"imagesTr/{name}"}])
+    (case,) = load("s", folder).cases
+    return case, nib.as_closest_canonical(nib.load(source)).get_fdata()
 
 
 def test_nibabels_4d_file_is_channels_last_and_reoriented(tmp_path: Path) -> None:
-    source = Path(nib.__file__).parent / "tests" / "data" / "example4d.nii.gz"
-    (tmp_path / "imagesTr").mkdir()
-    shutil.copy(source, tmp_path / "imagesTr" / "f.nii.gz")
-    write_index(tmp_path, [{"image": "imagesTr/f.nii.gz"}])
-    (case,) = load("s", tmp_path).cases
-    expected = nib.as_closest_canonical(nib.load(source)).get_fdata()
+    case, expected = _load_nibabel_file(tmp_path, "example4d.nii.gz")
     assert case.image.shape == (expected.shape[3], *expected.shape[:3])
     np.testing.assert_allclose(case.image, np.moveaxis(expected, -1, 0), rtol=1e-6)
 
 
 def test_nibabels_anatomical_file_loads_canonical(tmp_path: Path) -> None:
-    source = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"
-    (tmp_path / "imagesTr").mkdir()
-    shutil.copy(source, tmp_path / "imagesTr" / "t1.nii")
-    write_index(tmp_path, [{"image": "imagesTr/t1.nii"}])
-    (case,) = load("s", tmp_path).cases
-    expected = nib.as_closest_canonical(nib.load(source)).get_fdata()
+    case, expected = _load_nibabel_file(tmp_path, "anatomical.nii")
     np.testing.assert_allclose(case.image[0], expected, rtol=1e-6)
 
 
@@ -233,9 +222,8 @@ def test_paths_must_stay_inside_the_site_folder(tmp_path: Path, escape: str) -> 
     save(np.ones((8, 8), np.float32), tmp_path / "outside.nii.gz")
     save(np.ones((8, 8), np.float32), site / "imagesTr" / "a_0000.nii.gz")
     write_index(site, [{"image": "imagesTr/a.nii.gz", "label": escape}])
-    with pytest.raises(DataError, match="must be relative|leads outside the site folder") as info:
+    with refused("must be relative|leads outside the site folder", "s", site / "dataset.json"):
         load("s", site)
-    assert_names(info.value, "s", site / "dataset.json")
 
 
 def test_symlink_out_of_the_site_folder_is_refused(tmp_path: Path) -> None:
@@ -251,18 +239,18 @@ def test_symlink_out_of_the_site_folder_is_refused(tmp_path: Path) -> None:
 def test_mask_value_not_declared_in_labels(msd_site: Path) -> None:
     bad = msd_site / "labelsTr" / "small_002.nii.gz"
     save(np.full((32, 32, 1), 2, np.uint8), bad)
-    with pytest.raises(DataError, match=r"mask values \[2\] are not declared") as info:
+    with refused(r"mask values \[2\] are not declared", "small", bad):
         load("small", msd_site)
-    assert_names(info.value, "small", bad)
 
 
 def test_modality_fixes_the_number_of_channels(msd_site: Path) -> None:
     meta = index(msd_site)
     meta["modality"] = {"0": "T1", "1": "T2"}
     (msd_site / "dataset.json").write_text(json.dumps(meta))
-    with pytest.raises(DataError, match="images have 1 channels, dataset.json declares 2") as info:
+    with refused(
+        "images have 1 channels, dataset.json declares 2", "small", msd_site / "imagesTr" / "small_000.nii.gz"
+    ):
         load("small", msd_site)
-    assert_names(info.value, "small", msd_site / "imagesTr" / "small_000.nii.gz")
 
 
 def test_the_site_carries_its_declared_classes(msd_site: Path) -> None:

@@ -3,12 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
-from data_helpers import assert_names
+from data_helpers import refused
 from PIL import Image
 
 from medfed.data import FORMATS, load_site
-from medfed.errors import DataError
 
 
 def test_known_formats() -> None:
@@ -46,22 +44,19 @@ def test_explicit_format(msd_site: Path) -> None:
 
 
 def test_unknown_format(msd_site: Path) -> None:
-    with pytest.raises(DataError, match="unknown data format 'tiff'.*dicom, msd, npz, png") as info:
+    with refused("unknown data format 'tiff'.*dicom, msd, npz, png", "small", msd_site):
         load_site("small", msd_site, format="tiff")
-    assert_names(info.value, "small", msd_site)
 
 
 def test_undetectable_format(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(DataError, match="cannot detect.*dicom, msd, npz, png") as info:
+    with refused("cannot detect.*dicom, msd, npz, png", "s", tmp_path):
         load_site("s", tmp_path)
-    assert_names(info.value, "s", tmp_path)
 
 
 def test_missing_path(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="does not exist") as info:
+    with refused("does not exist", "s", tmp_path / "nope"):
         load_site("s", tmp_path / "nope")
-    assert_names(info.value, "s", tmp_path / "nope")
 
 
 def test_declared_classes_come_with_the_site(msd_site: Path, tmp_path: Path) -> None:

@@ -125,3 +125,11 @@ def test_the_split_is_unchanged_when_each_patient_has_one_case() -> None:
 def test_a_single_patient_is_never_split() -> None:
     train, test = split_cases(_site(["p"] * 4), 0.5, 0)
     assert len(train.cases) == 4 and not test.cases
+
+
+def test_several_studies_per_patient_are_generated_in_the_msd_layout_only() -> None:
+    from medfed.config.schema import SyntheticDataConfig
+
+    assert SyntheticDataConfig(studies_per_patient=3).studies_per_patient == 3
+    with pytest.raises(ValueError, match="studies_per_patient > 1 is written for the MSD layout only"):
+        SyntheticDataConfig(realistic=True, studies_per_patient=2)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
 
 import highdicom as hd
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from builders import tiny_simulation
 from dicom_helpers import write_series
 from PIL import Image
 from torch import nn
@@ -124,7 +124,7 @@ def test_a_dicom_series_gets_a_seg_that_references_its_instances(tmp_path: Path)
 
 def test_a_scan_the_model_cannot_take_is_one_error(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(np.ones((8, 8, 8, 2), np.float32), np.eye(4)), tmp_path / "two.nii.gz")
-    with pytest.raises(DataError, match="2 channel"):
+    with pytest.raises(DataError, match=r"^file '.*two.nii.gz': images have 2 channels, the model takes 1$"):
         predict_path(_model(Preprocessing()), tmp_path / "two.nii.gz", tmp_path / "out")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "flat.png")
     with pytest.raises(DataError, match="2D, the model is 3D"):
@@ -134,14 +134,7 @@ def test_a_scan_the_model_cannot_take_is_one_error(tmp_path: Path) -> None:
         predict_path(_model(Preprocessing()), tmp_path / "empty", tmp_path / "out")
 
 
-TINY: dict[str, Any] = {
-    "data": {"synthetic": {"image_size": 16, "cases_scale": 0.15}},
-    "model": {"params": {"channels": [4, 8], "strides": [2]}},
-    "training": {"local_epochs": 1, "batch_size": 4},
-    "federation": {"rounds": 1},
-    "strategies": [{"name": "fedavg"}],
-    "baselines": {"centralized": False, "local": False},
-}
+TINY = tiny_simulation()
 
 
 def test_predict_command_over_a_folder_of_png_and_nifti(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from builders import tiny_simulation
 from pydicom.uid import RLELossless
 
 from medfed.config.loading import parse_config
@@ -60,16 +61,11 @@ def test_each_site_loads_back_to_what_the_generator_drew(
 
 
 def test_the_demo_runs_on_the_realistic_variant(tmp_path: Path) -> None:
-    config = {
-        "data": {"synthetic": {"image_size": 16, "cases_scale": 0.15, "realistic": True}},
-        "model": {"params": {"channels": [4, 8], "strides": [2]}},
-        "training": {"local_epochs": 1, "batch_size": 4},
-        "federation": {"rounds": 1},
-        "strategies": [{"name": "fedavg"}],
-        "baselines": {"centralized": False, "local": False},
-        "preprocessing": "auto",  # as configs/realistic.yaml
-        "output_dir": str(tmp_path / "run"),
-    }
+    config = tiny_simulation(
+        tmp_path / "run",
+        data={"synthetic": {"realistic": True}},
+        preprocessing="auto",  # as configs/realistic.yaml
+    )
     run_simulation(parse_config(config))
     assert (tmp_path / "run" / "report.html").is_file()
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())

@@ -29,7 +29,7 @@ from medfed.deployment.site_builder import SiteBuilder, SiteOptions
 from medfed.errors import DataError, UpdateRejected
 from medfed.models import build_model
 from medfed.orchestration.site import cpu_weights
-from medfed.training import evaluate
+from medfed.training import evaluate_cases
 from medfed.transport.board import PostedTask, RoundBoard
 from medfed.transport.client import FetchedStep
 from medfed.transport.errors import PayloadError
@@ -216,7 +216,11 @@ def test_a_site_answers_an_evaluation_step_with_its_fedbn_model_and_training_is_
     _, held_out = holdout_split(site, 0.2, SEED)
     dataset = build_dataset(held_out.cases, task="segmentation", augment=False, seed=SEED)
     assert metrics == pytest.approx(
-        {"dice": evaluate(model, dataset, task="segmentation", batch_size=4, surface_distance=False)["dice"]}
+        {
+            "dice": evaluate_cases(model, dataset, task="segmentation", batch_size=4, surface_distance=False)[
+                0
+            ]["dice"]
+        }
     )
     assert all(torch.equal(local.state.weights[k], v) for k, v in state_before.items())
 

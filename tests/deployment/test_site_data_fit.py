@@ -34,8 +34,8 @@ def _job(**params: Any) -> str:
 @pytest.mark.parametrize(
     ("data", "params", "reason"),
     [
-        (_data(2), {}, "images have 2 channels, model.params.in_channels is 1"),
-        (_data(1), {"spatial_dims": 3}, "images are 2D, model.params.spatial_dims is 3"),
+        (_data(2), {}, "images have 2 channels, the model takes 1"),
+        (_data(1), {"spatial_dims": 3}, "images are 2D, the model is 3D"),
         (
             _data(1, mask_value=2),
             {},

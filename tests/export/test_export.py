@@ -3,10 +3,10 @@ bundle each give the trained network's outputs exactly."""
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
+from builders import tiny_simulation
 from monai.bundle import ConfigParser
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -21,14 +21,11 @@ from medfed.models.norms import norm_layer_keys
 from medfed.orchestration.checkpoint import latest_checkpoint, load_checkpoint
 from medfed.simulator import run_simulation
 
-TINY: dict[str, Any] = {
-    "data": {"synthetic": {"image_size": 16, "cases_scale": 0.15}},
-    "model": {"params": {"channels": [4, 8], "strides": [2], "norm": "batch"}},
-    "training": {"local_epochs": 1, "batch_size": 4},
-    "federation": {"rounds": 2, "keep_last": 1},
-    "strategies": [{"name": "fedavg"}, {"name": "fedbn"}],
-    "baselines": {"centralized": False, "local": False},
-}
+TINY = tiny_simulation(
+    model={"params": {"norm": "batch"}},
+    federation={"rounds": 2, "keep_last": 1},
+    strategies=[{"name": "fedavg"}, {"name": "fedbn"}],
+)
 
 
 @pytest.fixture(scope="module")

@@ -4,20 +4,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from builders import tiny_simulation
 
 from medfed.config.loading import parse_config
 from medfed.orchestration.checkpoint import latest_checkpoint, load_checkpoint
 from medfed.simulator import run_simulation
 from medfed.types import Weights
 
-DP_TINY: dict[str, Any] = {
-    "data": {"synthetic": {"image_size": 64, "cases_scale": 0.35}},
-    "model": {"params": {"channels": [4, 8], "strides": [2], "num_res_units": 0}},
-    "training": {"local_epochs": 1, "batch_size": 8, "lr": 0.003},
-    "federation": {"rounds": 1},
-    "strategies": [{"name": "fedavg"}],
-    "baselines": {"centralized": False, "local": False},
-}
+DP_TINY = tiny_simulation(
+    data={"synthetic": {"image_size": 64, "cases_scale": 0.35}},
+    model={"params": {"num_res_units": 0}},
+    training={"batch_size": 8, "lr": 0.003},
+)
 
 
 def _run(output_dir: Path, **privacy: Any) -> tuple[Weights, str]:

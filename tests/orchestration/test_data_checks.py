@@ -9,21 +9,15 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytest
+from builders import synthetic_site
 
 from medfed.config.loading import parse_config
-from medfed.data import SyntheticSite, generate_site
-from medfed.data.scanner import Acquisition, ScannerProfile
+from medfed.data import generate_site
 from medfed.errors import DataError, DataProblems
 from medfed.orchestration.data_checks import check_study
 from medfed.simulator import run_simulation
 
-SITE = SyntheticSite(
-    name="x",
-    scanner=ScannerProfile("t1", Acquisition(100.0, 1.0, 0.1, 0.02, 0.5)),
-    num_cases=3,
-    lesion_prevalence=0.5,
-    lesion_radius=(0.1, 0.2),
-)
+SITE = synthetic_site()
 
 
 def _msd_site(root: Path, name: str, dims: int = 2) -> Path:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
+from builders import tiny_simulation
 
 from medfed.config.loading import parse_config
 from medfed.deployment.job import JobConfig
@@ -23,13 +23,11 @@ from medfed.orchestration.simulation import ExperimentRunner
 from medfed.strategies import FedAvg
 from medfed.types import ServerState, SiteState, TrainResult
 
-TINY: dict[str, Any] = {
-    "data": {"synthetic": {"image_size": 32, "cases_scale": 0.3}},
-    "model": {"params": {"channels": [4, 8], "strides": [2]}},
-    "federation": {"rounds": 3, "evaluate_every": 0},
-    "strategies": [{"name": "fedavg"}],
-    "baselines": {"centralized": False, "local": False},
-}
+TINY = tiny_simulation(
+    data={"synthetic": {"image_size": 32, "cases_scale": 0.3}},
+    training={"local_epochs": 2, "batch_size": 8},
+    federation={"rounds": 3, "evaluate_every": 0},
+)
 WEIGHTS = {"w": torch.ones(2)}
 
 
@@ -83,7 +81,10 @@ def test_every_split_round_trips_through_metrics_sqlite(tmp_path: Path) -> None:
     assert [row.split for row in log.rows()] == sorted(Split, key=lambda split: split.value)
     assert all(type(row.split) is Split for row in log.rows())
     with sqlite3.connect(tmp_path / "metrics.sqlite") as db:
-        db.execute("INSERT INTO metrics VALUES ('run', 2, 'a', 'bogus', 'm', 1.0)")
+        db.execute(
+            "INSERT INTO metrics (experiment, round, site, split, metric, value) "
+            "VALUES ('run', 2, 'a', 'bogus', 'm', 1.0)"
+        )
     with pytest.raises(CheckpointError, match="bogus"):
         log.rows()
 

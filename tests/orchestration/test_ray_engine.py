@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from builders import tiny_simulation
 
 ray = pytest.importorskip("ray")
 
@@ -27,14 +28,12 @@ from medfed.types import SiteState, TrainResult, TrainTask, Weights  # noqa: E40
 
 pytestmark = pytest.mark.integration
 
-TINY: dict[str, Any] = {
-    "data": {"synthetic": {"image_size": 16, "cases_scale": 0.15}, "unseen_site": None},
-    "model": {"params": {"channels": [4, 8], "strides": [2]}},
-    "training": {"local_epochs": 1, "batch_size": 4, "optimizer": "sgd", "lr": 0.01},
-    "federation": {"rounds": 2, "min_sites": 2, "evaluate_every": 0},
-    "baselines": {"centralized": False, "local": False},
-    "ray": {"num_cpus_per_site": 1},
-}
+TINY = tiny_simulation(
+    data={"unseen_site": None},
+    training={"optimizer": "sgd", "lr": 0.01},
+    federation={"rounds": 2, "min_sites": 2, "evaluate_every": 0},
+    ray={"num_cpus_per_site": 1},
+)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from builders import tiny_simulation
 
 from medfed.config.loading import parse_config
 from medfed.data import Case, SiteData
@@ -40,18 +41,10 @@ def test_one_round_per_family(
     tmp_path: Path, family: str, size: int, channels: int, classes: int, unseen: str
 ) -> None:
     config = parse_config(
-        {
-            "output_dir": str(tmp_path),
-            "data": {
-                "synthetic": {"family": family, "image_size": size, "cases_scale": 0.02},
-                "augment": False,
-            },
-            "model": {"params": {"channels": [4, 8], "strides": [2]}},
-            "training": {"local_epochs": 1, "batch_size": 4},
-            "federation": {"rounds": 1},
-            "strategies": [{"name": "fedavg"}],
-            "baselines": {"centralized": False, "local": False},
-        }
+        tiny_simulation(
+            tmp_path,
+            data={"synthetic": {"family": family, "image_size": size, "cases_scale": 0.02}, "augment": False},
+        )
     )
     assert config.data.unseen_site == unseen
     outcome = run_simulation(config)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from builders import tiny_simulation
+
 from medfed.config.loading import parse_config
 from medfed.orchestration.federation_data import prepare_data
 from medfed.privacy.dp.ledger import load_ledger
@@ -15,19 +17,18 @@ ROUNDS = 2
 
 def test_each_site_of_a_simulated_experiment_charges_one_release_per_round(tmp_path: Path) -> None:
     config = parse_config(
-        {
-            "data": {"synthetic": {"image_size": 16, "cases_scale": 0.2}},
-            "model": {"params": {"channels": [4, 8], "strides": [2], "norm": "instance"}},
-            "federation": {"rounds": ROUNDS, "min_sites": 2},
-            "strategies": [{"name": "fedavg"}],
-            "baselines": {"centralized": False, "local": False},
-            "output_dir": str(tmp_path),
-            "privacy": {
+        tiny_simulation(
+            tmp_path,
+            data={"synthetic": {"cases_scale": 0.2}},
+            model={"params": {"norm": "instance"}},
+            training={"local_epochs": 2, "batch_size": 8},
+            federation={"rounds": ROUNDS, "min_sites": 2},
+            privacy={
                 "accountant": "rdp",
                 "epsilon": 50.0,
                 "dp_sgd": {"noise": "fixed", "noise_multiplier": 1.0},
             },
-        }
+        )
     )
     run_dir = run_simulation(config).run_dir
     ledgers = sorted((run_dir / "privacy" / "fedavg").glob("*.jsonl"))

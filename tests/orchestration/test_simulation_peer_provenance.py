@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from builders import tiny_simulation
 from typer.testing import CliRunner
 
 from medfed.cli.app import app
@@ -20,20 +21,18 @@ from medfed.provenance.verify import verify
 
 def test_a_gossip_run_records_every_training_and_merge_and_verifies(tmp_path: Path) -> None:
     config = parse_config(
-        {
-            "data": {"synthetic": {"image_size": 16, "cases_scale": 0.2}},
-            "model": {"params": {"channels": [4, 8], "strides": [2], "norm": "instance"}},
-            "training": {"local_epochs": 1, "batch_size": 4, "lr": 0.01},
-            "federation": {"rounds": 2, "evaluate_every": 0, "topology": "gossip"},
-            "strategies": [{"name": "fedavg"}],
-            "baselines": {"centralized": False, "local": False},
-            "privacy": {
+        tiny_simulation(
+            tmp_path,
+            data={"synthetic": {"cases_scale": 0.2}},
+            model={"params": {"norm": "instance"}},
+            training={"lr": 0.01},
+            federation={"rounds": 2, "evaluate_every": 0, "topology": "gossip"},
+            privacy={
                 "accountant": "rdp",
                 "epsilon": 50.0,
                 "dp_sgd": {"noise": "fixed", "noise_multiplier": 1.0},
             },
-            "output_dir": str(tmp_path),
-        }
+        )
     )
     runner = ExperimentRunner(config, prepare_data(config.data, tmp_path / "data", seed=0), tmp_path)
     (experiment,) = plan_experiments(config, runner.data)

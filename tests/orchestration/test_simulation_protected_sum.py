@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import tenseal as ts
 import torch
+from builders import tiny_simulation
 
 from medfed.config.loading import parse_config
 from medfed.orchestration.checkpoint import latest_checkpoint, load_checkpoint
@@ -18,16 +19,13 @@ from medfed.privacy.ckks import CkksParameters, EncryptedVector
 from medfed.simulator import run_simulation
 from medfed.types import Weights
 
-TINY: dict[str, Any] = {
-    "data": {"synthetic": {"image_size": 32, "cases_scale": 0.3}},
-    "model": {"params": {"channels": [4, 8], "strides": [2]}},
+TINY = tiny_simulation(
+    data={"synthetic": {"image_size": 32, "cases_scale": 0.3}},
     # SGD: Adam divides by sqrt(v), which turns the 2^-24 fixed-point rounding of round 1 into
     # ~1e-3 differences in round 2 for biases whose gradient is ~0 (before a norm layer).
-    "training": {"optimizer": "sgd", "lr": 0.01},
-    "federation": {"rounds": 2, "min_sites": 2},
-    "strategies": [{"name": "fedavg"}],
-    "baselines": {"centralized": False, "local": False},
-}
+    training={"local_epochs": 2, "batch_size": 8, "optimizer": "sgd", "lr": 0.01},
+    federation={"rounds": 2, "min_sites": 2},
+)
 
 
 def _final_weights(output_dir: Path, **privacy: Any) -> Weights:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from builders import tiny_simulation
 
 from medfed.config.loading import parse_config
 from medfed.orchestration.simulation import Callbacks
@@ -25,19 +26,18 @@ def _crash(round: int) -> None:
 
 def test_a_resumed_secure_dp_run_keeps_a_ledger_that_verifies(tmp_path: Path) -> None:
     config = parse_config(
-        {
-            "data": {"synthetic": {"image_size": 16, "cases_scale": 0.2}},
-            "model": {"params": {"channels": [4, 8], "strides": [2], "norm": "instance"}},
-            "federation": {"rounds": 2, "min_sites": 2},
-            "strategies": [{"name": "fedavg"}],
-            "baselines": {"centralized": False, "local": False},
-            "output_dir": str(tmp_path),
-            "privacy": {
+        tiny_simulation(
+            tmp_path,
+            data={"synthetic": {"cases_scale": 0.2}},
+            model={"params": {"norm": "instance"}},
+            training={"local_epochs": 2, "batch_size": 8},
+            federation={"rounds": 2, "min_sites": 2},
+            privacy={
                 "epsilon": 50.0,
                 "dp_sgd": {"noise": "fixed", "noise_multiplier": 1.0},
                 "secure_aggregation": {"threshold_fraction": 0.6},
             },
-        }
+        )
     )
     with pytest.raises(_Crash):
         run_simulation(config, callbacks=Callbacks(on_round=_crash))

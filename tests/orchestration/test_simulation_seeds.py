@@ -12,6 +12,7 @@ from statistics import fmean, stdev
 from typing import Any
 
 import pytest
+from builders import tiny_simulation
 
 import medfed
 from medfed.config.loading import parse_config
@@ -20,14 +21,7 @@ from medfed.orchestration.simulation import Callbacks
 from medfed.report.summary import SummaryRow
 from medfed.simulator import run_simulation
 
-TINY: dict[str, Any] = {
-    "data": {"synthetic": {"image_size": 16, "cases_scale": 0.15}},
-    "model": {"params": {"channels": [4, 8], "strides": [2]}},
-    "training": {"local_epochs": 1, "batch_size": 4},
-    "federation": {"rounds": 2},
-    "strategies": [{"name": "fedavg"}],
-    "baselines": {"centralized": False, "local": False},
-}
+TINY = tiny_simulation(federation={"rounds": 2})
 SEEDS = (3, 5)
 
 Singles = Mapping[int, Mapping[str, SummaryRow]]

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from builders import tiny_simulation
 
 from medfed.config.loading import parse_config
 from medfed.errors import ConfigError
@@ -18,16 +19,13 @@ from medfed.orchestration.federation_data import prepare_data
 from medfed.orchestration.run_dir import config_yaml
 from medfed.orchestration.simulation import Callbacks, ExperimentRunner
 from medfed.privacy.dp.ledger import load_ledger
-from medfed.training import evaluate
+from medfed.training import evaluate_cases
 
-TINY: dict[str, Any] = {
-    "data": {"synthetic": {"image_size": 16, "cases_scale": 0.2}},
-    "model": {"params": {"channels": [4, 8], "strides": [2]}},
-    "training": {"local_epochs": 1, "batch_size": 4, "lr": 0.01},
-    "federation": {"rounds": 2, "evaluate_every": 0},
-    "strategies": [{"name": "fedavg"}],
-    "baselines": {"centralized": False, "local": False},
-}
+TINY = tiny_simulation(
+    data={"synthetic": {"cases_scale": 0.2}},
+    training={"lr": 0.01},
+    federation={"rounds": 2, "evaluate_every": 0},
+)
 
 
 def _runner(tmp_path: Path, topology: object, **federation: object) -> ExperimentRunner:
@@ -42,7 +40,7 @@ def test_each_topology_improves_dice_over_the_initial_model(tmp_path: Path, topo
     runner = _runner(tmp_path, topology)
     model = runner.new_model()
     initial = fmean(
-        evaluate(model, data, task="segmentation", batch_size=4)["dice"]
+        evaluate_cases(model, data, task="segmentation", batch_size=4)[0]["dice"]
         for data in runner.evaluation_sets.values()
     )
     (experiment,) = plan_experiments(runner.config, runner.data)

@@ -83,6 +83,7 @@ def test_revoked_certificate_is_refused_and_others_still_pass(tmp_path: Path) ->
     assert gate(certificate) == "hospital_a"
     serials = revoke(kits, "hospital_a")
     assert serials == revoked_serials(kits / "server/crl.pem")
+    assert serials == revoked_serials(kits / "hospital_b/crl.pem")  # peers check each other too
     with pytest.raises(AuthenticationError, match="revoked"):
         gate(certificate)
     assert gate((kits / "hospital_b/site.crt").read_bytes()) == "hospital_b"

@@ -80,7 +80,7 @@ def test_report_shows_the_classification_section(tmp_path: Path) -> None:
     write_report(tmp_path / "report.html", rows=_rows(), metric="auc", run=run)
     page = (tmp_path / "report.html").read_text()
     assert "Classification: accuracy, sensitivity, specificity, ROC" in page
-    assert "<td>6 / 4</td><td>0.700 [" in page and "<td>0.667 / 0.750</td>" in page
+    assert "<td>6 / 4</td><td>0.700\u00a0[" in page and "<td>0.667 / 0.750</td>" in page
     assert page.count("data:image/png;base64,") == 3  # learning curves, per-site, ROC
 
 
@@ -121,3 +121,12 @@ def test_a_classification_simulation_reports_what_its_evaluation_measured(tmp_pa
             assert estimate == pytest.approx(expected, rel=1e-6, nan_ok=True)
     page = outcome.report.read_text()
     assert "Classification: accuracy, sensitivity, specificity, ROC" in page
+
+
+def test_a_site_without_positive_cases_has_a_specificity_but_no_sensitivity() -> None:
+    rows = _case_rows("fedavg", "a", [0, 0, 0, 0], [0, 1, 0, 0])
+    summary = summarize(rows, {"fedavg": "federated"}, task="classification", unseen_site=None)
+    (found,) = class_scores(rows, summary, unseen_site=None)
+    assert found.class_cases == (4, 0)
+    assert math.isnan(found.sensitivity.estimate)  # as MONAI's ConfusionMatrixMetric: 0 / 0
+    assert math.isclose(found.specificity.estimate, 3 / 4) and math.isclose(found.accuracy.estimate, 3 / 4)

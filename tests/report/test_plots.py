@@ -14,6 +14,16 @@ def test_round_axes_have_integer_ticks_and_labels() -> None:
     assert (axis.get_xlabel(), axis.get_ylabel()) == ("round", "dice")
 
 
+def test_a_single_round_gets_integer_ticks_too() -> None:
+    figure = Figure()
+    axis = figure.subplots()
+    axis.plot([2], [0.5], marker=".")
+    _round_axes(axis, "dice")
+    FigureCanvasAgg(figure).draw()
+    ticks = [tick for tick in axis.get_xticks() if axis.get_xlim()[0] <= tick <= axis.get_xlim()[1]]
+    assert ticks and all(tick == int(tick) for tick in ticks) and 2 in ticks
+
+
 def test_one_legend_lists_every_curve_of_every_panel_once() -> None:
     figure = Figure(layout="constrained")
     left, right = figure.subplots(1, 2)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from builders import tiny_simulation
 from PIL import Image
 
 from medfed.config.loading import parse_config
@@ -28,14 +29,7 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-TINY: dict[str, Any] = {
-    "data": {"synthetic": {"image_size": 16, "cases_scale": 0.15}},
-    "model": {"params": {"channels": [4, 8], "strides": [2]}},
-    "training": {"local_epochs": 1, "batch_size": 4},
-    "federation": {"rounds": 2},
-    "strategies": [{"name": "fedavg"}],
-    "baselines": {"centralized": False, "local": True},
-}
+TINY = tiny_simulation(federation={"rounds": 2}, baselines={"local": True})
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from builders import tiny_simulation
 
 from medfed.config.loading import parse_config
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split, case_metric, split_case_metric
@@ -85,15 +86,7 @@ def test_without_per_case_rows_the_new_sections_are_absent(tmp_path: Path) -> No
 
 
 def test_a_simulation_keeps_per_case_scores_of_its_final_round(tmp_path: Path) -> None:
-    config = {
-        "data": {"synthetic": {"image_size": 16, "cases_scale": 0.15}},
-        "model": {"params": {"channels": [4, 8], "strides": [2]}},
-        "training": {"local_epochs": 1, "batch_size": 4},
-        "federation": {"rounds": 2},
-        "strategies": [{"name": "fedavg"}],
-        "baselines": {"centralized": False, "local": True},
-        "output_dir": str(tmp_path / "run"),
-    }
+    config = tiny_simulation(tmp_path / "run", federation={"rounds": 2}, baselines={"local": True})
     told: list[MetricRow] = []
     run_simulation(
         parse_config(config), callbacks=Callbacks(on_recorded=lambda _, __, rows: told.extend(rows))

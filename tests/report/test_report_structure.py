@@ -16,7 +16,7 @@ from medfed.deployment.job import JobConfig
 from medfed.deployment.report import keep_job, write_job_report
 from medfed.deployment.status import ServerStatus, write_status
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split
-from medfed.report.html import SimulationRun, write_report
+from medfed.report.html import DeploymentRun, SimulationRun, write_report
 from medfed.report.settings import settings_yaml
 from medfed.report.summary import summarize
 
@@ -74,7 +74,8 @@ def test_a_simulation_report_shows_hd95_and_training_loss(tmp_path: Path) -> Non
     assert _table(page, "Best and last round")[0] == [
         "fedavg", "3", "0.700", "3.333", "0.333", "2", "0.800", "5.000", "0.500"
     ]  # fmt: skip
-    assert "hd95 per round" in page and "Training loss per round" in page
+    assert "hd95 per round (lower is better)" in page
+    assert "Training loss per round (mean over each experiment's sites)" in page
     assert page.count("data:image/png;base64,") == 4  # dice, hd95, loss, fedavg per site
 
 
@@ -140,3 +141,18 @@ def test_a_deployed_job_report_has_the_simulations_structure(tmp_path: Path) -> 
 def test_a_finished_job_says_so(tmp_path: Path) -> None:
     page = write_job_report(_state_dir(tmp_path, finished=True)).read_text()
     assert "<strong>Status:</strong> finished: 3 of 3 rounds done" in page
+
+
+def test_hd95_of_the_last_round_only_is_a_column_not_a_curve(tmp_path: Path) -> None:
+    rows = [
+        MetricRow("job", round, site, Split.EVAL, "dice", 0.5 * round)
+        for round in (1, 2)
+        for site in ("a", "b")
+    ]
+    rows += [MetricRow("job", 2, site, Split.EVAL, "hd95", 3.0) for site in ("a", "b")]
+    write_report(
+        tmp_path / "report.html", rows=rows, metric="dice", run=DeploymentRun(job="job", job_yaml="")
+    )
+    page = (tmp_path / "report.html").read_text()
+    assert _table(page, "Final round: the global model")[1] == ["a", "2", "1.000", "3.000", "–"]
+    assert "hd95 on each site" not in page and page.count("data:image/png;base64,") == 1

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from builders import tiny_simulation
 from PIL import Image
 
 from medfed.config.loading import parse_config
@@ -33,18 +34,11 @@ def test_every_model_predicts_the_same_case_at_each_site_on_the_fullest_slice(
     shown: list[Any] = []
     monkeypatch.setattr("medfed.simulator.write_report", lambda path, *, rows, metric, run: shown.append(run))
     config = parse_config(
-        {
-            "output_dir": str(tmp_path),
-            "data": {
-                "synthetic": {"family": "kidney_ct", "image_size": 16, "cases_scale": 0.02},
-                "augment": False,
-            },
-            "model": {"params": {"channels": [4, 8], "strides": [2]}},
-            "training": {"local_epochs": 1, "batch_size": 4},
-            "federation": {"rounds": 1},
-            "strategies": [{"name": "fedavg"}],
-            "baselines": {"centralized": True, "local": True},
-        }
+        tiny_simulation(
+            tmp_path,
+            data={"synthetic": {"family": "kidney_ct", "cases_scale": 0.02}, "augment": False},
+            baselines={"centralized": True, "local": True},
+        )
     )
     outcome = run_simulation(config)
     (run,) = shown

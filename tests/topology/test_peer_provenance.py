@@ -64,7 +64,7 @@ def test_a_merge_cites_the_models_it_averaged_and_states_its_output(
     record = Gossip(graph=build_graph("complete", SITES)).run_round(
         PeerState.start(start, SITES), fake_grid()
     )
-    [*updates, merge, _, _, _] = peer_entries(record, {})
+    [*updates, merge, _, _, _] = peer_entries(record, 1, {})
     assert [e.kind for e in updates] == ["update"] * len(SITES) and merge.kind == "aggregate"
     assert merge.signer == "a" and sorted(merge.inputs) == sorted(e.digest for e in updates)
     assert merge.digest == weights_digest(record.state.models["a"]) and merge.round == 1

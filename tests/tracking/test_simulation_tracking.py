@@ -6,18 +6,17 @@ import logging
 from pathlib import Path
 
 import pytest
+from builders import tiny_simulation
 
 import medfed
 
-CONFIG = {
-    "data": {"synthetic": {"image_size": 16, "cases_scale": 0.2}},
-    "model": {"params": {"channels": [4, 8], "strides": [2], "num_res_units": 0}},
-    "training": {"local_epochs": 1, "batch_size": 4},
-    "federation": {"rounds": 2},
-    "strategies": [{"name": "fedavg"}],
-    "baselines": {"centralized": True, "local": False},
-    "tracking": {"tensorboard": True, "mlflow": True},
-}
+CONFIG = tiny_simulation(
+    data={"synthetic": {"cases_scale": 0.2}},
+    model={"params": {"num_res_units": 0}},
+    federation={"rounds": 2},
+    baselines={"centralized": True},
+    tracking={"tensorboard": True, "mlflow": True},
+)
 
 
 def test_every_round_reaches_the_log_and_both_trackers(

@@ -13,7 +13,7 @@ from torch import nn
 from medfed.data import Case, build_dataset
 from medfed.data.preprocessing import Preprocessing
 from medfed.models import build_model
-from medfed.training.evaluation import evaluate
+from medfed.training.evaluation import evaluate_cases
 from medfed.training.trainer import LocalTrainer, TrainSettings
 
 
@@ -55,7 +55,9 @@ def test_mixed_and_non_divisible_sizes_train_and_evaluate(
     report = trainer.fit(model, train, seed=0)
     assert report.steps == (len(shapes) + 1) // 2 and np.isfinite(report.loss)
     held_out = build_dataset(cases, task="segmentation", augment=False, seed=0, preprocessing=settings)
-    metrics = evaluate(model, held_out, task="segmentation", batch_size=2, device=torch.device("cpu"))
+    metrics, _ = evaluate_cases(
+        model, held_out, task="segmentation", batch_size=2, device=torch.device("cpu")
+    )
     assert 0.0 <= metrics["dice"] <= 1.0
 
 
@@ -73,7 +75,7 @@ def test_metrics_are_on_the_original_grid(patch_size: tuple[int, int] | None) ->
     cases = _cases([(13, 18), (21, 11)], seed=1)
     settings = Preprocessing(patch_size=patch_size, divisible_by=8)
     dataset = build_dataset(cases, task="segmentation", augment=False, seed=0, preprocessing=settings)
-    metrics = evaluate(_Oracle(), dataset, task="segmentation", device=torch.device("cpu"))
+    metrics, _ = evaluate_cases(_Oracle(), dataset, task="segmentation", device=torch.device("cpu"))
     assert metrics["dice"] == pytest.approx(1.0) and metrics["hd95"] == pytest.approx(0.0)
 
 
@@ -94,9 +96,8 @@ def test_sliding_window_equals_whole_image_when_the_patch_covers_it() -> None:
         preprocessing=Preprocessing(patch_size=(16, 16), divisible_by=4),
     )
     cpu = torch.device("cpu")
-    assert evaluate(model, whole, task="segmentation", device=cpu) == evaluate(
-        model, windows, task="segmentation", device=cpu
-    )
+    metrics = [evaluate_cases(model, data, task="segmentation", device=cpu)[0] for data in (whole, windows)]
+    assert metrics[0] == metrics[1]
 
 
 def test_adabn_runs_on_mixed_non_divisible_sizes() -> None:

@@ -3,10 +3,11 @@ from collections.abc import Mapping
 import pytest
 import torch
 
-from medfed.errors import ConfigError, UnknownNameError
+from medfed.errors import ConfigError, DataError, UnknownNameError
 from medfed.models import build_model
-from medfed.orchestration.site import cpu_weights
-from medfed.training import LocalTrainer, TrainSettings, evaluate
+from medfed.orchestration.site import LocalSite, cpu_weights
+from medfed.strategies import FedAvg
+from medfed.training import LocalTrainer, TrainSettings, evaluate_cases
 from medfed.training.trainer import LossFn
 
 
@@ -56,7 +57,7 @@ def test_segmentation_metrics_of_a_perfect_prediction() -> None:
             foreground = (images > 1.0).float()
             return torch.cat([1 - foreground, foreground], dim=1) * 10
 
-    metrics = evaluate(Oracle(), _data(), task="segmentation", device=torch.device("cpu"))
+    metrics, _ = evaluate_cases(Oracle(), _data(), task="segmentation", device=torch.device("cpu"))
     assert metrics["dice"] == pytest.approx(1.0)
     assert metrics["hd95"] == pytest.approx(0.0)
 
@@ -70,7 +71,7 @@ def test_classification_metrics() -> None:
     data = [
         {"image": torch.full((1, 4, 4), float(v)), "label": torch.tensor(int(v > 0))} for v in (-2, -1, 1, 2)
     ]
-    metrics = evaluate(Fixed(), data, task="classification", device=torch.device("cpu"))
+    metrics, _ = evaluate_cases(Fixed(), data, task="classification", device=torch.device("cpu"))
     assert metrics == {"accuracy": 1.0, "auc": 1.0, "sensitivity": 1.0, "specificity": 1.0}
 
 
@@ -152,3 +153,47 @@ def test_a_given_step_computes_the_batch_loss_with_the_trainers_loss() -> None:
         not torch.equal(a, b)
         for a, b in zip(cpu_weights(default).values(), cpu_weights(custom).values(), strict=True)
     )
+
+
+def _classification_cases(n: int) -> list[dict[str, torch.Tensor]]:
+    images = torch.randn(n, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    return [{"image": images[i], "label": torch.tensor(i % 2)} for i in range(n)]
+
+
+def _classifier(name: str) -> torch.nn.Module:
+    params = {"block_inplanes": [4, 4, 4, 4]} if name == "resnet" else {}
+    return build_model(name, params, seed=0)
+
+
+def _classification_trainer() -> LocalTrainer:
+    settings = TrainSettings(batch_size=4, lr=1e-2)
+    return LocalTrainer(task="classification", settings=settings, device=torch.device("cpu"))
+
+
+def test_a_last_batch_of_one_is_dropped_for_a_batchnorm_model() -> None:
+    # 16 px images reach the resnet's last BatchNorm as 1x1 maps: a batch of one would raise
+    report = _classification_trainer().fit(
+        _classifier("resnet"), _classification_cases(5), seed=0, config={"local_epochs": 2}
+    )
+    assert report.steps == 2
+
+
+def test_a_model_without_batchnorm_keeps_a_last_batch_of_one() -> None:
+    report = _trainer().fit(_model(), _data(5), seed=0)
+    assert report.steps == 2
+
+
+def test_one_training_case_with_a_batchnorm_model_is_one_error_naming_the_site() -> None:
+    model = _classifier("resnet")
+    strategy = FedAvg()
+    site = LocalSite(
+        "north",
+        _classification_cases(1),
+        model=model,
+        trainer=_classification_trainer(),
+        strategy=strategy,
+        seed=0,
+    )
+    task = strategy.configure(strategy.init(cpu_weights(model)), 1, {})
+    with pytest.raises(DataError, match="site 'north': one training case"):
+        site.train(task)

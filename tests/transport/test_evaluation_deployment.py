@@ -6,16 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from deploy_procs import (
-    SITES,
-    client_args,
-    free_port,
-    make_data,
-    make_kits,
-    processes,
-    server_args,
-    write_job,
-)
+from deploy_procs import SITES, deploy, processes, wait_all
 
 from medfed.deployment.status import read_status
 
@@ -29,20 +20,10 @@ TRAINING_CASES = {"hospital_a": 6, "hospital_b": 5, "hospital_c": 3}
 
 
 def test_every_site_evaluates_each_global_model_on_held_out_cases_that_never_train(tmp_path: Path) -> None:
-    port = free_port()
-    kits = make_kits(tmp_path, port)
-    data = make_data(tmp_path, CASES)
-    job = write_job(tmp_path / "job.yaml", federation={"rounds": ROUNDS, "min_sites": 2, "evaluate_every": 1})
-    state = tmp_path / "state"
+    federation = deploy(tmp_path, CASES, federation={"rounds": ROUNDS, "min_sites": 2, "evaluate_every": 1})
+    state = federation.state
     with processes(tmp_path / "logs") as group:
-        server = group.start("server", *server_args(kits, job, state, port))
-        clients = [
-            group.start(site, *client_args(kits, site, data[site], port), *HOLDOUT.get(site, []))
-            for site in SITES
-        ]
-        assert server.wait(timeout=180) == 0, group.log("server")  # 2 ledger steps a round too
-        for site, client in zip(SITES, clients, strict=False):
-            assert client.wait(timeout=30) == 0, group.log(site)
+        wait_all(group, federation.start_all(group, HOLDOUT), timeout=180)  # 2 ledger steps a round too
     with sqlite3.connect(state / "metrics.sqlite") as db:
         dice = db.execute(
             "SELECT round, site, value FROM metrics WHERE split = 'eval' AND metric = 'dice'"
@@ -65,7 +46,8 @@ def test_every_site_evaluates_each_global_model_on_held_out_cases_that_never_tra
     assert "metrics refused" not in "".join(group.log(site) for site in SITES)
     report = (state / "report.html").read_text()
     assert "<h1>test</h1>" in report and "on each site's held-out cases" in report
-    assert report.count("data:image/png;base64,") == 3  # held-out dice and HD95, training loss per site
+    assert report.count("data:image/png;base64,") == 2  # held-out dice, training loss per site
+    assert "<th>hd95</th>" in report  # after the last round only: a column, no curve
     assert "<strong>Status:</strong> finished: 2 of 2 rounds done" in report
     assert "Final round: the global model on each site's held-out cases" in report
     assert "name: test" in (state / "job.yaml").read_text()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from deploy_procs import free_port, make_kits, processes, server_args, wait_for, write_job
+from deploy_procs import deploy, processes
 from safetensors.torch import save
 
 from medfed.orchestration.checkpoint import checkpoint_path, load_checkpoint
@@ -72,19 +72,17 @@ def _huge_metric(task: FetchedTask) -> bytes:
 
 @pytest.mark.integration
 def test_a_hostile_site_cannot_stop_the_server(tmp_path: Path) -> None:
-    port = free_port()
-    kits = make_kits(tmp_path, port, sites=SITES)
-    job = write_job(
-        tmp_path / "job.yaml",
+    federation = deploy(
+        tmp_path,
+        provisioned=SITES,
         sites=SITES,
         federation={"rounds": 4, "min_sites": 1, "evaluate_every": 0},
         round_timeout_s=60,
         provenance=False,  # no ledger steps between the rounds these hand-driven sites expect
     )
-    state = tmp_path / "state"
+    kits, port, state = federation.kits, federation.port, federation.state
     with processes(tmp_path / "logs") as group:
-        server = group.start("server", *server_args(kits, job, state, port))
-        wait_for(lambda: "listening" in group.log("server"), timeout=90, what="server start")
+        server = federation.start_server(group, listening=True)
         with _channel(kits, "hospital_a", port) as evil, _channel(kits, "hospital_b", port) as honest:
             refusals = []
             for round in range(1, 5):

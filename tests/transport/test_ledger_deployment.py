@@ -6,16 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from deploy_procs import (
-    client_args,
-    free_port,
-    make_data,
-    make_kits,
-    processes,
-    server_args,
-    site_state_dir,
-    write_job,
-)
+from deploy_procs import deploy, processes, site_state_dir, wait_all
 
 from medfed.provenance.verify import recorded_model, verify
 
@@ -25,17 +16,12 @@ SITES = ["hospital_a", "hospital_b"]
 
 
 def test_each_site_signs_its_entries_and_its_copy_matches_the_servers(tmp_path: Path) -> None:
-    port = free_port()
-    kits = make_kits(tmp_path, port, SITES)
-    data = make_data(tmp_path, {"hospital_a": 5, "hospital_b": 4})
-    job = write_job(tmp_path / "job.yaml", federation={"rounds": 2, "min_sites": 2})
-    state = tmp_path / "state"
+    federation = deploy(
+        tmp_path, {"hospital_a": 5, "hospital_b": 4}, federation={"rounds": 2, "min_sites": 2}
+    )
+    kits, state = federation.kits, federation.state
     with processes(tmp_path / "logs") as group:
-        server = group.start("server", *server_args(kits, job, state, port))
-        clients = [group.start(site, *client_args(kits, site, data[site], port)) for site in SITES]
-        assert server.wait(timeout=180) == 0, group.log("server")
-        for site, client in zip(SITES, clients, strict=True):
-            assert client.wait(timeout=30) == 0, group.log(site)
+        wait_all(group, federation.start_all(group), timeout=180)
 
     [found] = verify(state)
     entries = found.ledger.entries

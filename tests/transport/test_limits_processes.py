@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from deploy_procs import Processes, free_port, make_kits, processes, server_args, wait_for, write_job
+from deploy_procs import Processes, deploy, processes, wait_for
 
 from medfed.transport.chunking import digest
 from medfed.transport.client import FetchedStep, FetchedTask, SiteChannel
@@ -42,17 +42,15 @@ def _site(kits: Path, site: str, port: int) -> SiteChannel:
 
 
 def _start(group: Processes, tmp_path: Path, sites: list[str]) -> tuple[Path, int]:
-    port = free_port()
-    kits = make_kits(tmp_path, port, sites=sites)
-    job = write_job(
-        tmp_path / "job.yaml",
+    federation = deploy(
+        tmp_path,
+        provisioned=sites,
         sites=sites,
         federation={"rounds": 1, "min_sites": 1, "evaluate_every": 0},
         provenance=False,  # no ledger steps between the rounds these hand-driven sites expect
     )
-    group.start("server", *server_args(kits, job, tmp_path / "state", port))
-    wait_for(lambda: "listening" in group.log("server"), timeout=90, what="server start")
-    return kits, port
+    federation.start_server(group, listening=True)
+    return federation.kits, federation.port
 
 
 def _answer(channel: SiteChannel, site: str) -> None:

@@ -8,30 +8,11 @@ from typing import Any
 
 import pytest
 import torch
-from deploy_procs import (
-    SITES,
-    client_args,
-    free_port,
-    make_data,
-    processes,
-    server_args,
-    site_state_dir,
-    write_job,
-)
+from deploy_procs import SITES, deploy, in_process_run, processes, site_state_dir, wait_all
 
-from medfed.data import load_site
-from medfed.deployment.evaluation import DEFAULT_HOLDOUT, holdout_split
-from medfed.deployment.job import load_job
-from medfed.deployment.site_builder import build_local_site
-from medfed.models import build_model
 from medfed.orchestration.checkpoint import checkpoint_path, load_checkpoint
-from medfed.orchestration.grid import InMemoryGrid
-from medfed.orchestration.loop import RoundPlan, run_rounds
-from medfed.orchestration.site import cpu_weights
 from medfed.privacy.dp.ledger import load_ledger
 from medfed.provenance.verify import verify
-from medfed.provision import ProjectConfig, provision
-from medfed.strategies.registry import STRATEGIES
 from medfed.types import AGGREGATE_SITE, Weights
 
 pytestmark = pytest.mark.integration  # starts real medfed processes
@@ -41,23 +22,6 @@ ROUNDS = 2
 TRAINING = {"local_epochs": 1, "batch_size": 4, "lr": 0.01, "optimizer": "sgd"}
 
 
-def _plain_reference(job_path: Path, data: dict[str, Path]) -> Weights:
-    """The same job in process and in the clear (plain FedAvg, no protection)."""
-    job = load_job(job_path)
-    site_job = job.site_job().model_copy(
-        update={"privacy": job.privacy.model_copy(update={"secure_aggregation": None, "encryption": None})}
-    )
-    train = {
-        name: holdout_split(load_site(name, path), DEFAULT_HOLDOUT, job.seed)[0]
-        for name, path in data.items()
-    }
-    sites = {name: build_local_site(cases, site_job) for name, cases in train.items()}
-    strategy = STRATEGIES.create(job.strategy.name, **job.strategy.params)
-    state = strategy.init(cpu_weights(build_model(job.model.name, job.model.params, seed=job.seed)))
-    plan = RoundPlan(rounds=ROUNDS, sites=sorted(sites), min_sites=job.federation.min_sites, seed=job.seed)
-    return run_rounds(strategy, state, plan, InMemoryGrid(sites)).weights
-
-
 def _run(
     tmp_path: Path,
     privacy: dict[str, Any],
@@ -65,31 +29,18 @@ def _run(
     encryption: str | None = None,
     client_extra: dict[str, list[str]] | None = None,
 ) -> tuple[Path, Any]:
-    port = free_port()
-    project = ProjectConfig(
-        name="test", server={"host": "localhost", "port": port}, sites=SITES, encryption=encryption
-    )
-    provision(project, tmp_path / "kits")
-    kits = tmp_path / "kits"
-    data = make_data(tmp_path, {"hospital_a": 6, "hospital_b": 5, "hospital_c": 4})
-    job = write_job(
-        tmp_path / "job.yaml",
+    federation = deploy(
+        tmp_path,
+        {"hospital_a": 6, "hospital_b": 5, "hospital_c": 4},
+        encryption=encryption,
         training=TRAINING,
         federation={"rounds": ROUNDS, "min_sites": 2},
         privacy=privacy,
     )
-    state = tmp_path / "state"
     with processes(tmp_path / "logs") as group:
-        server = group.start("server", *server_args(kits, job, state, port))
-        clients = [
-            group.start(site, *client_args(kits, site, data[site], port), *(client_extra or {}).get(site, []))
-            for site in SITES
-        ]
-        assert server.wait(timeout=240) == 0, group.log("server")
-        for site, client in zip(SITES, clients, strict=False):
-            assert client.wait(timeout=30) == 0, group.log(site)
-    final = load_checkpoint(checkpoint_path(state / "checkpoints", ROUNDS)).server
-    return job, (final, data, group)
+        wait_all(group, federation.start_all(group, client_extra), timeout=240)
+    final = load_checkpoint(checkpoint_path(federation.state / "checkpoints", ROUNDS)).server
+    return federation.job, (final, federation.data, group)
 
 
 def _assert_same_model(protected: Weights, plain: Weights, *, atol: float, rtol: float) -> None:
@@ -103,7 +54,7 @@ def test_secure_aggregation_over_mtls_gives_plain_fedavg_and_the_server_sees_onl
     tmp_path: Path,
 ) -> None:
     job, (final, data, group) = _run(tmp_path, {"secure_aggregation": {"threshold_fraction": 0.5}})
-    _assert_same_model(final.weights, _plain_reference(job, data), atol=1e-4, rtol=0)
+    _assert_same_model(final.weights, in_process_run(job, data, in_the_clear=True), atol=1e-4, rtol=0)
     log = group.log("server")
     assert log.count("secure sum of ['hospital_a', 'hospital_b', 'hospital_c']") == ROUNDS, log
     assert _sites_in_metrics(tmp_path / "state") == {AGGREGATE_SITE}  # no site's own result arrived
@@ -140,7 +91,7 @@ def _sites_in_metrics(state: Path, split: str = "train") -> set[str]:
 
 def test_ckks_over_mtls_gives_plain_fedavg_from_ciphertexts_summed_without_a_key(tmp_path: Path) -> None:
     job, (final, data, group) = _run(tmp_path, {"encryption": {"scheme": "ckks"}}, encryption="ckks")
-    _assert_same_model(final.weights, _plain_reference(job, data), atol=1e-3, rtol=1e-3)
+    _assert_same_model(final.weights, in_process_run(job, data, in_the_clear=True), atol=1e-3, rtol=1e-3)
     assert _sites_in_metrics(tmp_path / "state") == {AGGREGATE_SITE}
     assert "no site decrypted" not in group.log("server")
     _assert_each_site_signed_what_it_sent(tmp_path / "state")
@@ -182,6 +133,8 @@ def test_dp_sgd_sites_decline_once_their_own_budget_is_spent_and_client_dp_is_ac
     recorded = [(e.signer, e.round, e.privacy) for e in found.ledger.entries if e.kind == "update"]
     assert sorted((site, round, privacy["epsilon"]) for site, round, privacy in recorded) == spent
     assert all(privacy["delta"] == pytest.approx(1e-5) for _, _, privacy in recorded)
+    aggregates = [e.privacy for e in found.ledger.entries if e.kind == "aggregate"]
+    assert aggregates == [{"client_epsilon": value} for (value,) in server]
     assert len(server) == ROUNDS and 0 < server[0][0] < server[1][0] < float("inf")  # client-level DP
     report = (tmp_path / "state" / "report.html").read_text()
     assert "Privacy spent" in report and "client_epsilon" in report and "hospital_b" in report

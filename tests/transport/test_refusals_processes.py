@@ -9,14 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
-from deploy_procs import (
-    Processes,
-    free_port,
-    make_kits,
-    server_args,
-    wait_for,
-    write_job,
-)
+from deploy_procs import Processes, deploy, wait_for
 
 from medfed.deployment.status import read_status
 from medfed.orchestration.metrics_log import MetricsLog, Split
@@ -64,11 +57,10 @@ class Federation:
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     root = tmp_path_factory.mktemp("refusals")
-    port = free_port()
-    kits = make_kits(root, port, sites=[*JOB_SITES, "hospital_d"])
     # evaluate_every 0, provenance off: no step between the rounds these hand-driven sites expect.
-    job = write_job(
-        root / "job.yaml",
+    federation = deploy(
+        root,
+        provisioned=[*JOB_SITES, "hospital_d"],
         sites=JOB_SITES,
         federation={"rounds": 3, "min_sites": 1, "evaluate_every": 0},
         round_timeout_s=90,
@@ -76,9 +68,8 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     )
     group = Processes(root / "logs")
     try:
-        group.start("server", *server_args(kits, job, root / "state", port))
-        wait_for(lambda: "listening" in group.log("server"), timeout=90, what="server start")
-        yield Federation(kits, port, root / "state")
+        federation.start_server(group, listening=True)
+        yield Federation(federation.kits, federation.port, federation.state)
     finally:
         group.kill_all()
 

@@ -6,17 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from deploy_procs import (
-    SITES,
-    client_args,
-    free_port,
-    make_data,
-    make_kits,
-    processes,
-    server_args,
-    site_state_dir,
-    write_job,
-)
+from deploy_procs import deploy, processes, site_state_dir, wait_all
 
 from medfed.deployment.status import read_status
 from medfed.orchestration.checkpoint import checkpoint_path, load_checkpoint
@@ -29,22 +19,16 @@ NO_SECURE_SUM = "site policy: job sends this site's update to the server in the 
 def test_sites_decline_a_plain_job_weaker_than_their_policy_and_send_the_server_nothing(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
-    kits = make_kits(tmp_path, port)
+    federation = deploy(
+        tmp_path,
+        {"hospital_a": 5, "hospital_b": 5, "hospital_c": 5},
+        federation={"rounds": 1, "min_sites": 1},
+    )
+    kits, state = federation.kits, federation.state
     (kits / "hospital_b" / "site_policy.yaml").write_text("require_secure_aggregation: true\n")
     own_flags = {"hospital_c": ["--epsilon", "1.0"]}
-    data = make_data(tmp_path, {"hospital_a": 5, "hospital_b": 5, "hospital_c": 5})
-    job = write_job(tmp_path / "job.yaml", federation={"rounds": 1, "min_sites": 1})
-    state = tmp_path / "state"
     with processes(tmp_path / "logs") as group:
-        server = group.start("server", *server_args(kits, job, state, port))
-        clients = {
-            site: group.start(site, *client_args(kits, site, data[site], port), *own_flags.get(site, []))
-            for site in SITES
-        }
-        assert server.wait(timeout=240) == 0, group.log("server")
-        for site, client in clients.items():
-            assert client.wait(timeout=30) == 0, group.log(site)
+        wait_all(group, federation.start_all(group, own_flags), timeout=240)
 
     log = group.log("server")
     assert f"round 1: site 'hospital_c' declined: {NO_DP_SGD}" in log, log

@@ -8,16 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from deploy_procs import (
-    free_port,
-    make_data,
-    make_kits,
-    processes,
-    server_args,
-    site_state_dir,
-    wait_for,
-    write_job,
-)
+from deploy_procs import deploy, processes, site_state_dir
 
 from medfed.provision import ProjectConfig, provision, revoke
 from medfed.provision.certs import issue, read_identity, write_identity
@@ -53,18 +44,15 @@ def _expired_kit(kits: Path, site: str, into: Path) -> Path:
 
 
 def test_refused_sites_stop_with_the_likely_cause(tmp_path: Path) -> None:
-    port = free_port()
-    kits = make_kits(tmp_path, port, sites=["hospital_a", "hospital_b"])
+    federation = deploy(tmp_path, {"hospital_a": 4, "hospital_b": 4}, sites=["hospital_a", "hospital_b"])
+    kits, port, data = federation.kits, federation.port, federation.data
     other = tmp_path / "other"
     provision(
         ProjectConfig(name="other", server={"host": "localhost", "port": port}, sites=["hospital_a"]), other
     )
-    data = make_data(tmp_path, {"hospital_a": 4, "hospital_b": 4})
-    job = write_job(tmp_path / "job.yaml", sites=["hospital_a", "hospital_b"])
     revoke(kits, "hospital_b")
     with processes(tmp_path / "logs") as group:
-        group.start("server", *server_args(kits, job, tmp_path / "state", port))
-        wait_for(lambda: "listening" in group.log("server"), timeout=90, what="server start")
+        federation.start_server(group, listening=True)
         sites = {
             "expired": _client(
                 _expired_kit(kits, "hospital_a", tmp_path / "expired" / "hospital_a"),

@@ -45,10 +45,9 @@ def study_problems(sites: Mapping[str, SiteData], *, task: Task, model: ModelInp
     reference = next(iter(sites.values()), None)
     named = next((site for site in sites.values() if site.classes is not None), None)
     for site in sites.values():
-        for check in (_dims, _channels):
-            problem = check(site, reference, model)
-            if problem is not None:
-                problems.append(problem)
+        case = site.cases[0]
+        reasons = input_problems(case.image.shape[0], case.image.ndim - 1, model, reference)
+        problems += [DataError(site.name, case.source, reason) for reason in reasons]
         for problem in (_class_names(site, named), _targets(site, task)):
             if problem is not None:
                 problems.append(problem)
@@ -56,6 +55,34 @@ def study_problems(sites: Mapping[str, SiteData], *, task: Task, model: ModelInp
         if problem is not None:
             problems.append(problem)
     return problems
+
+
+def input_problems(
+    channels: int, dims: int, model: ModelInputs, reference: SiteData | None = None
+) -> list[str]:
+    """Why images of ``channels`` channels and ``dims`` spatial dimensions do not fit: the
+    ``model`` where it fixes the value, else the images of the ``reference`` site (if any).
+
+    Returns:
+        One reason per mismatch (dimensionality first, then channels); empty when they fit.
+    """
+    reasons = []
+    if model.spatial_dims is not None:
+        if dims != model.spatial_dims:
+            reasons.append(f"images are {dims}D, the model is {model.spatial_dims}D")
+    elif reference is not None and dims != (expected := reference.cases[0].image.ndim - 1):
+        reasons.append(
+            f"images are {dims}D, those of site '{reference.name}' {expected}D; every site needs the same"
+        )
+    if model.in_channels is not None:
+        if channels != model.in_channels:
+            reasons.append(f"images have {channels} channels, the model takes {model.in_channels}")
+    elif reference is not None and channels != (expected := reference.cases[0].image.shape[0]):
+        reasons.append(
+            f"images have {channels} channels, those of site '{reference.name}' {expected}; "
+            "every site needs the same channels in the same order"
+        )
+    return reasons
 
 
 def held_out_problem(site: SiteData, remedy: str) -> DataError | None:
@@ -129,37 +156,4 @@ def _class_names(site: SiteData, reference: SiteData | None) -> DataError | None
                 f"'{theirs[value]}'; one value must mean one class at every site (relabel the masks)"
             )
             return DataError(site.name, None, reason)
-    return None
-
-
-def _dims(site: SiteData, reference: SiteData | None, model: ModelInputs) -> DataError | None:
-    """Mixed 2D and 3D images, between sites or against ``model.spatial_dims``."""
-    case, dims = site.cases[0], site.cases[0].image.ndim - 1
-    if model.spatial_dims is not None and dims != model.spatial_dims:
-        reason = f"images are {dims}D, model.params.spatial_dims is {model.spatial_dims}"
-        return DataError(site.name, case.source, reason)
-    if model.spatial_dims is None and reference is not None:
-        expected = reference.cases[0].image.ndim - 1
-        if dims != expected:
-            reason = (
-                f"images are {dims}D, those of site '{reference.name}' {expected}D; every site needs the same"
-            )
-            return DataError(site.name, case.source, reason)
-    return None
-
-
-def _channels(site: SiteData, reference: SiteData | None, model: ModelInputs) -> DataError | None:
-    """Different numbers of image channels, between sites or against ``model.in_channels``."""
-    case, channels = site.cases[0], site.cases[0].image.shape[0]
-    if model.in_channels is not None and channels != model.in_channels:
-        reason = f"images have {channels} channels, model.params.in_channels is {model.in_channels}"
-        return DataError(site.name, case.source, reason)
-    if model.in_channels is None and reference is not None:
-        expected = reference.cases[0].image.shape[0]
-        if channels != expected:
-            reason = (
-                f"images have {channels} channels, those of site '{reference.name}' {expected}; "
-                "every site needs the same channels in the same order"
-            )
-            return DataError(site.name, case.source, reason)
     return None

@@ -27,7 +27,7 @@ from medfed.deployment.job import SiteJob
 from medfed.errors import DataError, UpdateRejected
 from medfed.models import build_model
 from medfed.privacy.setup import prepare_model
-from medfed.training import evaluate
+from medfed.training import evaluate_cases
 from medfed.transport.board import Accept, RoundBoard
 from medfed.transport.errors import PayloadError
 from medfed.transport.payload import encode_task
@@ -203,7 +203,7 @@ class HeldOutEvaluator:
         model = self.model()
         model.load_state_dict(weights)
         with torch.random.fork_rng(devices=[]):
-            metrics = evaluate(
+            metrics, _ = evaluate_cases(
                 model,
                 self.dataset,
                 task=self.job.task,

@@ -30,7 +30,7 @@ from medfed.files import atomic_write
 from medfed.orchestration.driver import RowSource
 from medfed.orchestration.grid import SiteProtocol
 from medfed.orchestration.metrics_log import MetricRow
-from medfed.orchestration.recording import DigestingProtocol, result_entry
+from medfed.orchestration.recording import DigestingProtocol, privacy_spent, result_entry
 from medfed.provenance import (
     Entry,
     Ledger,
@@ -116,18 +116,21 @@ class ServerLedger:
         self.protected = protected
         self._known: dict[str, int] = {}
 
-    def recording(self, source: RowSource) -> RowSource:
-        """``source``, after the round is recorded in the ledger (before the checkpoint, so every
-        checkpointed model is in the ledger; a round replayed after a crash is recorded again)."""
+    def recording(self, privacy: RowSource) -> RowSource:
+        """The ``privacy`` row source, recording each round in the ledger with the server's
+        privacy its rows state (``client_epsilon``), before the checkpoint, so every
+        checkpointed model is in the ledger (a round replayed after a crash is recorded again)."""
 
         def rows(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
-            self.record(state, results)
-            return source(state, results)
+            spent = privacy(state, results)
+            self.record(state, results, privacy_spent(spent).get(SERVER, {}))
+            return spent
 
         return rows
 
-    def record(self, state: ServerState, results: list[TrainResult]) -> None:
-        """Records the round (signed updates, then the aggregate) and shares the new entries."""
+    def record(self, state: ServerState, results: list[TrainResult], privacy: Mapping[str, float]) -> None:
+        """Records the round (signed updates, then the aggregate with the server's ``privacy``
+        spent) and shares the new entries."""
         drafts = {
             result.site: result_entry(result, result.round)
             for result in results
@@ -144,7 +147,7 @@ class ServerLedger:
         for entry in signed:
             self.ledger.append(entry)
         aggregate = replace(
-            draft("aggregate", state.round, SERVER, weights_digest(state.weights)),
+            draft("aggregate", state.round, SERVER, weights_digest(state.weights), privacy=privacy),
             index=len(self.ledger),
             previous=self.ledger.head(),
             inputs=tuple(entry.digest for entry in signed),

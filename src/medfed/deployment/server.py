@@ -209,16 +209,14 @@ def round_recorder(
     ledger: ServerLedger | None = None,
     absences: Callable[[int], Mapping[str, Absence]] | None = None,
 ) -> RoundRecorder:
-    """Records each round of ``job``: in the provenance ``ledger`` first (when kept), its
-    training rows, the sites' held-out scores when ``federation.evaluate_every`` says so
-    (``evaluate`` asks them), the server's ``client_epsilon`` under client-level DP, the
-    sites that dropped out (``absences(round)``, ``Split.PARTICIPATION``); then the
+    """Records each round of ``job``: its training rows, the server's ``client_epsilon`` under
+    client-level DP, in the provenance ``ledger`` (when kept, before the sites are asked for
+    anything else), the sites' held-out scores when ``federation.evaluate_every`` says so
+    (``evaluate`` asks them), the sites that dropped out (``absences(round)``, ``Split.PARTICIPATION``); then the
     checkpoint; then ``after``."""
     evaluation = _evaluation_rows(job, evaluate)
-    sources = [
-        evaluation if ledger is None else ledger.recording(evaluation),
-        privacy_rows(job.name, job.privacy.plan(), strategy),
-    ]
+    privacy = privacy_rows(job.name, job.privacy.plan(), strategy)
+    sources = [privacy if ledger is None else ledger.recording(privacy), evaluation]
     if absences is not None:
         sources.append(_absence_rows(job.name, absences))
     return RoundRecorder(records, sources=sources, after=after)

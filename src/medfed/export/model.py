@@ -19,7 +19,7 @@ from safetensors.torch import save as save_bytes
 from torch import nn
 
 from medfed.config.schema import ModelConfig, PreprocessingConfig, PrivacyConfig, StrategyConfig
-from medfed.data.preprocessing import DEFAULT_PREPROCESSING, Preprocessing
+from medfed.data.preprocessing import DEFAULT_PREPROCESSING, SLICE_AXES, Preprocessing
 from medfed.deployment.job import load_job
 from medfed.deployment.report import JOB_FILE
 from medfed.errors import CheckpointError, ConfigError
@@ -285,12 +285,27 @@ def inference_config(model: TrainedModel) -> dict[str, Any]:
 
 
 def _inferer(model: TrainedModel) -> dict[str, Any]:
-    """Sliding windows of the training size for a segmentation network, else the whole image."""
-    if model.spec.task != "segmentation" or model.image_shape is None:
+    """Sliding windows of the training size for a segmentation network, else the whole image;
+    a network trained on slices (``model.slices``) runs on every slice (MONAI ``SliceInferer``,
+    windows of the training slice's size, or of each slice's own size when unknown)."""
+    if model.spec.task != "segmentation":
         return {"_target_": "SimpleInferer"}
+    slices, shape = model.preprocessing.slices, model.image_shape
+    if slices is None:
+        if shape is None:
+            return {"_target_": "SimpleInferer"}
+        return {
+            "_target_": "SlidingWindowInferer",
+            "roi_size": list(shape),
+            "sw_batch_size": 4,
+            "overlap": 0.25,
+        }
+    axis = SLICE_AXES[slices]
+    plane = [-1, -1] if shape is None else [size for index, size in enumerate(shape) if index != axis]
     return {
-        "_target_": "SlidingWindowInferer",
-        "roi_size": list(model.image_shape),
+        "_target_": "SliceInferer",
+        "spatial_dim": axis,
+        "roi_size": plane,
         "sw_batch_size": 4,
         "overlap": 0.25,
     }

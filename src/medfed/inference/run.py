@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medfed.data.consistency import ModelInputs, input_problems
 from medfed.errors import DataError
 from medfed.export.model import TrainedModel
 from medfed.inference.scans import SOURCE, Scan, find_scans, read_scan
@@ -66,12 +67,10 @@ def _write_segmentation(labels: np.ndarray, scan: Scan, classes: int, output: Pa
 
 def _check_fits(model: TrainedModel, scan: Scan) -> None:
     """Raises ``DataError`` unless the scan has the channels and dimensions the model takes."""
-    array = scan.volume.array
+    array = scan.volume.array  # (X, Y, Z[, C]); Z is 1 for a 2D scan
     channels = array.shape[3] if array.ndim == 4 else 1
-    if channels != model.spec.in_channels:
-        reason = f"scan has {channels} channel(s), the model takes {model.spec.in_channels}"
-        raise DataError(SOURCE, scan.source, reason)
     dims = 2 if array.shape[2] == 1 else 3
-    if dims != model.spec.spatial_dims:
-        reason = f"scan is {dims}D, the model is {model.spec.spatial_dims}D"
-        raise DataError(SOURCE, scan.source, reason)
+    inputs = ModelInputs(in_channels=model.spec.in_channels, spatial_dims=model.spec.spatial_dims)
+    reasons = input_problems(channels, dims, inputs)
+    if reasons:
+        raise DataError(SOURCE, scan.source, "; ".join(reasons))

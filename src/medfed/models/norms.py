@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from torch import nn
-from torch.nn.modules.batchnorm import _NormBase
+from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
 NORM_LAYER_TYPES: tuple[type[nn.Module], ...] = (_NormBase, nn.GroupNorm, nn.LayerNorm)
 """BatchNorm*, SyncBatchNorm and InstanceNorm* (all ``_NormBase``), GroupNorm and LayerNorm."""
@@ -22,3 +22,9 @@ def norm_layer_keys(model: nn.Module) -> frozenset[str]:
         if isinstance(module, NORM_LAYER_TYPES)
         for key in module.state_dict()
     )
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    """Whether ``model`` has a BatchNorm layer (``BatchNorm*``, ``SyncBatchNorm``): one that, in
+    training, needs more than one value per channel, so a batch of one 1x1 map raises."""
+    return any(isinstance(module, _BatchNorm) for module in model.modules())

@@ -3,8 +3,13 @@
 After each round every contributing site signs an ``update`` entry (the digest of what it sent:
 its weights and extras, or in a secure or encrypted round its protocol messages), the server
 signs an ``aggregate`` entry (the digests of those updates and of the new global model), and each
-site's copy checks and appends the new entries. Every party gets an Ed25519 key for the run,
-kept under ``provenance/keys/`` (mode 0600); the public keys are in ``provenance/signers.json``.
+site's copy checks and appends the new entries. In a peer-to-peer round each site signs an
+``update`` per model it trained and an ``aggregate`` per merge (``peer_entries``). Every party
+gets an Ed25519 key for the run, kept under ``provenance/keys/`` (mode 0600); the public keys are
+in ``provenance/signers.json``.
+
+The entries of results sent in the clear (``result_entry``) and the digests of protocol messages
+(``DigestingProtocol`` at a site, ``DigestingGrid`` at the server) serve deployments too.
 """
 
 from __future__ import annotations
@@ -151,7 +156,7 @@ class LedgerRecorder:
     def record_peers(self, record: PeerRound, privacy: Mapping[str, Mapping[str, float]]) -> None:
         """Appends a peer-to-peer round's entries (``peer_entries``), each signed by its site,
         then shares them with every site."""
-        self._append(peer_entries(record, privacy))
+        self._append(peer_entries(record, record.state.round, privacy))
 
     def _append(self, drafts: Sequence[Entry]) -> None:
         for entry in drafts:
@@ -183,17 +188,18 @@ def result_entry(result: TrainResult, round: int, privacy: Mapping[str, float] |
     )
 
 
-def peer_entries(record: PeerRound, privacy: Mapping[str, Mapping[str, float]]) -> list[Entry]:
-    """The unsigned entries of a peer-to-peer round, to be signed by their sites: an ``update``
-    per training (the model the site trained, which its peers may receive), then an
-    ``aggregate`` per merge (``merge_entry``), each in the order it happened. A networked peer
-    records its own part of a round by passing the record of what it did.
+def peer_entries(record: PeerRound, round: int, privacy: Mapping[str, Mapping[str, float]]) -> list[Entry]:
+    """The unsigned entries of a peer-to-peer round, each to be signed by its site
+    (``append_signed``): an ``update`` per training (the model the site trained, which its peers
+    may receive), then an ``aggregate`` per merge (``merge_entry``), each in the order it
+    happened. A networked peer passes the record of its own part of the round (e.g. its
+    ``BrainTorrent.pull``) and signs the entries with its own key.
 
     Args:
-        record: The round (or a part of it: one site's trainings and merges).
+        record: The round, or one site's part of it.
+        round: The round the entries belong to.
         privacy: Each site's privacy spent by the end of the round (``epsilon``, ``delta``).
     """
-    round = record.state.round
     updates = [result_entry(result, round, privacy.get(result.site, {})) for result in record.results]
     return updates + [merge_entry(merge, round) for merge in record.merges]
 

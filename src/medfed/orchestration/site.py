@@ -10,6 +10,7 @@ from typing import Protocol, runtime_checkable
 from torch import nn
 from torch.utils.data import Dataset
 
+from medfed.errors import DataError
 from medfed.seeding import derive_seed
 from medfed.strategies.base import Strategy
 from medfed.training.trainer import Trainer
@@ -71,7 +72,12 @@ class LocalSite:
         if isinstance(self.dataset, Reseedable):
             self.dataset.reseed(seed)
         hooks = self.strategy.local_hooks(task, self.state, self.model)
-        report = self.trainer.fit(self.model, self.dataset, seed=seed, hooks=hooks, config=task.config)
+        try:
+            report = self.trainer.fit(self.model, self.dataset, seed=seed, hooks=hooks, config=task.config)
+        except DataError as error:
+            if error.site:
+                raise
+            raise DataError(self.name, error.path, error.reason) from None
         trained = cpu_weights(self.model)
         extra, self.state = self.strategy.finish(task, self.state, trained, hooks)
         if report.dp_protected:  # only the private model leaves: every DP site weighs 1

@@ -100,9 +100,10 @@ def classification_table(scores: Sequence[ClassScores]) -> Table | None:
 
 
 def _with_interval(found: Interval) -> str:
+    """``0.700 [0.400, 0.900]``, its spaces non-breaking (one line per cell); ``–`` without a score."""
     if not math.isfinite(found.estimate):
         return "–"
-    return f"{number(found.estimate)} {interval(found)}"
+    return f"{number(found.estimate)} {interval(found)}".replace(" ", "\u00a0")
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,11 @@ def case_confusion(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return get_confusion_matrix(predicted, truth).numpy().astype(np.int64)
 
 
-def class_score(metric: str, counts: np.ndarray, positive: Sequence[int]) -> float:
+def class_score(metric: str, counts: np.ndarray, scored: Sequence[int]) -> float:
     """``metric`` of summed confusion ``counts`` (K x 4): ``accuracy`` is the fraction of cases
     whose predicted class is their true class; ``sensitivity`` (recall) and ``specificity`` are
-    one-vs-rest per class, averaged over the ``positive`` classes (macro); NaN when one of them
-    has no case to be counted on (no positive, resp. no negative, case).
+    one-vs-rest per class, averaged over the ``scored`` classes (``scored_classes``); NaN when
+    there are none or one of them has no case to be counted on (a bootstrap resample without it).
 
     Raises:
         ValueError: ``metric`` is not one of ``CLASS_METRICS``.
@@ -40,22 +40,28 @@ def class_score(metric: str, counts: np.ndarray, positive: Sequence[int]) -> flo
     if metric == "accuracy":
         return _ratio(sum(tp), sum(tp) + sum(fn))  # every case is a positive of exactly one class
     if metric == "sensitivity":
-        return _macro([(tp[k], tp[k] + fn[k]) for k in positive])
+        return _macro([(tp[k], tp[k] + fn[k]) for k in scored])
     if metric == "specificity":
-        return _macro([(tn[k], tn[k] + fp[k]) for k in positive])
+        return _macro([(tn[k], tn[k] + fp[k]) for k in scored])
     raise ValueError(f"metric must be one of {list(CLASS_METRICS)}, got {metric!r}")
+
+
+def scored_classes(metric: str, labels: np.ndarray, classes: int) -> list[int]:
+    """The classes other than 0 (the negative, e.g. "no finding") that ``metric`` averages over
+    on cases with ``labels``: those with a case for ``sensitivity``, those with a case of
+    another class for ``specificity`` (as MONAI's ``ConfusionMatrixMetric`` without the
+    background, whose 0 / 0 is NaN); every class for ``accuracy``, which uses none."""
+    counts = np.bincount(labels.astype(int), minlength=classes)
+    if metric == "sensitivity":
+        return [k for k in range(1, classes) if counts[k]]
+    if metric == "specificity":
+        return [k for k in range(1, classes) if counts.sum() > counts[k]]
+    return list(range(classes))
 
 
 def recall_per_class(counts: np.ndarray) -> tuple[float, ...]:
     """Each class's recall ``tp / (tp + fn)`` from K x 4 ``counts``; NaN for a class without cases."""
     return tuple(_ratio(tp, tp + fn) for tp, _, _, fn in counts.tolist())
-
-
-def positive_classes(labels: np.ndarray, classes: int) -> list[int]:
-    """The classes other than 0 (the negative, e.g. "no finding") that ``labels`` hold, or
-    every class present when they hold only class 0."""
-    present = sorted({int(label) for label in labels} & set(range(classes)))
-    return [k for k in present if k != 0] or present
 
 
 def _macro(pairs: Sequence[tuple[float, float]]) -> float:

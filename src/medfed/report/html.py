@@ -7,7 +7,7 @@ only when its data is there."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,6 +225,7 @@ def _simulation(rows: Sequence[MetricRow], metric: str, run: SimulationRun) -> P
     score_curves = [
         (name, learning_curves(seeded, metric=name, unseen_site=run.unseen_site))
         for name in (metric, *secondary)
+        if name == metric or _over_rounds(rows, name, _SCORED)
     ]
     privacy, privacy_curve = _privacy(compared, metric)
     return Page(
@@ -268,16 +269,19 @@ def _roc(rows: Sequence[MetricRow], run: SimulationRun) -> bytes | None:
 
 def _deployment(rows: Sequence[MetricRow], metric: str, run: DeploymentRun) -> Page:
     scored = _present(rows, [metric, *SECONDARY_METRICS], {Split.EVAL})
+    secondary = [name for name in scored if name != metric]
     scores = {name: _site_scores(rows, name, Split.EVAL) for name in scored}
     extra = _shown(
         {
-            **{name: scores[name] for name in scored[1:]},
+            **{name: scores[name] for name in secondary},
             "training loss": _site_scores(rows, "loss", Split.TRAIN),
         }
     )
     picks = [found for name, by_round in scores.get(metric, {}).items() if (found := pick(name, by_round))]
     score_curves = [
-        (name, site_curves(rows, experiment=run.job, metric=name, splits={Split.EVAL})) for name in scored
+        (name, site_curves(rows, experiment=run.job, metric=name, splits={Split.EVAL}))
+        for name in scored
+        if name == metric or _over_rounds(rows, name, {Split.EVAL})
     ]
     loss_curve = (
         site_curves(rows, experiment=run.job, metric="loss", splits={Split.TRAIN})
@@ -290,7 +294,7 @@ def _deployment(rows: Sequence[MetricRow], metric: str, run: DeploymentRun) -> P
         metric=metric,
         deployed=True,
         status=_status_line(run),
-        final=tables.site_final_table(rows, metric=metric, extra=scored[1:]),
+        final=tables.site_final_table(rows, metric=metric, extra=secondary),
         best_and_last=tables.best_and_last_table(picks, name="site", metric=metric, extra=extra),
         score_curves=score_curves,
         loss_curve=loss_curve,
@@ -315,6 +319,12 @@ def _present(rows: Sequence[MetricRow], names: Sequence[str], splits: set[Split]
     """Those of ``names`` that some row of ``splits`` measures, in order."""
     found = {row.metric for row in rows if row.split in splits}
     return [name for name in names if name in found]
+
+
+def _over_rounds(rows: Sequence[MetricRow], metric: str, splits: Collection[Split]) -> bool:
+    """Whether ``metric`` was measured after more than one round (HD95 is, by default, after
+    the last round only: its tables show it, a curve of one point would not)."""
+    return len({row.round for row in rows if row.metric == metric and row.split in splits}) > 1
 
 
 def _shown(extra: Mapping[str, Mapping[str, RoundScores]]) -> dict[str, Mapping[str, RoundScores]]:

@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 
 from medfed.orchestration.metrics_log import MetricRow, split_case_metric
-from medfed.report.confusion import CLASS_METRICS, case_confusion, class_score, positive_classes
+from medfed.report.confusion import CLASS_METRICS, case_confusion, class_score, scored_classes
 
 RESAMPLES = 1000
 """Bootstrap resamples per interval."""
@@ -94,15 +94,15 @@ def statistic(metric: str, values: CaseValues) -> Statistic | None:
 
 def class_statistic(metric: str, probabilities: np.ndarray, labels: np.ndarray) -> Statistic:
     """``metric`` (one of ``CLASS_METRICS``) of N x K ``probabilities`` against ``labels`` (N)
-    on a resample of the cases, averaged over the positive classes of all N cases; NaN on a
-    resample missing one of them."""
+    on a resample of the cases, averaged over the classes ``scored_classes`` finds in all N
+    cases; NaN on a resample missing one of them."""
     confusion = case_confusion(probabilities, labels)
-    positive = positive_classes(labels, probabilities.shape[1])
+    scored = scored_classes(metric, labels, probabilities.shape[1])
     flat = confusion.reshape(len(labels), -1)
 
     def resampled(indices: np.ndarray) -> float:
         counts = np.bincount(indices, minlength=len(flat)) @ flat  # each case times it was drawn
-        return class_score(metric, counts.reshape(confusion.shape[1:]), positive)
+        return class_score(metric, counts.reshape(confusion.shape[1:]), scored)
 
     return resampled
 

@@ -161,9 +161,14 @@ def _last_values(
 
 
 def _round_axes(axis: Axes, metric: str) -> None:
-    """Rounds on the x axis with integer ticks, ``metric`` on the y axis, a light grid."""
+    """Rounds on the x axis with integer ticks (a round either side of a single one, which
+    would otherwise get fractional ticks), ``metric`` on the y axis, a light grid."""
     axis.set_xlabel("round")
     axis.set_ylabel(metric)
+    low, high = axis.get_xlim()
+    if high - low < 2:
+        middle = round((low + high) / 2)
+        axis.set_xlim(middle - 1, middle + 1)
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.grid(alpha=0.3)
 

@@ -1,7 +1,7 @@
 """Local training at a site and evaluation with MONAI metrics."""
 
 from medfed.training.adaptation import adapt_norm_statistics
-from medfed.training.evaluation import evaluate, predict
+from medfed.training.evaluation import evaluate_cases, predict
 from medfed.training.trainer import FitReport, LocalTrainer, TrainSettings
 
 __all__ = [
@@ -9,6 +9,6 @@ __all__ = [
     "LocalTrainer",
     "TrainSettings",
     "adapt_norm_statistics",
-    "evaluate",
+    "evaluate_cases",
     "predict",
 ]

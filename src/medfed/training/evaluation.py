@@ -48,22 +48,6 @@ without a lesion); ``{"label": [...], "prob0": [...], "prob1": [...], ...}`` (th
 each class's probability) for classification."""
 
 
-def evaluate(
-    model: nn.Module,
-    dataset: Dataset,
-    *,
-    task: Task,
-    batch_size: int = 16,
-    surface_distance: bool = True,
-    device: torch.device | None = None,
-) -> dict[str, float]:
-    """Metrics of ``model`` on ``dataset`` (``evaluate_cases`` without the per-case values)."""
-    metrics, _ = evaluate_cases(
-        model, dataset, task=task, batch_size=batch_size, surface_distance=surface_distance, device=device
-    )
-    return metrics
-
-
 def evaluate_cases(
     model: nn.Module,
     dataset: Dataset,

@@ -12,7 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from medfed.device import default_device
-from medfed.errors import ConfigError
+from medfed.errors import ConfigError, DataError
+from medfed.models.norms import has_batch_norm
 from medfed.strategies.base import LocalHooks
 from medfed.training.losses import loss_for
 from medfed.types import Scalar, Task
@@ -140,20 +141,11 @@ class LocalTrainer:
         hooks = hooks or LocalHooks()
         model.to(self.device).train()
         optimizer = make_optimizer(model, settings)
-        loader = DataLoader(
-            dataset,
-            batch_size=settings.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(seed),
+        loader = training_loader(dataset, settings.batch_size, seed, batch_norm=has_batch_norm(model))
+        losses = run_epochs(
+            loader, settings.local_epochs, seed, lambda batch: self._step(model, optimizer, batch, hooks)
         )
-        steps, total = 0, 0.0
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for _ in range(settings.local_epochs):
-                for batch in loader:
-                    total += self._step(model, optimizer, batch, hooks)
-                    steps += 1
-        return FitReport(steps=steps, loss=total / max(steps, 1), lr=settings.lr)
+        return FitReport(steps=len(losses), loss=sum(losses) / max(len(losses), 1), lr=settings.lr)
 
     def batch_loss(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The training loss of ``model`` on ``batch`` (its tensors moved to this trainer's
@@ -179,6 +171,48 @@ class LocalTrainer:
         hooks.after_backward(model)
         optimizer.step()
         return finite_value(loss)
+
+
+def training_loader(dataset: Dataset, batch_size: int, seed: int, *, batch_norm: bool) -> DataLoader:
+    """Shuffled (by ``seed``) batches of ``batch_size`` cases of ``dataset``.
+
+    With ``batch_norm`` (the model has BatchNorm layers, which raise in training on a batch of
+    one 1x1 map), a last batch of one case is dropped; every other case is kept, and the
+    shuffle drops a different case each epoch. Without BatchNorm, no case is dropped.
+
+    Raises:
+        DataError: ``batch_norm`` and ``dataset`` holds one case (no batch of two can be built);
+            the site is named by ``LocalSite``, which knows it.
+    """
+    cases = len(dataset)  # type: ignore[arg-type]
+    if batch_norm and cases == 1:
+        raise DataError(
+            "",
+            None,
+            "one training case: the model's BatchNorm layers need at least two per batch; "
+            "add cases or use a model without BatchNorm",
+        )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=batch_norm and cases % batch_size == 1,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def run_epochs(
+    loader: DataLoader, epochs: int, seed: int, step: Callable[[Mapping[str, torch.Tensor]], float]
+) -> list[float]:
+    """The values ``step`` returns for every batch of ``epochs`` passes over ``loader``, with
+    torch's random state seeded by ``seed`` during the passes and restored after them."""
+    losses = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for _ in range(epochs):
+            for batch in loader:
+                losses.append(step(batch))
+    return losses
 
 
 def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:

@@ -1,10 +1,11 @@
 """Opacus ``DPOptimizer``s whose noise comes from a medfed ``NoiseSource``; one of them also
 releases a private count of unclipped samples.
 
-The count is used for adaptive clipping (Andrew et al., NeurIPS 2021): every step releases the noisy centred
-count of per-sample gradient norms at most the threshold, and the clipped gradient sum gets the
-raised noise ``z_delta`` so that the step as a whole stays one Gaussian mechanism of multiplier
-``z`` (see ``medfed.privacy.dp.quantile``). ``noise_multiplier`` keeps ``z`` for the accountant.
+The count is used for adaptive clipping (Andrew et al., NeurIPS 2021): every step releases the
+noisy centred count of the per-sample gradient norms (per patient: ``DPTrainer`` sums each
+patient's rows first) at most the threshold, and the clipped gradient sum gets the raised noise
+``z_delta`` so that the step as a whole stays one Gaussian mechanism of multiplier ``z`` (see
+``medfed.privacy.dp.quantile``). ``noise_multiplier`` keeps ``z`` for the accountant.
 """
 
 from __future__ import annotations

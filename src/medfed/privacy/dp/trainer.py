@@ -15,14 +15,14 @@ epsilon is per patient. With one sample per patient (every built-in case without
 is exactly sample-level DP-SGD.
 
 Sampling is Poisson with rate ``q = 1 / ceil(P / b)`` and ``ceil(P / b)`` steps per epoch over
-the ``P`` patients, with ``b = B * P / N`` the expected patients of a batch of about ``B`` of the
-``N`` samples; built here rather than by Opacus (whose ``int(1 / q)`` gives 92 steps at
+the ``P`` patients, with ``b = max(1, B * P // N)`` the expected patients of a batch of about
+``B`` of the ``N`` samples; built here rather than by Opacus (whose ``int(1 / q)`` gives 92 steps at
 ``q = 1/93`` and then accounts ``q = 1/92``), so that what is charged is exactly what is
 sampled; empty batches (``q * P`` can be below 1) are zero-length tensors and release noise only.
 
 Noise is either fixed or calibrated (ADP-FL, Saha and Ukwatta, SPIE Medical Imaging 2026): the
 noise multiplier that spends the budget exactly over the planned rounds. Clipping is either fixed
-or adaptive: per round, ``C`` moves geometrically toward a target quantile of the per-sample
+or adaptive: per round, ``C`` moves geometrically toward a target quantile of the per-patient
 gradient norms, estimated privately (Andrew et al., NeurIPS 2021) and charged to the budget.
 
 The noise and the Poisson sampling come from the site's own ``NoiseSource`` (``policy.noise``):
@@ -82,7 +82,14 @@ from medfed.privacy.dp.quantile import count_noise_std, geometric_update
 from medfed.privacy.dp.views import MultiViewDataset, average_views, flatten_views
 from medfed.seeding import derive_seed
 from medfed.strategies.base import LocalHooks
-from medfed.training.trainer import FitReport, LocalTrainer, TrainSettings, finite_value, make_optimizer
+from medfed.training.trainer import (
+    FitReport,
+    LocalTrainer,
+    TrainSettings,
+    finite_value,
+    make_optimizer,
+    run_epochs,
+)
 from medfed.types import Scalar
 
 logger = logging.getLogger(__name__)
@@ -99,7 +106,7 @@ class AdaptiveClipping:
     """Per-round private quantile clipping (Andrew et al. 2021).
 
     Attributes:
-        target_quantile: The quantile of per-sample gradient norms that ``C`` tracks (gamma).
+        target_quantile: The quantile of per-patient gradient norms that ``C`` tracks (gamma).
         lr: Geometric learning rate of ``C`` (eta_C).
         count_budget_fraction: Share of the mechanism's precision ``z^-2`` spent on the count.
         bounds: ``(min, max)`` allowed thresholds.
@@ -514,17 +521,18 @@ class DPTrainer:
         hooks: LocalHooks,
         seed: int,
     ) -> list[float]:
-        losses = []
         decay = self.policy.ema_decay
         average = None if decay is None else ParameterEMA(model, decay)
-        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+
+        def step(batch: Mapping[str, torch.Tensor]) -> float:
+            loss = self._step(model, optimizer, batch, hooks)
+            if average is not None:
+                average.update()
+            return loss
+
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            torch.manual_seed(seed)
-            for _ in range(settings.local_epochs):
-                for batch in loader:
-                    losses.append(self._step(model, optimizer, batch, hooks))
-                    if average is not None:
-                        average.update()
+            losses = run_epochs(loader, settings.local_epochs, seed, step)
         if average is not None:
             average.load_into_model()
         return losses
