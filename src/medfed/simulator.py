@@ -376,7 +376,8 @@ def sample_predictions(
             probabilities = predict(model, item["image"][None], inferer=dataset.inferer)[0]
             name = result.experiment.name
             score = dice.get((name, site, case.case_id), math.nan)
-            predictions.append(Prediction(name, _slice(probabilities.argmax(dim=0).numpy(), index), score))
+            predicted = _slice(probabilities.argmax(dim=0).numpy(), index)
+            predictions.append(Prediction(name, predicted, score, result.experiment.kind))
         image = _slice(item["image"][0].numpy(), index)
         samples.append(SampleImage(site, case.case_id, image, _slice(mask, index), tuple(predictions), index))
     return samples
