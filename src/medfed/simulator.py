@@ -209,6 +209,8 @@ def run_seeds(
         folder = seed_dir(config.output_dir, seed)
         started = resume and (folder / CONFIG_FILE).is_file()
         logger.info("seed %d (%d/%d): %s", seed, index + 1, len(seeds), folder)
+        if callbacks is not None and callbacks.on_seed is not None:
+            callbacks.on_seed(seed, index + 1, len(seeds))
         one = config.model_copy(update={"seed": seed, "seeds": None, "output_dir": folder})
         checked = checked_data(one, folder / "data", resume=started, own_model=hooks.model_fn is not None)
         if index == 0 and not resume:
