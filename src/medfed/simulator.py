@@ -209,6 +209,8 @@ def run_seeds(
         folder = seed_dir(config.output_dir, seed)
         started = resume and (folder / CONFIG_FILE).is_file()
         logger.info("seed %d (%d/%d): %s", seed, index + 1, len(seeds), folder)
+        if callbacks is not None and callbacks.on_seed is not None:
+            callbacks.on_seed(seed, index + 1, len(seeds))
         one = config.model_copy(update={"seed": seed, "seeds": None, "output_dir": folder})
         checked = checked_data(one, folder / "data", resume=started, own_model=hooks.model_fn is not None)
         if index == 0 and not resume:
@@ -376,7 +378,8 @@ def sample_predictions(
             probabilities = predict(model, item["image"][None], inferer=dataset.inferer)[0]
             name = result.experiment.name
             score = dice.get((name, site, case.case_id), math.nan)
-            predictions.append(Prediction(name, _slice(probabilities.argmax(dim=0).numpy(), index), score))
+            predicted = _slice(probabilities.argmax(dim=0).numpy(), index)
+            predictions.append(Prediction(name, predicted, score, result.experiment.kind))
         image = _slice(item["image"][0].numpy(), index)
         samples.append(SampleImage(site, case.case_id, image, _slice(mask, index), tuple(predictions), index))
     return samples

@@ -31,3 +31,17 @@ def test_the_round_bar_names_the_experiment_and_restarts_its_timer() -> None:
     last = output.getvalue().splitlines()[-2]
     assert last.startswith("experiment 2/2 local-a: rounds")
     assert "1/2 0:00:05" in last and "dice 0.500" in last  # not 0:10:05: the timer restarted
+
+
+def test_a_run_of_several_seeds_shows_the_seed_next_to_the_experiment() -> None:
+    output = io.StringIO()
+    console = Console(file=output, width=200, force_terminal=False)
+    experiments = [Experiment("fedavg", "federated", FedAvg(), {})]
+    with simulation_progress(console, 2, "dice", clock=lambda: 0.0) as callbacks:
+        assert callbacks.on_seed and callbacks.on_plan and callbacks.on_experiment
+        for index, seed in enumerate([0, 1, 2]):
+            callbacks.on_seed(seed, index + 1, 3)
+            callbacks.on_plan(experiments)
+            callbacks.on_experiment(experiments[0], 0)
+    last = output.getvalue().splitlines()[-2]
+    assert last.startswith("seed 2 (3 of 3), experiment 1/1 fedavg: rounds")

@@ -79,18 +79,25 @@ def test_a_killed_two_seed_run_resumes_only_its_unfinished_cells(tmp_path: Path,
     run = tmp_path / "run"
     started: list[tuple[str, int]] = []
     rounds: list[int] = []
+    seeds: list[tuple[int, int, int]] = []
 
     def callbacks(kill_at: int | None) -> Callbacks:
-        """Records each experiment's start and each round; killed at the ``kill_at``-th round."""
+        """Records each seed's and experiment's start and each round; killed at the
+        ``kill_at``-th round."""
         started.clear()
         rounds.clear()
+        seeds.clear()
 
         def on_round(round: int) -> None:
             rounds.append(round)
             if len(rounds) == kill_at:
                 raise _Killed
 
-        return Callbacks(on_experiment=lambda e, done: started.append((e.name, done)), on_round=on_round)
+        return Callbacks(
+            on_seed=lambda *told: seeds.append(told),
+            on_experiment=lambda e, done: started.append((e.name, done)),
+            on_round=on_round,
+        )
 
     with pytest.raises(_Killed):  # after seed 3's last round, before seed 5 starts
         run_simulation(
@@ -102,6 +109,7 @@ def test_a_killed_two_seed_run_resumes_only_its_unfinished_cells(tmp_path: Path,
     assert started == [("fedavg", 2), ("fedavg", 0)]
     outcome = run_simulation(resume_run(run), resume=True, callbacks=callbacks(None))
     assert started == [("fedavg", 2), ("fedavg", 1)] and rounds == [2]  # seed 5 continues
+    assert seeds == [(3, 1, 2), (5, 2, 2)]  # the seed, its position and the number of seeds
     _check_pooled([vars(row) for row in outcome.summary], singles)
     losses = Counter((row.seed, row.round, row.site) for row in outcome.rows if row.metric == "loss")
     assert len(losses) == 2 * 2 * 3 and set(losses.values()) == {1}  # seeds, rounds, sites: none twice

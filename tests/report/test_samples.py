@@ -16,7 +16,7 @@ from PIL import Image
 
 from medfed.config.loading import parse_config
 from medfed.orchestration.metrics_log import MetricRow, Split, case_metric
-from medfed.report.plots import Prediction, SampleImage, sample_figure, sample_grid
+from medfed.report.plots import MAX_SAMPLE_MODELS, Prediction, SampleImage, sample_figure, sample_grid
 from medfed.simulator import _final_case_scores, _largest_slice, run_simulation
 
 
@@ -106,3 +106,21 @@ def test_the_slice_shown_of_a_volume_has_the_most_foreground() -> None:
     mask[0:4, 0:3, 3] = 2  # 12 voxels
     assert _largest_slice(mask) == 3
     assert _largest_slice(mask[..., 0]) is None  # 2D: no slice
+
+
+def test_a_row_shows_at_most_the_cap_federated_first_and_names_what_is_dropped() -> None:
+    truth = np.zeros((16, 16), np.int64)
+    truth[4:9, 4:9] = 1
+    kinds = {"local-a": "local", "fedavg": "federated", "local-b": "local", "centralized": "centralized"}
+    kinds |= {f"local-{c}": "local" for c in "cdef"} | {"fedprox": "federated", "scaffold": "federated"}
+    predictions = tuple(Prediction(name, truth, 0.5, kind) for name, kind in kinds.items())  # 10 models
+    figure = sample_figure([SampleImage("u", "c1", np.zeros((16, 16)), truth, predictions)])
+    titles = [axis.get_title().split("\n")[0] for axis in figure.axes]
+    assert len(titles) == 1 + MAX_SAMPLE_MODELS == 7
+    assert titles[1:] == ["fedavg", "fedprox", "scaffold", "centralized", "local-a", "local-b"]
+    assert (
+        figure.get_supxlabel()
+        == "not shown (at most 6 models a row, federated first): u: local-c, local-d, local-e, local-f"
+    )
+    width, _ = Image.open(io.BytesIO(sample_grid([SampleImage("u", "c1", truth, truth, predictions)]))).size
+    assert width == pytest.approx(1.7 * 7 * 90, abs=2)

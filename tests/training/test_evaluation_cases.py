@@ -53,3 +53,20 @@ def test_a_multi_class_case_gets_one_dice_the_mean_of_its_classes() -> None:
     buffer = torch.tensor([[1.0, 0.5], [float("nan"), 0.25], [float("nan"), float("nan")]])
     means = _case_means(buffer)
     assert means[:2] == [0.75, 0.25] and math.isnan(means[2])
+
+
+def test_three_class_scores_are_the_fraction_correct_and_macro_averages_of_classes_1_and_2() -> None:
+    class Predicts(nn.Module):  # the class stored in each image's first pixel
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return torch.eye(3)[images[:, 0, 0, 0].long()] * 5
+
+    predicted, labels = torch.tensor([1, 1, 2, 0]), torch.tensor([0, 1, 2, 2])
+    images = predicted.float().reshape(4, 1, 1, 1).expand(4, 1, 2, 2)
+    metrics, _ = evaluate_cases(
+        Predicts(), _Cases(images, labels), task="classification", device=torch.device("cpu")
+    )
+    # by hand: 2 of 4 correct (MONAI's pooled one-vs-rest gave 0.75); class 1 recall 1/1,
+    # class 2 recall 1/2; class 1 specificity 2/3 (case 0 taken for 1), class 2 specificity 2/2
+    assert metrics["accuracy"] == 0.5
+    assert math.isclose(metrics["sensitivity"], (1 / 1 + 1 / 2) / 2)
+    assert math.isclose(metrics["specificity"], (2 / 3 + 2 / 2) / 2)

@@ -26,8 +26,9 @@ def simulation_progress(
     console: Console, rounds: int, metric: str, clock: Callable[[], float] | None = None
 ) -> Iterator[Callbacks]:
     """Callbacks that drive one bar for the current experiment's rounds ("experiment k/N",
-    elapsed time and ETA restarting with each experiment, the last round's figures) and one for
-    its sites; ``clock`` (seconds) is rich's own when ``None``."""
+    after "seed s (k of n)" in a run of several seeds; elapsed time and ETA restarting with
+    each experiment; the last round's figures) and one for its sites; ``clock`` (seconds) is
+    rich's own when ``None``."""
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -42,6 +43,10 @@ def simulation_progress(
     round_bar = progress.add_task("rounds", total=rounds, last="")
     site_bar = progress.add_task("sites", total=1, last="")
     names: list[str] = []
+    seed_position = [""]
+
+    def on_seed(seed: int, position: int, count: int) -> None:
+        seed_position[0] = f"seed {seed} ({position} of {count}), "
 
     def on_plan(experiments: Sequence[Experiment]) -> None:
         names[:] = [experiment.name for experiment in experiments]
@@ -51,7 +56,7 @@ def simulation_progress(
             f"experiment {names.index(experiment.name) + 1}/{len(names)} " if experiment.name in names else ""
         )
         progress.reset(round_bar, total=rounds, completed=done, last="")  # restarts the timer
-        progress.update(round_bar, description=f"{position}{experiment.name}: rounds")
+        progress.update(round_bar, description=f"{seed_position[0]}{position}{experiment.name}: rounds")
         progress.reset(site_bar, total=len(experiment.sites), completed=0)
 
     def on_recorded(experiment: str, round: int, rows: Sequence[MetricRow]) -> None:
@@ -63,5 +68,9 @@ def simulation_progress(
 
     with progress:
         yield Callbacks(
-            on_plan=on_plan, on_experiment=on_experiment, on_recorded=on_recorded, on_site=on_site
+            on_seed=on_seed,
+            on_plan=on_plan,
+            on_experiment=on_experiment,
+            on_recorded=on_recorded,
+            on_site=on_site,
         )

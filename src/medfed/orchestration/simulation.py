@@ -73,6 +73,8 @@ class Callbacks:
     """Progress hooks of a simulation (progress bars, log lines, trackers); all optional.
 
     Attributes:
+        on_seed: A seed's run starts, in a run of several seeds (``seeds``): the seed, its
+            position (from 1) and the number of seeds.
         on_plan: Before the first experiment, with every experiment of the run in order.
         on_experiment: An experiment starts, with the rounds it has already done (resumed).
         on_round: A round is recorded, with its number.
@@ -82,6 +84,7 @@ class Callbacks:
         on_experiment_end: An experiment finished its last round.
     """
 
+    on_seed: Callable[[int, int, int], None] | None = None
     on_plan: Callable[[Sequence[Experiment]], None] | None = None
     on_experiment: Callable[[Experiment, int], None] | None = None
     on_round: Callable[[int], None] | None = None

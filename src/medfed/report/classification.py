@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medfed.orchestration.metrics_log import MetricRow, Split
-from medfed.report.confusion import CLASS_METRICS, case_confusion, class_roc, recall_per_class
+from medfed.report.confusion import class_roc
 from medfed.report.intervals import (
     CaseValues,
     Interval,
@@ -24,6 +24,7 @@ from medfed.report.intervals import (
 )
 from medfed.report.summary import SummaryRow
 from medfed.report.tables import Row, Table, interval, number, split_of
+from medfed.training.class_scores import CLASS_METRICS, case_confusion, recall_per_class
 
 
 @dataclass(frozen=True)

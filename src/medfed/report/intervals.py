@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 
 from medfed.orchestration.metrics_log import MetricRow, split_case_metric
-from medfed.report.confusion import CLASS_METRICS, case_confusion, class_score, scored_classes
+from medfed.training.class_scores import CLASS_METRICS, case_confusion, class_score, scored_classes
 
 RESAMPLES = 1000
 """Bootstrap resamples per interval."""

@@ -19,11 +19,19 @@ from medfed.report.classification import RocCurve
 
 @dataclass(frozen=True)
 class Prediction:
-    """One model's predicted mask of a sample (HW, on the sample's slice) and the case's Dice."""
+    """One model's predicted mask of a sample (HW, on the sample's slice), the case's Dice and
+    the model's kind (``federated``, ``centralized`` or ``local``)."""
 
     model: str
     mask: np.ndarray
     dice: float
+    kind: str = "federated"
+
+
+MAX_SAMPLE_MODELS = 6
+"""Predictions shown in a row of the sample figure (7 panels of 1.7 in: the report's width)."""
+
+_KIND_ORDER = ("federated", "centralized", "local")
 
 
 @dataclass(frozen=True)
@@ -196,20 +204,40 @@ def sample_grid(samples: Sequence[SampleImage]) -> bytes:
 
 def sample_figure(samples: Sequence[SampleImage]) -> Figure:
     """A row per sample: the image with the true mask outlined (titled with the slice index
-    of a 3D case), then each model's prediction filled over the image (the true mask outlined
-    again), titled with the model and the case's Dice."""
-    columns = 1 + max(len(sample.predictions) for sample in samples)
+    of a 3D case), then the first ``MAX_SAMPLE_MODELS`` of its ``ranked_predictions``, each
+    filled over the image (the true mask outlined again) and titled with the model and the
+    case's Dice; the models left out are named below the figure."""
+    ranked = [ranked_predictions(sample.predictions) for sample in samples]
+    shown = [predictions[:MAX_SAMPLE_MODELS] for predictions in ranked]
+    columns = 1 + max(len(predictions) for predictions in shown)
     figure = Figure(figsize=(1.7 * columns, 2.0 * len(samples)), layout="constrained")
     axes = figure.subplots(len(samples), columns, squeeze=False)
-    for row, sample in zip(axes, samples, strict=True):
+    for row, sample, predictions in zip(axes, samples, shown, strict=True):
         where = "" if sample.slice_index is None else f", axial slice {sample.slice_index}"
         _mask_panel(row[0], sample, None, f"{sample.site} / {sample.case_id}\ntrue mask{where}")
-        for axis, prediction in zip(row[1:], sample.predictions, strict=False):
+        for axis, prediction in zip(row[1:], predictions, strict=False):
             dice = "–" if not np.isfinite(prediction.dice) else f"{prediction.dice:.3f}"
             _mask_panel(axis, sample, prediction.mask, f"{prediction.model}\nDice {dice}")
         for axis in row:
             axis.axis("off")
+    dropped = [
+        f"{sample.site}: {', '.join(p.model for p in predictions[MAX_SAMPLE_MODELS:])}"
+        for sample, predictions in zip(samples, ranked, strict=True)
+        if len(predictions) > MAX_SAMPLE_MODELS
+    ]
+    if dropped:
+        figure.supxlabel(
+            f"not shown (at most {MAX_SAMPLE_MODELS} models a row, federated first): {'; '.join(dropped)}",
+            fontsize=7,
+        )
     return figure
+
+
+def ranked_predictions(predictions: Sequence[Prediction]) -> list[Prediction]:
+    """``predictions`` with federated models first, then centralized, then local-only ones
+    (each kind in its given order); a row shows the first ``MAX_SAMPLE_MODELS``."""
+    rank = {kind: index for index, kind in enumerate(_KIND_ORDER)}
+    return sorted(predictions, key=lambda prediction: rank.get(prediction.kind, len(rank)))
 
 
 def _mask_panel(axis: Axes, sample: SampleImage, filled: np.ndarray | None, title: str) -> None:

@@ -8,13 +8,14 @@ import warnings
 
 import torch
 from monai.inferers import Inferer
-from monai.metrics import ConfusionMatrixMetric, DiceMetric, HausdorffDistanceMetric, ROCAUCMetric
+from monai.metrics import DiceMetric, HausdorffDistanceMetric, ROCAUCMetric
 from torch import nn
 from torch.nn.functional import one_hot
 from torch.utils.data import DataLoader, Dataset
 
 from medfed.data.dataset import CaseDataset
 from medfed.device import default_device
+from medfed.training.class_scores import class_metrics
 from medfed.types import Task
 
 
@@ -62,7 +63,9 @@ def evaluate_cases(
 
     For segmentation, Dice and HD95 (in voxels, skipped when ``surface_distance`` is false) are
     averaged over the cases that have a lesion, as MONAI does by default (``ignore_empty``).
-    For classification: accuracy, AUC, sensitivity and specificity of the positive classes.
+    For classification: AUC (MONAI's, macro one-vs-rest), and accuracy (the fraction of cases
+    whose most probable class is their true class), sensitivity and specificity (averaged over
+    the classes other than 0) as the report scores them (``medfed.training.class_scores``).
     Masks are predicted through the dataset's ``inferer`` when it has one (a ``CaseDataset``:
     sliding windows or padding, cropped back), so metrics are on each image's own grid.
     Consecutive images of one size are batched together; images of other sizes start a new
@@ -127,28 +130,16 @@ def _classification_metrics(
     model: nn.Module, loader: DataLoader, device: torch.device | None
 ) -> tuple[dict[str, float], CaseScores]:
     auc = ROCAUCMetric()
-    confusion = ConfusionMatrixMetric(
-        include_background=False, metric_name=["accuracy", "sensitivity", "specificity"]
-    )
     for batch in loader:
         probabilities = predict(model, batch["image"], device)
-        num_classes = probabilities.shape[1]
-        truth = _one_hot(batch["label"].long().reshape(-1), num_classes)
-        predicted = _one_hot(probabilities.argmax(dim=1), num_classes)
-        auc(probabilities, truth)
-        confusion(predicted, truth)
-    accuracy, sensitivity, specificity = (float(torch.as_tensor(value)) for value in confusion.aggregate())
+        auc(probabilities, _one_hot(batch["label"].long().reshape(-1), probabilities.shape[1]))
+    probabilities, truth = auc.get_buffer()
+    metrics = class_metrics(probabilities.numpy(), truth.argmax(dim=1).numpy())
     try:
-        auc_value = float(torch.as_tensor(auc.aggregate()))
+        metrics["auc"] = float(torch.as_tensor(auc.aggregate()))
     except (AssertionError, ValueError):  # a single class present: AUC undefined
-        auc_value = math.nan
-    metrics = {
-        "accuracy": accuracy,
-        "auc": auc_value,
-        "sensitivity": sensitivity,
-        "specificity": specificity,
-    }
-    return metrics, _class_cases(auc)
+        metrics["auc"] = math.nan
+    return dict(sorted(metrics.items())), _class_cases(auc)  # accuracy, auc, sensitivity, ...
 
 
 def _class_cases(auc: ROCAUCMetric) -> CaseScores:
