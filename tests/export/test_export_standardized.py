@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from builders import tiny_simulation
 from safetensors.torch import load_file
 
 from medfed.config.loading import parse_config
@@ -15,14 +16,11 @@ from medfed.orchestration.checkpoint import latest_checkpoint, load_checkpoint
 from medfed.simulator import run_simulation
 
 PARAMS: dict[str, Any] = {"channels": [4, 8], "strides": [2], "norm": ["group", {"num_groups": 2}]}
-TINY: dict[str, Any] = {
-    "data": {"synthetic": {"image_size": 16, "cases_scale": 0.1}},
-    "model": {"params": {**PARAMS, "weight_standardization": True}},
-    "training": {"local_epochs": 1, "batch_size": 4},
-    "federation": {"rounds": 1, "keep_last": 1},
-    "strategies": [{"name": "fedavg"}],
-    "baselines": {"centralized": False, "local": False},
-}
+TINY = tiny_simulation(
+    data={"synthetic": {"cases_scale": 0.1}},
+    model={"params": {**PARAMS, "weight_standardization": True}},
+    federation={"keep_last": 1},
+)
 
 
 def test_a_standardised_network_exports_as_the_plain_one_with_the_same_outputs(tmp_path: Path) -> None:
