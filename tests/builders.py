@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from medfed.data import ScannerProfile, SyntheticSite
 from medfed.data.scanner import Acquisition
@@ -20,6 +24,18 @@ TINY_SIMULATION: dict[str, Any] = {
 }
 """A simulation that runs in seconds on a CPU: 16x16 synthetic sites at 15 % of their cases, a
 two-level U-Net, one round of FedAvg with one local epoch of batch 4, no baselines."""
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Runs the block on one torch thread (tiny tensors: as fast, and immune to a busy shared
+    machine), then restores the thread count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def synthetic_site(

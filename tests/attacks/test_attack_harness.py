@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from builders import one_torch_thread
 
 from medfed.attacks import (
     AttackConfig,
@@ -32,11 +33,8 @@ TINY = AttackConfig(
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one torch thread is as fast and immune to a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from builders import tiny_simulation
+from builders import one_torch_thread, tiny_simulation
 
 from medfed.config.loading import parse_config
 from medfed.data import Case, SiteData
@@ -22,11 +21,8 @@ from medfed.simulator import run_simulation
 
 @pytest.fixture(autouse=True)
 def _one_thread() -> Iterator[None]:
-    """Tiny convolutions are fastest single-threaded on a shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with one_torch_thread():
+        yield
 
 
 @pytest.mark.parametrize(

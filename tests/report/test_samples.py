@@ -10,8 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from builders import tiny_simulation
+from builders import one_torch_thread, tiny_simulation
 from PIL import Image
 
 from medfed.config.loading import parse_config
@@ -22,10 +21,8 @@ from medfed.simulator import _final_case_scores, _largest_slice, run_simulation
 
 @pytest.fixture(autouse=True)
 def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with one_torch_thread():
+        yield
 
 
 def test_every_model_predicts_the_same_case_at_each_site_on_the_fullest_slice(

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
 import yaml
+from builders import one_torch_thread
 
 from medfed.data import DEFAULT_SITES, generate_federation, load_site
 from medfed.deployment.evaluation import DEFAULT_HOLDOUT, holdout_split
@@ -236,9 +236,5 @@ def in_process_run(job_path: Path, data: dict[str, Path], *, in_the_clear: bool 
     plan = RoundPlan(
         rounds=job.federation.rounds, sites=sorted(sites), min_sites=job.federation.min_sites, seed=job.seed
     )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         return run_rounds(strategy, state, plan, InMemoryGrid(sites)).weights
-    finally:
-        torch.set_num_threads(threads)
