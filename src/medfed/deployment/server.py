@@ -155,7 +155,14 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
             absences=board.absences,
         )
         state = run_rounds(
-            strategy, state, plan, grid, recorder, max_attempts=job.max_round_attempts, collect=collect
+            strategy,
+            state,
+            plan,
+            grid,
+            recorder,
+            max_attempts=job.max_round_attempts,
+            collect=collect,
+            absences=board.absence_log,
         )
         board.finish()
         reporter.finish()

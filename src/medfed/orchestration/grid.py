@@ -21,6 +21,7 @@ one of them may depend on it.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -50,23 +51,28 @@ class Absence(StrEnum):
 class AbsenceLog:
     """The sites asked in the latest try of the latest round that took no part, and why (the
     first reason each): what a simulation's grid and round loop mark, and its ``Split.PARTICIPATION``
-    rows are read from (``medfed.orchestration.driver.absence_rows``)."""
+    rows are read from (``medfed.orchestration.driver.absence_rows``), as a deployment's board
+    and round loop do. Thread-safe."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._round, self._absent = 0, dict[str, Absence]()
 
     def start(self, round: int) -> None:
         """Starts a try of ``round`` afresh (a round tried again forgets its earlier try)."""
-        self._round, self._absent = round, {}
+        with self._lock:
+            self._round, self._absent = round, {}
 
     def mark(self, round: int, site: str, why: Absence) -> None:
         """Records that ``site`` took no part in ``round`` (ignored for another round)."""
-        if round == self._round:
-            self._absent.setdefault(site, why)
+        with self._lock:
+            if round == self._round:
+                self._absent.setdefault(site, why)
 
     def __call__(self, round: int) -> dict[str, Absence]:
         """The absent sites of ``round`` and why; empty for any round but the latest."""
-        return dict(self._absent) if round == self._round else {}
+        with self._lock:
+            return dict(self._absent) if round == self._round else {}
 
 
 @dataclass(frozen=True)
