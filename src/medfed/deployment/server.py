@@ -27,7 +27,14 @@ from medfed.deployment.report import keep_job, write_job_report
 from medfed.deployment.status import HISTORY_LENGTH, RoundSummary, ServerStatus, summarise, write_status
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import model_metadata
-from medfed.orchestration.driver import RecordedCallback, RoundRecorder, RowSource, RunRecords, privacy_rows
+from medfed.orchestration.driver import (
+    RecordedCallback,
+    RoundRecorder,
+    RowSource,
+    RunRecords,
+    absence_rows,
+    privacy_rows,
+)
 from medfed.orchestration.grid import Absence
 from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split
@@ -148,7 +155,14 @@ def run_server(job: JobConfig, settings: ServerSettings) -> ServerState:
             absences=board.absences,
         )
         state = run_rounds(
-            strategy, state, plan, grid, recorder, max_attempts=job.max_round_attempts, collect=collect
+            strategy,
+            state,
+            plan,
+            grid,
+            recorder,
+            max_attempts=job.max_round_attempts,
+            collect=collect,
+            absences=board.absence_log,
         )
         board.finish()
         reporter.finish()
@@ -218,21 +232,8 @@ def round_recorder(
     privacy = privacy_rows(job.name, job.privacy.plan(), strategy)
     sources = [privacy if ledger is None else ledger.recording(privacy), evaluation]
     if absences is not None:
-        sources.append(_absence_rows(job.name, absences))
+        sources.append(absence_rows(job.name, absences))
     return RoundRecorder(records, sources=sources, after=after)
-
-
-def _absence_rows(job: str, absences: Callable[[int], Mapping[str, Absence]]) -> RowSource:
-    """One ``Split.PARTICIPATION`` row (value 1) per site asked in the round that took no part,
-    its metric saying why."""
-
-    def rows(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
-        return [
-            MetricRow(job, state.round, site, Split.PARTICIPATION, why.value, 1.0)
-            for site, why in sorted(absences(state.round).items())
-        ]
-
-    return rows
 
 
 def _evaluation_rows(job: JobConfig, evaluate: Callable[[ServerState], SiteMetrics]) -> RowSource:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medfed.orchestration.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_round
+from medfed.orchestration.grid import Absence
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split
 from medfed.privacy.plan import ProtectionPlan
 from medfed.strategies.base import Strategy
@@ -117,6 +118,19 @@ def training_rows(run: str, round: int, results: Sequence[TrainResult]) -> list[
         for result in results
         for name, value in {**result.metrics, "num_samples": float(result.num_samples)}.items()
     ]
+
+
+def absence_rows(run: str, absences: Callable[[int], Mapping[str, Absence]]) -> RowSource:
+    """The row source of the sites asked in a round that took no part (``absences(round)``):
+    one ``Split.PARTICIPATION`` row (value 1) each, its metric saying why."""
+
+    def rows(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
+        return [
+            MetricRow(run, state.round, site, Split.PARTICIPATION, why.value, 1.0)
+            for site, why in sorted(absences(state.round).items())
+        ]
+
+    return rows
 
 
 def privacy_rows(

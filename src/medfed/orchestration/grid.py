@@ -21,6 +21,7 @@ one of them may depend on it.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -45,6 +46,33 @@ class Absence(StrEnum):
     NO_ANSWER = "no_answer"
     DECLINED = "declined"
     REJECTED = "rejected"
+
+
+class AbsenceLog:
+    """The sites asked in the latest try of the latest round that took no part, and why (the
+    first reason each): what a simulation's grid and round loop mark, and its ``Split.PARTICIPATION``
+    rows are read from (``medfed.orchestration.driver.absence_rows``), as a deployment's board
+    and round loop do. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._round, self._absent = 0, dict[str, Absence]()
+
+    def start(self, round: int) -> None:
+        """Starts a try of ``round`` afresh (a round tried again forgets its earlier try)."""
+        with self._lock:
+            self._round, self._absent = round, {}
+
+    def mark(self, round: int, site: str, why: Absence) -> None:
+        """Records that ``site`` took no part in ``round`` (ignored for another round)."""
+        with self._lock:
+            if round == self._round:
+                self._absent.setdefault(site, why)
+
+    def __call__(self, round: int) -> dict[str, Absence]:
+        """The absent sites of ``round`` and why; empty for any round but the latest."""
+        with self._lock:
+            return dict(self._absent) if round == self._round else {}
 
 
 @dataclass(frozen=True)
@@ -134,6 +162,7 @@ class InMemoryGrid:
         on_site_done: Called with each site's name after it trained (e.g. a progress bar).
         tamper: Replaces some sites' results before they leave the sites, in plain and protected
             rounds alike (the attack simulator's malicious sites); ``None``: none.
+        absences: Where the sites that drop out are marked (``None``: a log of its own).
     """
 
     def __init__(
@@ -143,8 +172,10 @@ class InMemoryGrid:
         open_protocol: OpenProtocol | None = None,
         on_site_done: Callable[[str], None] | None = None,
         tamper: Tamper | None = None,
+        absences: AbsenceLog | None = None,
     ) -> None:
         self.sites = dict(sites)
+        self.absences = AbsenceLog() if absences is None else absences
         self.open_protocol = open_protocol
         self.on_site_done = on_site_done
         self.tamper = tamper
@@ -177,9 +208,10 @@ class InMemoryGrid:
             name, task = result.site, tasks[result.site]
             try:
                 party = self.open_protocol(task, invitations.get(name), result)
-                uploads[name] = checked_answer(name, party.upload(), reply)
+                uploads[name] = self._checked(task.round, name, party.upload(), reply)
             except MedfedError as error:  # the site cannot take part: a drop-out
                 logger.warning("round %d: site '%s' left the protected round: %s", task.round, name, error)
+                self.absences.mark(task.round, name, Absence.NO_ANSWER)
                 continue
             self._parties[name] = party
         return {name: upload for name, upload in uploads.items() if upload is not None}
@@ -191,9 +223,10 @@ class InMemoryGrid:
             if party is None:
                 continue
             try:
-                answer = checked_answer(name, party.answer(step, message), reply)
+                answer = self._checked(round, name, party.answer(step, message), reply)
             except MedfedError as error:
                 logger.warning("round %d (%s): site '%s' dropped out: %s", round, step, name, error)
+                self.absences.mark(round, name, Absence.NO_ANSWER)
                 self._parties.pop(name)
                 continue
             if answer is not None:
@@ -205,10 +238,18 @@ class InMemoryGrid:
             return self.sites[name].train(task)
         except PrivacyBudgetExceeded as declined:  # the site's own decision: a drop-out
             logger.warning("round %d: %s", task.round, declined)
+            self.absences.mark(task.round, name, Absence.DECLINED)
             return None
         finally:
             if self.on_site_done is not None:
                 self.on_site_done(name)
+
+    def _checked(self, round: int, site: str, answer: object, reply: Reply) -> object | None:
+        """``checked_answer``; a refused answer marks ``site`` rejected in ``round``."""
+        checked = checked_answer(site, answer, reply)
+        if checked is None:
+            self.absences.mark(round, site, Absence.REJECTED)
+        return checked
 
     def site_states(self) -> dict[str, SiteState]:
         """Each site's private state now: the part later rounds read (``Strategy.private_state``),

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from medfed.errors import MedfedError, UpdateRejected
-from medfed.orchestration.grid import Collect, Grid, train_in_clear
+from medfed.orchestration.grid import Absence, AbsenceLog, Collect, Grid, train_in_clear
 from medfed.orchestration.sampling import sample_sites
 from medfed.orchestration.validation import (
     CheckedResult,
@@ -70,13 +70,16 @@ def run_round(
     plan: RoundPlan,
     grid: Grid,
     collect: Collect = train_in_clear,
+    absences: AbsenceLog | None = None,
 ) -> tuple[ServerState, list[TrainResult]]:
     """Runs round ``state.round + 1``: sample, send tasks over ``grid`` and gather the results
     with ``collect`` (in the clear, or as one protected aggregate), validate, aggregate.
 
     Invalid updates (see ``validate_result``, with the strategy's declared extras) are logged
     and left out; a ``CheckedResult`` (checked where it arrived) is checked for the declared
-    extras' layout only. ``state`` is unchanged when the round fails.
+    extras' layout only; each is marked ``rejected`` in ``absences`` (started afresh for the
+    round), where the grid marks the sites that dropped out. ``state`` is unchanged when the
+    round fails.
 
     Raises:
         QuorumNotReached: The valid results hold the updates of fewer than ``plan.min_sites``
@@ -90,7 +93,10 @@ def run_round(
         plan.sites, fraction=plan.fraction, min_sites=plan.min_sites, seed=plan.seed, round=round
     )
     task = strategy.configure(state, round, plan.config or {})
-    results = _valid(collect(grid, {site: task for site in chosen}), strategy, state, round)
+    if absences is None:
+        absences = AbsenceLog()
+    absences.start(round)
+    results = _valid(collect(grid, {site: task for site in chosen}), strategy, state, round, absences)
     contributing = sum(_sites_in(result) for result in results)
     if contributing < plan.min_sites:
         raise QuorumNotReached(
@@ -108,19 +114,21 @@ def run_rounds(
     *,
     max_attempts: int = 1,
     collect: Collect = train_in_clear,
+    absences: AbsenceLog | None = None,
 ) -> ServerState:
     """Runs rounds from ``state.round + 1`` to ``plan.rounds``; ``on_round`` sees each new state
     (to checkpoint it) before the next round starts.
 
     Args:
         collect: How each round's results are gathered over ``grid`` (see ``run_round``).
+        absences: Who dropped out of each round and why (see ``run_round``), for ``on_round``.
         max_attempts: Tries of a round that fails (``RoundFailed``) before its error is raised;
             each failure is logged and leaves the state as it was.
     """
     attempts = 0
     while state.round < plan.rounds:
         try:
-            state, results = run_round(strategy, state, plan, grid, collect)
+            state, results = run_round(strategy, state, plan, grid, collect, absences)
         except RoundFailed as error:
             attempts += 1
             logger.warning("%s (attempt %d of %d)", error, attempts, max_attempts)
@@ -160,7 +168,7 @@ def _sites_in(result: TrainResult) -> int:
 
 
 def _valid(
-    results: list[TrainResult], strategy: Strategy, state: ServerState, round: int
+    results: list[TrainResult], strategy: Strategy, state: ServerState, round: int, absences: AbsenceLog
 ) -> list[TrainResult]:
     extras = strategy.result_extras(state.weights)
     accepted, seen = [], set()
@@ -174,6 +182,7 @@ def _valid(
                 validate_result(result, state.weights, round=round, extras=extras)
         except UpdateRejected as rejection:
             logger.warning("%s", rejection)
+            absences.mark(round, result.site, Absence.REJECTED)
             continue
         seen.add(result.site)
         accepted.append(result)

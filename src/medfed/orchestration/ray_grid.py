@@ -31,7 +31,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from medfed.data import SiteData
 from medfed.errors import ConfigError, MedfedError
-from medfed.orchestration.grid import InMemoryGrid, Reply, Tamper, checked_answer
+from medfed.orchestration.grid import Absence, AbsenceLog, InMemoryGrid, Reply, Tamper, checked_answer
 from medfed.transport.payload import (
     decode_result,
     decode_site_state,
@@ -133,6 +133,8 @@ class RayGrid:
         tamper: Replaces some sites' results, as ``InMemoryGrid``'s (applied here, to all of a
             round's results at once; a protected round sends replaced results back to their
             actors before the sites upload).
+        absences: Where the sites that drop out are marked (``None``: a log of its own): no answer
+            (its actor died, or it sent no update), or a refused protocol reply.
 
     Raises:
         ConfigError: The cluster cannot hold one actor.
@@ -147,6 +149,7 @@ class RayGrid:
         placement: RayPlacement,
         on_site_done: Callable[[str], None] | None = None,
         tamper: Tamper | None = None,
+        absences: AbsenceLog | None = None,
     ) -> None:
         connect(placement.address)
         names = sorted(sites)
@@ -163,6 +166,7 @@ class RayGrid:
             self.hosts.append(host.remote(shared, {name: sites[name] for name in group}, encoded, threads))
             self.host_of.update(dict.fromkeys(group, index))
         self.on_site_done, self.tamper = on_site_done, tamper
+        self.absences = AbsenceLog() if absences is None else absences
 
     def train(self, tasks: Mapping[str, TrainTask]) -> list[TrainResult]:
         results = self._train(tasks)
@@ -232,6 +236,9 @@ class RayGrid:
             if self.on_site_done is not None:
                 for name in names:
                     self.on_site_done(name)
+        for name, task in tasks.items():
+            if name not in arrived:
+                self.absences.mark(task.round, name, Absence.NO_ANSWER)
         return [arrived[name] for name in tasks if name in arrived]
 
     def _gathered(
@@ -240,9 +247,14 @@ class RayGrid:
         """The actors' answers to ``calls`` that ``reply`` accepts, in the order of ``order``."""
         accepted = {}
         for call, names in calls.items():
-            for name, answer in _answers(call, names, f"round {round}").items():
-                if (checked := checked_answer(name, answer, reply)) is not None:
+            answers = _answers(call, names, f"round {round}")
+            for name in names:
+                if name not in answers:
+                    self.absences.mark(round, name, Absence.NO_ANSWER)
+                elif (checked := checked_answer(name, answers[name], reply)) is not None:
                     accepted[name] = checked
+                else:
+                    self.absences.mark(round, name, Absence.REJECTED)
         return {name: accepted[name] for name in order if name in accepted}
 
     def _by_host(self, names: Iterable[str]) -> dict[int, list[str]]:

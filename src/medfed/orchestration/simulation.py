@@ -20,10 +20,17 @@ from medfed.data.dataset import CaseDataset, Transform
 from medfed.errors import CheckpointError, ConfigError
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import model_metadata
-from medfed.orchestration.driver import RoundRecorder, RowSource, RunRecords, privacy_rows, training_rows
+from medfed.orchestration.driver import (
+    RoundRecorder,
+    RowSource,
+    RunRecords,
+    absence_rows,
+    privacy_rows,
+    training_rows,
+)
 from medfed.orchestration.experiments import Experiment
 from medfed.orchestration.federation_data import FederationData
-from medfed.orchestration.grid import Collect, InMemoryGrid, OpenProtocol, Tamper, train_in_clear
+from medfed.orchestration.grid import AbsenceLog, Collect, InMemoryGrid, OpenProtocol, Tamper, train_in_clear
 from medfed.orchestration.hooks import CUSTOM_MODEL, ModelContext, SimulationHooks
 from medfed.orchestration.loop import RoundPlan, run_rounds
 from medfed.orchestration.metrics_log import (
@@ -174,14 +181,23 @@ class ExperimentRunner:
         if self.callbacks.on_experiment is not None:
             self.callbacks.on_experiment(experiment, state.round)
         ledger = self._ledger(experiment)
-        with self._grid(experiment, recipe, model, site_states, ledger) as grid:
+        absences = AbsenceLog()
+        with self._grid(experiment, recipe, model, site_states, ledger, absences) as grid:
             metered = MeteredGrid(grid)
 
             def traffic(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
                 return metered.take_rows(experiment.name, state.round)
 
             recorder = self.recorder(records, experiment, grid, model, ledger, traffic=traffic)
-            final = run_rounds(experiment.strategy, state, plan, metered, on_round=recorder, collect=collect)
+            final = run_rounds(
+                experiment.strategy,
+                state,
+                plan,
+                metered,
+                on_round=recorder,
+                collect=collect,
+                absences=absences,
+            )
             return ExperimentResult(experiment, final, grid.site_states())
 
     def _records(self, experiment: Experiment) -> RunRecords:
@@ -207,7 +223,8 @@ class ExperimentRunner:
     ) -> RoundRecorder:
         """Records each round with the sites' private states (sites without any left out); its
         held-out rows scored here, in process; in the provenance ``ledger`` too, when given;
-        ``traffic``'s rows (bytes per site) too."""
+        ``traffic``'s rows (bytes per site) too; the sites that dropped out (the grid's
+        ``absences``, where the round loop marks rejected updates too)."""
 
         def evaluation_rows(state: ServerState, results: list[TrainResult]) -> list[MetricRow]:
             if not self.config.federation.evaluates_after(state.round):
@@ -233,6 +250,7 @@ class ExperimentRunner:
         if ledger is not None:
             privacy = ledger.recording(privacy)
         sources = [evaluation_rows, privacy, *([] if traffic is None else [traffic])]
+        sources.append(absence_rows(experiment.name, grid.absences))
         return RoundRecorder(records, sources=sources, sites=private_states, after=[progress])
 
     def _run_peers(self, experiment: Experiment) -> ExperimentResult:
@@ -318,6 +336,7 @@ class ExperimentRunner:
         model: nn.Module,
         states: Mapping[str, SiteState],
         ledger: LedgerRecorder | None = None,
+        absences: AbsenceLog | None = None,
     ) -> AbstractContextManager[InMemoryGrid | RayGrid]:
         """The experiment's sites, in this process or as Ray actors (``federation.engine``): the
         one place the engine is chosen. In process, the ``ledger`` digests what each site sends
@@ -345,6 +364,7 @@ class ExperimentRunner:
                 placement=placement,
                 on_site_done=self.callbacks.on_site,
                 tamper=tamper,
+                absences=absences,
             )
             return closing(grid)
         sites = {
@@ -362,6 +382,7 @@ class ExperimentRunner:
                 open_protocol=open_protocol,
                 on_site_done=self.callbacks.on_site,
                 tamper=tamper,
+                absences=absences,
             )
         )
 

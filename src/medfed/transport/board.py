@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medfed.errors import UpdateRejected
-from medfed.orchestration.grid import Absence
+from medfed.orchestration.grid import Absence, AbsenceLog
 from medfed.orchestration.validation import checked_result
 from medfed.text import printable
 from medfed.transport.errors import PayloadError
@@ -87,6 +87,10 @@ class RoundBoard:
         max_update_bytes: Largest accepted answer; by default the posting's own limit, else
             three times the task's encoded size plus 16 MiB (room for strategy extras such as
             SCAFFOLD's control variates).
+
+    Attributes:
+        absence_log: Who dropped out of the latest round and why (see ``absences``); the round
+            loop marks the updates its own validation rejects there too.
     """
 
     def __init__(self, *, max_update_bytes: int | None = None) -> None:
@@ -98,7 +102,7 @@ class RoundBoard:
         self._told_done: set[str] = set()
         self._declines: dict[str, str] = {}
         self._rejections: dict[str, str] = {}
-        self._absences: tuple[int, dict[str, Absence]] = (0, {})
+        self.absence_log = AbsenceLog()
 
     # ----- round loop side -------------------------------------------------------------------
     def post(
@@ -123,8 +127,7 @@ class RoundBoard:
         encoded: dict[int, bytes] = {}
         payloads = {site: encoded.setdefault(id(task), encode_task(task)) for site, task in tasks.items()}
         accept = accept or accept_train_result(round, {site: task.weights for site, task in tasks.items()})
-        with self._lock:
-            self._absences = (round, {})  # a round tried again starts afresh
+        self.absence_log.start(round)  # a round tried again starts afresh
         self._open(_PostedTasks(round, _new_id(), "", payloads, dict(protocol or {}), accept, reply_limit))
 
     def post_step(
@@ -274,10 +277,8 @@ class RoundBoard:
     def absences(self, round: int) -> dict[str, Absence]:
         """The sites asked in ``round`` (its latest try) that took no part, and why: the first
         of their postings (task, protocol steps) they missed, declined or answered with a
-        refused answer. Empty for any round but the latest posted."""
-        with self._lock:
-            posted, absent = self._absences
-            return dict(absent) if posted == round else {}
+        refused answer (here or in the round loop). Empty for any round but the latest posted."""
+        return self.absence_log(round)
 
     def snapshot(self) -> dict[str, object]:
         """The running round, asked and answered sites, and each site's last contact (epoch s)."""
@@ -299,10 +300,8 @@ class RoundBoard:
         self._absent(posting, site, Absence.REJECTED)
 
     def _absent(self, posting: _PostedTasks, site: str, why: Absence) -> None:
-        with self._lock:
-            posted, absent = self._absences
-            if posting.in_round and posted == posting.round:
-                absent.setdefault(site, why)
+        if posting.in_round:
+            self.absence_log.mark(posting.round, site, why)
 
     def _open(self, posting: _PostedTasks) -> None:
         with self._lock:
