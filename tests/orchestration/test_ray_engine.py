@@ -21,7 +21,7 @@ from medfed.data import SiteData  # noqa: E402
 from medfed.errors import ConfigError, DataError, PrivacyBudgetExceeded  # noqa: E402
 from medfed.orchestration.experiments import plan_experiments  # noqa: E402
 from medfed.orchestration.federation_data import prepare_data  # noqa: E402
-from medfed.orchestration.grid import InMemoryGrid  # noqa: E402
+from medfed.orchestration.grid import Absence, InMemoryGrid  # noqa: E402
 from medfed.orchestration.ray_grid import RayGrid, RayPlacement, actor_count  # noqa: E402
 from medfed.orchestration.simulation import ExperimentResult, ExperimentRunner, SiteRecipe  # noqa: E402
 from medfed.types import SiteState, TrainResult, TrainTask, Weights  # noqa: E402
@@ -170,7 +170,9 @@ def test_a_site_fails_inside_its_actor_as_in_memory(tmp_path: Path) -> None:
         return [result.site for result in grid.train(dict.fromkeys(names, task))]
 
     try:
+        grid.absences.start(1)  # as the round loop does
         assert train("declines") == names[1:]  # out of budget: a drop-out
+        assert grid.absences(1) == {names[0]: Absence.DECLINED}
         with pytest.raises(RuntimeError, match="a bug in the site's code"):  # with the actor's traceback
             train("bug")
         with pytest.raises(DataError) as raised:  # the one line the CLI prints
@@ -178,7 +180,9 @@ def test_a_site_fails_inside_its_actor_as_in_memory(tmp_path: Path) -> None:
         assert type(raised.value) is DataError and str(raised.value) == str(FAILURES["data"])
         lost = [name for name in names if grid.host_of[name] == grid.host_of[names[1]]]
         ray.kill(grid.hosts[grid.host_of[names[1]]])  # the actor (its node) is lost: a drop-out
+        grid.absences.start(1)
         assert train("none") == [name for name in names if name not in lost]
+        assert grid.absences(1) == dict.fromkeys(lost, Absence.NO_ANSWER)
     finally:
         grid.close()
 

@@ -133,8 +133,8 @@ class RayGrid:
         tamper: Replaces some sites' results, as ``InMemoryGrid``'s (applied here, to all of a
             round's results at once; a protected round sends replaced results back to their
             actors before the sites upload).
-        absences: Where the sites that drop out are marked (``None``: a log of its own): no answer
-            (its actor died, or it sent no update), or a refused protocol reply.
+        absences: Where the sites that drop out are marked (``None``: a log of its own): declined
+            (left out by its live actor), no answer (its actor died), or a refused protocol reply.
 
     Raises:
         ConfigError: The cluster cannot hold one actor.
@@ -207,7 +207,7 @@ class RayGrid:
         for the sites of an actor that died."""
         encoded: dict[str, bytes] = {}
         for host, names in self._by_host(self.host_of).items():
-            encoded.update(_answers(self.hosts[host].states.remote(), names, "site states"))
+            encoded.update(_answers(self.hosts[host].states.remote(), names, "site states") or {})
         return {name: decode_site_state(encoded[name]) for name in sorted(encoded)}
 
     def close(self) -> None:
@@ -231,14 +231,17 @@ class RayGrid:
         }
         arrived: dict[str, TrainResult] = {}
         for call, names in calls.items():
-            answers = _answers(call, names, f"round {tasks[names[0]].round}")
-            arrived.update({name: decode_result(data, site=name) for name, data in answers.items()})
-            if self.on_site_done is not None:
-                for name in names:
+            round = tasks[names[0]].round
+            answers = _answers(call, names, f"round {round}")
+            # a live actor leaves out the sites that declined (out of privacy budget)
+            why = Absence.NO_ANSWER if answers is None else Absence.DECLINED
+            for name in names:
+                if answers is not None and name in answers:
+                    arrived[name] = decode_result(answers[name], site=name)
+                else:
+                    self.absences.mark(round, name, why)
+                if self.on_site_done is not None:
                     self.on_site_done(name)
-        for name, task in tasks.items():
-            if name not in arrived:
-                self.absences.mark(task.round, name, Absence.NO_ANSWER)
         return [arrived[name] for name in tasks if name in arrived]
 
     def _gathered(
@@ -247,7 +250,7 @@ class RayGrid:
         """The actors' answers to ``calls`` that ``reply`` accepts, in the order of ``order``."""
         accepted = {}
         for call, names in calls.items():
-            answers = _answers(call, names, f"round {round}")
+            answers = _answers(call, names, f"round {round}") or {}
             for name in names:
                 if name not in answers:
                     self.absences.mark(round, name, Absence.NO_ANSWER)
@@ -292,15 +295,15 @@ def _fits(available: float, per_actor: float) -> int:
     return math.floor(available / per_actor + 1e-9)
 
 
-def _answers(call: Any, names: list[str], what: str) -> dict[str, Any]:
-    """``ray.get(call)``; nothing when the actor of ``names`` died (its sites dropped out). A
+def _answers(call: Any, names: list[str], what: str) -> dict[str, Any] | None:
+    """``ray.get(call)``; ``None`` when the actor of ``names`` died (its sites dropped out). A
     site's ``MedfedError`` is raised here as it was raised there (one clear line, as in memory);
     any other error arrives with the actor's traceback."""
     try:
         answers: dict[str, Any] = ray.get(call)
     except RayActorError as lost:
         logger.warning("%s: sites %s lost their Ray actor: %s", what, names, lost)
-        return {}
+        return None
     except RayTaskError as failed:
         if isinstance(failed.cause, MedfedError):
             raise failed.cause from None
