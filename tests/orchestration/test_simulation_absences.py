@@ -42,9 +42,9 @@ def _grid(absences: AbsenceLog) -> InMemoryGrid:
     return InMemoryGrid(sites, absences=absences)  # type: ignore[arg-type]
 
 
-def test_the_loop_marks_rejected_updates_and_the_grid_declines_afresh_each_try() -> None:
+def test_the_loop_marks_rejected_updates_the_grid_declines_and_a_retry_starts_afresh() -> None:
     absences = AbsenceLog()
-    state, results = run_round(
+    _, results = run_round(
         FedAvg(),
         FedAvg().init(MODEL),
         RoundPlan(rounds=1, sites=["a", "nan", "spent"]),
