@@ -307,6 +307,7 @@ def peer(
         authenticate=gate,
         verify=PeerVerifier(gate),
         sign=lambda data: (identity.certificate, identity.sign(data)),
+        ledger=_ledger_keys(site_kit),
     )
     builder = SiteBuilder(_checked_site(name, data, format, holdout, False), options)
     outcome = run_peer(peer_job, settings, builder)

@@ -43,13 +43,23 @@ def verify(
     signers: SignersOption = None,
     crl: CrlOption = None,
 ) -> None:
-    """Check every entry (chain, position, signer, signature, inputs), compare the sites' copies,
+    """Check every entry (chain, position, signer, signature, inputs), compare the sites' copies
+    (a networked peer's state: check every peer's chain, and that each merge's inputs are in one),
     and with --model check that the ledger records that model. A failure is one error line naming
     the entry and the reason, and exit status 2."""
-    from medfed.provenance.verify import recorded_model
+    from medfed.provenance.verify import recorded_model, verify_chains
     from medfed.provenance.verify import verify as verify_ledgers
 
-    sets = verify_ledgers(target, signers=signers, crl=crl)
+    chain_sets = verify_chains(target, signers=signers, crl=crl)
+    for found_chains in chain_sets:
+        console.print(
+            f"ok: {found_chains.folder}: peer chains "
+            + ", ".join(f"{peer} ({len(chain)} entries)" for peer, chain in found_chains.chains.items())
+            + "; every merge's inputs are recorded",
+            highlight=False,
+            soft_wrap=True,
+        )
+    sets = [] if chain_sets else verify_ledgers(target, signers=signers, crl=crl)
     for found in sets:
         ledger = found.ledger
         console.print(

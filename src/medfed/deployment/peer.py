@@ -10,7 +10,8 @@ or with an invalid model) is skipped for that round, with one log line; the fede
 
 Each round is checkpointed atomically before the new model is served, so a restarted site
 resumes from its last round and catches up: its next pull fetches every model its peers trained
-in the meantime. After its last round a site fetches each peer's final model (waiting up to
+in the meantime. With a ledger key in its kit, a site records each round in its own provenance
+chain (``medfed.deployment.peer_ledger``) before checkpointing it. After its last round a site fetches each peer's final model (waiting up to
 ``finish_timeout_s``) and takes their consensus, the plain average a simulation reports: every
 site that gathered the same final models holds the same bits.
 """
@@ -33,6 +34,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from medfed.aggregation import consensus
 from medfed.deployment.client import check_certificate
 from medfed.deployment.peer_job import PeerJob
+from medfed.deployment.peer_ledger import PeerChain
+from medfed.deployment.provenance import LedgerKeys, keep_signers, ledger_folder
 from medfed.deployment.site_builder import SiteBuilder
 from medfed.errors import CheckpointError, MedfedError, UpdateRejected
 from medfed.models import build_model
@@ -49,7 +52,7 @@ from medfed.orchestration.site import cpu_weights
 from medfed.orchestration.validation import validate_result
 from medfed.privacy.setup import prepare_model
 from medfed.topology.braintorrent import BrainTorrent
-from medfed.topology.peers import PeerState, as_sent, restored_state, saved_states
+from medfed.topology.peers import PeerRound, PeerState, as_sent, restored_state, saved_states
 from medfed.transport.errors import AuthenticationError, PayloadError, TransportError
 from medfed.transport.payload import decode_result, encode_result
 from medfed.transport.peer import (
@@ -93,6 +96,7 @@ class PeerSettings:
         verify: Checks an answering peer's signed answer (CA, dates, CRL, name, signature).
         sign: Signs this site's answers with its kit key.
         poll_s: Pause between attempts while waiting for peers' final models.
+        ledger: This site's provenance-ledger key and the signer list (``None``: no chain).
     """
 
     name: str
@@ -104,6 +108,7 @@ class PeerSettings:
     verify: Verifier
     sign: Signer
     poll_s: float = 1.0
+    ledger: LedgerKeys | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,7 @@ def run_peer(job: PeerJob, settings: PeerSettings, builder: SiteBuilder) -> Peer
     site = builder.site_for(job_json)
     folder = settings.state_dir / "peer" / job.name
     state = _resumed(folder, settings, job_json) or PeerState.start(_initial_model(job), _sites(settings))
+    chain = _chain(settings, job.name)
     shelf = ModelShelf()
     shelf.publish(PublishedModel(state.versions[settings.name], encode_result(as_sent(state, settings.name))))
     server = _serve(shelf, settings)
@@ -144,7 +150,9 @@ def run_peer(job: PeerJob, settings: PeerSettings, builder: SiteBuilder) -> Peer
         topology = BrainTorrent(seed=job.seed)
         while state.round < job.federation.rounds:
             _await_peers(links, state.round, job.wait_for_peers_s, settings.poll_s)
-            state = _pull_round(state, settings.name, links, grid, topology)
+            state, pulled = _pull_round(state, settings.name, links, grid, topology)
+            if chain is not None:
+                chain.record(pulled, state.round)
             _save_round(folder, state, settings.name, job, job_json)
             shelf.publish(
                 PublishedModel(state.versions[settings.name], encode_result(as_sent(state, settings.name)))
@@ -289,11 +297,20 @@ def _call_failure(error: grpc.RpcError) -> str:
     return f"{code.name}: {error.details()}"
 
 
+def _chain(settings: PeerSettings, job: str) -> PeerChain | None:
+    """This site's provenance chain for ``job`` (``None`` without a ledger key)."""
+    if settings.ledger is None:
+        logger.warning("no ledger key in this site's kit: it keeps no provenance chain")
+        return None
+    keep_signers(settings.state_dir, settings.ledger)
+    return PeerChain(ledger_folder(settings.state_dir, job), settings.name, settings.ledger)
+
+
 def _pull_round(
     state: PeerState, me: str, links: PeerLinks, grid: InMemoryGrid, topology: BrainTorrent
-) -> PeerState:
+) -> tuple[PeerState, PeerRound]:
     """One round at ``me``: fetch the peers' newer models into this site's view of the
-    federation, then BrainTorrent's ``pull`` (merge, train)."""
+    federation, then BrainTorrent's ``pull`` (merge, train): the new state and the pull's record."""
     seen = state.seen[me]
     models, samples, versions = dict(state.models), dict(state.samples), dict(state.versions)
     for peer in links.channels:
@@ -310,7 +327,7 @@ def _pull_round(
         logger.info(
             "round %d: merged %s, trained version %d", state.round + 1, merged, pulled.state.versions[me]
         )
-    return replace(pulled.state, round=state.round + 1)
+    return replace(pulled.state, round=state.round + 1), pulled
 
 
 def _await_peers(links: PeerLinks, done: int, timeout_s: float, poll_s: float) -> None:

@@ -29,15 +29,21 @@ class Ledger:
         path: The ledger file (JSON lines).
         signers: Who may sign entries.
         name: How errors name this copy (default: the path).
+        owner: A networked peer's own chain (``medfed.provenance.chains``): every entry must be
+            signed by ``owner``, and an aggregate's inputs, other peers' updates, are checked
+            across the chains instead of in this one.
 
     Raises:
         LedgerError: The file holds an entry that fails a check, or an incomplete last line.
     """
 
-    def __init__(self, path: Path, signers: Signers, *, name: str | None = None) -> None:
+    def __init__(
+        self, path: Path, signers: Signers, *, name: str | None = None, owner: str | None = None
+    ) -> None:
         self.path = path
         self.signers = signers
         self.name = name or str(path)
+        self.owner = owner
         self._entries: list[Entry] = []
         self._updates: set[str] = set()
         self._head = GENESIS
@@ -97,11 +103,13 @@ class Ledger:
                 )
             if entry.previous != self._head:
                 raise ValueError("does not link to the entry before it: the chain is broken")
+            if self.owner is not None and entry.signer != self.owner:
+                raise ValueError(f"signed by another party than '{self.owner}', whose chain this is")
             self.signers.check(entry)
             if entry.kind == "update" and entry.inputs:
                 raise ValueError("an update cites inputs (only an aggregate has any)")
             missing = [digest for digest in entry.inputs if digest not in self._updates]
-            if entry.kind == "aggregate" and missing:
+            if entry.kind == "aggregate" and missing and self.owner is None:
                 raise ValueError(f"input {missing[0][:16]}... is not an update in this ledger")
         except ValueError as error:
             what = f"round {entry.round}, {entry.kind} by '{entry.signer}'"

@@ -6,6 +6,7 @@ Layout (a simulation run, or a deployment's state directory)::
     provenance/signers.json                      who may sign
     provenance/<experiment>/ledger.jsonl         the server's copy
     provenance/<experiment>/sites/<site>.jsonl   each site's copy
+    provenance/<job>/peers/<peer>.jsonl          a networked peer's chains (``chains``)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from medfed.provenance.chains import PEERS_DIR, ChainSet, check_inputs, load_chains
 from medfed.provenance.digests import model_file_digest
 from medfed.provenance.entries import Entry
 from medfed.provenance.errors import LedgerError
@@ -77,6 +79,31 @@ def verify(target: Path, *, signers: Path | None = None, crl: Path | None = None
         lines = divergence(found.ledger, found.copies)
         if lines:
             raise LedgerError(found.ledger.name, None, f"copies disagree: {'; '.join(lines)}")
+    return sets
+
+
+def chain_folders(target: Path) -> list[Path]:
+    """The job ledger folders under ``target`` (a state directory, its ``provenance`` folder or
+    one job's folder) that hold networked peers' chains."""
+    found = [target] if (target / PEERS_DIR).is_dir() else []
+    for root in (target / PROVENANCE_DIR, target):
+        found += [folder.parent for folder in sorted(root.glob(f"*/{PEERS_DIR}")) if folder.is_dir()]
+    return found
+
+
+def verify_chains(target: Path, *, signers: Path | None = None, crl: Path | None = None) -> list[ChainSet]:
+    """Loads and checks every peer chain under ``target`` (none: an empty list), and that each
+    merge's inputs are updates in one of its job's chains (``chains.check_inputs``).
+
+    Raises:
+        LedgerError: The first problem found, naming the chain, the entry and the reason.
+    """
+    sets = []
+    for folder in chain_folders(target):
+        known = load_signers(signers or _nearest_signers(folder / PEERS_DIR)).with_revocation_list(crl)
+        found = load_chains(folder, known)
+        check_inputs(found.chains)
+        sets.append(found)
     return sets
 
 
