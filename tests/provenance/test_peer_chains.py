@@ -85,3 +85,19 @@ def test_a_tampered_chain_is_refused(state_dir: Path) -> None:
     path.write_bytes(path.read_bytes().replace(b'"num_samples":4', b'"num_samples":40'))
     with pytest.raises(LedgerError, match="hospital_b's chain .* entry 0: bad signature"):
         verify_chains(state_dir)
+
+
+def test_the_cli_verifies_and_shows_peer_chains(state_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medfed.cli.app import app
+
+    verified = CliRunner().invoke(app, ["ledger", "verify", str(state_dir)])
+    assert verified.exit_code == 0, verified.output
+    assert "hospital_a (3 entries), hospital_b (1 entries); every merge's inputs" in verified.output
+    shown = CliRunner().invoke(app, ["ledger", "show", str(state_dir)])
+    assert shown.exit_code == 0 and "hospital_a's chain" in shown.output and "aggregate (2)" in shown.output
+    chain_path(state_dir / "provenance" / "p2p", "hospital_b").unlink()
+    refused = CliRunner().invoke(app, ["ledger", "verify", str(state_dir)])
+    assert isinstance(refused.exception, LedgerError)  # main() prints it as one line, exit 2
+    assert "in none of the 1 peer chains" in str(refused.exception)

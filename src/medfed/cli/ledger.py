@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -17,6 +17,9 @@ ledger_app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+
+if TYPE_CHECKING:
+    from medfed.provenance import Ledger
 
 Target = Annotated[
     Path, typer.Argument(help="A run (or deployment state) directory, a ledger folder or a ledger file.")
@@ -81,29 +84,38 @@ def verify(
     epilog="Examples:\n\n  medfed ledger show runs/demo\n\n  medfed ledger show runs/demo/provenance/fedavg/sites/hospital_a.jsonl"
 )
 def show(target: Target, signers: SignersOption = None, crl: CrlOption = None) -> None:
-    """List the history: one row per entry (checked as by verify)."""
-    from medfed.provenance.verify import ledger_files, load_set
+    """List the history: one row per entry (checked as by verify); a networked peer's state
+    lists each peer chain."""
+    from medfed.provenance.verify import ledger_files, load_set, verify_chains
 
-    for path in ledger_files(target):
-        ledger = load_set(path, signers=signers, crl=crl).ledger
-        table = Table(title=ledger.name, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-        for column in ("#", "round", "signer", "kind", "digest", "samples"):
-            table.add_column(column, no_wrap=True)
-        for column in ("privacy", "metrics"):
-            table.add_column(column, overflow="fold")
-        for entry in ledger.entries:
-            kind = f"aggregate ({len(entry.inputs)})" if entry.kind == "aggregate" else entry.kind
-            table.add_row(
-                str(entry.index),
-                str(entry.round),
-                entry.signer,
-                kind,
-                entry.digest[:8],
-                str(entry.num_samples),
-                _numbers(entry.privacy),
-                _numbers(entry.metrics),
-            )
-        console.print(table)
+    chain_sets = verify_chains(target, signers=signers, crl=crl)
+    for found in chain_sets:
+        for chain in found.chains.values():
+            _print_entries(chain)
+    if not chain_sets:
+        for path in ledger_files(target):
+            _print_entries(load_set(path, signers=signers, crl=crl).ledger)
+
+
+def _print_entries(ledger: Ledger) -> None:
+    table = Table(title=ledger.name, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for column in ("#", "round", "signer", "kind", "digest", "samples"):
+        table.add_column(column, no_wrap=True)
+    for column in ("privacy", "metrics"):
+        table.add_column(column, overflow="fold")
+    for entry in ledger.entries:
+        kind = f"aggregate ({len(entry.inputs)})" if entry.kind == "aggregate" else entry.kind
+        table.add_row(
+            str(entry.index),
+            str(entry.round),
+            entry.signer,
+            kind,
+            entry.digest[:8],
+            str(entry.num_samples),
+            _numbers(entry.privacy),
+            _numbers(entry.metrics),
+        )
+    console.print(table)
 
 
 def _numbers(values: Mapping[str, float]) -> str:
