@@ -101,3 +101,12 @@ def test_the_cli_verifies_and_shows_peer_chains(state_dir: Path) -> None:
     refused = CliRunner().invoke(app, ["ledger", "verify", str(state_dir)])
     assert isinstance(refused.exception, LedgerError)  # main() prints it as one line, exit 2
     assert "in none of the 1 peer chains" in str(refused.exception)
+
+
+def test_a_kit_whose_key_is_not_listed_under_its_name_is_refused_before_the_first_round(
+    tmp_path: Path,
+) -> None:
+    run_keys(tmp_path, PEERS)
+    keys = LedgerKeys(_keys(tmp_path, "hospital_b").key, _keys(tmp_path, "hospital_a").signers)
+    with pytest.raises(LedgerError, match="does not list the kit's ledger key under 'hospital_a'"):
+        PeerChain(tmp_path / "provenance" / "p2p", "hospital_a", keys)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from medfed.deployment.provenance import LedgerKeys
 from medfed.orchestration.recording import peer_entries
-from medfed.provenance import Ledger, append_signed
+from medfed.provenance import Ledger, LedgerError, append_signed
 from medfed.provenance.chains import chain_path
+from medfed.provenance.signers import public_bytes
 from medfed.topology.peers import PeerRound
 
 
@@ -25,11 +26,19 @@ class PeerChain:
         keys: Its ledger key and the project's signer list.
 
     Raises:
-        LedgerError: The key or signer list is unusable, or the chain on disk fails a check.
+        LedgerError: The key or signer list is unusable, the signer list does not hold this
+            key under ``name``, or the chain on disk fails a check.
     """
 
     def __init__(self, folder: Path, name: str, keys: LedgerKeys) -> None:
         self.key, signers = keys.load()
+        listed = signers.known.get(name)
+        if listed is None or listed.public_key != public_bytes(self.key):
+            raise LedgerError(
+                str(keys.signers),
+                None,
+                f"does not list the kit's ledger key under '{name}': use the kit's own",
+            )
         self.chain = Ledger(chain_path(folder, name), signers, name=f"{name}'s chain", owner=name)
 
     def record(self, pulled: PeerRound, round: int) -> None:
