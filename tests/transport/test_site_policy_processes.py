@@ -10,6 +10,8 @@ from deploy_procs import deploy, processes, site_state_dir, wait_all
 
 from medfed.deployment.status import read_status
 from medfed.orchestration.checkpoint import checkpoint_path, load_checkpoint
+from medfed.orchestration.grid import Absence
+from medfed.orchestration.metrics_log import Split
 
 NO_DP_SGD = "site policy: job has no DP-SGD but this site requires it"
 NO_SECURE_SUM = "site policy: job sends this site's update to the server in the clear"
@@ -37,7 +39,10 @@ def test_sites_decline_a_plain_job_weaker_than_their_policy_and_send_the_server_
     assert declined.keys() == {"hospital_b", "hospital_c"} and NO_DP_SGD in declined["hospital_c"]
     assert load_checkpoint(checkpoint_path(state / "checkpoints", 1)).metadata["participants"] == "hospital_a"
     with sqlite3.connect(state / "metrics.sqlite") as db:  # neither an update nor a metric arrived
-        assert {site for (site,) in db.execute("SELECT DISTINCT site FROM metrics")} == {"hospital_a"}
+        scored = db.execute("SELECT DISTINCT site FROM metrics WHERE split != ?", (Split.PARTICIPATION,))
+        assert {site for (site,) in scored} == {"hospital_a"}
+        absences = db.execute("SELECT site, metric FROM metrics WHERE split = ?", (Split.PARTICIPATION,))
+        assert sorted(absences) == [("hospital_b", Absence.DECLINED), ("hospital_c", Absence.DECLINED)]
     for site in ("hospital_b", "hospital_c"):
         assert "0 rounds trained here" in group.log(site)
     assert not (site_state_dir(kits, "hospital_c") / "privacy").exists()  # not even a DP ledger
