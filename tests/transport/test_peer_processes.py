@@ -26,7 +26,7 @@ MODEL = {"name": "unet", "params": {"channels": [4, 8], "strides": [2], "num_res
 
 
 def _setup(
-    tmp_path: Path, *, rounds: int, finish_timeout_s: float
+    tmp_path: Path, *, rounds: int, finish_timeout_s: float, wait_for_peers_s: float = 600
 ) -> tuple[Path, Path, Path, dict[str, Path]]:
     kits = make_kits(tmp_path, free_port())
     data = make_data(tmp_path, {"hospital_a": 6, "hospital_b": 5, "hospital_c": 5})
@@ -41,6 +41,7 @@ def _setup(
         "federation": {"rounds": rounds, "topology": "braintorrent"},
         "call_timeout_s": 10,
         "finish_timeout_s": finish_timeout_s,
+        "wait_for_peers_s": wait_for_peers_s,
     }
     job.write_text(yaml.safe_dump(settings))
     return kits, job, peers, data
@@ -159,7 +160,9 @@ def test_an_offline_peer_is_skipped_catches_up_when_restarted_and_all_agree(tmp_
 
 
 def test_the_others_finish_without_a_peer_that_stays_offline(tmp_path: Path) -> None:
-    kits, job, peers, data = _setup(tmp_path, rounds=3, finish_timeout_s=5)
+    # hospital_c may die before a slower peer ever reached it: that peer then starts without it
+    # after wait_for_peers_s, which must be well inside the bounded wait below
+    kits, job, peers, data = _setup(tmp_path, rounds=3, finish_timeout_s=5, wait_for_peers_s=45)
     with processes(tmp_path / "logs") as group:
         running = {site: _start(group, kits, job, peers, data, site) for site in SITES}
         checkpoints = _run_folder(kits, "hospital_c") / "checkpoints"
