@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,15 @@ def test_a_deployed_job_refuses_a_peer_to_peer_topology(tmp_path: Path) -> None:
     path.write_text("name: j\nfederation: {topology: gossip}\n")
     with pytest.raises(ConfigError, match="'gossip' has no server"):
         load_job(path)
+
+
+def test_a_job_training_batchnorm_on_batches_of_one_is_refused_before_any_site_trains(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("task: classification\nmodel: {name: resnet}\ntraining: {batch_size: 1}\n")
+    with pytest.raises(
+        ConfigError, match=re.escape(f"job file '{path}': training.batch_size 1 with model 'resnet'")
+    ):
+        load_job(path)
+    assert load_job(path, ["training.batch_size=2"]).training.batch_size == 2

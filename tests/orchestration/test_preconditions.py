@@ -35,6 +35,10 @@ from medfed.simulator import run_simulation
             {"strategies": [{"name": "fedbn"}]},
             "strategy 'fedbn' keeps each site's normalisation layers, but model 'unet' has none",
         ),
+        (
+            {"task": "classification", "model": {"name": "resnet"}, "training": {"batch_size": 1}},
+            "training.batch_size 1 with model 'resnet', which has BatchNorm layers",
+        ),
     ],
 )
 def test_a_failed_precondition_stops_the_run_before_its_directory_exists(
@@ -57,6 +61,7 @@ def test_a_failed_precondition_stops_the_run_before_its_directory_exists(
             "model": {"params": {"channels": [8, 16, 32], "strides": [2, 2]}},
         },
         {"data": {"synthetic": {"image_size": 60}}},
+        {"training": {"batch_size": 1}},
     ],
 )
 def test_sound_configurations_pass(settings: dict[str, Any]) -> None:

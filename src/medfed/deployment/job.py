@@ -26,6 +26,7 @@ from medfed.config.schema import (
 )
 from medfed.config.strict import StrictModel
 from medfed.errors import ConfigError
+from medfed.orchestration.preconditions import check_batch_of_one
 
 
 class SiteJob(StrictModel):
@@ -148,4 +149,8 @@ def read_job(path: Path, overrides: Sequence[str], kind: type[Job]) -> Job:
     except ValidationError as error:
         raise ConfigError(f"job file '{path}': {error}") from None
     check_strategy(job.strategy, job.privacy, f"job file '{path}': strategy")
+    try:
+        check_batch_of_one(job.model, job.training, job.privacy)
+    except ConfigError as error:
+        raise ConfigError(f"job file '{path}': {error}") from None
     return job
