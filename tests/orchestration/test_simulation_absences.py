@@ -14,6 +14,7 @@ from builders import tiny_simulation
 
 from medfed.api import simulate
 from medfed.errors import PrivacyBudgetExceeded
+from medfed.orchestration.attendance import AttendanceGrid
 from medfed.orchestration.grid import Absence, AbsenceLog, InMemoryGrid
 from medfed.orchestration.loop import RoundPlan, run_round
 from medfed.orchestration.metrics_log import MetricRow, MetricsLog, Split
@@ -58,6 +59,16 @@ def test_the_loop_marks_rejected_updates_the_grid_declines_and_a_retry_starts_af
     assert absences(1) == {}
 
 
+def test_a_peer_to_peer_round_gathers_its_drop_outs_over_all_its_trainings() -> None:
+    attendance = AttendanceGrid(_grid(AbsenceLog()))
+    first = attendance.train({"a": TrainTask(1, MODEL), "spent": TrainTask(1, MODEL)})
+    again = attendance.train({"a": TrainTask(2, MODEL), "nan": TrainTask(2, MODEL)})
+    # the topology accepts a's updates and refuses nan's (not finite)
+    accepted = [r for r in first + again if r.site == "a"]
+    assert attendance.settle(accepted) == {"spent": Absence.DECLINED, "nan": Absence.REJECTED}
+    assert attendance.settle([]) == {}  # the next round starts afresh
+
+
 def _nan_tamper(tasks: Mapping[str, TrainTask], results: list[TrainResult]) -> list[TrainResult]:
     return [
         replace(
@@ -91,6 +102,18 @@ def test_a_simulated_rejected_update_is_a_participation_row_and_in_the_report(
     assert "<td>fedavg</td><td>1</td><td></td><td></td><td>hospital_c</td>" in table.replace(
         "\n", ""
     ).replace(" ", "")
+
+
+def test_a_peer_refused_in_a_gossip_simulation_is_a_participation_row_each_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ExperimentRunner, "_attack", lambda self, experiment: _nan_tamper)
+    settings = tiny_simulation(tmp_path, federation={"rounds": 2, "topology": {"name": "gossip"}})
+    run = simulate(settings)
+    assert _participation(run.run_dir) == [
+        MetricRow("gossip-fedavg", round, "hospital_c", Split.PARTICIPATION, "rejected", 1.0)
+        for round in (1, 2)
+    ]
 
 
 def test_a_clean_simulation_records_no_drop_out(tmp_path: Path) -> None:

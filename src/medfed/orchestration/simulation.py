@@ -19,6 +19,7 @@ from medfed.data import SiteData, build_dataset
 from medfed.data.dataset import CaseDataset, Transform
 from medfed.errors import CheckpointError, ConfigError
 from medfed.models import build_model
+from medfed.orchestration.attendance import AttendanceGrid
 from medfed.orchestration.checkpoint import model_metadata
 from medfed.orchestration.driver import (
     RoundRecorder,
@@ -278,6 +279,7 @@ class ExperimentRunner:
         ledger = self._ledger(experiment, server=False)
         with self._grid(experiment, recipe, model, {}) as grid:
             sites = grid.sites if isinstance(grid, InMemoryGrid) else {}
+            attendance = AttendanceGrid(grid)
             privacy = privacy_rows(
                 experiment.name,
                 self.privacy,
@@ -294,6 +296,8 @@ class ExperimentRunner:
                     ledger.record_peers(record, privacy_spent(spent))
                 rows = training_rows(experiment.name, round, latest)
                 rows += transfer_rows(experiment.name, round, record.transfers) + spent
+                absent = attendance.settle(record.results)
+                rows += absence_rows(experiment.name, lambda _: absent)(state, latest)
                 if self.config.federation.evaluates_after(round):
                     rows += self._peer_evaluation_rows(experiment, record.state, model)
                 records.record(state, latest, rows, sites_saved)
@@ -303,7 +307,7 @@ class ExperimentRunner:
                     self.callbacks.on_recorded(experiment.name, round, rows)
 
             final = run_topology(
-                topology, start, grid, rounds=self.config.federation.rounds, on_round=finish_round
+                topology, start, attendance, rounds=self.config.federation.rounds, on_round=finish_round
             )
         return ExperimentResult(experiment, _consensus_state(final), {})
 
