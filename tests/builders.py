@@ -13,6 +13,7 @@ import torch
 
 from medfed.data import ScannerProfile, SyntheticSite
 from medfed.data.scanner import Acquisition
+from medfed.orchestration.metrics_log import MetricRow, Split
 
 TINY_SIMULATION: dict[str, Any] = {
     "data": {"synthetic": {"image_size": 16, "cases_scale": 0.15}},
@@ -73,3 +74,24 @@ def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+def score_rows(
+    scores: dict[str, tuple[float, float, float]], *, scale: float = 1.0, seed: int = 0
+) -> list[MetricRow]:
+    """Dice rows of two rounds per experiment: own sites ``a`` and ``b`` (test split) and
+    unseen site ``d``, each ``scores`` value times ``scale``, halved in round 1."""
+    return [
+        MetricRow(
+            experiment,
+            round,
+            site,
+            Split.UNSEEN if site == "d" else Split.TEST,
+            "dice",
+            value * scale * round / 2,
+            seed,
+        )
+        for experiment, values in scores.items()
+        for round in (1, 2)
+        for site, value in zip(("a", "b", "d"), values, strict=True)
+    ]

@@ -3,6 +3,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from builders import score_rows
 
 from medfed.orchestration.metrics_log import MetricRow, Split
 from medfed.report.html import DeploymentRun, SimulationRun, write_report
@@ -11,19 +12,13 @@ from medfed.report.summary import AttackRole, attack_summary, summarize, write_s
 
 
 def _rows() -> list[MetricRow]:
-    rows = []
-    for experiment, scores in {
+    scores = {
         "fedavg": (0.8, 0.6, 0.7),
         "centralized": (0.82, 0.64, 0.72),
         "local-a": (0.9, 0.2, 0.1),
         "local-b": (0.3, 0.7, 0.5),
-    }.items():
-        for round in (1, 2):
-            for site, value in zip(("a", "b", "d"), scores, strict=True):
-                split = Split.UNSEEN if site == "d" else Split.TEST
-                rows.append(MetricRow(experiment, round, site, split, "dice", value * round / 2))
-    rows.append(MetricRow("fedavg", 2, "a", "privacy", "epsilon", 3.5))
-    return rows
+    }
+    return [*score_rows(scores), MetricRow("fedavg", 2, "a", "privacy", "epsilon", 3.5)]
 
 
 KINDS = {"fedavg": "federated", "centralized": "centralized", "local-a": "local", "local-b": "local"}

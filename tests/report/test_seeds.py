@@ -5,8 +5,9 @@ import math
 from pathlib import Path
 
 import pytest
+from builders import score_rows
 
-from medfed.orchestration.metrics_log import MetricRow, Split
+from medfed.orchestration.metrics_log import MetricRow
 from medfed.report.html import SimulationRun, write_report
 from medfed.report.plots import seed_band
 from medfed.report.seeds import reference_rows, seeds_note
@@ -18,19 +19,8 @@ KINDS = {"fedavg": "federated", "local-a": "local", "local-b": "local"}
 
 def _rows(seed: int, scale: float) -> list[MetricRow]:
     """Own sites a and b, unseen site d; the final round's scores times ``scale``."""
-    rows = []
-    for experiment, scores in {
-        "fedavg": (0.8, 0.6, 0.7),
-        "local-a": (0.9, 0.2, 0.1),
-        "local-b": (0.3, 0.7, 0.5),
-    }.items():
-        for round in (1, 2):
-            for site, value in zip(("a", "b", "d"), scores, strict=True):
-                split = Split.UNSEEN if site == "d" else Split.TEST
-                rows.append(
-                    MetricRow(experiment, round, site, split, "dice", value * scale * round / 2, seed)
-                )
-    return rows
+    scores = {"fedavg": (0.8, 0.6, 0.7), "local-a": (0.9, 0.2, 0.1), "local-b": (0.3, 0.7, 0.5)}
+    return score_rows(scores, scale=scale, seed=seed)
 
 
 def _summary(rows: list[MetricRow]) -> list[SummaryRow]:
