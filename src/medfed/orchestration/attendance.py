@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from medfed.orchestration.grid import Absence, AbsenceLog, Grid, Reply
+from medfed.orchestration.grid import Absence, AbsenceLog, Grid, RelayGrid
 from medfed.types import TrainResult, TrainTask
 
 
@@ -18,7 +18,7 @@ class MarkingGrid(Grid, Protocol):
     absences: AbsenceLog
 
 
-class AttendanceGrid:
+class AttendanceGrid(RelayGrid):
     """A grid that notes, over one peer-to-peer round, the sites asked to train that brought
     no accepted update, and why.
 
@@ -27,7 +27,8 @@ class AttendanceGrid:
     """
 
     def __init__(self, inner: MarkingGrid) -> None:
-        self.inner = inner
+        super().__init__(inner)
+        self.marking = inner
         self._absent: dict[str, Absence] = {}
         self._answered: set[str] = set()
 
@@ -35,22 +36,14 @@ class AttendanceGrid:
         if not tasks:
             return []
         training = next(iter(tasks.values())).round  # one training number per call
-        self.inner.absences.start(training)
+        self.marking.absences.start(training)
         results = self.inner.train(tasks)
         answered = {result.site for result in results}
-        marked = self.inner.absences(training)
+        marked = self.marking.absences(training)
         for site in tasks.keys() - answered:
             self._absent.setdefault(site, marked.get(site, Absence.NO_ANSWER))
         self._answered |= answered
         return results
-
-    def train_protected(
-        self, tasks: Mapping[str, TrainTask], invitations: Mapping[str, object], reply: Reply
-    ) -> dict[str, object]:
-        return self.inner.train_protected(tasks, invitations, reply)
-
-    def step(self, round: int, step: str, messages: Mapping[str, object], reply: Reply) -> dict[str, object]:
-        return self.inner.step(round, step, messages, reply)
 
     def settle(self, accepted: Iterable[TrainResult]) -> dict[str, Absence]:
         """The round's drop-outs given its ``accepted`` updates: a site that answered but had

@@ -138,6 +138,28 @@ class Grid(Protocol):
         ...
 
 
+class RelayGrid:
+    """A grid that hands all work to ``inner``; a subclass overrides what it watches.
+
+    Args:
+        inner: The grid that reaches the sites.
+    """
+
+    def __init__(self, inner: Grid) -> None:
+        self.inner = inner
+
+    def train(self, tasks: Mapping[str, TrainTask]) -> list[TrainResult]:
+        return self.inner.train(tasks)
+
+    def train_protected(
+        self, tasks: Mapping[str, TrainTask], invitations: Mapping[str, object], reply: Reply
+    ) -> dict[str, object]:
+        return self.inner.train_protected(tasks, invitations, reply)
+
+    def step(self, round: int, step: str, messages: Mapping[str, object], reply: Reply) -> dict[str, object]:
+        return self.inner.step(round, step, messages, reply)
+
+
 Collect = Callable[[Grid, Mapping[str, TrainTask]], list[TrainResult]]
 """How a round's results are gathered over a grid: in the clear (``train_in_clear``) or as one
 protected aggregate (``medfed.privacy``'s secure and encrypted sums)."""

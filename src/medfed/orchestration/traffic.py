@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-from medfed.orchestration.grid import Grid, Reply
+from medfed.orchestration.grid import Grid, RelayGrid
 from medfed.orchestration.metrics_log import MetricRow, Split
 from medfed.topology.peers import Transfer
 from medfed.transport.payload import encode_result, encode_task
@@ -21,7 +21,7 @@ from medfed.types import TrainResult, TrainTask
 SENT, RECEIVED = "bytes_sent", "bytes_received"
 
 
-class MeteredGrid:
+class MeteredGrid(RelayGrid):
     """A grid that counts the task and result payloads of the plain rounds it carries.
 
     Args:
@@ -29,7 +29,7 @@ class MeteredGrid:
     """
 
     def __init__(self, inner: Grid) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.sent: Counter[str] = Counter()
         self.received: Counter[str] = Counter()
 
@@ -40,14 +40,6 @@ class MeteredGrid:
         for result in results:
             self.sent[result.site] += len(encode_result(result))
         return results
-
-    def train_protected(
-        self, tasks: Mapping[str, TrainTask], invitations: Mapping[str, object], reply: Reply
-    ) -> dict[str, object]:
-        return self.inner.train_protected(tasks, invitations, reply)
-
-    def step(self, round: int, step: str, messages: Mapping[str, object], reply: Reply) -> dict[str, object]:
-        return self.inner.step(round, step, messages, reply)
 
     def take_rows(self, experiment: str, round: int) -> list[MetricRow]:
         """The bytes counted since the last call, as rows of ``round``; the counts restart."""
