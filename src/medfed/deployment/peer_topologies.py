@@ -157,20 +157,28 @@ def _cyclic(topology: CyclicTransfer, state: PeerState, site: PeerSite, *, round
             site.save(state)
             continue
         record = visit(travelling, site.name, site.grid)
-        origin = "its initial model" if travelling.holder is None else f"'{travelling.holder}'"
-        came = 0 if travelling.holder is None else travelling.versions[travelling.holder]
         state = replace(record.state, round=cycle)
         if record.results:
             state = replace(state, versions={**state.versions, site.name: step})
-            logger.info("cycle %d: step %d trained the model of step %d from %s", cycle, step, came, origin)
+            logger.info("cycle %d: step %d trained %s", cycle, step, _described(travelling))
         else:
             logger.warning(
-                "cycle %d: training failed at step %d; the model of step %d travels on", cycle, step, came
+                "cycle %d: training failed at step %d; %s travels on", cycle, step, _described(travelling)
             )
         site.record(record, cycle)
         site.save(state)
         site.publish(state)
     return state
+
+
+def _described(travelling: PeerState) -> str:
+    """The travelling model, for the log."""
+    holder = travelling.holder
+    return (
+        "the initial model"
+        if holder is None
+        else f"step {travelling.versions[holder]}'s model from '{holder}'"
+    )
 
 
 def _announced(site: PeerSite, schedule: Sequence[str]) -> dict[str, int]:
