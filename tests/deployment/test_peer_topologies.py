@@ -26,8 +26,8 @@ from medfed.topology.cyclic import CyclicTransfer
 from medfed.topology.gossip import Gossip
 from medfed.topology.graphs import build_graph
 from medfed.topology.peers import PeerState, Topology, run_topology
-from medfed.transport.payload import decode_result
-from medfed.transport.peer import NONCE_BYTES, ModelRequest, ModelShelf
+from medfed.transport.payload import decode_result, encode_result
+from medfed.transport.peer import NONCE_BYTES, ModelRequest, ModelShelf, PublishedModel
 from medfed.types import TrainResult, Weights
 
 OFFSETS = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}
@@ -156,3 +156,33 @@ def test_the_model_for_a_step_is_the_newest_one_before_it_or_none_when_the_step_
     assert sources({"a": 0, "b": 0, "c": 0}, 1) == []
     assert sources({"a": 4, "b": 2, "c": 0}, 6) == ["a", "b"]
     assert sources({"a": 4, "b": 6, "c": 0}, 6) is None
+
+
+def _shelf(site: str, version: int, value: float) -> ModelShelf:
+    shelf = ModelShelf()
+    weights = {"w": torch.full((2,), value)}
+    shelf.publish(PublishedModel(version, encode_result(TrainResult(site, version, weights, SAMPLES[site]))))
+    return shelf
+
+
+def test_a_cyclic_site_whose_turn_passed_skips_it_and_ignores_a_peer_announcing_another_s_step() -> None:
+    """b comes back after a trained step 4 (fixed order a b c: b's steps are 2 and 5). It skips
+    step 2 and trains a's model at step 5; c announces step 5, b's own, and is ignored (else b
+    would believe its step 5 passed too)."""
+    shelves = {"a": _shelf("a", 4, 7.0), "b": ModelShelf(), "c": _shelf("c", 5, 100.0)}
+    saved: list[int] = []
+    site = PeerSite(
+        name="b",
+        links=ShelfLinks("b", shelves, ()),
+        grid=FakeGrid({"b": OFFSETS["b"]}, {"b": SAMPLES["b"]}, set()),
+        shelf=shelves["b"],
+        chain=None,
+        save=lambda state: saved.append(state.round),
+        await_peers=lambda done: None,
+        wait_s=30,
+        poll_s=0.01,
+    )
+    final = run_rounds(CyclicTransfer(seed=0), PeerState.start(START, ["a", "b", "c"]), site, rounds=2)
+    assert saved == [1, 2] and final.versions["b"] == 5 and final.holder == "b"
+    assert torch.equal(final.models["b"]["w"], torch.full((2,), 7.0 + OFFSETS["b"]))
+    assert shelves["b"].answer("a", ModelRequest(os.urandom(NONCE_BYTES), newer_than=4))[0].version == 5  # type: ignore[union-attr]
