@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Collection
+from dataclasses import replace
 
 import pytest
 import torch
@@ -186,3 +187,35 @@ def test_a_cyclic_site_whose_turn_passed_skips_it_and_ignores_a_peer_announcing_
     assert saved == [1, 2] and final.versions["b"] == 5 and final.holder == "b"
     assert torch.equal(final.models["b"]["w"], torch.full((2,), 7.0 + OFFSETS["b"]))
     assert shelves["b"].answer("a", ModelRequest(os.urandom(NONCE_BYTES), newer_than=4))[0].version == 5  # type: ignore[union-attr]
+
+
+def test_a_restarted_gossip_site_mixes_with_its_neighbours_rounds_and_serves_only_its_updates() -> None:
+    """b resumes after round 1 (its model 1.0) while a and c serve their models of rounds 2 and 3:
+    it trains (+2) and mixes with both in each round (a ring of three: weights 1/3)."""
+    topology = Gossip(graph=build_graph("ring", ["a", "b", "c"]))
+    start = PeerState.start(START, ["a", "b", "c"])
+    models, versions = {**start.models, "b": {"w": torch.ones(2)}}, {**start.versions, "b": 1}
+    resumed = replace(start, round=1, models=models, versions=versions)
+    shelves = {"a": ModelShelf(keep=2), "b": opening_shelf(topology, resumed, "b"), "c": ModelShelf(keep=2)}
+    assert shelves["b"].answer("a", ModelRequest(os.urandom(NONCE_BYTES), newer_than=0)) == (None, False)
+    for peer, values in {"a": (10.0, 20.0), "c": (30.0, 40.0)}.items():
+        for version, value in zip((2, 3), values, strict=True):
+            result = TrainResult(peer, version, {"w": torch.full((2,), value)}, SAMPLES[peer])
+            shelves[peer].publish(PublishedModel(version, encode_result(result)))
+    site = PeerSite(
+        name="b",
+        links=ShelfLinks("b", shelves, ()),
+        grid=FakeGrid({"b": OFFSETS["b"]}, {"b": SAMPLES["b"]}, set()),
+        shelf=shelves["b"],
+        chain=None,
+        save=lambda state: None,
+        await_peers=lambda done: None,
+        wait_s=30,
+        poll_s=0.01,
+    )
+    final = run_rounds(topology, resumed, site, rounds=3)
+    # round 2: (1 + 2 + 10 + 30) / 3 = 43 / 3; round 3: (43 / 3 + 2 + 20 + 40) / 3 = 229 / 9
+    assert final.round == 3 and float(final.models["b"]["w"][0]) == pytest.approx(229 / 9)
+    model, sent = shelves["b"].answer("a", ModelRequest(os.urandom(NONCE_BYTES), newer_than=1))
+    assert sent and model is not None and model.version == 2
+    assert float(decode_result(model.payload, site="b").weights["w"][0]) == 3.0  # its update, not a mix
