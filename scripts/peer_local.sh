@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # A 3-hospital serverless federation on this machine: three `medfed peer` processes run
-# BrainTorrent over mutual TLS, each serving its model on its own port and pulling its peers'.
-# Usage: scripts/peer_local.sh [WORK_DIR] [FIRST_PORT]   (run from the repository root after `make demo` or `make test`)
+# BrainTorrent (or cyclic, or gossip) over mutual TLS, each serving its model on its own port
+# and fetching its peers'.
+# Usage: scripts/peer_local.sh [WORK_DIR] [FIRST_PORT] [braintorrent|cyclic|gossip]
+#   (run from the repository root after `make demo` or `make test`)
 set -euo pipefail
 WORK=${1:-runs/peer-local}
 PORT=${2:-9443}
+TOPOLOGY=${3:-braintorrent}
 MEDFED=${MEDFED:-.venv/bin/medfed}
 SITES=(hospital_a hospital_b hospital_c)
 mkdir -p "$WORK"
@@ -30,7 +33,7 @@ task: segmentation
 model: {name: unet, params: {spatial_dims: 2, in_channels: 1, channels: [8, 16, 32], strides: [2, 2]}}
 strategy: {name: fedavg}
 training: {local_epochs: 1, batch_size: 8, lr: 0.002}
-federation: {rounds: 3, topology: braintorrent}
+federation: {rounds: 3, topology: $TOPOLOGY}
 finish_timeout_s: 120
 YAML
 

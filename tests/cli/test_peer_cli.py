@@ -28,9 +28,14 @@ def _peer(tmp_path: Path, job: dict, peers: dict, monkeypatch: pytest.MonkeyPatc
     ("job", "peers", "message"),
     [
         (
-            {"federation": {"topology": "gossip"}},
+            {"federation": {"topology": "client_server"}},
             {"hospital_a": "h:1", "hospital_b": "h:2"},
-            "runs ['braintorrent']",
+            "runs ['braintorrent', 'cyclic', 'gossip']",
+        ),
+        (
+            {"federation": {"topology": {"name": "gossip", "graph": "random_regular", "degree": 2}}},
+            {"hospital_a": "h:1", "hospital_b": "h:2"},
+            "federation.topology: no 2-regular graph on 2 sites",
         ),
         ({}, {"hospital_b": "h:2", "hospital_c": "h:3"}, "site 'hospital_a' (the kit's) is not in"),
         ({}, {"hospital_a": "h", "hospital_b": "h:2"}, "has address 'h', expected host:port"),

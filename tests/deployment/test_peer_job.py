@@ -35,7 +35,7 @@ def test_the_documented_job_and_peers_file_load(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("settings", "why"),
     [
-        ({"federation": {"topology": "gossip"}}, "runs \\['braintorrent'\\]"),
+        ({"federation": {"topology": "client_server"}}, "runs \\['braintorrent', 'cyclic', 'gossip'\\]"),
         ({"federation": {"topology": {"name": "braintorrent", "pulls_per_round": 2}}}, "pulls_per_round"),
         ({"strategy": {"name": "scaffold"}}, "runs only strategies"),
         ({"privacy": {"secure_aggregation": {}}}, "no server for privacy"),

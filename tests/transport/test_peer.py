@@ -110,6 +110,22 @@ def test_a_shelf_sends_only_newer_models_and_final_ones_when_asked() -> None:
     assert shelf.served_final_to() == {"hospital_b"}
 
 
+def test_a_shelf_keeping_two_models_serves_a_lagging_peer_the_model_of_its_round() -> None:
+    shelf = ModelShelf(keep=2)
+    for version in (1, 2, 3):
+        shelf.publish(PublishedModel(version, f"trained {version}".encode()))
+    assert shelf.answer("hospital_b", _request(newer_than=1)) == (PublishedModel(2, b"trained 2"), True)
+    assert shelf.answer("hospital_b", _request(newer_than=2))[0] == PublishedModel(3, b"trained 3")
+    model, sent = shelf.answer("hospital_b", _request(newer_than=3))
+    assert not sent and model == PublishedModel(3, b"trained 3")  # a WAIT still says where it is
+    assert shelf.answer("hospital_b", _request(newer_than=0))[0] == PublishedModel(2, b"trained 2")
+    shelf.publish(PublishedModel(3, b"mixed 3", final=True))
+    assert shelf.answer("hospital_b", _request(newer_than=2))[0] == PublishedModel(3, b"trained 3")
+    assert shelf.answer("hospital_b", _request(final=True))[0] == PublishedModel(3, b"mixed 3", final=True)
+    with pytest.raises(ValueError, match="keep"):
+        ModelShelf(keep=0)
+
+
 @pytest.mark.parametrize(
     "raw",
     [

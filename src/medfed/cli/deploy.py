@@ -237,7 +237,10 @@ def peer(
         Path, typer.Option(help="This site's startup kit (its certificate serves its peers too).")
     ],
     job: Annotated[
-        Path, typer.Option(help="Job YAML, the same at every site (federation.topology: braintorrent).")
+        Path,
+        typer.Option(
+            help="Job YAML, the same at every site (federation.topology: braintorrent, cyclic, gossip)."
+        ),
     ],
     data: Annotated[Path, typer.Option(help="This site's data (folder or .npz).")],
     peers: Annotated[Path, typer.Option(help="YAML mapping every site's name to its host:port.")],
@@ -269,14 +272,16 @@ def peer(
         ),
     ] = None,
 ) -> None:
-    """Take part in a serverless federation over the network (BrainTorrent): serve this site's
-    model to its peers and pull theirs over mutual TLS, every peer checked against the project's
-    revocation list; resumes from its last round when restarted with the same command."""
+    """Take part in a serverless federation over the network (BrainTorrent, cyclic weight
+    transfer or gossip averaging): serve this site's model to its peers and fetch theirs over
+    mutual TLS, every peer checked against the project's revocation list; resumes from its last
+    round when restarted with the same command."""
     from medfed.deployment.job import read_job
     from medfed.deployment.peer import PeerSettings, check_peer_certificate, run_peer
     from medfed.deployment.peer_job import PeerJob, load_peers
     from medfed.deployment.site_builder import SiteBuilder, SiteOptions
     from medfed.deployment.site_identity import PeerVerifier, ProvisionedIdentity
+    from medfed.orchestration.topologies import build_topology
     from medfed.provision import CertificateGate, load_client_kit
 
     peer_job = read_job(job, overrides or [], PeerJob)
@@ -286,6 +291,7 @@ def peer(
     addresses = load_peers(peers)
     if name not in addresses:
         raise typer.BadParameter(f"site '{name}' (the kit's) is not in {peers}")
+    build_topology(peer_job.federation.topology, sorted(addresses), seed=peer_job.seed)  # e.g. no such graph
     revocations = crl or site_kit.crl
     if revocations is None:
         raise typer.BadParameter(f"the kit {kit} holds no crl.pem: give the project's --crl")

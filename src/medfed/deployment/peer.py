@@ -1,4 +1,6 @@
-"""``medfed peer``: one site of a serverless federation over the network (BrainTorrent).
+"""``medfed peer``: one site of a serverless federation over the network (BrainTorrent here;
+cyclic weight transfer and gossip averaging in ``medfed.deployment.peer_topologies``, with the
+same links, checkpoints, chain and final consensus).
 
 Every site is both a server and a client under its own kit identity: it serves its current model
 to its peers (``medfed.transport.peer``) and, in each of the job's rounds, fetches every peer's
@@ -35,6 +37,7 @@ from medfed.aggregation import consensus
 from medfed.deployment.client import check_certificate
 from medfed.deployment.peer_job import PeerJob
 from medfed.deployment.peer_ledger import PeerChain
+from medfed.deployment.peer_topologies import PeerSite, opening_shelf, run_rounds
 from medfed.deployment.provenance import LedgerKeys, keep_signers, ledger_folder
 from medfed.deployment.site_builder import SiteBuilder
 from medfed.errors import CheckpointError, MedfedError, UpdateRejected
@@ -49,6 +52,7 @@ from medfed.orchestration.checkpoint import (
 )
 from medfed.orchestration.grid import InMemoryGrid
 from medfed.orchestration.site import cpu_weights
+from medfed.orchestration.topologies import build_topology
 from medfed.orchestration.validation import validate_result
 from medfed.privacy.setup import prepare_model
 from medfed.topology.braintorrent import BrainTorrent
@@ -134,8 +138,8 @@ def run_peer(job: PeerJob, settings: PeerSettings, builder: SiteBuilder) -> Peer
     folder = settings.state_dir / "peer" / job.name
     state = _resumed(folder, settings, job_json) or PeerState.start(_initial_model(job), _sites(settings))
     chain = _chain(settings, job.name)
-    shelf = ModelShelf()
-    shelf.publish(PublishedModel(state.versions[settings.name], encode_result(as_sent(state, settings.name))))
+    topology = build_topology(job.federation.topology, _sites(settings), seed=job.seed)
+    shelf = opening_shelf(topology, state, settings.name)
     server = _serve(shelf, settings)
     links = PeerLinks(settings, timeout_s=job.call_timeout_s)
     try:
@@ -147,8 +151,10 @@ def run_peer(job: PeerJob, settings: PeerSettings, builder: SiteBuilder) -> Peer
             job.federation.rounds,
         )
         grid = InMemoryGrid({settings.name: site})
-        topology = BrainTorrent(seed=job.seed)
-        while state.round < job.federation.rounds:
+        if not isinstance(topology, BrainTorrent):  # cyclic, gossip: every round in peer_topologies
+            here = _peer_site(settings, job, job_json, folder, links, grid, shelf, chain)
+            state = run_rounds(topology, state, here, rounds=job.federation.rounds)
+        while isinstance(topology, BrainTorrent) and state.round < job.federation.rounds:
             _await_peers(links, state.round, job.wait_for_peers_s, settings.poll_s)
             state, pulled = _pull_round(state, settings.name, links, grid, topology)
             if chain is not None:
@@ -169,6 +175,31 @@ def run_peer(job: PeerJob, settings: PeerSettings, builder: SiteBuilder) -> Peer
     finally:
         links.close()
         server.stop(grace=1.0).wait(timeout=10.0)
+
+
+def _peer_site(
+    settings: PeerSettings,
+    job: PeerJob,
+    job_json: str,
+    folder: Path,
+    links: PeerLinks,
+    grid: InMemoryGrid,
+    shelf: ModelShelf,
+    chain: PeerChain | None,
+) -> PeerSite:
+    """What a cyclic or gossip site's rounds use: its links, grid, shelf and chain, and this
+    module's checkpoint (in ``folder``) and wait for peers."""
+    return PeerSite(
+        name=settings.name,
+        links=links,
+        grid=grid,
+        shelf=shelf,
+        chain=chain,
+        save=lambda state: _save_round(folder, state, settings.name, job, job_json),
+        await_peers=lambda done: _await_peers(links, done, job.wait_for_peers_s, settings.poll_s),
+        wait_s=job.wait_for_peers_s,
+        poll_s=settings.poll_s,
+    )
 
 
 def _sites(settings: PeerSettings) -> list[str]:

@@ -2,7 +2,7 @@
 every site listens.
 
 Every site runs the same job file: the pieces of ``medfed simulate``'s schema (model, strategy,
-training, ``federation.topology: braintorrent``), so a configuration tried in simulation carries
+training, ``federation.topology``: braintorrent, cyclic or gossip), so a configuration tried in simulation carries
 over, plus the deadlines of calls between peers.
 """
 
@@ -19,8 +19,8 @@ from medfed.deployment.job import SiteJob
 from medfed.errors import ConfigError
 from medfed.provision.project import SITE_NAME
 
-NETWORK_TOPOLOGIES = ("braintorrent",)
-"""The peer-to-peer topologies that run over the network (the others run in simulation)."""
+NETWORK_TOPOLOGIES = ("braintorrent", "cyclic", "gossip")
+"""The peer-to-peer topologies that run over the network (every one ``medfed simulate`` runs)."""
 
 
 class PeerJob(SiteJob):
@@ -37,7 +37,9 @@ class PeerJob(SiteJob):
         call_timeout_s: Deadline of one call to a peer, transfer included; a peer that misses
             it is skipped for that round.
         wait_for_peers_s: Longest wait before a round: before the first, for every peer to
-            answer; later, for peers that answer but lag more than one round behind.
+            answer; later, for peers that answer but lag more than one round behind (gossip:
+            for the peers that answer to train the round). Cyclic: a site waits this long per
+            missing step for the model of the step before its own, then skips the missing sites.
         finish_timeout_s: After its last round, how long a site waits for its peers' final
             models (a peer still missing then is left out of the consensus), and then how long
             it keeps serving its own final model to peers that have not fetched it.

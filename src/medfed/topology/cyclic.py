@@ -46,18 +46,32 @@ class CyclicTransfer:
             random.Random(derive_seed(self.seed, self.name, round)).shuffle(ordered)
         return ordered
 
+    def schedule(self, sites: list[str], rounds: int) -> list[str]:
+        """The site of each step of cycles 1 to ``rounds``: step ``k`` (from 1) is entry ``k - 1``."""
+        return [site for round in range(1, rounds + 1) for site in self.visits(sites, round)]
+
     def run_round(self, state: PeerState, grid: Grid) -> PeerRound:
         round = state.round + 1
         results: list[TrainResult] = []
         transfers: list[Transfer] = []
         for site in self.visits(list(state.models), round):
-            holder = state.holder
-            travelling = state.models[site] if holder is None else state.models[holder]
-            if holder is not None and holder != site:
-                transfers.append(Transfer(holder, site, as_sent(state, holder)))
-            result = train(grid, {site: task(state, travelling)}).get(site)
-            state = replace(state, trainings=state.trainings + 1)
-            if result is not None:
-                state = replace(state.trained(result), holder=site)
-                results.append(result)
+            visited = visit(state, site, grid)
+            state = visited.state
+            results += visited.results
+            transfers += visited.transfers
         return PeerRound(replace(state, round=round), results, transfers)
+
+
+def visit(state: PeerState, site: str, grid: Grid) -> PeerRound:
+    """``site`` trains the travelling model (its holder's, or its own before any site trained)
+    and holds it: the record of the visit. When it fails, the model travels on unchanged."""
+    holder = state.holder
+    travelling = state.models[site] if holder is None else state.models[holder]
+    transfers: list[Transfer] = []
+    if holder is not None and holder != site:
+        transfers.append(Transfer(holder, site, as_sent(state, holder)))
+    result = train(grid, {site: task(state, travelling)}).get(site)
+    state = replace(state, trainings=state.trainings + 1)
+    if result is None:
+        return PeerRound(state, [], transfers)
+    return PeerRound(replace(state.trained(result), holder=site), [result], transfers)

@@ -105,31 +105,43 @@ class PublishedModel:
 
 @dataclass
 class ModelShelf:
-    """The model a site serves now, and which peers fetched its final one. Thread-safe."""
+    """The models a site serves now (the last ``keep`` it published), and which peers fetched
+    its final one. Thread-safe.
 
-    current: PublishedModel | None = None
+    A request gets the oldest model kept that is newer than the caller's copy: with ``keep=1``
+    the latest; with ``keep=2`` a peer one round behind still gets the model of its round (gossip).
+    """
+
+    keep: int = 1
+    models: list[PublishedModel] = field(default_factory=list)
     fetched_final: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        if self.keep < 1:
+            raise ValueError(f"keep must be >= 1, got {self.keep}")
+
     def publish(self, model: PublishedModel) -> None:
-        """Serves ``model`` from now on."""
+        """Serves ``model`` from now on (with the ``keep - 1`` published before it)."""
         with self._lock:
-            self.current = model
+            self.models = [*self.models, model][-self.keep :]
 
     def answer(self, caller: str, request: ModelRequest) -> tuple[PublishedModel | None, bool]:
-        """The model served now, and whether to send it to ``caller`` for ``request`` (not when
-        it is no newer than the caller's copy, nor when a final model is asked and this one is
-        not); a final model sent on a final request counts as fetched."""
+        """The model to send to ``caller`` for ``request`` and ``True``: the oldest kept that is
+        newer than the caller's copy (and final, if a final one is asked); else the latest (its
+        version tells the caller where this site is) and ``False``. A final model sent on a
+        final request counts as fetched."""
         with self._lock:
-            model = self.current
-            send = (
-                model is not None
-                and model.version > request.newer_than
-                and (model.final or not request.final)
-            )
-            if send and request.final:
+            sendable = [
+                model
+                for model in self.models
+                if model.version > request.newer_than and (model.final or not request.final)
+            ]
+            if not sendable:
+                return (self.models[-1] if self.models else None), False
+            if request.final:
                 self.fetched_final.add(caller)
-            return model, send
+            return sendable[0], True
 
     def served_final_to(self) -> set[str]:
         """The peers that fetched this site's final model."""
