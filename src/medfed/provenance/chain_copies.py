@@ -83,7 +83,7 @@ def take_page(copy: Ledger, page: ChainPage, *, source: str, owner: str) -> int:
             length and head that contradict its entries.
     """
     known = len(copy)
-    if page.start != page_start(copy) or page.length < page.start + len(page.entries):
+    if page.start != page_start(copy) or (page.entries and page.length < page.start + len(page.entries)):
         raise LedgerError(
             copy.name,
             None,
@@ -97,12 +97,12 @@ def take_page(copy: Ledger, page: ChainPage, *, source: str, owner: str) -> int:
             "from its history (the copy here is kept)",
         )
     entries = [_parsed(copy, page.start + offset, line, source) for offset, line in enumerate(page.entries)]
+    if entries and page.length == page.start + len(entries) and page.head != entry_hash(entries[-1]):
+        raise LedgerError(copy.name, None, f"{source} sent a head that is not the one of its entries")
     if known and entries:
         _check_repeated(copy, entries.pop(0), source=source, owner=owner)
     for entry in entries:
         copy.append(entry)
-    if page.length == len(copy) and page.head != copy.head():
-        raise LedgerError(copy.name, None, f"{source} sent a head that is not the one of its entries")
     return len(entries)
 
 
