@@ -157,15 +157,21 @@ def test_a_peer_state_verifies_on_its_own_once_it_copied_its_peers_chains(kits: 
         verify_chains(states / A)
 
 
-def test_an_owner_out_of_reach_is_copied_from_a_peer_that_holds_a_copy(kits: Path, states: Path) -> None:
+@pytest.mark.parametrize("known_offline", [False, True])
+def test_an_owner_out_of_reach_is_copied_from_a_peer_that_holds_a_copy(
+    kits: Path, states: Path, caplog: pytest.LogCaptureFixture, known_offline: bool
+) -> None:
     with _federation(kits, states, C, caller=B) as channels:
         _copies(kits, states, B).update(channels)
     _record(kits, states, C, 2)
     copies = _copies(kits, states, A)
-    with _federation(kits, states, B) as channels:
-        copies.update({**channels, **_channels(kits, A, {C: "127.0.0.1:1"})})  # hospital_c offline
+    with _federation(kits, states, B) as channels, caplog.at_level(logging.INFO, "medfed"):
+        offline = {C} if known_offline else set()
+        copies.update({**channels, **_channels(kits, A, {C: "127.0.0.1:1"})}, offline=offline)
     assert len(copies.copies[C]) == 1  # hospital_b's copy, without hospital_c's round 2 yet
     verify_chains(states / A)
+    asked_c = any("not fetched from hospital_c" in record.getMessage() for record in caplog.records)
+    assert asked_c is not known_offline  # a peer known to be offline is not called
 
 
 def test_a_site_knows_which_peers_were_not_sent_all_of_its_chain(kits: Path, states: Path) -> None:

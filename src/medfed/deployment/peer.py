@@ -164,12 +164,12 @@ def run_peer(job: PeerJob, settings: PeerSettings, builder: SiteBuilder) -> Peer
                 PublishedModel(state.versions[settings.name], encode_result(as_sent(state, settings.name)))
             )
             if copies is not None:
-                copies.update(links.channels)
+                copies.update(links.channels, offline=links.unreachable)
         final = as_sent(state, settings.name)
         shelf.publish(PublishedModel(final.round, encode_result(final), final=True))
         finals = _final_models(final, links, job.finish_timeout_s, settings.poll_s)
         if copies is not None:
-            copies.update(links.channels)  # complete: a peer serves its final model after its last entry
+            copies.update(links.channels, offline=links.unreachable)  # complete once final
         agreed = consensus(finals[name].weights for name in sorted(finals))
         _save_final(folder, state.round, agreed, sorted(finals), job)
         metrics = _evaluate(builder, job_json, state.round, agreed)

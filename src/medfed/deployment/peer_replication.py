@@ -22,13 +22,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
 import grpc
 
 from medfed.deployment.provenance import LedgerKeys
-from medfed.provenance import Ledger, LedgerError, Signers
+from medfed.provenance import Ledger, LedgerError, Signers, load_signers
 from medfed.provenance.chain_copies import ChainPage, page_start, read_page, take_page
 from medfed.provenance.chains import chain_path
 from medfed.provenance.errors import ChainDiverged
@@ -61,7 +61,8 @@ class ChainCopies:
         max_bytes: Most bytes of entries per page, served and accepted.
 
     Raises:
-        LedgerError: The signer list or revocation list is unusable.
+        LedgerError: The signer list is unusable.
+        ProvisionError: The revocation list is unusable.
     """
 
     def __init__(
@@ -77,11 +78,10 @@ class ChainCopies:
     ) -> None:
         self.folder, self.job, self.me = folder, job, me
         self.max_entries, self.max_bytes = max_entries, max_bytes
-        signers = keys.load()[1].with_revocation_list(keys.crl)
-        self.copies = {
-            peer: copy for peer in sorted(peers) if (copy := self._load(peer, signers)) is not None
-        }
-        self._sites = {me, *peers}
+        others = sorted(peers)
+        signers = load_signers(keys.signers).with_revocation_list(keys.crl)
+        self.copies = {peer: copy for peer in others if (copy := self._load(peer, signers)) is not None}
+        self._sites = {me, *others}
         self._held: dict[str, int] = {}  # entries of this site's chain each caller was sent
         self._lock = threading.Lock()
         self._reported: dict[tuple[str, str], str] = {}
@@ -118,12 +118,13 @@ class ChainCopies:
         with self._lock:
             return {caller for caller, held in self._held.items() if held < length}
 
-    def update(self, channels: Mapping[str, PeerChannel]) -> None:
+    def update(self, channels: Mapping[str, PeerChannel], *, offline: Collection[str] = ()) -> None:
         """Brings each copy up to date from its owner or, when the owner cannot be reached or
-        its answer is refused, from the first other peer that answers with its copy."""
+        its answer is refused, from the first other peer that answers with its copy. Peers in
+        ``offline`` (their last call failed) are not called: no call waits out its deadline."""
         for owner, copy in self.copies.items():
             sources = [owner, *sorted(set(channels) - {owner})]
-            for source in (peer for peer in sources if peer in channels):
+            for source in (peer for peer in sources if peer in channels and peer not in offline):
                 if self._catch_up(channels[source], copy, owner):
                     break
 
