@@ -114,9 +114,9 @@ class ChainAnswer:
 
 
 ChainSource = Callable[[str, str, str, int], ChainAnswer | None]
-"""``chains(caller, job, owner, start)``: the (unsigned) answer to ``caller`` with the entries of ``owner``'s chain in
-``job`` from ``start`` on, at most ``MAX_CHAIN_ENTRIES`` and ``MAX_CHAIN_BYTES``; ``None`` when
-the site keeps no such chain."""
+"""``chains(caller, job, owner, start)``: the (unsigned) answer to ``caller``, the entries of
+``owner``'s chain in ``job`` from ``start`` on, at most ``MAX_CHAIN_ENTRIES`` and
+``MAX_CHAIN_BYTES``; ``None`` when the site keeps no such chain."""
 
 Signer = Callable[[bytes], tuple[bytes, bytes]]
 """``sign(data) -> (certificate PEM, signature)`` with the site's kit key."""
