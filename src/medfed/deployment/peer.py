@@ -13,9 +13,10 @@ resumes from its last round and catches up: its next pull fetches every model it
 in the meantime. With a ledger key in its kit, a site records each round in its own provenance
 chain (``medfed.deployment.peer_ledger``) before checkpointing it, serves its chain and its copies
 of its peers' chains, and after each round brings those copies up to date
-(``medfed.deployment.peer_replication``). After its last round a site fetches each peer's final model (waiting up to
-``finish_timeout_s``) and takes their consensus, the plain average a simulation reports: every
-site that gathered the same final models holds the same bits.
+(``medfed.deployment.peer_replication``). After its last round a site fetches each peer's final
+model (waiting up to ``finish_timeout_s``) and takes their consensus, the plain average a
+simulation reports: every site that gathered the same final models holds the same bits; it then
+keeps serving until its peers fetched its final model and all of its chain.
 """
 
 from __future__ import annotations
