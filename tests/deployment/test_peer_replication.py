@@ -23,7 +23,7 @@ from medfed.provenance.chains import chain_path
 from medfed.provenance.entries import draft, entry_line
 from medfed.provenance.signers import load_key
 from medfed.provenance.verify import verify_chains
-from medfed.provision import CertificateGate, ProjectConfig, load_client_kit, provision
+from medfed.provision import CertificateGate, ProjectConfig, load_client_kit, provision, revoke
 from medfed.transport.peer import (
     NONCE_BYTES,
     ChainRequest,
@@ -257,3 +257,21 @@ def test_a_request_for_a_chain_not_served_is_refused(
         with pytest.raises(grpc.RpcError) as refused:
             channels[B].fetch_chain(ChainRequest(os.urandom(nonce), job, owner, 0))
     assert refused.value.code() is code
+
+
+def test_entries_of_a_revoked_signer_are_refused_even_when_another_peer_relays_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    kits, states = tmp_path / "kits", tmp_path / "states"
+    provision(ProjectConfig(name="t", sites=SITES), kits)
+    for site in SITES:
+        keep_signers(states / site, _keys(kits, site))
+    _record(kits, states, B, 1)
+    with _federation(kits, states, B, caller=C) as channels:
+        _copies(kits, states, C).update(channels)
+    revoke(kits, B)  # its certificate and its ledger key; every kit's crl.pem is refreshed
+    copies = _copies(kits, states, A)
+    with _federation(kits, states, C) as channels, caplog.at_level(logging.INFO, "medfed"):
+        copies.update(channels)  # hospital_b is not called: hospital_c relays its copy
+    assert not copies.copies[B].entries
+    assert any("refused" in line and "signer 'hospital_b' is revoked" in line for line in _warnings(caplog))
