@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +24,7 @@ from medfed.provenance.entries import draft, entry_line
 from medfed.provenance.signers import load_key
 from medfed.provenance.verify import verify_chains
 from medfed.provision import CertificateGate, ProjectConfig, load_client_kit, provision, revoke
+from medfed.transport.errors import AuthenticationError
 from medfed.transport.peer import (
     NONCE_BYTES,
     ChainRequest,
@@ -79,8 +80,11 @@ def _record(kits: Path, states: Path, site: str, round: int, *, merged: tuple[st
 
 
 @contextmanager
-def _serving(kits: Path, site: str, copies: ChainCopies) -> Iterator[str]:
-    """``site`` serving its chains on a free loopback port; yields its address."""
+def _serving(
+    kits: Path, site: str, copies: ChainCopies | None, *, tamper: Callable[[bytes], bytes] = bytes
+) -> Iterator[str]:
+    """``site`` serving its chains on a free loopback port, signing ``tamper(what it should
+    sign)``; yields its address."""
     tls = load_client_kit(kits / site).tls
     identity = ProvisionedIdentity(tls)
     servicer = PeerServicer(
@@ -88,8 +92,8 @@ def _serving(kits: Path, site: str, copies: ChainCopies) -> Iterator[str]:
         name=site,
         peers=[peer for peer in SITES if peer != site],
         authenticate=_gate(kits, site),
-        sign=lambda data: (identity.certificate, identity.sign(data)),
-        chains=copies.serve,
+        sign=lambda data: (identity.certificate, identity.sign(tamper(data))),
+        chains=copies.serve if copies is not None else None,
     )
     server, port = start_peer_server(servicer, address="127.0.0.1:0", credentials=server_credentials(tls))
     try:
@@ -275,3 +279,19 @@ def test_entries_of_a_revoked_signer_are_refused_even_when_another_peer_relays_t
         copies.update(channels)  # hospital_b is not called: hospital_c relays its copy
     assert not copies.copies[B].entries
     assert any("refused" in line and "signer 'hospital_b' is revoked" in line for line in _warnings(caplog))
+
+
+def test_a_chain_answer_signed_over_other_bytes_or_absent_is_refused(kits: Path, states: Path) -> None:
+    def lie(data: bytes) -> bytes:
+        return data.replace(b'"length": 1', b'"length": 9')
+
+    request = ChainRequest(os.urandom(NONCE_BYTES), JOB, B, 0)
+    with _serving(kits, B, _copies(kits, states, B), tamper=lie) as address:
+        (channel,) = _channels(kits, A, {B: address}).values()
+        with pytest.raises(AuthenticationError, match="signature"):
+            channel.fetch_chain(request)
+    with _serving(kits, B, None) as address:  # a site that keeps no chains
+        (channel,) = _channels(kits, A, {B: address}).values()
+        with pytest.raises(grpc.RpcError) as refused:
+            channel.fetch_chain(request)
+    assert refused.value.code() is grpc.StatusCode.NOT_FOUND
