@@ -295,3 +295,17 @@ def test_a_chain_answer_signed_over_other_bytes_or_absent_is_refused(kits: Path,
         with pytest.raises(grpc.RpcError) as refused:
             channel.fetch_chain(request)
     assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_a_copy_edited_on_disk_is_named_at_start_and_no_longer_replicated(
+    kits: Path, states: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with _federation(kits, states, B) as channels:
+        _copies(kits, states, A).update(channels)
+    copy = chain_path(ledger_folder(states / A, JOB), B)
+    copy.write_bytes(copy.read_bytes().replace(b'"round":1', b'"round":7'))
+    with caplog.at_level(logging.WARNING, "medfed"):
+        copies = _copies(kits, states, A)
+    assert B not in copies.copies and C in copies.copies
+    (line,) = _warnings(caplog)
+    assert "copy of hospital_b's chain" in line and "bad signature" in line and "no longer replicated" in line
