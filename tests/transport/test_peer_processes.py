@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from deploy_procs import SITES, Processes, free_port, make_data, make_kits, processes, wait_for
+from typer.testing import CliRunner
 
+from medfed.cli.app import app
 from medfed.models import build_model
 from medfed.orchestration.checkpoint import load_checkpoint
 from medfed.orchestration.site import cpu_weights
@@ -70,29 +70,6 @@ def _assert_same(first: Weights, second: Weights) -> None:
         assert torch.equal(first[name], second[name]), name
 
 
-def _ledger_verify(target: Path) -> subprocess.CompletedProcess[str]:
-    command = [
-        sys.executable,
-        "-c",
-        "from medfed.cli.app import main; main()",
-        "ledger",
-        "verify",
-        str(target),
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-
-
-def _gathered_chains(kits: Path, into: Path) -> Path:
-    """Every peer's own provenance chain, copied into one folder with the signer list."""
-    for site in SITES:
-        provenance = kits.parent / "peer-state" / site / "provenance"
-        shutil.copytree(
-            provenance / "p2p" / "peers", into / "provenance" / "p2p" / "peers", dirs_exist_ok=True
-        )
-        shutil.copyfile(provenance / "signers.json", into / "provenance" / "signers.json")
-    return into
-
-
 def _merged(log: str) -> list[str]:
     """The ``merged {...}`` part of each round line of a peer's log."""
     return re.findall(r"round \d+: merged (\{.*?\})", log)
@@ -143,20 +120,23 @@ def test_an_offline_peer_is_skipped_catches_up_when_restarted_and_all_agree(tmp_
         _assert_same(weights, _final(kits, "hospital_a")[0])
     initial = cpu_weights(build_model("unet", MODEL["params"], seed=5))
     assert any(not torch.equal(initial[name], weights[name]) for name in initial)
-    # Each peer kept its own chain (hospital_c's continued after its restart); together the
-    # chains verify, every merge's inputs included; one peer's alone lacks its peers' updates.
-    chains = _gathered_chains(kits, tmp_path / "chains")
+    # Each peer kept its own chain (hospital_c's continued after its restart) and, fetched over
+    # the Peer service, a copy of each other peer's: each state directory verifies on its own,
+    # every merge's inputs included, and every copy is its owner's chain.
     for site in SITES:
+        state = kits.parent / "peer-state" / site
+        chains = state / "provenance" / "p2p" / "peers"
         rounds_recorded = {
-            json.loads(line)["round"]
-            for line in (chains / "provenance" / "p2p" / "peers" / f"{site}.jsonl").read_text().splitlines()
+            json.loads(line)["round"] for line in (chains / f"{site}.jsonl").read_text().splitlines()
         }
         assert rounds_recorded == set(range(1, rounds + 1)), (site, rounds_recorded)
-    verified = _ledger_verify(chains)
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "every merge's inputs are recorded" in verified.stdout
-    alone = _ledger_verify(kits.parent / "peer-state" / "hospital_a")
-    assert alone.returncode == 2 and "in none of the 1 peer chains" in alone.stdout + alone.stderr
+        verified = CliRunner().invoke(app, ["ledger", "verify", str(state)])
+        assert verified.exit_code == 0, (site, verified.output)
+        assert "every merge's inputs are recorded" in verified.output
+        assert "diverged" not in group.log(site) and "chain from" not in group.log(site), group.log(site)
+        for owner in SITES:
+            owned = kits.parent / "peer-state" / owner / "provenance" / "p2p" / "peers" / f"{owner}.jsonl"
+            assert (chains / f"{owner}.jsonl").read_bytes() == owned.read_bytes(), (site, owner)
 
 
 def test_the_others_finish_without_a_peer_that_stays_offline(tmp_path: Path) -> None:

@@ -313,7 +313,7 @@ def peer(
         authenticate=gate,
         verify=PeerVerifier(gate),
         sign=lambda data: (identity.certificate, identity.sign(data)),
-        ledger=_ledger_keys(site_kit),
+        ledger=_ledger_keys(site_kit, crl=revocations),
     )
     builder = SiteBuilder(_checked_site(name, data, format, holdout, False), options)
     outcome = run_peer(peer_job, settings, builder)
@@ -336,13 +336,13 @@ def _checked_site(
     return site
 
 
-def _ledger_keys(kit: ServerKit | ClientKit | None) -> LedgerKeys | None:
-    """The kit's provenance-ledger key and signer list (``None`` without them)."""
+def _ledger_keys(kit: ServerKit | ClientKit | None, *, crl: Path | None = None) -> LedgerKeys | None:
+    """The kit's provenance-ledger key and signer list, and ``crl`` (``None`` without them)."""
     from medfed.deployment.provenance import LedgerKeys
 
     if kit is None or kit.ledger_key is None or kit.signers is None:
         return None
-    return LedgerKeys(kit.ledger_key, kit.signers)
+    return LedgerKeys(kit.ledger_key, kit.signers, crl)
 
 
 def status(

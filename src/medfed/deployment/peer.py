@@ -13,9 +13,12 @@ or with an invalid model) is skipped for that round, with one log line; the fede
 Each round is checkpointed atomically before the new model is served, so a restarted site
 resumes from its last round and catches up: its next pull fetches every model its peers trained
 in the meantime. With a ledger key in its kit, a site records each round in its own provenance
-chain (``medfed.deployment.peer_ledger``) before checkpointing it. After its last round a site fetches each peer's final model (waiting up to
-``finish_timeout_s``) and takes their consensus, the plain average a simulation reports: every
-site that gathered the same final models holds the same bits.
+chain (``medfed.deployment.peer_ledger``) before checkpointing it, serves its chain and its copies
+of its peers' chains, and after each round brings those copies up to date
+(``medfed.deployment.peer_replication``). After its last round a site fetches each peer's final
+model (waiting up to ``finish_timeout_s``) and takes their consensus, the plain average a
+simulation reports: every site that gathered the same final models holds the same bits; it then
+keeps serving until its peers fetched its final model and all of its chain.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -37,6 +40,7 @@ from medfed.aggregation import consensus
 from medfed.deployment.client import check_certificate
 from medfed.deployment.peer_job import PeerJob
 from medfed.deployment.peer_ledger import PeerChain
+from medfed.deployment.peer_replication import ChainCopies, chain_copies
 from medfed.deployment.peer_topologies import PeerSite, opening_shelf, run_rounds
 from medfed.deployment.provenance import LedgerKeys, keep_signers, ledger_folder
 from medfed.deployment.site_builder import SiteBuilder
@@ -138,9 +142,12 @@ def run_peer(job: PeerJob, settings: PeerSettings, builder: SiteBuilder) -> Peer
     folder = settings.state_dir / "peer" / job.name
     state = _resumed(folder, settings, job_json) or PeerState.start(_initial_model(job), _sites(settings))
     chain = _chain(settings, job.name)
+    copies = chain_copies(
+        settings.ledger, ledger_folder(settings.state_dir, job.name), job.name, settings.name, settings.peers
+    )
     topology = build_topology(job.federation.topology, _sites(settings), seed=job.seed)
     shelf = opening_shelf(topology, state, settings.name)
-    server = _serve(shelf, settings)
+    server = _serve(shelf, settings, copies)
     links = PeerLinks(settings, timeout_s=job.call_timeout_s)
     try:
         logger.info(
@@ -152,7 +159,7 @@ def run_peer(job: PeerJob, settings: PeerSettings, builder: SiteBuilder) -> Peer
         )
         grid = InMemoryGrid({settings.name: site})
         if not isinstance(topology, BrainTorrent):  # cyclic, gossip: every round in peer_topologies
-            here = _peer_site(settings, job, job_json, folder, links, grid, shelf, chain)
+            here = _peer_site(settings, job, job_json, folder, links, grid, shelf, chain, copies)
             state = run_rounds(topology, state, here, rounds=job.federation.rounds)
         while isinstance(topology, BrainTorrent) and state.round < job.federation.rounds:
             _await_peers(links, state.round, job.wait_for_peers_s, settings.poll_s)
@@ -163,14 +170,19 @@ def run_peer(job: PeerJob, settings: PeerSettings, builder: SiteBuilder) -> Peer
             shelf.publish(
                 PublishedModel(state.versions[settings.name], encode_result(as_sent(state, settings.name)))
             )
+            if copies is not None:
+                copies.update(links.channels, offline=links.unreachable)
         final = as_sent(state, settings.name)
         shelf.publish(PublishedModel(final.round, encode_result(final), final=True))
         finals = _final_models(final, links, job.finish_timeout_s, settings.poll_s)
+        if copies is not None:
+            copies.update(links.channels, offline=links.unreachable)  # complete once final
         agreed = consensus(finals[name].weights for name in sorted(finals))
         _save_final(folder, state.round, agreed, sorted(finals), job)
         metrics = _evaluate(builder, job_json, state.round, agreed)
         logger.info("consensus of %s after %d rounds: %s", sorted(finals), state.round, metrics)
-        _serve_final(shelf, set(finals) - {settings.name}, job.finish_timeout_s, settings.poll_s)
+        behind = copies.behind if copies is not None else set
+        _serve_final(shelf, set(finals) - {settings.name}, job.finish_timeout_s, settings.poll_s, behind)
         return PeerOutcome(state.round, sorted(finals), metrics)
     finally:
         links.close()
@@ -186,16 +198,24 @@ def _peer_site(
     grid: InMemoryGrid,
     shelf: ModelShelf,
     chain: PeerChain | None,
+    copies: ChainCopies | None,
 ) -> PeerSite:
     """What a cyclic or gossip site's rounds use: its links, grid, shelf and chain, and this
-    module's checkpoint (in ``folder``) and wait for peers."""
+    module's checkpoint (in ``folder``), then its chain copies brought up to date, and wait for
+    peers."""
+
+    def save(state: PeerState) -> None:
+        _save_round(folder, state, settings.name, job, job_json)
+        if copies is not None:
+            copies.update(links.channels, offline=links.unreachable)
+
     return PeerSite(
         name=settings.name,
         links=links,
         grid=grid,
         shelf=shelf,
         chain=chain,
-        save=lambda state: _save_round(folder, state, settings.name, job, job_json),
+        save=save,
         await_peers=lambda done: _await_peers(links, done, job.wait_for_peers_s, settings.poll_s),
         wait_s=job.wait_for_peers_s,
         poll_s=settings.poll_s,
@@ -213,13 +233,14 @@ def _initial_model(job: PeerJob) -> Weights:
     )
 
 
-def _serve(shelf: ModelShelf, settings: PeerSettings) -> grpc.Server:
+def _serve(shelf: ModelShelf, settings: PeerSettings, copies: ChainCopies | None) -> grpc.Server:
     servicer = PeerServicer(
         shelf,
         name=settings.name,
         peers=settings.peers,
         authenticate=settings.authenticate,
         sign=settings.sign,
+        chains=copies.serve if copies is not None else None,
     )
     try:
         server, _ = start_peer_server(
@@ -404,11 +425,13 @@ def _final_models(
     return finals
 
 
-def _serve_final(shelf: ModelShelf, peers: set[str], timeout_s: float, poll_s: float) -> None:
-    """Keeps serving until every peer in ``peers`` fetched this site's final model, or
-    ``timeout_s`` passed."""
+def _serve_final(
+    shelf: ModelShelf, peers: set[str], timeout_s: float, poll_s: float, behind: Callable[[], set[str]]
+) -> None:
+    """Keeps serving until every peer in ``peers`` fetched this site's final model and none of
+    them is ``behind`` on this site's chain, or ``timeout_s`` passed."""
     deadline = time.monotonic() + timeout_s
-    while not peers <= shelf.served_final_to() and time.monotonic() < deadline:
+    while (not peers <= shelf.served_final_to() or peers & behind()) and time.monotonic() < deadline:
         time.sleep(poll_s)
 
 

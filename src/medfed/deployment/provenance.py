@@ -60,10 +60,13 @@ _SIGN_ATTEMPTS = 3
 
 @dataclass(frozen=True)
 class LedgerKeys:
-    """A party's ledger key and the project's signer list, from its startup kit."""
+    """A party's ledger key and the project's signer list, from its startup kit, and the
+    project's revocation list (a networked peer refuses revoked signers' entries in the copies it
+    keeps of its peers' chains)."""
 
     key: Path
     signers: Path
+    crl: Path | None = None
 
     def load(self) -> tuple[Ed25519PrivateKey, Signers]:
         """The private key and the signers; raises ``LedgerError`` when unusable."""

@@ -19,3 +19,8 @@ class LedgerError(MedfedError):
         self.where, self.index, self.reason = where, index, printable(reason, 500)
         entry = "" if index is None else f", entry {index}"
         super().__init__(f"ledger '{where}'{entry}: {self.reason}")
+
+
+class ChainDiverged(LedgerError):
+    """A peer's chain is not the history a copy of it holds: its owner signed two different
+    entries for one position, or now holds fewer entries than the copy (it rewrote history)."""

@@ -5,19 +5,26 @@ The answering site signs every answer with its kit's key (``PeerProof``): the si
 the caller's fresh nonce, both names, the answer's kind, version, finality and digest. gRPC
 Python shows a client neither the server's certificate nor a hook to check it, so this proof is
 how the caller checks the answering certificate against the project's revocation list.
+
+``FetchChain`` serves, the same way, entries of the provenance chains a site keeps (its own and
+its copies of its peers'), a bounded page at a time; the caller checks the entries themselves
+(``medfed.provenance.chain_copies``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import grpc
 
+from medfed.text import printable
 from medfed.transport.chunking import digest
 from medfed.transport.errors import AuthenticationError, PayloadError, ServerBusy
 from medfed.transport.limits import Admission, ServerLimits
@@ -41,6 +48,13 @@ logger = logging.getLogger(__name__)
 _SERVICE = "medfed.v1.Peer"
 NONCE_BYTES = 32
 """Length of a request's nonce; requests with another length are refused."""
+MAX_CHAIN_ENTRIES = 1000
+"""Most ledger entries one chain answer carries (a caller refuses more)."""
+MAX_CHAIN_BYTES = 4 * 1024 * 1024
+"""Most bytes of entries one chain answer carries (a caller refuses more); an entry is at most
+256 KiB, so every entry fits in an answer."""
+_PROOF_BYTES = 64 * 1024
+"""Room in a chain answer for its proof and framing, on top of its entries."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,41 @@ class PeerProof:
     schema_version: int = SCHEMA_VERSION
 
 
+@dataclass(frozen=True)
+class ChainRequest:
+    """A peer's request for entries of a provenance chain (``ChainRequest`` in the proto).
+
+    Attributes:
+        nonce: ``NONCE_BYTES`` fresh random bytes, covered by the answer's signature.
+        job: The job whose chains are asked for.
+        owner: The peer whose chain.
+        start: The position of the first entry wanted.
+    """
+
+    nonce: bytes
+    job: str
+    owner: str
+    start: int = 0
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class ChainAnswer:
+    """Entries of a chain from the request's start on (lines of canonical JSON), the chain's
+    length and head at the answering site, and its proof (``ChainAnswer`` in the proto)."""
+
+    entries: tuple[bytes, ...] = ()
+    length: int = 0
+    head: str = ""
+    proof: PeerProof = PeerProof(b"", b"")
+    schema_version: int = SCHEMA_VERSION
+
+
+ChainSource = Callable[[str, str, str, int], ChainAnswer | None]
+"""``chains(caller, job, owner, start)``: the (unsigned) answer to ``caller``, the entries of
+``owner``'s chain in ``job`` from ``start`` on, at most ``MAX_CHAIN_ENTRIES`` and
+``MAX_CHAIN_BYTES``; ``None`` when the site keeps no such chain."""
+
 Signer = Callable[[bytes], tuple[bytes, bytes]]
 """``sign(data) -> (certificate PEM, signature)`` with the site's kit key."""
 
@@ -90,6 +139,26 @@ def statement(
         "version": version,
         "final": final,
         "sha256": sha256.hex(),
+    }
+    return json.dumps(fields, sort_keys=True).encode()
+
+
+def chain_statement(request: ChainRequest, answer: ChainAnswer, *, caller: str, answerer: str) -> bytes:
+    """The bytes a chain answer's ``PeerProof`` signs."""
+    entries = hashlib.sha256()
+    for entry in answer.entries:
+        entries.update(len(entry).to_bytes(8, "big") + entry)
+    fields = {
+        "domain": "medfed/peer-chain/v1",
+        "nonce": request.nonce.hex(),
+        "caller": caller,
+        "answerer": answerer,
+        "job": request.job,
+        "owner": request.owner,
+        "start": request.start,
+        "length": answer.length,
+        "head": answer.head,
+        "sha256": entries.hexdigest(),
     }
     return json.dumps(fields, sort_keys=True).encode()
 
@@ -160,6 +229,7 @@ class PeerServicer:
             foreign ones (``CertificateGate``).
         sign: Signs answers with this site's kit key.
         limits: Calls each peer may hold open.
+        chains: The provenance chains the site serves (``None``: none).
     """
 
     def __init__(
@@ -171,9 +241,10 @@ class PeerServicer:
         authenticate: Authenticator,
         sign: Signer,
         limits: ServerLimits | None = None,
+        chains: ChainSource | None = None,
     ) -> None:
         self.shelf, self.name, self.peers = shelf, name, frozenset(peers)
-        self.authenticate, self.sign = authenticate, sign
+        self.authenticate, self.sign, self.chains = authenticate, sign, chains
         self.limits = limits or ServerLimits()
         self.admission = Admission(self.limits)
 
@@ -190,6 +261,34 @@ class PeerServicer:
         except PayloadError as error:
             logger.warning("refused a request of peer '%s': %s", caller, error)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+
+    def FetchChain(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        """The entries of the chain the caller asks for, signed; ``NOT_FOUND`` when this site
+        keeps no such chain."""
+        caller = self._identify(context)
+        try:
+            with self.admission.call(caller):
+                request = parse_chain_request(raw)
+                answer = (
+                    None
+                    if self.chains is None
+                    else self.chains(caller, request.job, request.owner, request.start)
+                )
+                if answer is not None:
+                    signed = chain_statement(request, answer, caller=caller, answerer=self.name)
+                    return encode_message(replace(answer, proof=PeerProof(*self.sign(signed))))
+                code, details = (
+                    grpc.StatusCode.NOT_FOUND,
+                    f"no chain of '{request.owner}' in job '{request.job}' here",
+                )
+        except ServerBusy as error:
+            code, details = grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
+        except PayloadError as error:
+            logger.warning("refused a chain request of peer '%s': %s", caller, error)
+            code, details = grpc.StatusCode.INVALID_ARGUMENT, str(error)
+        context.set_code(code)
+        context.set_details(printable(details))
+        return b""
 
     def _answer(
         self, caller: str, request: ModelRequest, model: PublishedModel | None, send: bool
@@ -228,9 +327,20 @@ class PeerServicer:
         return str(caller)
 
 
+_Request = TypeVar("_Request", ModelRequest, ChainRequest)
+
+
 def parse_model_request(raw: bytes) -> ModelRequest:
     """A peer's request from wire bytes; ``PayloadError`` if it is malformed."""
-    request = decode_message(ModelRequest, raw)
+    return _with_nonce(decode_message(ModelRequest, raw))
+
+
+def parse_chain_request(raw: bytes) -> ChainRequest:
+    """A peer's chain request from wire bytes; ``PayloadError`` if it is malformed."""
+    return _with_nonce(decode_message(ChainRequest, raw))
+
+
+def _with_nonce(request: _Request) -> _Request:
     if len(request.nonce) != NONCE_BYTES:
         raise PayloadError(f"the nonce must have {NONCE_BYTES} bytes, got {len(request.nonce)}")
     return request
@@ -253,7 +363,10 @@ def start_peer_server(
         {
             "FetchModel": grpc.unary_stream_rpc_method_handler(
                 servicer.FetchModel, request_deserializer=None, response_serializer=serialize_chunk
-            )
+            ),
+            "FetchChain": grpc.unary_unary_rpc_method_handler(
+                servicer.FetchChain, request_deserializer=None, response_serializer=None
+            ),
         },
     )
     server.add_generic_rpc_handlers((handler,))
@@ -303,6 +416,9 @@ class PeerChannel:
             request_serializer=encode_message,
             response_deserializer=deserialize_chunk,
         )
+        self._fetch_chain = self._channel.unary_unary(
+            f"/{_SERVICE}/FetchChain", request_serializer=encode_message, response_deserializer=None
+        )
         self.name, self.peer, self.verify = name, peer, verify
         self.timeout_s, self.limit = timeout_s, limit
 
@@ -334,6 +450,32 @@ class PeerChannel:
         )
         self.verify(self.peer, proof.certificate, signed, proof.signature)
         return PeerAnswer(header.kind, header.round, proof.final, payload)
+
+    def fetch_chain(
+        self, request: ChainRequest, *, max_entries: int = MAX_CHAIN_ENTRIES, max_bytes: int = MAX_CHAIN_BYTES
+    ) -> ChainAnswer:
+        """The peer's checked answer to ``request``: at most ``max_entries`` entries of at most
+        ``max_bytes`` together, its proof checked (the entries are checked by the copy that
+        takes them in).
+
+        Raises:
+            grpc.RpcError: The call failed (peer offline, refused, too slow, no such chain).
+            PayloadError: The answer is malformed or oversized.
+            AuthenticationError: Its proof does not check (as ``fetch``).
+        """
+        raw = self._fetch_chain(request, timeout=self.timeout_s)
+        if len(raw) > max_bytes + _PROOF_BYTES:
+            raise PayloadError(f"a chain answer of {len(raw)} bytes, more than {max_bytes} and its proof")
+        answer = decode_message(ChainAnswer, raw)
+        size = sum(map(len, answer.entries))
+        if len(answer.entries) > max_entries or size > max_bytes:
+            raise PayloadError(
+                f"a chain answer of {len(answer.entries)} entries and {size} bytes, more than "
+                f"{max_entries} entries or {max_bytes} bytes"
+            )
+        signed = chain_statement(request, answer, caller=self.name, answerer=self.peer)
+        self.verify(self.peer, answer.proof.certificate, signed, answer.proof.signature)
+        return answer
 
     def close(self) -> None:
         """Closes the connection."""

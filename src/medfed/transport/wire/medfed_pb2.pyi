@@ -285,3 +285,31 @@ class PeerProof(_message.Message):
     final: bool
     schema_version: int
     def __init__(self, certificate: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., final: _Optional[bool] = ..., schema_version: _Optional[int] = ...) -> None: ...
+
+class ChainRequest(_message.Message):
+    __slots__ = ("schema_version", "nonce", "job", "owner", "start")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    nonce: bytes
+    job: str
+    owner: str
+    start: int
+    def __init__(self, schema_version: _Optional[int] = ..., nonce: _Optional[bytes] = ..., job: _Optional[str] = ..., owner: _Optional[str] = ..., start: _Optional[int] = ...) -> None: ...
+
+class ChainAnswer(_message.Message):
+    __slots__ = ("entries", "length", "head", "proof", "schema_version")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedScalarFieldContainer[bytes]
+    length: int
+    head: str
+    proof: PeerProof
+    schema_version: int
+    def __init__(self, entries: _Optional[_Iterable[bytes]] = ..., length: _Optional[int] = ..., head: _Optional[str] = ..., proof: _Optional[_Union[PeerProof, _Mapping]] = ..., schema_version: _Optional[int] = ...) -> None: ...

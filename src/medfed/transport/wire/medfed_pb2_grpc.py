@@ -156,6 +156,11 @@ class PeerStub:
                 request_serializer=medfed_dot_transport_dot_wire_dot_medfed__pb2.ModelRequest.SerializeToString,
                 response_deserializer=medfed_dot_transport_dot_wire_dot_medfed__pb2.Chunk.FromString,
                 _registered_method=True)
+        self.FetchChain = channel.unary_unary(
+                '/medfed.v1.Peer/FetchChain',
+                request_serializer=medfed_dot_transport_dot_wire_dot_medfed__pb2.ChainRequest.SerializeToString,
+                response_deserializer=medfed_dot_transport_dot_wire_dot_medfed__pb2.ChainAnswer.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -168,6 +173,13 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchChain(self, request, context):
+        """Entries of a provenance chain the peer keeps (its own or a copy), from a position on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -175,6 +187,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.FetchModel,
                     request_deserializer=medfed_dot_transport_dot_wire_dot_medfed__pb2.ModelRequest.FromString,
                     response_serializer=medfed_dot_transport_dot_wire_dot_medfed__pb2.Chunk.SerializeToString,
+            ),
+            'FetchChain': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchChain,
+                    request_deserializer=medfed_dot_transport_dot_wire_dot_medfed__pb2.ChainRequest.FromString,
+                    response_serializer=medfed_dot_transport_dot_wire_dot_medfed__pb2.ChainAnswer.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -204,6 +221,33 @@ class Peer:
             '/medfed.v1.Peer/FetchModel',
             medfed_dot_transport_dot_wire_dot_medfed__pb2.ModelRequest.SerializeToString,
             medfed_dot_transport_dot_wire_dot_medfed__pb2.Chunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchChain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medfed.v1.Peer/FetchChain',
+            medfed_dot_transport_dot_wire_dot_medfed__pb2.ChainRequest.SerializeToString,
+            medfed_dot_transport_dot_wire_dot_medfed__pb2.ChainAnswer.FromString,
             options,
             channel_credentials,
             insecure,
