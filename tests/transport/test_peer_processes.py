@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from deploy_procs import SITES, Processes, free_port, make_data, make_kits, processes, wait_for
+from deploy_procs import SITES, free_port, make_data, make_kits, processes, wait_for
+from peer_procs import (
+    PEER_MODEL,
+    assert_same_weights,
+    peer_final,
+    peer_run_folder,
+    peer_state_dir,
+    start_peer,
+)
 from typer.testing import CliRunner
 
 from medfed.cli.app import app
 from medfed.models import build_model
-from medfed.orchestration.checkpoint import load_checkpoint
 from medfed.orchestration.site import cpu_weights
 from medfed.provision import revoke
-from medfed.types import Weights
 
 pytestmark = pytest.mark.integration  # starts real medfed processes
-
-MODEL = {"name": "unet", "params": {"channels": [4, 8], "strides": [2], "num_res_units": 0}}
 
 
 def _setup(
@@ -36,7 +39,7 @@ def _setup(
     settings = {
         "name": "p2p",
         "seed": 5,
-        "model": MODEL,
+        "model": PEER_MODEL,
         "training": {"local_epochs": 1, "batch_size": 4, "lr": 0.01},
         "federation": {"rounds": rounds, "topology": "braintorrent"},
         "call_timeout_s": 10,
@@ -45,29 +48,6 @@ def _setup(
     }
     job.write_text(yaml.safe_dump(settings))
     return kits, job, peers, data
-
-
-def _start(
-    group: Processes, kits: Path, job: Path, peers: Path, data: dict[str, Path], site: str
-) -> subprocess.Popen[bytes]:
-    state = kits.parent / "peer-state" / site
-    args = ["--kit", str(kits / site), "--job", str(job), "--data", str(data[site]), "--peers", str(peers)]
-    return group.start(site, "peer", *args, "--state-dir", str(state))
-
-
-def _run_folder(kits: Path, site: str) -> Path:
-    return kits.parent / "peer-state" / site / "peer" / "p2p"
-
-
-def _final(kits: Path, site: str) -> tuple[Weights, list[str]]:
-    checkpoint = load_checkpoint(_run_folder(kits, site) / "final.safetensors")
-    return checkpoint.server.weights, json.loads(checkpoint.metadata["consensus_of"])
-
-
-def _assert_same(first: Weights, second: Weights) -> None:
-    assert sorted(first) == sorted(second)
-    for name in first:
-        assert torch.equal(first[name], second[name]), name
 
 
 def _merged(log: str) -> list[str]:
@@ -79,7 +59,7 @@ def test_a_revoked_peer_is_refused_by_the_others(tmp_path: Path) -> None:
     kits, job, peers, data = _setup(tmp_path, rounds=2, finish_timeout_s=15)
     revoke(kits, "hospital_c")  # refreshes every kit's crl.pem
     with processes(tmp_path / "logs") as group:
-        running = [_start(group, kits, job, peers, data, site) for site in SITES]
+        running = [start_peer(group, kits, job, peers, data, site) for site in SITES]
         for site, process in zip(SITES, running, strict=True):
             assert process.wait(timeout=240) == 0, group.log(site)
     for site in ("hospital_a", "hospital_b"):
@@ -87,10 +67,10 @@ def test_a_revoked_peer_is_refused_by_the_others(tmp_path: Path) -> None:
         assert "refused a peer" in log and "revoked" in log, log
         assert "peer 'hospital_c' skipped: answer refused" in log and "revoked" in log, log
         assert not any("hospital_c" in merged for merged in _merged(log)), log
-        assert _final(kits, site)[1] == ["hospital_a", "hospital_b"]
-    _assert_same(_final(kits, "hospital_a")[0], _final(kits, "hospital_b")[0])
+        assert peer_final(kits, site)[1] == ["hospital_a", "hospital_b"]
+    assert_same_weights(peer_final(kits, "hospital_a")[0], peer_final(kits, "hospital_b")[0])
     assert "it refuses this site" in group.log("hospital_c")
-    assert _final(kits, "hospital_c")[1] == ["hospital_c"]
+    assert peer_final(kits, "hospital_c")[1] == ["hospital_c"]
 
 
 def test_an_offline_peer_is_skipped_catches_up_when_restarted_and_all_agree(tmp_path: Path) -> None:
@@ -99,8 +79,8 @@ def test_an_offline_peer_is_skipped_catches_up_when_restarted_and_all_agree(tmp_
     rounds = 5
     kits, job, peers, data = _setup(tmp_path, rounds=rounds, finish_timeout_s=180)
     with processes(tmp_path / "logs") as group:
-        running = {site: _start(group, kits, job, peers, data, site) for site in SITES}
-        checkpoints = _run_folder(kits, "hospital_c") / "checkpoints"
+        running = {site: start_peer(group, kits, job, peers, data, site) for site in SITES}
+        checkpoints = peer_run_folder(kits, "hospital_c") / "checkpoints"
         wait_for(lambda: list(checkpoints.glob("round_*")), timeout=180, what="hospital_c's first round")
         group.kill(running["hospital_c"])
         for site in ("hospital_a", "hospital_b"):
@@ -108,23 +88,23 @@ def test_an_offline_peer_is_skipped_catches_up_when_restarted_and_all_agree(tmp_
                 lambda site=site: f"round {rounds}: " in group.log(site), timeout=180, what=f"{site} done"
             )
             wait_for(lambda site=site: "peer 'hospital_c' skipped" in group.log(site), timeout=60)
-        running["hospital_c"] = _start(group, kits, job, peers, data, "hospital_c")
+        running["hospital_c"] = start_peer(group, kits, job, peers, data, "hospital_c")
         for site, process in running.items():
             assert process.wait(timeout=240) == 0, group.log(site)
     restarted = group.log("hospital_c").split("resuming after round", 1)
     assert len(restarted) == 2, group.log("hospital_c")
     assert any(f"'hospital_a': {rounds}" in merged for merged in _merged(restarted[1])), restarted[1]
     for site in SITES:
-        weights, members = _final(kits, site)
+        weights, members = peer_final(kits, site)
         assert members == SITES
-        _assert_same(weights, _final(kits, "hospital_a")[0])
-    initial = cpu_weights(build_model("unet", MODEL["params"], seed=5))
+        assert_same_weights(weights, peer_final(kits, "hospital_a")[0])
+    initial = cpu_weights(build_model("unet", PEER_MODEL["params"], seed=5))
     assert any(not torch.equal(initial[name], weights[name]) for name in initial)
     # Each peer kept its own chain (hospital_c's continued after its restart) and, fetched over
     # the Peer service, a copy of each other peer's: each state directory verifies on its own,
     # every merge's inputs included, and every copy is its owner's chain.
     for site in SITES:
-        state = kits.parent / "peer-state" / site
+        state = peer_state_dir(kits, site)
         chains = state / "provenance" / "p2p" / "peers"
         rounds_recorded = {
             json.loads(line)["round"] for line in (chains / f"{site}.jsonl").read_text().splitlines()
@@ -135,7 +115,7 @@ def test_an_offline_peer_is_skipped_catches_up_when_restarted_and_all_agree(tmp_
         assert "every merge's inputs are recorded" in verified.output
         assert "diverged" not in group.log(site) and "chain from" not in group.log(site), group.log(site)
         for owner in SITES:
-            owned = kits.parent / "peer-state" / owner / "provenance" / "p2p" / "peers" / f"{owner}.jsonl"
+            owned = peer_state_dir(kits, owner) / "provenance" / "p2p" / "peers" / f"{owner}.jsonl"
             assert (chains / f"{owner}.jsonl").read_bytes() == owned.read_bytes(), (site, owner)
 
 
@@ -144,13 +124,13 @@ def test_the_others_finish_without_a_peer_that_stays_offline(tmp_path: Path) -> 
     # after wait_for_peers_s, which must be well inside the bounded wait below
     kits, job, peers, data = _setup(tmp_path, rounds=3, finish_timeout_s=5, wait_for_peers_s=45)
     with processes(tmp_path / "logs") as group:
-        running = {site: _start(group, kits, job, peers, data, site) for site in SITES}
-        checkpoints = _run_folder(kits, "hospital_c") / "checkpoints"
+        running = {site: start_peer(group, kits, job, peers, data, site) for site in SITES}
+        checkpoints = peer_run_folder(kits, "hospital_c") / "checkpoints"
         wait_for(lambda: list(checkpoints.glob("round_*")), timeout=180, what="hospital_c's first round")
         group.kill(running.pop("hospital_c"))
         for site, process in running.items():
             assert process.wait(timeout=240) == 0, group.log(site)
     for site in running:
         assert "no final model from peer 'hospital_c'" in group.log(site)
-        assert _final(kits, site)[1] == ["hospital_a", "hospital_b"]
-    _assert_same(_final(kits, "hospital_a")[0], _final(kits, "hospital_b")[0])
+        assert peer_final(kits, site)[1] == ["hospital_a", "hospital_b"]
+    assert_same_weights(peer_final(kits, "hospital_a")[0], peer_final(kits, "hospital_b")[0])

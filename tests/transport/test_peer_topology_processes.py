@@ -8,15 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 from deploy_procs import SITES, free_port, make_data, make_kits, processes
-from test_peer_processes import (
-    MODEL,
-    _assert_same,
-    _final,
-    _gathered_chains,
-    _ledger_verify,
-    _start,
-)
+from peer_procs import PEER_MODEL, assert_same_weights, peer_final, peer_state_dir, start_peer
+from typer.testing import CliRunner
 
+from medfed.cli.app import app
 from medfed.privacy.dp.ledger import load_ledger
 from medfed.provenance.entries import Entry, parse_entry
 
@@ -34,7 +29,7 @@ def _run(tmp_path: Path, topology: dict[str, object], **job: object) -> Path:
     settings = {
         "name": "p2p",
         "seed": 5,
-        "model": MODEL,
+        "model": PEER_MODEL,
         "training": {"local_epochs": 1, "batch_size": 4, "lr": 0.01},
         "federation": {"rounds": ROUNDS, "topology": topology},
         "call_timeout_s": 10,
@@ -44,43 +39,48 @@ def _run(tmp_path: Path, topology: dict[str, object], **job: object) -> Path:
     }
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(settings))
     with processes(tmp_path / "logs") as group:
-        running = {site: _start(group, kits, tmp_path / "job.yaml", peers, data, site) for site in SITES}
+        running = {site: start_peer(group, kits, tmp_path / "job.yaml", peers, data, site) for site in SITES}
         for site, process in running.items():
             assert process.wait(timeout=300) == 0, group.log(site)
     for site in SITES:
-        weights, members = _final(kits, site)
+        weights, members = peer_final(kits, site)
         assert members == SITES, group.log(site)
-        _assert_same(weights, _final(kits, "hospital_a")[0])
+        assert_same_weights(weights, peer_final(kits, "hospital_a")[0])
     return kits
 
 
-def _chains(kits: Path, into: Path) -> dict[str, list[Entry]]:
-    """Every peer's chain, gathered into ``into`` and verified together: its entries by peer."""
-    chains = _gathered_chains(kits, into)
-    verified = _ledger_verify(chains)
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-    folder = chains / "provenance" / "p2p" / "peers"
+def _chains(kits: Path) -> dict[str, list[Entry]]:
+    """Every peer's chain as each site holds it after the run (its own and, replicated over the
+    Peer service, a copy of every other's): each state directory verifies on its own and all
+    hold the same chains. Its entries by peer."""
+    held = {}
+    for site in SITES:
+        state = peer_state_dir(kits, site)
+        verified = CliRunner().invoke(app, ["ledger", "verify", str(state)])
+        assert verified.exit_code == 0, (site, verified.output)
+        folder = state / "provenance" / "p2p" / "peers"
+        held[site] = {owner: (folder / f"{owner}.jsonl").read_bytes() for owner in SITES}
+        assert held[site] == held["hospital_a"], site
     return {
-        site: [parse_entry(line) for line in (folder / f"{site}.jsonl").read_bytes().splitlines()]
-        for site in SITES
+        owner: [parse_entry(line) for line in text.splitlines()] for owner, text in held["hospital_a"].items()
     }
 
 
 def test_cyclic_passes_one_model_in_the_job_s_random_order_with_dp_sgd(tmp_path: Path) -> None:
     privacy = {"epsilon": 50.0, "dp_sgd": {"noise": "fixed", "noise_multiplier": 1.0}}
     kits = _run(tmp_path, {"name": "cyclic", "order": "random"}, privacy=privacy)
-    entries = _chains(kits, tmp_path / "chains")
+    entries = _chains(kits)
     for site, chain in entries.items():  # one training per cycle, no merge: the model travels whole
         assert [(entry.kind, entry.round) for entry in chain] == [("update", 1), ("update", 2)], site
     for site in SITES:  # each DP-SGD training was charged to the site's own budget ledger
-        [ledger] = (kits.parent / "peer-state" / site / "privacy").glob(f"{site}-*.jsonl")
+        [ledger] = (peer_state_dir(kits, site) / "privacy").glob(f"{site}-*.jsonl")
         releases = load_ledger(ledger).releases
         assert len(releases) == ROUNDS, site
 
 
 def test_gossip_mixes_each_site_with_its_neighbours_every_round(tmp_path: Path) -> None:
     kits = _run(tmp_path, {"name": "gossip", "graph": "ring"})
-    entries = _chains(kits, tmp_path / "chains")
+    entries = _chains(kits)
     updates = {
         (e.signer, e.round): e.digest for chain in entries.values() for e in chain if e.kind == "update"
     }
