@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from medfed.data import SiteData
     from medfed.deployment.job import JobConfig
+    from medfed.deployment.peer_status import PeerJobStatus
     from medfed.deployment.provenance import LedgerKeys
     from medfed.deployment.site_policy import SitePolicy
     from medfed.provision import ClientKit, ServerKit
@@ -349,12 +350,19 @@ def status(
     state_dir: Annotated[Path, typer.Option(help="The server's --state-dir, or a site's.")],
 ) -> None:
     """Show a server's connected sites, current round and recent metrics; for a site's state
-    folder, the privacy each of its datasets has spent over every job."""
+    folder, the privacy each of its datasets has spent over every job, and a ``medfed peer``
+    site's rounds, peers' model versions, consensus and provenance chains."""
+    from medfed.deployment.peer_status import peer_jobs
     from medfed.deployment.status import STATUS_FILE, read_status
 
-    if not (state_dir / STATUS_FILE).exists() and (state_dir / "privacy").is_dir():
-        _site_privacy(state_dir)
-        return
+    if not (state_dir / STATUS_FILE).exists():
+        peers = peer_jobs(state_dir)
+        for job in peers:
+            _peer_job(job)
+        if (state_dir / "privacy").is_dir():
+            _site_privacy(state_dir)
+        if peers or (state_dir / "privacy").is_dir():
+            return
     now = read_status(state_dir)
     state = "finished" if now.finished else f"round {now.running_round or '-'} running"
     console.print(
@@ -375,6 +383,20 @@ def status(
         table.add_row(
             str(row.round), ", ".join(row.sites), *(f"{row.metrics.get(n, float('nan')):.4g}" for n in names)
         )
+    console.print(table)
+
+
+def _peer_job(job: PeerJobStatus) -> None:
+    consensus = "-" if job.consensus_of is None else ", ".join(job.consensus_of)
+    console.print(
+        f"peer job [bold]{job.job}[/bold]: {job.rounds_done} rounds done; final consensus of: {consensus}"
+    )
+    table = Table(title=f"Sites as this peer knows them ({job.job})")
+    for column in ("site", "model version", "chain entries held"):
+        table.add_column(column)
+    for site in sorted(job.versions.keys() | job.chain_entries.keys()):
+        version = job.versions.get(site)
+        table.add_row(site, "-" if version is None else str(version), str(job.chain_entries.get(site, "-")))
     console.print(table)
 
 

@@ -86,6 +86,8 @@ MAX_VERSION = 10**9
 """Largest model version a peer may announce (versions count trainings)."""
 MAX_MODEL_BYTES = 1 << 36
 """Largest model accepted from a peer (64 GiB): it must also match this site's model exactly."""
+PEER_DIR = "peer"
+"""The folder of a site's state folder that holds one folder per ``medfed peer`` job."""
 FINAL_FILE = "final.safetensors"
 """The consensus a site ends with, in its run folder."""
 
@@ -139,7 +141,7 @@ def run_peer(job: PeerJob, settings: PeerSettings, builder: SiteBuilder) -> Peer
     """
     job_json = job.job_json()
     site = builder.site_for(job_json)
-    folder = settings.state_dir / "peer" / job.name
+    folder = settings.state_dir / PEER_DIR / job.name
     state = _resumed(folder, settings, job_json) or PeerState.start(_initial_model(job), _sites(settings))
     chain = _chain(settings, job.name)
     copies = chain_copies(
