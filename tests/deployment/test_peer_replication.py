@@ -12,28 +12,25 @@ from pathlib import Path
 
 import grpc
 import pytest
+from peer_kits import kit_signer, peer_channel, serving_peer
 from typer.testing import CliRunner
 
 from medfed.cli.app import app
 from medfed.deployment.peer_replication import ChainCopies
 from medfed.deployment.provenance import LedgerKeys, keep_signers, ledger_folder
-from medfed.deployment.site_identity import PeerVerifier, ProvisionedIdentity
 from medfed.provenance import Ledger, LedgerError, append_signed, sign
 from medfed.provenance.chains import chain_path
 from medfed.provenance.entries import draft, entry_line
 from medfed.provenance.signers import load_key
 from medfed.provenance.verify import verify_chains
-from medfed.provision import CertificateGate, ProjectConfig, load_client_kit, provision, revoke
+from medfed.provision import ProjectConfig, load_client_kit, provision, revoke
 from medfed.transport.errors import AuthenticationError
 from medfed.transport.peer import (
     NONCE_BYTES,
     ChainRequest,
     ModelShelf,
     PeerChannel,
-    PeerServicer,
-    start_peer_server,
 )
-from medfed.transport.tls import server_credentials
 
 A, B, C = SITES = ["hospital_a", "hospital_b", "hospital_c"]
 JOB = "p2p"
@@ -50,12 +47,6 @@ def _keys(kits: Path, site: str) -> LedgerKeys:
     kit = load_client_kit(kits / site)
     assert kit.ledger_key and kit.signers and kit.crl
     return LedgerKeys(kit.ledger_key, kit.signers, kit.crl)
-
-
-def _gate(kits: Path, site: str) -> CertificateGate:
-    kit = load_client_kit(kits / site)
-    assert kit.crl is not None
-    return CertificateGate(kit.tls.ca_certificate, kit.crl)
 
 
 def _copies(kits: Path, states: Path, site: str, **limits: int) -> ChainCopies:
@@ -85,36 +76,15 @@ def _serving(
 ) -> Iterator[str]:
     """``site`` serving its chains on a free loopback port, signing ``tamper(what it should
     sign)``; yields its address."""
-    tls = load_client_kit(kits / site).tls
-    identity = ProvisionedIdentity(tls)
-    servicer = PeerServicer(
-        ModelShelf(),
-        name=site,
-        peers=[peer for peer in SITES if peer != site],
-        authenticate=_gate(kits, site),
-        sign=lambda data: (identity.certificate, identity.sign(tamper(data))),
-        chains=copies.serve if copies is not None else None,
-    )
-    server, port = start_peer_server(servicer, address="127.0.0.1:0", credentials=server_credentials(tls))
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.stop(grace=0).wait(timeout=10)
+    others = [peer for peer in SITES if peer != site]
+    chains = copies.serve if copies is not None else None
+    sign = kit_signer(kits, site, tamper)
+    with serving_peer(kits, site, ModelShelf(), peers=others, sign=sign, chains=chains) as address:
+        yield address
 
 
 def _channels(kits: Path, site: str, addresses: dict[str, str]) -> dict[str, PeerChannel]:
-    return {
-        peer: PeerChannel(
-            address,
-            name=site,
-            peer=peer,
-            tls=load_client_kit(kits / site).tls,
-            verify=PeerVerifier(_gate(kits, site)),
-            timeout_s=10,
-            limit=1 << 20,
-        )
-        for peer, address in addresses.items()
-    }
+    return {peer: peer_channel(kits, address, peer=peer, site=site) for peer, address in addresses.items()}
 
 
 @contextmanager

@@ -12,10 +12,11 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
+from peer_kits import kit_gate, kit_signer, peer_channel, serving_peer
 
 from medfed.deployment.peer import PeerLinks, PeerSettings
-from medfed.deployment.site_identity import PeerVerifier, ProvisionedIdentity
-from medfed.provision import CertificateGate, ProjectConfig, load_client_kit, provision, revoke
+from medfed.deployment.site_identity import PeerVerifier
+from medfed.provision import ProjectConfig, load_client_kit, provision, revoke
 from medfed.transport.errors import AuthenticationError, PayloadError
 from medfed.transport.payload import encode_result
 from medfed.transport.peer import (
@@ -23,14 +24,11 @@ from medfed.transport.peer import (
     ModelRequest,
     ModelShelf,
     PeerChannel,
-    PeerServicer,
     PublishedModel,
     Signer,
     parse_model_request,
-    start_peer_server,
 )
 from medfed.transport.protobuf import Kind, encode_message
-from medfed.transport.tls import server_credentials
 from medfed.types import TrainResult
 
 SITES = ["hospital_a", "hospital_b", "hospital_c"]
@@ -51,17 +49,6 @@ def kits(tmp_path: Path) -> Path:
     return tmp_path / "kits"
 
 
-def _gate(kits: Path, site: str) -> CertificateGate:
-    kit = load_client_kit(kits / site)
-    assert kit.crl is not None
-    return CertificateGate(kit.tls.ca_certificate, kit.crl)
-
-
-def _signer(kits: Path, site: str) -> Signer:
-    identity = ProvisionedIdentity(load_client_kit(kits / site).tls)
-    return lambda data: (identity.certificate, identity.sign(data))
-
-
 @contextmanager
 def _serving(
     kits: Path,
@@ -71,31 +58,12 @@ def _serving(
     peers: tuple[str, ...] = ("hospital_b", "hospital_c"),
 ) -> Iterator[str]:
     """hospital_a serving ``shelf`` to ``peers`` on a free loopback port; yields its address."""
-    tls = load_client_kit(kits / "hospital_a").tls
-    servicer = PeerServicer(
-        shelf,
-        name="hospital_a",
-        peers=peers,
-        authenticate=_gate(kits, "hospital_a"),
-        sign=sign or _signer(kits, "hospital_a"),
-    )
-    server, port = start_peer_server(servicer, address="127.0.0.1:0", credentials=server_credentials(tls))
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.stop(grace=0).wait(timeout=10)
+    with serving_peer(kits, "hospital_a", shelf, peers=peers, sign=sign) as address:
+        yield address
 
 
 def _channel(kits: Path, address: str, *, peer: str = "hospital_a", site: str = "hospital_b") -> PeerChannel:
-    return PeerChannel(
-        address,
-        name=site,
-        peer=peer,
-        tls=load_client_kit(kits / site).tls,
-        verify=PeerVerifier(_gate(kits, site)),
-        timeout_s=10,
-        limit=1 << 20,
-    )
+    return peer_channel(kits, address, peer=peer, site=site)
 
 
 def test_a_shelf_sends_only_newer_models_and_final_ones_when_asked() -> None:
@@ -181,7 +149,7 @@ def test_a_revoked_answering_peer_is_refused_by_the_caller(kits: Path) -> None:
 
 
 def test_an_answer_signed_over_other_bytes_is_refused(kits: Path) -> None:
-    honest = _signer(kits, "hospital_a")
+    honest = kit_signer(kits, "hospital_a")
     shelf = ModelShelf()
     shelf.publish(PublishedModel(1, _payload(1)))
     with _serving(
@@ -207,9 +175,9 @@ def _links(kits: Path, address: str) -> PeerLinks:
         listen="127.0.0.1:0",
         state_dir=kits,
         tls=kit.tls,
-        authenticate=_gate(kits, "hospital_b"),
-        verify=PeerVerifier(_gate(kits, "hospital_b")),
-        sign=_signer(kits, "hospital_b"),
+        authenticate=kit_gate(kits, "hospital_b"),
+        verify=PeerVerifier(kit_gate(kits, "hospital_b")),
+        sign=kit_signer(kits, "hospital_b"),
     )
     return PeerLinks(settings, timeout_s=10)
 
