@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import replace
 
 import pytest
@@ -166,23 +166,28 @@ def _shelf(site: str, version: int, value: float) -> ModelShelf:
     return shelf
 
 
+def _site_b(shelves: dict[str, ModelShelf], *, save: Callable[[PeerState], None]) -> PeerSite:
+    """Site b over in-memory links to the ``shelves`` (peers that answer at once)."""
+    return PeerSite(
+        name="b",
+        links=ShelfLinks("b", shelves, ()),
+        grid=FakeGrid({"b": OFFSETS["b"]}, {"b": SAMPLES["b"]}, set()),
+        shelf=shelves["b"],
+        chain=None,
+        save=save,
+        await_peers=lambda done: None,
+        wait_s=30,
+        poll_s=0.01,
+    )
+
+
 def test_a_cyclic_site_whose_turn_passed_skips_it_and_ignores_a_peer_announcing_another_s_step() -> None:
     """b comes back after a trained step 4 (fixed order a b c: b's steps are 2 and 5). It skips
     step 2 and trains a's model at step 5; c announces step 5, b's own, and is ignored (else b
     would believe its step 5 passed too)."""
     shelves = {"a": _shelf("a", 4, 7.0), "b": ModelShelf(), "c": _shelf("c", 5, 100.0)}
     saved: list[int] = []
-    site = PeerSite(
-        name="b",
-        links=ShelfLinks("b", shelves, ()),
-        grid=FakeGrid({"b": OFFSETS["b"]}, {"b": SAMPLES["b"]}, set()),
-        shelf=shelves["b"],
-        chain=None,
-        save=lambda state: saved.append(state.round),
-        await_peers=lambda done: None,
-        wait_s=30,
-        poll_s=0.01,
-    )
+    site = _site_b(shelves, save=lambda state: saved.append(state.round))
     final = run_rounds(CyclicTransfer(seed=0), PeerState.start(START, ["a", "b", "c"]), site, rounds=2)
     assert saved == [1, 2] and final.versions["b"] == 5 and final.holder == "b"
     assert torch.equal(final.models["b"]["w"], torch.full((2,), 7.0 + OFFSETS["b"]))
@@ -202,17 +207,7 @@ def test_a_restarted_gossip_site_mixes_with_its_neighbours_rounds_and_serves_onl
         for version, value in zip((2, 3), values, strict=True):
             result = TrainResult(peer, version, {"w": torch.full((2,), value)}, SAMPLES[peer])
             shelves[peer].publish(PublishedModel(version, encode_result(result)))
-    site = PeerSite(
-        name="b",
-        links=ShelfLinks("b", shelves, ()),
-        grid=FakeGrid({"b": OFFSETS["b"]}, {"b": SAMPLES["b"]}, set()),
-        shelf=shelves["b"],
-        chain=None,
-        save=lambda state: None,
-        await_peers=lambda done: None,
-        wait_s=30,
-        poll_s=0.01,
-    )
+    site = _site_b(shelves, save=lambda state: None)
     final = run_rounds(topology, resumed, site, rounds=3)
     # round 2: (1 + 2 + 10 + 30) / 3 = 43 / 3; round 3: (43 / 3 + 2 + 20 + 40) / 3 = 229 / 9
     assert final.round == 3 and float(final.models["b"]["w"][0]) == pytest.approx(229 / 9)
