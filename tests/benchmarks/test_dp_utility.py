@@ -131,7 +131,7 @@ def test_slices_train_the_3d_family_on_2d_slices_and_leave_2d_families_alone(tmp
     assert dp_utility.parse(["--slices", "coronal"]).slices == "coronal"
 
 
-def test_full_size_gives_brain_lesion_sites_of_hundreds_of_cases(tmp_path: Path) -> None:
+def test_full_size_gives_brain_lesion_larger_images_and_sites_of_hundreds_of_cases(tmp_path: Path) -> None:
     full = dp_utility.SIZES["full"]
     lesion = dp_utility.cell_config(
         dp_utility.Cell("brain_lesion", "fixed", 8.0, 0), full, dp_utility.Recipe(), tmp_path
@@ -141,7 +141,11 @@ def test_full_size_gives_brain_lesion_sites_of_hundreds_of_cases(tmp_path: Path)
     )
     assert lesion.data.synthetic is not None and skin.data.synthetic is not None
     assert lesion.data.synthetic.cases_scale == full.family_cases_scale["brain_lesion"] > full.cases_scale
-    assert skin.data.synthetic.cases_scale == full.cases_scale
+    assert lesion.data.synthetic.image_size == full.family_image_size["brain_lesion"] > full.image_size
+    assert (skin.data.synthetic.cases_scale, skin.data.synthetic.image_size) == (
+        full.cases_scale,
+        full.image_size,
+    )
     assert dp_utility.SIZES["small"].of("brain_lesion") == dp_utility.SIZES["small"]  # CI stays small
 
 
