@@ -169,6 +169,8 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
+    # more DP steps per round (16-28 instead of 1-2): adaptive DP 0.16x -> 0.91x of non-private Dice
+    "kidney_ct": Recipe(dp_batch=16, dp_epochs=4),
     # 4-7 DP steps per round instead of 1-2: adaptive DP 0.89x -> 1.05x of non-private Dice
     "brain_tumour_mpmri": Recipe(dp_batch=16),
 }
