@@ -461,7 +461,7 @@ def pretrained_weights(
     if path.exists():
         return load_file(path)
     sites = generate_federation(
-        public_sites(synthetic.family, config.data.synthetic.cases_scale),  # type: ignore[union-attr]
+        public_sites(synthetic.family, synthetic.cases_scale),
         folder / f"{synthetic.family}-seed{config.seed}-data",
         image_size=synthetic.image_size,
         dims=synthetic.dims,
