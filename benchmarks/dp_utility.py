@@ -610,6 +610,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("runs/dp_utility"))
     # the recipe's flags default to None: the family's recipe (RECIPES) then holds
     parser.add_argument("--local-epochs", type=int, help="non-private local epochs per round")
+    parser.add_argument("--lr", type=float, help="non-private Adam learning rate")
     parser.add_argument("--dp-batch", type=int)
     parser.add_argument("--dp-epochs", type=int)
     parser.add_argument("--dp-lr", type=float)
@@ -647,6 +648,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 _FLAGS = {
     "local_epochs": "local_epochs",
+    "lr": "lr",
     "dp_batch": "dp_batch",
     "dp_epochs": "dp_epochs",
     "dp_lr": "dp_lr",

@@ -156,10 +156,10 @@ def test_a_family_runs_its_own_recipe_unless_a_flag_says_otherwise() -> None:
     args = dp_utility.parse([])
     assert dp_utility.recipe_for(family, dp_utility.recipe_flags(args), pretrained=pretrained) == recipe
     flags = dp_utility.recipe_flags(
-        dp_utility.parse(["--dp-batch", "8", "--views", "2", "--local-epochs", "3"])
+        dp_utility.parse(["--dp-batch", "8", "--views", "2", "--local-epochs", "3", "--lr", "0.1"])
     )
-    assert flags == {"dp_batch": 8, "augmentation_multiplicity": 2, "local_epochs": 3}
-    expected = replace(recipe, dp_batch=8, augmentation_multiplicity=2, local_epochs=3)
+    assert flags == {"dp_batch": 8, "augmentation_multiplicity": 2, "local_epochs": 3, "lr": 0.1}
+    expected = replace(recipe, dp_batch=8, augmentation_multiplicity=2, local_epochs=3, lr=0.1)
     assert dp_utility.recipe_for(family, flags, pretrained=pretrained) == expected
     assert dp_utility.recipe_for("no_recipe_family", {}) == dp_utility.Recipe()
     assert dp_utility.recipe_for("kidney_ct", {}, pretrained=True) == dp_utility.Recipe()
