@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from medfed.privacy.dp.accounting import Accountant, epsilon_spent
 from medfed.privacy.dp.ledger import load_ledger
 
 ARGS = ["--size", "small", "--families", "brain_lesion", "--epsilons", "8", "--seeds", "0", "--rounds", "1"]
+ARGS += ["--dp-epochs", "1"]  # the smallest recipe, whatever brain_lesion's measured one is
 
 
 def test_small_run_writes_cells_table_plot_and_resumes(
@@ -128,3 +130,36 @@ def test_slices_train_the_3d_family_on_2d_slices_and_leave_2d_families_alone(tmp
     assert kidney.model.slices == "axial" and kidney.model.network_dims(3) == 2
     assert skin.model.slices is None
     assert dp_utility.parse(["--slices", "coronal"]).slices == "coronal"
+
+
+def test_full_size_gives_brain_lesion_larger_images_and_sites_of_hundreds_of_cases(tmp_path: Path) -> None:
+    full = dp_utility.SIZES["full"]
+    lesion = dp_utility.cell_config(
+        dp_utility.Cell("brain_lesion", "fixed", 8.0, 0), full, dp_utility.Recipe(), tmp_path
+    )
+    skin = dp_utility.cell_config(
+        dp_utility.Cell("skin_lesion", "fixed", 8.0, 0), full, dp_utility.Recipe(), tmp_path
+    )
+    assert lesion.data.synthetic is not None and skin.data.synthetic is not None
+    assert lesion.data.synthetic.cases_scale == full.family_cases_scale["brain_lesion"] > full.cases_scale
+    assert lesion.data.synthetic.image_size == full.family_image_size["brain_lesion"] > full.image_size
+    assert (skin.data.synthetic.cases_scale, skin.data.synthetic.image_size) == (
+        full.cases_scale,
+        full.image_size,
+    )
+    assert dp_utility.SIZES["small"].of("brain_lesion") == dp_utility.SIZES["small"]  # CI stays small
+
+
+def test_a_family_runs_its_own_recipe_unless_a_flag_says_otherwise() -> None:
+    (family, pretrained), recipe = next(iter(dp_utility.RECIPES.items()))
+    assert recipe != dp_utility.Recipe()
+    args = dp_utility.parse([])
+    assert dp_utility.recipe_for(family, dp_utility.recipe_flags(args), pretrained=pretrained) == recipe
+    flags = dp_utility.recipe_flags(
+        dp_utility.parse(["--dp-batch", "8", "--views", "2", "--local-epochs", "3", "--lr", "0.1"])
+    )
+    assert flags == {"dp_batch": 8, "augmentation_multiplicity": 2, "local_epochs": 3, "lr": 0.1}
+    expected = replace(recipe, dp_batch=8, augmentation_multiplicity=2, local_epochs=3, lr=0.1)
+    assert dp_utility.recipe_for(family, flags, pretrained=pretrained) == expected
+    assert dp_utility.recipe_for("no_recipe_family", {}) == dp_utility.Recipe()
+    assert dp_utility.recipe_for("kidney_ct", {}, pretrained=True) == dp_utility.Recipe()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -183,6 +183,30 @@ def test_public_sites_use_scanners_no_default_site_uses(name: str) -> None:
     for site in public:
         assert replace(site, name="", num_cases=1) not in anonymous  # type: ignore[type-var]
         assert type(site).family == name
+
+
+def _numbers(value: object) -> list[float]:
+    """Every float and int of a site spec's profile (its case count excluded), depth first."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return [x for f in fields(value) if f.name != "num_cases" for x in _numbers(getattr(value, f.name))]
+    if isinstance(value, tuple):
+        return [x for item in value for x in _numbers(item)]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [float(value)]
+    return []
+
+
+@pytest.mark.parametrize("name", ["brain_lesion", "skin_lesion", "kidney_ct", "brain_tumour_mpmri"])
+def test_public_site_numbers_are_midpoints_of_their_pair(name: str) -> None:
+    """Every number of ``public_k``'s profile (geometry too: kidney_ct's field of view and
+    coverage) is the midpoint of training sites ``k`` and ``k + 1``: none is copied from a
+    private site."""
+    family = FAMILIES.create(name)
+    training = [site for site in family.sites if site.name != family.unseen_site]
+    for index, public in enumerate(public_sites(name)):
+        first, second = _numbers(training[index]), _numbers(training[index + 1])
+        expected = [(a + b) / 2 for a, b in zip(first, second, strict=True)]
+        assert _numbers(public) == pytest.approx(expected)
 
 
 def test_public_site_is_the_midpoint_of_two_training_sites() -> None:

@@ -240,15 +240,15 @@ def _ellipsoid(x: np.ndarray, y: np.ndarray, z: np.ndarray, axes: tuple[float, f
 
 DEFAULT_SITES: tuple[KidneySite, ...] = (
     # Nephrographic phase, soft kernel, moderate dose.
-    KidneySite("hospital_a", 300, CTProtocol(260, 160, 0.6, 12.0, 160.0, 150.0), 0.9, (12.0, 35.0)),
+    KidneySite("hospital_a", 300, CTProtocol(260.0, 160.0, 0.6, 12.0, 160.0, 150.0), 0.9, (12.0, 35.0)),
     # Corticomedullary phase (bright cortex, dark medulla), sharp kernel, thin coverage.
-    KidneySite("hospital_b", 250, CTProtocol(240, 140, 0.2, 20.0, 190.0, 90.0), 0.85, (12.0, 35.0)),
+    KidneySite("hospital_b", 250, CTProtocol(240.0, 140.0, 0.2, 20.0, 190.0, 90.0), 0.85, (12.0, 35.0)),
     # Large field of view and long coverage, very soft kernel, low noise; larger tumours.
-    KidneySite("hospital_c", 200, CTProtocol(320, 200, 1.0, 8.0, 140.0, 135.0), 0.9, (18.0, 45.0)),
+    KidneySite("hospital_c", 200, CTProtocol(320.0, 200.0, 1.0, 8.0, 140.0, 135.0), 0.9, (18.0, 45.0)),
     # Low-dose corticomedullary scans covering only the kidneys' middle.
-    KidneySite("hospital_d", 150, CTProtocol(280, 120, 0.5, 30.0, 175.0, 80.0), 0.8, (12.0, 30.0)),
+    KidneySite("hospital_d", 150, CTProtocol(280.0, 120.0, 0.5, 30.0, 175.0, 80.0), 0.8, (12.0, 30.0)),
     # The unseen hospital: late nephrographic phase (weaker enhancement), its own geometry.
-    KidneySite("hospital_e", 200, CTProtocol(300, 180, 0.7, 15.0, 130.0, 125.0), 0.9, (12.0, 40.0)),
+    KidneySite("hospital_e", 200, CTProtocol(300.0, 180.0, 0.7, 15.0, 130.0, 125.0), 0.9, (12.0, 40.0)),
 )
 """Five hospitals; ``hospital_e`` is meant to stay unseen."""
 
