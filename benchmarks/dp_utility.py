@@ -554,6 +554,16 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def legend_label(method: str, start: str, rows: Sequence[dict[str, Any]]) -> str:
+    """The plot's name of ``method``'s line; the paper's mechanism is plotted at the epsilon it
+    claims, so its label states the largest epsilon it really satisfies."""
+    label = method if start == "scratch" else f"{method}, pretrained"
+    real = [r["real_epsilon"] for r in rows if r["method"] == "paper" and r["start"] == start]
+    if method == "paper" and real:
+        label += f" (real epsilon {max(real):g})"
+    return label
+
+
 def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """Dice vs epsilon per method (the non-private Dice as a dashed line), one column per
     family, own sites on top and the unseen site below."""
@@ -574,7 +584,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
                         for r in rows
                         if r["family"] == family and r["method"] == method and r["start"] == start
                     )
-                    label = method if start == "scratch" else f"{method}, pretrained"
+                    label = legend_label(method, start, rows)
                     if method == "nonprivate" and points:
                         axis.axhline(
                             points[0][1],

@@ -166,3 +166,12 @@ def test_the_table_reports_adaptive_minus_fixed_at_each_epsilon() -> None:
     text = dp_utility.format_table(rows)
     assert "+0.050 / -0.020" in text
     assert "adaptive >= fixed at every epsilon (1, 8): MISSED" in text
+
+
+def test_the_plot_names_the_paper_mechanisms_real_epsilon() -> None:
+    rows = dp_utility.table(
+        [{**_result("paper", 8.0, 0.7, 0.6), "real_epsilon": math.inf}, _result("fixed", 8.0, 0.7, 0.6)]
+    )
+    assert dp_utility.legend_label("paper", "scratch", rows) == "paper (real epsilon inf)"
+    assert dp_utility.legend_label("fixed", "scratch", rows) == "fixed"
+    assert dp_utility.legend_label("paper", "pretrained", rows) == "paper, pretrained"
