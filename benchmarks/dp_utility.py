@@ -687,13 +687,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     rows = table(results)
     text = format_table(rows)
     print(text)
-    summary = {
-        "size": asdict(size),
-        "recipe": asdict(recipe),
-        "clip_search": search,
-        "rows": rows,
-        "adaptive_vs_fixed": adaptive_vs_fixed(rows),
-    }
+    summary = {"size": asdict(size), "recipe": asdict(recipe), "clip_search": search, "rows": rows}
     atomic_write(args.out / "dp_utility.json", json.dumps(summary, indent=1, default=_json).encode())
     (args.out / "dp_utility.md").write_text(text + "\n")
     plot(rows, args.out / "dp_utility.png")
