@@ -600,7 +600,11 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
             axis.set_xlabel("epsilon (delta 1e-5, per case)")
             axis.set_ylabel("Dice")
             axis.set_ylim(0, 1)
-    axes[0][0].legend(fontsize=8)
+    handles: dict[str, Any] = {}  # every method of every family, once: a family may lack one
+    for axis in axes.flat:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    axes[0][0].legend(list(handles.values()), list(handles), fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)

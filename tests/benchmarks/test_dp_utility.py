@@ -125,6 +125,23 @@ def test_the_plot_names_the_paper_mechanisms_real_epsilon() -> None:
     assert dp_utility.legend_label("paper", "pretrained", rows) == "paper, pretrained"
 
 
+def test_the_plots_legend_names_every_method_of_every_family(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.figure import Figure
+
+    legends: list[list[str]] = []
+
+    def save(figure: Figure, *args: object, **kwargs: object) -> None:
+        legends.append([text.get_text() for text in figure.axes[0].get_legend().get_texts()])
+
+    monkeypatch.setattr(Figure, "savefig", save)
+    results = [_result("nonprivate", None, 0.8, 0.7), _result("fixed", 8.0, 0.7, 0.6)]
+    paper = {**_result("paper", 8.0, 0.7, 0.6), "family": "zz_family", "real_epsilon": math.inf}
+    dp_utility.plot(dp_utility.table([*results, paper]), tmp_path / "plot.png")
+    assert legends == [["nonprivate", "fixed", "paper (real epsilon inf)"]]
+
+
 def test_the_recipe_knobs_are_the_users_config_fields(tmp_path: Path) -> None:
     recipe = dp_utility.Recipe(
         norm="group", weight_standardization=True, augmentation_multiplicity=3, ema=0.9
