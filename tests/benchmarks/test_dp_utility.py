@@ -80,6 +80,70 @@ def test_percentile_threshold() -> None:
     assert percentile_threshold(torch.empty(0), 50.0) == 1.0
 
 
+def _result(method: str, epsilon: float | None, own: float, unseen: float) -> dict[str, object]:
+    spent = {} if epsilon is None else {"site_a": epsilon}
+    return {
+        "family": "skin_lesion",
+        "method": method,
+        "epsilon": epsilon,
+        "dice_own": own,
+        "dice_unseen": unseen,
+        "epsilon_spent": spent,
+        "seconds": 10.0,
+        "cpu_seconds": 4.0,
+    }
+
+
+def test_the_table_reports_adaptive_minus_fixed_at_each_epsilon() -> None:
+    results = [
+        _result("nonprivate", None, 0.8, 0.7),
+        _result("fixed", 1.0, 0.50, 0.40),
+        _result("adaptive", 1.0, 0.55, 0.38),
+        _result("fixed", 8.0, 0.70, 0.60),
+        _result("adaptive", 8.0, 0.72, 0.65),
+    ]
+    rows = dp_utility.table(results)
+
+    adaptive = {r["epsilon"]: r for r in rows if r["method"] == "adaptive"}
+    assert adaptive[1.0]["margin_own"] == pytest.approx(0.05)
+    assert adaptive[1.0]["margin_unseen"] == pytest.approx(-0.02)
+    assert adaptive[8.0]["margin_unseen"] == pytest.approx(0.05)
+    assert all(r["margin_own"] is None for r in rows if r["method"] != "adaptive")
+    assert [r["cpu_seconds"] for r in rows] == [4.0] * 5
+    (verdict,) = dp_utility.adaptive_vs_fixed(rows)
+    assert verdict["epsilons"] == [1.0, 8.0] and not verdict["met"]
+    assert (verdict["min_margin_own"], verdict["min_margin_unseen"]) == pytest.approx((0.02, -0.02))
+    text = dp_utility.format_table(rows)
+    assert "+0.050 / -0.020" in text
+    assert "adaptive >= fixed at every epsilon (1, 8): MISSED" in text
+
+
+def test_the_plot_names_the_paper_mechanisms_real_epsilon() -> None:
+    rows = dp_utility.table(
+        [{**_result("paper", 8.0, 0.7, 0.6), "real_epsilon": math.inf}, _result("fixed", 8.0, 0.7, 0.6)]
+    )
+    assert dp_utility.legend_label("paper", "scratch", rows) == "paper (real epsilon inf)"
+    assert dp_utility.legend_label("fixed", "scratch", rows) == "fixed"
+    assert dp_utility.legend_label("paper", "pretrained", rows) == "paper, pretrained"
+
+
+def test_the_plots_legend_names_every_method_of_every_family(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.figure import Figure
+
+    legends: list[list[str]] = []
+
+    def save(figure: Figure, *args: object, **kwargs: object) -> None:
+        legends.append([text.get_text() for text in figure.axes[0].get_legend().get_texts()])
+
+    monkeypatch.setattr(Figure, "savefig", save)
+    results = [_result("nonprivate", None, 0.8, 0.7), _result("fixed", 8.0, 0.7, 0.6)]
+    paper = {**_result("paper", 8.0, 0.7, 0.6), "family": "zz_family", "real_epsilon": math.inf}
+    dp_utility.plot(dp_utility.table([*results, paper]), tmp_path / "plot.png")
+    assert legends == [["nonprivate", "fixed", "paper (real epsilon inf)"]]
+
+
 def test_the_recipe_knobs_are_the_users_config_fields(tmp_path: Path) -> None:
     recipe = dp_utility.Recipe(
         norm="group", weight_standardization=True, augmentation_multiplicity=3, ema=0.9
