@@ -227,3 +227,5 @@ def test_a_family_runs_its_own_recipe_unless_a_flag_says_otherwise() -> None:
     assert dp_utility.recipe_for(family, flags, pretrained=pretrained) == expected
     assert dp_utility.recipe_for("no_recipe_family", {}) == dp_utility.Recipe()
     assert dp_utility.recipe_for("kidney_ct", {}, pretrained=True) == dp_utility.Recipe()
+    skin = dp_utility.recipe_for("skin_lesion", {})  # the recipe that met the target from scratch
+    assert (skin.dp_batch, skin.norm, skin.weight_standardization) == (16, "group", True)
