@@ -41,7 +41,7 @@ from medfed.deployment.client import check_certificate
 from medfed.deployment.peer_job import PeerJob
 from medfed.deployment.peer_ledger import PeerChain
 from medfed.deployment.peer_replication import ChainCopies, chain_copies
-from medfed.deployment.peer_topologies import PeerSite, opening_shelf, run_rounds
+from medfed.deployment.peer_topologies import PeerSite, opening_shelf, publish_model, run_rounds
 from medfed.deployment.provenance import LedgerKeys, keep_signers, ledger_folder
 from medfed.deployment.site_builder import SiteBuilder
 from medfed.errors import CheckpointError, MedfedError, UpdateRejected
@@ -60,9 +60,9 @@ from medfed.orchestration.topologies import build_topology
 from medfed.orchestration.validation import validate_result
 from medfed.privacy.setup import prepare_model
 from medfed.topology.braintorrent import BrainTorrent
-from medfed.topology.peers import PeerRound, PeerState, as_sent, restored_state, saved_states
+from medfed.topology.peers import PeerRound, PeerState, restored_state, saved_states
 from medfed.transport.errors import AuthenticationError, PayloadError, TransportError
-from medfed.transport.payload import decode_result, encode_result
+from medfed.transport.payload import decode_result
 from medfed.transport.peer import (
     NONCE_BYTES,
     ModelRequest,
@@ -70,9 +70,9 @@ from medfed.transport.peer import (
     PeerAnswer,
     PeerChannel,
     PeerServicer,
-    PublishedModel,
     Signer,
     Verifier,
+    call_failure,
     start_peer_server,
 )
 from medfed.transport.protobuf import Kind
@@ -169,13 +169,10 @@ def run_peer(job: PeerJob, settings: PeerSettings, builder: SiteBuilder) -> Peer
             if chain is not None:
                 chain.record(pulled, state.round)
             _save_round(folder, state, settings.name, job, job_json)
-            shelf.publish(
-                PublishedModel(state.versions[settings.name], encode_result(as_sent(state, settings.name)))
-            )
+            publish_model(shelf, state, settings.name)
             if copies is not None:
                 copies.update(links.channels, offline=links.unreachable)
-        final = as_sent(state, settings.name)
-        shelf.publish(PublishedModel(final.round, encode_result(final), final=True))
+        final = publish_model(shelf, state, settings.name, final=True)
         finals = _final_models(final, links, job.finish_timeout_s, settings.poll_s)
         if copies is not None:
             copies.update(links.channels, offline=links.unreachable)  # complete once final
@@ -317,7 +314,7 @@ class PeerLinks:
         except grpc.RpcError as error:
             if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 self.unreachable.add(peer)
-            self._trouble_with(peer, _call_failure(error))
+            self._trouble_with(peer, call_failure(error))
             return None
         except (PayloadError, AuthenticationError) as error:
             self._trouble_with(peer, f"answer refused: {error}")
@@ -337,18 +334,6 @@ class PeerLinks:
         """Closes every connection."""
         for channel in self.channels.values():
             channel.close()
-
-
-def _call_failure(error: grpc.RpcError) -> str:
-    """A failed call, for the log."""
-    code = error.code()
-    if code is grpc.StatusCode.UNAVAILABLE:
-        return f"offline or unreachable, or its certificate refused in the TLS handshake ({error.details()})"
-    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return "no answer within call_timeout_s"
-    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        return f"it refuses this site: {error.details()}"
-    return f"{code.name}: {error.details()}"
 
 
 def _chain(settings: PeerSettings, job: str) -> PeerChain | None:

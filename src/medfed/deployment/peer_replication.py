@@ -40,6 +40,7 @@ from medfed.transport.peer import (
     ChainAnswer,
     ChainRequest,
     PeerChannel,
+    call_failure,
 )
 
 logger = logging.getLogger(__name__)
@@ -141,12 +142,11 @@ class ChainCopies:
                 self._report(owner, channel.peer, logging.WARNING, f"provenance: diverged: {error}")
                 return True
             except grpc.RpcError as error:
-                problem = f"{error.code().name}: {error.details()}"
                 self._report(
                     owner,
                     channel.peer,
                     logging.INFO,
-                    f"{owner}'s chain not fetched from {channel.peer}: {problem}",
+                    f"{owner}'s chain not fetched from {channel.peer}: {call_failure(error)}",
                 )
                 return False
             except (PayloadError, AuthenticationError, LedgerError) as error:

@@ -92,8 +92,15 @@ class PeerSite:
 
     def publish(self, state: PeerState) -> None:
         """Serves this site's model in ``state`` under its version."""
-        sent = as_sent(state, self.name)
-        self.shelf.publish(PublishedModel(sent.round, encode_result(sent)))
+        publish_model(self.shelf, state, self.name)
+
+
+def publish_model(shelf: ModelShelf, state: PeerState, me: str, *, final: bool = False) -> TrainResult:
+    """Serves ``me``'s model in ``state`` on ``shelf`` under its version (``final``: as its final
+    model); returns it as sent."""
+    sent = as_sent(state, me)
+    shelf.publish(PublishedModel(sent.round, encode_result(sent), final=final))
+    return sent
 
 
 def opening_shelf(topology: Topology, state: PeerState, me: str) -> ModelShelf:
@@ -102,8 +109,7 @@ def opening_shelf(topology: Topology, state: PeerState, me: str) -> ModelShelf:
     if isinstance(topology, Gossip):
         return ModelShelf(keep=2)
     shelf = ModelShelf()
-    sent = as_sent(state, me)
-    shelf.publish(PublishedModel(sent.round, encode_result(sent)))
+    publish_model(shelf, state, me)
     return shelf
 
 

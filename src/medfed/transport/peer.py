@@ -480,3 +480,15 @@ class PeerChannel:
     def close(self) -> None:
         """Closes the connection."""
         self._channel.close()
+
+
+def call_failure(error: grpc.RpcError) -> str:
+    """A failed call to a peer, for the log."""
+    code = error.code()
+    if code is grpc.StatusCode.UNAVAILABLE:
+        return f"offline or unreachable, or its certificate refused in the TLS handshake ({error.details()})"
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "no answer within call_timeout_s"
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return f"it refuses this site: {error.details()}"
+    return f"{code.name}: {error.details()}"
