@@ -82,6 +82,10 @@ def test_an_offline_peer_is_skipped_catches_up_when_restarted_and_all_agree(tmp_
         running = {site: start_peer(group, kits, job, peers, data, site) for site in SITES}
         checkpoints = peer_run_folder(kits, "hospital_c") / "checkpoints"
         wait_for(lambda: list(checkpoints.glob("round_*")), timeout=180, what="hospital_c's first round")
+        # killed only once the others started their rounds: a peer that never reached hospital_c
+        # would wait wait_for_peers_s (600 s here) for it before its first round
+        for site in ("hospital_a", "hospital_b"):
+            wait_for(lambda site=site: "round 1: " in group.log(site), timeout=180, what=f"{site}'s round 1")
         group.kill(running["hospital_c"])
         for site in ("hospital_a", "hospital_b"):
             wait_for(
