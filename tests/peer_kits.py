@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from medfed.deployment.peer import PeerLinks, PeerSettings
+from medfed.deployment.peer_replication import ChainCopies
 from medfed.deployment.site_identity import PeerVerifier, ProvisionedIdentity
 from medfed.provision import CertificateGate, load_client_kit
 from medfed.transport.peer import (
@@ -72,3 +74,21 @@ def peer_channel(kits: Path, address: str, *, peer: str, site: str) -> PeerChann
         timeout_s=10,
         limit=1 << 20,
     )
+
+
+def peer_links(
+    kits: Path, site: str, peers: dict[str, str], *, copies: ChainCopies | None = None
+) -> PeerLinks:
+    """``site``'s links to ``peers`` (name: address), as ``medfed peer`` builds them."""
+    kit = load_client_kit(kits / site)
+    settings = PeerSettings(
+        name=site,
+        peers=peers,
+        listen="127.0.0.1:0",
+        state_dir=kits,
+        tls=kit.tls,
+        authenticate=kit_gate(kits, site),
+        verify=PeerVerifier(kit_gate(kits, site)),
+        sign=kit_signer(kits, site),
+    )
+    return PeerLinks(settings, timeout_s=10, copies=copies)

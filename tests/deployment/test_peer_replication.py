@@ -12,25 +12,29 @@ from pathlib import Path
 
 import grpc
 import pytest
-from peer_kits import kit_signer, peer_channel, serving_peer
+import torch
+from peer_kits import kit_signer, peer_channel, peer_links, serving_peer
 from typer.testing import CliRunner
 
 from medfed.cli.app import app
 from medfed.deployment.peer_replication import ChainCopies
 from medfed.deployment.provenance import LedgerKeys, keep_signers, ledger_folder
-from medfed.provenance import Ledger, LedgerError, append_signed, sign
+from medfed.provenance import Ledger, LedgerError, append_signed, sign, weights_digest
 from medfed.provenance.chains import chain_path
 from medfed.provenance.entries import draft, entry_line
 from medfed.provenance.signers import load_key
 from medfed.provenance.verify import verify_chains
 from medfed.provision import ProjectConfig, load_client_kit, provision, revoke
 from medfed.transport.errors import AuthenticationError
+from medfed.transport.payload import encode_result
 from medfed.transport.peer import (
     NONCE_BYTES,
     ChainRequest,
     ModelShelf,
     PeerChannel,
+    PublishedModel,
 )
+from medfed.types import TrainResult
 
 A, B, C = SITES = ["hospital_a", "hospital_b", "hospital_c"]
 JOB = "p2p"
@@ -72,14 +76,19 @@ def _record(kits: Path, states: Path, site: str, round: int, *, merged: tuple[st
 
 @contextmanager
 def _serving(
-    kits: Path, site: str, copies: ChainCopies | None, *, tamper: Callable[[bytes], bytes] = bytes
+    kits: Path,
+    site: str,
+    copies: ChainCopies | None,
+    *,
+    tamper: Callable[[bytes], bytes] = bytes,
+    shelf: ModelShelf | None = None,
 ) -> Iterator[str]:
-    """``site`` serving its chains on a free loopback port, signing ``tamper(what it should
-    sign)``; yields its address."""
+    """``site`` serving its chains (and ``shelf``) on a free loopback port, signing
+    ``tamper(what it should sign)``; yields its address."""
     others = [peer for peer in SITES if peer != site]
     chains = copies.serve if copies is not None else None
     sign = kit_signer(kits, site, tamper)
-    with serving_peer(kits, site, ModelShelf(), peers=others, sign=sign, chains=chains) as address:
+    with serving_peer(kits, site, shelf or ModelShelf(), peers=others, sign=sign, chains=chains) as address:
         yield address
 
 
@@ -199,6 +208,57 @@ def test_a_forked_chain_is_reported_as_divergence_once_and_the_copy_kept(
     assert copies.copies[B].path.read_bytes() == before
     (line,) = _warnings(caplog)
     assert "diverged" in line and "'hospital_b' signed two different entries 1" in line, line
+
+
+def test_a_model_may_be_merged_only_while_its_owner_s_chain_records_it_as_an_update(
+    kits: Path, states: Path
+) -> None:
+    trained = _record(kits, states, B, 2)
+    copies = _copies(kits, states, A)
+    with _federation(kits, states, A, B, caller=C) as channels:
+        c_copies = _copies(kits, states, C)
+        assert c_copies.unrecorded(B, trained, channels[B]) is None  # fetched when asked
+        assert len(c_copies.copies[B]) == 2
+        unknown = c_copies.unrecorded(B, os.urandom(32).hex(), channels[B])
+        assert unknown == "its provenance chain does not record this model as its update"
+        merged = c_copies.unrecorded(A, "e" * 64, channels[A])  # hospital_a's merge output, no update
+        assert merged == "its provenance chain does not record this model as its update"
+    with _federation(kits, states, B) as channels:
+        assert copies.unrecorded(B, trained, channels[B]) is None
+        chain_path(ledger_folder(states / B, JOB), B).unlink()  # hospital_b rewrites its history
+        rewritten = [_record(kits, states, B, round) for round in (1, 2, 3)]
+        for digest in (rewritten[-1], trained):  # nothing of a forked peer is merged again
+            assert copies.unrecorded(B, digest, channels[B]) == "its provenance chain diverged"
+    copy = chain_path(ledger_folder(states / A, JOB), B)
+    copy.write_bytes(copy.read_bytes().replace(b'"round":1', b'"round":7'))  # edited on disk here
+    with _federation(kits, states, B) as channels:
+        edited = _copies(kits, states, A).unrecorded(B, trained, channels[B])
+    assert edited == "its provenance chain is not replicated here"
+
+
+def test_links_return_a_peer_s_model_only_once_its_chain_records_it(
+    kits: Path, states: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    weights = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
+    shelf = ModelShelf()
+    shelf.publish(
+        PublishedModel(2, encode_result(TrainResult(site=B, round=2, weights=weights, num_samples=4)))
+    )
+    with (
+        _serving(kits, B, _copies(kits, states, B), shelf=shelf) as address,
+        caplog.at_level(logging.WARNING, "medfed"),
+    ):
+        links = peer_links(kits, A, {B: address}, copies=_copies(kits, states, A))
+        assert links.fetch(B, weights, newer_than=1) is None  # served, but not in its chain
+        assert links.fetch(B, weights, newer_than=1) is None
+        chain, key = _own_chain(kits, states, B), load_key(_keys(kits, B).key)
+        append_signed(chain, draft("update", 2, B, weights_digest(weights), num_samples=4), key)
+        fetched = links.fetch(B, weights, newer_than=1)
+        links.close()
+    assert fetched is not None and fetched.round == 2
+    (line,) = _warnings(caplog)  # one line, although refused twice
+    assert "peer 'hospital_b' skipped: its model of version 2 is not merged" in line
+    assert "does not record this model" in line
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,9 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
-from peer_kits import kit_gate, kit_signer, peer_channel, serving_peer
+from peer_kits import kit_signer, peer_channel, peer_links, serving_peer
 
-from medfed.deployment.peer import PeerLinks, PeerSettings
-from medfed.deployment.site_identity import PeerVerifier
+from medfed.deployment.peer import PeerLinks
 from medfed.provision import ProjectConfig, load_client_kit, provision, revoke
 from medfed.transport.errors import AuthenticationError, PayloadError
 from medfed.transport.payload import encode_result
@@ -168,18 +167,7 @@ def test_a_peer_answering_under_another_name_fails_the_tls_host_check(kits: Path
 
 
 def _links(kits: Path, address: str) -> PeerLinks:
-    kit = load_client_kit(kits / "hospital_b")
-    settings = PeerSettings(
-        name="hospital_b",
-        peers={"hospital_a": address},
-        listen="127.0.0.1:0",
-        state_dir=kits,
-        tls=kit.tls,
-        authenticate=kit_gate(kits, "hospital_b"),
-        verify=PeerVerifier(kit_gate(kits, "hospital_b")),
-        sign=kit_signer(kits, "hospital_b"),
-    )
-    return PeerLinks(settings, timeout_s=10)
+    return peer_links(kits, "hospital_b", {"hospital_a": address})
 
 
 @pytest.mark.parametrize(

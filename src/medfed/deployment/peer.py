@@ -14,8 +14,8 @@ Each round is checkpointed atomically before the new model is served, so a resta
 resumes from its last round and catches up: its next pull fetches every model its peers trained
 in the meantime. With a ledger key in its kit, a site records each round in its own provenance
 chain (``medfed.deployment.peer_ledger``) before checkpointing it, serves its chain and its copies
-of its peers' chains, and after each round brings those copies up to date
-(``medfed.deployment.peer_replication``). After its last round a site fetches each peer's final
+of its peers' chains, merges a peer's model only once that peer's chain records it, and after
+each round brings those copies up to date (``medfed.deployment.peer_replication``). After its last round a site fetches each peer's final
 model (waiting up to ``finish_timeout_s``) and takes their consensus, the plain average a
 simulation reports: every site that gathered the same final models holds the same bits; it then
 keeps serving until its peers fetched its final model and all of its chain.
@@ -59,6 +59,7 @@ from medfed.orchestration.site import cpu_weights
 from medfed.orchestration.topologies import build_topology
 from medfed.orchestration.validation import validate_result
 from medfed.privacy.setup import prepare_model
+from medfed.provenance.digests import weights_digest
 from medfed.topology.braintorrent import BrainTorrent
 from medfed.topology.peers import PeerRound, PeerState, restored_state, saved_states
 from medfed.transport.errors import AuthenticationError, PayloadError, TransportError
@@ -150,7 +151,7 @@ def run_peer(job: PeerJob, settings: PeerSettings, builder: SiteBuilder) -> Peer
     topology = build_topology(job.federation.topology, _sites(settings), seed=job.seed)
     shelf = opening_shelf(topology, state, settings.name)
     server = _serve(shelf, settings, copies)
-    links = PeerLinks(settings, timeout_s=job.call_timeout_s)
+    links = PeerLinks(settings, timeout_s=job.call_timeout_s, copies=copies)
     try:
         logger.info(
             "peer '%s' serving on %s; round %d of %d done",
@@ -257,9 +258,13 @@ class PeerLinks:
     Args:
         settings: This site's name, peers, TLS files and answer check.
         timeout_s: Deadline of one call.
+        copies: This site's copies of its peers' chains: a model is returned only once its
+            owner's chain records it (``ChainCopies.unrecorded``); ``None``: no chains kept.
     """
 
-    def __init__(self, settings: PeerSettings, *, timeout_s: float) -> None:
+    def __init__(
+        self, settings: PeerSettings, *, timeout_s: float, copies: ChainCopies | None = None
+    ) -> None:
         self.channels = {
             peer: PeerChannel(
                 address,
@@ -274,6 +279,7 @@ class PeerLinks:
         }
         self._trouble: dict[str, str] = {}
         self.unreachable: set[str] = set()  # last call: offline, or no answer in time
+        self.copies = copies
 
     def fetch(
         self, peer: str, reference: Weights, *, newer_than: int, final: bool = False
@@ -295,6 +301,11 @@ class PeerLinks:
         except (PayloadError, UpdateRejected) as error:
             self._trouble_with(peer, f"answer refused: {error}")
             return None
+        if self.copies is not None:
+            why = self.copies.unrecorded(peer, weights_digest(result.weights), self.channels[peer])
+            if why is not None:
+                self._trouble_with(peer, f"its model of version {answer.version} is not merged: {why}")
+                return None
         self._fine(peer)
         return result
 

@@ -9,8 +9,12 @@ entry is checked before it is appended (``medfed.provenance.chain_copies``: posi
 signed by the chain's owner, a known signer not in the kit's revocation list, signature). A
 peer whose chain forked or lost entries is named in one log line and its copy is kept as it
 was; an unreachable peer or a bad answer is logged once and skipped: nothing another peer sends
-stops the round loop. Merges may cite models of chains not fetched yet: inputs are checked
-across the chains by ``medfed ledger verify``, not here.
+stops the round loop.
+
+A peer's model is merged only once its chain, as copied here, records it as an update
+(``unrecorded``, asked by ``PeerLinks`` for every model it fetches): so each merge this site
+signs cites inputs its own state directory holds, and a peer whose chain diverged, or that
+serves a model it did not sign into its chain, is merged with no more.
 
 So that every site's state directory verifies on its own after a run, a site keeps serving
 after its last round until each peer of its consensus that replicates chains holds all of its
@@ -86,6 +90,7 @@ class ChainCopies:
         self._held: dict[str, int] = {}  # entries of this site's chain each caller was sent
         self._lock = threading.Lock()
         self._reported: dict[tuple[str, str], str] = {}
+        self.diverged: set[str] = set()  # peers whose chain forked or lost entries
 
     def _load(self, peer: str, signers: Signers) -> Ledger | None:
         try:
@@ -129,6 +134,21 @@ class ChainCopies:
                 if self._catch_up(channels[source], copy, owner):
                     break
 
+    def unrecorded(self, owner: str, digest: str, channel: PeerChannel) -> str | None:
+        """Why ``owner``'s model of ``digest`` (``weights_digest``) may not be merged: its chain
+        is not replicated here, diverged, or, brought up to date from ``channel``'s peer, does
+        not record that model as an update; ``None`` when it does."""
+        copy = self.copies.get(owner)
+        if copy is None:
+            return "its provenance chain is not replicated here"
+        if not _records(copy, digest):
+            self._catch_up(channel, copy, owner)
+        if owner in self.diverged:
+            return "its provenance chain diverged"
+        if not _records(copy, digest):
+            return "its provenance chain does not record this model as its update"
+        return None
+
     def _catch_up(self, channel: PeerChannel, copy: Ledger, owner: str) -> bool:
         """Takes in pages of ``owner``'s chain from ``channel``'s peer until the copy holds all
         of it (or ``MAX_PAGES``); ``False`` when the peer could not be used."""
@@ -139,6 +159,7 @@ class ChainCopies:
                 page = ChainPage(request.start, answer.entries, answer.length, answer.head)
                 taken = take_page(copy, page, source=channel.peer, owner=owner)
             except ChainDiverged as error:
+                self.diverged.add(owner)
                 self._report(owner, channel.peer, logging.WARNING, f"provenance: diverged: {error}")
                 return True
             except grpc.RpcError as error:
@@ -173,6 +194,11 @@ class ChainCopies:
             return read_page(chain_path(self.folder, self.me), 0, max_entries=0, max_bytes=0).length
         except LedgerError:
             return 0
+
+
+def _records(copy: Ledger, digest: str) -> bool:
+    """Whether ``copy`` holds an ``update`` entry of ``digest``."""
+    return any(entry.kind == "update" and entry.digest == digest for entry in copy.entries)
 
 
 def chain_copies(
