@@ -223,6 +223,7 @@ def test_a_model_may_be_merged_only_while_its_owner_s_chain_records_it_as_an_upd
         assert unknown == "its provenance chain does not record this model as its update"
         merged = c_copies.unrecorded(A, "e" * 64, channels[A])  # hospital_a's merge output, no update
         assert merged == "its provenance chain does not record this model as its update"
+        assert c_copies.unrecorded(A, "e" * 64, channels[A], final=True) is None  # e.g. gossip's last mix
     with _federation(kits, states, B) as channels:
         assert copies.unrecorded(B, trained, channels[B]) is None
         chain_path(ledger_folder(states / B, JOB), B).unlink()  # hospital_b rewrites its history

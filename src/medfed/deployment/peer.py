@@ -302,7 +302,8 @@ class PeerLinks:
             self._trouble_with(peer, f"answer refused: {error}")
             return None
         if self.copies is not None:
-            why = self.copies.unrecorded(peer, weights_digest(result.weights), self.channels[peer])
+            digest = weights_digest(result.weights)
+            why = self.copies.unrecorded(peer, digest, self.channels[peer], final=final)
             if why is not None:
                 self._trouble_with(peer, f"its model of version {answer.version} is not merged: {why}")
                 return None

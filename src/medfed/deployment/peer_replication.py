@@ -134,19 +134,21 @@ class ChainCopies:
                 if self._catch_up(channels[source], copy, owner):
                     break
 
-    def unrecorded(self, owner: str, digest: str, channel: PeerChannel) -> str | None:
+    def unrecorded(self, owner: str, digest: str, channel: PeerChannel, *, final: bool = False) -> str | None:
         """Why ``owner``'s model of ``digest`` (``weights_digest``) may not be merged: its chain
         is not replicated here, diverged, or, brought up to date from ``channel``'s peer, does
-        not record that model as an update; ``None`` when it does."""
+        not record that model as an update (a ``final`` model: as an update or a merge's
+        output, e.g. gossip's last mix); ``None`` when it does."""
+        kinds = ("update", "aggregate") if final else ("update",)
         copy = self.copies.get(owner)
         if copy is None:
             return "its provenance chain is not replicated here"
-        if not _records(copy, digest):
+        if not _records(copy, digest, kinds):
             self._catch_up(channel, copy, owner)
         if owner in self.diverged:
             return "its provenance chain diverged"
-        if not _records(copy, digest):
-            return "its provenance chain does not record this model as its update"
+        if not _records(copy, digest, kinds):
+            return f"its provenance chain does not record this model as its {' or '.join(kinds)}"
         return None
 
     def _catch_up(self, channel: PeerChannel, copy: Ledger, owner: str) -> bool:
@@ -196,9 +198,9 @@ class ChainCopies:
             return 0
 
 
-def _records(copy: Ledger, digest: str) -> bool:
-    """Whether ``copy`` holds an ``update`` entry of ``digest``."""
-    return any(entry.kind == "update" and entry.digest == digest for entry in copy.entries)
+def _records(copy: Ledger, digest: str, kinds: Collection[str]) -> bool:
+    """Whether ``copy`` holds an entry of one of ``kinds`` with ``digest``."""
+    return any(entry.kind in kinds and entry.digest == digest for entry in copy.entries)
 
 
 def chain_copies(
