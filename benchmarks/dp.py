@@ -17,6 +17,7 @@ Run: ``python benchmarks/dp.py [--recipe]`` or ``python benchmarks/dp.py --compa
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 import warnings
@@ -33,7 +34,7 @@ from medfed.privacy.dp.noise import NoiseMode
 from medfed.simulator import run_simulation
 from medfed.training import LocalTrainer, TrainSettings
 
-CASES, BATCH, SIZE, REPEATS, VIEWS = 64, 16, 64, 3, 4
+CASES, BATCH, SIZE, REPEATS, VIEWS = 64, 16, 64, 9, 4
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "dp_adaptive.yaml"
 
 
@@ -50,24 +51,23 @@ class _Images(Dataset):
         return {"image": self.images[index], "label": self.labels[index]}
 
 
-def _seconds_per_step(trainer: LocalTrainer | DPTrainer, device: torch.device, **model: object) -> float:
+def _variant(
+    trainer: LocalTrainer | DPTrainer, **model: object
+) -> tuple[LocalTrainer | DPTrainer, torch.nn.Module]:
     params = {"channels": (16, 32, 64), "strides": (2, 2), "num_res_units": 1, **model}
-    model_, _ = make_dp_compatible(build_model("unet", params, seed=0))
-    return _best_of(trainer, model_, device)
+    return trainer, make_dp_compatible(build_model("unet", params, seed=0))[0]
 
 
-def _best_of(trainer: LocalTrainer | DPTrainer, model: torch.nn.Module, device: torch.device) -> float:
-    trainer.fit(model, _Images(), seed=0)  # warm-up
-    best = float("inf")
-    for repeat in range(REPEATS):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        report = trainer.fit(model, _Images(), seed=repeat + 1)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, (time.perf_counter() - start) / report.steps)
-    return best
+def _seconds_per_step(
+    trainer: LocalTrainer | DPTrainer, model: torch.nn.Module, device: torch.device, seed: int
+) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    report = trainer.fit(model, _Images(), seed=seed)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / report.steps
 
 
 def _policy(noise: NoiseMode, **recipe: object) -> SitePrivacy:
@@ -81,31 +81,48 @@ def _policy(noise: NoiseMode, **recipe: object) -> SitePrivacy:
     )
 
 
-def step_times(device: torch.device, *, recipe: bool = False) -> dict[str, float]:
-    """Seconds per step: DP-SGD with each private noise source, and non-private training; with
-    ``recipe``, also each DP recipe knob alone (system noise; weight standardisation under
-    GroupNorm against its own non-private step)."""
+def step_times(device: torch.device, *, recipe: bool = False) -> dict[str, tuple[float, float]]:
+    """Each variant's median seconds per step and the median, over ``REPEATS`` rounds, of its
+    time over its baseline's in the same round: DP-SGD with each private noise source against
+    non-private training; with ``recipe``, also each DP recipe knob alone (system noise; weight
+    standardisation under GroupNorm against its own non-private step). The variants take turns
+    within each round, so a change of machine load weighs on all of them alike."""
     inner = LocalTrainer(task="segmentation", settings=TrainSettings(batch_size=BATCH), device=device)
-    times = {}
-    for noise in (NoiseMode.SECURE, NoiseMode.SYSTEM):
-        times[f"DP-SGD, {noise.value} noise"] = _seconds_per_step(
-            DPTrainer(inner, site="bench", policy=_policy(noise)), device
-        )
-    times["non-private"] = _seconds_per_step(inner, device)
+    variants = {
+        f"DP-SGD, {noise.value} noise": _variant(DPTrainer(inner, site="bench", policy=_policy(noise)))
+        for noise in (NoiseMode.SECURE, NoiseMode.SYSTEM)
+    }
+    variants["non-private"] = _variant(inner)
     if recipe:
         system = NoiseMode.SYSTEM
         ws = {"norm": ["group", {"num_groups": 2}], "weight_standardization": True}
-        times["non-private, GroupNorm + WS"] = _seconds_per_step(inner, device, **ws)
-        times["DP-SGD, GroupNorm + WS"] = _seconds_per_step(
-            DPTrainer(inner, site="bench", policy=_policy(system)), device, **ws
+        variants["non-private, GroupNorm + WS"] = _variant(inner, **ws)
+        variants["DP-SGD, GroupNorm + WS"] = _variant(
+            DPTrainer(inner, site="bench", policy=_policy(system)), **ws
         )
-        times["DP-SGD, EMA 0.9"] = _seconds_per_step(
-            DPTrainer(inner, site="bench", policy=_policy(system, ema_decay=0.9)), device
+        variants["DP-SGD, EMA 0.9"] = _variant(
+            DPTrainer(inner, site="bench", policy=_policy(system, ema_decay=0.9))
         )
-        times[f"DP-SGD, {VIEWS} views"] = _seconds_per_step(
-            DPTrainer(inner, site="bench", policy=_policy(system, augmentation_multiplicity=VIEWS)), device
+        variants[f"DP-SGD, {VIEWS} views"] = _variant(
+            DPTrainer(inner, site="bench", policy=_policy(system, augmentation_multiplicity=VIEWS))
         )
-    return times
+    for trainer, model in variants.values():  # warm-up
+        trainer.fit(model, _Images(), seed=0)
+    rounds = [
+        {name: _seconds_per_step(trainer, model, device, seed) for name, (trainer, model) in variants.items()}
+        for seed in range(1, REPEATS + 1)
+    ]
+    return {
+        name: (
+            statistics.median(times[name] for times in rounds),
+            statistics.median(times[name] / times[_baseline(name)] for times in rounds),
+        )
+        for name in variants
+    }
+
+
+def _baseline(name: str) -> str:
+    return "non-private, GroupNorm + WS" if "WS" in name else "non-private"
 
 
 def main(recipe: bool = False) -> None:
@@ -117,9 +134,9 @@ def main(recipe: bool = False) -> None:
     print(
         f"device: {device}, {torch.get_num_threads()} threads, U-Net 16-32-64, {SIZE}x{SIZE}, batch {BATCH}"
     )
-    for name, seconds in times.items():
-        base = times["non-private, GroupNorm + WS" if "WS" in name else "non-private"]
-        print(f"{name:>28}: {seconds * 1e3:.1f} ms per step, {seconds / base:.2f}x non-private")
+    print(f"median of {REPEATS} rounds, the variants taking turns in each")
+    for name, (seconds, ratio) in times.items():
+        print(f"{name:>28}: {seconds * 1e3:.1f} ms per step, {ratio:.2f}x non-private")
 
 
 def compare(rounds: int | None = None) -> dict[str, float]:

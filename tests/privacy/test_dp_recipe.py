@@ -14,6 +14,7 @@ from medfed.orchestration.site import cpu_weights
 from medfed.privacy.dp import Budget, DPTrainer, SitePrivacy
 from medfed.privacy.dp.accounting import Accountant
 from medfed.privacy.dp.averaging import ParameterEMA, ema_step
+from medfed.privacy.dp.grad_samplers import prelu_grad_sample
 from medfed.privacy.dp.noise import NoiseMode
 from medfed.privacy.dp.views import MultiViewDataset, average_views, flatten_views
 from medfed.strategies.base import LocalHooks
@@ -88,6 +89,28 @@ def test_standardised_conv_per_sample_gradients_equal_autograd_one_sample_at_a_t
     for name, parameter in model.named_parameters():
         for index in range(3):  # mean reduction: Opacus scales back to each sample's gradient
             assert torch.allclose(parameter.grad_sample[index], expected[index][name], atol=1e-5), name
+
+
+@pytest.mark.parametrize(("slopes", "dims"), [(1, 2), (3, 2), (3, 3)])
+def test_prelu_per_sample_gradients_equal_autograd_one_sample_at_a_time(slopes: int, dims: int) -> None:
+    """medfed's PReLU sampler (Opacus would fall back to functorch) for one shared slope and one
+    per channel, in 2D and 3D."""
+    assert GradSampleModule.GRAD_SAMPLERS[nn.PReLU] is prelu_grad_sample
+    torch.manual_seed(0)
+    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    model = nn.Sequential(conv(1, 3, 3, padding=1), nn.PReLU(slopes, init=0.1), conv(3, 1, 1))
+    images = torch.randn(4, 1, *(6,) * dims)
+    expected = []
+    for image in images:
+        model.zero_grad()
+        model(image[None]).square().mean().backward()
+        expected.append(model[1].weight.grad.clone())  # type: ignore[union-attr]
+    wrapped = GradSampleModule(model)
+    wrapped(images).square().mean().backward()
+    samples = model[1].weight.grad_sample
+    assert samples.shape == (4, slopes)
+    for index in range(4):  # mean reduction: Opacus scales back to each sample's gradient
+        torch.testing.assert_close(samples[index], expected[index], atol=1e-6, rtol=1e-5)
 
 
 # ----- augmentation multiplicity --------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""Opacus per-sample gradients of layers Opacus does not know: standardised convolutions.
+"""Opacus per-sample gradients of layers Opacus does not know: standardised convolutions, and
+PReLU (MONAI's default activation, which Opacus would otherwise differentiate one sample at a
+time with functorch: about a quarter of a DP step of MONAI's U-Net on the CPU).
+
+PReLU is ``y = max(x, 0) + a * min(x, 0)``, so each sample's gradient with respect to the slope
+``a`` is ``sum(dL/dy * min(x, 0))`` over its positions (and channels, for one shared slope).
 
 A standardised convolution (``medfed.models.standardization``) convolves with
 ``W_hat = (W - mean) / s``, ``s = sqrt(var + eps)`` per output channel over its ``n`` fan-in
@@ -58,3 +63,16 @@ def standardized_conv_grad_sample(
     if weight in samples and len(samples[weight]) > 0 and activations[0].shape[0] > 0:
         samples[weight] = standardization_backward(samples[weight], weight.detach())
     return samples
+
+
+@register_grad_sampler(nn.PReLU)
+def prelu_grad_sample(
+    layer: nn.PReLU, activations: list[torch.Tensor], backprops: torch.Tensor
+) -> dict[nn.Parameter, torch.Tensor]:
+    """Each sample's gradient with respect to the PReLU slope(s), ``(B, num_parameters)``."""
+    if not layer.weight.requires_grad:
+        return {}
+    negative = activations[0].clamp(max=0) * backprops
+    if layer.num_parameters == 1:
+        return {layer.weight: negative.reshape(len(negative), -1).sum(dim=1, keepdim=True)}
+    return {layer.weight: negative.reshape(*negative.shape[:2], -1).sum(dim=2)}

@@ -35,13 +35,19 @@ class SourcedDPOptimizer(DPOptimizer):
 
     def add_noise(self) -> None:
         """``p.grad = p.summed_grad + N(0, (z C)^2)`` for every parameter (Opacus's ``add_noise``
-        with its guard against noising the same sum twice)."""
+        with its guard against noising the same sum twice), the noise of all parameters drawn
+        in one call (rounded once to the parameters' dtype, float64 when they mix dtypes)."""
         std = self.noise_multiplier * self.max_grad_norm
-        for parameter in self.params:
-            total = parameter.summed_grad
+        totals = [parameter.summed_grad for parameter in self.params]
+        for total in totals:
             _check_processed_flag(total)
-            noise = self.source.normal(std, total.shape, dtype=total.dtype).to(total.device)
-            parameter.grad = (total + noise).view_as(parameter)
+        dtypes = {total.dtype for total in totals}
+        dtype = dtypes.pop() if len(dtypes) == 1 else torch.float64
+        noise = self.source.normal(std, (sum(total.numel() for total in totals),), dtype=dtype)
+        for parameter, total, part in zip(
+            self.params, totals, noise.split([t.numel() for t in totals]), strict=True
+        ):
+            parameter.grad = (total + part.to(total.device, total.dtype).view_as(total)).view_as(parameter)
             _mark_as_processed(total)
 
 
