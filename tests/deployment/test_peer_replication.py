@@ -294,21 +294,25 @@ def test_a_request_for_a_chain_not_served_is_refused(
     assert refused.value.code() is code
 
 
+@pytest.mark.parametrize("during_the_run", [False, True])
 def test_entries_of_a_revoked_signer_are_refused_even_when_another_peer_relays_them(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, during_the_run: bool
 ) -> None:
     kits, states = tmp_path / "kits", tmp_path / "states"
     provision(ProjectConfig(name="t", sites=SITES), kits)
     for site in SITES:
         keep_signers(states / site, _keys(kits, site))
-    _record(kits, states, B, 1)
+    trained = _record(kits, states, B, 1)
     with _federation(kits, states, B, caller=C) as channels:
         _copies(kits, states, C).update(channels)
+    copies = _copies(kits, states, A) if during_the_run else None  # read the list before it changed
     revoke(kits, B)  # its certificate and its ledger key; every kit's crl.pem is refreshed
-    copies = _copies(kits, states, A)
+    copies = copies or _copies(kits, states, A)
     with _federation(kits, states, C) as channels, caplog.at_level(logging.INFO, "medfed"):
         copies.update(channels)  # hospital_b is not called: hospital_c relays its copy
+        refused = copies.unrecorded(B, trained, channels[C])
     assert not copies.copies[B].entries
+    assert refused == "its provenance chain does not record this model as its update"
     assert any("refused" in line and "signer 'hospital_b' is revoked" in line for line in _warnings(caplog))
 
 

@@ -36,6 +36,7 @@ from medfed.provenance import Ledger, LedgerError, Signers, load_signers
 from medfed.provenance.chain_copies import ChainPage, page_start, read_page, take_page
 from medfed.provenance.chains import chain_path
 from medfed.provenance.errors import ChainDiverged
+from medfed.provision.errors import ProvisionError
 from medfed.transport.errors import AuthenticationError, PayloadError
 from medfed.transport.peer import (
     MAX_CHAIN_BYTES,
@@ -84,7 +85,8 @@ class ChainCopies:
         self.folder, self.job, self.me = folder, job, me
         self.max_entries, self.max_bytes = max_entries, max_bytes
         others = sorted(peers)
-        signers = load_signers(keys.signers).with_revocation_list(keys.crl)
+        self._signers, self._crl = load_signers(keys.signers), keys.crl
+        signers = self._signers.with_revocation_list(keys.crl)
         self.copies = {peer: copy for peer in others if (copy := self._load(peer, signers)) is not None}
         self._sites = {me, *others}
         self._held: dict[str, int] = {}  # entries of this site's chain each caller was sent
@@ -128,6 +130,7 @@ class ChainCopies:
         """Brings each copy up to date from its owner or, when the owner cannot be reached or
         its answer is refused, from the first other peer that answers with its copy. Peers in
         ``offline`` (their last call failed) are not called: no call waits out its deadline."""
+        self._reread_revocations()
         for owner, copy in self.copies.items():
             sources = [owner, *sorted(set(channels) - {owner})]
             for source in (peer for peer in sources if peer in channels and peer not in offline):
@@ -144,12 +147,25 @@ class ChainCopies:
         if copy is None:
             return "its provenance chain is not replicated here"
         if not _records(copy, digest, kinds):
+            self._reread_revocations()
             self._catch_up(channel, copy, owner)
         if owner in self.diverged:
             return "its provenance chain diverged"
         if not _records(copy, digest, kinds):
             return f"its provenance chain does not record this model as its {' or '.join(kinds)}"
         return None
+
+    def _reread_revocations(self) -> None:
+        """Checks the copies' new entries against the kit's revocation list as it is now, so a
+        signer revoked during the run is refused from then on; an unreadable list leaves the
+        last one in force (logged once)."""
+        try:
+            signers = self._signers.with_revocation_list(self._crl)
+        except ProvisionError as error:
+            self._report(self.me, "crl", logging.WARNING, f"provenance: revocation list not re-read: {error}")
+            return
+        for copy in self.copies.values():
+            copy.signers = signers
 
     def _catch_up(self, channel: PeerChannel, copy: Ledger, owner: str) -> bool:
         """Takes in pages of ``owner``'s chain from ``channel``'s peer until the copy holds all
