@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
@@ -17,6 +18,7 @@ from peer_kits import kit_signer, peer_channel, peer_links, serving_peer
 from typer.testing import CliRunner
 
 from medfed.cli.app import app
+from medfed.deployment.peer import _final_models
 from medfed.deployment.peer_replication import ChainCopies
 from medfed.deployment.provenance import LedgerKeys, keep_signers, ledger_folder
 from medfed.provenance import Ledger, LedgerError, append_signed, sign, weights_digest
@@ -260,6 +262,21 @@ def test_links_return_a_peer_s_model_only_once_its_chain_records_it(
     (line,) = _warnings(caplog)  # one line, although refused twice
     assert "peer 'hospital_b' skipped: its model of version 2 is not merged" in line
     assert "does not record this model" in line
+
+
+def test_the_final_models_are_not_waited_for_from_a_peer_whose_chain_diverged(
+    kits: Path, states: Path
+) -> None:
+    weights = {"w": torch.zeros(2, 3)}
+    own = TrainResult(site=A, round=2, weights=weights, num_samples=4)
+    copies = _copies(kits, states, A)
+    with _serving(kits, B, _copies(kits, states, B)) as address:  # serves no final model
+        links = peer_links(kits, A, {B: address}, copies=copies)
+        copies.diverged.add(B)
+        start = time.monotonic()
+        finals = _final_models(own, links, timeout_s=60, poll_s=0.1)
+        links.close()
+    assert finals == {A: own} and time.monotonic() - start < 30
 
 
 @pytest.mark.parametrize(

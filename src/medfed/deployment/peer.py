@@ -404,7 +404,8 @@ def _await_peers(links: PeerLinks, done: int, timeout_s: float, poll_s: float) -
 def _final_models(
     final: TrainResult, links: PeerLinks, timeout_s: float, poll_s: float
 ) -> dict[str, TrainResult]:
-    """This site's final model and each peer's that arrives within ``timeout_s``."""
+    """This site's final model and each peer's that arrives within ``timeout_s`` (a peer whose
+    chain diverged is not waited for: none of its models is merged)."""
     finals = {final.site: final}
     waiting = set(links.channels)
     deadline = time.monotonic() + timeout_s
@@ -414,6 +415,8 @@ def _final_models(
             if fetched is not None:
                 finals[peer] = fetched
                 waiting.discard(peer)
+        if links.copies is not None:
+            waiting -= links.copies.diverged
         if not waiting or time.monotonic() > deadline:
             break
         time.sleep(poll_s)
