@@ -14,7 +14,7 @@ from medfed.orchestration.site import cpu_weights
 from medfed.privacy.dp import Budget, DPTrainer, SitePrivacy
 from medfed.privacy.dp.accounting import Accountant
 from medfed.privacy.dp.averaging import ParameterEMA, ema_step
-from medfed.privacy.dp.grad_samplers import prelu_grad_sample
+from medfed.privacy.dp.grad_samplers import conv_transpose_grad_sample, prelu_grad_sample
 from medfed.privacy.dp.noise import NoiseMode
 from medfed.privacy.dp.views import MultiViewDataset, average_views, flatten_views
 from medfed.strategies.base import LocalHooks
@@ -111,6 +111,37 @@ def test_prelu_per_sample_gradients_equal_autograd_one_sample_at_a_time(slopes: 
     assert samples.shape == (4, slopes)
     for index in range(4):  # mean reduction: Opacus scales back to each sample's gradient
         torch.testing.assert_close(samples[index], expected[index], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("dims", "settings"),
+    [
+        (2, {"kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1}),  # MONAI's up-sampling
+        (2, {"kernel_size": 2, "stride": 2, "bias": False}),
+        (2, {"kernel_size": 3, "stride": 3, "padding": 2, "dilation": 2, "output_padding": 1, "groups": 2}),
+        (3, {"kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1}),
+    ],
+)
+def test_transposed_conv_per_sample_gradients_equal_autograd_one_sample_at_a_time(
+    dims: int, settings: dict[str, object]
+) -> None:
+    assert GradSampleModule.GRAD_SAMPLERS[nn.ConvTranspose2d] is conv_transpose_grad_sample
+    torch.manual_seed(0)
+    layer = (nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d)(4, 6, **settings)  # type: ignore[arg-type]
+    images = torch.randn(3, 4, *(5,) * dims)
+    expected = []
+    for image in images:
+        layer.zero_grad()
+        layer(image[None]).sin().sum().backward()
+        expected.append({name: p.grad.clone() for name, p in layer.named_parameters()})  # type: ignore[union-attr]
+    wrapped = GradSampleModule(layer, loss_reduction="sum")
+    wrapped(images).sin().sum().backward()
+    for name, parameter in layer.named_parameters():
+        assert parameter.grad_sample.shape == (3, *parameter.shape)
+        for index in range(3):
+            torch.testing.assert_close(
+                parameter.grad_sample[index], expected[index][name], atol=1e-5, rtol=1e-5
+            )
 
 
 # ----- augmentation multiplicity --------------------------------------------------------------

@@ -1,9 +1,16 @@
 """Opacus per-sample gradients of layers Opacus does not know: standardised convolutions, and
-PReLU (MONAI's default activation, which Opacus would otherwise differentiate one sample at a
-time with functorch: about a quarter of a DP step of MONAI's U-Net on the CPU).
+PReLU and transposed convolutions (MONAI's U-Net uses both; Opacus would otherwise
+differentiate them one sample at a time with functorch: about a quarter of a DP step of that
+U-Net on the CPU).
 
 PReLU is ``y = max(x, 0) + a * min(x, 0)``, so each sample's gradient with respect to the slope
 ``a`` is ``sum(dL/dy * min(x, 0))`` over its positions (and channels, for one shared slope).
+
+A transposed convolution sends input position ``i`` through kernel offset ``k`` to output
+position ``i * stride + k * dilation - padding``, so the gradient of weight ``W[c_in, c_out, k]``
+is ``sum_i x[c_in, i] * dL/dy[c_out, i * stride + k * dilation - padding]``: the input against
+the patches of ``dL/dy`` unfolded with the layer's own kernel, stride, padding and dilation (one
+patch per input position; output padding adds positions no input reaches).
 
 A standardised convolution (``medfed.models.standardization``) convolves with
 ``W_hat = (W - mean) / s``, ``s = sqrt(var + eps)`` per output channel over its ``n`` fan-in
@@ -16,10 +23,12 @@ gives the gradient with respect to ``W``:
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from opacus.grad_sample import register_grad_sampler
 from opacus.grad_sample.conv import compute_conv_grad_sample
+from opacus.utils.tensor_utils import unfold2d, unfold3d
 from torch import nn
 
 from medfed.models.standardization import (
@@ -76,3 +85,40 @@ def prelu_grad_sample(
     if layer.num_parameters == 1:
         return {layer.weight: negative.reshape(len(negative), -1).sum(dim=1, keepdim=True)}
     return {layer.weight: negative.reshape(*negative.shape[:2], -1).sum(dim=2)}
+
+
+@register_grad_sampler([nn.ConvTranspose2d, nn.ConvTranspose3d])
+def conv_transpose_grad_sample(
+    layer: nn.ConvTranspose2d | nn.ConvTranspose3d, activations: list[torch.Tensor], backprops: torch.Tensor
+) -> dict[nn.Parameter, torch.Tensor]:
+    """Each sample's gradients with respect to the weight ``(B, in, out / groups, *kernel)``
+    and the bias ``(B, out)``."""
+    inputs = activations[0]
+    batch, positions = len(inputs), inputs[0, 0].numel()
+    padding = cast(tuple[int, ...], layer.padding)
+    samples: dict[nn.Parameter, torch.Tensor] = {}
+    if isinstance(layer.weight, nn.Parameter) and layer.weight.requires_grad:
+        unfold = unfold2d if isinstance(layer, nn.ConvTranspose2d) else unfold3d
+        patches = unfold(
+            backprops,
+            kernel_size=layer.kernel_size,
+            padding=padding,
+            stride=layer.stride,
+            dilation=layer.dilation,
+        )
+        # one patch per position of a grid that output padding can make longer than the input
+        sizes = zip(
+            backprops.shape[2:], padding, layer.dilation, layer.kernel_size, layer.stride, strict=True
+        )
+        grid = [
+            (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+            for size, pad, dilation, kernel, stride in sizes
+        ]
+        patches = patches.reshape(batch, -1, *grid)[(..., *(slice(0, size) for size in inputs.shape[2:]))]
+        patches = patches.reshape(batch, layer.groups, -1, positions)
+        grouped = inputs.reshape(batch, layer.groups, -1, positions)
+        weight = torch.einsum("bgil,bgjl->bgij", grouped, patches)
+        samples[layer.weight] = weight.reshape(batch, *layer.weight.shape)
+    if isinstance(layer.bias, nn.Parameter) and layer.bias.requires_grad:
+        samples[layer.bias] = backprops.flatten(2).sum(dim=2)
+    return samples
