@@ -5,6 +5,9 @@
 accountant, epsilon per training case):
 
 * ``nonprivate``: FedAvg without DP (one cell per family and seed; it has no epsilon);
+* ``public`` (``--pretrained`` only): the pretrained model as it is, before any fine-tuning,
+  scored as the simulation scores its final model: what the public data alone gives, so that a
+  ratio after pretraining is read against it (one cell per family and seed; no epsilon);
 * ``fixed``: DP-SGD at every site, noise calibrated to the budget, fixed clipping threshold;
 * ``adaptive``: medfed's adaptive DP (calibrated noise + private quantile clipping, ADP-FL);
 * ``paper``: the ADP-FL paper's mechanism as stated (``benchmarks/dp_paper.py``): clipping at
@@ -63,14 +66,18 @@ from medfed.files import atomic_write
 from medfed.orchestration.data_checks import check_study
 from medfed.orchestration.experiments import Experiment, plan_experiments
 from medfed.orchestration.federation_data import FederationData
+from medfed.orchestration.metrics_log import MetricRow, Split
 from medfed.orchestration.preconditions import check_config
 from medfed.orchestration.simulation import ExperimentRunner
 from medfed.privacy.dp.accounting import Accountant, epsilon_spent
 from medfed.report.summary import summarize
+from medfed.training.evaluation import evaluate_cases
 from medfed.training.trainer import LocalTrainer, Trainer, TrainSettings
 from medfed.types import Weights
 
-METHODS = ("nonprivate", "fixed", "adaptive", "paper")
+METHODS = ("nonprivate", "public", "fixed", "adaptive", "paper")
+UNTRAINED_PRIVATELY = ("nonprivate", "public")
+"""The methods without DP (and without an epsilon)."""
 FAMILIES = ("brain_lesion", "skin_lesion", "kidney_ct", "brain_tumour_mpmri")
 EPSILONS = (1.0, 2.0, 4.0, 8.0, 16.0)
 DELTA = 1e-5
@@ -223,13 +230,16 @@ def plan_cells(
     methods: Sequence[str] = METHODS,
     pretrained: bool = False,
 ) -> list[Cell]:
-    """Every cell, non-private first (one per family and seed), then each DP method per epsilon."""
+    """Every cell, non-private first (one per family and seed; then ``public``, after
+    pretraining only), then each DP method per epsilon."""
     cells = []
     for family in families:
         for seed in seeds:
             if "nonprivate" in methods:
                 cells.append(Cell(family, "nonprivate", None, seed, pretrained))
-            dp = [method for method in methods if method != "nonprivate"]
+            if "public" in methods and pretrained:
+                cells.append(Cell(family, "public", None, seed, pretrained))
+            dp = [method for method in methods if method not in UNTRAINED_PRIVATELY]
             cells += [Cell(family, m, e, seed, pretrained) for e in epsilons for m in dp]
     return cells
 
@@ -238,7 +248,7 @@ def cell_config(cell: Cell, size: Size, recipe: Recipe, run_dir: Path) -> Simula
     """The simulation configuration of ``cell`` (at ``size.of(cell.family)``)."""
     size = size.of(cell.family)
     three_d = cell.family == "kidney_ct"
-    dp = cell.method != "nonprivate"
+    dp = cell.method not in UNTRAINED_PRIVATELY
     privacy: dict[str, Any] = {}
     if dp:
         clipping = "adaptive" if cell.method == "adaptive" else "fixed"
@@ -339,16 +349,17 @@ def run_cell(
     start, cpu = time.perf_counter(), time.process_time()
     runner = _CellRunner(config, data, run_dir, initial=initial, paper=cell.method == "paper")
     experiment = plan_experiments(config, data)[0]
-    result = runner.run(experiment)
+    if cell.method == "public":
+        rows, rounds = _scored_as_it_is(runner, experiment.name), 0
+    else:
+        rounds = runner.run(experiment).state.round
+        rows = runner.metrics.rows()
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    rows = runner.metrics.rows()
     row = summarize(
         rows, {experiment.name: "federated"}, task="segmentation", unseen_site=config.data.unseen_site
     )[0]
-    steps = {r.site: r.value for r in rows if r.metric == "steps" and r.round == config.federation.rounds}
-    epsilons = {
-        r.site: r.value for r in rows if r.metric == "epsilon" and r.round == config.federation.rounds
-    }
+    steps = {r.site: r.value for r in rows if r.metric == "steps" and r.round == rounds}
+    epsilons = {r.site: r.value for r in rows if r.metric == "epsilon" and r.round == rounds}
     outcome: dict[str, Any] = {
         **asdict(cell),
         "dice_own": row.own_sites,
@@ -357,12 +368,24 @@ def run_cell(
         "epsilon_spent": epsilons,
         "seconds": seconds,
         "cpu_seconds": cpu,
-        "rounds": result.state.round,
+        "rounds": rounds,
         "local_steps_last_round": steps,
     }
     if cell.method == "paper":
         outcome.update(_paper_epsilons(runner, config))
     return outcome
+
+
+def _scored_as_it_is(runner: ExperimentRunner, experiment: str) -> list[MetricRow]:
+    """The runner's initial model (the pretrained one) scored on every evaluation set as the
+    simulation scores a final model (round 0: nothing trained)."""
+    model, config = runner.new_model(), runner.config
+    rows = []
+    for site, dataset in runner.evaluation_sets.items():
+        split = Split.UNSEEN if site == config.data.unseen_site else Split.TEST
+        metrics, _ = evaluate_cases(model, dataset, task=config.task, batch_size=config.training.batch_size)
+        rows += [MetricRow(experiment, 0, site, split, metric, value) for metric, value in metrics.items()]
+    return rows
 
 
 def _paper_epsilons(runner: ExperimentRunner, config: SimulationConfig) -> dict[str, Any]:
@@ -641,11 +664,11 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
                         if r["family"] == family and r["method"] == method and r["start"] == start
                     )
                     label = legend_label(method, start, rows)
-                    if method == "nonprivate" and points:
+                    if method in UNTRAINED_PRIVATELY and points:
                         axis.axhline(
                             points[0][1],
                             linestyle="--" if start == "scratch" else ":",
-                            color="black",
+                            color="black" if method == "nonprivate" else "grey",
                             label=label,
                         )
                     elif points:

@@ -8,10 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from benchmarks import dp_utility
 from benchmarks.dp_paper import laplace_epsilon, percentile_threshold
 from medfed.models import build_model
+from medfed.orchestration.checkpoint import load_checkpoint
 from medfed.privacy.dp.accounting import Accountant, epsilon_spent
 from medfed.privacy.dp.ledger import load_ledger
 
@@ -26,7 +29,7 @@ def test_small_run_writes_cells_table_plot_and_resumes(
 
     cells = sorted(path.stem for path in (tmp_path / "cells").glob("*.json"))
     assert cells == sorted(cell.key for cell in dp_utility.plan_cells(["brain_lesion"], [8.0], [0]))
-    assert {row["method"] for row in rows} == set(dp_utility.METHODS)
+    assert {row["method"] for row in rows} == set(dp_utility.METHODS) - {"public"}  # pretrained only
     summary = json.loads((tmp_path / "dp_utility.json").read_text())
     assert len(summary["rows"]) == 4
     assert (tmp_path / "dp_utility.png").read_bytes()[:4] == b"\x89PNG"
@@ -53,6 +56,26 @@ def test_small_run_writes_cells_table_plot_and_resumes(
 
     monkeypatch.setattr(dp_utility, "run_cell", fail)
     assert dp_utility.main([*ARGS, "--out", str(tmp_path)]) == rows
+
+
+def test_after_pretraining_the_public_model_alone_is_a_row_of_its_own(tmp_path: Path) -> None:
+    args = [*ARGS, "--methods", "nonprivate", "public", "fixed", "--out", str(tmp_path)]
+    rows = dp_utility.main([*args, "--pretrained"])
+
+    public = json.loads((tmp_path / "cells" / "brain_lesion-public-none-seed0-pretrained.json").read_text())
+    assert public["rounds"] == 0 and public["epsilon_spent"] == {}
+    weights = load_file(tmp_path / "pretrained" / "brain_lesion-seed0.safetensors")
+    runs = tmp_path / "runs"
+    checkpoint = next((runs / "brain_lesion-nonprivate-none-seed0-pretrained").rglob("round_*.safetensors"))
+    finetuned = load_checkpoint(checkpoint).server.weights
+    assert any(not torch.equal(weights[name], finetuned[name]) for name in weights)  # fine-tuning moved it
+    (row,) = [row for row in rows if row["method"] == "public"]
+    assert (row["start"], row["epsilon"], row["dice_own"]) == ("pretrained", None, public["dice_own"])
+    assert row["ratio_own"] == pytest.approx(public["dice_own"] / rows[0]["dice_own"])
+    assert "| brain_lesion | pretrained | public | - |" in (tmp_path / "dp_utility.md").read_text()
+    assert not [
+        cell for cell in dp_utility.plan_cells(["brain_lesion"], [8.0], [0]) if cell.method == "public"
+    ]
 
 
 def result_key(method: str) -> str:
