@@ -162,7 +162,7 @@ def run_peer(job: PeerJob, settings: PeerSettings, builder: SiteBuilder) -> Peer
         )
         grid = InMemoryGrid({settings.name: site})
         if not isinstance(topology, BrainTorrent):  # cyclic, gossip: every round in peer_topologies
-            here = _peer_site(settings, job, job_json, folder, links, grid, shelf, chain, copies)
+            here = _peer_site(settings, job, job_json, folder, links, grid, shelf, chain)
             state = run_rounds(topology, state, here, rounds=job.federation.rounds)
         while isinstance(topology, BrainTorrent) and state.round < job.federation.rounds:
             _await_peers(links, state.round, job.wait_for_peers_s, settings.poll_s)
@@ -171,12 +171,10 @@ def run_peer(job: PeerJob, settings: PeerSettings, builder: SiteBuilder) -> Peer
                 chain.record(pulled, state.round)
             _save_round(folder, state, settings.name, job, job_json)
             publish_model(shelf, state, settings.name)
-            if copies is not None:
-                copies.update(links.channels, offline=links.unreachable)
+            links.replicate()
         final = publish_model(shelf, state, settings.name, final=True)
         finals = _final_models(final, links, job.finish_timeout_s, settings.poll_s)
-        if copies is not None:
-            copies.update(links.channels, offline=links.unreachable)  # complete once final
+        links.replicate()  # complete once final
         agreed = consensus(finals[name].weights for name in sorted(finals))
         _save_final(folder, state.round, agreed, sorted(finals), job)
         metrics = _evaluate(builder, job_json, state.round, agreed)
@@ -198,7 +196,6 @@ def _peer_site(
     grid: InMemoryGrid,
     shelf: ModelShelf,
     chain: PeerChain | None,
-    copies: ChainCopies | None,
 ) -> PeerSite:
     """What a cyclic or gossip site's rounds use: its links, grid, shelf and chain, and this
     module's checkpoint (in ``folder``), then its chain copies brought up to date, and wait for
@@ -206,8 +203,7 @@ def _peer_site(
 
     def save(state: PeerState) -> None:
         _save_round(folder, state, settings.name, job, job_json)
-        if copies is not None:
-            copies.update(links.channels, offline=links.unreachable)
+        links.replicate()
 
     return PeerSite(
         name=settings.name,
@@ -309,6 +305,12 @@ class PeerLinks:
                 return None
         self._fine(peer)
         return result
+
+    def replicate(self) -> None:
+        """Brings this site's chain copies up to date (``ChainCopies.update``), calling no peer
+        whose last call failed; nothing without copies."""
+        if self.copies is not None:
+            self.copies.update(self.channels, offline=self.unreachable)
 
     def version(self, peer: str) -> int | None:
         """The version of ``peer``'s model now (no model travels); ``None`` when it cannot be

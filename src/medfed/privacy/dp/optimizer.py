@@ -43,10 +43,9 @@ class SourcedDPOptimizer(DPOptimizer):
             _check_processed_flag(total)
         dtypes = {total.dtype for total in totals}
         dtype = dtypes.pop() if len(dtypes) == 1 else torch.float64
-        noise = self.source.normal(std, (sum(total.numel() for total in totals),), dtype=dtype)
-        for parameter, total, part in zip(
-            self.params, totals, noise.split([t.numel() for t in totals]), strict=True
-        ):
+        sizes = [total.numel() for total in totals]
+        noise = self.source.normal(std, (sum(sizes),), dtype=dtype)
+        for parameter, total, part in zip(self.params, totals, noise.split(sizes), strict=True):
             parameter.grad = (total + part.to(total.device, total.dtype).view_as(total)).view_as(parameter)
             _mark_as_processed(total)
 
