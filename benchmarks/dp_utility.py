@@ -66,14 +66,14 @@ from medfed.files import atomic_write
 from medfed.orchestration.data_checks import check_study
 from medfed.orchestration.experiments import Experiment, plan_experiments
 from medfed.orchestration.federation_data import FederationData
-from medfed.orchestration.metrics_log import MetricRow, Split
+from medfed.orchestration.metrics_log import MetricRow
 from medfed.orchestration.preconditions import check_config
-from medfed.orchestration.simulation import ExperimentRunner
+from medfed.orchestration.simulation import ExperimentResult, ExperimentRunner
+from medfed.orchestration.site import cpu_weights
 from medfed.privacy.dp.accounting import Accountant, epsilon_spent
 from medfed.report.summary import summarize
-from medfed.training.evaluation import evaluate_cases
 from medfed.training.trainer import LocalTrainer, Trainer, TrainSettings
-from medfed.types import Weights
+from medfed.types import ServerState, Weights
 
 METHODS = ("nonprivate", "public", "fixed", "adaptive", "paper")
 UNTRAINED_PRIVATELY = ("nonprivate", "public")
@@ -317,6 +317,14 @@ class _CellRunner(ExperimentRunner):
             model.load_state_dict(self.initial)
         return model
 
+    def scored_as_it_is(self, experiment: Experiment) -> list[MetricRow]:
+        """The initial model (the pretrained one) scored on every evaluation set as the
+        simulation scores a model (``_evaluation_rows``), at round 0: nothing trained."""
+        model = self.new_model()
+        return self._evaluation_rows(
+            ExperimentResult(experiment, ServerState(0, cpu_weights(model)), {}), model
+        )
+
     def _trainer_for(self, experiment: Experiment, data: SiteData) -> Trainer:
         from benchmarks.dp_paper import PercentileLaplaceTrainer
         from medfed.privacy.dp import DPTrainer
@@ -350,7 +358,7 @@ def run_cell(
     runner = _CellRunner(config, data, run_dir, initial=initial, paper=cell.method == "paper")
     experiment = plan_experiments(config, data)[0]
     if cell.method == "public":
-        rows, rounds = _scored_as_it_is(runner, experiment.name), 0
+        rows, rounds = runner.scored_as_it_is(experiment), 0
     else:
         rounds = runner.run(experiment).state.round
         rows = runner.metrics.rows()
@@ -374,18 +382,6 @@ def run_cell(
     if cell.method == "paper":
         outcome.update(_paper_epsilons(runner, config))
     return outcome
-
-
-def _scored_as_it_is(runner: ExperimentRunner, experiment: str) -> list[MetricRow]:
-    """The runner's initial model (the pretrained one) scored on every evaluation set as the
-    simulation scores a final model (round 0: nothing trained)."""
-    model, config = runner.new_model(), runner.config
-    rows = []
-    for site, dataset in runner.evaluation_sets.items():
-        split = Split.UNSEEN if site == config.data.unseen_site else Split.TEST
-        metrics, _ = evaluate_cases(model, dataset, task=config.task, batch_size=config.training.batch_size)
-        rows += [MetricRow(experiment, 0, site, split, metric, value) for metric, value in metrics.items()]
-    return rows
 
 
 def _paper_epsilons(runner: ExperimentRunner, config: SimulationConfig) -> dict[str, Any]:
